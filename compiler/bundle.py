@@ -1,0 +1,77 @@
+"""The public bundle and every write into out/: atomic, and only when content changes.
+
+Layout (stable, sorted, diff-friendly):
+
+* ``out/certs/<name>.pem``        the certificate
+* ``out/certs/<name>.chain.pem``  the certificate followed by its intermediates (not the root)
+* ``out/trust/bundle.pem``        the roots (trust anchors), sorted by name
+* ``out/keys/<name>.sops.yaml``   the SOPS-encrypted private key
+* ``out/state.json``              the recorded state
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CERTS_DIR = "out/certs"
+TRUST_BUNDLE = "out/trust/bundle.pem"
+
+
+def cert_path(name: str) -> str:
+    return f"{CERTS_DIR}/{name}.pem"
+
+
+def chain_path(name: str) -> str:
+    return f"{CERTS_DIR}/{name}.chain.pem"
+
+
+def write_atomic(repo: Path, rel: str, data: bytes) -> bool:
+    """Write ``data`` to ``repo/rel`` through a staging file and os.replace.
+
+    Returns False (and touches nothing) when the file already holds exactly ``data``.
+    """
+    path = repo / rel
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(staging, "wb") as fh:
+        fh.write(data)
+    os.replace(staging, path)
+    return True
+
+
+def remove(repo: Path, rel: str) -> bool:
+    try:
+        (repo / rel).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def rename(repo: Path, old: str, new: str) -> None:
+    src, dst = repo / old, repo / new
+    if src.exists() and not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
+def read_text(repo: Path, rel: str) -> str | None:
+    try:
+        return (repo / rel).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+
+
+def clean_staging(repo: Path) -> None:
+    """Remove staging files left by a killed write (they were never renamed into place)."""
+    out = repo / "out"
+    if not out.is_dir():
+        return
+    for dirpath, _dirs, files in os.walk(out):
+        for f in files:
+            if f.startswith(".") and ".tmp-" in f:
+                os.unlink(os.path.join(dirpath, f))

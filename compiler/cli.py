@@ -1,0 +1,258 @@
+"""The command line: parse arguments, call one function, print, return an exit code.
+
+This is the only module that prints. User mistakes (PkicError) become one clear report
+and exit code 1; Ctrl-C exits 130; anything unexpected exits 3 with a short message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import Diagnostic, PkicError, fail
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="pkic: a GitOps PKI compiler. Declare the PKI in pki.yaml; plan; apply.",
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_repo = Path(".")
+
+
+@app.callback()
+def _main(
+    directory: Optional[Path] = typer.Option(None, "-C", help="run as if pkic was started in this directory (like git -C)"),
+    version: bool = typer.Option(False, "--version", help="print the version and exit"),
+) -> None:
+    global _repo
+    if version:
+        out.print(f"pkic {__version__}")
+        raise typer.Exit(0)
+    if directory is not None:
+        if not directory.is_dir():
+            raise PkicError(f"-C {directory}: no such directory")
+        _repo = directory
+    else:
+        _repo = Path(".")
+
+
+NOW_HELP = "pretend it is this time (RFC 3339, e.g. 2027-01-01T00:00:00Z); for testing renewals"
+
+
+def parse_now(value: Optional[str]) -> datetime:
+    if value is None:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail("--now", f"'{value}' is not a time", "use RFC 3339, e.g. 2027-01-01T00:00:00Z") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).replace(microsecond=0)
+
+
+def _load(now: datetime):
+    from . import spec as spec_mod
+    from .planner import make_plan
+    from .state import load_with_journal
+
+    effective = spec_mod.load(_repo)
+    state, _ops = load_with_journal(_repo)
+    return effective, state, make_plan(effective, state, now)
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(..., help="where to create the new PKI repo"),
+) -> None:
+    """Create a PKI repo: example pki.yaml, policies/, .sops.yaml with a new age recipient, git init."""
+    from .initrepo import init_repo
+
+    target = directory if directory.is_absolute() else _repo / directory
+    info = init_repo(target, parse_now(None))
+    out.print(f"[green]Created[/] a PKI repo in [bold]{target}[/]")
+    out.print(f"  age recipient  {info['recipient']}")
+    out.print(f"  identity added to {info['key_file']} (keep it secret; CI gets it as SOPS_AGE_KEY)")
+    out.print(f"Next: cd {target} && pkic plan && pkic apply")
+
+
+@app.command()
+def plan(
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    save: Optional[Path] = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
+    detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="exit 0 with no changes, 2 with changes, 1 on error"),
+) -> None:
+    """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
+    from .render import plan_text
+
+    effective, _state, the_plan = _load(parse_now(now))
+    body = the_plan.to_json()
+    if save is not None:
+        target = save if save.is_absolute() else _repo / save
+        target.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if as_json:
+        out.print_json(json.dumps(body, sort_keys=True))
+    else:
+        out.print(plan_text(the_plan, effective))
+        if save is not None:
+            out.print(f"Saved the plan to {save}; apply exactly it with `pkic apply {save}`.")
+    if detailed_exitcode and not the_plan.empty:
+        raise typer.Exit(2)
+
+
+@app.command()
+def apply(
+    plan_file: Optional[Path] = typer.Argument(None, help="a plan saved by `pkic plan --out`; applied only if still current"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (CI)"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
+    from . import spec as spec_mod
+    from .executor import execute, finish_interrupted
+    from .keystore import Keystore
+    from .planner import make_plan
+    from .render import plan_text
+    from .state import RepoLock, load_state
+
+    when = parse_now(now)
+    saved = _read_saved_plan(plan_file) if plan_file else None
+    effective = spec_mod.load(_repo)  # spec errors before anything else
+    store = Keystore(_repo)
+    with RepoLock(_repo):
+        recovered = finish_interrupted(_repo)
+        if recovered:
+            err.print(f"[yellow]Finished an interrupted apply[/] ({recovered} certificate(s) recovered from the journal).")
+        state = load_state(_repo)
+        the_plan = make_plan(effective, state, when)
+        if saved is not None:
+            _check_saved(saved, the_plan)
+        out.print(plan_text(the_plan, effective))
+        if the_plan.empty:
+            return
+        store.check_config()
+        if not yes and saved is None:
+            if not sys.stdin.isatty():
+                raise PkicError("refusing to apply without confirmation: no terminal to ask on", "pass --yes (as CI does), or run it in a terminal")
+            if not typer.confirm("Apply these changes?", default=False):
+                err.print("Cancelled; nothing was changed.")
+                raise typer.Exit(1)
+        result = execute(_repo, the_plan, effective, state, store, when)
+    parts = []
+    if result.issued:
+        parts.append(f"{len(result.issued)} issued")
+    if result.revoked:
+        parts.append(f"{len(result.revoked)} revoked")
+    if result.moved:
+        parts.append(f"{len(result.moved)} moved")
+    out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}.")
+
+
+def _read_saved_plan(path: Path) -> dict:
+    target = path if path.is_absolute() else _repo / path
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise fail(str(path), "no such plan file", "save one with `pkic plan --out FILE`") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise fail(str(path), f"not a saved plan: {exc}", "save one with `pkic plan --out FILE`") from None
+    if not isinstance(data, dict) or data.get("format_version") != 1 or "digest" not in data:
+        raise fail(str(path), "not a saved pkic plan", "save one with `pkic plan --out FILE`")
+    return data
+
+
+def _check_saved(saved: dict, current) -> None:
+    if saved.get("lineage") != current.lineage or saved.get("state_serial") != current.state_serial:
+        raise PkicError(
+            [Diagnostic("plan", None, None, "", f"stale plan: it was made against state serial {saved.get('state_serial')}, but the state is now at serial {current.state_serial}", "run `pkic plan --out FILE` again and review the new plan")]
+        )
+    if saved.get("digest") != current.digest:
+        raise PkicError(
+            [Diagnostic("plan", None, None, "", "stale plan: pki.yaml or the clock changed what would be done since the plan was saved", "run `pkic plan --out FILE` again and review the new plan")]
+        )
+
+
+@app.command()
+def status(
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the inventory as JSON"),
+    all_: bool = typer.Option(False, "--all", help="include revoked certificates"),
+) -> None:
+    """The inventory: every certificate, its issuer, serial, validity and days left."""
+    from .render import status_rows, status_table
+    from .state import load_with_journal
+
+    state, _ = load_with_journal(_repo)
+    rows = status_rows(state, parse_now(now))
+    if not all_:
+        rows = [r for r in rows if r["status"] != "revoked"]
+    if as_json:
+        out.print_json(json.dumps({"certificates": rows, "state_serial": state.serial, "lineage": state.lineage}))
+    elif not rows:
+        out.print("No certificates issued yet. Run `pkic plan`, then `pkic apply`.")
+    else:
+        out.print(status_table(rows))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pki.yaml (for editor autocompletion)."""
+    from .spec import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except PkicError as exc:
+        for d in exc.diagnostics:
+            err.print(f"[bold red]error:[/] {_escape(d.render())}")
+        if len(exc.diagnostics) > 1:
+            err.print(f"{len(exc.diagnostics)} problems found; nothing was changed.")
+        return 1
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("Interrupted.")
+        return 130
+    except Exception as exc:  # click usage errors and crashes
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 1 if isinstance(exc, click.exceptions.UsageError) is False else 1
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"pkic-crash-{os.getpid()}.log"
+        try:
+            log.write_text(traceback.format_exc())
+        except OSError:
+            pass
+        err.print(f"[bold red]pkic crashed:[/] {type(exc).__name__}. This is a bug in pkic, not in your input; details in {log}")
+        return 3
+    return 0
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

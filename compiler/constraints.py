@@ -1,0 +1,102 @@
+"""RFC 5280 §4.2.1.10 name constraints, checked at plan time (before any client would).
+
+For every certificate, each name of a type that an ancestor constrains must fall inside
+one of that ancestor's permitted subtrees (when it has any of that type) and inside none
+of its excluded subtrees. Subtree semantics follow RFC 5280 and OpenSSL:
+
+* DNS ``example.com`` covers ``example.com`` and every name below it; ``.example.com``
+  covers only names below it.
+* IP: the address lies in the network.
+* Email ``ops@example.com`` is one mailbox; ``example.com`` every mailbox at that host;
+  ``.example.com`` every mailbox at hosts below it.
+* URI: the host of the URI, with the DNS rules of the email host form; a URI without a
+  host fails any URI constraint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from .errors import Diagnostic
+
+
+def dns_within(name: str, subtree: str) -> bool:
+    name = name.lower()
+    if name.startswith("*."):
+        name = name[2:]
+        # a wildcard stands for names *below* name: inside subtree when name itself is
+        if subtree.startswith("."):
+            return name == subtree[1:] or name.endswith(subtree)
+    if subtree.startswith("."):
+        return name.endswith(subtree)
+    return name == subtree or name.endswith("." + subtree)
+
+
+def host_within(host: str, subtree: str) -> bool:
+    host = host.lower()
+    if subtree.startswith("."):
+        return host.endswith(subtree)
+    return host == subtree
+
+
+def ip_within(address: str, network: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    net = ipaddress.ip_network(network)
+    return ip.version == net.version and ip in net
+
+
+def email_within(address: str, subtree: str) -> bool:
+    if "@" in subtree:
+        return address.lower() == subtree.lower()
+    return host_within(address.rsplit("@", 1)[1], subtree)
+
+
+def uri_within(value: str, subtree: str) -> bool:
+    host = urlsplit(value).hostname
+    return bool(host) and host_within(host, subtree)
+
+
+MATCHERS = {
+    "dns": ("permitted_dns", "excluded_dns", dns_within),
+    "ip": ("permitted_ip", "excluded_ip", ip_within),
+    "email": ("permitted_email", "excluded_email", email_within),
+    "uri": ("permitted_uri", "excluded_uri", uri_within),
+}
+
+
+def violations(names: dict[str, list[str]], constraints: dict) -> list[tuple[str, str, str]]:
+    """(san type, name, why) for each name outside the constraints."""
+    out = []
+    for kind, (permitted_key, excluded_key, within) in MATCHERS.items():
+        permitted = constraints.get(permitted_key) or []
+        excluded = constraints.get(excluded_key) or []
+        for value in names.get(kind) or []:
+            if permitted and not any(within(value, s) for s in permitted):
+                out.append((kind, value, f"not within {permitted_key}: {', '.join(permitted)}"))
+            for s in excluded:
+                if within(value, s):
+                    out.append((kind, value, f"within {excluded_key}: {s}"))
+                    break
+    return out
+
+
+def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
+    diags = []
+    for name, entry in entries.items():
+        if entry.kind != "certificate":
+            continue
+        anc = entry.issuer
+        while anc is not None:
+            nc = entries[anc].spec.get("name_constraints")
+            if nc:
+                for kind, value, why in violations(entry.spec, nc):
+                    diags.append(
+                        loc.diag(
+                            ("certificates", name, kind),
+                            f"'{value}' is outside the name constraints of '{anc}' ({why})",
+                            f"clients would reject it; change the name or {anc}'s name_constraints",
+                        )
+                    )
+            anc = entries[anc].issuer
+    return diags

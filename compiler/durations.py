@@ -1,0 +1,48 @@
+"""Durations as written in pki.yaml: ``90d``, ``12h``, ``3y``, ``1y6w`` or ISO 8601 ``P90D``.
+
+Units: ``y`` = 365 days, ``w`` = 7 days, ``d``, ``h``, ``m`` (minutes), ``s``.
+ISO 8601: ``PnYnMnWnDTnHnMnS`` with Y = 365 days and M = 30 days.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_SHORT = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_ISO = re.compile(
+    r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
+)
+DURATION_PATTERN = r"^(\d+[ywdhms])+$|^P(\d+[YMWD])*(T(\d+[HMS])+)?$"
+DURATION_HINT = "use 90d, 12h, 3y or P90D"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a duration, raising ValueError on anything else (including zero)."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a duration ({DURATION_HINT})")
+    s = text.strip()
+    m = _SHORT.match(s)
+    if m and s:
+        y, w, d, h, mi, sec = (int(g or 0) for g in m.groups())
+        delta = timedelta(days=365 * y + 7 * w + d, hours=h, minutes=mi, seconds=sec)
+    else:
+        m = _ISO.match(s)
+        if not m or s in ("P", "PT") or s.endswith("T"):
+            raise ValueError(f"'{text}' is not a duration ({DURATION_HINT})")
+        y, mo, w, d, h, mi, sec = (int(g or 0) for g in m.groups())
+        delta = timedelta(days=365 * y + 30 * mo + 7 * w + d, hours=h, minutes=mi, seconds=sec)
+    if delta <= timedelta(0):
+        raise ValueError(f"'{text}' is not a positive duration ({DURATION_HINT})")
+    return delta
+
+
+def format_duration(delta: timedelta) -> str:
+    """Render a duration compactly (``90d``, ``10y``, ``36h``) for plans and state."""
+    total = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("y", 365 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            n, total = divmod(total, size)
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"

@@ -1,0 +1,52 @@
+"""Diagnostics: user mistakes are collected, located and reported together.
+
+A :class:`Diagnostic` names the file, line and column, the field path inside the
+document and says what is wrong, with an optional hint. Commands raise
+:class:`PkicError` carrying every diagnostic found in one run; the CLI turns it into
+one clear report and exit code 1. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    file: str
+    line: int | None  # 1-based
+    column: int | None  # 1-based
+    path: str  # dotted field path, e.g. "certificates.web.lifetime"
+    message: str
+    hint: str | None = field(default=None, compare=False)
+
+    def render(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        text = f"{where}: "
+        if self.path:
+            text += f"{self.path}: "
+        text += self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class PkicError(Exception):
+    """A user-facing failure: one or more diagnostics, exit code 1."""
+
+    def __init__(self, diagnostics: list[Diagnostic] | Diagnostic | str, hint: str | None = None):
+        if isinstance(diagnostics, str):
+            diagnostics = [Diagnostic("pkic", None, None, "", diagnostics, hint)]
+        elif isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+
+def fail(file: str, message: str, hint: str | None = None, path: str = "") -> PkicError:
+    """A single-diagnostic error about a whole file (no line)."""
+    return PkicError([Diagnostic(file, None, None, path, message, hint)])

@@ -1,0 +1,225 @@
+"""Apply: carry out a plan, parents first, and nothing more.
+
+Each certificate is signed in memory; its step (record, certificate, sealed key) is
+appended to the journal *before* any file is written, then the files are written
+atomically. A killed apply therefore leaves either a complete journal line (the next
+apply rewrites its files from it) or nothing at all for that step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from . import bundle, keystore
+from .errors import fail
+from .keystore import Keystore, KeyHandle
+from .planner import REVOKE, Plan
+from .spec import EffectiveSpec
+from .state import Journal, State, load_with_journal, new_lineage, ts
+from .x509build import IssuerRef, build
+
+
+@dataclass
+class ApplyResult:
+    issued: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    files_written: int = 0
+    recovered: int = 0
+    state_serial: int = 0
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _hex(value: bytes | int) -> str:
+    if isinstance(value, int):
+        h = format(value, "x")
+        return h if len(h) % 2 == 0 else "0" + h
+    return value.hex()
+
+
+class _Certs:
+    """Certificates by name: issued in this run, or read once from out/certs."""
+
+    def __init__(self, repo: Path):
+        self.repo = repo
+        self._certs: dict[str, x509.Certificate] = {}
+
+    def get(self, name: str) -> x509.Certificate:
+        if name not in self._certs:
+            pem = bundle.read_text(self.repo, bundle.cert_path(name))
+            if pem is None:
+                raise fail(bundle.cert_path(name), f"the certificate of '{name}' is missing", f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)")
+            self._certs[name] = x509.load_pem_x509_certificate(pem.encode())
+        return self._certs[name]
+
+    def put(self, name: str, cert: x509.Certificate) -> None:
+        self._certs[name] = cert
+
+    def pem(self, name: str) -> str:
+        return _pem(self.get(name))
+
+
+def make_record(name: str, entry, cert: x509.Certificate, issuer_rec: dict | None, action: str, reasons: list[str], key_source: str, now: datetime) -> dict:
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    return {
+        "name": name,
+        "kind": entry.kind,
+        "status": "active",
+        "serial": _hex(cert.serial_number),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": entry.issuer,
+        "issuer_serial": issuer_rec["serial"] if issuer_rec else None,
+        "issuer_key_id": _hex(aki),
+        "key_id": _hex(ski),
+        "key_type": entry.key_type,
+        "key_source": key_source,
+        "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+        "not_before": ts(cert.not_valid_before_utc),
+        "not_after": ts(cert.not_valid_after_utc),
+        "issued_at": ts(now),
+        "action": action,
+        "reasons": reasons,
+        "spec": entry.spec,
+        "spec_digest": entry.digest,
+    }
+
+
+def chain_pem(state: State, certs: _Certs, name: str) -> str:
+    parts = [certs.pem(name)]
+    rec = state.active(name)
+    issuer = rec["issuer"] if rec else None
+    while issuer is not None:
+        irec = state.active(issuer)
+        if irec is None or irec["issuer"] is None:  # stop before the root
+            break
+        parts.append(certs.pem(issuer))
+        issuer = irec["issuer"]
+    return "".join(parts)
+
+
+def trust_bundle(state: State, certs: _Certs) -> str:
+    roots = [n for n in sorted(state.active_names()) if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
+    return "".join(certs.pem(n) for n in roots)
+
+
+def finish_interrupted(repo: Path) -> int:
+    """Complete an apply that was killed: rewrite its files from the journal, fold it."""
+    state, ops = load_with_journal(repo)
+    if not ops:
+        return 0
+    bundle.clean_staging(repo)
+    certs = _Certs(repo)
+    touched: set[str] = set()
+    for op in ops:
+        if op["op"] == "issued":
+            bundle.write_atomic(repo, bundle.cert_path(op["name"]), op["cert_pem"].encode())
+            if op.get("key_doc"):
+                bundle.write_atomic(repo, keystore.key_path(op["name"]), op["key_doc"].encode())
+            touched.add(op["name"])
+        elif op["op"] == "revoked":
+            for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), keystore.key_path(op["name"])):
+                bundle.remove(repo, rel)
+        elif op["op"] == "moved":
+            _move_files(repo, op["from"], op["to"])
+    for name in state.active_names():  # intermediates may have changed under anyone
+        bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
+    bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+    state.serial = max(state.serial, ops[0]["base_serial"] + 1)
+    bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
+    Journal(repo).discard()
+    return len(touched)
+
+
+def _move_files(repo: Path, old: str, new: str) -> None:
+    for fn in (bundle.cert_path, bundle.chain_path, keystore.key_path):
+        bundle.rename(repo, fn(old), fn(new))
+
+
+def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Keystore, now: datetime) -> ApplyResult:
+    result = ApplyResult()
+    if plan.empty:
+        result.state_serial = state.serial
+        return result
+    store.check_config()
+    lineage = state.lineage or new_lineage()
+    journal = Journal(repo)
+    journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
+    state.lineage = lineage
+    certs = _Certs(repo)
+    written = 0
+
+    for old, new in plan.moves:
+        journal.append({"op": "moved", "from": old, "to": new, "at": ts(now)})
+        _move_files(repo, old, new)
+        state.record_moved(old, new)
+        result.moved.append((old, new))
+
+    handles: dict[str, KeyHandle] = {}
+    for change in plan.changes:
+        name = change.name
+        if change.action == REVOKE:
+            continue
+        entry = spec.entries[name]
+        if change.key == "new":
+            handle = keystore.generate(entry.key_type)
+            public = handle.public_key()
+        else:
+            handle = None
+            current = certs.get(name)
+            public = current.public_key()
+            if keystore.public_key_sha256(public) != state.active(name)["public_key_sha256"]:
+                raise fail(bundle.cert_path(name), f"the certificate of '{name}' does not match the state", "restore out/ from git")
+        if entry.issuer is None:
+            signer = handle if handle is not None else store.load(name)
+            issuer_ref, issuer_rec = None, None
+        else:
+            signer = handles.get(entry.issuer) or store.load(entry.issuer)
+            issuer_ref = IssuerRef.from_certificate(certs.get(entry.issuer), spec.entries[entry.issuer].key_type)
+            issuer_rec = state.active(entry.issuer)
+        builder = build(entry, public, issuer_ref, x509.random_serial_number(), now)
+        cert = keystore.sign(builder, signer)
+        key_doc = store.seal(name, handle) if handle is not None else None
+        if handle is not None and entry.kind == "authority":
+            handles[name] = handle
+        record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], "generated" if handle else "kept", now)
+        pem = _pem(cert)
+        journal.append({"op": "issued", "name": name, "record": record, "cert_pem": pem, "key_doc": key_doc, "at": ts(now)})
+        if key_doc is not None:
+            written += bundle.write_atomic(repo, keystore.key_path(name), key_doc.encode())
+        written += bundle.write_atomic(repo, bundle.cert_path(name), pem.encode())
+        certs.put(name, cert)
+        state.record_issued(name, record, ts(now))
+        result.issued.append(name)
+
+    for change in plan.changes:
+        if change.action != REVOKE:
+            continue
+        journal.append({"op": "revoked", "name": change.name, "serial": change.serial, "reason": "cessation_of_operation", "at": ts(now)})
+        for rel in (bundle.cert_path(change.name), bundle.chain_path(change.name), keystore.key_path(change.name)):
+            written += bundle.remove(repo, rel)
+        state.record_revoked(change.name, change.serial, "cessation_of_operation", ts(now))
+        result.revoked.append(change.name)
+
+    chain_names = set(result.issued) | set(plan.chain_updates) | {new for _, new in plan.moves}
+    for name in sorted(chain_names):
+        if state.active(name):
+            written += bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
+    written += bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+
+    state.serial += 1
+    journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
+    written += bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
+    journal.discard()
+    result.files_written = written
+    result.state_serial = state.serial
+    return result

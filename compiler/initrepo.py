@@ -1,0 +1,91 @@
+"""`pkic init`: a ready PKI repo and an age identity where sops looks for it.
+
+The identity is appended (never overwritten) to ``$SOPS_AGE_KEY_FILE``, else
+``$XDG_CONFIG_HOME/sops/age/keys.txt`` (``~/.config/sops/age/keys.txt``), mode 0600,
+and never written inside the repo.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+import pyrage
+
+from .errors import fail
+
+SOPS_YAML = """\
+# SOPS creation rules for the keys pkic writes (out/keys/<name>.sops.yaml).
+# Only `private_key` is encrypted; the name and public key fingerprint stay readable.
+# Add recipients (more age keys, KMS, PGP, Vault...) or key_groups with a
+# shamir_threshold here: pkic hands every key to sops with these rules.
+creation_rules:
+  - path_regex: ^out/keys/.*\\.sops\\.yaml$
+    encrypted_regex: ^private_key$
+    age: {recipient}
+"""
+
+GITIGNORE = """\
+# pkic's working files: the apply lock, the journal of an apply in progress
+.pkic/
+# never commit a clear private key
+*.key
+*-key.pem
+"""
+
+POLICIES_README = """\
+# policies/
+
+One YAML file per policy, attached to authorities in pki.yaml. See the README.
+"""
+
+
+def age_key_file() -> Path:
+    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "sops" / "age" / "keys.txt"
+
+
+def new_identity(label: str, now: datetime) -> tuple[str, Path]:
+    """Append a fresh age identity to the key file; return (recipient, key file)."""
+    ident = pyrage.x25519.Identity.generate()
+    recipient = str(ident.to_public())
+    path = age_key_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        text = f"# created: {now.strftime('%Y-%m-%dT%H:%M:%SZ')} by pkic init for {label}\n# public key: {recipient}\n{ident}\n"
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return recipient, path
+
+
+def init_repo(target: Path, now: datetime) -> dict:
+    if (target / "pki.yaml").exists():
+        raise fail(str(target / "pki.yaml"), "already exists: this is a pkic repo", "run pkic plan there, or pick a new directory")
+    if target.exists() and not target.is_dir():
+        raise fail(str(target), "exists and is not a directory")
+    target.mkdir(parents=True, exist_ok=True)
+    recipient, key_file = new_identity(str(target.resolve()), now)
+    template = resources.files("compiler").joinpath("templates/pki.yaml").read_text(encoding="utf-8")
+    (target / "pki.yaml").write_text(template, encoding="utf-8")
+    (target / ".sops.yaml").write_text(SOPS_YAML.format(recipient=recipient), encoding="utf-8")
+    gi = target / ".gitignore"
+    if not gi.exists():
+        gi.write_text(GITIGNORE, encoding="utf-8")
+    (target / "policies").mkdir(exist_ok=True)
+    (target / "policies" / "README.md").write_text(POLICIES_README, encoding="utf-8")
+    git = not (target / ".git").exists()
+    if git:
+        try:
+            subprocess.run(["git", "init", "-q", str(target)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise fail(str(target), f"git init failed: {exc}", "install git, or run git init yourself") from None
+    return {"recipient": recipient, "key_file": str(key_file), "git_init": git}

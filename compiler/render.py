@@ -1,0 +1,102 @@
+"""Human-readable renderings (rich renderables and text); the CLI prints them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
+from .spec import EffectiveSpec
+from .state import State, parse_ts, ts
+
+STYLE = {ISSUE: ("+", "green"), REISSUE: ("~", "yellow"), RENEW: ("↻", "cyan"), REVOKE: ("-", "red")}
+
+
+def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
+    lines: list = []
+    head = Text()
+    head.append("pkic plan", style="bold")
+    head.append(f"  now {ts(plan.now)} · state serial {plan.state_serial}", style="dim")
+    lines.append(head)
+    for notice in plan.notices:
+        lines.append(Text(f"! {notice}", style="yellow"))
+    if plan.empty:
+        lines.append(Text("No changes. The certificates match pki.yaml and none is due for renewal.", style="green"))
+        return Group(*lines)
+    lines.append(Text(""))
+    radius = blast_radius(plan, spec) if spec else {}
+    for old, new in plan.moves:
+        t = Text("  → ", style="blue")
+        t.append("move     ", style="bold blue")
+        t.append(f"{old} -> {new}", style="bold")
+        t.append("  (state and files carried over; nothing revoked or reissued)", style="dim")
+        lines.append(t)
+    for c in plan.changes:
+        sym, colour = STYLE[c.action]
+        t = Text(f"  {sym} ", style=colour)
+        t.append(f"{c.action:<8} ", style=f"bold {colour}")
+        t.append(f"{c.name}", style="bold")
+        t.append(f"  {c.kind}", style="dim")
+        if c.action != REVOKE:
+            key = f"new {c.key_type} key" if c.key == "new" else "same key"
+            until = f", until {c.not_after[:10]}" if c.not_after else ""
+            t.append(f"  ({key}{until}, issuer {c.issuer or 'self'})", style="dim")
+        else:
+            t.append(f"  (serial {c.serial})", style="dim")
+        lines.append(t)
+        for r in c.reasons:
+            lines.append(Text(f"      · {r.message}", style="dim" if r.code in ("new",) else ""))
+        if c.name in radius:
+            below = radius[c.name]
+            lines.append(Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta"))
+    if plan.chain_updates:
+        lines.append(Text(f"  chain files rewritten (new intermediate, certificate unchanged): {', '.join(plan.chain_updates)}", style="dim"))
+    if plan.pending_journal:
+        lines.append(Text(f"  the interrupted apply's {plan.pending_journal} step(s) are finished first", style="yellow"))
+    n = plan.counts()
+    summary = Text("\nPlan: ", style="bold")
+    summary.append(f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke")
+    if plan.moves:
+        summary.append(f", {len(plan.moves)} to move")
+    summary.append(".")
+    lines.append(summary)
+    return Group(*lines)
+
+
+def status_rows(state: State, now: datetime) -> list[dict]:
+    rows = []
+    for name in sorted(state.certificates):
+        rec = state.certificates[name][0]
+        not_after = parse_ts(rec["not_after"])
+        days = (not_after - now).total_seconds() / 86400
+        status = rec["status"]
+        if status == "active" and days <= 0:
+            status = "expired"
+        rows.append({
+            "name": name,
+            "kind": rec["kind"],
+            "issuer": rec.get("issuer") or "(self)",
+            "serial": rec["serial"],
+            "not_before": rec["not_before"],
+            "not_after": rec["not_after"],
+            "days_left": int(days // 1) if days > 0 else 0,
+            "status": status,
+            "subject": rec["subject"],
+        })
+    return rows
+
+
+def status_table(rows: list[dict]) -> Table:
+    table = Table(title="pkic status", title_justify="left", header_style="bold")
+    for col in ("name", "kind", "issuer", "serial", "not after", "days left", "status"):
+        table.add_column(col, justify="right" if col == "days left" else "left")
+    for r in rows:
+        days = r["days_left"]
+        colour = "green" if days > 30 else "yellow" if days > 7 else "red"
+        if r["status"] != "active":
+            colour = "dim" if r["status"] in ("revoked", "superseded") else "red"
+        table.add_row(r["name"], r["kind"], r["issuer"], r["serial"][:16] + ("…" if len(r["serial"]) > 16 else ""), r["not_after"], Text(str(days), style=colour), Text(r["status"], style=colour))
+    return table

@@ -1,0 +1,570 @@
+"""pki.yaml: the models (and so the JSON Schema), loading with line numbers, and
+resolution into an *effective spec*: defaults applied, names normalised, issuers
+resolved, checked as a whole, in a canonical parents-first order.
+
+Only this module knows the YAML; everything after it works on :class:`EffectiveSpec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from . import names
+from .durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
+from .errors import Diagnostic, PkicError
+
+SPEC_FILE = "pki.yaml"
+
+KeyType = Literal["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
+Profile = Literal["server", "client", "peer"]
+SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_LIFETIME = {
+    "root": timedelta(days=3650),
+    "intermediate": timedelta(days=1825),
+    "certificate": timedelta(days=90),
+}
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "duration", "'{value}' is not a duration ({hint})", {"value": value, "hint": DURATION_HINT}
+        ) from None
+
+
+def _wrap(fn):
+    def check(value: Any) -> Any:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise PydanticCustomError("name", str(exc)) from None
+
+    return check
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90d", "12h", "3y", "P90D"]}),
+]
+DnsName = Annotated[str, BeforeValidator(_wrap(names.dns_name)), WithJsonSchema({"type": "string", "examples": ["web.example.com", "*.svc.internal"]})]
+IpAddress = Annotated[str, BeforeValidator(_wrap(names.ip_address)), WithJsonSchema({"type": "string", "examples": ["10.0.0.5", "fd00::5"]})]
+Uri = Annotated[str, BeforeValidator(_wrap(names.uri)), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/payments"]})]
+Email = Annotated[str, BeforeValidator(_wrap(names.email)), WithJsonSchema({"type": "string", "examples": ["ops@example.com"]})]
+DnsDomain = Annotated[str, BeforeValidator(_wrap(names.dns_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".svc.internal"]})]
+IpNetwork = Annotated[str, BeforeValidator(_wrap(names.ip_network)), WithJsonSchema({"type": "string", "examples": ["10.0.0.0/8"]})]
+EmailConstraint = Annotated[str, BeforeValidator(_wrap(names.email_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com", "ops@example.com"]})]
+UriHost = Annotated[str, BeforeValidator(_wrap(names.uri_host)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com"]})]
+RefName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+
+
+class Subject(_Model):
+    """Distinguished name attributes. In an entry, a value overrides the default; null removes it."""
+
+    C: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="country, ISO 3166 two letters")] | None = None
+    ST: Annotated[str, Field(min_length=1, max_length=128, description="state or province")] | None = None
+    L: Annotated[str, Field(min_length=1, max_length=128, description="locality")] | None = None
+    O: Annotated[str, Field(min_length=1, max_length=64, description="organization")] | None = None  # noqa: E741
+    OU: Annotated[str, Field(min_length=1, max_length=64, description="organizational unit")] | None = None
+    CN: Annotated[str, Field(min_length=1, max_length=64, description="common name")] | None = None
+
+
+class NameConstraints(_Model):
+    """RFC 5280 name constraints, written into the authority (critical) and checked at plan time."""
+
+    permitted_dns: list[DnsDomain] = []
+    excluded_dns: list[DnsDomain] = []
+    permitted_ip: list[IpNetwork] = []
+    excluded_ip: list[IpNetwork] = []
+    permitted_email: list[EmailConstraint] = []
+    excluded_email: list[EmailConstraint] = []
+    permitted_uri: list[UriHost] = []
+    excluded_uri: list[UriHost] = []
+
+
+class Authority(_Model):
+    """A certificate authority: a root (no issuer) or an intermediate."""
+
+    issuer: RefName | None = Field(None, description="the authority that signs this one; omit for a root")
+    subject: Subject | None = None
+    key: KeyType | None = Field(None, description="key type; defaults.key when omitted")
+    lifetime: Duration | None = Field(None, description="validity; default 10y for roots, 5y for intermediates")
+    renew_before: Duration | None = Field(None, description="renew when this much life is left; default a third of the lifetime")
+    path_length: Annotated[int, Field(ge=0)] | None = Field(None, description="how many authorities may follow below this one")
+    name_constraints: NameConstraints | None = None
+    rekey: Annotated[int, Field(ge=0)] = Field(0, description="bump to force a new key at the next apply")
+    description: str | None = None
+
+
+class Certificate(_Model):
+    """A leaf certificate."""
+
+    issuer: RefName = Field(description="the authority that signs it")
+    profile: Profile = Field("server", description="server, client, or peer (server + client, for mTLS)")
+    subject: Subject | None = None
+    dns: list[DnsName] = []
+    ip: list[IpAddress] = []
+    uri: list[Uri] = []
+    email: list[Email] = []
+    key: KeyType | None = None
+    lifetime: Duration | None = Field(None, description="validity; default 90d")
+    renew_before: Duration | None = Field(None, description="renew when this much life is left; default a third of the lifetime")
+    rekey: Annotated[int, Field(ge=0)] = Field(0, description="bump to force a new key at the next apply")
+    reuse_key: bool = Field(False, description="keep the key on renewal (by default every renewal makes a new key)")
+    description: str | None = None
+
+
+class Moved(_Model):
+    """A rename: the state recorded under `from` now belongs to `to` (nothing is revoked or reissued)."""
+
+    from_: RefName = Field(alias="from")
+    to: RefName
+
+
+class Defaults(_Model):
+    key: KeyType = "ecdsa-p256"
+    subject: Subject | None = None
+
+
+class Spec(_Model):
+    """pki.yaml"""
+
+    version: Literal[1]
+    defaults: Defaults = Defaults()
+    authorities: dict[str, Authority] = {}
+    certificates: dict[str, Certificate] = {}
+    moved: list[Moved] = []
+
+
+def json_schema() -> dict:
+    schema = Spec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pki.yaml"
+    return schema
+
+
+# --------------------------------------------------------------------------- locating
+
+
+class Locator:
+    """Maps a field path to a 1-based (line, column) in the loaded YAML."""
+
+    def __init__(self, filename: str, doc: Any):
+        self.filename = filename
+        self.doc = doc
+
+    def at(self, path: tuple, *, key: bool = False) -> tuple[int | None, int | None]:
+        node, pos = self.doc, (1, 1)
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(node, CommentedMap) and part in node:
+                line, col = node.lc.key(part) if (key and last) else node.lc.value(part)
+                if not last and node.lc.value(part) is None:
+                    line, col = node.lc.key(part)
+                pos, node = (line + 1, col + 1), node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                line, col = node.lc.item(part)
+                pos, node = (line + 1, col + 1), node[part]
+            else:
+                break
+        return pos
+
+    def diag(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
+        line, col = self.at(path, key=key)
+        return Diagnostic(self.filename, line, col, _dotted(path), message, hint)
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _yaml_error(filename: str, exc: MarkedYAMLError) -> Diagnostic:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    col = mark.column + 1 if mark else None
+    problem = exc.problem or str(exc)
+    if exc.context and "duplicate" in str(exc.context):
+        problem = f"{exc.context.strip()}: {problem}".replace("\n", " ")
+    return Diagnostic(filename, line, col, "", f"YAML syntax error: {problem}", "check indentation, quoting and colons")
+
+
+def parse_yaml(text: str, filename: str) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        raise PkicError([_yaml_error(filename, exc)]) from None
+    except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad unicode)
+        raise PkicError([Diagnostic(filename, None, None, "", f"cannot parse YAML: {exc}")]) from None
+
+
+def _pydantic_diags(exc: ValidationError, loc: Locator, model: type[BaseModel]) -> list[Diagnostic]:
+    diags = []
+    for err in exc.errors(include_url=False):
+        path = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("function-before", "function-after")))
+        kind = err["type"]
+        msg = err["msg"].removeprefix("Value error, ")
+        hint = None
+        if kind == "extra_forbidden":
+            field_name = path[-1]
+            known = _known_fields(model, path[:-1])
+            close = difflib.get_close_matches(str(field_name), known, n=1)
+            msg = f"unknown field '{field_name}'"
+            hint = f"did you mean '{close[0]}'?" if close else (f"known fields: {', '.join(known)}" if known else None)
+            diags.append(loc.diag(path, msg, hint, key=True))
+            continue
+        if kind == "missing":
+            msg = f"required field '{path[-1]}' is missing"
+            diags.append(loc.diag(path[:-1], msg))
+            continue
+        if kind == "literal_error":
+            msg = f"{err['input']!r} is not allowed: {msg[0].lower()}{msg[1:]}"
+        elif kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type"):
+            msg = f"{msg[0].lower()}{msg[1:]} (got {type(err['input']).__name__} {err['input']!r})"
+        diags.append(loc.diag(path, msg, hint))
+    return diags
+
+
+def _known_fields(model: type[BaseModel], path: tuple) -> list[str]:
+    current: Any = model
+    for part in path:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = current.model_fields.get(part)
+            if f is None:  # dict keys such as certificate names
+                return []
+            current = _unwrap(f.annotation)
+        elif current in ("dict", "list"):
+            return []
+        else:
+            return []
+        if isinstance(current, tuple):  # dict[str, X] / list[X]
+            current = current[1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or n for n, f in current.model_fields.items())
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (dict,):
+        return ("dict", _unwrap(args[1]))
+    if origin in (list,):
+        return ("list", _unwrap(args[0]))
+    if args and origin is not Literal:
+        for a in args:
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                return a
+    return annotation
+
+
+def load_spec(path: Path, display: str = SPEC_FILE) -> tuple[Spec, Locator]:
+    """Load and validate pki.yaml, raising PkicError with every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PkicError(
+            [Diagnostic(display, None, None, "", "file not found", "run `pkic init DIR` to start a new PKI repo, or use -C DIR")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PkicError([Diagnostic(display, None, None, "", f"cannot read: {exc}")]) from None
+    doc = parse_yaml(text, display)
+    loc = Locator(display, doc)
+    if doc is None:
+        raise PkicError([Diagnostic(display, 1, 1, "", "the file is empty", "start from `pkic init` or the README example")])
+    if not isinstance(doc, dict):
+        raise PkicError([loc.diag((), "the top level must be a mapping (version, defaults, authorities, certificates)")])
+    try:
+        spec = Spec.model_validate(doc)
+    except ValidationError as exc:
+        raise PkicError(_pydantic_diags(exc, loc, Spec)) from None
+    return spec, loc
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One certificate as it must be: the spec with defaults applied, names normalised."""
+
+    name: str
+    kind: str  # "authority" | "certificate"
+    issuer: str | None  # None: a self-signed root
+    spec: dict  # canonical and JSON-able: everything the certificate is built from
+    lifetime: timedelta
+    renew_before: timedelta
+    reuse_key: bool = False
+    depth: int = 0
+
+    @property
+    def is_root(self) -> bool:
+        return self.issuer is None
+
+    @property
+    def key_type(self) -> str:
+        return self.spec["key"]
+
+    @property
+    def digest(self) -> str:
+        return spec_digest(self.spec)
+
+
+def spec_digest(spec: dict) -> str:
+    data = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class EffectiveSpec:
+    entries: dict[str, Entry]  # parents first, deterministic
+    moved: dict[str, str] = field(default_factory=dict)  # from -> to
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        data = {n: e.digest for n, e in self.entries.items()}
+        data["moved"] = sorted(self.moved.items())  # type: ignore[assignment]
+        return spec_digest(data)
+
+
+def _subject(defaults: Subject | None, own: Subject | None) -> list[list[str]]:
+    values: dict[str, str] = {}
+    if defaults is not None:
+        values.update({k: v for k, v in defaults.model_dump().items() if v is not None})
+    if own is not None:
+        for k in own.model_fields_set:
+            v = getattr(own, k)
+            if v is None:
+                values.pop(k, None)
+            else:
+                values[k] = v
+    return [[k, values[k]] for k in SUBJECT_ORDER if k in values]
+
+
+def _sorted_unique(values: list[str], key=None) -> list[str]:
+    return sorted(set(values), key=key)
+
+
+def _ip_key(value: str):
+    import ipaddress
+
+    ip = ipaddress.ip_address(value)
+    return (ip.version, int(ip))
+
+
+def resolve(spec: Spec, loc: Locator) -> EffectiveSpec:
+    """Turn the validated models into the effective spec; every cross-field problem at once."""
+    from .constraints import check_name_constraints
+
+    diags: list[Diagnostic] = []
+    auths, certs = spec.authorities, spec.certificates
+
+    for section, items in (("authorities", auths), ("certificates", certs)):
+        for name in items:
+            if not NAME_RE.match(name) or ".." in name:
+                diags.append(loc.diag((section, name), f"'{name}' is not a valid name", "use letters, digits, '.', '_' and '-' (it becomes a file name)", key=True))
+    for name in sorted(set(auths) & set(certs)):
+        diags.append(loc.diag(("certificates", name), f"duplicate name '{name}': it is also an authority", "names are shared by authorities and certificates; rename one", key=True))
+
+    def check_issuer(section: str, name: str, issuer: str | None) -> None:
+        if issuer is None:
+            return
+        if issuer in auths:
+            return
+        path = (section, name, "issuer")
+        if issuer in certs:
+            diags.append(loc.diag(path, f"'{issuer}' is a certificate, not an authority: a leaf cannot issue", "move it to authorities, or pick an authority as issuer"))
+        else:
+            close = difflib.get_close_matches(issuer, list(auths), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known authorities: {', '.join(sorted(auths)) or 'none'}"
+            diags.append(loc.diag(path, f"unknown issuer '{issuer}'", hint))
+
+    for name, a in auths.items():
+        check_issuer("authorities", name, a.issuer)
+        if a.issuer == name:
+            diags.append(loc.diag(("authorities", name, "issuer"), "an authority cannot name itself as issuer", "omit issuer for a self-signed root"))
+    for name, c in certs.items():
+        check_issuer("certificates", name, c.issuer)
+
+    # cycles among authorities
+    reported: set[frozenset] = set()
+    for start in sorted(auths):
+        path: list[str] = []
+        node: str | None = start
+        while node is not None and node in auths and node not in path:
+            path.append(node)
+            node = auths[node].issuer
+        if node is not None and node in path:
+            cycle = path[path.index(node):]
+            if len(cycle) > 1 and frozenset(cycle) not in reported:
+                reported.add(frozenset(cycle))
+                first = min(cycle)
+                i = cycle.index(first)
+                ring = cycle[i:] + cycle[:i] + [first]
+                diags.append(loc.diag(("authorities", first, "issuer"), "issuer cycle: " + " -> ".join(ring), "one authority in the cycle must be a root (no issuer)"))
+    if diags:
+        raise PkicError(diags)
+
+    defaults = spec.defaults
+    entries_unordered: dict[str, Entry] = {}
+    children: dict[str, list[str]] = {}
+
+    def depth_of(name: str) -> int:
+        d, node = 0, auths[name].issuer if name in auths else certs[name].issuer
+        while node is not None:
+            d += 1
+            node = auths[node].issuer
+        return d
+
+    for name, a in auths.items():
+        is_root = a.issuer is None
+        lifetime = a.lifetime or DEFAULT_LIFETIME["root" if is_root else "intermediate"]
+        nc = a.name_constraints.model_dump() if a.name_constraints else None
+        if nc is not None:
+            nc = {k: sorted(set(v)) for k, v in nc.items() if v}
+            if not nc:
+                nc = None
+        subject = _subject(defaults.subject, a.subject)
+        if not any(k == "CN" for k, _ in subject):
+            diags.append(loc.diag(("authorities", name, "subject"), "an authority needs a subject CN", "add subject: {CN: ...}"))
+        body = {
+            "kind": "authority",
+            "issuer": a.issuer,
+            "subject": subject,
+            "key": a.key or defaults.key,
+            "lifetime": format_duration(lifetime),
+            "path_length": a.path_length,
+            "name_constraints": nc,
+            "rekey": a.rekey,
+        }
+        renew_before = a.renew_before or lifetime / 3
+        if renew_before >= lifetime:
+            diags.append(loc.diag(("authorities", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
+        entries_unordered[name] = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name))
+        if a.issuer:
+            children.setdefault(a.issuer, []).append(name)
+
+    for name, c in certs.items():
+        lifetime = c.lifetime or DEFAULT_LIFETIME["certificate"]
+        subject = _subject(defaults.subject, c.subject)
+        body = {
+            "kind": "certificate",
+            "issuer": c.issuer,
+            "profile": c.profile,
+            "subject": subject,
+            "dns": _sorted_unique(c.dns),
+            "ip": _sorted_unique(c.ip, key=_ip_key),
+            "uri": _sorted_unique(c.uri),
+            "email": _sorted_unique(c.email),
+            "key": c.key or defaults.key,
+            "lifetime": format_duration(lifetime),
+            "rekey": c.rekey,
+        }
+        renew_before = c.renew_before or lifetime / 3
+        if renew_before >= lifetime:
+            diags.append(loc.diag(("certificates", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
+        if c.profile in ("server", "peer") and not (c.dns or c.ip):
+            diags.append(loc.diag(("certificates", name), f"a {c.profile} certificate needs at least one dns or ip name", "add dns: [host.example.com] (clients check names against the SAN, not the CN)"))
+        if not (c.dns or c.ip or c.uri or c.email or any(k == "CN" for k, _ in subject)):
+            diags.append(loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email"))
+        entries_unordered[name] = Entry(name, "certificate", c.issuer, body, lifetime, c.renew_before or lifetime / 3, c.reuse_key, depth_of(name))
+        children.setdefault(c.issuer, []).append(name)
+
+    # lifetimes never beyond the issuer's, path lengths respected
+    for name, e in entries_unordered.items():
+        section = "authorities" if e.kind == "authority" else "certificates"
+        if e.issuer is None:
+            continue
+        parent = entries_unordered[e.issuer]
+        if e.lifetime > parent.lifetime:
+            field_path = (section, name, "lifetime") if (auths.get(name) or certs.get(name)).lifetime else (section, name)
+            diags.append(loc.diag(field_path, f"lifetime {e.spec['lifetime']} is longer than its issuer '{e.issuer}' ({parent.spec['lifetime']}): a certificate never outlives its issuer", f"shorten it, or lengthen {e.issuer}'s lifetime"))
+        if e.kind == "authority":
+            hops, anc = 1, e.issuer
+            while anc is not None:
+                pl = entries_unordered[anc].spec["path_length"]
+                if pl is not None and hops > pl:
+                    diags.append(loc.diag((section, name, "issuer"), f"path length exceeded: '{anc}' has path_length {pl}, and '{name}' would be authority number {hops} below it", f"raise path_length on '{anc}' or issue '{name}' from higher up"))
+                    break
+                hops += 1
+                anc = entries_unordered[anc].issuer
+
+    # moved blocks
+    moved: dict[str, str] = {}
+    targets: set[str] = set()
+    for i, m in enumerate(spec.moved):
+        if m.from_ in entries_unordered:
+            diags.append(loc.diag(("moved", i, "from"), f"'{m.from_}' is still in pki.yaml; a moved entry's old name must be gone"))
+        if m.to not in entries_unordered:
+            diags.append(loc.diag(("moved", i, "to"), f"'{m.to}' is not in pki.yaml"))
+        if m.from_ in moved or m.to in targets:
+            diags.append(loc.diag(("moved", i), f"'{m.from_}' -> '{m.to}' repeats an earlier move"))
+        moved[m.from_] = m.to
+        targets.add(m.to)
+
+    diags.extend(check_name_constraints(entries_unordered, loc))
+    if diags:
+        raise PkicError(sorted(set(diags), key=lambda d: (d.line or 0, d.column or 0, d.path)))
+
+    # canonical order: depth-first from the roots, authorities before leaves, then by name
+    ordered: dict[str, Entry] = {}
+
+    def visit(name: str) -> None:
+        ordered[name] = entries_unordered[name]
+        kids = children.get(name, [])
+        for kid in sorted(kids, key=lambda n: (entries_unordered[n].kind != "authority", n)):
+            visit(kid)
+
+    for root in sorted(n for n, e in entries_unordered.items() if e.issuer is None):
+        visit(root)
+    return EffectiveSpec(ordered, moved, {k: sorted(v) for k, v in children.items()})
+
+
+def load(repo: Path) -> EffectiveSpec:
+    spec, loc = load_spec(repo / SPEC_FILE)
+    return resolve(spec, loc)

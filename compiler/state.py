@@ -1,0 +1,261 @@
+"""The recorded state (``out/state.json``), the apply journal and the repo lock.
+
+The state remembers every certificate ever issued, grouped by name, newest first:
+serial, fingerprints, validity, issuer, the effective spec it was built from (and its
+digest) and its status (active, superseded, revoked). It also carries a lineage (a
+stable id for this PKI) and a serial that grows with every apply that changed something,
+so a saved plan can be checked against the state it was made from.
+
+An apply never rewrites the whole state per certificate: it appends one line per
+completed certificate to ``.pkic/journal.jsonl`` and folds the journal into
+``out/state.json`` (written atomically) at the end. A journal left by a killed apply is
+folded by the next apply (and reported by the next plan); folding is idempotent.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import fcntl
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import Diagnostic, PkicError, fail
+
+STATE_FORMAT = "pkic-state"
+STATE_VERSION = 1
+STATE_PATH = "out/state.json"
+WORK_DIR = ".pkic"
+JOURNAL_PATH = f"{WORK_DIR}/journal.jsonl"
+LOCK_PATH = f"{WORK_DIR}/lock"
+
+ACTIVE, SUPERSEDED, REVOKED = "active", "superseded", "revoked"
+
+
+def ts(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class State:
+    lineage: str | None = None
+    serial: int = 0
+    # name -> records, newest first. A record is a plain JSON-able dict.
+    certificates: dict[str, list[dict]] = field(default_factory=dict)
+    pending: int = 0  # journal records folded in memory but not yet written to state.json
+
+    def active(self, name: str) -> dict | None:
+        recs = self.certificates.get(name)
+        if recs and recs[0]["status"] == ACTIVE:
+            return recs[0]
+        return None
+
+    def latest(self, name: str) -> dict | None:
+        recs = self.certificates.get(name)
+        return recs[0] if recs else None
+
+    def active_names(self) -> list[str]:
+        return [n for n, recs in self.certificates.items() if recs and recs[0]["status"] == ACTIVE]
+
+    def to_json(self) -> str:
+        body = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "certificates": {n: self.certificates[n] for n in sorted(self.certificates)},
+        }
+        return json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+    # ------------------------------------------------------------------ mutations
+    # Each mutation is idempotent so that folding a journal twice changes nothing.
+
+    def record_issued(self, name: str, record: dict, at: str) -> None:
+        recs = self.certificates.setdefault(name, [])
+        if any(r["serial"] == record["serial"] for r in recs):
+            return
+        for r in recs:
+            if r["status"] == ACTIVE:
+                r["status"] = SUPERSEDED
+                r["superseded_at"] = at
+                r["superseded_by"] = record["serial"]
+        recs.insert(0, record)
+
+    def record_revoked(self, name: str, serial: str, reason: str, at: str) -> None:
+        for r in self.certificates.get(name, []):
+            if r["serial"] == serial and r["status"] != REVOKED:
+                r["status"] = REVOKED
+                r["revoked_at"] = at
+                r["revocation_reason"] = reason
+
+    def record_moved(self, old: str, new: str) -> None:
+        if old in self.certificates and new not in self.certificates:
+            recs = self.certificates.pop(old)
+            for r in recs:
+                r["name"] = new
+                if old not in r.setdefault("moved_from", []):
+                    r["moved_from"].append(old)
+            self.certificates[new] = recs
+        # children name their issuer: follow the rename
+        for recs in self.certificates.values():
+            for r in recs:
+                if r.get("issuer") == old:
+                    r["issuer"] = new
+                if r.get("spec", {}).get("issuer") == old:
+                    r["spec"]["issuer"] = new
+
+    def apply_op(self, op: dict) -> None:
+        kind = op["op"]
+        if kind == "issued":
+            self.record_issued(op["name"], copy.deepcopy(op["record"]), op["at"])
+        elif kind == "revoked":
+            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"])
+        elif kind == "moved":
+            self.record_moved(op["from"], op["to"])
+        elif kind == "begin":
+            if self.lineage is None:
+                self.lineage = op["lineage"]
+        elif kind == "commit":
+            self.serial = max(self.serial, op["serial"])
+
+
+def load_state(repo: Path) -> State:
+    path = repo / STATE_PATH
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return State()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PkicError(
+            [
+                Diagnostic(
+                    STATE_PATH, exc.lineno, exc.colno, "", f"the state is not valid JSON ({exc.msg})",
+                    "restore it from git (`git checkout -- out/state.json`); never edit it by hand",
+                )
+            ]
+        ) from None
+    if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
+        raise fail(STATE_PATH, "this is not a pkic state file (no \"format\": \"pkic-state\")", "out/ belongs to pkic; move other files elsewhere or restore it from git")
+    if body.get("version") != STATE_VERSION:
+        raise fail(STATE_PATH, f"state version {body.get('version')!r} is not supported by this pkic (it reads version {STATE_VERSION})", "upgrade pkic")
+    certs = body.get("certificates")
+    if not isinstance(certs, dict) or not isinstance(body.get("serial"), int):
+        raise fail(STATE_PATH, "the state is damaged (certificates or serial missing)", "restore it from git")
+    return State(body.get("lineage"), body["serial"], certs)
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def read_journal(repo: Path) -> list[dict]:
+    """Every complete line of the journal (a torn last line from a kill is ignored)."""
+    path = repo / JOURNAL_PATH
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    ops = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            ops.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the torn tail of a killed write: that step never completed
+    return ops
+
+
+def load_with_journal(repo: Path) -> tuple[State, list[dict]]:
+    """The state as the last (possibly interrupted) apply left it."""
+    state = load_state(repo)
+    ops = read_journal(repo)
+    if ops:
+        if ops[0].get("op") != "begin" or (state.lineage and ops[0].get("lineage") != state.lineage):
+            raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
+        for op in ops:
+            state.apply_op(op)
+        state.pending = sum(1 for op in ops if op["op"] in ("issued", "revoked", "moved"))
+    return state, ops
+
+
+class Journal:
+    """Append-only, one JSON line per completed step; flushed (not fsynced) per line."""
+
+    def __init__(self, repo: Path):
+        self.path = repo / JOURNAL_PATH
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "ab")
+
+    def append(self, op: dict) -> None:
+        self._fh.write(json.dumps(op, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def discard(self) -> None:
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def new_lineage() -> str:
+    return str(uuid.uuid4())
+
+
+# --------------------------------------------------------------------------- lock
+
+
+class RepoLock:
+    """An exclusive, non-blocking lock on the repo; released by the OS if we are killed."""
+
+    def __init__(self, repo: Path):
+        self.path = repo / LOCK_PATH
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RepoLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                holder = ""
+                try:
+                    holder = self.path.read_text().strip()
+                except OSError:
+                    pass
+                raise fail(LOCK_PATH, f"another pkic apply is running on this repo{f' ({holder})' if holder else ''}", "wait for it to finish; the lock is released when it exits") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def iter_records(state: State) -> Iterator[tuple[str, dict]]:
+    for name in sorted(state.certificates):
+        for rec in state.certificates[name]:
+            yield name, rec
