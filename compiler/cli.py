@@ -218,6 +218,28 @@ def status(
 
 
 @app.command()
+def verify(
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    keys: bool = typer.Option(False, "--keys", help="also decrypt every key (needs the identity) and match it to its certificate"),
+) -> None:
+    """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match."""
+    from .keystore import Keystore
+    from .state import load_state
+    from .verify import verify_repo
+
+    state = load_state(_repo)
+    count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
+    if not count:
+        raise PkicError("nothing to verify: no certificate has been issued yet", "run `pkic apply` first")
+    for f in findings:
+        err.print(f"[bold red]✗[/] {_escape(f.name)}: {_escape(f.problem)}")
+    if findings:
+        raise typer.Exit(1)
+    what = "certificates, chains and keys" if keys else "certificates and chains"
+    out.print(f"[green]✓[/] {count} {what} verified.")
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of pki.yaml (for editor autocompletion)."""
     from .spec import json_schema

@@ -1,0 +1,80 @@
+"""`pkic verify`: check out/ against the state, and (with --keys) every key against its
+certificate. Signatures are checked with cryptography (``verify_directly_issued_by``) up
+to a root in the trust bundle; openssl stays the independent verifier in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from . import bundle, keystore
+from .state import State, parse_ts
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    problem: str
+
+
+def _load_pems(text: str) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(text.encode()) if text.strip() else []
+
+
+def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystore | None = None) -> tuple[int, list[Finding]]:
+    findings: list[Finding] = []
+    roots_text = bundle.read_text(repo, bundle.TRUST_BUNDLE) or ""
+    roots = {c.subject.public_bytes(): c for c in _load_pems(roots_text)}
+    names = sorted(state.active_names())
+    for name in names:
+        rec = state.active(name)
+        pem = bundle.read_text(repo, bundle.cert_path(name))
+        if pem is None:
+            findings.append(Finding(name, f"{bundle.cert_path(name)} is missing"))
+            continue
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        if cert.fingerprint(hashes.SHA256()).hex() != rec["sha256"]:
+            findings.append(Finding(name, f"{bundle.cert_path(name)} is not the certificate the state records"))
+            continue
+        if not (parse_ts(rec["not_before"]) <= now < parse_ts(rec["not_after"])):
+            findings.append(Finding(name, f"not valid at {now:%Y-%m-%dT%H:%M:%SZ} ({rec['not_before']} .. {rec['not_after']})"))
+        chain_text = bundle.read_text(repo, bundle.chain_path(name))
+        chain = _load_pems(chain_text or "")
+        if not chain or chain[0] != cert:
+            findings.append(Finding(name, f"{bundle.chain_path(name)} does not start with the certificate"))
+            continue
+        problem = _walk(chain, roots)
+        if problem:
+            findings.append(Finding(name, problem))
+        if store is not None:
+            try:
+                handle = store.load(name)
+            except Exception as exc:  # PkicError: report and go on
+                findings.append(Finding(name, str(exc).splitlines()[0]))
+                continue
+            if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
+                findings.append(Finding(name, f"{keystore.key_path(name)} holds a key that does not match the certificate"))
+    return len(names), findings
+
+
+def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -> str | None:
+    """Each certificate signed by the next; the last by a root in the trust bundle."""
+    for child, parent in zip(chain, chain[1:]):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature and friends
+            return f"chain broken at '{child.subject.rfc4514_string()}': {type(exc).__name__}"
+    last = chain[-1]
+    root = roots.get(last.issuer.public_bytes())
+    if root is None:
+        return f"no root in {bundle.TRUST_BUNDLE} issued '{last.subject.rfc4514_string()}'"
+    try:
+        last.verify_directly_issued_by(root)
+    except Exception as exc:
+        return f"not signed by the trusted root '{root.subject.rfc4514_string()}': {type(exc).__name__}"
+    return None
