@@ -167,19 +167,52 @@ def _move_files(repo: Path, old: str, new: str) -> None:
         bundle.rename(repo, fn(old), fn(new))
 
 
+def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[str]:
+    """Existing keys this plan signs with: decrypted up front, so a missing identity
+    fails before anything is written."""
+    changes = {c.name: c for c in plan.changes if c.action != REVOKE}
+    needed = []
+    for c in changes.values():
+        entry = spec.entries[c.name]
+        signer = c.name if entry.issuer is None else entry.issuer
+        sc = changes.get(signer)
+        if sc is not None and sc.key == "new":
+            continue  # generated in this run
+        if signer not in needed:
+            needed.append(signer)
+    return needed
+
+
 def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Keystore, now: datetime) -> ApplyResult:
     result = ApplyResult()
     if plan.empty:
         result.state_serial = state.serial
         return result
     store.check_config()
+    for name in _signers_needed(plan, spec):
+        store.load(name)
+    certs = _Certs(repo)
+    for c in plan.changes:  # certificates whose key is kept must be readable now
+        if c.action != REVOKE and c.key == "keep":
+            certs.get(c.name)
     lineage = state.lineage or new_lineage()
     journal = Journal(repo)
     journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
     state.lineage = lineage
-    certs = _Certs(repo)
-    written = 0
+    try:
+        _run(repo, plan, spec, state, store, now, journal, certs, result)
+    finally:
+        # on success, and on a failure half-way (say, sops refusing one key): record
+        # what was done, so out/ and the state agree and the next plan starts from it
+        if result.issued or result.revoked or result.moved or not plan.changes:
+            result.files_written += _finish(repo, plan, state, certs, journal, now, result)
+        else:
+            journal.discard()
+    result.state_serial = state.serial
+    return result
 
+
+def _run(repo, plan, spec, state, store, now, journal, certs, result) -> None:
     for old, new in plan.moves:
         journal.append({"op": "moved", "from": old, "to": new, "at": ts(now)})
         _move_files(repo, old, new)
@@ -197,8 +230,7 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
             public = handle.public_key()
         else:
             handle = None
-            current = certs.get(name)
-            public = current.public_key()
+            public = certs.get(name).public_key()
             if keystore.public_key_sha256(public) != state.active(name)["public_key_sha256"]:
                 raise fail(bundle.cert_path(name), f"the certificate of '{name}' does not match the state", "restore out/ from git")
         if entry.issuer is None:
@@ -218,8 +250,8 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
         journal.append({"op": "issued", "name": name, "record": record, "cert_pem": pem, "key_doc": key_doc, "at": ts(now)})
         _fault("journal")
         if key_doc is not None:
-            written += bundle.write_atomic(repo, keystore.key_path(name), key_doc.encode())
-        written += bundle.write_atomic(repo, bundle.cert_path(name), pem.encode())
+            result.files_written += bundle.write_atomic(repo, keystore.key_path(name), key_doc.encode())
+        result.files_written += bundle.write_atomic(repo, bundle.cert_path(name), pem.encode())
         _fault("files")
         certs.put(name, cert)
         state.record_issued(name, record, ts(now))
@@ -230,20 +262,20 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
             continue
         journal.append({"op": "revoked", "name": change.name, "serial": change.serial, "reason": "cessation_of_operation", "at": ts(now)})
         for rel in (bundle.cert_path(change.name), bundle.chain_path(change.name), keystore.key_path(change.name)):
-            written += bundle.remove(repo, rel)
+            result.files_written += bundle.remove(repo, rel)
         state.record_revoked(change.name, change.serial, "cessation_of_operation", ts(now))
         result.revoked.append(change.name)
 
+
+def _finish(repo, plan, state, certs, journal, now, result) -> int:
+    written = 0
     chain_names = set(result.issued) | set(plan.chain_updates) | {new for _, new in plan.moves}
     for name in sorted(chain_names):
         if state.active(name):
             written += bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
     written += bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
-
     state.serial += 1
     journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
     written += bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
     journal.discard()
-    result.files_written = written
-    result.state_serial = state.serial
-    return result
+    return written

@@ -302,8 +302,7 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def load_spec(path: Path, display: str = SPEC_FILE) -> tuple[Spec, Locator]:
-    """Load and validate pki.yaml, raising PkicError with every problem found."""
+def read_document(path: Path, display: str = SPEC_FILE) -> tuple[Any, Locator]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -318,6 +317,44 @@ def load_spec(path: Path, display: str = SPEC_FILE) -> tuple[Spec, Locator]:
         raise PkicError([Diagnostic(display, 1, 1, "", "the file is empty", "start from `pkic init` or the README example")])
     if not isinstance(doc, dict):
         raise PkicError([loc.diag((), "the top level must be a mapping (version, defaults, authorities, certificates)")])
+    return doc, loc
+
+
+def _partial(doc: dict) -> tuple[Spec, frozenset[str]] | None:
+    """The valid part of a document that failed validation, so the cross-field checks
+    can still report on it in the same run; and the names of the entries left out."""
+    out: dict[str, Any] = {"version": 1}
+    broken: set[str] = set()
+    for key, model in (("defaults", Defaults), ("moved", None)):
+        if key in doc:
+            try:
+                if model is not None:
+                    model.model_validate(doc[key])
+                else:
+                    Spec.model_validate({"version": 1, "moved": doc[key]})
+                out[key] = doc[key]
+            except ValidationError:
+                pass
+    for section, model in (("authorities", Authority), ("certificates", Certificate)):
+        items = doc.get(section)
+        if not isinstance(items, dict):
+            continue
+        out[section] = {}
+        for name, body in items.items():
+            try:
+                model.model_validate(body)
+                out[section][name] = body
+            except ValidationError:
+                broken.add(str(name))
+    try:
+        return Spec.model_validate(out), frozenset(broken)
+    except ValidationError:
+        return None
+
+
+def load_spec(path: Path, display: str = SPEC_FILE) -> tuple[Spec, Locator]:
+    """Load and validate pki.yaml, raising PkicError with every problem found."""
+    doc, loc = read_document(path, display)
     try:
         spec = Spec.model_validate(doc)
     except ValidationError as exc:
@@ -397,12 +434,33 @@ def _ip_key(value: str):
     return (ip.version, int(ip))
 
 
-def resolve(spec: Spec, loc: Locator) -> EffectiveSpec:
-    """Turn the validated models into the effective spec; every cross-field problem at once."""
+def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> EffectiveSpec:
+    """Turn the validated models into the effective spec; every cross-field problem at once.
+
+    ``broken`` names entries that failed validation and were left out of ``spec``:
+    references to them are not reported again, and what hangs below them is skipped.
+    """
     from .constraints import check_name_constraints
 
     diags: list[Diagnostic] = []
-    auths, certs = spec.authorities, spec.certificates
+    auths, certs = dict(spec.authorities), dict(spec.certificates)
+
+    def prune(bad: set[str]) -> None:
+        """Leave out entries hanging below ``bad`` ones: their problems are reported already."""
+        for items in (auths, certs):
+            for name in list(items):
+                if name in bad:
+                    del items[name]
+        changed = True
+        while changed:
+            changed = False
+            for items in (auths, certs):
+                for name in [n for n, e in items.items() if e.issuer in bad]:
+                    del items[name]
+                    bad.add(name)
+                    changed = True
+
+    prune(set(broken))
 
     for section, items in (("authorities", auths), ("certificates", certs)):
         for name in items:
@@ -411,11 +469,12 @@ def resolve(spec: Spec, loc: Locator) -> EffectiveSpec:
     for name in sorted(set(auths) & set(certs)):
         diags.append(loc.diag(("certificates", name), f"duplicate name '{name}': it is also an authority", "names are shared by authorities and certificates; rename one", key=True))
 
+    unresolved: set[str] = set()
+
     def check_issuer(section: str, name: str, issuer: str | None) -> None:
-        if issuer is None:
+        if issuer is None or issuer in auths or issuer in broken:
             return
-        if issuer in auths:
-            return
+        unresolved.add(name)
         path = (section, name, "issuer")
         if issuer in certs:
             diags.append(loc.diag(path, f"'{issuer}' is a certificate, not an authority: a leaf cannot issue", "move it to authorities, or pick an authority as issuer"))
@@ -427,6 +486,7 @@ def resolve(spec: Spec, loc: Locator) -> EffectiveSpec:
     for name, a in auths.items():
         check_issuer("authorities", name, a.issuer)
         if a.issuer == name:
+            unresolved.add(name)
             diags.append(loc.diag(("authorities", name, "issuer"), "an authority cannot name itself as issuer", "omit issuer for a self-signed root"))
     for name, c in certs.items():
         check_issuer("certificates", name, c.issuer)
@@ -443,12 +503,14 @@ def resolve(spec: Spec, loc: Locator) -> EffectiveSpec:
             cycle = path[path.index(node):]
             if len(cycle) > 1 and frozenset(cycle) not in reported:
                 reported.add(frozenset(cycle))
+                unresolved.update(cycle)
                 first = min(cycle)
                 i = cycle.index(first)
                 ring = cycle[i:] + cycle[:i] + [first]
                 diags.append(loc.diag(("authorities", first, "issuer"), "issuer cycle: " + " -> ".join(ring), "one authority in the cycle must be a root (no issuer)"))
-    if diags:
-        raise PkicError(diags)
+    for name in set(auths) & set(certs):
+        certs.pop(name)
+    prune(unresolved)
 
     defaults = spec.defaults
     entries_unordered: dict[str, Entry] = {}
@@ -566,5 +628,17 @@ def resolve(spec: Spec, loc: Locator) -> EffectiveSpec:
 
 
 def load(repo: Path) -> EffectiveSpec:
-    spec, loc = load_spec(repo / SPEC_FILE)
+    """Load, validate and resolve pki.yaml; on failure, every problem found in one error."""
+    doc, loc = read_document(repo / SPEC_FILE)
+    try:
+        spec = Spec.model_validate(doc)
+    except ValidationError as exc:
+        diags = _pydantic_diags(exc, loc, Spec)
+        partial = _partial(doc)
+        if partial is not None:
+            try:
+                resolve(partial[0], loc, partial[1])
+            except PkicError as more:
+                diags += more.diagnostics
+        raise PkicError(sorted(set(diags), key=lambda d: (d.line or 0, d.column or 0, d.path))) from None
     return resolve(spec, loc)
