@@ -115,7 +115,7 @@ def plan(
         target = save if save.is_absolute() else _repo / save
         target.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if as_json:
-        out.print_json(json.dumps(body, sort_keys=True))
+        _write_json(body)
     else:
         out.print(plan_text(the_plan, effective))
         if save is not None:
@@ -210,7 +210,7 @@ def status(
     if not all_:
         rows = [r for r in rows if r["status"] != "revoked"]
     if as_json:
-        out.print_json(json.dumps({"certificates": rows, "state_serial": state.serial, "lineage": state.lineage}))
+        _write_json({"certificates": rows, "state_serial": state.serial, "lineage": state.lineage})
     elif not rows:
         out.print("No certificates issued yet. Run `pkic plan`, then `pkic apply`.")
     else:
@@ -278,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]pkic crashed:[/] {type(exc).__name__}. This is a bug in pkic, not in your input; details in {log}")
         return 3
     return 0
+
+
+def _write_json(body: dict) -> None:
+    sys.stdout.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 def _escape(text: str) -> str:
