@@ -39,11 +39,14 @@ def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
         raise ValueError(f"'{value}' is not a valid DNS name ({exc})") from None
     encoded = encoded.lower()
     labels = encoded.split(".")
-    if len(encoded) > 253 or any(not _LABEL.match(label) for label in labels):
+    if any(not _LABEL.match(label) for label in labels):
         raise ValueError(f"'{value}' is not a valid DNS name (letters, digits and '-' per label)")
     if wildcard and len(labels) < 2:
         raise ValueError(f"'{value}' is a wildcard over a top-level domain")
-    return ("*." if wildcard else "") + encoded
+    result = ("*." if wildcard else "") + encoded
+    if len(result) > 253:
+        raise ValueError(f"'{value}' is longer than 253 characters")
+    return result
 
 
 def dns_domain(value: str) -> str:
@@ -56,9 +59,12 @@ def dns_domain(value: str) -> str:
 
 def ip_address(value: str) -> str:
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        ip = ipaddress.ip_address(str(value).strip())
     except ValueError:
         raise ValueError(f"'{value}' is not an IP address (IPv4 like 10.0.0.5 or IPv6 like fd00::5)") from None
+    if getattr(ip, "scope_id", None):
+        raise ValueError(f"'{value}' has an IPv6 zone id (%...), which a certificate cannot hold")
+    return ip.compressed
 
 
 def ip_network(value: str) -> str:
