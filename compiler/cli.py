@@ -17,6 +17,11 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+try:  # typer >= 0.20 vendors its own click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click
+
 from . import __version__
 from .errors import Diagnostic, PkicError, fail
 
@@ -113,7 +118,10 @@ def plan(
     body = the_plan.to_json()
     if save is not None:
         target = save if save.is_absolute() else _repo / save
-        target.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        try:
+            target.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise fail(str(save), f"cannot write the plan: {exc.strerror}", "pass a file path in an existing directory") from None
     if as_json:
         _write_json(body)
     else:
@@ -262,12 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         err.print("Interrupted.")
         return 130
-    except Exception as exc:  # click usage errors and crashes
-        import click
-
+    except Exception as exc:  # usage errors and crashes
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
-            return 1 if isinstance(exc, click.exceptions.UsageError) is False else 1
+            return 1
         if isinstance(exc, click.exceptions.Exit):
             return exc.exit_code
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"pkic-crash-{os.getpid()}.log"

@@ -58,7 +58,10 @@ class _Certs:
             pem = bundle.read_text(self.repo, bundle.cert_path(name))
             if pem is None:
                 raise fail(bundle.cert_path(name), f"the certificate of '{name}' is missing", f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)")
-            self._certs[name] = x509.load_pem_x509_certificate(pem.encode())
+            try:
+                self._certs[name] = x509.load_pem_x509_certificate(pem.encode())
+            except ValueError:
+                raise fail(bundle.cert_path(name), f"the certificate of '{name}' is not a PEM certificate", f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)") from None
         return self._certs[name]
 
     def put(self, name: str, cert: x509.Certificate) -> None:

@@ -39,6 +39,11 @@ SPEC_FILE = "pki.yaml"
 
 KeyType = Literal["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
 Profile = Literal["server", "client", "peer"]
+RevokeReason = Literal[
+    "unspecified", "key_compromise", "ca_compromise", "affiliation_changed", "superseded",
+    "cessation_of_operation", "privilege_withdrawn",
+]
+OcspSigner = Literal["delegated", "self"]
 SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_LIFETIME = {
@@ -86,6 +91,28 @@ UriHost = Annotated[str, BeforeValidator(_wrap(names.uri_host)), WithJsonSchema(
 RefName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+def _timestamp(value: Any) -> str:
+    from datetime import date, datetime, timezone
+
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    elif isinstance(value, date):
+        dt = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise PydanticCustomError("timestamp", "'{value}' is not a date or time (use 2026-11-20 or 2026-11-20T08:00:00Z)", {"value": value}) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+    else:
+        raise PydanticCustomError("timestamp", "'{value}' is not a date or time (use 2026-11-20 or 2026-11-20T08:00:00Z)", {"value": value})
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[str, BeforeValidator(_timestamp), WithJsonSchema({"type": "string", "examples": ["2026-11-20", "2026-11-20T08:00:00Z"]})]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
 
@@ -126,6 +153,18 @@ class Authority(_Model):
     name_constraints: NameConstraints | None = None
     rekey: Annotated[int, Field(ge=0)] = Field(0, description="bump to force a new key at the next apply")
     description: str | None = None
+    crl_url: Uri | None = Field(None, description="CRL distribution point put into what this authority issues")
+    ocsp_url: Uri | None = Field(None, description="OCSP responder URL (AIA) put into what this authority issues")
+    ca_issuers_url: Uri | None = Field(None, description="URL of this authority's DER certificate (AIA caIssuers) put into what it issues")
+    crl_lifetime: Duration | None = Field(None, description="validity of its CRLs; default 7d (intermediates), 90d (roots)")
+    crl_renew_before: Duration | None = Field(None, description="re-sign the CRL when this much is left; default half its lifetime")
+    ocsp_signer: OcspSigner = Field("delegated", description="who signs OCSP responses: a delegated responder certificate, or the authority itself")
+    ocsp_lifetime: Duration | None = Field(None, description="validity of its OCSP responses; default 4d")
+    ocsp_renew_before: Duration | None = Field(None, description="re-sign OCSP responses when this much is left; default half their lifetime")
+    ocsp_responder_lifetime: Duration | None = Field(None, description="lifetime of the delegated responder certificate; default 30d (intermediates), 365d (roots)")
+    revoke_superseded: bool = Field(False, description="revoke (reason superseded) the old certificate when a child is renewed or reissued")
+    revoke: RevokeReason | None = Field(None, description="revoke this authority (on its parent's CRL) with this reason; it stays revoked")
+    key_compromised: Timestamp | None = Field(None, description="date the key was compromised: revoke everything with this key, reissue with a new key")
 
 
 class Certificate(_Model):
@@ -144,6 +183,8 @@ class Certificate(_Model):
     rekey: Annotated[int, Field(ge=0)] = Field(0, description="bump to force a new key at the next apply")
     reuse_key: bool = Field(False, description="keep the key on renewal (by default every renewal makes a new key)")
     description: str | None = None
+    revoke: RevokeReason | None = Field(None, description="revoke this certificate with this reason; it stays revoked")
+    key_compromised: Timestamp | None = Field(None, description="date the key was compromised: revoke everything with this key, reissue with a new key")
 
 
 class Moved(_Model):
@@ -158,11 +199,21 @@ class Defaults(_Model):
     subject: Subject | None = None
 
 
+class Publish(_Model):
+    """What apply publishes besides certificates."""
+
+    ocsp: bool = Field(True, description="write pre-signed OCSP responses")
+    ocsp_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")] = Field(
+        "out/ocsp", description="where OCSP responses go; a git-ignored directory keeps them out of history"
+    )
+
+
 class Spec(_Model):
     """pki.yaml"""
 
     version: Literal[1]
     defaults: Defaults = Defaults()
+    publish: Publish = Publish()
     authorities: dict[str, Authority] = {}
     certificates: dict[str, Certificate] = {}
     moved: list[Moved] = []
@@ -190,9 +241,8 @@ class Locator:
         for i, part in enumerate(path):
             last = i == len(path) - 1
             if isinstance(node, CommentedMap) and part in node:
-                line, col = node.lc.key(part) if (key and last) else node.lc.value(part)
-                if not last and node.lc.value(part) is None:
-                    line, col = node.lc.key(part)
+                use_key = (key and last) or node[part] is None or node.lc.value(part) is None
+                line, col = node.lc.key(part) if use_key else node.lc.value(part)
                 pos, node = (line + 1, col + 1), node[part]
             elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
                 line, col = node.lc.item(part)
@@ -230,6 +280,44 @@ def _yaml_error(filename: str, exc: MarkedYAMLError) -> Diagnostic:
     return Diagnostic(filename, line, col, "", f"YAML syntax error: {problem}", "check indentation, quoting and colons")
 
 
+def _locate_duplicate(text: str, exc: PkicError) -> PkicError:
+    """Give a duplicate-key error its field path: parse again allowing duplicates, and
+    find the mapping that holds the key at the reported line."""
+    d = exc.diagnostics[0]
+    m = re.match(r"duplicate key '([^']*)'", d.message)
+    if not m or d.line is None:
+        return exc
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = True
+    try:
+        doc = yaml.load(text)
+    except Exception:
+        return exc
+    key = m.group(1)
+
+    def holder(node: Any, path: tuple) -> tuple | None:
+        """The path of the mapping whose lines contain the duplicate."""
+        best = None
+        if isinstance(node, CommentedMap):
+            if key in node and node.lc.line + 1 <= d.line:
+                best = path
+            for k in node:
+                sub = holder(node[k], path + (k,))
+                if sub is not None:
+                    best = sub
+        elif isinstance(node, CommentedSeq):
+            for i, item in enumerate(node):
+                sub = holder(item, path + (i,))
+                if sub is not None:
+                    best = sub
+        return best
+
+    where = holder(doc, ())
+    if where is None:
+        return exc
+    return PkicError([Diagnostic(d.file, d.line, d.column, _dotted(where + (key,)), d.message, d.hint)])
+
+
 def parse_yaml(text: str, filename: str, *, fast: bool = False) -> Any:
     """Parse YAML. ``fast`` uses ruamel's C safe loader (plain dicts, no line numbers,
     about 5x faster); the round-trip loader keeps positions for error messages."""
@@ -263,27 +351,54 @@ def _pydantic_diags(exc: ValidationError, loc: Locator, model: type[BaseModel]) 
             diags.append(loc.diag(path[:-1], msg))
             continue
         if kind == "literal_error":
-            msg = f"{err['input']!r} is not allowed: {msg[0].lower()}{msg[1:]}"
-        elif kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type"):
-            msg = f"{msg[0].lower()}{msg[1:]} (got {type(err['input']).__name__} {err['input']!r})"
+            msg = f"{_show(err['input'])} is not allowed: {msg[0].lower()}{msg[1:]}"
+        elif kind.endswith("_type") or kind.endswith("_parsing") or kind in ("model_type", "dict_type", "list_type"):
+            msg = f"{msg[0].lower()}{msg[1:]} (got {_kind_of(err['input'])} {_show(err['input'])})"
+        elif kind in ("string_pattern_mismatch", "greater_than_equal", "less_than_equal", "string_too_long", "string_too_short"):
+            msg = f"{_show(err['input'])}: {msg[0].lower()}{msg[1:]}"
         diags.append(loc.diag(path, msg, hint))
-    return diags
+    return sorted(diags, key=lambda d: (d.line or 0, d.column or 0, d.path))
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "nothing (null)"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        value = dict(value)
+    elif isinstance(value, list):
+        value = list(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _known_fields(model: type[BaseModel], path: tuple) -> list[str]:
+    """The field names allowed at ``path`` (for did-you-mean hints)."""
     current: Any = model
-    for part in path:
+    parts = list(path)
+    while parts:
+        part = parts.pop(0)
+        if isinstance(current, tuple):  # dict[str, X] / list[X]: this part is the key or index
+            current = current[1]
+            continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             f = current.model_fields.get(part)
-            if f is None:  # dict keys such as certificate names
+            if f is None:
                 return []
             current = _unwrap(f.annotation)
-        elif current in ("dict", "list"):
-            return []
         else:
             return []
-        if isinstance(current, tuple):  # dict[str, X] / list[X]
-            current = current[1]
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or n for n, f in current.model_fields.items())
     return []
@@ -316,10 +431,13 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
         raise PkicError([Diagnostic(display, None, None, "", f"cannot read: {exc}")]) from None
     try:
         doc = parse_yaml(text, display, fast=fast)
-    except PkicError:
+    except PkicError as exc:
         if not fast:
-            raise
-        doc = parse_yaml(text, display)  # the round-trip loader's message and position
+            raise _locate_duplicate(text, exc) from None
+        try:
+            doc = parse_yaml(text, display)  # the round-trip loader's message and position
+        except PkicError as exc2:
+            raise _locate_duplicate(text, exc2) from None
     loc = Locator(display, doc)
     if doc is None:
         raise PkicError([Diagnostic(display, 1, 1, "", "the file is empty", "start from `pkic init` or the README example")])
@@ -328,11 +446,12 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
     return doc, loc
 
 
-def _partial(doc: dict) -> tuple[Spec, frozenset[str]] | None:
+def _partial(doc: dict) -> tuple[Spec, frozenset[str], frozenset[str]] | None:
     """The valid part of a document that failed validation, so the cross-field checks
     can still report on it in the same run; and the names of the entries left out."""
     out: dict[str, Any] = {"version": 1}
     broken: set[str] = set()
+    trimmed_paths: set[str] = set()
     for key, model in (("defaults", Defaults), ("moved", None)):
         if key in doc:
             try:
@@ -352,10 +471,22 @@ def _partial(doc: dict) -> tuple[Spec, frozenset[str]] | None:
             try:
                 model.model_validate(body)
                 out[section][name] = body
-            except ValidationError:
-                broken.add(str(name))
+                continue
+            except ValidationError as exc:
+                bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+            # check what is right in a wrong entry too: drop the failing fields, try again
+            if isinstance(body, dict) and bad and not bad & {"issuer"} - set(body):
+                trimmed = {k: v for k, v in body.items() if k not in bad}
+                try:
+                    model.model_validate(trimmed)
+                    out[section][name] = trimmed
+                    trimmed_paths.add(f"{section}.{name}")
+                    continue
+                except ValidationError:
+                    pass
+            broken.add(str(name))
     try:
-        return Spec.model_validate(out), frozenset(broken)
+        return Spec.model_validate(out), frozenset(broken), frozenset(trimmed_paths)
     except ValidationError:
         return None
 
@@ -385,6 +516,9 @@ class Entry:
     renew_before: timedelta
     reuse_key: bool = False
     depth: int = 0
+    revoke: str | None = None  # revoked in place, with this reason
+    key_compromised: str | None = None  # timestamp of a declared key compromise
+    ca: "CaSettings | None" = None  # lifecycle settings of an authority
 
     @property
     def is_root(self) -> bool:
@@ -399,6 +533,25 @@ class Entry:
         return spec_digest(self.spec)
 
 
+@dataclass(frozen=True)
+class CaSettings:
+    """How an authority publishes revocation information (not part of its certificate)."""
+
+    crl_lifetime: timedelta
+    crl_renew_before: timedelta
+    ocsp_signer: str
+    ocsp_lifetime: timedelta
+    ocsp_renew_before: timedelta
+    responder_lifetime: timedelta
+    revoke_superseded: bool
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    ocsp: bool = True
+    ocsp_dir: str = "out/ocsp"
+
+
 def spec_digest(spec: dict) -> str:
     data = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()
@@ -409,6 +562,7 @@ class EffectiveSpec:
     entries: dict[str, Entry]  # parents first, deterministic
     moved: dict[str, str] = field(default_factory=dict)  # from -> to
     children: dict[str, list[str]] = field(default_factory=dict)
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
     @property
     def digest(self) -> str:
@@ -552,10 +706,27 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
             "name_constraints": nc,
             "rekey": a.rekey,
         }
+        if a.ocsp_signer == "self":
+            body["ocsp_signer"] = "self"
+        body.update(_issuer_urls(auths.get(a.issuer) if a.issuer else None))
+        crl_lifetime = a.crl_lifetime or (timedelta(days=90) if is_root else timedelta(days=7))
+        ocsp_lifetime = a.ocsp_lifetime or timedelta(days=4)
+        ca = CaSettings(
+            crl_lifetime=crl_lifetime,
+            crl_renew_before=a.crl_renew_before or crl_lifetime / 2,
+            ocsp_signer=a.ocsp_signer,
+            ocsp_lifetime=ocsp_lifetime,
+            ocsp_renew_before=a.ocsp_renew_before or ocsp_lifetime / 2,
+            responder_lifetime=a.ocsp_responder_lifetime or (timedelta(days=365) if is_root else timedelta(days=30)),
+            revoke_superseded=a.revoke_superseded,
+        )
+        for fname, short, longer in (("crl_renew_before", ca.crl_renew_before, crl_lifetime), ("ocsp_renew_before", ca.ocsp_renew_before, ocsp_lifetime)):
+            if short >= longer:
+                diags.append(loc.diag(("authorities", name, fname), f"{fname} ({format_duration(short)}) must be shorter than the lifetime it refreshes ({format_duration(longer)})"))
         renew_before = a.renew_before or lifetime / 3
         if renew_before >= lifetime:
             diags.append(loc.diag(("authorities", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
-        entries_unordered[name] = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name))
+        entries_unordered[name] = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name), a.revoke, a.key_compromised, ca)
         if a.issuer:
             children.setdefault(a.issuer, []).append(name)
 
@@ -575,6 +746,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
             "lifetime": format_duration(lifetime),
             "rekey": c.rekey,
         }
+        body.update(_issuer_urls(auths.get(c.issuer)))
         renew_before = c.renew_before or lifetime / 3
         if renew_before >= lifetime:
             diags.append(loc.diag(("certificates", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
@@ -582,7 +754,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
             diags.append(loc.diag(("certificates", name), f"a {c.profile} certificate needs at least one dns or ip name", "add dns: [host.example.com] (clients check names against the SAN, not the CN)"))
         if not (c.dns or c.ip or c.uri or c.email or any(k == "CN" for k, _ in subject)):
             diags.append(loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email"))
-        entries_unordered[name] = Entry(name, "certificate", c.issuer, body, lifetime, c.renew_before or lifetime / 3, c.reuse_key, depth_of(name))
+        entries_unordered[name] = Entry(name, "certificate", c.issuer, body, lifetime, c.renew_before or lifetime / 3, c.reuse_key, depth_of(name), c.revoke, c.key_compromised)
         children.setdefault(c.issuer, []).append(name)
 
     # lifetimes never beyond the issuer's, path lengths respected
@@ -632,7 +804,17 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
 
     for root in sorted(n for n, e in entries_unordered.items() if e.issuer is None):
         visit(root)
-    return EffectiveSpec(ordered, moved, {k: sorted(v) for k, v in children.items()})
+    publish = PublishSettings(spec.publish.ocsp, spec.publish.ocsp_dir.rstrip("/"))
+    return EffectiveSpec(ordered, moved, {k: sorted(v) for k, v in children.items()}, publish)
+
+
+def _issuer_urls(issuer: "Authority | None") -> dict:
+    """The issuer's CRL/OCSP/caIssuers URLs, which go into what it issues (only when set,
+    so specs without them keep their digests)."""
+    if issuer is None:
+        return {}
+    urls = {"crl_url": issuer.crl_url, "ocsp_url": issuer.ocsp_url, "ca_issuers_url": issuer.ca_issuers_url}
+    return {k: v for k, v in urls.items() if v}
 
 
 def load(repo: Path) -> EffectiveSpec:
@@ -656,6 +838,11 @@ def load(repo: Path) -> EffectiveSpec:
             try:
                 resolve(partial[0], loc, partial[1])
             except PkicError as more:
-                diags += more.diagnostics
+                # an entry checked without its wrong fields: keep only what its issuer says,
+                # not follow-ons of the fields left out (defaults standing in for them)
+                diags += [
+                    d for d in more.diagnostics
+                    if not any(d.path == t or d.path.startswith(t + ".") for t in partial[2]) or d.path.endswith(".issuer")
+                ]
         raise PkicError(sorted(set(diags), key=lambda d: (d.line or 0, d.column or 0, d.path))) from None
     return resolve(spec, loc)

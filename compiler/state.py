@@ -35,6 +35,7 @@ JOURNAL_PATH = f"{WORK_DIR}/journal.jsonl"
 LOCK_PATH = f"{WORK_DIR}/lock"
 
 ACTIVE, SUPERSEDED, REVOKED = "active", "superseded", "revoked"
+REQUIRED = frozenset({"status", "serial", "kind", "not_after", "spec"})
 
 
 def ts(dt: datetime) -> str:
@@ -52,6 +53,22 @@ class State:
     # name -> records, newest first. A record is a plain JSON-able dict.
     certificates: dict[str, list[dict]] = field(default_factory=dict)
     pending: int = 0  # journal records folded in memory but not yet written to state.json
+    # authority -> the last CRL: number, this_update, next_update, key_id, serials, sha256
+    crls: dict[str, dict] = field(default_factory=dict)
+    # authority -> delegated OCSP responder certificates, newest first
+    responders: dict[str, list[dict]] = field(default_factory=dict)
+    # declared key compromises that have been carried out: name, at, public_key_sha256
+    compromised: list[dict] = field(default_factory=list)
+
+    def compromised_keys(self) -> set[str]:
+        return {c["public_key_sha256"] for c in self.compromised}
+
+    def compromise_done(self, name: str, at: str) -> bool:
+        return any(c["name"] == name and c["at"] == at for c in self.compromised)
+
+    def responder(self, authority: str) -> dict | None:
+        recs = self.responders.get(authority)
+        return recs[0] if recs and recs[0]["status"] == ACTIVE else None
 
     def active(self, name: str) -> dict | None:
         recs = self.certificates.get(name)
@@ -73,6 +90,9 @@ class State:
             "lineage": self.lineage,
             "serial": self.serial,
             "certificates": {n: self.certificates[n] for n in sorted(self.certificates)},
+            "crls": {n: self.crls[n] for n in sorted(self.crls)},
+            "responders": {n: self.responders[n] for n in sorted(self.responders)},
+            "compromised": self.compromised,
         }
         return json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
@@ -90,12 +110,43 @@ class State:
                 r["superseded_by"] = record["serial"]
         recs.insert(0, record)
 
-    def record_revoked(self, name: str, serial: str, reason: str, at: str) -> None:
+    def record_revoked(self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None) -> None:
         for r in self.certificates.get(name, []):
             if r["serial"] == serial and r["status"] != REVOKED:
                 r["status"] = REVOKED
                 r["revoked_at"] = at
                 r["revocation_reason"] = reason
+                if invalidity:
+                    r["invalidity_date"] = invalidity
+
+    def record_crl(self, authority: str, info: dict) -> None:
+        self.crls[authority] = info
+        # a serial listed on a CRL issued after its certificate expired may drop off the next one
+        listed = set(info["serials"])
+        for recs in (self.certificates.get(n, []) for n in info.get("names", [])):
+            for r in recs:
+                if r["serial"] in listed and r["not_after"] < info["this_update"]:
+                    r["crl_listed_after_expiry"] = True
+
+    def record_ocsp(self, name: str, serial: str, info: dict) -> None:
+        for r in self.certificates.get(name, []):
+            if r["serial"] == serial:
+                r["ocsp"] = info
+
+    def record_responder(self, authority: str, record: dict, at: str) -> None:
+        recs = self.responders.setdefault(authority, [])
+        if any(r["serial"] == record["serial"] for r in recs):
+            return
+        for r in recs:
+            if r["status"] == ACTIVE:
+                r["status"] = SUPERSEDED
+                r["superseded_at"] = at
+        recs.insert(0, record)
+        del recs[3:]  # responders are short-lived; keep the last few
+
+    def record_compromised(self, entry: dict) -> None:
+        if entry not in self.compromised:
+            self.compromised.append(entry)
 
     def record_moved(self, old: str, new: str) -> None:
         if old in self.certificates and new not in self.certificates:
@@ -118,7 +169,15 @@ class State:
         if kind == "issued":
             self.record_issued(op["name"], copy.deepcopy(op["record"]), op["at"])
         elif kind == "revoked":
-            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"])
+            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"], op.get("invalidity"))
+        elif kind == "crl":
+            self.record_crl(op["authority"], op["info"])
+        elif kind == "ocsp":
+            self.record_ocsp(op["name"], op["serial"], op["info"])
+        elif kind == "responder":
+            self.record_responder(op["authority"], op["record"], op["at"])
+        elif kind == "compromised":
+            self.record_compromised(op["entry"])
         elif kind == "moved":
             self.record_moved(op["from"], op["to"])
         elif kind == "begin":
@@ -154,7 +213,10 @@ def load_state(repo: Path) -> State:
     certs = body.get("certificates")
     if not isinstance(certs, dict) or not isinstance(body.get("serial"), int):
         raise fail(STATE_PATH, "the state is damaged (certificates or serial missing)", "restore it from git")
-    return State(body.get("lineage"), body["serial"], certs)
+    for name, recs in certs.items():
+        if not (isinstance(recs, list) and recs and all(isinstance(r, dict) and REQUIRED <= r.keys() for r in recs)):
+            raise fail(STATE_PATH, f"the state is damaged at certificates.{name}", "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
+    return State(body.get("lineage"), body["serial"], certs, 0, body.get("crls") or {}, body.get("responders") or {}, body.get("compromised") or [])
 
 
 # --------------------------------------------------------------------------- journal
@@ -187,7 +249,7 @@ def load_with_journal(repo: Path) -> tuple[State, list[dict]]:
             raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
         for op in ops:
             state.apply_op(op)
-        state.pending = sum(1 for op in ops if op["op"] in ("issued", "revoked", "moved"))
+        state.pending = sum(1 for op in ops if op["op"] not in ("begin", "commit"))
     return state, ops
 
 

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from .spec import Entry
 
@@ -64,9 +65,10 @@ def subject_name(subject: list[list[str]]) -> x509.Name:
 
 def key_usage(entry: Entry) -> x509.KeyUsage:
     ca = entry.kind == "authority"
+    self_ocsp = ca and entry.spec.get("ocsp_signer") == "self"
     rsa_encipher = entry.key_type.startswith("rsa-") and entry.spec.get("profile") in ("server", "peer")
     return x509.KeyUsage(
-        digital_signature=not ca,
+        digital_signature=not ca or self_ocsp,
         content_commitment=False,
         key_encipherment=rsa_encipher,
         data_encipherment=False,
@@ -128,6 +130,7 @@ def build(
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier(aki_id, None, None), critical=False)
     )
+    builder = issuer_pointers(builder, entry.spec)
     if entry.kind == "certificate":
         builder = builder.add_extension(x509.ExtendedKeyUsage(EKU[entry.spec["profile"]]), critical=False)
         sans = subject_alt_names(entry.spec)
@@ -135,4 +138,115 @@ def build(
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=len(subject) == 0)
     elif entry.spec.get("name_constraints"):
         builder = builder.add_extension(name_constraints(entry.spec["name_constraints"]), critical=True)
+    return builder
+
+
+def issuer_pointers(builder: x509.CertificateBuilder, spec: dict) -> x509.CertificateBuilder:
+    """The issuer's CRL distribution point and AIA (OCSP, caIssuers), when it declares them."""
+    if spec.get("crl_url"):
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(spec["crl_url"])], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+    access = []
+    if spec.get("ocsp_url"):
+        access.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(spec["ocsp_url"])))
+    if spec.get("ca_issuers_url"):
+        access.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(spec["ca_issuers_url"])))
+    if access:
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
+    return builder
+
+
+# --------------------------------------------------------------------------- revocation
+
+REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "key_compromise": x509.ReasonFlags.key_compromise,
+    "ca_compromise": x509.ReasonFlags.ca_compromise,
+    "affiliation_changed": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessation_of_operation": x509.ReasonFlags.cessation_of_operation,
+    "privilege_withdrawn": x509.ReasonFlags.privilege_withdrawn,
+}
+
+
+@dataclass(frozen=True)
+class Revoked:
+    serial: int
+    revoked_at: datetime
+    reason: str
+    invalidity: datetime | None = None
+
+
+def crl(issuer: IssuerRef, number: int, revoked: list[Revoked], this_update: datetime, next_update: datetime) -> x509.CertificateRevocationListBuilder:
+    """An unsigned CRL (RFC 5280 §5): CRL number, AKI; reason codes (never 'unspecified',
+    which RFC 5280 says to omit) and invalidity dates for key compromise."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), critical=False)
+    )
+    for r in sorted(revoked, key=lambda r: r.serial):
+        entry = x509.RevokedCertificateBuilder().serial_number(r.serial).revocation_date(r.revoked_at)
+        if r.reason != "unspecified":
+            entry = entry.add_extension(x509.CRLReason(REASONS[r.reason]), critical=False)
+        if r.invalidity is not None:
+            entry = entry.add_extension(x509.InvalidityDate(r.invalidity.replace(tzinfo=None)), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder
+
+
+def responder_certificate(authority: Entry, authority_subject: list[list[str]], public_key, issuer: IssuerRef, serial: int, now: datetime, lifetime: timedelta) -> x509.CertificateBuilder:
+    """A delegated OCSP responder (RFC 6960 §4.2.2.2): id-kp-OCSPSigning, id-pkix-ocsp-nocheck."""
+    attrs = [[k, v] for k, v in authority_subject if k != "CN"]
+    cn = next((v for k, v in authority_subject if k == "CN"), authority.name)
+    attrs.append(["CN", (cn[:49] + " OCSP Responder")])
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    return (
+        x509.CertificateBuilder()
+        .serial_number(serial)
+        .subject_name(subject_name(attrs))
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), critical=False)
+    )
+
+
+def ocsp_response(
+    issuer: IssuerRef,
+    serial: int,
+    revoked: Revoked | None,
+    this_update: datetime,
+    next_update: datetime,
+    responder: x509.Certificate | None,
+) -> ocsp.OCSPResponseBuilder:
+    """An unsigned, pre-signable OCSP response (RFC 6960): SHA-1 CertID, no nonce, the
+    responder certificate included when delegated; ``responder`` None means the
+    authority signs it itself (responder id by the authority's key hash)."""
+    import hashlib
+
+    name_hash = hashlib.sha1(issuer.subject.public_bytes()).digest()  # noqa: S324 - RFC 6960 CertID
+    status = ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD
+    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+        issuer_name_hash=name_hash,
+        issuer_key_hash=issuer.key_id,  # SHA-1 of the issuer's subjectPublicKey: the SKI (RFC 5280 method 1)
+        serial_number=serial,
+        algorithm=hashes.SHA1(),  # noqa: S303
+        cert_status=status,
+        this_update=this_update,
+        next_update=next_update,
+        revocation_time=revoked.revoked_at if revoked else None,
+        revocation_reason=(REASONS[revoked.reason] if revoked and revoked.reason != "unspecified" else None),
+    )
+    if responder is not None:
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, responder).certificates([responder])
     return builder
