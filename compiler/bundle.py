@@ -5,7 +5,12 @@ Layout (stable, sorted, diff-friendly):
 * ``out/certs/<name>.pem``        the certificate
 * ``out/certs/<name>.chain.pem``  the certificate followed by its intermediates (not the root)
 * ``out/trust/bundle.pem``        the roots (trust anchors), sorted by name
+* ``out/certs/<name>.der``        authorities: the DER certificate (AIA caIssuers)
 * ``out/keys/<name>.sops.yaml``   the SOPS-encrypted private key
+* ``out/crl/<authority>.crl``     the authority's CRL, DER (``.crl.pem``: PEM)
+* ``out/ocsp/<name>.der``         the pre-signed OCSP response to staple
+* ``out/certs/ocsp-responders/<authority>.pem`` and ``out/keys/ocsp-responders/``:
+  the delegated OCSP responder of each authority
 * ``out/state.json``              the recorded state
 """
 
@@ -16,10 +21,30 @@ from pathlib import Path
 
 CERTS_DIR = "out/certs"
 TRUST_BUNDLE = "out/trust/bundle.pem"
+CRL_DIR = "out/crl"
 
 
 def cert_path(name: str) -> str:
     return f"{CERTS_DIR}/{name}.pem"
+
+
+def der_path(name: str) -> str:
+    """Authorities only: the DER certificate an AIA caIssuers URL points at."""
+    return f"{CERTS_DIR}/{name}.der"
+
+
+def responder_cert_path(authority: str) -> str:
+    return f"{CERTS_DIR}/ocsp-responders/{authority}.pem"
+
+
+def crl_path(authority: str, pem: bool = False) -> str:
+    return f"{CRL_DIR}/{authority}.crl" + (".pem" if pem else "")
+
+
+def ocsp_path(ocsp_dir: str, name: str, serial: str | None = None) -> str:
+    """``<name>.der`` for a name's latest certificate (what a server staples);
+    ``<name>.<serial>.der`` for its older, still unexpired ones."""
+    return f"{ocsp_dir}/{name}.der" if serial is None else f"{ocsp_dir}/{name}.{serial}.der"
 
 
 def chain_path(name: str) -> str:

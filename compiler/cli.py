@@ -248,6 +248,27 @@ def verify(
 
 
 @app.command()
+def serve(
+    port: int = typer.Option(8080, "--port", help="TCP port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+) -> None:
+    """Serve out/ over HTTP: CRLs, certificates, and pre-signed OCSP responses (no key needed)."""
+    from .responder import make_server
+
+    if not (_repo / "out").is_dir():
+        raise PkicError("no out/ directory here: nothing to serve", "run `pkic apply` first, or use -C DIR")
+    try:
+        server = make_server(_repo, host, port, lambda line: err.print(_escape(line)))
+    except OSError as exc:
+        raise fail(f"{host}:{port}", f"cannot listen: {exc.strerror}", "pick another --port") from None
+    err.print(f"pkic serve: http://{host}:{server.server_address[1]}/ (CRLs under /crl/, certificates under /certs/, OCSP at / and /ocsp)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of pki.yaml (for editor autocompletion)."""
     from .spec import json_schema

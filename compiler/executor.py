@@ -8,6 +8,8 @@ apply rewrites its files from it) or nothing at all for that step.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +23,8 @@ from .errors import fail
 from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
 from .spec import EffectiveSpec
-from .state import Journal, State, load_with_journal, new_lineage, ts
-from .x509build import IssuerRef, build
+from .state import Journal, State, load_with_journal, new_lineage, parse_ts, ts
+from .x509build import IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
 
 
 @dataclass
@@ -30,6 +32,9 @@ class ApplyResult:
     issued: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
+    crls: list[str] = field(default_factory=list)
+    responders: list[str] = field(default_factory=list)
+    ocsp: int = 0
     files_written: int = 0
     recovered: int = 0
     state_serial: int = 0
@@ -116,35 +121,68 @@ def trust_bundle(state: State, certs: _Certs) -> str:
     return "".join(certs.pem(n) for n in roots)
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _replay(repo: Path, op: dict) -> None:
+    """Write the files of one journaled step (idempotent)."""
+    kind = op["op"]
+    if kind == "issued":
+        bundle.write_atomic(repo, bundle.cert_path(op["name"]), op["cert_pem"].encode())
+        if op.get("cert_der"):
+            bundle.write_atomic(repo, bundle.der_path(op["name"]), _unb64(op["cert_der"]))
+        if op.get("key_doc"):
+            bundle.write_atomic(repo, keystore.key_path(op["name"]), op["key_doc"].encode())
+    elif kind == "revoked":
+        if op.get("remove_files"):
+            for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), bundle.der_path(op["name"]), keystore.key_path(op["name"])):
+                bundle.remove(repo, rel)
+    elif kind == "moved":
+        _move_files(repo, op["from"], op["to"])
+    elif kind == "responder":
+        bundle.write_atomic(repo, bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
+        bundle.write_atomic(repo, keystore.responder_key_path(op["authority"]), op["key_doc"].encode())
+    elif kind == "crl":
+        der = _unb64(op["der"])
+        bundle.write_atomic(repo, bundle.crl_path(op["authority"]), der)
+        crl_obj = x509.load_der_x509_crl(der)
+        bundle.write_atomic(repo, bundle.crl_path(op["authority"], pem=True), crl_obj.public_bytes(serialization.Encoding.PEM))
+    elif kind == "ocsp":
+        if op.get("der"):
+            bundle.write_atomic(repo, op["info"]["file"], _unb64(op["der"]))
+        if op.get("moved_from"):
+            bundle.rename(repo, op["moved_from"], op["info"]["file"])
+        if op.get("removed"):
+            bundle.remove(repo, op["removed"])
+
+
 def finish_interrupted(repo: Path) -> int:
     """Complete an apply that was killed: rewrite its files from the journal, fold it."""
     state, ops = load_with_journal(repo)
     if not ops:
         return 0
-    if not any(op["op"] in ("issued", "revoked", "moved") for op in ops):
+    if not any(op["op"] not in ("begin", "commit") for op in ops):
         Journal(repo).discard()  # killed before its first step: nothing to finish
         return 0
     bundle.clean_staging(repo)
     certs = _Certs(repo)
     touched: set[str] = set()
     for op in ops:
+        _replay(repo, op)
         if op["op"] == "issued":
-            bundle.write_atomic(repo, bundle.cert_path(op["name"]), op["cert_pem"].encode())
-            if op.get("key_doc"):
-                bundle.write_atomic(repo, keystore.key_path(op["name"]), op["key_doc"].encode())
             touched.add(op["name"])
-        elif op["op"] == "revoked":
-            for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), keystore.key_path(op["name"])):
-                bundle.remove(repo, rel)
-        elif op["op"] == "moved":
-            _move_files(repo, op["from"], op["to"])
     for name in state.active_names():  # intermediates may have changed under anyone
         bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
     bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
     state.serial = max(state.serial, ops[0]["base_serial"] + 1)
     bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
     Journal(repo).discard()
-    return len(touched)
+    return max(len(touched), 1)
 
 
 _fault_counts: dict[str, int] = {}
@@ -166,23 +204,37 @@ def _fault(point: str) -> None:
 
 
 def _move_files(repo: Path, old: str, new: str) -> None:
-    for fn in (bundle.cert_path, bundle.chain_path, keystore.key_path):
+    for fn in (bundle.cert_path, bundle.chain_path, bundle.der_path, keystore.key_path):
         bundle.rename(repo, fn(old), fn(new))
 
 
-def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[str]:
-    """Existing keys this plan signs with: decrypted up front, so a missing identity
-    fails before anything is written."""
+def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
+    """Existing keys this plan signs with, as (name, key file): decrypted up front, so a
+    missing identity fails before anything is written."""
     changes = {c.name: c for c in plan.changes if c.action != REVOKE}
-    needed = []
+    new_keys = {n for n, c in changes.items() if c.key == "new"}
+    needed: list[tuple[str, str]] = []
+
+    def need(name: str, rel: str) -> None:
+        if (name, rel) not in needed:
+            needed.append((name, rel))
+
     for c in changes.values():
         entry = spec.entries[c.name]
         signer = c.name if entry.issuer is None else entry.issuer
-        sc = changes.get(signer)
-        if sc is not None and sc.key == "new":
-            continue  # generated in this run
-        if signer not in needed:
-            needed.append(signer)
+        if signer not in new_keys:
+            need(signer, keystore.key_path(signer))
+    for pub in plan.crls + plan.responders:
+        if pub.name not in new_keys:
+            need(pub.name, keystore.key_path(pub.name))
+    new_responders = {p.name for p in plan.responders}
+    for pub in plan.ocsp:
+        ca = spec.entries[pub.issuer].ca
+        if ca.ocsp_signer == "self":
+            if pub.issuer not in new_keys:
+                need(pub.issuer, keystore.key_path(pub.issuer))
+        elif pub.issuer not in new_responders:
+            need(pub.issuer, keystore.responder_key_path(pub.issuer))
     return needed
 
 
@@ -192,8 +244,8 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
         result.state_serial = state.serial
         return result
     store.check_config()
-    for name in _signers_needed(plan, spec):
-        store.load(name)
+    for name, rel in _signers_needed(plan, spec):
+        store.load(name, rel)
     certs = _Certs(repo)
     for c in plan.changes:  # certificates whose key is kept must be readable now
         if c.action != REVOKE and c.key == "keep":
@@ -202,12 +254,13 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     journal = Journal(repo)
     journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
     state.lineage = lineage
+    done = [False]
     try:
-        _run(repo, plan, spec, state, store, now, journal, certs, result)
+        _run(repo, plan, spec, state, store, now, journal, certs, result, done)
     finally:
         # on success, and on a failure half-way (say, sops refusing one key): record
         # what was done, so out/ and the state agree and the next plan starts from it
-        if result.issued or result.revoked or result.moved or not plan.changes:
+        if done[0]:
             result.files_written += _finish(repo, plan, state, certs, journal, now, result)
         else:
             journal.discard()
@@ -215,17 +268,34 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     return result
 
 
-def _run(repo, plan, spec, state, store, now, journal, certs, result) -> None:
+def _step(journal: Journal, repo: Path, state: State, op: dict, done: list) -> None:
+    """Journal a step, then write its files, then fold it into the state in memory."""
+    journal.append(op)
+    done[0] = True
+    if op["op"] == "issued":
+        _fault("journal")
+    _replay(repo, op)
+    if op["op"] == "issued":
+        _fault("files")
+    state.apply_op(op)
+
+
+def _run(repo, plan, spec, state, store, now, journal, certs, result, done) -> None:
+    at = ts(now)
     for old, new in plan.moves:
-        journal.append({"op": "moved", "from": old, "to": new, "at": ts(now)})
-        _move_files(repo, old, new)
-        state.record_moved(old, new)
+        _step(journal, repo, state, {"op": "moved", "from": old, "to": new, "at": at}, done)
         result.moved.append((old, new))
+    for comp in plan.compromises:
+        _step(journal, repo, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
 
     handles: dict[str, KeyHandle] = {}
     for change in plan.changes:
         name = change.name
         if change.action == REVOKE:
+            for r in change.revokes:
+                _step(journal, repo, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
+                                             "invalidity": r.get("invalidity"), "remove_files": r["name"] == name, "at": at}, done)
+            result.revoked.append(name)
             continue
         entry = spec.entries[name]
         if change.key == "new":
@@ -249,25 +319,129 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result) -> None:
         if handle is not None and entry.kind == "authority":
             handles[name] = handle
         record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], "generated" if handle else "kept", now)
-        pem = _pem(cert)
-        journal.append({"op": "issued", "name": name, "record": record, "cert_pem": pem, "key_doc": key_doc, "at": ts(now)})
-        _fault("journal")
-        if key_doc is not None:
-            result.files_written += bundle.write_atomic(repo, keystore.key_path(name), key_doc.encode())
-        result.files_written += bundle.write_atomic(repo, bundle.cert_path(name), pem.encode())
-        _fault("files")
+        op = {"op": "issued", "name": name, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}
+        if entry.kind == "authority":
+            op["cert_der"] = _b64(cert.public_bytes(serialization.Encoding.DER))
         certs.put(name, cert)
-        state.record_issued(name, record, ts(now))
+        _step(journal, repo, state, op, done)
         result.issued.append(name)
+        for r in change.revokes:
+            _step(journal, repo, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
+                                         "invalidity": r.get("invalidity"), "remove_files": False, "at": at}, done)
 
-    for change in plan.changes:
-        if change.action != REVOKE:
-            continue
-        journal.append({"op": "revoked", "name": change.name, "serial": change.serial, "reason": "cessation_of_operation", "at": ts(now)})
-        for rel in (bundle.cert_path(change.name), bundle.chain_path(change.name), keystore.key_path(change.name)):
-            result.files_written += bundle.remove(repo, rel)
-        state.record_revoked(change.name, change.serial, "cessation_of_operation", ts(now))
-        result.revoked.append(change.name)
+    _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles)
+
+
+def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
+    return handles.get(name) or store.load(name)
+
+
+def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles) -> None:
+    """Delegated responders, then CRLs, then OCSP responses."""
+    at = ts(now)
+    responder_handles: dict[str, KeyHandle] = {}
+    for pub in plan.responders:
+        a = pub.name
+        entry = spec.entries[a]
+        handle = keystore.generate(entry.key_type)
+        issuer_ref = IssuerRef.from_certificate(certs.get(a), entry.key_type)
+        builder = responder_certificate(entry, entry.spec["subject"], handle.public_key(), issuer_ref, x509.random_serial_number(), now, entry.ca.responder_lifetime)
+        cert = keystore.sign(builder, _authority_signer(a, store, handles))
+        rel = keystore.responder_key_path(a)
+        key_doc = store.seal(f"{a} OCSP responder", handle, rel)
+        store.remember(rel, handle)
+        responder_handles[a] = handle
+        record = {
+            "serial": _hex(cert.serial_number), "status": "active", "subject": cert.subject.rfc4514_string(),
+            "not_before": ts(cert.not_valid_before_utc), "not_after": ts(cert.not_valid_after_utc),
+            "issuer_key_id": state.active(a)["key_id"], "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
+            "sha256": cert.fingerprint(hashes.SHA256()).hex(), "issued_at": at,
+        }
+        _step(journal, repo, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}, done)
+        result.responders.append(a)
+
+    for pub in plan.crls:
+        a = pub.name
+        entry = spec.entries[a]
+        arec = state.active(a)
+        issuer_ref = IssuerRef.from_certificate(certs.get(a), entry.key_type)
+        listed: list[tuple[str, dict]] = []
+        for n, recs in state.certificates.items():
+            for r in recs:
+                if r["status"] == "revoked" and r.get("issuer") == a and r.get("issuer_key_id") == arec["key_id"] and not r.get("crl_listed_after_expiry"):
+                    listed.append((n, r))
+        revoked = [
+            Revoked(int(r["serial"], 16), parse_ts(r["revoked_at"]), r["revocation_reason"],
+                    parse_ts(r["invalidity_date"]) if r.get("invalidity_date") else None)
+            for _, r in listed
+        ]
+        previous = state.crls.get(a)
+        number = (previous["number"] + 1) if previous else 1
+        next_update = now + entry.ca.crl_lifetime
+        crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, now, next_update), _authority_signer(a, store, handles))
+        der = crl_obj.public_bytes(serialization.Encoding.DER)
+        info = {
+            "number": number, "this_update": at, "next_update": ts(next_update), "key_id": arec["key_id"],
+            "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
+            "sha256": hashlib.sha256(der).hexdigest(),
+        }
+        _step(journal, repo, state, {"op": "crl", "authority": a, "info": info, "der": _b64(der), "at": at}, done)
+        result.crls.append(a)
+
+    if not spec.publish.ocsp:
+        return
+    ocsp_dir = spec.publish.ocsp_dir
+    touched_names: set[str] = set()
+    for pub in plan.ocsp:
+        a = pub.issuer
+        ca = spec.entries[a].ca
+        recs = state.certificates[pub.name]
+        rec = recs[0] if pub.serial is None else next(r for r in recs if r["serial"] == pub.serial)
+        issuer_cert = certs.get(a)
+        issuer_ref = IssuerRef(issuer_cert.subject, bytes.fromhex(rec["issuer_key_id"]), spec.entries[a].key_type)
+        revoked = None
+        if rec["status"] == "revoked":
+            revoked = Revoked(int(rec["serial"], 16), parse_ts(rec["revoked_at"]), rec["revocation_reason"])
+        if ca.ocsp_signer == "self":
+            signer_cert, signer, delegated = issuer_cert, _authority_signer(a, store, handles), False
+        else:
+            signer_cert = _responder_cert(repo, a)
+            signer = responder_handles.get(a) or store.load(a, keystore.responder_key_path(a))
+            delegated = True
+        next_update = now + ca.ocsp_lifetime
+        response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, now, next_update, signer_cert, delegated), signer)
+        der = response.public_bytes(serialization.Encoding.DER)
+        latest = recs[0]["serial"] == rec["serial"]
+        info = {
+            "status": "revoked" if revoked else "good", "signer": ca.ocsp_signer,
+            "this_update": at, "next_update": ts(next_update),
+            "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
+        }
+        _step(journal, repo, state, {"op": "ocsp", "name": pub.name, "serial": rec["serial"], "info": info, "der": _b64(der), "at": at}, done)
+        touched_names.add(pub.name)
+        result.ocsp += 1
+
+    # layout: a name's latest response at <name>.der, older ones by serial; expired ones go
+    for name in sorted(touched_names):
+        for i, r in enumerate(state.certificates[name]):
+            info = r.get("ocsp")
+            if not info:
+                continue
+            want = bundle.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
+            if info["file"] != want:
+                _step(journal, repo, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": want}, "moved_from": info["file"], "at": at}, done)
+    for name, recs in state.certificates.items():
+        for r in recs:
+            info = r.get("ocsp")
+            if info and info.get("file") and parse_ts(r["not_after"]) <= now:
+                _step(journal, repo, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at}, done)
+
+
+def _responder_cert(repo: Path, authority: str) -> x509.Certificate:
+    pem = bundle.read_text(repo, bundle.responder_cert_path(authority))
+    if pem is None:
+        raise fail(bundle.responder_cert_path(authority), f"the OCSP responder certificate of '{authority}' is missing", "restore it from git")
+    return x509.load_pem_x509_certificate(pem.encode())
 
 
 def _finish(repo, plan, state, certs, journal, now, result) -> int:
@@ -277,6 +451,12 @@ def _finish(repo, plan, state, certs, journal, now, result) -> int:
         if state.active(name):
             written += bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
     written += bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+    # authorities that left the spec take their CRLs along
+    for name in list(state.crls):
+        rec = state.active(name)
+        if rec is None:
+            bundle.remove(repo, bundle.crl_path(name))
+            bundle.remove(repo, bundle.crl_path(name, pem=True))
     state.serial += 1
     journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
     written += bundle.write_atomic(repo, "out/state.json", state.to_json().encode())

@@ -32,6 +32,10 @@ def key_path(name: str) -> str:
     return f"{KEYS_DIR}/{name}.sops.yaml"
 
 
+def responder_key_path(authority: str) -> str:
+    return f"{KEYS_DIR}/ocsp-responders/{authority}.sops.yaml"
+
+
 def public_key_sha256(public_key) -> str:
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
@@ -150,9 +154,9 @@ class Keystore:
     def _env(self) -> dict:
         return dict(os.environ)
 
-    def seal(self, name: str, handle: KeyHandle) -> str:
+    def seal(self, name: str, handle: KeyHandle, rel: str | None = None) -> str:
         """The SOPS-encrypted document for ``handle`` (text), as `sops encrypt` wrote it."""
-        rel = key_path(name)
+        rel = rel or key_path(name)
         proc = subprocess.run(
             [self.sops, "--config", str(self.repo / SOPS_CONFIG), "encrypt",
              "--filename-override", rel, "--input-type", "yaml", "--output-type", "yaml"],
@@ -169,14 +173,14 @@ class Keystore:
             raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
         return proc.stdout.decode("utf-8")
 
-    def remember(self, name: str, handle: KeyHandle) -> None:
-        self._cache[name] = handle
+    def remember(self, rel: str, handle: KeyHandle) -> None:
+        self._cache[rel] = handle
 
-    def load(self, name: str) -> KeyHandle:
-        """Decrypt ``out/keys/<name>.sops.yaml`` in memory (cached for this run)."""
-        if name in self._cache:
-            return self._cache[name]
-        rel = key_path(name)
+    def load(self, name: str, rel: str | None = None) -> KeyHandle:
+        """Decrypt ``out/keys/<name>.sops.yaml`` (or ``rel``) in memory (cached for this run)."""
+        rel = rel or key_path(name)
+        if rel in self._cache:
+            return self._cache[rel]
         if not (self.repo / rel).is_file():
             raise fail(rel, f"the key of '{name}' is missing", f"restore {rel} from git, or bump `rekey` on '{name}' to replace it")
         proc = subprocess.run(
@@ -200,5 +204,5 @@ class Keystore:
             del proc
         kt = key_type_of(key.public_key())
         handle = KeyHandle(key, kt or "unknown")
-        self._cache[name] = handle
+        self._cache[rel] = handle
         return handle

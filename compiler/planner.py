@@ -31,7 +31,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from .durations import parse_duration
 from .spec import EffectiveSpec, Entry
 from .state import State, parse_ts, ts
 
@@ -56,6 +55,24 @@ class Change:
     key_type: str | None = None
     serial: str | None = None  # the certificate being replaced or revoked
     not_after: str | None = None  # of the new certificate, for issue/reissue/renew
+    # certificates this change revokes: {"name", "serial", "reason", "invalidity"}
+    revokes: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["reasons"] = [asdict(r) for r in self.reasons]
+        return d
+
+
+@dataclass
+class Publication:
+    """Revocation information to (re-)sign: a CRL, an OCSP response, a responder certificate."""
+
+    kind: str  # "crl" | "ocsp" | "responder"
+    name: str  # the authority (crl, responder) or the certificate (ocsp)
+    reasons: list[Reason]
+    issuer: str | None = None  # for ocsp: the authority that issued the certificate
+    serial: str | None = None  # for ocsp: the certificate (None: the one issued by this plan)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -73,11 +90,21 @@ class Plan:
     moves: list[tuple[str, str]] = field(default_factory=list)
     chain_updates: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     pending_journal: int = 0
+    crls: list[Publication] = field(default_factory=list)
+    responders: list[Publication] = field(default_factory=list)
+    ocsp: list[Publication] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # below a revoked authority: need a new issuer
+    compromises: list[dict] = field(default_factory=list)  # {"name", "at", "public_key_sha256"}
 
     @property
     def empty(self) -> bool:
-        return not (self.changes or self.moves or self.chain_updates or self.pending_journal)
+        return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp)
+
+    @property
+    def spec_driven(self) -> bool:
+        return bool(self.moves or any(c.action in (ISSUE, REISSUE, REVOKE) for c in self.changes))
 
     def counts(self) -> dict[str, int]:
         out = {a: 0 for a in (ISSUE, REISSUE, RENEW, REVOKE)}
@@ -92,6 +119,9 @@ class Plan:
             "changes": [{k: v for k, v in c.to_json().items() if k != "not_after"} for c in self.changes],
             "moves": self.moves,
             "chain_updates": self.chain_updates,
+            "crls": [p.to_json() for p in self.crls],
+            "responders": [p.to_json() for p in self.responders],
+            "ocsp": [p.to_json() for p in self.ocsp],
             "lineage": self.lineage,
             "state_serial": self.state_serial,
         }
@@ -109,14 +139,19 @@ class Plan:
             "changes": [c.to_json() for c in self.changes],
             "moves": [{"from": a, "to": b} for a, b in self.moves],
             "chain_updates": self.chain_updates,
+            "crls": [p.to_json() for p in self.crls],
+            "responders": [p.to_json() for p in self.responders],
+            "ocsp": [p.to_json() for p in self.ocsp],
+            "orphans": self.orphans,
             "notices": self.notices,
+            "warnings": self.warnings,
             "pending_journal": self.pending_journal,
         }
 
 
 SPEC_FIELDS = (
     "kind", "issuer", "subject", "key", "profile", "dns", "ip", "uri", "email",
-    "lifetime", "path_length", "name_constraints",
+    "lifetime", "path_length", "name_constraints", "ocsp_signer", "crl_url", "ocsp_url", "ca_issuers_url",
 )
 
 
@@ -173,18 +208,54 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     changes: dict[str, Change] = {}
     entries = spec.entries
 
+    # declared key compromises not yet carried out: every unexpired certificate with that key
+    compromised: dict[str, list[dict]] = {}
+    by_key: dict[str, list[dict]] | None = None
+    for name, entry in entries.items():
+        if not entry.key_compromised or state.compromise_done(name, entry.key_compromised):
+            continue
+        rec = state.active(name)
+        if rec is None:
+            plan.notices.append(f"{name}: key_compromised is set but no certificate is active; nothing to revoke")
+            continue
+        if by_key is None:
+            by_key = {}
+            for recs in state.certificates.values():
+                for r in recs:
+                    by_key.setdefault(r["public_key_sha256"], []).append(r)
+        pk = rec["public_key_sha256"]
+        hits = [r for r in by_key.get(pk, []) if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
+        compromised[name] = [
+            {"name": r["name"], "serial": r["serial"], "reason": "key_compromise", "invalidity": entry.key_compromised}
+            for r in sorted(hits, key=lambda r: (r["name"], r["serial"]))
+        ]
+        plan.compromises.append({"name": name, "at": entry.key_compromised, "public_key_sha256": pk})
+
+    unusable: set[str] = set()  # authorities revoked in pki.yaml, and everything below them
     for name, entry in entries.items():
         rec = state.active(name)
+        if entry.revoke:
+            unusable.add(name)
+            if rec is not None:
+                why = Reason("revoke_requested", f"revoked in pki.yaml: {entry.revoke}")
+                changes[name] = Change(name, entry.kind, REVOKE, [why], None, entry.issuer, entry.key_type, rec["serial"],
+                                       revokes=[{"name": name, "serial": rec["serial"], "reason": entry.revoke, "invalidity": None}])
+            continue
+        if entry.issuer in unusable:
+            unusable.add(name)
+            plan.orphans.append(name)
+            continue
         issuer_change = changes.get(entry.issuer) if entry.issuer else None
         if rec is None:
-            key = "new"
-            if entry.reuse_key and (latest := state.latest(name)) and latest["status"] != "revoked" and latest["spec"]["key"] == entry.key_type:
-                key = "new"  # a superseded key is never brought back
-            changes[name] = Change(name, entry.kind, ISSUE, [Reason("new", "not issued yet")], key, entry.issuer, entry.key_type)
+            changes[name] = Change(name, entry.kind, ISSUE, [Reason("new", "not issued yet")], "new", entry.issuer, entry.key_type)
             continue
 
         reasons = spec_reasons(rec["spec"], entry.spec)
-        key_changes = any(r.code in ("key_changed", "rekey_requested") for r in reasons)
+        if name in compromised:
+            reasons.append(Reason("key_compromised", f"key compromised on {entry.key_compromised}: {len(compromised[name])} certificate(s) with it are revoked"))
+        elif rec["public_key_sha256"] in state.compromised_keys():
+            reasons.append(Reason("key_compromised", "its key was declared compromised"))
+        key_changes = any(r.code in ("key_changed", "rekey_requested", "key_compromised") for r in reasons)
 
         if entry.issuer is not None and not any(r.code == "issuer_changed" for r in reasons):
             issuer_rec = state.active(entry.issuer)
@@ -212,7 +283,16 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             key = "new" if key_changes else "keep"
         else:
             key = "keep" if (entry.reuse_key and not key_changes) else "new"
-        changes[name] = Change(name, entry.kind, action, reasons, key, entry.issuer, entry.key_type, rec["serial"])
+        change = Change(name, entry.kind, action, reasons, key, entry.issuer, entry.key_type, rec["serial"])
+        change.revokes = list(compromised.get(name, []))
+        issuer_ca = entries[entry.issuer].ca if entry.issuer else None
+        if issuer_ca is not None and issuer_ca.revoke_superseded and not any(r["serial"] == rec["serial"] for r in change.revokes):
+            change.revokes.append({"name": name, "serial": rec["serial"], "reason": "superseded", "invalidity": None})
+        elif action == REISSUE:
+            narrowed = [x for f in ("dns", "ip", "uri", "email") for x in rec["spec"].get(f, []) if x not in entry.spec.get(f, [])]
+            if narrowed and not change.revokes:
+                plan.warnings.append(f"{name}: the reissue drops {', '.join(narrowed)}, but the old certificate stays valid until {rec['not_after']} (set revoke_superseded on {entry.issuer} to revoke it)")
+        changes[name] = change
 
     # a child never outlives its issuer: renew the issuer (same key) first when needed
     def planned_not_after(name: str) -> datetime:
@@ -222,7 +302,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
 
     for name in reversed(list(entries)):
         entry = entries[name]
-        if entry.issuer is None or name not in changes:
+        if entry.issuer is None or name not in changes or changes[name].action == REVOKE:
             continue
         mine = now + entry.lifetime
         if mine > planned_not_after(entry.issuer):
@@ -235,7 +315,8 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
                 changes[entry.issuer] = Change(entry.issuer, parent.kind, RENEW, [reason], "keep", parent.issuer, parent.key_type, prec["serial"] if prec else None)
 
     for name, change in changes.items():
-        change.not_after = ts(now + entries[name].lifetime)
+        if change.action != REVOKE:
+            change.not_after = ts(now + entries[name].lifetime)
 
     plan.changes = [changes[n] for n in entries if n in changes]
 
@@ -245,10 +326,13 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         if name in entries or name in moved_from:
             continue
         rec = state.active(name)
-        plan.changes.append(Change(name, rec["kind"], REVOKE, [Reason("removed", "no longer in pki.yaml")], None, rec.get("issuer"), rec["spec"].get("key"), rec["serial"]))
+        plan.changes.append(Change(name, rec["kind"], REVOKE, [Reason("removed", "no longer in pki.yaml")], None, rec.get("issuer"), rec["spec"].get("key"), rec["serial"],
+                                   revokes=[{"name": name, "serial": rec["serial"], "reason": "cessation_of_operation", "invalidity": None}]))
+    if plan.orphans:
+        plan.warnings.append(f"below a revoked authority, these need a new issuer: {', '.join(plan.orphans)}")
 
     # chain files follow their intermediates
-    changed_cas = {n for n, c in changes.items() if entries[n].kind == "authority" and not entries[n].is_root}
+    changed_cas = {n for n, c in changes.items() if entries[n].kind == "authority" and not entries[n].is_root and c.action != REVOKE}
     if changed_cas:
         for name, entry in entries.items():
             if name in changes:
@@ -259,7 +343,107 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
                     plan.chain_updates.append(name)
                     break
                 anc = entries[anc].issuer
+
+    plan_publications(plan, spec, state, now, changes, unusable)
     return plan
+
+
+def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, changes: dict[str, Change], unusable: set[str]) -> None:
+    """CRLs, delegated OCSP responders and OCSP responses that must be (re-)signed."""
+    entries = spec.entries
+    revoked_now = {(r["name"], r["serial"]) for c in plan.changes for r in c.revokes}
+    # one pass over every record ever issued: what each authority has revoked, and who needs OCSP
+    revoked_by: dict[str, list[dict]] = {}
+    live: list[dict] = []
+    for recs in state.certificates.values():
+        for r in recs:
+            if r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now:
+                if r.get("issuer") is not None:
+                    revoked_by.setdefault(r["issuer"], []).append(r)
+            if r.get("issuer") is not None and parse_ts(r["not_after"]) > now:
+                live.append(r)
+
+    def key_after(name: str) -> str | None:
+        """The key id an authority signs with after this plan (None: a new key)."""
+        c = changes.get(name)
+        if c is not None and c.action != REVOKE and c.key == "new":
+            return None
+        rec = state.active(name)
+        return rec["key_id"] if rec else None
+
+    for name, entry in entries.items():
+        if entry.kind != "authority" or name in unusable:
+            continue
+        ca = entry.ca
+        kid = key_after(name)
+        change = changes.get(name)
+        # CRL
+        crl = state.crls.get(name)
+        reasons: list[Reason] = []
+        if crl is None:
+            reasons.append(Reason("new", "no CRL yet"))
+        else:
+            if kid is None or crl.get("key_id") != kid:
+                reasons.append(Reason("authority_rekeyed", "the authority has a new key"))
+            listed = set(crl.get("serials", []))
+            added = [r for r in revoked_by.get(name, []) if r.get("issuer_key_id") == crl.get("key_id") and r["serial"] not in listed and not r.get("crl_listed_after_expiry")]
+            if added:
+                reasons.append(Reason("revocations", f"{len(added)} newly revoked: " + ", ".join(sorted({r['name'] for r in added}))))
+            next_update = parse_ts(crl["next_update"])
+            if now >= next_update:
+                reasons.append(Reason("expired", f"the CRL expired at {crl['next_update']}"))
+            elif now >= next_update - ca.crl_renew_before:
+                reasons.append(Reason("due", f"next update {crl['next_update']}: inside the refresh window"))
+        if reasons:
+            plan.crls.append(Publication("crl", name, reasons))
+        if not spec.publish.ocsp:
+            continue
+        # delegated responder
+        if ca.ocsp_signer == "delegated":
+            resp = state.responder(name)
+            rr: list[Reason] = []
+            if resp is None:
+                rr.append(Reason("new", "no responder certificate yet"))
+            else:
+                if kid is None or resp.get("issuer_key_id") != kid:
+                    rr.append(Reason("authority_rekeyed", "the authority has a new key"))
+                elif change is not None and any(r.code == "subject_changed" for r in change.reasons):
+                    rr.append(Reason("authority_reissued", "the authority has a new subject"))
+                not_after = parse_ts(resp["not_after"])
+                window = max(ca.responder_lifetime / 3, ca.ocsp_lifetime)
+                if now >= not_after - window:
+                    rr.append(Reason("due", f"expires {resp['not_after']}"))
+            if rr:
+                plan.responders.append(Publication("responder", name, rr))
+
+    if not spec.publish.ocsp:
+        return
+    # OCSP responses: for the certificates this plan issues, and every unexpired one
+    for c in plan.changes:
+        if c.action != REVOKE and c.issuer is not None and c.issuer not in unusable:
+            plan.ocsp.append(Publication("ocsp", c.name, [Reason("new", "new certificate")], c.issuer, None))
+    for r in sorted(live, key=lambda r: (r["name"], r["serial"])):
+        issuer = r["issuer"]
+        if issuer not in entries or issuer in unusable or entries[issuer].kind != "authority":
+            continue
+        if r.get("issuer_key_id") != key_after(issuer):
+            continue  # signed by a key the authority no longer has: nobody can vouch for it
+        ca = entries[issuer].ca
+        info = r.get("ocsp")
+        status = "revoked" if (r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now) else "good"
+        reasons = []
+        if info is None:
+            reasons.append(Reason("new", "no response yet"))
+        else:
+            if info.get("status") != status:
+                reasons.append(Reason("status_changed", f"now {status}"))
+            if info.get("signer") != ca.ocsp_signer:
+                reasons.append(Reason("signer_changed", f"signed by {ca.ocsp_signer} now"))
+            next_update = parse_ts(info["next_update"])
+            if now >= next_update - ca.ocsp_renew_before:
+                reasons.append(Reason("due", f"next update {info['next_update']}"))
+        if reasons:
+            plan.ocsp.append(Publication("ocsp", r["name"], reasons, issuer, r["serial"]))
 
 
 def blast_radius(plan: Plan, spec: EffectiveSpec) -> dict[str, list[str]]:
@@ -281,9 +465,3 @@ def blast_radius(plan: Plan, spec: EffectiveSpec) -> dict[str, list[str]]:
             out[c.name] = sorted(below)
     return out
 
-
-def load_saved_plan(data: dict) -> dict:
-    return data
-
-
-__all__ = ["make_plan", "Plan", "Change", "Reason", "blast_radius", "parse_duration", "timedelta"]

@@ -24,7 +24,9 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     for notice in plan.notices:
         lines.append(Text(f"! {notice}", style="yellow"))
     if plan.empty:
-        lines.append(Text("No changes. The certificates match pki.yaml and none is due for renewal.", style="green"))
+        for w in plan.warnings:
+            lines.append(Text(f"! {w}", style="yellow"))
+        lines.append(Text("No changes. The certificates match pki.yaml, none is due for renewal, CRLs and OCSP responses are fresh.", style="green"))
         return Group(*lines)
     lines.append(Text(""))
     radius = blast_radius(plan, spec) if spec else {}
@@ -53,6 +55,37 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         if c.name in radius:
             below = radius[c.name]
             lines.append(Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta"))
+    for pub in plan.responders:
+        t = Text("  ✎ ", style="blue")
+        t.append(f"{'responder':<8} ", style="bold blue")
+        t.append(f"{pub.name:<{width}}", style="bold")
+        t.append("  delegated OCSP responder certificate: " + "; ".join(r.message for r in pub.reasons), style="dim")
+        lines.append(t)
+    for pub in plan.crls:
+        t = Text("  ✎ ", style="blue")
+        t.append(f"{'crl':<8} ", style="bold blue")
+        t.append(f"{pub.name:<{width}}", style="bold")
+        t.append("  re-sign CRL: " + "; ".join(r.message for r in pub.reasons), style="dim")
+        lines.append(t)
+    if plan.ocsp:
+        by_reason: dict[str, int] = {}
+        for pub in plan.ocsp:
+            for r in pub.reasons:
+                by_reason[r.code] = by_reason.get(r.code, 0) + 1
+        names = sorted({p.name for p in plan.ocsp})
+        t = Text("  ✎ ", style="blue")
+        t.append(f"{'ocsp':<8} ", style="bold blue")
+        t.append(f"{len(plan.ocsp)} response(s)", style="bold")
+        t.append("  (" + ", ".join(f"{n} {code}" for code, n in sorted(by_reason.items())) + ")", style="dim")
+        if len(names) <= 12:
+            t.append(": " + ", ".join(names), style="dim")
+        lines.append(t)
+    for c in plan.changes:
+        for r in c.revokes:
+            if r["name"] != c.name or c.action != REVOKE:
+                lines.append(Text(f"  - revokes {r['name']} serial {r['serial']} ({r['reason']})", style="red"))
+    for w in plan.warnings:
+        lines.append(Text(f"  ! {w}", style="yellow"))
     if plan.chain_updates:
         lines.append(Text(f"  chain files rewritten (new intermediate, certificate unchanged): {', '.join(plan.chain_updates)}", style="dim"))
     if plan.pending_journal:
@@ -62,6 +95,15 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     summary.append(f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke")
     if plan.moves:
         summary.append(f", {len(plan.moves)} to move")
+    pubs = []
+    if plan.crls:
+        pubs.append(f"{len(plan.crls)} CRL(s)")
+    if plan.ocsp:
+        pubs.append(f"{len(plan.ocsp)} OCSP response(s)")
+    if plan.responders:
+        pubs.append(f"{len(plan.responders)} OCSP responder(s)")
+    if pubs:
+        summary.append("; to sign: " + ", ".join(pubs))
     summary.append(".")
     lines.append(summary)
     return Group(*lines)

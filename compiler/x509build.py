@@ -227,11 +227,11 @@ def ocsp_response(
     revoked: Revoked | None,
     this_update: datetime,
     next_update: datetime,
-    responder: x509.Certificate | None,
+    signer: x509.Certificate,
+    delegated: bool,
 ) -> ocsp.OCSPResponseBuilder:
-    """An unsigned, pre-signable OCSP response (RFC 6960): SHA-1 CertID, no nonce, the
-    responder certificate included when delegated; ``responder`` None means the
-    authority signs it itself (responder id by the authority's key hash)."""
+    """An unsigned, pre-signable OCSP response (RFC 6960): SHA-1 CertID, no nonce,
+    responder id by key hash; the delegated responder's certificate is included."""
     import hashlib
 
     name_hash = hashlib.sha1(issuer.subject.public_bytes()).digest()  # noqa: S324 - RFC 6960 CertID
@@ -247,6 +247,7 @@ def ocsp_response(
         revocation_time=revoked.revoked_at if revoked else None,
         revocation_reason=(REASONS[revoked.reason] if revoked and revoked.reason != "unspecified" else None),
     )
-    if responder is not None:
-        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, responder).certificates([responder])
+    builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, signer)
+    if delegated:
+        builder = builder.certificates([signer])
     return builder

@@ -39,8 +39,10 @@ def test_san_change_reissues_exactly_one(applied, pkic):
     assert [(c["name"], c["action"], [r["code"] for r in c["reasons"]]) for c in plan["changes"]] == [("web", "reissue", ["dns_changed"])]
     pkic.ok("apply", "--yes", "--now", NOW, cwd=applied)
     after = snapshot(applied / "out")
-    assert changed_files(before, after) == {"certs/web.pem", "certs/web.chain.pem", "keys/web.sops.yaml", "state.json"}
     recs = state(applied)["certificates"]["web"]
+    # the old certificate is still valid (not revoked): its OCSP response moves aside, by serial
+    assert changed_files(before, after) == {"certs/web.pem", "certs/web.chain.pem", "keys/web.sops.yaml", "state.json",
+                                            "ocsp/web.der", f"ocsp/web.{old_serial}.der"}
     assert recs[0]["status"] == "active" and recs[1]["serial"] == old_serial and recs[1]["status"] == "superseded"
     assert_all_verify(applied)
     assert_keys_match(applied, pkic.env)

@@ -52,6 +52,22 @@ def fake_apply(spec, state: State, plan, now: datetime) -> None:
             "not_before": ts(now), "not_after": ts(now + e.lifetime), "spec": e.spec,
             "public_key_sha256": key_id,
         }, ts(now))
+    # publications: CRLs, responders, OCSP responses, as an apply records them
+    for pub in plan.crls:
+        e = spec.entries[pub.name]
+        on = [(r["name"], r["serial"]) for recs in state.certificates.values() for r in recs if r["status"] == "revoked" and r.get("issuer") == pub.name]
+        state.record_crl(pub.name, {"number": counter, "this_update": ts(now), "next_update": ts(now + e.ca.crl_lifetime),
+                                    "key_id": state.active(pub.name)["key_id"], "serials": [s for _, s in on], "names": sorted({n for n, _ in on})})
+    for pub in plan.responders:
+        e = spec.entries[pub.name]
+        state.record_responder(pub.name, {"serial": f"ocsp-{pub.name}-{counter}", "status": "active", "not_after": ts(now + e.ca.responder_lifetime),
+                                          "issuer_key_id": state.active(pub.name)["key_id"]}, ts(now))
+    for pub in plan.ocsp:
+        serial = pub.serial or state.active(pub.name)["serial"]
+        rec = next(r for r in state.certificates[pub.name] if r["serial"] == serial)
+        ca = spec.entries[pub.issuer].ca
+        state.record_ocsp(pub.name, serial, {"status": "revoked" if rec["status"] == "revoked" else "good", "signer": ca.ocsp_signer,
+                                             "this_update": ts(now), "next_update": ts(now + ca.ocsp_lifetime)})
     state.serial += 1
 
 

@@ -1,0 +1,171 @@
+"""`pkic serve`: a read-only HTTP publisher for out/, holding no key.
+
+* ``GET /crl/<authority>.crl`` (DER) and ``.crl.pem``
+* ``GET /certs/<name>.pem`` and, for authorities, ``/certs/<name>.der`` (AIA caIssuers)
+* OCSP (RFC 6960 appendix A): ``POST /`` or ``POST /ocsp`` with an
+  ``application/ocsp-request`` body, or ``GET /ocsp/<base64 request>`` (``GET /<b64>``
+  too), answered with the pre-signed response for that issuer key hash and serial. It
+  has no key, so a request it has no signed response for gets the unsigned
+  ``unauthorized`` status (RFC 5019 §2.2.3); a request it cannot parse gets HTTP 400.
+
+The index is rebuilt whenever ``out/state.json`` changes, so an apply is picked up
+without a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+
+from . import bundle
+from .state import STATE_PATH
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}"
+MAX_REQUEST = 64 * 1024
+
+
+class Index:
+    """(issuer key hash, serial) -> response file, from the state; reloaded on change."""
+
+    def __init__(self, repo: Path):
+        self.repo = repo
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._map: dict[tuple[bytes, int], str] = {}
+
+    def _current_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.repo / STATE_PATH)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            return None
+
+    def lookup(self, key_hash: bytes, serial: int) -> str | None:
+        with self._lock:
+            stamp = self._current_stamp()
+            if stamp != self._stamp:
+                self._map = self._load()
+                self._stamp = stamp
+            return self._map.get((key_hash, serial))
+
+    def _load(self) -> dict[tuple[bytes, int], str]:
+        try:
+            body = json.loads((self.repo / STATE_PATH).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        out = {}
+        for recs in (body.get("certificates") or {}).values():
+            for r in recs:
+                info = r.get("ocsp") or {}
+                if info.get("file") and r.get("issuer_key_id"):
+                    out[(bytes.fromhex(r["issuer_key_id"]), int(r["serial"], 16))] = info["file"]
+        return out
+
+
+def make_handler(repo: Path, log: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
+    index = Index(repo)
+    unauthorized = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(Encoding.DER)
+    malformed = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(Encoding.DER)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "pkic"
+        sys_version = ""
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+            log(f"{self.client_address[0]} {format % args}")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _file(self, rel: str, ctype: str) -> None:
+            try:
+                data = (repo / rel).read_bytes()
+            except (FileNotFoundError, IsADirectoryError):
+                self._send(404, b"not found\n", "text/plain")
+                return
+            self._send(200, data, ctype)
+
+        def _ocsp(self, der: bytes) -> None:
+            try:
+                req = ocsp.load_der_ocsp_request(der)
+                key_hash, serial, algorithm = req.issuer_key_hash, req.serial_number, req.hash_algorithm
+            except Exception:  # anything unparsable: never a crash
+                self._send(400, malformed, "application/ocsp-response")
+                return
+            rel = index.lookup(key_hash, serial) if isinstance(algorithm, hashes.SHA1) else None
+            if rel is None:
+                self._send(200, unauthorized, "application/ocsp-response")
+                return
+            self._file(rel, "application/ocsp-response")
+
+        def do_GET(self) -> None:  # noqa: N802
+            try:
+                path = self.path.split("?", 1)[0]
+                m = re.fullmatch(rf"/crl/({NAME})\.crl(\.pem)?", path)
+                if m and ".." not in m.group(1):
+                    pem = bool(m.group(2))
+                    self._file(bundle.crl_path(m.group(1), pem), "application/x-pem-file" if pem else "application/pkix-crl")
+                    return
+                m = re.fullmatch(rf"/certs/({NAME})\.(pem|der)", path)
+                if m and ".." not in m.group(1):
+                    name, ext = m.groups()
+                    rel = bundle.cert_path(name) if ext == "pem" else bundle.der_path(name)
+                    self._file(rel, "application/x-pem-file" if ext == "pem" else "application/pkix-cert")
+                    return
+                m = re.fullmatch(r"/(?:ocsp/)?([A-Za-z0-9+/=%_-]{8,})", path)
+                if m:
+                    text = unquote(m.group(1))
+                    try:
+                        der = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
+                    except ValueError:
+                        self._send(400, malformed, "application/ocsp-response")
+                        return
+                    self._ocsp(der)
+                    return
+                self._send(404, b"not found\n", "text/plain")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
+        def do_POST(self) -> None:  # noqa: N802
+            try:
+                if self.path.split("?", 1)[0] not in ("/", "/ocsp", "/ocsp/"):
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length", "0"))
+                except ValueError:
+                    length = -1
+                if length <= 0 or length > MAX_REQUEST:
+                    self._send(400, malformed, "application/ocsp-response")
+                    return
+                self._ocsp(self.rfile.read(length))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    return Handler
+
+
+def make_server(repo: Path, host: str, port: int, log: Callable[[str], None]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(repo, log))
+    server.daemon_threads = True
+    return server
