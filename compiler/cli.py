@@ -179,6 +179,17 @@ def apply(
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}.")
 
 
+def _crl_refresh() -> dict:
+    """Each authority's CRL refresh window from pki.yaml, when it loads (status works without)."""
+    from . import spec as spec_mod
+
+    try:
+        effective = spec_mod.load(_repo)
+    except PkicError:
+        return {}
+    return {n: e.ca.crl_renew_before for n, e in effective.entries.items() if e.ca is not None}
+
+
 def _read_saved_plan(path: Path) -> dict:
     target = path if path.is_absolute() else _repo / path
     try:
@@ -210,19 +221,29 @@ def status(
     all_: bool = typer.Option(False, "--all", help="include revoked certificates"),
 ) -> None:
     """The inventory: every certificate, its issuer, serial, validity and days left."""
-    from .render import status_rows, status_table
+    from .render import crl_rows, crl_table, status_rows, status_table
     from .state import load_with_journal
 
     state, _ = load_with_journal(_repo)
-    rows = status_rows(state, parse_now(now))
+    when = parse_now(now)
+    rows = status_rows(state, when)
     if not all_:
         rows = [r for r in rows if r["status"] != "revoked"]
+    crls = crl_rows(state, when, _crl_refresh())
     if as_json:
-        _write_json({"certificates": rows, "state_serial": state.serial, "lineage": state.lineage})
-    elif not rows:
+        _write_json({"certificates": rows, "crls": crls, "state_serial": state.serial, "lineage": state.lineage})
+        return
+    if not rows:
         out.print("No certificates issued yet. Run `pkic plan`, then `pkic apply`.")
-    else:
-        out.print(status_table(rows))
+        return
+    out.print(status_table(rows))
+    if crls:
+        out.print(crl_table(crls))
+    for r in crls:
+        if r["status"] == "expired":
+            err.print(f"[bold red]CRL of {r['authority']} EXPIRED at {r['next_update']}: TLS clients that check CRLs reject every certificate it issued. Run `pkic apply` now.[/]")
+        elif r["status"] == "due":
+            err.print(f"[yellow]CRL of {r['authority']} is due for re-signing (next update {r['next_update']}): run `pkic apply`.[/]")
 
 
 @app.command()
@@ -243,7 +264,7 @@ def verify(
         err.print(f"[bold red]✗[/] {_escape(f.name)}: {_escape(f.problem)}")
     if findings:
         raise typer.Exit(1)
-    what = "certificates, chains and keys" if keys else "certificates and chains"
+    what = "certificates, chains, CRLs and keys" if keys else "certificates, chains and CRLs"
     out.print(f"[green]✓[/] {count} {what} verified.")
 
 

@@ -143,3 +143,33 @@ def status_table(rows: list[dict]) -> Table:
             colour = "dim" if r["status"] in ("revoked", "superseded") else "red"
         table.add_row(r["name"], r["kind"], r["issuer"], r["serial"][:16] + ("…" if len(r["serial"]) > 16 else ""), r["not_after"], Text(str(days), style=colour), Text(r["status"], style=colour))
     return table
+
+
+def crl_rows(state: State, now: datetime, refresh: dict | None = None) -> list[dict]:
+    """Every authority's last CRL: its number, next update and whether it is fresh, due
+    for re-signing (past its refresh point) or expired (every client rejects everything)."""
+    rows = []
+    for name in sorted(state.crls):
+        info = state.crls[name]
+        this_update, next_update = parse_ts(info["this_update"]), parse_ts(info["next_update"])
+        window = (refresh or {}).get(name) or (next_update - this_update) / 2
+        left = (next_update - now).total_seconds()
+        status = "expired" if left <= 0 else "due" if now >= next_update - window else "fresh"
+        rows.append({
+            "authority": name, "number": info["number"], "this_update": info["this_update"],
+            "next_update": info["next_update"], "hours_left": max(0, int(left // 3600)),
+            "revoked": len(info.get("serials", [])), "status": status,
+        })
+    return rows
+
+
+def crl_table(rows: list[dict]) -> Table:
+    table = Table(title="CRLs", title_justify="left", header_style="bold")
+    for col in ("authority", "number", "revoked", "next update", "left", "status"):
+        table.add_column(col, justify="right" if col in ("number", "revoked", "left") else "left")
+    for r in rows:
+        colour = {"fresh": "green", "due": "yellow", "expired": "bold red"}[r["status"]]
+        left = f"{r['hours_left'] // 24}d {r['hours_left'] % 24}h"
+        status = r["status"] if r["status"] != "expired" else "EXPIRED: clients reject everything"
+        table.add_row(r["authority"], str(r["number"]), str(r["revoked"]), r["next_update"], left, Text(status, style=colour))
+    return table

@@ -10,7 +10,9 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+import hashlib
+
+from cryptography.hazmat.primitives import hashes, serialization
 
 from . import bundle, keystore
 from .state import State, parse_ts
@@ -59,6 +61,20 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
                 continue
             if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
                 findings.append(Finding(name, f"{keystore.key_path(name)} holds a key that does not match the certificate"))
+    for authority in sorted(state.crls):
+        info = state.crls[authority]
+        try:
+            crl = x509.load_der_x509_crl((repo / bundle.crl_path(authority)).read_bytes())
+        except (OSError, ValueError):
+            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is missing or not a CRL"))
+            continue
+        if hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest() != info.get("sha256"):
+            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not the CRL the state records"))
+        pem = bundle.read_text(repo, bundle.cert_path(authority))
+        if pem and not crl.is_signature_valid(x509.load_pem_x509_certificate(pem.encode()).public_key()):
+            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not signed by {authority}"))
+        if crl.next_update_utc is not None and crl.next_update_utc <= now:
+            findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
     return len(names), findings
 
 

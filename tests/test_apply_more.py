@@ -135,4 +135,4 @@ def test_readme_first_command_runs_as_written(tmp_path, pkic):
     env = {**pkic.env, "PATH": f"{bindir}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", first[len(install):]], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "4 certificates, chains and keys verified" in proc.stdout
+    assert "4 certificates, chains, CRLs and keys verified" in proc.stdout
