@@ -80,12 +80,14 @@ def parse_now(value: Optional[str]) -> datetime:
 
 
 def _load(now: datetime):
+    from . import policy
     from . import spec as spec_mod
     from .planner import make_plan
     from .state import load_with_journal
 
     effective = spec_mod.load(_repo)
     state, _ops = load_with_journal(_repo)
+    policy.check_all(effective, _repo, state)
     return effective, state, make_plan(effective, state, now)
 
 
@@ -146,15 +148,19 @@ def apply(
     from .render import plan_text
     from .state import RepoLock, load_state
 
+    from . import policy
+
     when = parse_now(now)
     saved = _read_saved_plan(plan_file) if plan_file else None
     effective = spec_mod.load(_repo)  # spec errors before anything else
+    policy.check_all(effective, _repo)
     store = Keystore(_repo)
     with RepoLock(_repo):
         recovered = finish_interrupted(_repo)
         if recovered:
             err.print(f"[yellow]Finished an interrupted apply[/] ({recovered} certificate(s) recovered from the journal).")
         state = load_state(_repo)
+        policy.check_all(effective, _repo, state)
         the_plan = make_plan(effective, state, when)
         if saved is not None:
             _check_saved(saved, the_plan)
@@ -290,11 +296,53 @@ def serve(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    for_policy: bool = typer.Option(False, "--policy", help="the schema of policy files (policies/<name>.yaml) instead"),
+) -> None:
     """Print the JSON Schema of pki.yaml (for editor autocompletion)."""
-    from .spec import json_schema
+    if for_policy:
+        from .policy import json_schema
+    else:
+        from .spec import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+@app.command()
+def validate() -> None:
+    """Check pki.yaml, policies/ and CSRs alone: fast, no state, no secret (pre-commit, PR checks)."""
+    from . import policy
+    from . import spec as spec_mod
+
+    effective = spec_mod.load(_repo)
+    policy.check_all(effective, _repo)
+    out.print(f"[green]✓[/] pki.yaml is valid: {len(effective.entries)} entries; every policy holds.")
+
+
+@app.command()
+def csr(
+    name: str = typer.Argument(..., help="the certificate in pki.yaml to make a key and CSR for"),
+    key_out: Path = typer.Option(..., "--key-out", help="where to write the new private key (on the host, never inside the repo)"),
+    csr_out: Optional[Path] = typer.Option(None, "--csr-out", help="where to write the CSR (default csrs/<name>.csr.pem in the repo)"),
+) -> None:
+    """Host side: generate a key and a CSR for a certificate in the spec; the key stays here."""
+    from . import spec as spec_mod
+    from .keystore import write_host_key_and_csr
+
+    effective = spec_mod.load(_repo)
+    entry = effective.entries.get(name)
+    if entry is None or entry.kind != "certificate":
+        raise PkicError(f"'{name}' is not a certificate in pki.yaml", "pkic csr makes keys for leaf certificates")
+    key_target = key_out.resolve()
+    if key_target.is_relative_to(_repo.resolve()):
+        raise fail(str(key_out), "refusing to write a private key inside the repo", "write it on the host that uses it, e.g. --key-out /etc/ssl/private/web.key")
+    if key_target.exists():
+        raise fail(str(key_out), "exists: refusing to overwrite a key", "pick a new path, or remove the old key yourself")
+    csr_rel = csr_out or Path("csrs") / f"{name}.csr.pem"
+    csr_target = csr_rel if csr_rel.is_absolute() else _repo / csr_rel
+    write_host_key_and_csr(entry, key_target, csr_target)
+    out.print(f"[green]Wrote[/] the key to {key_out} (mode 0600; it never goes into the repo) and the CSR to {csr_rel}")
+    out.print(f"Next: add `csr: {csr_rel}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 
 
 def main(argv: list[str] | None = None) -> int:

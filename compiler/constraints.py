@@ -91,9 +91,12 @@ def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
             nc = entries[anc].spec.get("name_constraints")
             if nc:
                 for kind, value, why in violations(entry.spec, nc):
+                    from .spec import raw_index
+
+                    i = raw_index(loc, "certificates", name, kind, value)
                     diags.append(
                         loc.diag(
-                            ("certificates", name, kind),
+                            ("certificates", name, kind) if i is None else ("certificates", name, kind, i),
                             f"'{value}' is outside the name constraints of '{anc}' ({why})",
                             f"clients would reject it; change the name or {anc}'s name_constraints",
                         )

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from . import bundle, keystore
 from .errors import fail
+from .csr import CsrError, load_csr
 from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
 from .spec import EffectiveSpec
@@ -138,6 +139,8 @@ def _replay(repo: Path, op: dict) -> None:
             bundle.write_atomic(repo, bundle.der_path(op["name"]), _unb64(op["cert_der"]))
         if op.get("key_doc"):
             bundle.write_atomic(repo, keystore.key_path(op["name"]), op["key_doc"].encode())
+        if op.get("remove_key"):
+            bundle.remove(repo, keystore.key_path(op["name"]))
     elif kind == "revoked":
         if op.get("remove_files"):
             for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), bundle.der_path(op["name"]), keystore.key_path(op["name"])):
@@ -247,7 +250,12 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     for name, rel in _signers_needed(plan, spec):
         store.load(name, rel)
     certs = _Certs(repo)
-    for c in plan.changes:  # certificates whose key is kept must be readable now
+    for c in plan.changes:  # CSRs and certificates whose key is kept must be readable now
+        if c.key == "external":
+            try:
+                load_csr(repo / spec.entries[c.name].csr_path)
+            except CsrError as exc:
+                raise fail(spec.entries[c.name].csr_path, str(exc)) from None
         if c.action != REVOKE and c.key == "keep":
             certs.get(c.name)
     lineage = state.lineage or new_lineage()
@@ -301,6 +309,12 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done) -> N
         if change.key == "new":
             handle = keystore.generate(entry.key_type)
             public = handle.public_key()
+        elif change.key == "external":
+            handle = None
+            try:
+                public = load_csr(repo / entry.csr_path).public_key
+            except CsrError as exc:
+                raise fail(entry.csr_path, str(exc)) from None
         else:
             handle = None
             public = certs.get(name).public_key()
@@ -318,8 +332,11 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done) -> N
         key_doc = store.seal(name, handle) if handle is not None else None
         if handle is not None and entry.kind == "authority":
             handles[name] = handle
-        record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], "generated" if handle else "kept", now)
+        source = "generated" if handle else ("csr" if change.key == "external" else "kept")
+        record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now)
         op = {"op": "issued", "name": name, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}
+        if change.key == "external":
+            op["remove_key"] = True  # the key lives on its host; an old generated one goes
         if entry.kind == "authority":
             op["cert_der"] = _b64(cert.public_bytes(serialization.Encoding.DER))
         certs.put(name, cert)

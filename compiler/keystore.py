@@ -206,3 +206,18 @@ class Keystore:
         handle = KeyHandle(key, kt or "unknown")
         self._cache[rel] = handle
         return handle
+
+
+def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path) -> None:
+    """`pkic csr`: the one place a clear key is written to disk, where the host's user asks
+    (never the repo), mode 0600; and a CSR for the entry's subject and names."""
+    from .x509build import csr_builder, signature_hash as _hash
+
+    handle = generate(entry.key_type)
+    csr_obj = csr_builder(entry).sign(handle._key, _hash(entry.key_type))
+    key_path_out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_pem(handle))
+    csr_path_out.parent.mkdir(parents=True, exist_ok=True)
+    csr_path_out.write_bytes(csr_obj.public_bytes(serialization.Encoding.PEM))

@@ -50,7 +50,7 @@ class Change:
     kind: str
     action: str
     reasons: list[Reason]
-    key: str | None  # "new" | "keep" | None for revoke
+    key: str | None  # "new" | "keep" | "external" (from a CSR) | None for revoke
     issuer: str | None
     key_type: str | None = None
     serial: str | None = None  # the certificate being replaced or revoked
@@ -176,6 +176,13 @@ def spec_reasons(old: dict, new: dict) -> list[Reason]:
             reasons.append(Reason(f"{f}_changed", f"{f}: {' '.join(parts)}"))
         else:
             reasons.append(Reason(f"{f}_changed", f"{f}: {_fmt(a)} -> {_fmt(b)}"))
+    if old.get("csr_key") != new.get("csr_key"):
+        if old.get("csr_key") and new.get("csr_key"):
+            reasons.append(Reason("csr_key_changed", "CSR key changed"))
+        elif new.get("csr_key"):
+            reasons.append(Reason("csr_key_changed", "now issued from a CSR: the key stays on its host"))
+        else:
+            reasons.append(Reason("csr_key_changed", "no longer from a CSR: pkic makes the key"))
     if old.get("rekey", 0) != new.get("rekey", 0):
         reasons.append(Reason("rekey_requested", f"rekey: {old.get('rekey', 0)} -> {new.get('rekey', 0)}"))
     return reasons
@@ -247,7 +254,8 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             continue
         issuer_change = changes.get(entry.issuer) if entry.issuer else None
         if rec is None:
-            changes[name] = Change(name, entry.kind, ISSUE, [Reason("new", "not issued yet")], "new", entry.issuer, entry.key_type)
+            key = "external" if entry.csr_path is not None else "new"
+            changes[name] = Change(name, entry.kind, ISSUE, [Reason("new", "not issued yet")], key, entry.issuer, entry.key_type)
             continue
 
         reasons = spec_reasons(rec["spec"], entry.spec)
@@ -281,6 +289,8 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             continue
         if entry.kind == "authority":
             key = "new" if key_changes else "keep"
+        elif entry.csr_path is not None:
+            key = "external"
         else:
             key = "keep" if (entry.reuse_key and not key_changes) else "new"
         change = Change(name, entry.kind, action, reasons, key, entry.issuer, entry.key_type, rec["serial"])
@@ -372,6 +382,9 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
         return rec["key_id"] if rec else None
 
     for name, entry in entries.items():
+        if entry.csr_extra_names:
+            asked = ", ".join(v for vals in entry.csr_extra_names.values() for v in vals)
+            plan.warnings.append(f"{name}: the CSR also asks for {asked}, which pki.yaml does not list (not issued)")
         if entry.kind != "authority" or name in unusable:
             continue
         ca = entry.ca

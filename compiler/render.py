@@ -44,7 +44,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         t.append(f"{c.name:<{width}}", style="bold")
         t.append(f"  {c.kind:<11}", style="dim")
         if c.action != REVOKE:
-            key = f"new {c.key_type} key" if c.key == "new" else "same key"
+            key = {"new": f"new {c.key_type} key", "keep": "same key", "external": f"{c.key_type} key from its CSR"}[c.key]
             until = f", until {c.not_after[:10]}" if c.not_after else ""
             t.append(f"  ({key}{until}, issuer {c.issuer or 'self'})", style="dim")
         else:

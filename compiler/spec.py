@@ -89,6 +89,29 @@ IpNetwork = Annotated[str, BeforeValidator(_wrap(names.ip_network)), WithJsonSch
 EmailConstraint = Annotated[str, BeforeValidator(_wrap(names.email_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com", "ops@example.com"]})]
 UriHost = Annotated[str, BeforeValidator(_wrap(names.uri_host)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com"]})]
 RefName = Annotated[str, Field(min_length=1, max_length=64)]
+PolicyRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+def raw_index(loc: "Locator", section: str, name: str, field_name: str, value: str, fallback: int | None = None) -> int | None:
+    """The index of a normalised ``value`` in the list as written in pki.yaml."""
+    raw = ((loc.doc or {}).get(section) or {}).get(name) or {}
+    items = raw.get(field_name) if isinstance(raw, dict) else None
+    if isinstance(items, list):
+        norm = {"dns": names.dns_name, "ip": names.ip_address, "uri": names.uri, "email": names.email}.get(field_name)
+        for i, item in enumerate(items):
+            try:
+                if (norm(item) if norm else item) == value:
+                    return i
+            except ValueError:
+                continue
+    return fallback
+
+
+def _relpath(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or value.startswith("/") or ".." in value.split("/"):
+        raise PydanticCustomError("path", "{value!r} is not a relative path inside the repo (letters, digits, '.', '_', '-', '/'; no '..')", {"value": value})
+    return value
+
+
+CsrPath = Annotated[str, BeforeValidator(_relpath), WithJsonSchema({"type": "string", "examples": ["csrs/db.csr.pem"]})]
 
 
 def _timestamp(value: Any) -> str:
@@ -164,6 +187,7 @@ class Authority(_Model):
     ocsp_responder_lifetime: Duration | None = Field(None, description="lifetime of the delegated responder certificate; default 30d (intermediates), 365d (roots)")
     revoke_superseded: bool = Field(False, description="revoke (reason superseded) the old certificate when a child is renewed or reissued")
     revoke: RevokeReason | None = Field(None, description="revoke this authority (on its parent's CRL) with this reason; it stays revoked")
+    policy: PolicyRef | list[PolicyRef] | None = Field(None, description="policies/<name>.yaml constraining everything this authority signs")
     key_compromised: Timestamp | None = Field(None, description="date the key was compromised: revoke everything with this key, reissue with a new key")
 
 
@@ -184,6 +208,7 @@ class Certificate(_Model):
     reuse_key: bool = Field(False, description="keep the key on renewal (by default every renewal makes a new key)")
     description: str | None = None
     revoke: RevokeReason | None = Field(None, description="revoke this certificate with this reason; it stays revoked")
+    csr: CsrPath | None = Field(None, description="a CSR (PEM or DER), path relative to the repo: only its public key is used")
     key_compromised: Timestamp | None = Field(None, description="date the key was compromised: revoke everything with this key, reissue with a new key")
 
 
@@ -203,7 +228,7 @@ class Publish(_Model):
     """What apply publishes besides certificates."""
 
     ocsp: bool = Field(True, description="write pre-signed OCSP responses")
-    ocsp_dir: Annotated[str, Field(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")] = Field(
+    ocsp_dir: Annotated[str, BeforeValidator(_relpath)] = Field(
         "out/ocsp", description="where OCSP responses go; a git-ignored directory keeps them out of history"
     )
 
@@ -519,6 +544,9 @@ class Entry:
     revoke: str | None = None  # revoked in place, with this reason
     key_compromised: str | None = None  # timestamp of a declared key compromise
     ca: "CaSettings | None" = None  # lifecycle settings of an authority
+    policies: tuple[str, ...] = ()  # authorities: policies on what they sign
+    csr_path: str | None = None  # leaves from a CSR: the key is external
+    csr_extra_names: dict | None = None  # names the CSR asks for that pki.yaml does not list
 
     @property
     def is_root(self) -> bool:
@@ -563,6 +591,7 @@ class EffectiveSpec:
     moved: dict[str, str] = field(default_factory=dict)  # from -> to
     children: dict[str, list[str]] = field(default_factory=dict)
     publish: PublishSettings = field(default_factory=PublishSettings)
+    locator: "Locator | None" = None
 
     @property
     def digest(self) -> str:
@@ -596,13 +625,14 @@ def _ip_key(value: str):
     return (ip.version, int(ip))
 
 
-def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> EffectiveSpec:
+def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo: Path | None = None) -> EffectiveSpec:
     """Turn the validated models into the effective spec; every cross-field problem at once.
 
     ``broken`` names entries that failed validation and were left out of ``spec``:
     references to them are not reported again, and what hangs below them is skipped.
     """
     from .constraints import check_name_constraints
+    from .csr import CsrError, load_csr
 
     diags: list[Diagnostic] = []
     auths, certs = dict(spec.authorities), dict(spec.certificates)
@@ -726,7 +756,8 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
         renew_before = a.renew_before or lifetime / 3
         if renew_before >= lifetime:
             diags.append(loc.diag(("authorities", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
-        entries_unordered[name] = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name), a.revoke, a.key_compromised, ca)
+        pols = tuple([a.policy] if isinstance(a.policy, str) else (a.policy or []))
+        entries_unordered[name] = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name), a.revoke, a.key_compromised, ca, pols)
         if a.issuer:
             children.setdefault(a.issuer, []).append(name)
 
@@ -747,6 +778,21 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
             "rekey": c.rekey,
         }
         body.update(_issuer_urls(auths.get(c.issuer)))
+        extra = None
+        if c.csr is not None:
+            info = None
+            if repo is not None:
+                try:
+                    info = load_csr(repo / c.csr)
+                except CsrError as exc:
+                    diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
+            if info is not None:
+                if c.key is not None and c.key != info.key_type:
+                    diags.append(loc.diag(("certificates", name, "key"), f"key {c.key} does not match the CSR's {info.key_type} key", "remove `key`: a CSR brings its own"))
+                body["key"] = info.key_type
+                body["csr_key"] = info.public_key_sha256
+                extra = {k: [v for v in vals if v not in body.get(k, [])] for k, vals in info.names.items()}
+                extra = {k: v for k, v in extra.items() if v} or None
         renew_before = c.renew_before or lifetime / 3
         if renew_before >= lifetime:
             diags.append(loc.diag(("certificates", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
@@ -754,7 +800,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
             diags.append(loc.diag(("certificates", name), f"a {c.profile} certificate needs at least one dns or ip name", "add dns: [host.example.com] (clients check names against the SAN, not the CN)"))
         if not (c.dns or c.ip or c.uri or c.email or any(k == "CN" for k, _ in subject)):
             diags.append(loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email"))
-        entries_unordered[name] = Entry(name, "certificate", c.issuer, body, lifetime, c.renew_before or lifetime / 3, c.reuse_key, depth_of(name), c.revoke, c.key_compromised)
+        entries_unordered[name] = Entry(name, "certificate", c.issuer, body, lifetime, c.renew_before or lifetime / 3, c.reuse_key, depth_of(name), c.revoke, c.key_compromised, None, (), c.csr, extra)
         children.setdefault(c.issuer, []).append(name)
 
     # lifetimes never beyond the issuer's, path lengths respected
@@ -805,7 +851,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset()) -> E
     for root in sorted(n for n, e in entries_unordered.items() if e.issuer is None):
         visit(root)
     publish = PublishSettings(spec.publish.ocsp, spec.publish.ocsp_dir.rstrip("/"))
-    return EffectiveSpec(ordered, moved, {k: sorted(v) for k, v in children.items()}, publish)
+    return EffectiveSpec(ordered, moved, {k: sorted(v) for k, v in children.items()}, publish, loc)
 
 
 def _issuer_urls(issuer: "Authority | None") -> dict:
@@ -825,7 +871,7 @@ def load(repo: Path) -> EffectiveSpec:
     """
     try:
         doc, loc = read_document(repo / SPEC_FILE, fast=True)
-        return resolve(Spec.model_validate(doc), loc)
+        return resolve(Spec.model_validate(doc), loc, repo=repo)
     except (ValidationError, PkicError):
         pass
     doc, loc = read_document(repo / SPEC_FILE)
@@ -836,7 +882,7 @@ def load(repo: Path) -> EffectiveSpec:
         partial = _partial(doc)
         if partial is not None:
             try:
-                resolve(partial[0], loc, partial[1])
+                resolve(partial[0], loc, partial[1], repo)
             except PkicError as more:
                 # an entry checked without its wrong fields: keep only what its issuer says,
                 # not follow-ons of the fields left out (defaults standing in for them)
@@ -845,4 +891,4 @@ def load(repo: Path) -> EffectiveSpec:
                     if not any(d.path == t or d.path.startswith(t + ".") for t in partial[2]) or d.path.endswith(".issuer")
                 ]
         raise PkicError(sorted(set(diags), key=lambda d: (d.line or 0, d.column or 0, d.path))) from None
-    return resolve(spec, loc)
+    return resolve(spec, loc, repo=repo)

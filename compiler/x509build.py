@@ -251,3 +251,12 @@ def ocsp_response(
     if delegated:
         builder = builder.certificates([signer])
     return builder
+
+
+def csr_builder(entry: Entry) -> x509.CertificateSigningRequestBuilder:
+    """A CSR for a leaf in the spec (subject and names; the compiler ignores the rest)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject_name(entry.spec["subject"]))
+    sans = subject_alt_names(entry.spec)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder

@@ -1,0 +1,320 @@
+"""Policies (``policies/<name>.yaml``): what an authority may issue, checked at plan time
+against the effective spec, before anything is signed.
+
+A policy attached to an authority (``policy: services`` or a list) constrains everything
+that authority signs, and a certificate must satisfy every policy on its chain, so a
+child authority can only narrow. Every violation of a run is reported, each with the
+place in pki.yaml and the rule in the policy file.
+
+Name rules (all case-insensitive, on the IDNA A-label form):
+
+* ``allowed_dns`` / ``forbidden_dns``: exact names or patterns where ``*`` stands for
+  exactly one DNS label (``*.svc.internal`` matches ``a.svc.internal``, not
+  ``a.b.svc.internal`` nor ``svc.internal``). A wildcard certificate name
+  (``*.svc.internal``) needs ``allow_wildcards: true`` and a pattern covering it.
+* ``allowed_uri`` / ``forbidden_uri``: ``scheme://host[:port]/path-pattern``; scheme,
+  host and port must match exactly, then ``*`` in the path matches any run of
+  characters (``spiffe://example.com/*`` never matches ``spiffe://example.com.evil/x``).
+* ``allowed_ip`` / ``forbidden_ip``: CIDR ranges.
+* ``allowed_email_domains``: the domain after ``@``, exactly.
+
+Forbidden always wins over allowed. A list that is absent allows everything of its kind;
+an empty list allows nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from . import names
+from .errors import Diagnostic, PkicError
+from .spec import Duration, EffectiveSpec, IpNetwork, KeyType, Locator, Profile, _pydantic_diags, read_document
+
+POLICY_DIR = "policies"
+
+
+def _dns_pattern(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PydanticCustomError("pattern", "{value!r} is not a DNS name pattern", {"value": value})
+    labels = value.strip().rstrip(".").split(".")
+    out = []
+    for label in labels:
+        if label == "*":
+            out.append("*")
+            continue
+        try:
+            out.append(names.dns_name(label, allow_wildcard=False))
+        except ValueError:
+            raise PydanticCustomError("pattern", "'{value}' is not a DNS name pattern ('*' stands for one whole label)", {"value": value}) from None
+    return ".".join(out)
+
+
+def _uri_pattern(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("pattern", "{value!r} is not a URI pattern", {"value": value})
+    parts = urlsplit(value.strip())
+    if not parts.scheme or not parts.netloc or "*" in parts.netloc or "*" in parts.scheme:
+        raise PydanticCustomError("pattern", "'{value}' is not a URI pattern (scheme://host/path, '*' only in the path)", {"value": value})
+    return value.strip()
+
+
+DnsPattern = Annotated[str, BeforeValidator(_dns_pattern), WithJsonSchema({"type": "string", "examples": ["*.svc.internal", "api.example.com"]})]
+UriPattern = Annotated[str, BeforeValidator(_uri_pattern), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/*"]})]
+SubjectField = Literal["C", "ST", "L", "O", "OU", "CN"]
+
+
+class Policy(BaseModel):
+    """policies/<name>.yaml"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str | None = None
+    allowed_dns: list[DnsPattern] | None = Field(None, description="names or patterns ('*' = one label); absent: any")
+    forbidden_dns: list[DnsPattern] = Field([], description="names or patterns never allowed (wins over allowed)")
+    allow_wildcards: bool = Field(False, description="whether wildcard certificate names (*.x) are allowed")
+    allowed_ip: list[IpNetwork] | None = Field(None, description="CIDR ranges; absent: any")
+    forbidden_ip: list[IpNetwork] = []
+    allowed_uri: list[UriPattern] | None = Field(None, description="scheme://host/path-pattern; absent: any")
+    forbidden_uri: list[UriPattern] = []
+    allowed_email_domains: list[Annotated[str, BeforeValidator(lambda v: names.dns_name(v, allow_wildcard=False))]] | None = None
+    max_lifetime: Duration | None = None
+    allowed_key_types: list[KeyType] | None = None
+    min_rsa_bits: Annotated[int, Field(ge=1024)] | None = None
+    allowed_profiles: list[Profile] | None = None
+    max_sans: Annotated[int, Field(ge=0)] | None = None
+    required_subject: list[SubjectField] = []
+    require_csr: bool = Field(False, description="leaves must come from a CSR (the key never leaves its host)")
+    reject_csr_extra_names: bool = Field(False, description="refuse a CSR that asks for names pki.yaml does not list")
+
+
+def json_schema() -> dict:
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pkic policy"
+    return schema
+
+
+@dataclass
+class LoadedPolicy:
+    name: str
+    file: str
+    policy: Policy
+    loc: Locator
+
+    def line(self, rule: str) -> int | None:
+        return self.loc.at((rule,), key=True)[0] if rule in (self.loc.doc or {}) else None
+
+    def where(self, rule: str) -> str:
+        line = self.line(rule)
+        return f"{self.file}:{line}" if line else self.file
+
+
+def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[str, list[tuple]]) -> dict[str, LoadedPolicy]:
+    """Load every policy named in pki.yaml; unknown names and bad files are diagnostics."""
+    diags: list[Diagnostic] = []
+    out: dict[str, LoadedPolicy] = {}
+    for name in sorted(wanted):
+        rel = f"{POLICY_DIR}/{name}.yaml"
+        path = repo / rel
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or not path.is_file():
+            available = sorted(p.stem for p in (repo / POLICY_DIR).glob("*.yaml")) if (repo / POLICY_DIR).is_dir() else []
+            for ref in refs.get(name, []):
+                diags.append(spec_loc.diag(ref, f"no policy '{name}' ({rel} does not exist)", f"available: {', '.join(available) or 'none'}"))
+            continue
+        try:
+            doc, loc = read_document(path, rel)
+            out[name] = LoadedPolicy(name, rel, Policy.model_validate(doc), loc)
+        except ValidationError as exc:
+            diags.extend(_pydantic_diags(exc, Locator(rel, doc), Policy))
+        except PkicError as exc:
+            diags.extend(exc.diagnostics)
+    if diags:
+        raise PkicError(diags)
+    return out
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def dns_matches(name: str, pattern: str) -> bool:
+    a, b = name.lower().split("."), pattern.lower().split(".")
+    if len(a) != len(b):
+        return False
+    for x, p in zip(a, b):
+        if p == "*":
+            continue  # one whole label (a literal '*' in a wildcard name included)
+        if x != p:
+            return False
+    return True
+
+
+def uri_matches(value: str, pattern: str) -> bool:
+    v, p = urlsplit(value), urlsplit(pattern)
+    if v.scheme.lower() != p.scheme.lower() or (v.hostname or "") != (p.hostname or "") or v.port != p.port:
+        return False
+    if v.username or v.password:
+        return False
+    path_pattern = p.path + (f"?{p.query}" if p.query else "")
+    path = v.path + (f"?{v.query}" if v.query else "")
+    return fnmatch.fnmatchcase(path, path_pattern)
+
+
+def ip_in(value: str, network: str) -> bool:
+    ip, net = ipaddress.ip_address(value), ipaddress.ip_network(network)
+    return ip.version == net.version and ip in net
+
+
+def _quote(items: list[str]) -> str:
+    return ", ".join(f"'{i}'" for i in items)
+
+
+def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> list[tuple[str, int | None, str, str]]:
+    """Violations as (field, index in the effective list or None, value, why)."""
+    p, spec, out = policy.policy, entry.spec, []
+    leaf = entry.kind == "certificate"
+    w = policy.where
+
+    def bad(f: str, i: int | None, value: str, rule: str, detail: str) -> None:
+        out.append((f, i, value, f"is not allowed by {w(rule)} ({rule}: {detail})"))
+
+    if leaf:
+        for i, n in enumerate(spec.get("dns", [])):
+            hit = next((pat for pat in p.forbidden_dns if dns_matches(n, pat)), None)
+            if hit:
+                bad("dns", i, n, "forbidden_dns", f"'{hit}'")
+            elif n.startswith("*.") and not p.allow_wildcards:
+                bad("dns", i, n, "allow_wildcards", "false")
+            elif p.allowed_dns is not None and not any(dns_matches(n, pat) for pat in p.allowed_dns):
+                bad("dns", i, n, "allowed_dns", _quote(p.allowed_dns) or "none")
+        for i, n in enumerate(spec.get("ip", [])):
+            hit = next((net for net in p.forbidden_ip if ip_in(n, net)), None)
+            if hit:
+                bad("ip", i, n, "forbidden_ip", hit)
+            elif p.allowed_ip is not None and not any(ip_in(n, net) for net in p.allowed_ip):
+                bad("ip", i, n, "allowed_ip", ", ".join(p.allowed_ip) or "none")
+        for i, n in enumerate(spec.get("uri", [])):
+            hit = next((pat for pat in p.forbidden_uri if uri_matches(n, pat)), None)
+            if hit:
+                bad("uri", i, n, "forbidden_uri", f"'{hit}'")
+            elif p.allowed_uri is not None and not any(uri_matches(n, pat) for pat in p.allowed_uri):
+                bad("uri", i, n, "allowed_uri", _quote(p.allowed_uri) or "none")
+        for i, n in enumerate(spec.get("email", [])):
+            if p.allowed_email_domains is not None and n.rsplit("@", 1)[1].lower() not in p.allowed_email_domains:
+                bad("email", i, n, "allowed_email_domains", _quote(p.allowed_email_domains) or "none")
+        if p.allowed_profiles is not None and spec["profile"] not in p.allowed_profiles:
+            bad("profile", None, spec["profile"], "allowed_profiles", ", ".join(p.allowed_profiles))
+        count = sum(len(spec.get(k, [])) for k in ("dns", "ip", "uri", "email"))
+        if p.max_sans is not None and count > p.max_sans:
+            out.append(("dns", None, f"{count} names", f"are more than {w('max_sans')} allows (max_sans: {p.max_sans})"))
+        if p.require_csr and not spec.get("csr_key"):
+            out.append(("csr", None, entry.name, f"must come from a CSR: {w('require_csr')} (require_csr: true)"))
+        if csr_names and p.reject_csr_extra_names:
+            for kind, values in csr_names.items():
+                for v in values:
+                    out.append(("csr", None, v, f"is asked for by the CSR but not listed in pki.yaml, refused by {w('reject_csr_extra_names')}"))
+    if p.max_lifetime is not None and entry.lifetime > p.max_lifetime:
+        bad("lifetime", None, spec["lifetime"], "max_lifetime", _fmt(p.max_lifetime))
+    key = spec["key"]
+    if p.allowed_key_types is not None and key not in p.allowed_key_types:
+        bad("key", None, key, "allowed_key_types", ", ".join(p.allowed_key_types))
+    if p.min_rsa_bits is not None and key.startswith("rsa-") and int(key[4:]) < p.min_rsa_bits:
+        bad("key", None, key, "min_rsa_bits", str(p.min_rsa_bits))
+    present = {k for k, _ in spec["subject"]}
+    for f in p.required_subject:
+        if f not in present:
+            out.append(("subject", None, f, f"is required by {w('required_subject')} (required_subject: {', '.join(p.required_subject)})"))
+    return out
+
+
+def _fmt(d: timedelta) -> str:
+    from .durations import format_duration
+
+    return format_duration(d)
+
+
+def _located(repo: Path, loc: Locator) -> Locator:
+    """The fast loader keeps no positions: re-read pki.yaml with them, only when needed."""
+    from ruamel.yaml.comments import CommentedMap
+
+    if isinstance(loc.doc, CommentedMap):
+        return loc
+    from .spec import SPEC_FILE
+
+    return read_document(repo / SPEC_FILE)[1]
+
+
+def check_all(spec: EffectiveSpec, repo: Path, state=None) -> None:
+    """Policies, and the state's memory of compromised keys: raise every violation at once."""
+    loc = spec.locator
+    diags = check(spec, repo, loc)
+    if state is not None:
+        diags += check_state(spec, state, loc)
+    if diags:
+        loc = _located(repo, loc)
+        diags = check(spec, repo, loc) + (check_state(spec, state, loc) if state is not None else [])
+        raise PkicError(sorted(set(diags), key=lambda d: (d.file != "pki.yaml", d.file, d.line or 0, d.column or 0, d.path)))
+
+
+def check_state(spec: EffectiveSpec, state, loc: Locator) -> list[Diagnostic]:
+    bad = {c["public_key_sha256"]: c for c in state.compromised}
+    diags = []
+    for name, e in spec.entries.items():
+        if e.spec.get("csr_key") in bad:
+            c = bad[e.spec["csr_key"]]
+            diags.append(loc.diag(("certificates", name, "csr"), f"{e.csr_path}: its key was declared compromised ({c['name']}, {c['at']}) and is refused forever", "generate a new key and CSR on the host (`pkic csr`)"))
+    return diags
+
+
+def check(spec: EffectiveSpec, repo: Path, loc: Locator) -> list[Diagnostic]:
+    """Every policy violation of the effective spec, located in pki.yaml and the policy."""
+    refs: dict[str, list[tuple]] = {}
+    for name, e in spec.entries.items():
+        for i, pol in enumerate(e.policies):
+            refs.setdefault(pol, []).append(("authorities", name, "policy") if len(e.policies) == 1 else ("authorities", name, "policy", i))
+    if not refs:
+        return []
+    policies = load_policies(repo, set(refs), loc, refs)
+    diags = []
+    for name, entry in spec.entries.items():
+        section = "authorities" if entry.kind == "authority" else "certificates"
+        anc = entry.issuer
+        seen: set[str] = set()
+        while anc is not None:
+            for pol in spec.entries[anc].policies:
+                if pol in seen:
+                    continue
+                seen.add(pol)
+                for f, i, value, why in check_entry(entry, policies[pol], entry.csr_extra_names):
+                    path = (section, name, f)
+                    if i is not None:
+                        path = (section, name, f, original_index(loc, section, name, f, value, i))
+                    if f == "csr" and entry.csr_path is None:
+                        path = (section, name)
+                    diags.append(loc.diag(path, f"'{value}' {why}", _hint(f)))
+            anc = spec.entries[anc].issuer
+    return diags
+
+
+def _hint(field: str) -> str | None:
+    return {
+        "dns": "change the name, or the policy in a reviewed pull request",
+        "lifetime": "shorten the lifetime",
+        "key": "pick an allowed key type",
+        "csr": "add csr: csrs/<name>.csr.pem (see `pkic csr`)",
+    }.get(field)
+
+
+def original_index(loc: Locator, section: str, name: str, f: str, value: str, fallback: int) -> int:
+    from .spec import raw_index
+
+    return raw_index(loc, section, name, f, value, fallback)
