@@ -39,7 +39,16 @@ GITIGNORE = """\
 POLICIES_README = """\
 # policies/
 
-One YAML file per policy, attached to authorities in pki.yaml. See the README.
+One YAML file per policy (`policies/<name>.yaml`), attached to authorities in pki.yaml
+with `policy: <name>`: it constrains everything that authority signs. For example:
+
+    allowed_dns: ['*.svc.internal', '*.example.com']
+    forbidden_dns: [admin.example.com]
+    allowed_ip: [10.0.0.0/8]
+    max_lifetime: 90d
+    allowed_key_types: [ecdsa-p256, ecdsa-p384]
+
+`pkic schema --policy` prints every rule; `pkic validate` checks them.
 """
 
 
