@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from . import __version__
 from .errors import Diagnostic, PkicError, fail
+from .state import ts
 
 app = typer.Typer(
     add_completion=False,
@@ -110,11 +111,16 @@ def init(
 def plan(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+    fmt: str = typer.Option("text", "--format", help="text, json, or markdown (a pull request comment)"),
     save: Optional[Path] = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="exit 0 with no changes, 2 with changes, 1 on error"),
 ) -> None:
     """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
-    from .render import plan_text
+    from .render import plan_markdown, plan_text
+
+    if fmt not in ("text", "json", "markdown"):
+        raise PkicError(f"--format {fmt}: not a format", "use text, json or markdown")
+    as_json = as_json or fmt == "json"
 
     effective, _state, the_plan = _load(parse_now(now))
     body = the_plan.to_json()
@@ -126,6 +132,8 @@ def plan(
             raise fail(str(save), f"cannot write the plan: {exc.strerror}", "pass a file path in an existing directory") from None
     if as_json:
         _write_json(body)
+    elif fmt == "markdown":
+        sys.stdout.write(plan_markdown(the_plan, effective))
     else:
         out.print(plan_text(the_plan, effective))
         if save is not None:
@@ -139,6 +147,9 @@ def apply(
     plan_file: Optional[Path] = typer.Argument(None, help="a plan saved by `pkic plan --out`; applied only if still current"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (CI)"),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    commit: bool = typer.Option(False, "--commit", help="commit what changed in out/ in one commit with Pki-* trailers"),
+    author: Optional[str] = typer.Option(None, "--author", help="commit author, 'Name <email>' (default: git's config)"),
+    reviewed: Optional[str] = typer.Option(None, "--reviewed", help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs"),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
     from . import spec as spec_mod
@@ -154,18 +165,37 @@ def apply(
     saved = _read_saved_plan(plan_file) if plan_file else None
     effective = spec_mod.load(_repo)  # spec errors before anything else
     policy.check_all(effective, _repo)
+    if commit:
+        from .gitops import require_clean_inputs
+
+        require_clean_inputs(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}))
     store = Keystore(_repo)
     with RepoLock(_repo):
         recovered = finish_interrupted(_repo)
         if recovered:
-            err.print(f"[yellow]Finished an interrupted apply[/] ({recovered} certificate(s) recovered from the journal).")
+            err.print(f"[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
         state = load_state(_repo)
+        from .verify import hand_edits
+
+        edited = hand_edits(_repo, state)
+        if edited:
+            raise PkicError(
+                [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
+            )
         policy.check_all(effective, _repo, state)
         the_plan = make_plan(effective, state, when)
         if saved is not None:
             _check_saved(saved, the_plan)
+        if reviewed is not None and reviewed != the_plan.reviewed_digest:
+            out.print(plan_text(the_plan, effective))
+            raise PkicError(
+                [Diagnostic("plan", None, None, "", f"the spec-driven part of the plan (issue, reissue, revoke, move) is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
+                            "the spec or the state changed after review: re-run the plan on the pull request and review it again")]
+            )
         out.print(plan_text(the_plan, effective))
         if the_plan.empty:
+            if commit and recovered:
+                _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author)
             return
         store.check_config()
         if not yes and saved is None:
@@ -175,6 +205,8 @@ def apply(
                 err.print("Cancelled; nothing was changed.")
                 raise typer.Exit(1)
         result = execute(_repo, the_plan, effective, state, store, when)
+        if commit:
+            _commit(the_plan, state, result, the_plan.reviewed_digest, effective, author)
     parts = []
     if result.issued:
         parts.append(f"{len(result.issued)} issued")
@@ -183,6 +215,22 @@ def apply(
     if result.moved:
         parts.append(f"{len(result.moved)} moved")
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}.")
+
+
+def _commit(the_plan, state, result, reviewed: str, effective, author: str | None) -> None:
+    from .executor import ApplyResult
+    from .gitops import commit_message, commit_out
+
+    paths = ["out"]
+    ocsp_dir = effective.publish.ocsp_dir
+    if not ocsp_dir.startswith("out/"):
+        paths.append(ocsp_dir)
+    message = commit_message(the_plan, state, result or ApplyResult(), reviewed)
+    done = commit_out(_repo, paths, message, author)
+    if done.sha:
+        out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {message.splitlines()[0]}")
+    else:
+        out.print("Nothing to commit.")
 
 
 def _crl_refresh() -> dict:
@@ -272,6 +320,136 @@ def verify(
         raise typer.Exit(1)
     what = "certificates, chains, CRLs and keys" if keys else "certificates, chains and CRLs"
     out.print(f"[green]✓[/] {count} {what} verified.")
+
+
+@app.command()
+def check(
+    warn: str = typer.Option("30d", "--warn", help="warn when a certificate expires within this (at most a third of its lifetime)"),
+    critical: str = typer.Option("7d", "--critical", help="critical when anything expires within this (or a quarter of its lifetime)"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print every item as JSON"),
+    fmt: str = typer.Option("text", "--format", help="text, json, or prometheus (textfile collector)"),
+    save: Optional[Path] = typer.Option(None, "--out", help="write the output to this file (atomically; for textfile collectors)"),
+) -> None:
+    """Expiry monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
+    from . import spec as spec_mod
+    from .check import LEVEL_NAMES, UNKNOWN, overall, prometheus, run_check, summary_line
+    from .durations import parse_duration
+    from .state import load_with_journal
+
+    fmt = "json" if as_json else fmt
+    if fmt not in ("text", "json", "prometheus"):
+        raise PkicError(f"--format {fmt}: not a format", "use text, json or prometheus")
+    try:
+        try:
+            warn_d, crit_d = parse_duration(warn), parse_duration(critical)
+        except ValueError as exc:
+            raise PkicError(str(exc)) from None
+        when = parse_now(now)
+        state, _ = load_with_journal(_repo)
+        if state.lineage is None and not state.certificates:
+            raise PkicError("nothing issued yet: no out/state.json", "run `pkic apply` first, or use -C DIR")
+        try:
+            effective = spec_mod.load(_repo)
+        except PkicError:
+            effective = None  # the state alone still tells what expires when
+        items = run_check(state, effective, when, warn_d, crit_d)
+    except PkicError as exc:
+        line = f"PKIC UNKNOWN - {exc.diagnostics[0].render().splitlines()[0]}"
+        if fmt == "json":
+            _write_json({"status": "UNKNOWN", "code": UNKNOWN, "summary": line, "items": []})
+        else:
+            out.print(_escape(line))
+        raise typer.Exit(UNKNOWN) from None
+    level = overall(items)
+    summary = summary_line(items)
+    if fmt == "prometheus":
+        text = prometheus(items, when)
+    elif fmt == "json":
+        text = json.dumps({"status": LEVEL_NAMES[level], "code": level, "summary": summary, "now": ts(when),
+                           "items": [i.to_json() for i in items]}, indent=2, sort_keys=True) + "\n"
+    else:
+        text = summary + "\n" + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {i.name}: {i.message}\n" for i in items if i.level)
+    if save is not None:
+        from .bundle import write_atomic
+
+        target = save if save.is_absolute() else _repo / save
+        try:
+            write_atomic(target.parent, target.name, text.encode())
+        except OSError as exc:
+            raise fail(str(save), f"cannot write: {exc.strerror}") from None
+        out.print(_escape(summary))
+    else:
+        sys.stdout.write(text)
+    raise typer.Exit(level)
+
+
+@app.command()
+def history(
+    name: str = typer.Argument(..., help="a certificate or authority name"),
+    as_json: bool = typer.Option(False, "--json", help="print as JSON"),
+) -> None:
+    """Every version of a certificate from the git log: when, commit, author, action, serial, reason."""
+    from rich.table import Table
+
+    from .gitops import history as git_history
+
+    events = git_history(_repo, name)
+    if as_json:
+        _write_json({"name": name, "events": events})
+        return
+    if not events:
+        out.print(f"No history for '{name}' (pkic apply --commit records it in git).")
+        return
+    table = Table(title=f"history of {name}", title_justify="left", header_style="bold")
+    for col in ("date", "commit", "author", "action", "serial", "reason"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(e["date"], e["commit"][:12], e["author"], e["action"], (e["serial"] or "")[:16], e["reason"] or "")
+    out.print(table)
+
+
+@app.command()
+def graph(
+    fmt: str = typer.Option("mermaid", "--format", help="mermaid or dot"),
+) -> None:
+    """The hierarchy as a Mermaid or Graphviz diagram."""
+    from . import graph as graph_mod
+    from . import spec as spec_mod
+
+    effective = spec_mod.load(_repo)
+    revoked = {n for n, e in effective.entries.items() if e.revoke}
+    if fmt == "mermaid":
+        sys.stdout.write(graph_mod.mermaid(effective, revoked))
+    elif fmt == "dot":
+        sys.stdout.write(graph_mod.dot(effective, revoked))
+    else:
+        raise PkicError(f"--format {fmt}: not a format", "use mermaid or dot")
+
+
+@app.command()
+def report(
+    save: Path = typer.Option(Path("report.html"), "--out", help="where to write the HTML report"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """A self-contained HTML report for auditors: hierarchy, validity timeline, revocations, recent changes."""
+    from . import spec as spec_mod
+    from .gitops import recent_commits
+    from .report import render_report
+    from .state import load_with_journal
+
+    state, _ = load_with_journal(_repo)
+    try:
+        effective = spec_mod.load(_repo)
+    except PkicError:
+        effective = None
+    html = render_report(state, effective, recent_commits(_repo), parse_now(now))
+    target = save if save.is_absolute() else _repo / save
+    try:
+        target.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise fail(str(save), f"cannot write: {exc.strerror}") from None
+    out.print(f"[green]Wrote[/] {save} ({len(html) // 1024} KiB, self-contained).")
 
 
 @app.command()

@@ -334,6 +334,10 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done) -> N
             handles[name] = handle
         source = "generated" if handle else ("csr" if change.key == "external" else "kept")
         record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now)
+        if key_doc is not None:
+            record["key_file_sha256"] = hashlib.sha256(key_doc.encode()).hexdigest()
+        elif change.key == "keep" and state.active(name) and state.active(name).get("key_file_sha256"):
+            record["key_file_sha256"] = state.active(name)["key_file_sha256"]
         op = {"op": "issued", "name": name, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}
         if change.key == "external":
             op["remove_key"] = True  # the key lives on its host; an old generated one goes
@@ -373,6 +377,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "not_before": ts(cert.not_valid_before_utc), "not_after": ts(cert.not_valid_after_utc),
             "issuer_key_id": state.active(a)["key_id"], "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(), "issued_at": at,
+            "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),
         }
         _step(journal, repo, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}, done)
         result.responders.append(a)
@@ -433,6 +438,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "status": "revoked" if revoked else "good", "signer": ca.ocsp_signer,
             "this_update": at, "next_update": ts(next_update),
             "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
+            "sha256": hashlib.sha256(der).hexdigest(),
         }
         _step(journal, repo, state, {"op": "ocsp", "name": pub.name, "serial": rec["serial"], "info": info, "der": _b64(der), "at": at}, done)
         touched_names.add(pub.name)

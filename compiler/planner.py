@@ -113,6 +113,23 @@ class Plan:
         return out
 
     @property
+    def reviewed_digest(self) -> str:
+        """The spec-driven part only (issue, reissue, revoke, moves): what a reviewer
+        approves in a pull request. Time-driven work (renewals, CRL and OCSP
+        re-signing) that comes due between review and merge does not change it."""
+        body = {
+            "lineage": self.lineage,
+            "changes": [
+                {"name": c.name, "action": c.action, "key": c.key, "issuer": c.issuer,
+                 "reasons": sorted(r.code for r in c.reasons),
+                 "revokes": sorted((r["name"], r["reason"]) for r in c.revokes)}
+                for c in self.changes if c.action in (ISSUE, REISSUE, REVOKE)
+            ],
+            "moves": self.moves,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    @property
     def digest(self) -> str:
         """What the plan does, independent of when it was made: for stale-plan checks."""
         body = {
@@ -135,6 +152,7 @@ class Plan:
             "state_serial": self.state_serial,
             "spec_digest": self.spec_digest,
             "digest": self.digest,
+            "reviewed_digest": self.reviewed_digest,
             "summary": self.counts(),
             "changes": [c.to_json() for c in self.changes],
             "moves": [{"from": a, "to": b} for a, b in self.moves],

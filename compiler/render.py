@@ -173,3 +173,59 @@ def crl_table(rows: list[dict]) -> Table:
         status = r["status"] if r["status"] != "expired" else "EXPIRED: clients reject everything"
         table.add_row(r["authority"], str(r["number"]), str(r["revoked"]), r["next_update"], left, Text(status, style=colour))
     return table
+
+
+def plan_markdown(plan: Plan, spec: EffectiveSpec | None) -> str:
+    """The plan as a pull request comment: a table of changes and reasons, details folded.
+    The first line is a marker a CI job uses to find and update its own comment."""
+    n = plan.counts()
+    icon = {ISSUE: "🟢", REISSUE: "🟡", RENEW: "🔵", REVOKE: "🔴"}
+    lines = ["<!-- pkic-plan -->"]
+    if plan.empty:
+        lines += ["### pkic plan: no changes", "", "The certificates match `pki.yaml`, none is due for renewal, CRLs and OCSP responses are fresh."]
+    else:
+        head = f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke"
+        if plan.moves:
+            head += f", {len(plan.moves)} to move"
+        lines += [f"### pkic plan: {head}", ""]
+        if plan.changes or plan.moves:
+            lines += ["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"]
+            for old, new in plan.moves:
+                lines.append(f"| ➡️ | `{new}` | | move | same | renamed from `{old}`: nothing revoked or reissued |")
+            for c in plan.changes:
+                key = {"new": f"new {c.key_type}", "keep": "same", "external": f"{c.key_type} (CSR)", None: ""}[c.key]
+                why = "<br>".join(_md(r.message) for r in c.reasons)
+                for r in c.revokes:
+                    if r["name"] != c.name or c.action != REVOKE:
+                        why += f"<br>revokes `{r['name']}` ({r['reason']})"
+                lines.append(f"| {icon[c.action]} | `{c.name}` | {c.kind} | **{c.action}** | {key} | {why} |")
+            lines.append("")
+        pubs = []
+        if plan.crls:
+            pubs.append(f"{len(plan.crls)} CRL(s) ({', '.join(p.name for p in plan.crls)})")
+        if plan.ocsp:
+            pubs.append(f"{len(plan.ocsp)} OCSP response(s)")
+        if plan.responders:
+            pubs.append(f"{len(plan.responders)} OCSP responder certificate(s)")
+        if pubs:
+            lines += ["To sign: " + ", ".join(pubs) + ".", ""]
+        radius = blast_radius(plan, spec) if spec else {}
+        details = []
+        for name, below in sorted(radius.items()):
+            details.append(f"- **blast radius** of `{name}`: {len(below)} certificate(s) below are reissued: " + ", ".join(f"`{b}`" for b in below))
+        if plan.chain_updates:
+            details.append("- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(f"`{b}`" for b in plan.chain_updates))
+        for w in plan.warnings:
+            details.append(f"- ⚠️ {_md(w)}")
+        for note in plan.notices:
+            details.append(f"- {_md(note)}")
+        for pub in plan.crls:
+            details.append(f"- CRL `{pub.name}`: " + "; ".join(_md(r.message) for r in pub.reasons))
+        if details:
+            lines += ["<details><summary>Details</summary>", "", *details, "", "</details>", ""]
+    lines.append(f"<sub>`Pki-Plan: {plan.reviewed_digest}` · state serial {plan.state_serial}</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

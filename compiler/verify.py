@@ -96,3 +96,50 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     except Exception as exc:
         return f"not signed by the trusted root '{root.subject.rfc4514_string()}': {type(exc).__name__}"
     return None
+
+
+def hand_edits(repo: Path, state: State) -> list[str]:
+    """Files in out/ whose content is not what the state records (edited by hand).
+
+    Checked: every active certificate (DER fingerprint), its key file, every CRL and
+    every OCSP response the state knows. Cheap: base64 decoding, no X.509 parsing."""
+    import base64
+
+    bad = []
+    for name in sorted(state.active_names()):
+        rec = state.active(name)
+        rel = bundle.cert_path(name)
+        try:
+            text = (repo / rel).read_text(encoding="ascii")
+            body = text.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
+            der = base64.b64decode("".join(body.split()))
+            if hashlib.sha256(der).hexdigest() != rec["sha256"] or text.count("-----BEGIN") != 1:
+                bad.append(rel)
+        except (OSError, IndexError, ValueError, UnicodeDecodeError):
+            bad.append(rel)
+        want = rec.get("key_file_sha256")
+        if want and rec.get("key_source") != "csr":
+            krel = keystore.key_path(name)
+            try:
+                if hashlib.sha256((repo / krel).read_bytes()).hexdigest() != want:
+                    bad.append(krel)
+            except OSError:
+                bad.append(krel)
+        for r in state.certificates[name]:
+            info = r.get("ocsp") or {}
+            if info.get("file") and info.get("sha256"):
+                try:
+                    if hashlib.sha256((repo / info["file"]).read_bytes()).hexdigest() != info["sha256"]:
+                        bad.append(info["file"])
+                except OSError:
+                    bad.append(info["file"])
+    for authority, info in sorted(state.crls.items()):
+        if state.active(authority) is None:
+            continue
+        rel = bundle.crl_path(authority)
+        try:
+            if hashlib.sha256((repo / rel).read_bytes()).hexdigest() != info.get("sha256"):
+                bad.append(rel)
+        except OSError:
+            bad.append(rel)
+    return bad

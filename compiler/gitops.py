@@ -1,0 +1,167 @@
+"""Git as the audit log: guard rails before an apply, one commit after it, and history.
+
+Every commit pkic makes carries machine-readable trailers::
+
+    Pki-Issued: web 3f1c...a1           (name, certificate SHA-256, first 16 hex)
+    Pki-Reissued: / Pki-Renewed:        (the same)
+    Pki-Revoked: legacy 77c0... cessation_of_operation
+    Pki-Moved: web -> website
+    Pki-CRL: services-ca 7              (authority, CRL number)
+    Pki-Plan: <digest of the spec-driven plan>
+    Pki-State: <lineage> <serial>
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import fail
+from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
+from .state import State
+
+TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State): (.*)$")
+
+
+def git(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
+    except FileNotFoundError:
+        raise fail("git", "git is not installed", "install git") from None
+    if check and proc.returncode != 0:
+        raise fail("git", f"git {' '.join(args[:2])} failed: {proc.stderr.strip()[:400]}")
+    return proc
+
+
+def is_repo(repo: Path) -> bool:
+    proc = git(repo, "rev-parse", "--is-inside-work-tree", check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def dirty_inputs(repo: Path, csr_paths: list[str]) -> list[str]:
+    """Uncommitted changes (or untracked files) in pki.yaml, policies/ and the CSRs."""
+    paths = ["pki.yaml", "policies", *csr_paths]
+    proc = git(repo, "status", "--porcelain=v1", "--untracked-files=all", "--", *paths)
+    return sorted(line[3:] for line in proc.stdout.splitlines() if line.strip())
+
+
+def require_clean_inputs(repo: Path, csr_paths: list[str]) -> None:
+    if not is_repo(repo):
+        raise fail(str(repo), "not a git repository: --commit needs one", "run git init, or apply without --commit")
+    dirty = dirty_inputs(repo, csr_paths)
+    if dirty:
+        raise fail(dirty[0], f"uncommitted changes in the spec: {', '.join(dirty)}", "commit pki.yaml, policies/ and CSRs first: out/ is only ever committed from a spec that is in history")
+
+
+@dataclass
+class CommitResult:
+    sha: str | None
+    files: int
+
+
+def commit_message(plan: Plan, state: State, result, reviewed: str) -> str:
+    n = plan.counts()
+    parts = [f"{n[a]} {a}" for a in (ISSUE, REISSUE, RENEW, REVOKE) if n[a]]
+    if plan.moves:
+        parts.append(f"{len(plan.moves)} move")
+    if result.crls:
+        parts.append(f"{len(result.crls)} CRL")
+    if result.ocsp:
+        parts.append(f"{result.ocsp} OCSP")
+    subject = "pkic apply: " + (", ".join(parts) or "refresh")
+    body = []
+    for c in plan.changes:
+        if c.action == REVOKE:
+            body.append(f"- revoke {c.name}: " + "; ".join(r.message for r in c.reasons))
+        else:
+            body.append(f"- {c.action} {c.name}: " + "; ".join(r.message for r in c.reasons))
+    if plan.crls:
+        body.append("- re-sign CRLs: " + ", ".join(p.name for p in plan.crls))
+    if plan.ocsp:
+        body.append(f"- sign {len(plan.ocsp)} OCSP response(s)")
+    trailers = []
+    label = {ISSUE: "Issued", REISSUE: "Reissued", RENEW: "Renewed"}
+    for c in plan.changes:
+        if c.action == REVOKE:
+            for r in c.revokes:
+                trailers.append(f"Pki-Revoked: {r['name']} {r['serial']} {r['reason']}")
+            continue
+        rec = state.active(c.name)
+        if rec is not None:
+            trailers.append(f"Pki-{label[c.action]}: {c.name} {rec['serial']} {rec['sha256'][:16]}")
+        for r in c.revokes:
+            trailers.append(f"Pki-Revoked: {r['name']} {r['serial']} {r['reason']}")
+    for old, new in plan.moves:
+        trailers.append(f"Pki-Moved: {old} -> {new}")
+    for a in result.crls:
+        trailers.append(f"Pki-CRL: {a} {state.crls[a]['number']}")
+    trailers.append(f"Pki-Plan: {reviewed}")
+    trailers.append(f"Pki-State: {state.lineage} {state.serial}")
+    return subject + "\n\n" + "\n".join(body) + "\n\n" + "\n".join(trailers) + "\n"
+
+
+def commit_out(repo: Path, paths: list[str], message: str, author: str | None) -> CommitResult:
+    """Commit exactly the changed files under ``paths`` (out/ and the OCSP directory)."""
+    existing = [p for p in paths if (repo / p).exists() or git(repo, "ls-files", "--", p).stdout.strip()]
+    if not existing:
+        return CommitResult(None, 0)
+    git(repo, "add", "-A", "--", *existing)
+    staged = git(repo, "diff", "--cached", "--name-only", "--", *existing).stdout.split()
+    if not staged:
+        return CommitResult(None, 0)
+    args = ["commit", "-q", "-m", message]
+    if author:
+        args += ["--author", author]
+    args += ["--", *existing]
+    env = dict(os.environ)
+    proc = git(repo, *args, check=False, env=env)
+    if proc.returncode != 0:
+        raise fail("git", f"git commit failed: {proc.stderr.strip()[:400]}", "set user.name and user.email (git config), or pass --author 'Name <email>'")
+    sha = git(repo, "rev-parse", "HEAD").stdout.strip()
+    return CommitResult(sha, len(staged))
+
+
+def history(repo: Path, name: str) -> list[dict]:
+    """Every version of a certificate, newest first, from pkic's commit trailers."""
+    if not is_repo(repo):
+        raise fail(str(repo), "not a git repository", "history reads the git log of out/")
+    proc = git(repo, "log", "--format=%H%x1f%aI%x1f%an <%ae>%x1f%B%x1e", "--", "out/state.json", check=False)
+    if proc.returncode != 0:
+        return []
+    events = []
+    for chunk in proc.stdout.split("\x1e"):
+        chunk = chunk.strip("\n")
+        if not chunk:
+            continue
+        sha, when, author, body = chunk.split("\x1f", 3)
+        for line in body.splitlines():
+            m = TRAILER.match(line.strip())
+            if not m:
+                continue
+            kind, value = m.groups()
+            fields = value.split()
+            if kind in ("Issued", "Reissued", "Renewed") and fields and fields[0] == name:
+                events.append({"commit": sha, "date": when, "author": author, "action": kind.lower().replace("reissued", "reissue").replace("issued", "issue").replace("renewed", "renew"),
+                               "serial": fields[1] if len(fields) > 1 else None, "sha256": fields[2] if len(fields) > 2 else None, "reason": None})
+            elif kind == "Revoked" and fields and fields[0] == name:
+                events.append({"commit": sha, "date": when, "author": author, "action": "revoke", "serial": fields[1] if len(fields) > 1 else None,
+                               "sha256": None, "reason": fields[2] if len(fields) > 2 else None})
+            elif kind == "Moved" and name in (fields[0], fields[-1]):
+                events.append({"commit": sha, "date": when, "author": author, "action": "move", "serial": None, "sha256": None, "reason": value})
+    return events
+
+
+def recent_commits(repo: Path, limit: int = 20) -> list[dict]:
+    if not is_repo(repo):
+        return []
+    proc = git(repo, "log", f"-{limit}", "--format=%H%x1f%aI%x1f%an%x1f%s%x1e", "--", "out/state.json", check=False)
+    out = []
+    for chunk in proc.stdout.split("\x1e"):
+        chunk = chunk.strip("\n")
+        if chunk:
+            sha, when, author, subject = chunk.split("\x1f", 3)
+            out.append({"commit": sha, "date": when, "author": author, "subject": subject})
+    return out

@@ -1,0 +1,40 @@
+"""`pkic graph`: the hierarchy as Mermaid or Graphviz dot, for docs and PR comments."""
+
+from __future__ import annotations
+
+import re
+
+from .spec import EffectiveSpec
+
+
+def _id(name: str) -> str:
+    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def mermaid(spec: EffectiveSpec, revoked: set[str] = frozenset()) -> str:
+    lines = ["graph TD"]
+    for name, e in spec.entries.items():
+        label = f"{name}<br/>{e.kind}, {e.key_type}"
+        shape = f'(["{label}"])' if e.kind == "authority" else f'["{label}"]'
+        lines.append(f"  {_id(name)}{shape}")
+    for name, e in spec.entries.items():
+        if e.issuer:
+            lines.append(f"  {_id(e.issuer)} --> {_id(name)}")
+    for name in sorted(revoked):
+        if name in spec.entries:
+            lines.append(f"  style {_id(name)} stroke-dasharray: 5 5")
+    return "\n".join(lines) + "\n"
+
+
+def dot(spec: EffectiveSpec, revoked: set[str] = frozenset()) -> str:
+    lines = ["digraph pki {", "  rankdir=TB;", '  node [fontname="Helvetica"];']
+    for name, e in spec.entries.items():
+        shape = "box3d" if e.kind == "authority" else "box"
+        style = ', style="dashed"' if name in revoked else ""
+        label = f"{name}\\n{e.kind}, {e.key_type}"
+        lines.append(f'  "{name}" [shape={shape}, label="{label}"{style}];')
+    for name, e in spec.entries.items():
+        if e.issuer:
+            lines.append(f'  "{e.issuer}" -> "{name}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
