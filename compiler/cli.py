@@ -178,7 +178,9 @@ def apply(
         from .verify import hand_edits
 
         edited = hand_edits(_repo, state)
-        if edited:
+        if edited and not commit:
+            err.print(f"[yellow]warning:[/] {len(edited)} file(s) in out/ differ from the state (edited by hand?): {', '.join(edited[:5])}; `apply --commit` refuses this")
+        elif edited:
             raise PkicError(
                 [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
             )

@@ -413,7 +413,16 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
     if not spec.publish.ocsp:
         return
     ocsp_dir = spec.publish.ocsp_dir
-    touched_names: set[str] = set()
+    # layout first: a name's latest response at <name>.der, older ones by serial, so a
+    # new certificate's response never overwrites the previous one's
+    for name in sorted(set(result.issued)):
+        for i, r in enumerate(state.certificates[name]):
+            info = r.get("ocsp")
+            if not info or not info.get("file"):
+                continue
+            want = bundle.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
+            if info["file"] != want:
+                _step(journal, repo, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": want}, "moved_from": info["file"], "at": at}, done)
     for pub in plan.ocsp:
         a = pub.issuer
         ca = spec.entries[a].ca
@@ -441,18 +450,8 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "sha256": hashlib.sha256(der).hexdigest(),
         }
         _step(journal, repo, state, {"op": "ocsp", "name": pub.name, "serial": rec["serial"], "info": info, "der": _b64(der), "at": at}, done)
-        touched_names.add(pub.name)
         result.ocsp += 1
 
-    # layout: a name's latest response at <name>.der, older ones by serial; expired ones go
-    for name in sorted(touched_names):
-        for i, r in enumerate(state.certificates[name]):
-            info = r.get("ocsp")
-            if not info:
-                continue
-            want = bundle.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
-            if info["file"] != want:
-                _step(journal, repo, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": want}, "moved_from": info["file"], "at": at}, done)
     for name, recs in state.certificates.items():
         for r in recs:
             info = r.get("ocsp")
