@@ -91,6 +91,11 @@ def init_repo(target: Path, now: datetime) -> dict:
         gi.write_text(GITIGNORE, encoding="utf-8")
     (target / "policies").mkdir(exist_ok=True)
     (target / "policies" / "README.md").write_text(POLICIES_README, encoding="utf-8")
+    workflows = target / ".github" / "workflows"
+    workflows.mkdir(parents=True, exist_ok=True)
+    for wf in sorted(resources.files("compiler").joinpath("templates/workflows").iterdir(), key=lambda p: p.name):
+        if wf.name.endswith(".yml") and not (workflows / wf.name).exists():
+            (workflows / wf.name).write_text(wf.read_text(encoding="utf-8"), encoding="utf-8")
     git = not (target / ".git").exists()
     if git:
         try:
