@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from . import sopsfile
 from .errors import fail
 from .x509build import signature_hash
 
@@ -93,16 +94,25 @@ def _pem(handle: KeyHandle) -> str:
     ).decode("ascii")
 
 
+def key_fields(name: str, handle: KeyHandle) -> list[tuple[str, str]]:
+    """The fields of a key document, in order: readable metadata, then the key."""
+    return [
+        ("name", name),
+        ("key_type", handle.key_type),
+        ("public_key_sha256", public_key_sha256(handle.public_key())),
+        ("private_key", _pem(handle)),
+    ]
+
+
 def key_document(name: str, handle: KeyHandle) -> str:
-    """The YAML handed to sops: readable metadata, and the key under ``private_key``."""
-    pem = _pem(handle)
-    body = "".join(f"  {line}\n" for line in pem.splitlines())
-    return (
-        f"name: {name}\n"
-        f"key_type: {handle.key_type}\n"
-        f"public_key_sha256: {public_key_sha256(handle.public_key())}\n"
-        f"private_key: |\n{body}"
-    )
+    """The YAML handed to `sops encrypt` on its standard input."""
+    out = []
+    for key, value in key_fields(name, handle):
+        if "\n" in value:
+            out.append(f"{key}: |\n" + "".join(f"  {line}\n" for line in value.splitlines()))
+        else:
+            out.append(f'{key}: "{value}"\n')
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------- sops
@@ -140,12 +150,16 @@ class Keystore:
     """Seals and opens keys in one repo through the sops binary."""
 
     repo: Path
-    sops: str = field(default="")
+    binary: str = field(default="")
     _cache: dict[str, KeyHandle] = field(default_factory=dict)
+    _identities: list | None = None
 
-    def __post_init__(self) -> None:
-        if not self.sops:
-            self.sops = find_sops()
+    @property
+    def sops(self) -> str:
+        """The sops binary, found when first needed (plain age rules need none)."""
+        if not self.binary:
+            self.binary = find_sops()
+        return self.binary
 
     def check_config(self) -> None:
         if not (self.repo / SOPS_CONFIG).is_file():
@@ -155,8 +169,15 @@ class Keystore:
         return dict(os.environ)
 
     def seal(self, name: str, handle: KeyHandle, rel: str | None = None) -> str:
-        """The SOPS-encrypted document for ``handle`` (text), as `sops encrypt` wrote it."""
+        """The SOPS-encrypted document for ``handle`` (text).
+
+        Plain age rules are written in-process (see sopsfile); every other rule (key
+        groups, Shamir, KMS, PGP, Vault...) goes through the real `sops encrypt`."""
         rel = rel or key_path(name)
+        if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
+            rule = sopsfile.rule_for(self.repo / SOPS_CONFIG, rel)
+            if rule is not None:
+                return sopsfile.write_document(key_fields(name, handle), rule)
         proc = subprocess.run(
             [self.sops, "--config", str(self.repo / SOPS_CONFIG), "encrypt",
              "--filename-override", rel, "--input-type", "yaml", "--output-type", "yaml"],
@@ -183,6 +204,21 @@ class Keystore:
             return self._cache[rel]
         if not (self.repo / rel).is_file():
             raise fail(rel, f"the key of '{name}' is missing", f"restore {rel} from git, or bump `rekey` on '{name}' to replace it")
+        if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
+            if self._identities is None:
+                self._identities = sopsfile.identities()
+            try:
+                text = sopsfile.read_value(self.repo / rel, "private_key", self._identities)
+            except ValueError as exc:
+                raise fail(rel, f"cannot decrypt the key of '{name}': {exc}", "restore it from git") from None
+            if text is not None:
+                try:
+                    key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
+                except ValueError:
+                    raise fail(rel, f"the decrypted key of '{name}' is not a PEM private key", "restore the file from git") from None
+                handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
+                self._cache[rel] = handle
+                return handle
         proc = subprocess.run(
             [self.sops, "decrypt", "--extract", '["private_key"]', rel],
             capture_output=True,

@@ -76,13 +76,27 @@ def test_only_the_needed_authority_keys_are_decrypted(applied, pkic):
 
 
 def test_missing_sops_binary_only_matters_to_apply(applied, pkic):
+    """Plain age rules are written in-process; a rule that needs the binary (here key
+    groups) fails clearly without it, before anything is written."""
     add_leaf(applied, "extra")
+    team = (applied / ".sops.yaml").read_text().split("age: ")[1].strip()
+    (applied / ".sops.yaml").write_text(
+        "creation_rules:\n  - path_regex: ^out/keys/.*\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n"
+        f"    key_groups:\n      - age: [{team}]\n"
+    )
     env = {"PKIC_SOPS": str(applied / "no-such-sops")}
     assert pkic("plan", "--now", NOW, cwd=applied, env=env).returncode == 0
     before = snapshot(applied / "out")
     p = pkic("apply", "--yes", "--now", NOW, cwd=applied, env=env)
     assert p.returncode == 1 and "sops" in p.stderr and "Traceback" not in p.stderr
     assert snapshot(applied / "out") == before
+
+
+def test_plain_age_rules_need_no_sops_process(applied, pkic):
+    """The in-process writer and reader handle plain age rules entirely."""
+    add_leaf(applied, "extra")
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=applied, env={"PKIC_SOPS": str(applied / "no-such-sops")})
+    assert_keys_match(applied, pkic.env)
 
 
 def _run_on_terminal(args: list[str], cwd: Path, env: dict, answer: bytes) -> tuple[int, str]:
