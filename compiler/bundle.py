@@ -100,3 +100,53 @@ def clean_staging(repo: Path) -> None:
         for f in files:
             if f.startswith(".") and ".tmp-" in f:
                 os.unlink(os.path.join(dirpath, f))
+
+
+class Writer:
+    """Atomic writes on a few background threads: creating files costs a fraction of a
+    millisecond each on ext4 and releases the GIL, so it overlaps with signing.
+
+    A path always goes to the same worker, so writes to one path keep their order;
+    ``rename`` and ``remove`` first wait for everything pending. ``flush`` waits for all
+    and raises the first error."""
+
+    def __init__(self, repo: Path, workers: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.repo = repo
+        self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pkic-write-{i}") for i in range(workers)]
+        self._pending: list = []
+        self.written = 0
+        self.touched: set[str] = set()  # every path written, removed or renamed
+
+    def write(self, rel: str, data: bytes) -> None:
+        pool = self._pools[hash(rel) % len(self._pools)]
+        self._pending.append((rel, pool.submit(write_atomic, self.repo, rel, data)))
+
+    def flush(self) -> int:
+        pending, self._pending = self._pending, []
+        for rel, fut in pending:
+            if fut.result():
+                self.written += 1
+                self.touched.add(rel)
+        return self.written
+
+    def rename(self, old: str, new: str) -> None:
+        self.flush()
+        if (self.repo / old).exists():
+            self.touched.update((old, new))
+        rename(self.repo, old, new)
+
+    def remove(self, rel: str) -> bool:
+        self.flush()
+        gone = remove(self.repo, rel)
+        if gone:
+            self.touched.add(rel)
+        return gone
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            for pool in self._pools:
+                pool.shutdown(wait=True)

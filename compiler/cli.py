@@ -165,12 +165,12 @@ def apply(
     saved = _read_saved_plan(plan_file) if plan_file else None
     effective = spec_mod.load(_repo)  # spec errors before anything else
     policy.check_all(effective, _repo)
-    if commit:
-        from .gitops import require_clean_inputs
-
-        require_clean_inputs(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}))
     store = Keystore(_repo)
     with RepoLock(_repo):
+        if commit:
+            from .gitops import require_clean_inputs
+
+            require_clean_inputs(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}))
         recovered = finish_interrupted(_repo)
         if recovered:
             err.print(f"[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
@@ -197,7 +197,7 @@ def apply(
         out.print(plan_text(the_plan, effective))
         if the_plan.empty:
             if commit and recovered:
-                _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author)
+                _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered)
             return
         store.check_config()
         if not yes and saved is None:
@@ -208,7 +208,7 @@ def apply(
                 raise typer.Exit(1)
         result = execute(_repo, the_plan, effective, state, store, when)
         if commit:
-            _commit(the_plan, state, result, the_plan.reviewed_digest, effective, author)
+            _commit(the_plan, state, result, the_plan.reviewed_digest, effective, author, recovered)
     parts = []
     if result.issued:
         parts.append(f"{len(result.issued)} issued")
@@ -219,16 +219,14 @@ def apply(
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}.")
 
 
-def _commit(the_plan, state, result, reviewed: str, effective, author: str | None) -> None:
+def _commit(the_plan, state, result, reviewed: str, effective, author: str | None, recovered=None) -> None:
     from .executor import ApplyResult
     from .gitops import commit_message, commit_out
 
-    paths = ["out"]
-    ocsp_dir = effective.publish.ocsp_dir
-    if not ocsp_dir.startswith("out/"):
-        paths.append(ocsp_dir)
-    message = commit_message(the_plan, state, result or ApplyResult(), reviewed)
-    done = commit_out(_repo, paths, message, author)
+    result = result or ApplyResult()
+    paths = set(result.touched) | (set(recovered.touched) if recovered else set())
+    message = commit_message(the_plan, state, result, reviewed, recovered.ops if recovered else None)
+    done = commit_out(_repo, sorted(paths), message, author)
     if done.sha:
         out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {message.splitlines()[0]}")
     else:
@@ -544,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             return 1
-        if isinstance(exc, click.exceptions.Exit):
+        exit_type = getattr(click.exceptions, "Exit", None)
+        if exit_type is not None and isinstance(exc, exit_type):
             return exc.exit_code
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"pkic-crash-{os.getpid()}.log"
         try:

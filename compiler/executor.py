@@ -36,6 +36,7 @@ class ApplyResult:
     crls: list[str] = field(default_factory=list)
     responders: list[str] = field(default_factory=list)
     ocsp: int = 0
+    touched: set = field(default_factory=set)  # paths written, removed or renamed
     files_written: int = 0
     recovered: int = 0
     state_serial: int = 0
@@ -130,62 +131,94 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def _replay(repo: Path, op: dict) -> None:
+class _Direct:
+    """The Writer interface, synchronously (recovery)."""
+
+    def __init__(self, repo: Path):
+        self.repo = repo
+        self.touched: set[str] = set()
+
+    # every path of a replayed step counts as touched, even when the killed apply had
+    # already written it: it changed in this apply, and belongs in its commit
+    def write(self, rel: str, data: bytes) -> None:
+        bundle.write_atomic(self.repo, rel, data)
+        self.touched.add(rel)
+
+    def rename(self, old: str, new: str) -> None:
+        self.touched.update((old, new))
+        bundle.rename(self.repo, old, new)
+
+    def remove(self, rel: str) -> bool:
+        self.touched.add(rel)
+        return bundle.remove(self.repo, rel)
+
+
+def _replay(writer, op: dict) -> None:
     """Write the files of one journaled step (idempotent)."""
     kind = op["op"]
     if kind == "issued":
-        bundle.write_atomic(repo, bundle.cert_path(op["name"]), op["cert_pem"].encode())
-        if op.get("cert_der"):
-            bundle.write_atomic(repo, bundle.der_path(op["name"]), _unb64(op["cert_der"]))
-        if op.get("key_doc"):
-            bundle.write_atomic(repo, keystore.key_path(op["name"]), op["key_doc"].encode())
         if op.get("remove_key"):
-            bundle.remove(repo, keystore.key_path(op["name"]))
+            writer.remove(keystore.key_path(op["name"]))
+        writer.write(bundle.cert_path(op["name"]), op["cert_pem"].encode())
+        if op.get("cert_der"):
+            writer.write(bundle.der_path(op["name"]), _unb64(op["cert_der"]))
+        if op.get("key_doc"):
+            writer.write(keystore.key_path(op["name"]), op["key_doc"].encode())
     elif kind == "revoked":
         if op.get("remove_files"):
             for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), bundle.der_path(op["name"]), keystore.key_path(op["name"])):
-                bundle.remove(repo, rel)
+                writer.remove(rel)
     elif kind == "moved":
-        _move_files(repo, op["from"], op["to"])
+        for fn in (bundle.cert_path, bundle.chain_path, bundle.der_path, keystore.key_path):
+            writer.rename(fn(op["from"]), fn(op["to"]))
     elif kind == "responder":
-        bundle.write_atomic(repo, bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
-        bundle.write_atomic(repo, keystore.responder_key_path(op["authority"]), op["key_doc"].encode())
+        writer.write(bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
+        writer.write(keystore.responder_key_path(op["authority"]), op["key_doc"].encode())
     elif kind == "crl":
         der = _unb64(op["der"])
-        bundle.write_atomic(repo, bundle.crl_path(op["authority"]), der)
+        writer.write(bundle.crl_path(op["authority"]), der)
         crl_obj = x509.load_der_x509_crl(der)
-        bundle.write_atomic(repo, bundle.crl_path(op["authority"], pem=True), crl_obj.public_bytes(serialization.Encoding.PEM))
+        writer.write(bundle.crl_path(op["authority"], pem=True), crl_obj.public_bytes(serialization.Encoding.PEM))
     elif kind == "ocsp":
-        if op.get("der"):
-            bundle.write_atomic(repo, op["info"]["file"], _unb64(op["der"]))
         if op.get("moved_from"):
-            bundle.rename(repo, op["moved_from"], op["info"]["file"])
+            writer.rename(op["moved_from"], op["info"]["file"])
+        if op.get("der"):
+            writer.write(op["info"]["file"], _unb64(op["der"]))
         if op.get("removed"):
-            bundle.remove(repo, op["removed"])
+            writer.remove(op["removed"])
 
 
-def finish_interrupted(repo: Path) -> int:
+@dataclass
+class Recovery:
+    """What finishing an interrupted apply did: its steps and the paths it touched."""
+
+    ops: list = field(default_factory=list)
+    touched: set = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.ops)
+
+
+def finish_interrupted(repo: Path) -> Recovery:
     """Complete an apply that was killed: rewrite its files from the journal, fold it."""
     state, ops = load_with_journal(repo)
     if not ops:
-        return 0
+        return Recovery()
     if not any(op["op"] not in ("begin", "commit") for op in ops):
         Journal(repo).discard()  # killed before its first step: nothing to finish
-        return 0
+        return Recovery()
     bundle.clean_staging(repo)
     certs = _Certs(repo)
-    touched: set[str] = set()
+    direct = _Direct(repo)
     for op in ops:
-        _replay(repo, op)
-        if op["op"] == "issued":
-            touched.add(op["name"])
+        _replay(direct, op)
     for name in state.active_names():  # intermediates may have changed under anyone
-        bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
-    bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+        direct.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
+    direct.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
     state.serial = max(state.serial, ops[0]["base_serial"] + 1)
-    bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
+    direct.write("out/state.json", state.to_json().encode())
     Journal(repo).discard()
-    return max(len(touched), 1)
+    return Recovery([op for op in ops if op["op"] not in ("begin", "commit")], direct.touched)
 
 
 _fault_counts: dict[str, int] = {}
@@ -204,11 +237,6 @@ def _fault(point: str) -> None:
     _fault_counts[point] = _fault_counts.get(point, 0) + 1
     if _fault_counts[point] == int(n or 1):
         os._exit(137)
-
-
-def _move_files(repo: Path, old: str, new: str) -> None:
-    for fn in (bundle.cert_path, bundle.chain_path, bundle.der_path, keystore.key_path):
-        bundle.rename(repo, fn(old), fn(new))
 
 
 def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
@@ -263,45 +291,52 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
     state.lineage = lineage
     done = [False]
+    writer = bundle.Writer(repo)
     try:
-        _run(repo, plan, spec, state, store, now, journal, certs, result, done)
+        _run(repo, plan, spec, state, store, now, journal, certs, result, done, writer)
     finally:
         # on success, and on a failure half-way (say, sops refusing one key): record
         # what was done, so out/ and the state agree and the next plan starts from it
-        if done[0]:
-            result.files_written += _finish(repo, plan, state, certs, journal, now, result)
-        else:
-            journal.discard()
+        try:
+            if done[0]:
+                _finish(repo, plan, state, certs, journal, now, result, writer)
+            else:
+                journal.discard()
+        finally:
+            writer.close()
+            result.files_written = writer.written
+            result.touched = set(writer.touched)
     result.state_serial = state.serial
     return result
 
 
-def _step(journal: Journal, repo: Path, state: State, op: dict, done: list) -> None:
+def _step(journal: Journal, writer, state: State, op: dict, done: list) -> None:
     """Journal a step, then write its files, then fold it into the state in memory."""
     journal.append(op)
     done[0] = True
     if op["op"] == "issued":
         _fault("journal")
-    _replay(repo, op)
-    if op["op"] == "issued":
+    _replay(writer, op)
+    if op["op"] == "issued" and os.environ.get("PKIC_FAULT", "").startswith("files"):
+        writer.flush()
         _fault("files")
     state.apply_op(op)
 
 
-def _run(repo, plan, spec, state, store, now, journal, certs, result, done) -> None:
+def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writer) -> None:
     at = ts(now)
     for old, new in plan.moves:
-        _step(journal, repo, state, {"op": "moved", "from": old, "to": new, "at": at}, done)
+        _step(journal, writer, state, {"op": "moved", "from": old, "to": new, "at": at}, done)
         result.moved.append((old, new))
     for comp in plan.compromises:
-        _step(journal, repo, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
+        _step(journal, writer, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
 
     handles: dict[str, KeyHandle] = {}
     for change in plan.changes:
         name = change.name
         if change.action == REVOKE:
             for r in change.revokes:
-                _step(journal, repo, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
+                _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
                                              "invalidity": r.get("invalidity"), "remove_files": r["name"] == name, "at": at}, done)
             result.revoked.append(name)
             continue
@@ -344,23 +379,24 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done) -> N
         if entry.kind == "authority":
             op["cert_der"] = _b64(cert.public_bytes(serialization.Encoding.DER))
         certs.put(name, cert)
-        _step(journal, repo, state, op, done)
+        _step(journal, writer, state, op, done)
         result.issued.append(name)
         for r in change.revokes:
-            _step(journal, repo, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
+            _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
                                          "invalidity": r.get("invalidity"), "remove_files": False, "at": at}, done)
 
-    _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles)
+    _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer)
 
 
 def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
     return handles.get(name) or store.load(name)
 
 
-def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles) -> None:
+def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer) -> None:
     """Delegated responders, then CRLs, then OCSP responses."""
     at = ts(now)
     responder_handles: dict[str, KeyHandle] = {}
+    responder_certs: dict[str, x509.Certificate] = {}
     for pub in plan.responders:
         a = pub.name
         entry = spec.entries[a]
@@ -372,6 +408,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         key_doc = store.seal(f"{a} OCSP responder", handle, rel)
         store.remember(rel, handle)
         responder_handles[a] = handle
+        responder_certs[a] = cert
         record = {
             "serial": _hex(cert.serial_number), "status": "active", "subject": cert.subject.rfc4514_string(),
             "not_before": ts(cert.not_valid_before_utc), "not_after": ts(cert.not_valid_after_utc),
@@ -379,7 +416,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "sha256": cert.fingerprint(hashes.SHA256()).hex(), "issued_at": at,
             "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),
         }
-        _step(journal, repo, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}, done)
+        _step(journal, writer, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}, done)
         result.responders.append(a)
 
     for pub in plan.crls:
@@ -407,22 +444,22 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
         }
-        _step(journal, repo, state, {"op": "crl", "authority": a, "info": info, "der": _b64(der), "at": at}, done)
+        _step(journal, writer, state, {"op": "crl", "authority": a, "info": info, "der": _b64(der), "at": at}, done)
         result.crls.append(a)
 
     if not spec.publish.ocsp:
         return
     ocsp_dir = spec.publish.ocsp_dir
     # layout first: a name's latest response at <name>.der, older ones by serial, so a
-    # new certificate's response never overwrites the previous one's
-    for name in sorted(set(result.issued)):
+    # new certificate's response never overwrites the previous one's (renamed ones too)
+    for name in sorted(set(result.issued) | {new for _, new in result.moved}):
         for i, r in enumerate(state.certificates[name]):
             info = r.get("ocsp")
             if not info or not info.get("file"):
                 continue
             want = bundle.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
-            if info["file"] != want:
-                _step(journal, repo, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": want}, "moved_from": info["file"], "at": at}, done)
+            if info["file"] != want and info["file"].startswith(ocsp_dir + "/"):
+                _step(journal, writer, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": want}, "moved_from": info["file"], "at": at}, done)
     for pub in plan.ocsp:
         a = pub.issuer
         ca = spec.entries[a].ca
@@ -436,7 +473,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         if ca.ocsp_signer == "self":
             signer_cert, signer, delegated = issuer_cert, _authority_signer(a, store, handles), False
         else:
-            signer_cert = _responder_cert(repo, a)
+            signer_cert = responder_certs.get(a) or _responder_cert(repo, a)
             signer = responder_handles.get(a) or store.load(a, keystore.responder_key_path(a))
             delegated = True
         next_update = now + ca.ocsp_lifetime
@@ -449,14 +486,18 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
         }
-        _step(journal, repo, state, {"op": "ocsp", "name": pub.name, "serial": rec["serial"], "info": info, "der": _b64(der), "at": at}, done)
+        op = {"op": "ocsp", "name": pub.name, "serial": rec["serial"], "info": info, "der": _b64(der), "at": at}
+        previous = (rec.get("ocsp") or {}).get("file")
+        if previous and previous != info["file"] and not previous.startswith(ocsp_dir + "/"):
+            op["removed"] = previous  # publish.ocsp_dir moved: the old file goes
+        _step(journal, writer, state, op, done)
         result.ocsp += 1
 
     for name, recs in state.certificates.items():
         for r in recs:
             info = r.get("ocsp")
             if info and info.get("file") and parse_ts(r["not_after"]) <= now:
-                _step(journal, repo, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at}, done)
+                _step(journal, writer, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at}, done)
 
 
 def _responder_cert(repo: Path, authority: str) -> x509.Certificate:
@@ -466,21 +507,20 @@ def _responder_cert(repo: Path, authority: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem.encode())
 
 
-def _finish(repo, plan, state, certs, journal, now, result) -> int:
-    written = 0
+def _finish(repo, plan, state, certs, journal, now, result, writer) -> None:
     chain_names = set(result.issued) | set(plan.chain_updates) | {new for _, new in plan.moves}
     for name in sorted(chain_names):
         if state.active(name):
-            written += bundle.write_atomic(repo, bundle.chain_path(name), chain_pem(state, certs, name).encode())
-    written += bundle.write_atomic(repo, bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+            writer.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
+    writer.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
     # authorities that left the spec take their CRLs along
     for name in list(state.crls):
-        rec = state.active(name)
-        if rec is None:
-            bundle.remove(repo, bundle.crl_path(name))
-            bundle.remove(repo, bundle.crl_path(name, pem=True))
+        if state.active(name) is None:
+            writer.remove(bundle.crl_path(name))
+            writer.remove(bundle.crl_path(name, pem=True))
+    writer.flush()  # every file in place before the state says so
     state.serial += 1
     journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
-    written += bundle.write_atomic(repo, "out/state.json", state.to_json().encode())
+    writer.write("out/state.json", state.to_json().encode())
+    writer.flush()
     journal.discard()
-    return written

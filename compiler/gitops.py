@@ -44,7 +44,7 @@ def is_repo(repo: Path) -> bool:
 def dirty_inputs(repo: Path, csr_paths: list[str]) -> list[str]:
     """Uncommitted changes (or untracked files) in pki.yaml, policies/ and the CSRs."""
     paths = ["pki.yaml", "policies", *csr_paths]
-    proc = git(repo, "status", "--porcelain=v1", "--untracked-files=all", "--", *paths)
+    proc = git(repo, "--no-optional-locks", "status", "--porcelain=v1", "--untracked-files=all", "--", *paths)
     return sorted(line[3:] for line in proc.stdout.splitlines() if line.strip())
 
 
@@ -54,6 +54,9 @@ def require_clean_inputs(repo: Path, csr_paths: list[str]) -> None:
     dirty = dirty_inputs(repo, csr_paths)
     if dirty:
         raise fail(dirty[0], f"uncommitted changes in the spec: {', '.join(dirty)}", "commit pki.yaml, policies/ and CSRs first: out/ is only ever committed from a spec that is in history")
+    staged = git(repo, "--no-optional-locks", "diff", "--cached", "--name-only").stdout.split()
+    if staged:
+        raise fail(staged[0], f"staged changes in the index: {', '.join(staged[:5])}", "commit or unstage them first: pkic's commit holds only what the apply wrote")
 
 
 @dataclass
@@ -62,7 +65,7 @@ class CommitResult:
     files: int
 
 
-def commit_message(plan: Plan, state: State, result, reviewed: str) -> str:
+def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: list | None = None) -> str:
     n = plan.counts()
     parts = [f"{n[a]} {a}" for a in (ISSUE, REISSUE, RENEW, REVOKE) if n[a]]
     if plan.moves:
@@ -96,6 +99,17 @@ def commit_message(plan: Plan, state: State, result, reviewed: str) -> str:
             trailers.append(f"Pki-Revoked: {r['name']} {r['serial']} {r['reason']}")
     for old, new in plan.moves:
         trailers.append(f"Pki-Moved: {old} -> {new}")
+    for op in recovered or []:  # the steps of an interrupted apply, finished now
+        if op["op"] == "issued":
+            rec = op["record"]
+            verb = {ISSUE: "Issued", REISSUE: "Reissued", RENEW: "Renewed"}.get(rec.get("action"), "Issued")
+            trailers.append(f"Pki-{verb}: {op['name']} {rec['serial']} {rec['sha256'][:16]}")
+        elif op["op"] == "revoked":
+            trailers.append(f"Pki-Revoked: {op['name']} {op['serial']} {op['reason']}")
+        elif op["op"] == "moved":
+            trailers.append(f"Pki-Moved: {op['from']} -> {op['to']}")
+    if recovered:
+        body.append(f"- finished an interrupted apply ({len(recovered)} step(s))")
     for a in result.crls:
         trailers.append(f"Pki-CRL: {a} {state.crls[a]['number']}")
     trailers.append(f"Pki-Plan: {reviewed}")
@@ -104,18 +118,19 @@ def commit_message(plan: Plan, state: State, result, reviewed: str) -> str:
 
 
 def commit_out(repo: Path, paths: list[str], message: str, author: str | None) -> CommitResult:
-    """Commit exactly the changed files under ``paths`` (out/ and the OCSP directory)."""
-    existing = [p for p in paths if (repo / p).exists() or git(repo, "ls-files", "--", p).stdout.strip()]
+    """Commit exactly ``paths``: the files this apply wrote, removed or renamed (never a
+    stray file that happens to sit in out/)."""
+    existing = sorted(paths)
     if not existing:
         return CommitResult(None, 0)
-    git(repo, "add", "-A", "--", *existing)
+    for i in range(0, len(existing), 500):
+        git(repo, "add", "-A", "--", *existing[i:i + 500])
     staged = git(repo, "diff", "--cached", "--name-only", "--", *existing).stdout.split()
     if not staged:
         return CommitResult(None, 0)
     args = ["commit", "-q", "-m", message]
     if author:
         args += ["--author", author]
-    args += ["--", *existing]
     env = dict(os.environ)
     proc = git(repo, *args, check=False, env=env)
     if proc.returncode != 0:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from .spec import EffectiveSpec
 
 
 def _id(name: str) -> str:
-    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+    """A Mermaid node id, one-to-one with names (web-v2, web.v2 and web_v2 stay apart)."""
+    return "n_" + "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in name)
 
 
 def mermaid(spec: EffectiveSpec, revoked: set[str] = frozenset()) -> str:

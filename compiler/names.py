@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import idna
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
 
 
@@ -33,11 +34,15 @@ def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
         wildcard, text = True, text[2:]
     if "*" in text:
         raise ValueError(f"'{value}' is not a DNS name: '*' may only be the whole leftmost label")
-    try:
-        encoded = idna.encode(text, uts46=True).decode("ascii")
-    except idna.IDNAError as exc:
-        raise ValueError(f"'{value}' is not a valid DNS name ({exc})") from None
-    encoded = encoded.lower()
+    lowered = text.lower()
+    if _ASCII_HOST.match(lowered) and "xn--" not in lowered:
+        encoded = lowered  # plain LDH names: IDNA would change nothing but the case
+    else:
+        try:
+            encoded = idna.encode(text, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"'{value}' is not a valid DNS name ({exc})") from None
+        encoded = encoded.lower()
     labels = encoded.split(".")
     if any(not _LABEL.match(label) for label in labels):
         raise ValueError(f"'{value}' is not a valid DNS name (letters, digits and '-' per label)")

@@ -225,7 +225,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     if moves:
         import copy
 
-        state = State(state.lineage, state.serial, copy.deepcopy(state.certificates), state.pending)
+        state = State(state.lineage, state.serial, copy.deepcopy(state.certificates), state.pending, state.crls, state.responders, state.compromised)
         for old, new in moves:
             state.record_moved(old, new)
     plan.moves = moves
@@ -242,6 +242,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         rec = state.active(name)
         if rec is None:
             plan.notices.append(f"{name}: key_compromised is set but no certificate is active; nothing to revoke")
+            plan.compromises.append({"name": name, "at": entry.key_compromised, "public_key_sha256": None})
             continue
         if by_key is None:
             by_key = {}
@@ -442,7 +443,9 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
                     rr.append(Reason("authority_reissued", "the authority has a new subject"))
                 not_after = parse_ts(resp["not_after"])
                 window = max(ca.responder_lifetime / 3, ca.ocsp_lifetime)
-                if now >= not_after - window:
+                if now >= not_after:
+                    rr.append(Reason("expired", f"expired at {resp['not_after']}"))
+                elif now >= not_after - window:
                     rr.append(Reason("due", f"expires {resp['not_after']}"))
             if rr:
                 plan.responders.append(Publication("responder", name, rr))
@@ -465,6 +468,8 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
         reasons = []
         if info is None:
             reasons.append(Reason("new", "no response yet"))
+        elif info.get("file") and not info["file"].startswith(spec.publish.ocsp_dir + "/"):
+            reasons.append(Reason("dir_changed", f"moves to {spec.publish.ocsp_dir}/"))
         else:
             if info.get("status") != status:
                 reasons.append(Reason("status_changed", f"now {status}"))

@@ -266,10 +266,10 @@ def check_all(spec: EffectiveSpec, repo: Path, state=None) -> None:
 
 
 def check_state(spec: EffectiveSpec, state, loc: Locator) -> list[Diagnostic]:
-    bad = {c["public_key_sha256"]: c for c in state.compromised}
+    bad = {c["public_key_sha256"]: c for c in state.compromised if c.get("public_key_sha256")}
     diags = []
     for name, e in spec.entries.items():
-        if e.spec.get("csr_key") in bad:
+        if e.spec.get("csr_key") and e.spec["csr_key"] in bad:
             c = bad[e.spec["csr_key"]]
             diags.append(loc.diag(("certificates", name, "csr"), f"{e.csr_path}: its key was declared compromised ({c['name']}, {c['at']}) and is refused forever", "generate a new key and CSR on the host (`pkic csr`)"))
     return diags

@@ -78,7 +78,7 @@ def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
         return label_w + (width - label_w) * (t - start) / (end - start)
 
     svg = [f'<svg id=timeline xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="validity timeline">']
-    for month in range(0, 16, 3):
+    for month in range(0, 13, 3):
         t = start + timedelta(days=30 * month)
         svg.append(f'<line x1="{x(t):.1f}" y1="20" x2="{x(t):.1f}" y2="{height}" stroke="#eaeef2"/>')
         svg.append(f'<text x="{x(t):.1f}" y="14" font-size="11" fill="#59636e" text-anchor="middle">{t:%Y-%m}</text>')

@@ -14,7 +14,6 @@ folded by the next apply (and reported by the next plan); folding is idempotent.
 
 from __future__ import annotations
 
-import copy
 import errno
 import fcntl
 import json
@@ -61,7 +60,7 @@ class State:
     compromised: list[dict] = field(default_factory=list)
 
     def compromised_keys(self) -> set[str]:
-        return {c["public_key_sha256"] for c in self.compromised}
+        return {c["public_key_sha256"] for c in self.compromised if c.get("public_key_sha256")}
 
     def compromise_done(self, name: str, at: str) -> bool:
         return any(c["name"] == name and c["at"] == at for c in self.compromised)
@@ -167,7 +166,7 @@ class State:
     def apply_op(self, op: dict) -> None:
         kind = op["op"]
         if kind == "issued":
-            self.record_issued(op["name"], copy.deepcopy(op["record"]), op["at"])
+            self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":
             self.record_revoked(op["name"], op["serial"], op["reason"], op["at"], op.get("invalidity"))
         elif kind == "crl":

@@ -64,6 +64,8 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
             if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
                 findings.append(Finding(name, f"{keystore.key_path(name)} holds a key that does not match the certificate"))
     for authority in sorted(state.crls):
+        if state.active(authority) is None:
+            continue  # an authority that left: its CRL left with it (the state keeps the number)
         info = state.crls[authority]
         try:
             crl = x509.load_der_x509_crl((repo / bundle.crl_path(authority)).read_bytes())
@@ -98,48 +100,108 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     return None
 
 
-def hand_edits(repo: Path, state: State) -> list[str]:
-    """Files in out/ whose content is not what the state records (edited by hand).
-
-    Checked: every active certificate (DER fingerprint), its key file, every CRL and
-    every OCSP response the state knows. Cheap: base64 decoding, no X.509 parsing."""
+def _pem_of(der: bytes, label: str = "CERTIFICATE") -> str:
+    """The PEM text cryptography writes for ``der`` (64-character lines)."""
     import base64
 
-    bad = []
-    for name in sorted(state.active_names()):
+    b64 = base64.b64encode(der).decode("ascii")
+    return f"-----BEGIN {label}-----\n" + "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64)) + f"-----END {label}-----\n"
+
+
+def _der_of(text: str) -> bytes:
+    import base64
+
+    body = text.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
+    return base64.b64decode("".join(body.split()))
+
+
+def hand_edits(repo: Path, state: State) -> list[str]:
+    """Files in out/ whose content is not what the state says it must be (edited by hand).
+
+    Checked, byte for byte: every active certificate (its PEM re-derived from the
+    recorded fingerprint), its chain file and, for authorities, its DER file; key files;
+    the trust bundle; CRLs (DER and PEM); OCSP responses; delegated responders. Cheap:
+    no X.509 parsing, only base64 and hashes."""
+    bad: list[str] = []
+    pems: dict[str, str] = {}
+
+    def read(rel: str) -> bytes | None:
+        try:
+            return (repo / rel).read_bytes()
+        except OSError:
+            return None
+
+    names = sorted(state.active_names())
+    for name in names:
         rec = state.active(name)
         rel = bundle.cert_path(name)
+        data = read(rel)
         try:
-            text = (repo / rel).read_text(encoding="ascii")
-            body = text.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
-            der = base64.b64decode("".join(body.split()))
-            if hashlib.sha256(der).hexdigest() != rec["sha256"] or text.count("-----BEGIN") != 1:
-                bad.append(rel)
-        except (OSError, IndexError, ValueError, UnicodeDecodeError):
+            der = _der_of(data.decode("ascii")) if data else None
+        except (IndexError, ValueError, UnicodeDecodeError):
+            der = None
+        if der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != _pem_of(der):
             bad.append(rel)
+            continue
+        pems[name] = data.decode("ascii")
+        if rec["kind"] == "authority":
+            dpath = bundle.der_path(name)
+            d = read(dpath)
+            if d is not None and d != der:
+                bad.append(dpath)
         want = rec.get("key_file_sha256")
         if want and rec.get("key_source") != "csr":
             krel = keystore.key_path(name)
-            try:
-                if hashlib.sha256((repo / krel).read_bytes()).hexdigest() != want:
-                    bad.append(krel)
-            except OSError:
+            k = read(krel)
+            if k is None or hashlib.sha256(k).hexdigest() != want:
                 bad.append(krel)
         for r in state.certificates[name]:
             info = r.get("ocsp") or {}
             if info.get("file") and info.get("sha256"):
-                try:
-                    if hashlib.sha256((repo / info["file"]).read_bytes()).hexdigest() != info["sha256"]:
-                        bad.append(info["file"])
-                except OSError:
+                o = read(info["file"])
+                if o is None or hashlib.sha256(o).hexdigest() != info["sha256"]:
                     bad.append(info["file"])
+    for name in names:  # chains: the certificate and its intermediates, not the root
+        if name not in pems:
+            continue
+        parts, issuer = [pems[name]], state.active(name)["issuer"]
+        while issuer is not None and state.active(issuer) is not None and state.active(issuer)["issuer"] is not None:
+            parts.append(pems.get(issuer, ""))
+            issuer = state.active(issuer)["issuer"]
+        crel = bundle.chain_path(name)
+        c = read(crel)
+        if c is not None and c.decode("ascii", "replace") != "".join(parts):
+            bad.append(crel)
+    roots = [n for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
+    b = read(bundle.TRUST_BUNDLE)
+    if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
+        bad.append(bundle.TRUST_BUNDLE)
     for authority, info in sorted(state.crls.items()):
         if state.active(authority) is None:
             continue
         rel = bundle.crl_path(authority)
-        try:
-            if hashlib.sha256((repo / rel).read_bytes()).hexdigest() != info.get("sha256"):
-                bad.append(rel)
-        except OSError:
+        d = read(rel)
+        if d is None or hashlib.sha256(d).hexdigest() != info.get("sha256"):
             bad.append(rel)
+            continue
+        prel = bundle.crl_path(authority, pem=True)
+        p = read(prel)
+        if p is not None and p.decode("ascii", "replace") != _pem_of(d, "X509 CRL"):
+            bad.append(prel)
+    for authority in sorted(state.responders):
+        resp = state.responder(authority)
+        if resp is None or state.active(authority) is None:
+            continue
+        rel = bundle.responder_cert_path(authority)
+        d = read(rel)
+        try:
+            ok = d is not None and hashlib.sha256(_der_of(d.decode("ascii"))).hexdigest() == resp["sha256"] and d.decode("ascii") == _pem_of(_der_of(d.decode("ascii")))
+        except (IndexError, ValueError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            bad.append(rel)
+        if resp.get("key_file_sha256"):
+            k = read(keystore.responder_key_path(authority))
+            if k is None or hashlib.sha256(k).hexdigest() != resp["key_file_sha256"]:
+                bad.append(keystore.responder_key_path(authority))
     return bad
