@@ -78,22 +78,34 @@ class _Certs:
         return _pem(self.get(name))
 
 
-def make_record(name: str, entry, cert: x509.Certificate, issuer_rec: dict | None, action: str, reasons: list[str], key_source: str, now: datetime) -> dict:
-    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+_subjects: dict = {}
+
+
+def _subject_string(cert: x509.Certificate, spec_subject: list) -> str:
+    """RFC 4514 form of the subject, once per distinct subject (many leaves share one)."""
+    key = tuple(tuple(a) for a in spec_subject)
+    if key not in _subjects:
+        _subjects[key] = cert.subject.rfc4514_string()
+    return _subjects[key]
+
+
+def make_record(name: str, entry, cert: x509.Certificate, issuer_rec: dict | None, action: str, reasons: list[str], key_source: str, now: datetime,
+                public_sha256: str | None = None, key_id: bytes | None = None, issuer_key_id: bytes | None = None) -> dict:
+    ski = key_id or cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    aki = issuer_key_id or cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     return {
         "name": name,
         "kind": entry.kind,
         "status": "active",
         "serial": _hex(cert.serial_number),
-        "subject": cert.subject.rfc4514_string(),
+        "subject": _subject_string(cert, entry.spec["subject"]),
         "issuer": entry.issuer,
         "issuer_serial": issuer_rec["serial"] if issuer_rec else None,
         "issuer_key_id": _hex(aki),
         "key_id": _hex(ski),
         "key_type": entry.key_type,
         "key_source": key_source,
-        "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
+        "public_key_sha256": public_sha256 or keystore.public_key_sha256(cert.public_key()),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
         "not_before": ts(cert.not_valid_before_utc),
         "not_after": ts(cert.not_valid_after_utc),
@@ -368,7 +380,9 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         if handle is not None and entry.kind == "authority":
             handles[name] = handle
         source = "generated" if handle else ("csr" if change.key == "external" else "kept")
-        record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now)
+        key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+        record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now,
+                             keystore.public_key_sha256(public), key_id, issuer_ref.key_id if issuer_ref else key_id)
         if key_doc is not None:
             record["key_file_sha256"] = hashlib.sha256(key_doc.encode()).hexdigest()
         elif change.key == "keep" and state.active(name) and state.active(name).get("key_file_sha256"):

@@ -87,6 +87,10 @@ def uri(value: str) -> str:
         raise ValueError(f"'{value}' is not an absolute URI (it needs a scheme, like spiffe:// or https://)")
     if value[len(parts.scheme) + 1 :].startswith("//") and not parts.hostname:
         raise ValueError(f"'{value}' has no host")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"'{value}' has an invalid port") from None
     return value
 
 

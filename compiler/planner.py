@@ -277,6 +277,12 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             changes[name] = Change(name, entry.kind, ISSUE, [Reason("new", "not issued yet")], key, entry.issuer, entry.key_type)
             continue
 
+        if name in compromised and entry.spec.get("csr_key") == rec["public_key_sha256"]:
+            # the CSR still carries the compromised key: revoke now, reissue on a new CSR
+            changes[name] = Change(name, entry.kind, REVOKE, [Reason("key_compromised", f"key compromised on {entry.key_compromised}; no replacement until a new CSR")],
+                                   None, entry.issuer, entry.key_type, rec["serial"], revokes=list(compromised[name]))
+            plan.warnings.append(f"{name}: its CSR carries the compromised key; commit a CSR for a new key to get a replacement")
+            continue
         reasons = spec_reasons(rec["spec"], entry.spec)
         if name in compromised:
             reasons.append(Reason("key_compromised", f"key compromised on {entry.key_compromised}: {len(compromised[name])} certificate(s) with it are revoked"))

@@ -24,7 +24,6 @@ an empty list allows nothing.
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -158,15 +157,30 @@ def dns_matches(name: str, pattern: str) -> bool:
     return True
 
 
+def dns_overlaps(name: str, pattern: str) -> bool:
+    """Whether a certificate name could stand for a name the pattern covers: a wildcard
+    name (``*.example.com``) overlaps ``admin.example.com`` (for forbidden rules)."""
+    a, b = name.lower().split("."), pattern.lower().split(".")
+    return len(a) == len(b) and all(x == p or p == "*" or x == "*" for x, p in zip(a, b))
+
+
 def uri_matches(value: str, pattern: str) -> bool:
-    v, p = urlsplit(value), urlsplit(pattern)
-    if v.scheme.lower() != p.scheme.lower() or (v.hostname or "") != (p.hostname or "") or v.port != p.port:
+    """Exact scheme, host and port; then the rest (path, query, fragment) against the
+    pattern, where only ``*`` is special (any run of characters)."""
+    try:
+        v, p = urlsplit(value), urlsplit(pattern)
+        if v.scheme.lower() != p.scheme.lower() or (v.hostname or "") != (p.hostname or "") or v.port != p.port:
+            return False
+    except ValueError:
         return False
     if v.username or v.password:
         return False
-    path_pattern = p.path + (f"?{p.query}" if p.query else "")
-    path = v.path + (f"?{v.query}" if v.query else "")
-    return fnmatch.fnmatchcase(path, path_pattern)
+
+    def rest(u) -> str:
+        return u.path + (f"?{u.query}" if u.query else "") + (f"#{u.fragment}" if u.fragment else "")
+
+    regex = ".*".join(re.escape(part) for part in rest(p).split("*"))
+    return re.fullmatch(regex, rest(v), flags=re.DOTALL) is not None
 
 
 def ip_in(value: str, network: str) -> bool:
@@ -189,7 +203,7 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
 
     if leaf:
         for i, n in enumerate(spec.get("dns", [])):
-            hit = next((pat for pat in p.forbidden_dns if dns_matches(n, pat)), None)
+            hit = next((pat for pat in p.forbidden_dns if dns_overlaps(n, pat)), None)
             if hit:
                 bad("dns", i, n, "forbidden_dns", f"'{hit}'")
             elif n.startswith("*.") and not p.allow_wildcards:

@@ -468,11 +468,11 @@ def test_renew_before_not_shorter_than_lifetime(applied, pkic):
     [
         pytest.param(
             ("    dns: [web.example.com, www.example.com]", "    dns: [web.example.com, web.example.org]"),
-            "pki.yaml:20:10", "certificates.web.dns", "web.example.org", id="dns",
+            "pki.yaml:20:28", "certificates.web.dns[1]", "web.example.org", id="dns",
         ),
         pytest.param(
             ("    dns: [web.example.com, www.example.com]", "    dns: [web.example.com, notexample.com]"),
-            "pki.yaml:20:10", "certificates.web.dns", "notexample.com", id="dns-suffix-is-not-a-subdomain",
+            "pki.yaml:20:28", "certificates.web.dns[1]", "notexample.com", id="dns-suffix-is-not-a-subdomain",
         ),
     ],
 )
@@ -534,7 +534,7 @@ def test_hierarchy_mistakes_all_reported_in_one_run(applied, pkic):
     )
     stderr = rejected(pkic, applied, text, count=3)
     diag(stderr, "pki.yaml:17:13", "authorities.team-ca.issuer")
-    diag(stderr, "pki.yaml:24:10", "certificates.web.dns")
+    diag(stderr, "pki.yaml:24:11", "certificates.web.dns[0]")
     diag(stderr, "pki.yaml:26:15", "certificates.web.lifetime")
 
 
