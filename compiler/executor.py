@@ -455,6 +455,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         der = crl_obj.public_bytes(serialization.Encoding.DER)
         info = {
             "number": number, "this_update": at, "next_update": ts(next_update), "key_id": arec["key_id"],
+            "refresh_at": ts(next_update - entry.ca.crl_renew_before),
             "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
         }

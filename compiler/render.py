@@ -152,7 +152,10 @@ def crl_rows(state: State, now: datetime, refresh: dict | None = None) -> list[d
     for name in sorted(state.crls):
         info = state.crls[name]
         this_update, next_update = parse_ts(info["this_update"]), parse_ts(info["next_update"])
-        window = (refresh or {}).get(name) or (next_update - this_update) / 2
+        if info.get("refresh_at"):
+            window = next_update - parse_ts(info["refresh_at"])
+        else:
+            window = (refresh or {}).get(name) or (next_update - this_update) / 2
         left = (next_update - now).total_seconds()
         status = "expired" if left <= 0 else "due" if now >= next_update - window else "fresh"
         rows.append({
