@@ -177,10 +177,8 @@ def apply(
         state = load_state(_repo)
         from .verify import hand_edits
 
-        edited = hand_edits(_repo, state)
-        if edited and not commit:
-            err.print(f"[yellow]warning:[/] {len(edited)} file(s) in out/ differ from the state (edited by hand?): {', '.join(edited[:5])}; `apply --commit` refuses this")
-        elif edited:
+        edited = hand_edits(_repo, state) if commit else []  # reads every file: the audit path only
+        if edited:
             raise PkicError(
                 [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
             )
@@ -264,7 +262,7 @@ def status(
     all_: bool = typer.Option(False, "--all", help="include revoked certificates"),
 ) -> None:
     """The inventory: every certificate, its issuer, serial, validity and days left."""
-    from .render import crl_rows, crl_table, status_rows, status_table
+    from .render import crl_rows, crl_table, status_plain, status_rows, status_table
     from .state import load_with_journal
 
     state, _ = load_with_journal(_repo)
@@ -279,7 +277,10 @@ def status(
     if not rows:
         out.print("No certificates issued yet. Run `pkic plan`, then `pkic apply`.")
         return
-    out.print(status_table(rows))
+    if len(rows) > 300:
+        sys.stdout.write(status_plain(rows))
+    else:
+        out.print(status_table(rows))
     if crls:
         out.print(crl_table(crls))
     for r in crls:

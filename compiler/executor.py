@@ -24,7 +24,7 @@ from .csr import CsrError, load_csr
 from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
 from .spec import EffectiveSpec
-from .state import Journal, State, load_with_journal, new_lineage, parse_ts, ts
+from .state import JOURNAL_PATH, Journal, State, load_with_journal, new_lineage, parse_ts, ts
 from .x509build import IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
 
 
@@ -213,6 +213,8 @@ class Recovery:
 
 def finish_interrupted(repo: Path) -> Recovery:
     """Complete an apply that was killed: rewrite its files from the journal, fold it."""
+    if not (repo / JOURNAL_PATH).exists():
+        return Recovery()
     state, ops = load_with_journal(repo)
     if not ops:
         return Recovery()

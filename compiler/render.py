@@ -132,6 +132,18 @@ def status_rows(state: State, now: datetime) -> list[dict]:
     return rows
 
 
+def status_plain(rows: list[dict]) -> str:
+    """The inventory as aligned plain text: for large PKIs, where a rich table of
+    thousands of rows would take seconds to lay out."""
+    cols = ("name", "kind", "issuer", "serial", "not_after", "days_left", "status")
+    head = ("name", "kind", "issuer", "serial", "not after", "days left", "status")
+    cells = [[str(r[c])[:16] if c == "serial" else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines) + "\n"
+
+
 def status_table(rows: list[dict]) -> Table:
     table = Table(title="pkic status", title_justify="left", header_style="bold")
     for col in ("name", "kind", "issuer", "serial", "not after", "days left", "status"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -445,7 +446,48 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+CACHE_DIR = ".pkic/cache"
+
+
+def _cache_path(path: Path, data: bytes) -> Path:
+    return path.parent / CACHE_DIR / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
+
+
+def _cached_parse(path: Path, data: bytes) -> tuple[Any, bool]:
+    """The fast parse of ``data`` and whether it came from the cache.
+
+    A pki.yaml that validated once is kept as JSON in .pkic/cache (git-ignored; CI can
+    keep it between runs), keyed by the SHA-256 of its bytes: loading 10,000 entries
+    from JSON takes milliseconds where YAML takes about a second."""
+    try:
+        return json.loads(_cache_path(path, data).read_bytes()), True
+    except (OSError, ValueError):
+        return parse_yaml(data.decode("utf-8"), path.name, fast=True), False
+
+
+def _store_cache(path: Path, data: bytes, doc: Any) -> None:
+    """Called only after the document validated and resolved."""
+    cache = _cache_path(path, data)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for old in cache.parent.glob(f"{path.name}.*.json"):
+            old.unlink()
+        staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+        staging.write_text(json.dumps(doc, default=str), encoding="utf-8")
+        os.replace(staging, cache)
+    except (OSError, TypeError, ValueError):
+        pass
+
+
 def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -> tuple[Any, Locator]:
+    if fast and path.name == SPEC_FILE:
+        try:
+            data = path.read_bytes()
+            doc, _ = _cached_parse(path, data)
+            if isinstance(doc, dict):
+                return doc, Locator(display, doc)
+        except (OSError, UnicodeDecodeError, PkicError):
+            pass  # the slow path below reports it properly
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -595,8 +637,7 @@ class EffectiveSpec:
 
     @property
     def digest(self) -> str:
-        data = {n: e.digest for n, e in self.entries.items()}
-        data["moved"] = sorted(self.moved.items())  # type: ignore[assignment]
+        data = {"entries": {n: e.spec for n, e in self.entries.items()}, "moved": sorted(self.moved.items())}
         return spec_digest(data)
 
 
@@ -869,10 +910,16 @@ def load(repo: Path) -> EffectiveSpec:
     The common, valid case is parsed with the fast C loader; only when something is
     wrong is the file parsed again with the round-trip loader, to locate each problem.
     """
+    path = repo / SPEC_FILE
     try:
-        doc, loc = read_document(repo / SPEC_FILE, fast=True)
-        return resolve(Spec.model_validate(doc), loc, repo=repo)
-    except (ValidationError, PkicError):
+        data = path.read_bytes()
+        doc, cached = _cached_parse(path, data)
+        if isinstance(doc, dict):
+            effective = resolve(Spec.model_validate(doc), Locator(SPEC_FILE, doc), repo=repo)
+            if not cached:
+                _store_cache(path, data, doc)
+            return effective
+    except (OSError, UnicodeDecodeError, ValidationError, PkicError):
         pass
     doc, loc = read_document(repo / SPEC_FILE)
     try:
