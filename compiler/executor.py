@@ -305,7 +305,7 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
     state.lineage = lineage
     done = [False]
-    writer = bundle.Writer(repo)
+    writer = bundle.Writer(repo, int(os.environ.get("PKIC_WRITE_THREADS", "0")))
     try:
         _run(repo, plan, spec, state, store, now, journal, certs, result, done, writer)
     finally:
