@@ -95,18 +95,24 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     summary.append(f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke")
     if plan.moves:
         summary.append(f", {len(plan.moves)} to move")
-    pubs = []
-    if plan.crls:
-        pubs.append(f"{len(plan.crls)} CRL(s)")
-    if plan.ocsp:
-        pubs.append(f"{len(plan.ocsp)} OCSP response(s)")
-    if plan.responders:
-        pubs.append(f"{len(plan.responders)} OCSP responder(s)")
+    pubs = publications_summary(plan)
     if pubs:
         summary.append("; to sign: " + ", ".join(pubs))
     summary.append(".")
     lines.append(summary)
     return Group(*lines)
+
+
+def publications_summary(plan: Plan, names: bool = False) -> list[str]:
+    """What the plan signs besides certificates, as short phrases."""
+    pubs = []
+    if plan.crls:
+        pubs.append(f"{len(plan.crls)} CRL(s)" + (f" ({', '.join(p.name for p in plan.crls)})" if names else ""))
+    if plan.ocsp:
+        pubs.append(f"{len(plan.ocsp)} OCSP response(s)")
+    if plan.responders:
+        pubs.append(f"{len(plan.responders)} OCSP responder(s)")
+    return pubs
 
 
 def status_rows(state: State, now: datetime) -> list[dict]:
@@ -215,13 +221,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None) -> str:
                         why += f"<br>revokes `{r['name']}` ({r['reason']})"
                 lines.append(f"| {icon[c.action]} | `{c.name}` | {c.kind} | **{c.action}** | {key} | {why} |")
             lines.append("")
-        pubs = []
-        if plan.crls:
-            pubs.append(f"{len(plan.crls)} CRL(s) ({', '.join(p.name for p in plan.crls)})")
-        if plan.ocsp:
-            pubs.append(f"{len(plan.ocsp)} OCSP response(s)")
-        if plan.responders:
-            pubs.append(f"{len(plan.responders)} OCSP responder certificate(s)")
+        pubs = publications_summary(plan, names=True)
         if pubs:
             lines += ["To sign: " + ", ".join(pubs) + ".", ""]
         radius = blast_radius(plan, spec) if spec else {}

@@ -130,16 +130,21 @@ class State:
     # ------------------------------------------------------------------ mutations
     # Each mutation is idempotent so that folding a journal twice changes nothing.
 
-    def record_issued(self, name: str, record: dict, at: str) -> None:
-        recs = self.certificates.setdefault(name, [])
+    @staticmethod
+    def _push(recs: list[dict], record: dict, at: str) -> bool:
+        """Put ``record`` first, superseding the active one; False if already there."""
         if any(r["serial"] == record["serial"] for r in recs):
-            return
+            return False
         for r in recs:
             if r["status"] == ACTIVE:
                 r["status"] = SUPERSEDED
                 r["superseded_at"] = at
                 r["superseded_by"] = record["serial"]
         recs.insert(0, record)
+        return True
+
+    def record_issued(self, name: str, record: dict, at: str) -> None:
+        self._push(self.certificates.setdefault(name, []), record, at)
 
     def record_revoked(self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None) -> None:
         for r in self.certificates.get(name, []):
@@ -166,14 +171,8 @@ class State:
 
     def record_responder(self, authority: str, record: dict, at: str) -> None:
         recs = self.responders.setdefault(authority, [])
-        if any(r["serial"] == record["serial"] for r in recs):
-            return
-        for r in recs:
-            if r["status"] == ACTIVE:
-                r["status"] = SUPERSEDED
-                r["superseded_at"] = at
-        recs.insert(0, record)
-        del recs[3:]  # responders are short-lived; keep the last few
+        if self._push(recs, record, at):
+            del recs[3:]  # responders are short-lived; keep the last few
 
     def record_compromised(self, entry: dict) -> None:
         if entry not in self.compromised:
