@@ -270,9 +270,12 @@ def _located(repo: Path, loc: Locator) -> Locator:
 def check_all(spec: EffectiveSpec, repo: Path, state=None) -> None:
     """Policies, and the state's memory of compromised keys: raise every violation at once."""
     loc = spec.locator
-    diags = check(spec, repo, loc)
-    if state is not None:
-        diags += check_state(spec, state, loc)
+    try:
+        diags = check(spec, repo, loc)
+        if state is not None:
+            diags += check_state(spec, state, loc)
+    except PkicError:
+        diags = ["again, with positions"]  # e.g. a missing policy file: locate it below
     if diags:
         loc = _located(repo, loc)
         diags = check(spec, repo, loc) + (check_state(spec, state, loc) if state is not None else [])

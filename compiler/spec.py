@@ -462,6 +462,22 @@ CACHE_DIR = ".pkic/cache"
 
 
 CACHE_FORMAT = 2
+_CODE_DIGEST: str | None = None
+
+
+def _code_digest() -> str:
+    """The digest of the code that resolves a spec: a cache never outlives a change to it."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        h = hashlib.sha256()
+        here = Path(__file__).parent
+        for mod in ("spec.py", "names.py", "constraints.py", "csr.py", "durations.py"):
+            try:
+                h.update((here / mod).read_bytes())
+            except OSError:
+                h.update(mod.encode())
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
 
 
 def _cache_path(path: Path, data: bytes) -> Path:
@@ -490,7 +506,7 @@ def _dump_effective(eff: "EffectiveSpec", csrs: dict[str, str]) -> str:
         }
 
     return json.dumps({
-        "format": CACHE_FORMAT, "pkic": __version__, "csrs": csrs,
+        "format": CACHE_FORMAT, "pkic": __version__, "code": _code_digest(), "csrs": csrs,
         "entries": [entry(e) for e in eff.entries.values()],
         "moved": eff.moved, "children": eff.children,
         "publish": {"ocsp": eff.publish.ocsp, "ocsp_dir": eff.publish.ocsp_dir},
@@ -501,7 +517,7 @@ def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
     from . import __version__
 
     body = json.loads(text)
-    if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__:
+    if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != _code_digest():
         return None
     for rel, digest in body["csrs"].items():  # a CSR changed: resolve again
         try:
@@ -979,7 +995,12 @@ def load(repo: Path) -> EffectiveSpec:
             cached = None
         if cached is not None:
             return cached
-        doc, _ = _cached_parse(path, data)
+        try:
+            doc, _ = _cached_parse(path, data)
+        except PkicError:
+            # libyaml is YAML 1.1 and refuses some valid YAML 1.2 (a URI such as
+            # spiffe://x/y in a flow list): the round-trip loader reads it
+            doc, _ = read_document(path)
         if isinstance(doc, dict):
             effective = resolve(Spec.model_validate(doc), Locator(SPEC_FILE, doc), repo=repo)
             _store_cache(path, data, effective, repo)
