@@ -193,11 +193,12 @@ def identities() -> list:
     for text in texts:
         for line in text.splitlines():
             line = line.strip()
-            if line.startswith("AGE-SECRET-KEY-1"):
-                try:
-                    out.append(pyrage.x25519.Identity.from_str(line))
-                except Exception:
-                    continue
+            if not line or line.startswith("#"):
+                continue
+            try:  # an identity line is whatever pyrage accepts as one
+                out.append(pyrage.x25519.Identity.from_str(line))
+            except Exception:
+                continue
     return out
 
 
