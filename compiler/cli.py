@@ -164,7 +164,6 @@ def apply(
     when = parse_now(now)
     saved = _read_saved_plan(plan_file) if plan_file else None
     effective = spec_mod.load(_repo)  # spec errors before anything else
-    policy.check_all(effective, _repo)
     store = Keystore(_repo)
     with RepoLock(_repo):
         if commit:
@@ -173,7 +172,7 @@ def apply(
             require_clean_inputs(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}))
         recovered = finish_interrupted(_repo)
         if recovered:
-            err.print(f"[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
+            err.print("[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
         state = load_state(_repo)
         from .verify import hand_edits
 
@@ -454,8 +453,9 @@ def serve(
         raise PkicError("no out/ directory here: nothing to serve", "run `pkic apply` first, or use -C DIR")
     try:
         server = make_server(_repo, host, port, lambda line: err.print(_escape(line)))
-    except OSError as exc:
-        raise fail(f"{host}:{port}", f"cannot listen: {exc.strerror}", "pick another --port") from None
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise fail(f"{host}:{port}", f"cannot listen: {reason}", "pick another --port (1-65535)") from None
     err.print(f"pkic serve: http://{host}:{server.server_address[1]}/ (CRLs under /crl/, certificates under /certs/, OCSP at / and /ocsp)")
     try:
         server.serve_forever()

@@ -38,7 +38,6 @@ class ApplyResult:
     ocsp: int = 0
     touched: set = field(default_factory=set)  # paths written, removed or renamed
     files_written: int = 0
-    recovered: int = 0
     state_serial: int = 0
 
 
@@ -59,6 +58,7 @@ class _Certs:
     def __init__(self, repo: Path):
         self.repo = repo
         self._certs: dict[str, x509.Certificate] = {}
+        self._pems: dict[str, str] = {}
 
     def get(self, name: str) -> x509.Certificate:
         if name not in self._certs:
@@ -73,9 +73,13 @@ class _Certs:
 
     def put(self, name: str, cert: x509.Certificate) -> None:
         self._certs[name] = cert
+        self._pems.pop(name, None)
 
     def pem(self, name: str) -> str:
-        return _pem(self.get(name))
+        """The PEM text, encoded once per certificate (chains ask for issuers often)."""
+        if name not in self._pems:
+            self._pems[name] = _pem(self.get(name))
+        return self._pems[name]
 
 
 _subjects: dict = {}

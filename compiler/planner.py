@@ -29,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from .spec import EffectiveSpec, Entry
+from .spec import EffectiveSpec
 from .state import State, parse_ts, ts
 
 ISSUE, REISSUE, RENEW, REVOKE = "issue", "reissue", "renew", "revoke"
@@ -102,9 +102,6 @@ class Plan:
     def empty(self) -> bool:
         return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp)
 
-    @property
-    def spec_driven(self) -> bool:
-        return bool(self.moves or any(c.action in (ISSUE, REISSUE, REVOKE) for c in self.changes))
 
     def counts(self) -> dict[str, int]:
         out = {a: 0 for a in (ISSUE, REISSUE, RENEW, REVOKE)}

@@ -55,18 +55,13 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         if c.name in radius:
             below = radius[c.name]
             lines.append(Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta"))
-    for pub in plan.responders:
-        t = Text("  ✎ ", style="blue")
-        t.append(f"{'responder':<8} ", style="bold blue")
-        t.append(f"{pub.name:<{width}}", style="bold")
-        t.append("  delegated OCSP responder certificate: " + "; ".join(r.message for r in pub.reasons), style="dim")
-        lines.append(t)
-    for pub in plan.crls:
-        t = Text("  ✎ ", style="blue")
-        t.append(f"{'crl':<8} ", style="bold blue")
-        t.append(f"{pub.name:<{width}}", style="bold")
-        t.append("  re-sign CRL: " + "; ".join(r.message for r in pub.reasons), style="dim")
-        lines.append(t)
+    for label, what, pubs in (("responder", "delegated OCSP responder certificate", plan.responders), ("crl", "re-sign CRL", plan.crls)):
+        for pub in pubs:
+            t = Text("  ✎ ", style="blue")
+            t.append(f"{label:<8} ", style="bold blue")
+            t.append(f"{pub.name:<{width}}", style="bold")
+            t.append(f"  {what}: " + "; ".join(r.message for r in pub.reasons), style="dim")
+            lines.append(t)
     if plan.ocsp:
         by_reason: dict[str, int] = {}
         for pub in plan.ocsp:

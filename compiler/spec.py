@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -484,10 +483,6 @@ def _cache_path(path: Path, data: bytes) -> Path:
     return path.parent / CACHE_DIR / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
 
 
-def _cached_parse(path: Path, data: bytes) -> tuple[Any, bool]:
-    """The fast parse of ``data`` (the cache below holds the resolved spec, not this)."""
-    return parse_yaml(data.decode("utf-8"), path.name, fast=True), False
-
 
 def _td(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
@@ -556,7 +551,7 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
     if fast and path.name == SPEC_FILE:
         try:
             data = path.read_bytes()
-            doc, _ = _cached_parse(path, data)
+            doc = parse_yaml(data.decode("utf-8"), path.name, fast=True)
             if isinstance(doc, dict):
                 return doc, Locator(display, doc)
         except (OSError, UnicodeDecodeError, PkicError):
@@ -996,7 +991,7 @@ def load(repo: Path) -> EffectiveSpec:
         if cached is not None:
             return cached
         try:
-            doc, _ = _cached_parse(path, data)
+            doc = parse_yaml(data.decode("utf-8"), path.name, fast=True)
         except PkicError:
             # libyaml is YAML 1.1 and refuses some valid YAML 1.2 (a URI such as
             # spiffe://x/y in a flow list): the round-trip loader reads it

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import Diagnostic, PkicError, fail
 
@@ -346,8 +346,3 @@ class RepoLock:
             os.close(self._fd)
             self._fd = None
 
-
-def iter_records(state: State) -> Iterator[tuple[str, dict]]:
-    for name in sorted(state.certificates):
-        for rec in state.certificates[name]:
-            yield name, rec

@@ -38,9 +38,9 @@ class Pkic:
         return proc
 
 
-@pytest.fixture
-def pkic(tmp_path: Path) -> Pkic:
-    home = tmp_path / "home"
+def make_pkic(base: Path) -> Pkic:
+    """A CLI runner isolated in ``base``: HOME, the age identity and TMPDIR live there."""
+    home = base / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_", "XDG_"))}
     env.update(
@@ -51,9 +51,14 @@ def pkic(tmp_path: Path) -> Pkic:
         NO_COLOR="1",
         GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com",
         GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.com",
-        TMPDIR=str(tmp_path),
+        TMPDIR=str(base),
     )
     return Pkic(env, home)
+
+
+@pytest.fixture
+def pkic(tmp_path: Path) -> Pkic:
+    return make_pkic(tmp_path)
 
 
 @pytest.fixture

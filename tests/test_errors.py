@@ -762,3 +762,8 @@ def test_missing_directory_for_C(pkic, tmp_path):
     proc = pkic("-C", str(tmp_path / "nope"), "plan")
     assert_clean_failure(proc)
     assert "no such directory" in proc.stderr
+
+
+def test_serve_on_an_impossible_port_is_a_user_error(applied, pkic):
+    p = pkic("serve", "--port", "70000", cwd=applied)
+    assert p.returncode == 1 and "cannot listen" in p.stderr and "Traceback" not in p.stderr and "crashed" not in p.stderr

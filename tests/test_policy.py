@@ -20,7 +20,6 @@ policy rows use names inside those constraints so that only the policy speaks.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
@@ -30,7 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import NOW, REPO_ROOT, Pkic, snapshot, write_spec
+from conftest import NOW, Pkic, make_pkic, snapshot, write_spec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -56,13 +55,7 @@ ANCHOR = {"root-ca": "    lifetime: 10y\n", "services-ca": "    path_length: 0\n
 def applied_template(tmp_path_factory) -> Path:
     """conftest's `applied` (the init example applied at NOW), made once per module."""
     base = tmp_path_factory.mktemp("policy-template")
-    home = base / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_", "XDG_"))}
-    env.update(HOME=str(home), SOPS_AGE_KEY_FILE=str(home / "age" / "keys.txt"), PYTHONPATH=str(REPO_ROOT), COLUMNS="200",
-               NO_COLOR="1", GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com", GIT_COMMITTER_NAME="Test",
-               GIT_COMMITTER_EMAIL="test@example.com", TMPDIR=str(base))
-    runner = Pkic(env, home)
+    runner = make_pkic(base)
     runner.ok("init", str(base / "pki"))
     runner.ok("apply", "--yes", "--now", NOW, cwd=base / "pki")
     return base

