@@ -136,7 +136,7 @@ def plan(
     elif fmt == "markdown":
         sys.stdout.write(plan_markdown(the_plan, effective))
     else:
-        out.print(plan_text(the_plan, effective))
+        _show(plan_text(the_plan, effective))
         if save is not None:
             out.print(f"Saved the plan to {save}; apply exactly it with `pkic apply {save}`.")
     if detailed_exitcode and not the_plan.empty:
@@ -187,12 +187,12 @@ def apply(
         if saved is not None:
             _check_saved(saved, the_plan)
         if reviewed is not None and reviewed != the_plan.reviewed_digest:
-            out.print(plan_text(the_plan, effective))
+            _show(plan_text(the_plan, effective))
             raise PkicError(
                 [Diagnostic("plan", None, None, "", f"the spec-driven part of the plan (issue, reissue, revoke, move) is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
                             "the spec or the state changed after review: re-run the plan on the pull request and review it again")]
             )
-        out.print(plan_text(the_plan, effective))
+        _show(plan_text(the_plan, effective))
         if the_plan.empty:
             if commit and recovered:
                 _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered)
@@ -555,6 +555,19 @@ def main(argv: list[str] | None = None) -> int:
 def _write_json(body: dict) -> None:
     sys.stdout.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def _show(renderable) -> None:
+    """Print a rendering. Rich lays out about 20,000 lines a second, so a 10,000-change
+    plan in a CI log (no terminal, so no colour) is written as its plain text instead."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if out.color_system is None and isinstance(renderable, Group) and all(isinstance(r, Text) for r in renderable.renderables):
+        sys.stdout.write("".join(t.plain + "\n" for t in renderable.renderables))
+        sys.stdout.flush()
+    else:
+        out.print(renderable)
 
 
 def _escape(text: str) -> str:
