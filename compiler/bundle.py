@@ -51,22 +51,52 @@ def chain_path(name: str) -> str:
     return f"{CERTS_DIR}/{name}.chain.pem"
 
 
-def write_atomic(repo: Path, rel: str, data: bytes) -> bool:
+def write_atomic(repo: Path, rel: str, data: bytes, *, new_in_place: bool = False) -> bool:
     """Write ``data`` to ``repo/rel`` through a staging file and os.replace.
 
     Returns False (and touches nothing) when the file already holds exactly ``data``.
+    With ``new_in_place``, a file that does not exist yet is created where it belongs,
+    without staging: a third of the cost on this disk. Only journaled writes may ask
+    for it: a killed apply can leave such a file short, and finishing the apply from
+    the journal rewrites it (through staging, as it then exists).
     """
-    path = repo / rel
+    path = os.path.join(repo, rel)
     try:
-        if path.read_bytes() == data:
-            return False
+        with open(path, "rb") as fh:
+            if fh.read() == data:
+                return False
+        exists = True
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(staging, "wb") as fh:
-        fh.write(data)
+        exists = False
+    if not exists and new_in_place:
+        try:
+            fd = _create(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:  # appeared meanwhile: replace it the staged way
+            pass
+        else:
+            _write_fd(fd, data)
+            return True
+    staging = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    _write_fd(_create(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), data)
     os.replace(staging, path)
     return True
+
+
+def _create(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:  # its directory is missing
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o666)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def remove(repo: Path, rel: str) -> bool:
@@ -112,23 +142,25 @@ class Writer:
     ``rename`` and ``remove`` first wait for everything pending. ``flush`` waits for all
     and raises the first error."""
 
-    def __init__(self, repo: Path, workers: int = 4):
+    def __init__(self, repo: Path, workers: int = 4, new_in_place: bool = False):
         from concurrent.futures import ThreadPoolExecutor
 
         self.repo = repo
+        self.new_in_place = new_in_place  # see write_atomic: for journaled writes only
         self._pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pkic-write-{i}") for i in range(workers)]
         self._pending: list = []
         self.written = 0
         self.touched: set[str] = set()  # every path written, removed or renamed
 
-    def write(self, rel: str, data: bytes) -> None:
+    def write(self, rel: str, data: bytes, *, staged: bool = False) -> None:
+        in_place = self.new_in_place and not staged
         if not self._pools:  # no threads: write now
-            if write_atomic(self.repo, rel, data):
+            if write_atomic(self.repo, rel, data, new_in_place=in_place):
                 self.written += 1
                 self.touched.add(rel)
             return
         pool = self._pools[hash(rel) % len(self._pools)]
-        self._pending.append((rel, pool.submit(write_atomic, self.repo, rel, data)))
+        self._pending.append((rel, pool.submit(write_atomic, self.repo, rel, data, new_in_place=in_place)))
 
     def flush(self) -> int:
         pending, self._pending = self._pending, []

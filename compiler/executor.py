@@ -309,7 +309,9 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
     state.lineage = lineage
     done = [False]
-    writer = bundle.Writer(repo, int(os.environ.get("PKIC_WRITE_THREADS", "0")))
+    # every file below is written after its journal step, or (chains, trust bundle)
+    # rewritten by recovery from the state: new ones may be created in place
+    writer = bundle.Writer(repo, int(os.environ.get("PKIC_WRITE_THREADS", "0")), new_in_place=True)
     try:
         _run(repo, plan, spec, state, store, now, journal, certs, result, done, writer)
     finally:
@@ -542,6 +544,6 @@ def _finish(repo, plan, state, certs, journal, now, result, writer) -> None:
     writer.flush()  # every file in place before the state says so
     state.serial += 1
     journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
-    writer.write("out/state.json", state.to_json().encode())
+    writer.write("out/state.json", state.to_json().encode(), staged=True)  # recovery reads it: never half-written
     writer.flush()
     journal.discard()
