@@ -174,6 +174,24 @@ def test_killed_apply_is_reported_and_finished(repo, pkic):
         write_spec(repo, spec_text(repo).replace("path_length: 0\n", "path_length: 0\n    rekey: 1\n"))
 
 
+def test_a_new_file_cut_short_by_a_kill_is_rewritten(repo, pkic):
+    """New files are created in place, not staged (for speed). A kill in the middle of
+    such a write leaves a short file; its journal step is complete, so the next apply
+    rewrites it. Simulated: kill after the 3rd step's files, then cut them short."""
+    p = pkic("apply", "--yes", "--now", NOW, cwd=repo, env={"PKIC_FAULT": "files:3"})
+    assert p.returncode == 137
+    steps = [json.loads(line) for line in (repo / ".pkic/journal.jsonl").read_text().splitlines()]
+    third = [s for s in steps if s["op"] == "issued"][2]["name"]
+    for rel in (f"out/certs/{third}.pem", f"out/keys/{third}.sops.yaml"):
+        path = repo / rel
+        path.write_bytes(path.read_bytes()[:100])
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)
+    assert third in active(repo)
+    assert_all_verify(repo)
+    assert_keys_match(repo, pkic.env)
+    assert pkic("verify", "--now", NOW, cwd=repo).returncode == 0
+
+
 def test_a_second_apply_is_locked_out(applied, pkic):
     write_spec(applied, spec_text(applied).replace("www.example.com]", "www.example.com, x.example.com]"))
     before = snapshot(applied / "out")
