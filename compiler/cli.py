@@ -210,6 +210,8 @@ def apply(
     parts = []
     if result.issued:
         parts.append(f"{len(result.issued)} issued")
+        if result.workers:
+            parts[-1] += f" ({result.signed_in_workers} signed in {result.workers} worker process{'es' if result.workers > 1 else ''})"
     if result.revoked:
         parts.append(f"{len(result.revoked)} revoked")
     if result.moved:

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from . import bundle, keystore
-from .errors import fail
+from .errors import PkicError, fail
 from .csr import CsrError, load_csr
 from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
@@ -39,6 +39,8 @@ class ApplyResult:
     touched: set = field(default_factory=set)  # paths written, removed or renamed
     files_written: int = 0
     state_serial: int = 0
+    workers: int = 0  # worker processes that signed (0: all in the main process)
+    signed_in_workers: int = 0
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -352,7 +354,24 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         _step(journal, writer, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
 
     handles: dict[str, KeyHandle] = {}
-    for change in plan.changes:
+    changes = plan.changes
+    jobs = _jobs()
+    i = 0
+    while i < len(changes):
+        run = _parallel_run(changes, i, spec) if jobs > 0 else 0
+        if run >= _parallel_min():
+            batch = changes[i:i + run]
+            refs = _issuer_refs(batch, spec, store, certs, handles)
+            result.workers = max(result.workers, jobs)
+            for change, (der, key_doc) in zip(batch, _sign_in_workers(batch, spec, store, refs, now, jobs)):
+                cert = x509.load_der_x509_certificate(der)
+                entry = spec.entries[change.name]
+                _issued(change, entry, cert, cert.public_key(), refs[entry.issuer][1], key_doc, "generated", state, journal, writer, certs, result, done, now)
+                result.signed_in_workers += 1
+            i += run
+            continue
+        change = changes[i]
+        i += 1
         name = change.name
         if change.action == REVOKE:
             for r in change.revokes:
@@ -377,37 +396,142 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
                 raise fail(bundle.cert_path(name), f"the certificate of '{name}' does not match the state", "restore out/ from git")
         if entry.issuer is None:
             signer = handle if handle is not None else store.load(name)
-            issuer_ref, issuer_rec = None, None
+            issuer_ref = None
         else:
             signer = handles.get(entry.issuer) or store.load(entry.issuer)
             issuer_ref = IssuerRef.from_certificate(certs.get(entry.issuer), spec.entries[entry.issuer].key_type)
-            issuer_rec = state.active(entry.issuer)
-        builder = build(entry, public, issuer_ref, x509.random_serial_number(), now)
-        cert = keystore.sign(builder, signer)
+        cert = keystore.sign(build(entry, public, issuer_ref, x509.random_serial_number(), now), signer)
         key_doc = store.seal(name, handle) if handle is not None else None
         if handle is not None and entry.kind == "authority":
             handles[name] = handle
         source = "generated" if handle else ("csr" if change.key == "external" else "kept")
-        key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
-        record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now,
-                             keystore.public_key_sha256(public), key_id, issuer_ref.key_id if issuer_ref else key_id)
-        if key_doc is not None:
-            record["key_file_sha256"] = hashlib.sha256(key_doc.encode()).hexdigest()
-        elif change.key == "keep" and state.active(name) and state.active(name).get("key_file_sha256"):
-            record["key_file_sha256"] = state.active(name)["key_file_sha256"]
-        op = {"op": "issued", "name": name, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}
-        if change.key == "external":
-            op["remove_key"] = True  # the key lives on its host; an old generated one goes
-        if entry.kind == "authority":
-            op["cert_der"] = _b64(cert.public_bytes(serialization.Encoding.DER))
-        certs.put(name, cert)
-        _step(journal, writer, state, op, done)
-        result.issued.append(name)
-        for r in change.revokes:
-            _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
-                                         "invalidity": r.get("invalidity"), "remove_files": False, "at": at}, done)
+        _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now)
 
     _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer)
+
+
+def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now) -> None:
+    """Record a signed certificate: its state record and journal step, then its files."""
+    name = change.name
+    at = ts(now)
+    issuer_rec = state.active(entry.issuer) if entry.issuer else None
+    key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+    issuer_key_id = issuer_ref.key_id if issuer_ref else key_id
+    record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now,
+                         keystore.public_key_sha256(public), key_id, issuer_key_id)
+    if key_doc is not None:
+        record["key_file_sha256"] = hashlib.sha256(key_doc.encode()).hexdigest()
+    elif change.key == "keep" and state.active(name) and state.active(name).get("key_file_sha256"):
+        record["key_file_sha256"] = state.active(name)["key_file_sha256"]
+    op = {"op": "issued", "name": name, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}
+    if change.key == "external":
+        op["remove_key"] = True  # the key lives on its host; an old generated one goes
+    if entry.kind == "authority":
+        op["cert_der"] = _b64(cert.public_bytes(serialization.Encoding.DER))
+    certs.put(name, cert)
+    _step(journal, writer, state, op, done)
+    result.issued.append(name)
+    for r in change.revokes:
+        _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
+                                     "invalidity": r.get("invalidity"), "remove_files": False, "at": at}, done)
+
+
+# --------------------------------------------------------------------------- parallel signing
+#
+# A cold apply spends most of its time per leaf on key generation, signing and sealing
+# the key (SOPS). Long runs of new-key leaves are handed to forked worker processes:
+# each worker inherits the issuers' signing handles (in memory, never through a pipe
+# or a file), generates the leaf key, signs, seals it, and sends back only the public
+# certificate and the encrypted key document. The parent journals and writes them in
+# plan order, exactly as the serial path does. Key generation, serial numbers and the
+# SOPS data keys come from the OS's random source (OpenSSL reseeds after a fork; age
+# and os.urandom read the OS), so forked workers never share randomness; a test checks.
+
+_WORK: dict = {}  # what a forked worker inherits; set in the parent just before the fork
+
+
+def _jobs() -> int:
+    """Worker processes for signing: PKIC_JOBS, or one fewer than the available cores
+    (the main process is busy too: it journals and writes every file). 0: none."""
+    value = os.environ.get("PKIC_JOBS")
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            raise fail("PKIC_JOBS", f"'{value}' is not a number", "set PKIC_JOBS to a whole number of worker processes (0: sign in the main process)") from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores - 1 if _can_fork() else 0
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _parallel_min() -> int:
+    """The shortest run of leaves worth a pool (starting workers costs ~20 ms)."""
+    return int(os.environ.get("PKIC_PARALLEL_MIN", "64"))
+
+
+def _parallel_run(changes: list, i: int, spec: EffectiveSpec) -> int:
+    """How many changes from ``i`` on are leaves with a new key (signed by an issuer
+    that no change inside the run touches: only leaves are in it)."""
+    n = 0
+    for c in changes[i:]:
+        if c.action == REVOKE or c.key != "new" or c.kind == "authority" or spec.entries[c.name].issuer is None:
+            break
+        n += 1
+    return n
+
+
+def _issuer_refs(batch: list, spec: EffectiveSpec, store: Keystore, certs: "_Certs", handles: dict) -> dict:
+    """Signing handle and issuer reference of every issuer in ``batch``, loaded once in
+    the parent (so each key is decrypted once, not once per worker)."""
+    refs = {}
+    for c in batch:
+        issuer = spec.entries[c.name].issuer
+        if issuer not in refs:
+            signer = handles.get(issuer) or store.load(issuer)
+            refs[issuer] = (signer, IssuerRef.from_certificate(certs.get(issuer), spec.entries[issuer].key_type))
+    return refs
+
+
+def _leaf_work(name: str) -> tuple:
+    """In a worker: generate, sign, seal one leaf. Returns public and encrypted bytes only."""
+    spec, store, refs, now = _WORK["spec"], _WORK["store"], _WORK["refs"], _WORK["now"]
+    entry = spec.entries[name]
+    try:
+        handle = keystore.generate(entry.key_type)
+        signer, issuer_ref = refs[entry.issuer]
+        cert = keystore.sign(build(entry, handle.public_key(), issuer_ref, x509.random_serial_number(), now), signer)
+        return cert.public_bytes(serialization.Encoding.DER), store.seal(name, handle), None
+    except PkicError as exc:  # e.g. sops refusing the key: reported by the parent, in order
+        return None, None, exc.diagnostics
+
+
+def _sign_in_workers(batch: list, spec: EffectiveSpec, store: Keystore, refs: dict, now: datetime, jobs: int):
+    """Yield (certificate DER, sealed key document) for each change of ``batch``, in order."""
+    import gc
+    import multiprocessing
+    import sys
+
+    _WORK.update(spec=spec, store=store, refs=refs, now=now)
+    sys.stdout.flush()  # a forked child flushes its copy of unwritten output on exit
+    sys.stderr.flush()
+    gc.freeze()  # keep the collector in the workers off the parent's pages (copy-on-write)
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for der, key_doc, diags in pool.imap(_leaf_work, [c.name for c in batch], chunksize=16):
+                if diags:
+                    raise PkicError(diags)
+                yield der, key_doc
+    finally:
+        gc.unfreeze()
+        _WORK.clear()
 
 
 def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
