@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .spec import EffectiveSpec
@@ -59,9 +59,10 @@ class Change:
     revokes: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["reasons"] = [asdict(r) for r in self.reasons]
-        return d
+        # spelled out: dataclasses.asdict deep-copies field by field, 60 us a change
+        return {"name": self.name, "kind": self.kind, "action": self.action, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+                "key": self.key, "issuer": self.issuer, "key_type": self.key_type, "serial": self.serial, "not_after": self.not_after,
+                "revokes": [dict(r) for r in self.revokes]}
 
 
 @dataclass
@@ -75,9 +76,8 @@ class Publication:
     serial: str | None = None  # for ocsp: the certificate (None: the one issued by this plan)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["reasons"] = [asdict(r) for r in self.reasons]
-        return d
+        return {"kind": self.kind, "name": self.name, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+                "issuer": self.issuer, "serial": self.serial}
 
 
 @dataclass

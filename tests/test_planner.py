@@ -186,3 +186,19 @@ def test_plan_json_has_documented_fields():
     for c in body["changes"]:
         assert set(c) >= {"name", "kind", "action", "reasons", "key", "issuer"}
         assert all(set(r) == {"code", "message"} for r in c["reasons"])
+
+
+def test_to_json_carries_every_field():
+    """Change and Publication spell their JSON out (for speed): it must stay what
+    dataclasses.asdict gives, so a new field cannot be left out of plans and digests."""
+    from dataclasses import asdict
+
+    from compiler.planner import Change, Publication, Reason
+
+    c = Change("web", "certificate", "reissue", [Reason("dns_changed", "dns: +x")], "new", "ca", "ecdsa-p256", "0a", "2027-01-01T00:00:00Z",
+               [{"name": "web", "serial": "0a", "reason": "superseded", "invalidity": None}])
+    p = Publication("ocsp", "web", [Reason("issued", "new certificate")], "ca", "0b")
+    for obj in (c, p):
+        expected = asdict(obj)
+        expected["reasons"] = [asdict(r) for r in obj.reasons]
+        assert obj.to_json() == expected
