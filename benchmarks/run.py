@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def bench_pkic(n: int, base: Path, env: dict, ocsp: bool = False) -> dict:
             raise SystemExit(f"pkic {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         res[key] = t
         res[key + "_rss"] = rss
+        res[key + "_out"] = proc.stdout
 
     timed("apply_cold", "apply", "--yes", "--now", T0)
     if ocsp:
@@ -140,7 +142,12 @@ def report(results: list[dict], ocsp_row: dict, peers: dict) -> str:
         n = r["n"]
         w = f"W{n // 1000}k"
         per = r["apply_cold"] / n * 1000
-        row(w, "cold apply, per leaf (end to end)", f"{per:.2f} ms ({r['apply_cold']:.1f} s)", "1.5 ms", per <= 1.5)
+        if n >= 10000:
+            row(w, "cold apply, per leaf (end to end)", f"{per:.2f} ms ({r['apply_cold']:.1f} s)", "1.5 ms", per <= 1.5)
+        else:  # the 1.5 ms target is W10k's: here ~0.5 s of start-up is spread over few leaves
+            row(w, "cold apply, per leaf (end to end, start-up included)", f"{per:.2f} ms ({r['apply_cold']:.1f} s)", "", None)
+        m = re.search(r"\((\d+) signed in (\d+) worker", r.get("apply_cold_out", ""))
+        row(w, "cold apply, leaves signed in worker processes", f"{m.group(1)} by {m.group(2)} worker(s)" if m else "none (PKIC_JOBS=0 or one core)", "", None)
         row(w, "no-op plan, fresh checkout (no cache)", f"{r['plan_noop']:.2f} s", "2 s", r["plan_noop"] < 2)
         row(w, "no-op plan, spec cache warm", f"{r['plan_noop_cached']:.2f} s", "", None)
         row(w, "status", f"{r['status']:.2f} s", "2 s", r["status"] < 2)
