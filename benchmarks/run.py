@@ -69,7 +69,7 @@ def bench_pkic(n: int, base: Path, env: dict, ocsp: bool = False) -> dict:
     timed("apply_cold", "apply", "--yes", "--now", T0)
     if ocsp:
         return res
-    shutil.rmtree(repo / ".pkic" / "cache", ignore_errors=True)  # as on a fresh checkout
+    shutil.rmtree(env["XDG_CACHE_HOME"], ignore_errors=True)  # no spec cache: as on a fresh checkout
     timed("plan_noop", "plan", "--detailed-exitcode", "--now", T0)
     timed("plan_noop_cached", "plan", "--detailed-exitcode", "--now", T0)
     timed("status", "status", "--now", T0)
@@ -109,8 +109,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pkic-bench-", dir=os.environ.get("PKIC_BENCH_DIR")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_"))}
-    env.update(SOPS_AGE_KEY_FILE=str(base / "age-keys.txt"), PYTHONPATH=str(ROOT), COLUMNS="200", NO_COLOR="1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_", "XDG_"))}
+    env.update(SOPS_AGE_KEY_FILE=str(base / "age-keys.txt"), XDG_CACHE_HOME=str(base / "xdg-cache"), PYTHONPATH=str(ROOT), COLUMNS="200", NO_COLOR="1")
     results = []
     for n in args.sizes:
         print(f"W{n // 1000}k: pkic ...", file=sys.stderr)

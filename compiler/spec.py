@@ -457,7 +457,13 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-CACHE_DIR = ".pkic/cache"
+def cache_dir(repo: Path) -> Path:
+    """Where resolved specs of ``repo`` are cached: in the user's cache directory, never
+    in the repository. A cache file committed in a pull request would otherwise stand in
+    for pki.yaml: the plan and the apply would follow it, not the reviewed spec."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    where = hashlib.sha256(os.fsencode(os.path.realpath(repo))).hexdigest()[:32]
+    return Path(base) / "pkic" / "spec" / where
 
 
 CACHE_FORMAT = 2
@@ -480,7 +486,7 @@ def _code_digest() -> str:
 
 
 def _cache_path(path: Path, data: bytes) -> Path:
-    return path.parent / CACHE_DIR / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
+    return cache_dir(path.parent) / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
 
 
 
@@ -977,7 +983,7 @@ def load(repo: Path) -> EffectiveSpec:
 
     The common, valid case is parsed with the fast C loader; only when something is
     wrong is the file parsed again with the round-trip loader, to locate each problem.
-    A spec that resolved once is kept in .pkic/cache (git-ignored; CI may keep it),
+    A spec that resolved once is kept in the user's cache directory (see cache_dir),
     keyed by the SHA-256 of pki.yaml and checked against the CSRs it read: at 10,000
     entries it loads in a fraction of the time of parsing, validating and resolving.
     """

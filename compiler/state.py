@@ -274,6 +274,10 @@ def load_with_journal(repo: Path) -> tuple[State, list[dict]]:
     """The state as the last (possibly interrupted) apply left it."""
     state = load_state(repo)
     ops = read_journal(repo)
+    if ops and _tracked(repo, JOURNAL_PATH):
+        raise fail(JOURNAL_PATH, "is committed to git: a journal is this machine's record of an interrupted apply, and "
+                   "finishing it writes its certificates into out/ unsigned by anyone here",
+                   f"never commit it: `git rm --cached {JOURNAL_PATH}`, and find out who added it (.pkic/ is git-ignored)")
     if ops:
         if ops[0].get("op") != "begin" or (state.lineage and ops[0].get("lineage") != state.lineage):
             raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
@@ -281,6 +285,17 @@ def load_with_journal(repo: Path) -> tuple[State, list[dict]]:
             state.apply_op(op)
         state.pending = sum(1 for op in ops if op["op"] not in ("begin", "commit"))
     return state, ops
+
+
+def _tracked(repo: Path, rel: str) -> bool:
+    """Whether git tracks ``rel`` in ``repo`` (False without git or outside a work tree)."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "ls-files", "--error-unmatch", "--", rel], cwd=repo, capture_output=True)
+    except OSError:
+        return False
+    return proc.returncode == 0
 
 
 class Journal:

@@ -192,6 +192,51 @@ def test_a_new_file_cut_short_by_a_kill_is_rewritten(repo, pkic):
     assert pkic("verify", "--now", NOW, cwd=repo).returncode == 0
 
 
+def git(repo: Path, env: dict, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
+
+
+def test_a_committed_journal_is_refused(applied, pkic):
+    """A pull request that slips in a .pkic/journal.jsonl (force-added past .gitignore)
+    would have the next apply 'finish' it: write its certificates into out/ and the
+    state, signed by no key of ours (say, a root of the author's own into the trust
+    bundle). A journal tracked by git is refused, by plan and apply, and nothing moves."""
+    git(applied, pkic.env, "add", "-A")
+    git(applied, pkic.env, "commit", "-qm", "pki")
+    forged = {"op": "begin", "lineage": state(applied)["lineage"], "base_serial": state(applied)["serial"], "plan": "x", "at": NOW}
+    (applied / ".pkic").mkdir(exist_ok=True)
+    (applied / ".pkic/journal.jsonl").write_text(json.dumps(forged) + "\n" + json.dumps({"op": "revoked", "name": "web", "serial": "01", "reason": "superseded", "remove_files": True, "at": NOW}) + "\n")
+    git(applied, pkic.env, "add", "-f", ".pkic/journal.jsonl")
+    git(applied, pkic.env, "commit", "-qm", "innocent")
+    before = snapshot(applied / "out")
+    for cmd in (["plan", "--now", NOW], ["apply", "--yes", "--now", NOW]):
+        p = pkic(*cmd, cwd=applied)
+        assert p.returncode == 1 and ".pkic/journal.jsonl: is committed to git" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert snapshot(applied / "out") == before
+    # the same journal, not tracked (a real interrupted apply here): it is finished
+    git(applied, pkic.env, "rm", "-q", "--cached", ".pkic/journal.jsonl")
+    assert "interrupted" in pkic.ok("plan", "--now", NOW, cwd=applied).stdout
+
+
+def test_the_spec_cache_lives_outside_the_repo(applied, pkic):
+    """The resolved spec is cached by content in the user's cache directory. A cache
+    file in the repository (committed by anyone) is never read: plan follows pki.yaml."""
+    pkic.ok("plan", "--now", NOW, cwd=applied)
+    cached = list((pkic.home / ".cache" / "pkic" / "spec").rglob("pki.yaml.*.json"))
+    assert len(cached) == 1 and not (applied / ".pkic" / "cache").exists()
+    # the cache is what the next plan reads: tampering with it shows (so the test above
+    # is about the real cache, not a dead file)
+    body = cached[0].read_text()
+    cached[0].write_text(body.replace("www.example.com", "wwx.example.com"))
+    assert "wwx.example.com" in pkic.ok("plan", "--now", NOW, cwd=applied).stdout
+    cached[0].unlink()
+    # a copy planted inside the repository is ignored
+    planted = applied / ".pkic" / "cache" / cached[0].name
+    planted.parent.mkdir(parents=True)
+    planted.write_text(body.replace("www.example.com", "wwx.example.com"))
+    assert pkic("plan", "--detailed-exitcode", "--now", NOW, cwd=applied).returncode == 0
+
+
 def test_a_second_apply_is_locked_out(applied, pkic):
     write_spec(applied, spec_text(applied).replace("www.example.com]", "www.example.com, x.example.com]"))
     before = snapshot(applied / "out")
