@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from conftest import NOW, snapshot, write_spec
 from helpers import active, assert_all_verify, assert_keys_match, scan_for_leaks, state
@@ -42,7 +42,7 @@ def spec(leaves: int) -> str:
 
 
 def key_docs(repo):
-    return {p.name: yaml.safe_load(p.read_text()) for p in sorted((repo / "out/keys").glob("*.sops.yaml"))}
+    return {p.name: YAML(typ="safe").load(p.read_text()) for p in sorted((repo / "out/keys").glob("*.sops.yaml"))}
 
 
 def test_parallel_apply_is_the_serial_apply(tmp_path, pkic):
