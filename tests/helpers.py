@@ -80,3 +80,15 @@ def scan_for_leaks(root: Path, secrets: list[bytes], skip: tuple[Path, ...] = ()
         if any(m in data for m in LEAK_MARKERS) or any(s in data for s in secrets):
             found.append(str(p))
     return found
+
+
+def sops_rules_before_team(repo: Path, first_rule: str) -> None:
+    """Rewrite repo/.sops.yaml: ``first_rule`` (YAML lines of one list item) first, then
+    the repo's own age rule for every other key."""
+    team = (repo / ".sops.yaml").read_text().split("age: ")[1].strip()
+    (repo / ".sops.yaml").write_text(
+        "creation_rules:\n" + first_rule +
+        "  - path_regex: ^out/keys/.*\\.sops\\.yaml$\n"
+        "    encrypted_regex: ^private_key$\n"
+        f"    age: {team}\n"
+    )

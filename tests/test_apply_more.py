@@ -15,7 +15,7 @@ from pathlib import Path
 import pyrage
 
 from conftest import NOW, REPO_ROOT, snapshot, write_spec
-from helpers import active, assert_all_verify, assert_keys_match
+from helpers import active, assert_all_verify, assert_keys_match, sops_rules_before_team
 
 
 def add_leaf(repo: Path, name: str, issuer: str = "services-ca") -> None:
@@ -27,18 +27,14 @@ def add_leaf(repo: Path, name: str, issuer: str = "services-ca") -> None:
 def test_shamir_key_groups_are_honoured(repo, pkic):
     """A root key split 2-of-2 between two identities: one identity alone cannot sign."""
     ids = [pyrage.x25519.Identity.generate() for _ in range(2)]
-    team = (repo / ".sops.yaml").read_text().split("age: ")[1].strip()
-    (repo / ".sops.yaml").write_text(
-        "creation_rules:\n"
+    sops_rules_before_team(
+        repo,
         "  - path_regex: ^out/keys/root-ca\\.sops\\.yaml$\n"
         "    encrypted_regex: ^private_key$\n"
         "    shamir_threshold: 2\n"
         "    key_groups:\n"
         f"      - age: [{ids[0].to_public()}]\n"
-        f"      - age: [{ids[1].to_public()}]\n"
-        "  - path_regex: ^out/keys/.*\\.sops\\.yaml$\n"
-        "    encrypted_regex: ^private_key$\n"
-        f"    age: {team}\n"
+        f"      - age: [{ids[1].to_public()}]\n",
     )
     pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)
     root_doc = (repo / "out/keys/root-ca.sops.yaml").read_text()

@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import NOW, snapshot, write_spec
-from helpers import active, assert_all_verify, assert_keys_match, scan_for_leaks, state
+from helpers import active, assert_all_verify, assert_keys_match, scan_for_leaks, sops_rules_before_team, state
 
 PARALLEL = {"PKIC_PARALLEL_MIN": "1", "PKIC_JOBS": "2"}
 SERIAL = {"PKIC_JOBS": "0"}
@@ -116,15 +116,7 @@ def test_a_worker_error_is_one_clear_error(tmp_path, pkic):
     for mode, env in (("parallel", PARALLEL), ("serial", SERIAL)):
         pkic.ok("init", str(tmp_path / mode))
         repo = tmp_path / mode
-        team = (repo / ".sops.yaml").read_text().split("age: ")[1].strip()
-        (repo / ".sops.yaml").write_text(
-            "creation_rules:\n"
-            "  - path_regex: ^out/keys/svc-07\\.sops\\.yaml$\n"
-            "    pgp: 0000000000000000000000000000000000000000\n"
-            "  - path_regex: ^out/keys/.*\\.sops\\.yaml$\n"
-            "    encrypted_regex: ^private_key$\n"
-            f"    age: {team}\n"
-        )
+        sops_rules_before_team(repo, "  - path_regex: ^out/keys/svc-07\\.sops\\.yaml$\n    pgp: 0000000000000000000000000000000000000000\n")
         write_spec(repo, spec(12))
         p = pkic("apply", "--yes", "--now", NOW, cwd=repo, env=env)
         assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
