@@ -525,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(100_000, 50, 100)
     try:
         rc = app(args=argv, standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C into this return value
+            err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0
     except PkicError as exc:
         for d in exc.diagnostics:
@@ -535,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        err.print("Interrupted.")
+        err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return 130
     except Exception as exc:  # usage errors and crashes
         if isinstance(exc, click.exceptions.ClickException):

@@ -256,6 +256,11 @@ def _fault(point: str) -> None:
         return
     _fault_counts[point] = _fault_counts.get(point, 0) + 1
     if _fault_counts[point] == int(n or 1):
+        if point == "interrupt":  # Ctrl-C, as a terminal sends it: to the whole process group
+            import signal
+
+            os.killpg(0, signal.SIGINT)
+            return
         os._exit(137)
 
 
@@ -321,6 +326,12 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
         # what was done, so out/ and the state agree and the next plan starts from it
         try:
             if done[0]:
+                if len(done) > 1:  # interrupted (Ctrl-C) between journaling a step and folding it in
+                    _replay(writer, done[1])
+                    state.apply_op(done[1])
+                    if done[1]["op"] == "issued" and done[1]["name"] not in result.issued:
+                        result.issued.append(done[1]["name"])  # its chain file is written below
+                    del done[1:]
                 _finish(repo, plan, state, certs, journal, now, result, writer)
             else:
                 journal.discard()
@@ -336,13 +347,16 @@ def _step(journal: Journal, writer, state: State, op: dict, done: list) -> None:
     """Journal a step, then write its files, then fold it into the state in memory."""
     journal.append(op)
     done[0] = True
+    done[1:] = [op]  # journaled, not yet folded into the state
     if op["op"] == "issued":
         _fault("journal")
+        _fault("interrupt")
     _replay(writer, op)
     if op["op"] == "issued" and os.environ.get("PKIC_FAULT", "").startswith("files"):
         writer.flush()
         _fault("files")
     state.apply_op(op)
+    del done[1:]
 
 
 def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writer) -> None:
@@ -474,7 +488,11 @@ def _can_fork() -> bool:
 
 def _parallel_min() -> int:
     """The shortest run of leaves worth a pool (starting workers costs ~20 ms)."""
-    return int(os.environ.get("PKIC_PARALLEL_MIN", "64"))
+    value = os.environ.get("PKIC_PARALLEL_MIN", "64")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise fail("PKIC_PARALLEL_MIN", f"'{value}' is not a number", "set it to a whole number of leaves (it is a testing knob; unset is 64)") from None
 
 
 def _parallel_run(changes: list, i: int, spec: EffectiveSpec) -> int:
@@ -504,6 +522,7 @@ def _leaf_work(name: str) -> tuple:
     """In a worker: generate, sign, seal one leaf. Returns public and encrypted bytes only."""
     spec, store, refs, now = _WORK["spec"], _WORK["store"], _WORK["refs"], _WORK["now"]
     entry = spec.entries[name]
+    _fault("worker")  # tests: PKIC_FAULT=worker:N kills a worker at its Nth leaf
     try:
         handle = keystore.generate(entry.key_type)
         signer, issuer_ref = refs[entry.issuer]
@@ -513,23 +532,52 @@ def _leaf_work(name: str) -> tuple:
         return None, None, exc.diagnostics
 
 
+def _worker_init(parent: int) -> None:
+    """In each worker: die with the parent, leave Ctrl-C to it, hold no lock."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles it, and stops us
+    try:  # Linux: a SIGKILLed parent takes its workers along at once
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+    from .state import RepoLock
+
+    for fd in RepoLock.held:  # a killed parent's lock must not outlive it in us
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _sign_in_workers(batch: list, spec: EffectiveSpec, store: Keystore, refs: dict, now: datetime, jobs: int):
     """Yield (certificate DER, sealed key document) for each change of ``batch``, in order."""
     import gc
     import multiprocessing
     import sys
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     _WORK.update(spec=spec, store=store, refs=refs, now=now)
     sys.stdout.flush()  # a forked child flushes its copy of unwritten output on exit
     sys.stderr.flush()
     gc.freeze()  # keep the collector in the workers off the parent's pages (copy-on-write)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init, initargs=(os.getpid(),))
     try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for der, key_doc, diags in pool.imap(_leaf_work, [c.name for c in batch], chunksize=16):
-                if diags:
-                    raise PkicError(diags)
-                yield der, key_doc
+        # a worker that dies (OOM killer, kill -9) breaks the pool: map raises, no hang
+        for der, key_doc, diags in pool.map(_leaf_work, [c.name for c in batch], chunksize=16):
+            if diags:
+                raise PkicError(diags)
+            yield der, key_doc
+    except BrokenProcessPool:
+        raise fail("apply", "a signing worker process died (killed?); the certificates signed before it are recorded",
+                   "run `pkic apply` again; set PKIC_JOBS=0 to sign in the main process (e.g. when memory is short)") from None
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         gc.unfreeze()
         _WORK.clear()
 

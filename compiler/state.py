@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -254,6 +255,7 @@ def load_state(repo: Path) -> State:
 
 def read_journal(repo: Path) -> list[dict]:
     """Every complete line of the journal (a torn last line from a kill is ignored)."""
+    _check_work_dir(repo)
     path = repo / JOURNAL_PATH
     try:
         data = path.read_bytes()
@@ -274,11 +276,8 @@ def load_with_journal(repo: Path) -> tuple[State, list[dict]]:
     """The state as the last (possibly interrupted) apply left it."""
     state = load_state(repo)
     ops = read_journal(repo)
-    if ops and _tracked(repo, JOURNAL_PATH):
-        raise fail(JOURNAL_PATH, "is committed to git: a journal is this machine's record of an interrupted apply, and "
-                   "finishing it writes its certificates into out/ unsigned by anyone here",
-                   f"never commit it: `git rm --cached {JOURNAL_PATH}`, and find out who added it (.pkic/ is git-ignored)")
     if ops:
+        _check_not_committed(repo)
         if ops[0].get("op") != "begin" or (state.lineage and ops[0].get("lineage") != state.lineage):
             raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
         for op in ops:
@@ -287,21 +286,44 @@ def load_with_journal(repo: Path) -> tuple[State, list[dict]]:
     return state, ops
 
 
-def _tracked(repo: Path, rel: str) -> bool:
-    """Whether git tracks ``rel`` in ``repo`` (False without git or outside a work tree)."""
+def _check_work_dir(repo: Path) -> None:
+    """.pkic/ is this machine's own working directory: a plain directory, never a link
+    (a symlink committed in a pull request would point the journal somewhere else)."""
+    for rel in (WORK_DIR, JOURNAL_PATH, LOCK_PATH):
+        try:
+            st = os.lstat(repo / rel)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or (rel == WORK_DIR) != stat.S_ISDIR(st.st_mode):
+            raise fail(rel, "is not a plain " + ("directory" if rel == WORK_DIR else "file") + " (a symlink?): .pkic/ is pkic's own working directory on this machine",
+                       f"remove it (`rm {rel}`; if git tracks it, `git rm --cached {rel}` too), and find out who added it")
+
+
+def _check_not_committed(repo: Path) -> None:
+    """Refuse a journal that came from git: nothing under .pkic/ may be tracked."""
     import subprocess
 
     try:
-        proc = subprocess.run(["git", "ls-files", "--error-unmatch", "--", rel], cwd=repo, capture_output=True)
-    except OSError:
-        return False
-    return proc.returncode == 0
+        proc = subprocess.run(["git", "ls-files", "-z", "--", WORK_DIR], cwd=repo, capture_output=True)
+    except OSError:  # no git on this machine: the journal cannot have come from git
+        return
+    why = None
+    if proc.returncode == 0 and proc.stdout:
+        tracked = proc.stdout.decode(errors="replace").strip("\0").split("\0")
+        why = f"is committed to git ({', '.join(tracked[:3])})"
+    elif proc.returncode != 0 and b"not a git repository" not in proc.stderr:
+        why = "cannot be checked against git (" + proc.stderr.decode(errors="replace").strip().splitlines()[0] + ")"
+    if why:
+        raise fail(JOURNAL_PATH, f"{why}: a journal is this machine's record of an interrupted apply, and finishing it "
+                   "writes its certificates into out/ unsigned by anyone here",
+                   f"never commit .pkic/ (`git rm -r --cached {WORK_DIR}`), and find out who added it; fix what git says, if it says something")
 
 
 class Journal:
     """Append-only, one JSON line per completed step; flushed (not fsynced) per line."""
 
     def __init__(self, repo: Path):
+        _check_work_dir(repo)
         self.path = repo / JOURNAL_PATH
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")
@@ -335,7 +357,10 @@ class RepoLock:
         self.path = repo / LOCK_PATH
         self._fd: int | None = None
 
+    held: set[int] = set()  # lock fds of this process: forked workers close their copies
+
     def __enter__(self) -> "RepoLock":
+        _check_work_dir(self.path.parent.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -353,11 +378,13 @@ class RepoLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
         self._fd = fd
+        RepoLock.held.add(fd)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
+            RepoLock.held.discard(self._fd)
             self._fd = None
 

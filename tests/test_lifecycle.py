@@ -218,6 +218,28 @@ def test_a_committed_journal_is_refused(applied, pkic):
     assert "interrupted" in pkic.ok("plan", "--now", NOW, cwd=applied).stdout
 
 
+def test_a_symlinked_work_dir_is_refused(applied, pkic):
+    """.pkic committed as a symlink to a directory holding a forged journal: git does not
+    list the journal (it is 'beyond a symlink'), so the symlink itself is refused."""
+    git(applied, pkic.env, "add", "-A")
+    git(applied, pkic.env, "commit", "-qm", "pki")
+    forged = {"op": "begin", "lineage": state(applied)["lineage"], "base_serial": state(applied)["serial"], "plan": "x", "at": NOW}
+    (applied / "evil").mkdir()
+    (applied / "evil/journal.jsonl").write_text(json.dumps(forged) + "\n" + json.dumps({"op": "revoked", "name": "web", "serial": "01", "reason": "superseded", "remove_files": True, "at": NOW}) + "\n")
+    if (applied / ".pkic").exists():
+        import shutil
+
+        shutil.rmtree(applied / ".pkic")
+    (applied / ".pkic").symlink_to("evil")
+    git(applied, pkic.env, "add", "-f", ".pkic", "evil")
+    git(applied, pkic.env, "commit", "-qm", "innocent")
+    before = snapshot(applied / "out")
+    for cmd in (["plan", "--now", NOW], ["apply", "--yes", "--now", NOW], ["status", "--now", NOW]):
+        p = pkic(*cmd, cwd=applied)
+        assert p.returncode == 1 and ".pkic: is not a plain directory" in p.stderr and "Traceback" not in p.stderr, (cmd, p.stderr)
+    assert snapshot(applied / "out") == before
+
+
 def test_the_spec_cache_lives_outside_the_repo(applied, pkic):
     """The resolved spec is cached by content in the user's cache directory. A cache
     file in the repository (committed by anyone) is never read: plan follows pki.yaml."""
