@@ -240,6 +240,29 @@ def test_a_symlinked_work_dir_is_refused(applied, pkic):
     assert snapshot(applied / "out") == before
 
 
+def test_a_journal_git_cannot_vouch_for_is_refused(repo, pkic):
+    """When git cannot say whether the journal is committed (here: the checkout belongs
+    to another user, 'dubious ownership'), the journal is not trusted either."""
+    import os
+    import pwd
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the checkout to another user")
+    assert pkic("apply", "--yes", "--now", NOW, cwd=repo, env={"PKIC_FAULT": "journal:2"}).returncode == 137
+    nobody = pwd.getpwnam("nobody")
+    for dirpath, dirs, files in os.walk(repo):
+        for n in [dirpath] + [os.path.join(dirpath, f) for f in dirs + files]:
+            os.lchown(n, nobody.pw_uid, nobody.pw_gid)
+    p = pkic("plan", "--now", NOW, cwd=repo)
+    assert p.returncode == 1 and "cannot be checked against git" in p.stderr and "dubious ownership" in p.stderr, p.stderr
+    for dirpath, dirs, files in os.walk(repo):
+        for n in [dirpath] + [os.path.join(dirpath, f) for f in dirs + files]:
+            os.lchown(n, 0, 0)
+    assert "interrupted" in pkic.ok("plan", "--now", NOW, cwd=repo).stdout
+
+
 def test_the_spec_cache_lives_outside_the_repo(applied, pkic):
     """The resolved spec is cached by content in the user's cache directory. A cache
     file in the repository (committed by anyone) is never read: plan follows pki.yaml."""
