@@ -343,11 +343,81 @@ def _locate_duplicate(text: str, exc: PkicError) -> PkicError:
     return PkicError([Diagnostic(d.file, d.line, d.column, _dotted(where + (key,)), d.message, d.hint)])
 
 
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "null", "timestamp")}
+
+
+class _Fallback(Exception):
+    """The quick composer met something it leaves to ruamel."""
+
+
+def _quick_compose(text: str) -> Any:
+    """The parsed document, or None to leave it to ruamel.
+
+    ruamel's C loader calls a Python resolver while composing each of a large spec's
+    ~100,000 scalars. PyYAML's libyaml composer (the same C scanner) does the structure
+    about three times faster; every plain scalar that could be something other than a
+    string is still typed by ruamel's own YAML 1.2 resolver and constructor, so the
+    result is what ruamel gives (tests/test_spec_parse.py holds the two equal). Tags,
+    merge keys, duplicate keys, YAML directives and any error go to ruamel."""
+    if "%YAML" in text:
+        return None
+    try:
+        import yaml
+        from ruamel.yaml.cyaml import CSafeLoader as RuamelLoader
+        from ruamel.yaml.nodes import ScalarNode as RuamelScalar
+    except ImportError:
+        return None
+    if not hasattr(yaml, "CSafeLoader"):  # PyYAML built without libyaml
+        return None
+
+    class Composer(yaml.CSafeLoader):
+        def resolve(self, kind, value, implicit):  # typing is decided below, by ruamel
+            return ""
+
+    ruamel = RuamelLoader("")
+    first = {k for k in ruamel.yaml_implicit_resolvers if k}
+    scalar, mapping = yaml.nodes.ScalarNode, yaml.nodes.MappingNode
+
+    def convert(node) -> Any:
+        if node.tag != "":
+            raise _Fallback  # an explicit tag
+        if isinstance(node, scalar):
+            v = node.value
+            if node.style or (v and v[0] not in first):
+                return v  # quoted, block, or a plain scalar no implicit type can match
+            tag = ruamel.resolve(RuamelScalar, v, (True, False))
+            if str(tag) == "tag:yaml.org,2002:str":
+                return v
+            if str(tag) not in _SCALAR_TAGS:
+                raise _Fallback  # a merge key, '=' ...
+            return ruamel.construct_object(RuamelScalar(tag, v), deep=True)
+        if isinstance(node, mapping):
+            out = {convert(k): convert(v) for k, v in node.value}
+            if len(out) != len(node.value):
+                raise _Fallback  # duplicate keys: ruamel reports them
+            return out
+        return [convert(x) for x in node.value]
+
+    loader = Composer(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else convert(node)
+    except Exception:  # _Fallback, a YAML error, a value ruamel would refuse or warn on...
+        return None
+    finally:
+        loader.dispose()
+        ruamel.dispose()
+
+
 def parse_yaml(text: str, filename: str, *, fast: bool = False) -> Any:
     """Parse YAML. ``fast`` uses ruamel's C safe loader (plain dicts, no line numbers,
-    about 5x faster); the round-trip loader keeps positions for error messages."""
+    about 5x faster), or quicker still _quick_compose; the round-trip loader keeps
+    positions for error messages."""
     try:
         if fast:
+            doc = _quick_compose(text)
+            if doc is not None:
+                return doc
             try:
                 from ruamel.yaml.cyaml import CSafeLoader  # the C parser with the safe constructor
             except ImportError:  # no ruamel.yaml.clib: the pure-Python safe loader
