@@ -88,16 +88,22 @@ def test_parallel_leaves_pass_pkilint(tmp_path, pkic, name):
     assert bad == []
 
 
-def test_killed_parallel_apply_is_finished(tmp_path, pkic):
-    """Killed in the middle of a worker run (as SIGKILL would): the workers go too, the
-    next plan reports it, the next apply finishes it, and every file is whole."""
+def faulty_apply(tmp_path, pkic, fault: str, **popen) -> tuple:
+    """A fresh repo of 30 leaves and an apply with PKIC_FAULT=fault, workers forced on.
+    The timeout proves no worker hangs on (it would keep the pipes open)."""
     pkic.ok("init", str(tmp_path / "pki"))
     repo = tmp_path / "pki"
     write_spec(repo, spec(30))
-    env = {**pkic.env, **PARALLEL, "PKIC_FAULT": "journal:12"}
-    # a hung worker would keep the pipes open: the timeout proves they exit
+    env = {**pkic.env, **PARALLEL, "PKIC_FAULT": fault}
     proc = subprocess.run([sys.executable, "-m", "compiler.cli", "apply", "--yes", "--now", NOW], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, **popen)
+    return repo, proc
+
+
+def test_killed_parallel_apply_is_finished(tmp_path, pkic):
+    """Killed in the middle of a worker run (as SIGKILL would): the workers go too, the
+    next plan reports it, the next apply finishes it, and every file is whole."""
+    repo, proc = faulty_apply(tmp_path, pkic, "journal:12")
     assert proc.returncode == 137, proc.stderr
     assert not (repo / "out/state.json").exists()
     # at once: the workers died with the parent and hold no lock
@@ -114,12 +120,7 @@ def test_killed_parallel_apply_is_finished(tmp_path, pkic):
 def test_a_worker_that_dies_stops_the_apply_cleanly(tmp_path, pkic):
     """A worker killed (the OOM killer, kill -9) must not hang the apply: it stops with
     one clear error, what was signed before is recorded, and the next apply finishes."""
-    pkic.ok("init", str(tmp_path / "pki"))
-    repo = tmp_path / "pki"
-    write_spec(repo, spec(30))
-    env = {**pkic.env, **PARALLEL, "PKIC_FAULT": "worker:3"}
-    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "apply", "--yes", "--now", NOW], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=60)
+    repo, proc = faulty_apply(tmp_path, pkic, "worker:3")
     assert proc.returncode == 1 and "a signing worker process died" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert {"root-ca", "ca-a"} <= set(active(repo)) and len(active(repo)) < 33  # its chunk and later ones are lost
     assert_all_verify(repo)
@@ -131,12 +132,7 @@ def test_a_worker_that_dies_stops_the_apply_cleanly(tmp_path, pkic):
 def test_ctrl_c_in_a_parallel_apply(tmp_path, pkic):
     """Ctrl-C (SIGINT to the process group, sent at the 12th step): one line, no worker
     tracebacks, the steps done are recorded and verify, and the next apply finishes."""
-    pkic.ok("init", str(tmp_path / "pki"))
-    repo = tmp_path / "pki"
-    write_spec(repo, spec(30))
-    env = {**pkic.env, **PARALLEL, "PKIC_FAULT": "interrupt:12"}
-    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "apply", "--yes", "--now", NOW], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=60, start_new_session=True)
+    repo, proc = faulty_apply(tmp_path, pkic, "interrupt:12", start_new_session=True)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("Interrupted."), proc.stderr
     assert "Traceback" not in proc.stderr and "Worker" not in proc.stderr, proc.stderr
