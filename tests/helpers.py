@@ -92,3 +92,42 @@ def sops_rules_before_team(repo: Path, first_rule: str) -> None:
         "    encrypted_regex: ^private_key$\n"
         f"    age: {team}\n"
     )
+
+
+def tls_exchange(server_ctx, client_ctx, hostname: str) -> dict:
+    """One TLS connection on loopback between two prepared contexts: the client sends
+    "ping", the server answers "pong:ping". Returns what each side saw: client_cert,
+    server_cert, version, reply, and server_error / client_error if a side failed."""
+    import socket
+    import threading
+
+    out: dict = {}
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                out["client_cert"] = tls.getpeercert(binary_form=True)
+                tls.sendall(b"pong:" + tls.recv(16))
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            out["server_error"] = exc
+        finally:
+            listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=10) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname=hostname) as tls:
+                out["server_cert"] = tls.getpeercert(binary_form=True)
+                out["version"] = tls.version()
+                tls.sendall(b"ping")
+                out["reply"] = tls.recv(16)
+    except Exception as exc:  # noqa: BLE001
+        out["client_error"] = exc
+    thread.join(15)
+    assert not thread.is_alive()
+    return out

@@ -27,7 +27,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
-from helpers import active, decrypt_key, epoch, state
+from helpers import active, decrypt_key, epoch, state, tls_exchange
 
 UTC = timezone.utc
 NOW_DT = datetime.fromisoformat(NOW.replace("Z", "+00:00"))
@@ -491,35 +490,7 @@ def _handshake(server_files: tuple[str, str], client_files: tuple[str, str], bun
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_ctx.load_verify_locations(cafile=str(bundle))
     client_ctx.load_cert_chain(*client_files)
-
-    out: dict = {}
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-            conn.settimeout(10)
-            with server_ctx.wrap_socket(conn, server_side=True) as tls:
-                out["client_cert"] = tls.getpeercert(binary_form=True)
-                tls.sendall(b"pong:" + tls.recv(16))
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            out["server_error"] = exc
-        finally:
-            listener.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with socket.create_connection(listener.getsockname(), timeout=10) as raw:
-            with client_ctx.wrap_socket(raw, server_hostname=hostname) as tls:
-                tls.sendall(b"ping")
-                out["reply"] = tls.recv(16)
-    except Exception as exc:  # noqa: BLE001
-        out["client_error"] = exc
-    thread.join(15)
-    assert not thread.is_alive()
-    return out
+    return tls_exchange(server_ctx, client_ctx, hostname)
 
 
 def test_tls_server_with_crl_check_rejects_a_revoked_client(repo, pkic, tmp_path):

