@@ -388,9 +388,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         i += 1
         name = change.name
         if change.action == REVOKE:
-            for r in change.revokes:
-                _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
-                                             "invalidity": r.get("invalidity"), "remove_files": r["name"] == name, "at": at}, done)
+            _revoke_steps(change, journal, writer, state, done, at, remove_own_files=True)
             result.revoked.append(name)
             continue
         entry = spec.entries[name]
@@ -412,7 +410,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
             signer = handle if handle is not None else store.load(name)
             issuer_ref = None
         else:
-            signer = handles.get(entry.issuer) or store.load(entry.issuer)
+            signer = _authority_signer(entry.issuer, store, handles)
             issuer_ref = IssuerRef.from_certificate(certs.get(entry.issuer), spec.entries[entry.issuer].key_type)
         cert = keystore.sign(build(entry, public, issuer_ref, x509.random_serial_number(), now), signer)
         key_doc = store.seal(name, handle) if handle is not None else None
@@ -445,9 +443,15 @@ def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, jou
     certs.put(name, cert)
     _step(journal, writer, state, op, done)
     result.issued.append(name)
+    _revoke_steps(change, journal, writer, state, done, at, remove_own_files=False)
+
+
+def _revoke_steps(change, journal, writer, state, done, at: str, remove_own_files: bool) -> None:
+    """Journal and carry out the revocations a change brings (its own files go only
+    when the change is the revocation of the entry itself)."""
     for r in change.revokes:
         _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
-                                     "invalidity": r.get("invalidity"), "remove_files": False, "at": at}, done)
+                                     "invalidity": r.get("invalidity"), "remove_files": remove_own_files and r["name"] == change.name, "at": at}, done)
 
 
 # --------------------------------------------------------------------------- parallel signing
@@ -513,7 +517,7 @@ def _issuer_refs(batch: list, spec: EffectiveSpec, store: Keystore, certs: "_Cer
     for c in batch:
         issuer = spec.entries[c.name].issuer
         if issuer not in refs:
-            signer = handles.get(issuer) or store.load(issuer)
+            signer = _authority_signer(issuer, store, handles)
             refs[issuer] = (signer, IssuerRef.from_certificate(certs.get(issuer), spec.entries[issuer].key_type))
     return refs
 

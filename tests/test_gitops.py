@@ -331,10 +331,8 @@ HAND_EDITS = {
     "crl-pem-replaced": ("out/crl/services-ca.crl.pem", lambda out: (out / "crl/services-ca.crl.pem").write_bytes((out / "crl/root-ca.crl.pem").read_bytes())),
 }
 
-@pytest.mark.parametrize("case", [
-    "crl-replaced", "key-file-byte-appended", "ocsp-replaced", "cert-replaced",
-    "cert-byte-appended", "chain-replaced", "crl-pem-replaced",
-])
+
+@pytest.mark.parametrize("case", sorted(HAND_EDITS))
 def test_guard_hand_edited_out_files(committed, pkic, case):
     repo = committed
     edit_spec(repo, add=API)
