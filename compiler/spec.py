@@ -386,9 +386,10 @@ def _quick_compose(text: str) -> Any:
             if node.style or (v and v[0] not in first):
                 return v  # quoted, block, or a plain scalar no implicit type can match
             tag = ruamel.resolve(RuamelScalar, v, (True, False))
-            if str(tag) == "tag:yaml.org,2002:str":
+            name = str(tag)
+            if name == "tag:yaml.org,2002:str":
                 return v
-            if str(tag) not in _SCALAR_TAGS:
+            if name not in _SCALAR_TAGS:
                 raise _Fallback  # a merge key, '=' ...
             return ruamel.construct_object(RuamelScalar(tag, v), deep=True)
         if isinstance(node, mapping):
