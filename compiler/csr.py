@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from .errors import PkicError
 from .keystore import key_type_of, public_key_sha256
 
 MIN_RSA_BITS = 2048
@@ -31,9 +32,18 @@ class CsrInfo:
     names: dict = field(default_factory=dict)  # dns/ip/uri/email the CSR asks for
 
 
-def load_csr(path: Path) -> CsrInfo:
+def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
+    """Read and check a CSR. Inside a repository (``repo`` given) it is read without
+    following symlinks, and only if it is a regular file."""
     try:
-        data = path.read_bytes()
+        if repo is not None:
+            from .layout import read_input
+
+            data = read_input(repo, path.relative_to(repo).as_posix())
+        else:
+            data = path.read_bytes()
+    except PkicError as exc:
+        raise CsrError(exc.diagnostics[0].message) from None
     except FileNotFoundError:
         raise CsrError("file not found") from None
     except OSError as exc:

@@ -28,10 +28,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from . import bundle
-from .state import STATE_PATH
+from . import bundle, layout
+from .errors import PkicError
+from .layout import STATE_PATH
 
-NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}"
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 MAX_REQUEST = 64 * 1024
 
 
@@ -60,16 +61,27 @@ class Index:
             return self._map.get((key_hash, serial))
 
     def _load(self) -> dict[tuple[bytes, int], str]:
+        """Only responses at the paths pkic computes from valid names (never a path the
+        state merely says), so a forged state cannot point the server elsewhere."""
         try:
-            body = json.loads((self.repo / STATE_PATH).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            body = json.loads(layout.read_file(self.repo, STATE_PATH, max_size=None) or b"{}")
+        except (OSError, ValueError, PkicError):
             return {}
         out = {}
-        for recs in (body.get("certificates") or {}).values():
+        certs = body.get("certificates") if isinstance(body, dict) else None
+        for name, recs in (certs if isinstance(certs, dict) else {}).items():
+            if not layout.is_name(name) or not isinstance(recs, list):
+                continue
             for r in recs:
+                if not isinstance(r, dict):
+                    continue
                 info = r.get("ocsp") or {}
-                if info.get("file") and r.get("issuer_key_id"):
-                    out[(bytes.fromhex(r["issuer_key_id"]), int(r["serial"], 16))] = info["file"]
+                serial, f = r.get("serial"), info.get("file") if isinstance(info, dict) else None
+                try:
+                    if isinstance(f, str) and isinstance(serial, str) and layout.is_ocsp_file(f, name, serial) and r.get("issuer_key_id"):
+                        out[(bytes.fromhex(r["issuer_key_id"]), int(serial, 16))] = f
+                except (ValueError, TypeError):
+                    continue
         return out
 
 
@@ -95,9 +107,12 @@ def make_handler(repo: Path, log: Callable[[str], None]) -> type[BaseHTTPRequest
                 self.wfile.write(body)
 
         def _file(self, rel: str, ctype: str) -> None:
+            """A regular file inside out/, reached without following any symlink."""
             try:
-                data = (repo / rel).read_bytes()
-            except (FileNotFoundError, IsADirectoryError):
+                data = layout.read_file(repo, rel, max_size=16 * 1024 * 1024) if rel.startswith("out/") else None
+            except (OSError, PkicError):
+                data = None
+            if data is None:
                 self._send(404, b"not found\n", "text/plain")
                 return
             self._send(200, data, ctype)

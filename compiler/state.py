@@ -247,7 +247,35 @@ def load_state(repo: Path) -> State:
     for name, recs in certs.items():
         if not (isinstance(recs, list) and recs and all(isinstance(r, dict) and REQUIRED <= r.keys() for r in recs)):
             raise fail(STATE_PATH, f"the state is damaged at certificates.{name}", "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
-    return State(body.get("lineage"), body["serial"], certs, 0, body.get("crls") or {}, body.get("responders") or {}, body.get("compromised") or [])
+    crls, responders = body.get("crls") or {}, body.get("responders") or {}
+    if not isinstance(crls, dict) or not isinstance(responders, dict) or not isinstance(body.get("compromised") or [], list):
+        raise fail(STATE_PATH, "the state is damaged (crls, responders or compromised)", "restore it from git")
+    _check_names(certs, crls, responders)
+    return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [])
+
+
+def _check_names(certs: dict, crls: dict, responders: dict) -> None:
+    """Names in the state become paths: each must be a valid name, each serial hex, and
+    each recorded OCSP file exactly where pkic puts that name's response (paths are
+    computed from validated names, never taken from the state as they stand)."""
+    from .layout import SERIAL, check_name, is_ocsp_file
+
+    for name, recs in certs.items():
+        where = f"{STATE_PATH}: certificates.{str(name)[:40]}"
+        check_name(name, where)
+        for r in recs:
+            serial = r["serial"]
+            if not isinstance(serial, str) or not SERIAL.fullmatch(serial):
+                raise fail(where, f"serial {str(serial)[:40]!r} is not hex", "restore the state from git")
+            if r.get("issuer") is not None:
+                check_name(r["issuer"], where + ".issuer")
+            info = r.get("ocsp")
+            if info is not None:
+                f = info.get("file") if isinstance(info, dict) else 0
+                if f is not None and not (isinstance(f, str) and is_ocsp_file(f, name, serial)):
+                    raise fail(where, f"records an OCSP response at {str(f)[:80]!r}, which is not where pkic puts it", "restore the state from git; never edit it by hand")
+    for a in list(crls) + list(responders):
+        check_name(a, f"{STATE_PATH}: {str(a)[:40]}")
 
 
 # --------------------------------------------------------------------------- journal

@@ -1,0 +1,324 @@
+"""Every path pkic reads or writes in a repository, and the one safe way to touch them.
+
+Paths are computed here from names that match :data:`NAME` (letters, digits, ``.``,
+``_``, ``-``; at most 128 characters; never ``.`` or ``..``), never taken from a file:
+a name in the state that does not match is refused where the state is loaded.
+
+Every file is opened relative to a directory descriptor, walking from the repository
+root one component at a time with ``O_NOFOLLOW`` (Python's ``O_NOFOLLOW`` guards only
+the last component of a path; this guards each). A symlink anywhere inside the
+repository, or something that is not a regular file where a file is expected, is an
+error naming the path, never followed: a pull request can commit symlinks, and
+``pki.yaml -> /proc/self/environ`` must not put CI's environment into a parse error.
+
+Layout of ``out/`` (stable, sorted, diff-friendly):
+
+* ``out/certs/<name>.pem``        the certificate
+* ``out/certs/<name>.chain.pem``  the certificate followed by its intermediates (not the root)
+* ``out/certs/<name>.der``        authorities: the DER certificate (AIA caIssuers)
+* ``out/trust/bundle.pem``        the roots (trust anchors), sorted by name
+* ``out/keys/<name>.sops.yaml``   the SOPS-encrypted private key
+* ``out/crl/<authority>.crl``     the authority's CRL, DER (``.crl.pem``: PEM)
+* ``out/ocsp/<name>.der``         the pre-signed OCSP response to staple
+* ``out/certs/ocsp-responders/<authority>.pem``, ``out/keys/ocsp-responders/``: delegated responders
+* ``out/state.json``              the recorded state
+* ``out.seal``                    the seal over all of ``out/`` (beside it, see seal.py)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from pathlib import Path
+
+from .errors import fail
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SERIAL = re.compile(r"[0-9a-f]{1,64}")
+
+SPEC_FILE = "pki.yaml"
+SOPS_CONFIG = ".sops.yaml"
+POLICY_DIR = "policies"
+OUT_DIR = "out"
+CERTS_DIR = "out/certs"
+KEYS_DIR = "out/keys"
+CRL_DIR = "out/crl"
+TRUST_BUNDLE = "out/trust/bundle.pem"
+STATE_PATH = "out/state.json"
+SEAL_PATH = "out.seal"
+WORK_DIR = ".pkic"
+JOURNAL_PATH = f"{WORK_DIR}/journal.jsonl"
+LOCK_PATH = f"{WORK_DIR}/lock"
+
+MAX_INPUT = 10 * 1024 * 1024  # any one input file (pki.yaml, a policy, a CSR, .sops.yaml, the state)
+# directories of out/ that an OCSP directory may not be (or be inside of)
+_RESERVED_OUT = ("out/certs", "out/keys", "out/crl", "out/trust")
+
+
+def is_name(name: object) -> bool:
+    return isinstance(name, str) and NAME.fullmatch(name) is not None and name not in (".", "..")
+
+
+def check_name(name: object, where: str) -> str:
+    if not is_name(name):
+        shown = repr(name)[:60]
+        raise fail(where, f"{shown} is not a valid name (letters, digits, '.', '_', '-'; at most 128)",
+                   "out/ and the state are written by pkic only: restore them from git")
+    return name  # type: ignore[return-value]
+
+
+def cert_path(name: str) -> str:
+    return f"{CERTS_DIR}/{name}.pem"
+
+
+def chain_path(name: str) -> str:
+    return f"{CERTS_DIR}/{name}.chain.pem"
+
+
+def der_path(name: str) -> str:
+    """Authorities only: the DER certificate an AIA caIssuers URL points at."""
+    return f"{CERTS_DIR}/{name}.der"
+
+
+def key_path(name: str) -> str:
+    return f"{KEYS_DIR}/{name}.sops.yaml"
+
+
+def responder_cert_path(authority: str) -> str:
+    return f"{CERTS_DIR}/ocsp-responders/{authority}.pem"
+
+
+def responder_key_path(authority: str) -> str:
+    return f"{KEYS_DIR}/ocsp-responders/{authority}.sops.yaml"
+
+
+def crl_path(authority: str, pem: bool = False) -> str:
+    return f"{CRL_DIR}/{authority}.crl" + (".pem" if pem else "")
+
+
+def ocsp_path(ocsp_dir: str, name: str, serial: str | None = None) -> str:
+    """``<name>.der`` for a name's latest certificate (what a server staples);
+    ``<name>.<serial>.der`` for its older, still unexpired ones."""
+    return f"{ocsp_dir}/{name}.der" if serial is None else f"{ocsp_dir}/{name}.{serial}.der"
+
+
+def ocsp_dir_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an OCSP directory (None: it can). It must lie inside out/
+    (so the seal covers it), in a directory of its own."""
+    parts = value.split("/")
+    if parts[0] != OUT_DIR or len(parts) < 2 or not all(is_name(p) and not p.startswith(".") for p in parts[1:]):
+        return "must be a directory inside out/ (e.g. out/ocsp), named with letters, digits, '.', '_', '-'"
+    if any(value == r or value.startswith(r + "/") for r in _RESERVED_OUT):
+        return f"must not be inside {', '.join(_RESERVED_OUT)} (pkic's own directories)"
+    return None
+
+
+def is_ocsp_file(rel: str, name: str, serial: str) -> bool:
+    """Is ``rel`` (from the state) where pkic puts an OCSP response of this name and serial?"""
+    d, _, base = rel.rpartition("/")
+    return ocsp_dir_problem(d) is None and base in (f"{name}.der", f"{name}.{serial}.der")
+
+
+# --------------------------------------------------------------------------- safe file access
+
+
+def _refuse(rel: str, what: str) -> Exception:
+    return fail(rel, f"{what}: pkic never follows a symlink or reads a special file inside the repository",
+                "replace it with a regular file (`git rm` the link), and find out who added it")
+
+
+def _open_dir(repo: Path, parts: list[str], rel: str, create: bool) -> int | None:
+    """A descriptor of ``repo/parts...``, each component opened with O_NOFOLLOW. None if
+    missing (and not ``create``)."""
+    fd = os.open(repo, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise _refuse(rel, "not a plain relative path")
+            try:
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _refuse("/".join(parts[: parts.index(part) + 1]), "is a symlink or not a directory") from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Dir:
+    """A directory descriptor, closed on exit."""
+
+    def __init__(self, repo: Path, rel: str, create: bool = False):
+        self.rel = rel
+        parts = rel.split("/")
+        self.base = parts[-1]
+        self.fd = _open_dir(repo, parts[:-1], rel, create)
+
+    def __enter__(self) -> "_Dir":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def read_file(repo: Path, rel: str, max_size: int | None = MAX_INPUT) -> bytes | None:
+    """The bytes of the regular file ``repo/rel`` (None if it does not exist). A symlink
+    in any component, or anything but a regular file, is refused."""
+    with _Dir(repo, rel) as d:
+        if d.fd is None:
+            return None
+        try:
+            fd = os.open(d.base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=d.fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _refuse(rel, "is a symlink") from None
+            if exc.errno == errno.EISDIR:
+                raise _refuse(rel, "is a directory") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _refuse(rel, "is not a regular file")
+            if max_size is not None and st.st_size > max_size:
+                raise fail(rel, f"is {st.st_size} bytes: larger than pkic reads ({max_size})", "pkic's inputs are small text files; is this the right file?")
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+
+def read_input(repo: Path, rel: str, max_size: int = MAX_INPUT) -> bytes:
+    """An input file that must exist (pki.yaml, a policy, a CSR, .sops.yaml)."""
+    data = read_file(repo, rel, max_size)
+    if data is None:
+        raise FileNotFoundError(rel)
+    return data
+
+
+def is_regular(repo: Path, rel: str) -> bool:
+    """True if ``repo/rel`` is a regular file reached without any symlink."""
+    try:
+        with _Dir(repo, rel) as d:
+            if d.fd is None:
+                return False
+            st = os.stat(d.base, dir_fd=d.fd, follow_symlinks=False)
+            return stat.S_ISREG(st.st_mode)
+    except (OSError, Exception):
+        return False
+
+
+def write_atomic(repo: Path, rel: str, data: bytes, *, new_in_place: bool = False) -> bool:
+    """Write ``data`` to ``repo/rel`` through a staging file and a rename, within one
+    directory descriptor; no component is followed if it is a symlink.
+
+    Returns False (and touches nothing) when the file already holds exactly ``data``.
+    With ``new_in_place``, a file that does not exist yet is created where it belongs,
+    without staging (a third of the cost on this disk). Only journaled writes may ask
+    for it: a killed apply can leave such a file short, and finishing the apply from
+    the journal rewrites it (through staging, as it then exists).
+    """
+    with _Dir(repo, rel, create=True) as d:
+        assert d.fd is not None
+        try:
+            fd = os.open(d.base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=d.fd)
+        except FileNotFoundError:
+            exists = False
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise
+            exists = True  # a symlink (or worse) where our file goes: replaced by the rename below
+        else:
+            try:
+                st = os.fstat(fd)
+                same = stat.S_ISREG(st.st_mode) and st.st_size == len(data) and _read_all(fd) == data
+            finally:
+                os.close(fd)
+            if same:
+                return False
+            exists = True
+        if not exists and new_in_place:
+            try:
+                fd = os.open(d.base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=d.fd)
+            except FileExistsError:
+                pass  # appeared meanwhile: replace it the staged way
+            else:
+                _write_fd(fd, data)
+                return True
+        staging = f".{d.base}.tmp-{os.getpid()}"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=d.fd)
+        _write_fd(fd, data)
+        os.replace(staging, d.base, src_dir_fd=d.fd, dst_dir_fd=d.fd)
+        return True
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def remove(repo: Path, rel: str) -> bool:
+    """Remove the file (or symlink) ``repo/rel``; never follows a link on the way."""
+    with _Dir(repo, rel) as d:
+        if d.fd is None:
+            return False
+        try:
+            os.unlink(d.base, dir_fd=d.fd)
+            return True
+        except FileNotFoundError:
+            return False
+
+
+def exists(repo: Path, rel: str) -> bool:
+    with _Dir(repo, rel) as d:
+        if d.fd is None:
+            return False
+        try:
+            os.stat(d.base, dir_fd=d.fd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
+
+
+def rename(repo: Path, old: str, new: str) -> bool:
+    """Move ``old`` to ``new`` if ``old`` exists and ``new`` does not."""
+    if not exists(repo, old) or exists(repo, new):
+        return False
+    with _Dir(repo, old) as src, _Dir(repo, new, create=True) as dst:
+        assert src.fd is not None and dst.fd is not None
+        os.replace(src.base, dst.base, src_dir_fd=src.fd, dst_dir_fd=dst.fd)
+    return True
