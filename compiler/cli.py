@@ -105,6 +105,9 @@ def init(
     out.print(f"[green]Created[/] a PKI repo in [bold]{target}[/]")
     out.print(f"  age recipient  {info['recipient']}")
     out.print(f"  identity added to {info['key_file']} (keep it secret; CI gets it as SOPS_AGE_KEY)")
+    made = "made" if info["seal_key_created"] else "reused"
+    out.print(f"  seal key {made}: {info['seal_key_file']} (keep it secret; CI gets it as PKIC_SEAL_KEY)")
+    out.print(f"  seal public key {info['seal_public_key']} (recorded in out.seal)")
     out.print(f"Next: cd {target} && pkic plan && pkic apply")
 
 
@@ -115,6 +118,7 @@ def plan(
     fmt: str = typer.Option("text", "--format", help="text, json, or markdown (a pull request comment)"),
     save: Optional[Path] = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="exit 0 with no changes, 2 with changes, 1 on error"),
+    base: Optional[str] = typer.Option(None, "--base", help="the pull request's target branch (e.g. origin/main): check out/ against the seal key recorded there"),
 ) -> None:
     """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
     from .render import plan_markdown, plan_text
@@ -124,23 +128,48 @@ def plan(
     as_json = as_json or fmt == "json"
 
     effective, _state, the_plan = _load(parse_now(now))
+    sealed, findings = _seal_inspect(_repo, base)
     body = the_plan.to_json()
+    body["seal"] = {**sealed.to_json(), "findings": [{"path": d.file, "message": d.message} for d in findings]}
     if save is not None:
         target = save if save.is_absolute() else _repo / save
         try:
             target.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         except OSError as exc:
             raise fail(str(save), f"cannot write the plan: {exc.strerror}", "pass a file path in an existing directory") from None
+    problems = sealed.problems + findings
     if as_json:
         _write_json(body)
     elif fmt == "markdown":
-        sys.stdout.write(plan_markdown(the_plan, effective))
+        from .render import seal_markdown
+
+        sys.stdout.write(plan_markdown(the_plan, effective) + seal_markdown(sealed, findings))
     else:
         _show(plan_text(the_plan, effective))
+        out.print(("[bold red]seal:[/] " if problems else "seal: ") + _escape(sealed.summary()))
         if save is not None:
             out.print(f"Saved the plan to {save}; apply exactly it with `pkic apply {save}`.")
+    if problems:
+        # advisory on a pull request (its author can edit the workflow); apply enforces
+        for d in problems:
+            err.print(f"[bold red]error:[/] {_escape(d.render())}")
+        err.print("out/ is not the output the apply identity sealed: apply will refuse it. Review this change as an attack on the PKI.")
+        raise typer.Exit(1)
     if detailed_exitcode and not the_plan.empty:
         raise typer.Exit(2)
+
+
+def _seal_inspect(repo: Path, base: str | None):
+    """The seal as plan sees it, without a secret: checked against the recorded public key."""
+    from . import seal
+    from .state import read_journal
+
+    public, source = seal.recorded_public_key(repo, base)
+    journal = read_journal(repo)
+    journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
+    report = seal.examine(repo, public, journal_seal=journal_seal)
+    report.key_source = source
+    return report, seal.sealed_findings(repo, report)
 
 
 @app.command()
@@ -153,35 +182,40 @@ def apply(
     reviewed: Optional[str] = typer.Option(None, "--reviewed", help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs"),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
+    from . import policy, seal
     from . import spec as spec_mod
     from .executor import execute, finish_interrupted
     from .keystore import Keystore
     from .planner import make_plan
     from .render import plan_text
-    from .state import RepoLock, load_state
-
-    from . import policy
+    from .state import RepoLock, load_state, read_journal
 
     when = parse_now(now)
     saved = _read_saved_plan(plan_file) if plan_file else None
-    effective = spec_mod.load(_repo)  # spec errors before anything else
+    effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
     store = Keystore(_repo)
     with RepoLock(_repo):
+        # Every check that can fail runs before the first signature: a failure after
+        # it would leave certificates signed and recorded nowhere (in CI: every day).
         if commit:
-            from .gitops import require_clean_inputs
+            from .gitops import preflight_commit
 
-            require_clean_inputs(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}))
-        recovered = finish_interrupted(_repo)
+            preflight_commit(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}), author)
+        sealing = _seal_gate(_repo, read_journal(_repo))
+        recovered = finish_interrupted(_repo, sealing, when)
         if recovered:
             err.print("[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
         state = load_state(_repo)
-        from .verify import hand_edits
+        if sealing is not None:
+            sealing.invariants = seal.Invariants.of(state)
+        elif commit:
+            from .verify import hand_edits
 
-        edited = hand_edits(_repo, state) if commit else []  # reads every file: the audit path only
-        if edited:
-            raise PkicError(
-                [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
-            )
+            edited = hand_edits(_repo, state)  # reads every file: without a seal, the audit path only
+            if edited:
+                raise PkicError(
+                    [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
+                )
         policy.check_all(effective, _repo, state)
         the_plan = make_plan(effective, state, when)
         if saved is not None:
@@ -193,9 +227,11 @@ def apply(
                             "the spec or the state changed after review: re-run the plan on the pull request and review it again")]
             )
         _show(plan_text(the_plan, effective))
+        if sealing is None:
+            out.print("[yellow]seal: unsealed[/]: no seal key and no out.seal; nothing proves who wrote out/ (fine for local experiments; see docs/security.md)")
         if the_plan.empty:
             if commit and recovered:
-                _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered)
+                _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered, sealing)
             return
         store.check_config()
         if not yes and saved is None:
@@ -204,9 +240,9 @@ def apply(
             if not typer.confirm("Apply these changes?", default=False):
                 err.print("Cancelled; nothing was changed.")
                 raise typer.Exit(1)
-        result = execute(_repo, the_plan, effective, state, store, when)
+        result = execute(_repo, the_plan, effective, state, store, when, sealing)
         if commit:
-            _commit(the_plan, state, result, the_plan.reviewed_digest, effective, author, recovered)
+            _commit(the_plan, state, result, the_plan.reviewed_digest, effective, author, recovered, sealing)
     parts = []
     if result.issued:
         parts.append(f"{len(result.issued)} issued")
@@ -216,17 +252,39 @@ def apply(
         parts.append(f"{len(result.revoked)} revoked")
     if result.moved:
         parts.append(f"{len(result.moved)} moved")
-    out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}.")
+    sealed = f"; sealed (seal serial {result.seal.serial})" if result.seal else ("; unsealed" if sealing is None else "")
+    out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}{sealed}.")
 
 
-def _commit(the_plan, state, result, reviewed: str, effective, author: str | None, recovered=None) -> None:
+def _seal_gate(repo: Path, journal: list[dict]):
+    """Before apply reads anything in out/ or starts sops: prove that out/ is the newest
+    output the seal key sealed (see seal.py). Returns the apply's hold on the seal, or
+    None for a repository used without one (local experiments)."""
+    from . import seal
+
+    key = seal.load_key()
+    public = seal.public_text(key.public_key()) if key is not None else None
+    journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
+    report = seal.examine(repo, public, journal_seal=journal_seal)
+    if report.problems:
+        raise PkicError(report.problems)
+    if key is None:
+        return None  # said with the plan: "seal: unsealed"
+    return seal.Sealing(key, report)
+
+
+def _commit(the_plan, state, result, reviewed: str, effective, author: str | None, recovered=None, sealing=None) -> None:
     from .executor import ApplyResult
     from .gitops import commit_message, commit_out
+    from .layout import SEAL_PATH
 
     result = result or ApplyResult()
     paths = set(result.touched) | (set(recovered.touched) if recovered else set())
-    message = commit_message(the_plan, state, result, reviewed, recovered.ops if recovered else None)
-    done = commit_out(_repo, sorted(paths), message, author)
+    the_seal = sealing.report.seal if sealing is not None else None
+    if the_seal is not None:
+        paths.add(SEAL_PATH)
+    message = commit_message(the_plan, state, result, reviewed, recovered.ops if recovered else None, the_seal)
+    done = commit_out(_repo, sorted(paths), message, author, the_seal)
     if done.sha:
         out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {message.splitlines()[0]}")
     else:
@@ -273,11 +331,13 @@ def status(
     if not all_:
         rows = [r for r in rows if r["status"] != "revoked"]
     crls = crl_rows(state, when)  # each CRL records its refresh point: no need to load pki.yaml
+    seal_line = _seal_status(_repo)
     if as_json:
-        _write_json({"certificates": rows, "crls": crls, "state_serial": state.serial, "lineage": state.lineage})
+        _write_json({"certificates": rows, "crls": crls, "state_serial": state.serial, "lineage": state.lineage, "seal": seal_line})
         return
     if not rows:
         out.print("No certificates issued yet. Run `pkic plan`, then `pkic apply`.")
+        out.print(f"seal: {_escape(seal_line)}")
         return
     if len(rows) > 300:
         sys.stdout.write(status_plain(rows))
@@ -285,6 +345,7 @@ def status(
         out.print(status_table(rows))
     if crls:
         out.print(crl_table(crls))
+    out.print(f"seal: {_escape(seal_line)}")
     for r in crls:
         if r["status"] == "expired":
             err.print(f"[bold red]CRL of {r['authority']} EXPIRED at {r['next_update']}: TLS clients that check CRLs reject every certificate it issued. Run `pkic apply` now.[/]")
@@ -292,16 +353,48 @@ def status(
             err.print(f"[yellow]CRL of {r['authority']} is due for re-signing (next update {r['next_update']}): run `pkic apply`.[/]")
 
 
+def _seal_status(repo: Path) -> str:
+    """One line for status: what out.seal says (not verified: `verify --seal` does that)."""
+    from . import layout, seal
+
+    try:
+        raw = layout.read_file(repo, layout.SEAL_PATH, seal.MAX_SEAL + 1)
+        if raw is None:
+            return "unsealed: no out.seal; nothing proves who wrote out/ (see docs/security.md)"
+        s = seal.parse(raw)
+    except PkicError as exc:
+        return f"out.seal is unreadable: {exc.diagnostics[0].message}"
+    return f"sealed: seal serial {s.serial}, state serial {s.state_serial}, key {s.public_key} (`pkic verify --seal` checks it)"
+
+
 @app.command()
 def verify(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
     keys: bool = typer.Option(False, "--keys", help="also decrypt every key (needs the identity) and match it to its certificate"),
+    check_seal: bool = typer.Option(False, "--seal", help="check out.seal and its chain in git history against the recorded (or --seal-key) public key; no secret"),
+    seal_key: Optional[str] = typer.Option(None, "--seal-key", help="the seal public key to check against (ed25519:...), e.g. from your own records"),
+    base: Optional[str] = typer.Option(None, "--base", help="take the seal public key from the merge base with this branch"),
 ) -> None:
-    """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match."""
+    """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match, (--seal) the seal holds."""
     from .keystore import Keystore
     from .state import load_state
     from .verify import verify_repo
 
+    if check_seal or seal_key:
+        from . import seal
+
+        public, source = (seal_key, "--seal-key") if seal_key else seal.recorded_public_key(_repo, base)
+        report = seal.examine(_repo, public)
+        problems = report.problems + seal.sealed_findings(_repo, report)
+        if report.mode == "unsealed":
+            raise PkicError("this repository is unsealed: no out.seal to verify", "`pkic seal init` seals it (see docs/security.md)")
+        for d in problems:
+            err.print(f"[bold red]✗[/] {_escape(d.render())}")
+        if problems:
+            raise typer.Exit(1)
+        versions = sum(1 for _c, raw in report.git.history(_repo) if raw is not None)
+        out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); "
+                  f"{versions} sealed commit(s) in first-parent history form one chain.")
     state = load_state(_repo)
     count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
     if not count:
@@ -477,6 +570,50 @@ def schema(
         from .spec import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+seal_app = typer.Typer(no_args_is_help=True, help="The seal over out/: adopt an existing repository, or rotate the seal key.")
+app.add_typer(seal_app, name="seal")
+
+
+@seal_app.command("init")
+def seal_init(
+    rotate: bool = typer.Option(False, "--rotate", help="replace a seal made with another seal key (after that key leaked or was lost)"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Seal out/ as it is now, once `verify --keys` passes: adopting an unsealed repository (trust on first use), or rotating the seal key."""
+    from . import layout, seal
+    from .keystore import Keystore
+    from .state import RepoLock, load_state, read_journal
+    from .verify import verify_repo
+
+    key = seal.load_key()
+    if key is None:
+        raise PkicError("no seal key: set PKIC_SEAL_KEY or PKIC_SEAL_KEY_FILE", f"make one with `pkic init` in a scratch directory, or put it at {seal.key_file()}")
+    public = seal.public_text(key.public_key())
+    when = parse_now(now)
+    with RepoLock(_repo):
+        if read_journal(_repo):
+            raise PkicError("an interrupted apply is pending", "run `pkic apply` first; it finishes it")
+        report = seal.examine(_repo, public)
+        if not report.problems and report.mode == "sealed":
+            out.print(f"out/ is already sealed with this key ({public}); nothing to do.")
+            return
+        git = report.git
+        head_raw = git.blob(_repo, f"HEAD:{layout.SEAL_PATH}")
+        disk_raw = layout.read_file(_repo, layout.SEAL_PATH, seal.MAX_SEAL + 1)
+        earlier = [seal.parse(r) for r in (head_raw, disk_raw) if r is not None]
+        if any(s.public_key != public for s in earlier) and not rotate:
+            raise PkicError(f"out.seal is made with another seal key ({earlier[0].public_key}), not this one ({public})",
+                            "pass --rotate to replace it (see docs/security.md: rotating the seal key); check first that out/ is the one you trust")
+        state = load_state(_repo)
+        count, findings = verify_repo(_repo, state, when, Keystore(_repo))
+        if findings:
+            raise PkicError([Diagnostic(f.name, None, None, "", f.problem, "seal only an out/ that verifies: restore it from git") for f in findings[:20]])
+        fresh = seal.Report(git=git, head_seal=seal.parse(head_raw) if head_raw else None, seal=seal.parse(disk_raw) if disk_raw else None)
+        made = seal.write(_repo, key, fresh, seal.scan_out(_repo, git.object_format), lineage=state.lineage, state_serial=state.serial, at=ts(when))
+    out.print(f"[green]Sealed[/] out/ ({count} certificate(s) verified with their keys): seal serial {made.serial}, key {public}.")
+    out.print("Commit out.seal in a pull request; reviewers check that the key above is the one in PKIC_SEAL_KEY.")
 
 
 @app.command()

@@ -24,8 +24,9 @@ from .csr import CsrError, load_csr
 from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
 from .spec import EffectiveSpec
-from .state import JOURNAL_PATH, Journal, State, load_with_journal, new_lineage, parse_ts, ts
+from .state import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
 from .x509build import IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
+from .seal import Invariants, Seal, Sealing
 
 
 @dataclass
@@ -41,6 +42,8 @@ class ApplyResult:
     state_serial: int = 0
     workers: int = 0  # worker processes that signed (0: all in the main process)
     signed_in_workers: int = 0
+    seal: "Seal | None" = None  # the seal written by this apply
+    touched_seal: bool = False
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -217,10 +220,13 @@ class Recovery:
         return bool(self.ops)
 
 
-def finish_interrupted(repo: Path) -> Recovery:
-    """Complete an apply that was killed: rewrite its files from the journal, fold it."""
+def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: datetime | None = None) -> Recovery:
+    """Complete an apply that was killed: rewrite its files from the journal, fold it,
+    and (sealed repos) seal the result, once it is proven that out/ differs from the
+    last seal only where the journal says this machine was writing."""
     if not (repo / JOURNAL_PATH).exists():
         return Recovery()
+    sealed_state = load_state(repo) if sealing is not None else None
     state, ops = load_with_journal(repo)
     if not ops:
         return Recovery()
@@ -237,6 +243,9 @@ def finish_interrupted(repo: Path) -> Recovery:
     direct.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
     state.serial = max(state.serial, ops[0]["base_serial"] + 1)
     direct.write("out/state.json", state.to_json().encode())
+    if sealing is not None:
+        assert sealed_state is not None
+        sealing.recover(repo, ops[0], direct.touched, Invariants.of(sealed_state), state, ts(now) if now else ops[-1].get("at", ""))
     Journal(repo).discard()
     return Recovery([op for op in ops if op["op"] not in ("begin", "commit")], direct.touched)
 
@@ -294,26 +303,32 @@ def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
     return needed
 
 
-def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Keystore, now: datetime) -> ApplyResult:
+def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Keystore, now: datetime, sealing: "Sealing | None" = None) -> ApplyResult:
     result = ApplyResult()
     if plan.empty:
         result.state_serial = state.serial
         return result
     store.check_config()
+    store.expected = recorded_keys(state)
     for name, rel in _signers_needed(plan, spec):
         store.load(name, rel)
     certs = _Certs(repo)
     for c in plan.changes:  # CSRs and certificates whose key is kept must be readable now
         if c.key == "external":
             try:
-                load_csr(repo / spec.entries[c.name].csr_path)
+                load_csr(repo / spec.entries[c.name].csr_path, repo)
             except CsrError as exc:
                 raise fail(spec.entries[c.name].csr_path, str(exc)) from None
         if c.action != REVOKE and c.key == "keep":
             certs.get(c.name)
     lineage = state.lineage or new_lineage()
     journal = Journal(repo)
-    journal.append({"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)})
+    begin = {"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ts(now)}
+    if sealing is not None:
+        # what recovery needs to tell our own unfinished writes from anyone else's
+        begin["seal"] = sealing.report.seal.digest if sealing.report.seal else None
+        begin["listing"] = {p: f"{m} {b}" for p, (m, b) in sealing.listing(repo).items()}
+    journal.append(begin)
     state.lineage = lineage
     done = [False]
     # every file below is written after its journal step, or (chains, trust bundle)
@@ -332,7 +347,7 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
                     if done[1]["op"] == "issued" and done[1]["name"] not in result.issued:
                         result.issued.append(done[1]["name"])  # its chain file is written below
                     del done[1:]
-                _finish(repo, plan, state, certs, journal, now, result, writer)
+                _finish(repo, plan, state, certs, journal, now, result, writer, sealing)
             else:
                 journal.discard()
         finally:
@@ -398,7 +413,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         elif change.key == "external":
             handle = None
             try:
-                public = load_csr(repo / entry.csr_path).public_key
+                public = load_csr(repo / entry.csr_path, repo).public_key
             except CsrError as exc:
                 raise fail(entry.csr_path, str(exc)) from None
         else:
@@ -590,6 +605,16 @@ def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
     return handles.get(name) or store.load(name)
 
 
+def recorded_keys(state: State) -> dict[str, str]:
+    """Key file -> the public key the state records for it: a decrypted key must match."""
+    keys = {keystore.key_path(n): r["public_key_sha256"] for n in state.active_names() if (r := state.active(n)) is not None}
+    for a in state.responders:
+        resp = state.responder(a)
+        if resp is not None:
+            keys[keystore.responder_key_path(a)] = resp["public_key_sha256"]
+    return keys
+
+
 def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer) -> None:
     """Delegated responders, then CRLs, then OCSP responses."""
     at = ts(now)
@@ -706,7 +731,7 @@ def _responder_cert(repo: Path, authority: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem.encode())
 
 
-def _finish(repo, plan, state, certs, journal, now, result, writer) -> None:
+def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Sealing | None" = None) -> None:
     chain_names = set(result.issued) | set(plan.chain_updates) | {new for _, new in plan.moves}
     for name in sorted(chain_names):
         if state.active(name):
@@ -719,7 +744,14 @@ def _finish(repo, plan, state, certs, journal, now, result, writer) -> None:
             writer.remove(bundle.crl_path(name, pem=True))
     writer.flush()  # every file in place before the state says so
     state.serial += 1
+    if sealing is not None:
+        broken = sealing.invariants.broken_by(Invariants.of(state))
+        if broken:  # a bug guard: never seal a state that undoes what the last seal recorded
+            raise fail("out/state.json", "refusing to seal a state that " + "; ".join(broken), "this is a bug in pkic: report it; out/ is left unsealed")
     journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
     writer.write("out/state.json", state.to_json().encode(), staged=True)  # recovery reads it: never half-written
     writer.flush()
+    if sealing is not None:  # last: the seal covers every file above
+        result.seal = sealing.seal_now(repo, writer.touched, state, ts(now))
+        result.touched_seal = True
     journal.discard()

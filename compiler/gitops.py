@@ -9,6 +9,7 @@ Every commit pkic makes carries machine-readable trailers::
     Pki-CRL: services-ca 7              (authority, CRL number)
     Pki-Plan: <digest of the spec-driven plan>
     Pki-State: <lineage> <serial>
+    Pki-Seal: <seal serial> <SHA-256 of out.seal>
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .errors import fail
 from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
 from .state import State
 
-TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State): (.*)$")
+TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State|Seal): (.*)$")
 
 
 def git(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -48,6 +49,30 @@ def dirty_inputs(repo: Path, csr_paths: list[str]) -> list[str]:
     return sorted(line[3:] for line in proc.stdout.splitlines() if line.strip())
 
 
+# attributes that make git commit (or check out) other bytes than the ones on disk
+CONTENT_ATTRIBUTES = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding")
+SAMPLE_OUT_PATHS = ("out.seal", "out/state.json", "out/certs/x.pem", "out/certs/x.chain.pem", "out/certs/x.der", "out/keys/x.sops.yaml",
+                    "out/keys/ocsp-responders/x.sops.yaml", "out/crl/x.crl", "out/crl/x.crl.pem", "out/trust/bundle.pem", "out/ocsp/x.der")
+
+
+def preflight_commit(repo: Path, csr_paths: list[str], author: str | None) -> None:
+    """Everything `apply --commit` needs from git, checked before anything is signed:
+    a failure after signing would leave certificates signed and recorded nowhere."""
+    require_clean_inputs(repo, csr_paths)
+    who = ["GIT_COMMITTER_IDENT"] + ([] if author else ["GIT_AUTHOR_IDENT"])
+    for var in who:
+        if git(repo, "var", var, check=False).returncode != 0:
+            raise fail("git", "git does not know who commits (user.name and user.email are not set)",
+                       "set them (`git config user.name ...`, `git config user.email ...`), or pass --author 'Name <email>' with a committer set")
+    if author is not None and not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", author):
+        raise fail("--author", f"{author[:80]!r} is not 'Name <email>'", "pass --author 'Name <email>'")
+    attrs = git(repo, "check-attr", *CONTENT_ATTRIBUTES, "--", *SAMPLE_OUT_PATHS).stdout
+    changing = sorted({line for line in attrs.splitlines() if not line.endswith(": unspecified") and not line.endswith(": unset")})
+    if changing:
+        raise fail(".gitattributes", f"changes how git stores pkic's output ({changing[0]}): git would commit other bytes than the ones apply seals",
+                   "remove the attributes that apply to out/ and out.seal (text, eol, filter, ident, working-tree-encoding)")
+
+
 def require_clean_inputs(repo: Path, csr_paths: list[str]) -> None:
     if not is_repo(repo):
         raise fail(str(repo), "not a git repository: --commit needs one", "run git init, or apply without --commit")
@@ -65,7 +90,7 @@ class CommitResult:
     files: int
 
 
-def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: list | None = None) -> str:
+def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: list | None = None, seal=None) -> str:
     n = plan.counts()
     parts = [f"{n[a]} {a}" for a in (ISSUE, REISSUE, RENEW, REVOKE) if n[a]]
     if plan.moves:
@@ -114,28 +139,40 @@ def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: l
         trailers.append(f"Pki-CRL: {a} {state.crls[a]['number']}")
     trailers.append(f"Pki-Plan: {reviewed}")
     trailers.append(f"Pki-State: {state.lineage} {state.serial}")
+    if seal is not None:
+        trailers.append(f"Pki-Seal: {seal.serial} {seal.digest}")
     return subject + "\n\n" + "\n".join(body) + "\n\n" + "\n".join(trailers) + "\n"
 
 
-def commit_out(repo: Path, paths: list[str], message: str, author: str | None) -> CommitResult:
+def commit_out(repo: Path, paths: list[str], message: str, author: str | None, seal=None) -> CommitResult:
     """Commit exactly ``paths``: the files this apply wrote, removed or renamed (never a
-    stray file that happens to sit in out/)."""
-    existing = sorted(paths)
+    stray file that happens to sit in out/). A path may be gone (an OCSP response
+    renamed and then removed as expired in the same apply): its removal is staged."""
+    existing = sorted(set(paths))
     if not existing:
         return CommitResult(None, 0)
-    for i in range(0, len(existing), 500):
-        git(repo, "add", "-A", "--", *existing[i:i + 500])
+    present = [p for p in existing if os.path.lexists(os.path.join(repo, p))]
+    gone = [p for p in existing if p not in set(present)]
+    for i in range(0, len(present), 500):
+        git(repo, "add", "-A", "-f", "--", *present[i:i + 500])  # -f: an ignore rule never drops a sealed file
+    for i in range(0, len(gone), 500):
+        git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone[i:i + 500])
     staged = git(repo, "diff", "--cached", "--name-only", "--", *existing).stdout.split()
     if not staged:
         return CommitResult(None, 0)
-    args = ["commit", "-q", "-m", message]
+    args = ["commit", "-q", "--no-verify", "-m", message]
     if author:
         args += ["--author", author]
     env = dict(os.environ)
     proc = git(repo, *args, check=False, env=env)
     if proc.returncode != 0:
-        raise fail("git", f"git commit failed: {proc.stderr.strip()[:400]}", "set user.name and user.email (git config), or pass --author 'Name <email>'")
+        raise fail("git", f"git commit failed: {proc.stderr.strip()[:400]}", "out/ is written and sealed: commit it yourself (`git add -A out out.seal && git commit`)")
     sha = git(repo, "rev-parse", "HEAD").stdout.strip()
+    if seal is not None:
+        committed = git(repo, "rev-parse", "--verify", "-q", "HEAD:out", check=False).stdout.strip()
+        if committed and committed != seal.out_tree:
+            raise fail("HEAD:out", f"commit {sha[:12]} holds another out/ than the one sealed (a stray file in out/, or git attributes?)",
+                       "make HEAD:out the sealed tree (`git add -A out && git commit --amend`), then `pkic verify --seal`")
     return CommitResult(sha, len(staged))
 
 

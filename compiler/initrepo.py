@@ -16,6 +16,7 @@ from pathlib import Path
 import pyrage
 
 from .errors import fail
+from .sopsfile import age_key_file
 
 SOPS_YAML = """\
 # SOPS creation rules for the keys pkic writes (out/keys/<name>.sops.yaml).
@@ -52,14 +53,6 @@ with `policy: <name>`: it constrains everything that authority signs. For exampl
 """
 
 
-def age_key_file() -> Path:
-    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
-    if explicit:
-        return Path(explicit).expanduser()
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "sops" / "age" / "keys.txt"
-
-
 def new_identity(label: str, now: datetime) -> tuple[str, Path]:
     """Append a fresh age identity to the key file; return (recipient, key file)."""
     ident = pyrage.x25519.Identity.generate()
@@ -76,11 +69,24 @@ def new_identity(label: str, now: datetime) -> tuple[str, Path]:
     return recipient, path
 
 
+def _outside(target: Path, secret: Path, what: str, variable: str) -> None:
+    """Refuse to put a secret inside the repository being created (git would commit it)."""
+    if os.path.realpath(secret).startswith(os.path.realpath(target).rstrip("/") + "/"):
+        raise fail(str(secret), f"the {what} would be written inside the new repository, where git would commit it",
+                   f"point {variable} outside {target} (e.g. ~/.config/sops/age/keys.txt), or create the repository elsewhere")
+
+
 def init_repo(target: Path, now: datetime) -> dict:
+    from . import seal
+
     if (target / "pki.yaml").exists():
         raise fail(str(target / "pki.yaml"), "already exists: this is a pkic repo", "run pkic plan there, or pick a new directory")
     if target.exists() and not target.is_dir():
         raise fail(str(target), "exists and is not a directory")
+    _outside(target, age_key_file(), "age identity", "SOPS_AGE_KEY_FILE (or XDG_CONFIG_HOME)")
+    seal_env = os.environ.get("PKIC_SEAL_KEY")
+    if not seal_env:
+        _outside(target, seal.key_file(), "seal key", "PKIC_SEAL_KEY_FILE (or SOPS_AGE_KEY_FILE, beside which it goes)")
     target.mkdir(parents=True, exist_ok=True)
     recipient, key_file = new_identity(str(target.resolve()), now)
     template = resources.files("compiler").joinpath("templates/pki.yaml").read_text(encoding="utf-8")
@@ -102,4 +108,14 @@ def init_repo(target: Path, now: datetime) -> dict:
             subprocess.run(["git", "init", "-q", str(target)], check=True, capture_output=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             raise fail(str(target), f"git init failed: {exc}", "install git, or run git init yourself") from None
-    return {"recipient": recipient, "key_file": str(key_file), "git_init": git}
+    # the seal: out/ is sealed from the first apply on (see seal.py and docs/security.md)
+    if seal_env:
+        seal_key, seal_file, created = seal.load_key(), "PKIC_SEAL_KEY", False
+    else:
+        seal_key, created = seal.new_key_file(seal.key_file(), str(target.resolve()))
+        seal_file = str(seal.key_file())
+    assert seal_key is not None
+    first = seal.write(target, seal_key, seal.examine(target, None, scan=False), {}, lineage=None, state_serial=0,
+                       at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return {"recipient": recipient, "key_file": str(key_file), "git_init": git, "seal_key_file": seal_file,
+            "seal_key_created": created, "seal_public_key": first.public_key}

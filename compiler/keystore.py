@@ -21,20 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from . import sopsfile
+from . import layout, sopsfile
 from .errors import fail
 from .x509build import signature_hash
 
-SOPS_CONFIG = ".sops.yaml"
-KEYS_DIR = "out/keys"
-
-
-def key_path(name: str) -> str:
-    return f"{KEYS_DIR}/{name}.sops.yaml"
-
-
-def responder_key_path(authority: str) -> str:
-    return f"{KEYS_DIR}/ocsp-responders/{authority}.sops.yaml"
+from .layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
 
 
 def public_key_sha256(public_key) -> str:
@@ -153,6 +144,10 @@ class Keystore:
     binary: str = field(default="")
     _cache: dict[str, KeyHandle] = field(default_factory=dict)
     _identities: list | None = None
+    # rel -> the SHA-256 of the public key the (sealed) state records for that key file:
+    # set by apply, so a key file swapped for another key (encrypted to CI's public
+    # recipient, which anyone can do) is refused instead of signed with
+    expected: dict[str, str] | None = None
 
     @property
     def sops(self) -> str:
@@ -162,7 +157,8 @@ class Keystore:
         return self.binary
 
     def check_config(self) -> None:
-        if not (self.repo / SOPS_CONFIG).is_file():
+        if not layout.is_regular(self.repo, SOPS_CONFIG):
+            layout.read_file(self.repo, SOPS_CONFIG)  # a symlink: refused with its own message
             raise fail(SOPS_CONFIG, "missing: apply cannot encrypt keys without creation rules", f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)")
 
     def _env(self) -> dict:
@@ -202,13 +198,15 @@ class Keystore:
         rel = rel or key_path(name)
         if rel in self._cache:
             return self._cache[rel]
-        if not (self.repo / rel).is_file():
+        data = layout.read_file(self.repo, rel, max_size=1024 * 1024)
+        if data is None:
             raise fail(rel, f"the key of '{name}' is missing", f"restore {rel} from git, or bump `rekey` on '{name}' to replace it")
+        key = None
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
             if self._identities is None:
                 self._identities = sopsfile.identities()
             try:
-                text = sopsfile.read_value(self.repo / rel, "private_key", self._identities)
+                text = sopsfile.read_value(data.decode("utf-8", "replace"), "private_key", self._identities)
             except ValueError as exc:
                 raise fail(rel, f"cannot decrypt the key of '{name}': {exc}", "restore it from git") from None
             if text is not None:
@@ -216,30 +214,36 @@ class Keystore:
                     key = serialization.load_pem_private_key(text.encode("ascii"), password=None)
                 except ValueError:
                     raise fail(rel, f"the decrypted key of '{name}' is not a PEM private key", "restore the file from git") from None
-                handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
-                self._cache[rel] = handle
-                return handle
-        proc = subprocess.run(
-            [self.sops, "decrypt", "--extract", '["private_key"]', rel],
-            capture_output=True,
-            cwd=self.repo,
-            env=self._env(),
-        )
-        if proc.returncode != 0:
-            msg = _clean(proc.stderr)
-            raise fail(
-                rel,
-                f"sops could not decrypt the key of '{name}': {msg}",
-                "apply needs the identity: set SOPS_AGE_KEY (CI) or SOPS_AGE_KEY_FILE, or keep it in ~/.config/sops/age/keys.txt",
+        if key is None:
+            proc = subprocess.run(
+                [self.sops, "decrypt", "--input-type", "yaml", "--output-type", "yaml", "--extract", '["private_key"]', "/dev/stdin"],
+                input=data,
+                capture_output=True,
+                cwd=self.repo,
+                env=self._env(),
             )
-        try:
-            key = serialization.load_pem_private_key(proc.stdout, password=None)
-        except ValueError:
-            raise fail(rel, f"the decrypted key of '{name}' is not a PEM private key", "restore the file from git") from None
-        finally:
-            del proc
-        kt = key_type_of(key.public_key())
-        handle = KeyHandle(key, kt or "unknown")
+            if proc.returncode != 0:
+                msg = _clean(proc.stderr)
+                raise fail(
+                    rel,
+                    f"sops could not decrypt the key of '{name}': {msg}",
+                    "apply needs the identity: set SOPS_AGE_KEY (CI) or SOPS_AGE_KEY_FILE, or keep it in ~/.config/sops/age/keys.txt",
+                )
+            try:
+                key = serialization.load_pem_private_key(proc.stdout, password=None)
+            except ValueError:
+                raise fail(rel, f"the decrypted key of '{name}' is not a PEM private key", "restore the file from git") from None
+            finally:
+                del proc
+        if self.expected is not None:
+            want = self.expected.get(rel)
+            got = public_key_sha256(key.public_key())
+            if want is None:
+                raise fail(rel, f"the state records no public key for this key file of '{name}'", "restore out/ from git")
+            if got != want:
+                raise fail(rel, f"decrypts to a key that is not the one the state records for '{name}' (public key {got[:16]}…, recorded {want[:16]}…)",
+                           "refusing to sign with it: restore the key file from git, and find out who replaced it")
+        handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
         self._cache[rel] = handle
         return handle
 

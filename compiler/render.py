@@ -239,3 +239,24 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None) -> str:
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def seal_markdown(report, findings: list) -> str:
+    """The seal's verdict for a pull request comment: nothing when all is well (sealed),
+    a warning block naming every problem otherwise."""
+    import html
+
+    def esc(text: str) -> str:
+        return html.escape(_md(text), quote=False)
+
+    if report.mode == "unsealed":
+        return "\n⚠️ **unsealed**: this repository has no `out.seal`; nothing proves who wrote `out/`.\n"
+    problems = list(report.problems) + list(findings)
+    if not problems:
+        return ""
+    lines = ["", "### 🚨 out/ is not the sealed output", "",
+             "This change edits what only `pkic apply` writes. Apply will refuse it; review it as an attack on the PKI.", ""]
+    lines += [f"- `{esc(d.file)}`: {esc(d.message)}" for d in problems[:50]]
+    if len(problems) > 50:
+        lines.append(f"- … and {len(problems) - 50} more")
+    return "\n".join(lines) + "\n"

@@ -58,20 +58,50 @@ _rules_cache: dict[tuple, list] = {}
 
 
 def _load_rules(config: Path) -> list:
-    st = config.stat()
-    key = (str(config), st.st_mtime_ns, st.st_size)
+    """The creation rules of ``config`` (a .sops.yaml in a repo), read without following
+    a symlink; cached by content."""
+    from . import layout
+
+    data = layout.read_file(config.parent, config.name)
+    if data is None:
+        raise FileNotFoundError(str(config))
+    key = (str(config), hashlib.sha256(data).digest())
     if key not in _rules_cache:
-        doc = YAML(typ="safe").load(config.read_text(encoding="utf-8")) or {}
+        doc = YAML(typ="safe").load(data.decode("utf-8")) or {}
         _rules_cache.clear()
-        _rules_cache[key] = list(doc.get("creation_rules") or [])
+        _rules_cache[key] = list(doc.get("creation_rules") or []) if isinstance(doc, dict) else []
     return _rules_cache[key]
+
+
+def creation_rules(repo: Path) -> list | None:
+    """.sops.yaml's creation rules as plain data (None: no .sops.yaml)."""
+    try:
+        return _load_rules(repo / ".sops.yaml")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, UnicodeDecodeError, Exception) as exc:
+        from .errors import PkicError
+
+        if isinstance(exc, PkicError):
+            raise
+        return [{"unreadable": type(exc).__name__}]
+
+
+def age_key_file() -> Path:
+    """Where sops looks for age identities: $SOPS_AGE_KEY_FILE, else
+    $XDG_CONFIG_HOME/sops/age/keys.txt (~/.config/sops/age/keys.txt)."""
+    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "sops" / "age" / "keys.txt"
 
 
 def rule_for(config: Path, rel_path: str) -> AgeRule | None:
     """The first creation rule matching ``rel_path``, if it is a plain age rule."""
     try:
         rules = _load_rules(config)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
         return None
     for rule in rules:
         if not isinstance(rule, dict):
@@ -181,12 +211,8 @@ def identities() -> list:
     texts = []
     if os.environ.get("SOPS_AGE_KEY"):
         texts.append(os.environ["SOPS_AGE_KEY"])
-    path = os.environ.get("SOPS_AGE_KEY_FILE")
-    if not path:
-        config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        path = str(Path(config) / "sops" / "age" / "keys.txt")
     try:
-        texts.append(Path(path).expanduser().read_text(encoding="utf-8"))
+        texts.append(age_key_file().read_text(encoding="utf-8"))
     except OSError:
         pass
     out = []
@@ -202,14 +228,14 @@ def identities() -> list:
     return out
 
 
-def read_value(path: Path, key: str, idents: list) -> str | None:
-    """Decrypt one top-level value of an age-encrypted SOPS YAML file, MAC checked.
+def read_value(text: str, key: str, idents: list) -> str | None:
+    """Decrypt one top-level value of an age-encrypted SOPS YAML document, MAC checked.
 
-    None when the file is not something this reader handles (other backends, nested
+    None when the document is not something this reader handles (other backends, nested
     documents, no matching identity...): the caller then asks the real binary."""
     try:
-        doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, Exception):
+        doc = YAML(typ="safe").load(text)
+    except Exception:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):
         return None

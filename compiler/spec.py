@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -108,6 +109,16 @@ def raw_index(loc: "Locator", section: str, name: str, field_name: str, value: s
 def _relpath(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or value.startswith("/") or ".." in value.split("/"):
         raise PydanticCustomError("path", "{value!r} is not a relative path inside the repo (letters, digits, '.', '_', '-', '/'; no '..')", {"value": value})
+    return value
+
+
+def _ocsp_dir(value: Any) -> str:
+    from .layout import ocsp_dir_problem
+
+    value = _relpath(value).rstrip("/")
+    problem = ocsp_dir_problem(value)
+    if problem:
+        raise PydanticCustomError("path", "{value!r}: " + problem, {"value": value})
     return value
 
 
@@ -228,8 +239,8 @@ class Publish(_Model):
     """What apply publishes besides certificates."""
 
     ocsp: bool = Field(True, description="write pre-signed OCSP responses")
-    ocsp_dir: Annotated[str, BeforeValidator(_relpath)] = Field(
-        "out/ocsp", description="where OCSP responses go; a git-ignored directory keeps them out of history"
+    ocsp_dir: Annotated[str, BeforeValidator(_ocsp_dir)] = Field(
+        "out/ocsp", description="where OCSP responses go: a directory inside out/ (the seal covers it)"
     )
 
 
@@ -556,6 +567,24 @@ def _code_digest() -> str:
     return _CODE_DIGEST
 
 
+def _private_dir(path: Path) -> None:
+    """Make ``path`` and its cache parents, mode 0700; refuse one that is not ours alone."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a private directory of this user")
+
+
+def _read_cache(cache: Path) -> bytes:
+    """A cache file, only from a private directory of ours (another user could plant one)."""
+    st = os.lstat(cache.parent)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError("not a private cache directory")
+    fd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
 def _cache_path(path: Path, data: bytes) -> Path:
     return cache_dir(path.parent) / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
 
@@ -591,11 +620,13 @@ def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
     body = json.loads(text)
     if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != _code_digest():
         return None
+    from . import layout
+
     for rel, digest in body["csrs"].items():  # a CSR changed: resolve again
         try:
-            if hashlib.sha256((repo / rel).read_bytes()).hexdigest() != digest:
+            if hashlib.sha256(layout.read_input(repo, rel)).hexdigest() != digest:
                 return None
-        except OSError:
+        except (OSError, PkicError):
             return None
     entries = {}
     for d in body["entries"]:
@@ -611,30 +642,44 @@ def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
 
 def _store_cache(path: Path, data: bytes, eff: "EffectiveSpec", repo: Path) -> None:
     """Keep the resolved spec, keyed by the bytes of pki.yaml (and of its CSRs inside)."""
+    from . import layout
+
     cache = _cache_path(path, data)
     try:
-        csrs = {e.csr_path: hashlib.sha256((repo / e.csr_path).read_bytes()).hexdigest() for e in eff.entries.values() if e.csr_path}
-        cache.parent.mkdir(parents=True, exist_ok=True)
+        csrs = {e.csr_path: hashlib.sha256(layout.read_input(repo, e.csr_path)).hexdigest() for e in eff.entries.values() if e.csr_path}
+        _private_dir(cache.parent)
         for old in cache.parent.glob(f"{path.name}.*.json"):
             old.unlink()
         staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")
         staging.write_text(_dump_effective(eff, csrs), encoding="utf-8")
         os.replace(staging, cache)
-    except (OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError, PkicError):
         pass
+
+
+def _read(path: Path, display: str) -> bytes:
+    """An input file: ``display`` is its path in the repo, ``path`` the same file (so the
+    repo is ``path`` without ``display``). Read without following any symlink."""
+    from . import layout
+
+    text = str(path)
+    if not text.endswith(display) or display.startswith("/"):
+        return path.read_bytes()
+    repo = Path(text[: len(text) - len(display)] or ".")
+    return layout.read_input(repo, display)
 
 
 def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -> tuple[Any, Locator]:
     if fast and path.name == SPEC_FILE:
         try:
-            data = path.read_bytes()
+            data = _read(path, display)
             doc = parse_yaml(data.decode("utf-8"), path.name, fast=True)
             if isinstance(doc, dict):
                 return doc, Locator(display, doc)
         except (OSError, UnicodeDecodeError, PkicError):
             pass  # the slow path below reports it properly
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(path, display).decode("utf-8")
     except FileNotFoundError:
         raise PkicError(
             [Diagnostic(display, None, None, "", "file not found", "run `pkic init DIR` to start a new PKI repo, or use -C DIR")]
@@ -969,7 +1014,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
             info = None
             if repo is not None:
                 try:
-                    info = load_csr(repo / c.csr)
+                    info = load_csr(repo / c.csr, repo)
                 except CsrError as exc:
                     diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
             if info is not None:
@@ -1049,7 +1094,7 @@ def _issuer_urls(issuer: "Authority | None") -> dict:
     return {k: v for k, v in urls.items() if v}
 
 
-def load(repo: Path) -> EffectiveSpec:
+def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
     """Load, validate and resolve pki.yaml; on failure, every problem found in one error.
 
     The common, valid case is parsed with the fast C loader; only when something is
@@ -1075,7 +1120,8 @@ def load(repo: Path) -> EffectiveSpec:
             doc, _ = read_document(path)
         if isinstance(doc, dict):
             effective = resolve(Spec.model_validate(doc), Locator(SPEC_FILE, doc), repo=repo)
-            _store_cache(path, data, effective, repo)
+            if use_cache:
+                _store_cache(path, data, effective, repo)
             return effective
     except (OSError, UnicodeDecodeError, ValidationError, PkicError):
         pass

@@ -63,6 +63,14 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
                 continue
             if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
                 findings.append(Finding(name, f"{keystore.key_path(name)} holds a key that does not match the certificate"))
+    wanted = {state.active(n)["sha256"] for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None}
+    try:
+        have = {c.fingerprint(hashes.SHA256()).hex() for c in _load_pems(roots_text)}
+    except ValueError:
+        have = set()
+    if names and (have != wanted or roots_text != "".join(bundle.read_text(repo, bundle.cert_path(n)) or "" for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None)):
+        extra, missing = len(have - wanted), len(wanted - have)
+        findings.append(Finding("trust bundle", f"{bundle.TRUST_BUNDLE} is not exactly the roots the state records ({extra} other certificate(s), {missing} missing)"))
     for authority in sorted(state.crls):
         if state.active(authority) is None:
             continue  # an authority that left: its CRL left with it (the state keeps the number)

@@ -1,0 +1,755 @@
+"""The seal: proof that ``out/`` is exactly what this PKI's apply identity last wrote.
+
+Anyone who can open a pull request can write any file in ``out/``; CI holds the
+identity that decrypts the CA keys. So apply acts on ``out/`` only after proving, from
+a signature a pull request cannot make, that ``out/`` is the newest output the apply
+identity wrote.
+
+* The **seal key** is an Ed25519 key that never lives in the repository, not even
+  SOPS-encrypted (anyone can encrypt to a public recipient: decrypting proves nothing
+  about who wrote a file). CI gets it as the secret ``PKIC_SEAL_KEY``; on a laptop
+  ``pkic init`` writes it beside the age identity (``PKIC_SEAL_KEY_FILE``). Apply
+  derives the public key from the secret; it never trusts the recorded one.
+* The **seal file** ``out.seal`` (beside ``out/``, so not inside what it covers) holds
+  the lineage, a serial, the SHA-256 of the previous seal, the git tree id of ``out/``
+  (every file, mode and path in one id), the digest of ``.sops.yaml``'s creation
+  rules, the public key and the signature.
+* **Freshness**: among the versions of ``out.seal`` in the first-parent history of
+  HEAD, the valid one with the highest serial must be HEAD's, and the ``prev`` links
+  of the valid versions must form one chain. A restored older ``out/`` or a seal
+  replayed from another branch is refused, naming the newer commit.
+
+The tree id of ``out/`` on disk is computed here from the bytes on disk (no git
+filters, no ``.gitattributes`` conversions), in git's own object format, and compared
+with git's objects (``HEAD:out``) where ``out/`` is committed: the tests hold it equal to
+what ``git write-tree`` computes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from . import layout
+from .errors import Diagnostic, PkicError, fail
+from .layout import OUT_DIR, SEAL_PATH, STATE_PATH
+
+SEAL_FORMAT = "pkic-seal"
+SEAL_VERSION = 1
+KEY_PREFIX = "PKIC-SEAL-KEY-1:"
+PUB_PREFIX = "ed25519:"
+MAX_SEAL = 64 * 1024
+FIELDS = ("format", "version", "lineage", "serial", "prev", "out_tree", "object_format", "state_serial", "sops_rules", "public_key", "sealed_at")
+EMPTY_TREE = {"sha1": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+              "sha256": "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"}
+REVERT_HINT = "revert the merge that changed out/ or out.seal (`git revert -m 1 <merge>`), so the newest sealed out/ is back; then apply"
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def key_file() -> Path:
+    """Where this machine keeps its seal key: $PKIC_SEAL_KEY_FILE, else beside the age
+    identity (``pkic-seal.key`` in the directory of the age key file)."""
+    from .sopsfile import age_key_file
+
+    explicit = os.environ.get("PKIC_SEAL_KEY_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return age_key_file().parent / "pkic-seal.key"
+
+
+def _parse_key(text: str, where: str) -> Ed25519PrivateKey:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(KEY_PREFIX):
+            try:
+                raw = base64.b64decode(line[len(KEY_PREFIX):], validate=True)
+                return Ed25519PrivateKey.from_private_bytes(raw)
+            except (ValueError, binascii.Error):
+                break
+    raise fail(where, "holds no pkic seal key", "it is the file `pkic init` wrote (one line starting with PKIC-SEAL-KEY-1:)")
+
+
+def load_key() -> Ed25519PrivateKey | None:
+    """The seal key from $PKIC_SEAL_KEY (CI), else from the key file; None if neither."""
+    text = os.environ.get("PKIC_SEAL_KEY")
+    if text:
+        return _parse_key(text, "PKIC_SEAL_KEY")
+    path = key_file()
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(str(path), f"cannot read the seal key: {exc}", "fix its permissions, or set PKIC_SEAL_KEY") from None
+    return _parse_key(text, str(path))
+
+
+def new_key_file(path: Path, label: str) -> tuple[Ed25519PrivateKey, bool]:
+    """The seal key in ``path``, made (mode 0600) if there is none: (key, created)."""
+    try:
+        return _parse_key(path.read_text(encoding="ascii"), str(path)), False
+    except FileNotFoundError:
+        pass
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        text = (f"# pkic seal key: signs out.seal for {label}. Keep it secret; CI gets it as PKIC_SEAL_KEY.\n"
+                f"# public key: {public_text(key.public_key())}\n{KEY_PREFIX}{base64.b64encode(raw).decode()}\n")
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return key, True
+
+
+def public_text(public: Ed25519PublicKey) -> str:
+    return PUB_PREFIX + base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def _public_from_text(text: str) -> Ed25519PublicKey | None:
+    if not text.startswith(PUB_PREFIX):
+        return None
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PUB_PREFIX):], validate=True))
+    except (ValueError, binascii.Error):
+        return None
+
+
+# --------------------------------------------------------------------------- the seal file
+
+
+@dataclass(frozen=True)
+class Seal:
+    lineage: str | None
+    serial: int
+    prev: str | None
+    out_tree: str
+    object_format: str
+    state_serial: int
+    sops_rules: str
+    public_key: str
+    sealed_at: str
+    signature: str
+    raw: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+    def body(self) -> dict:
+        return {"format": SEAL_FORMAT, "version": SEAL_VERSION, "lineage": self.lineage, "serial": self.serial, "prev": self.prev,
+                "out_tree": self.out_tree, "object_format": self.object_format, "state_serial": self.state_serial,
+                "sops_rules": self.sops_rules, "public_key": self.public_key, "sealed_at": self.sealed_at}
+
+    def valid_under(self, public_key: str) -> bool:
+        """Signed by the seal key whose public key is ``public_key``."""
+        if self.public_key != public_key:
+            return False
+        pub = _public_from_text(public_key)
+        if pub is None:
+            return False
+        try:
+            pub.verify(base64.b64decode(self.signature, validate=True), _signed_bytes(self.body()))
+            return True
+        except (InvalidSignature, ValueError, binascii.Error):
+            return False
+
+
+def _signed_bytes(body: dict) -> bytes:
+    return b"pkic-seal-v1\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
+    """A seal file, strictly: a JSON object with exactly the known fields, typed."""
+    def bad(why: str) -> PkicError:
+        return fail(where, f"not a pkic seal: {why}", "restore it from git; never edit it by hand")
+
+    if len(raw) > MAX_SEAL:
+        raise bad("too large")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise bad("not JSON") from None
+    if not isinstance(body, dict) or set(body) != set(FIELDS) | {"signature"}:
+        raise bad("unexpected fields")
+    if body["format"] != SEAL_FORMAT or body["version"] != SEAL_VERSION:
+        raise bad(f"format {body.get('format')!r} version {body.get('version')!r}")
+    types = {"lineage": (str, type(None)), "serial": int, "prev": (str, type(None)), "out_tree": str, "object_format": str,
+             "state_serial": int, "sops_rules": str, "public_key": str, "sealed_at": str, "signature": str}
+    for k, t in types.items():
+        if not isinstance(body[k], t) or isinstance(body[k], bool):
+            raise bad(f"{k} has the wrong type")
+    return Seal(body["lineage"], body["serial"], body["prev"], body["out_tree"], body["object_format"], body["state_serial"],
+                body["sops_rules"], body["public_key"], body["sealed_at"], body["signature"], raw)
+
+
+def render(key: Ed25519PrivateKey, body: dict) -> bytes:
+    body = {**body, "format": SEAL_FORMAT, "version": SEAL_VERSION, "public_key": public_text(key.public_key())}
+    signature = base64.b64encode(key.sign(_signed_bytes(body))).decode()
+    return (json.dumps({**body, "signature": signature}, sort_keys=True, indent=1) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- git's tree id of out/
+
+Listing = dict  # path below the repo ("out/...") -> (mode, blob id)
+
+
+def _hash(algo: str, kind: bytes, data: bytes) -> bytes:
+    h = hashlib.new(algo)
+    h.update(kind + b" " + str(len(data)).encode() + b"\0")
+    h.update(data)
+    return h.digest()
+
+
+def scan_out(repo: Path, algo: str) -> Listing:
+    """Every file below out/ as git would record it, from the bytes on disk. A symlink, a
+    device or a FIFO anywhere in out/ is refused: pkic never writes one."""
+    listing: Listing = {}
+    try:
+        st = os.lstat(repo / OUT_DIR)
+    except FileNotFoundError:
+        return listing
+    if not stat.S_ISDIR(st.st_mode):
+        raise fail(OUT_DIR, "is not a plain directory (a symlink?)", "out/ is pkic's output: restore it from git")
+    stack = [OUT_DIR]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(repo / rel_dir) as it:
+            for e in it:
+                rel = f"{rel_dir}/{e.name}"
+                if e.is_symlink():
+                    raise fail(rel, "is a symlink inside out/: pkic never writes one, and never follows one", "remove it (`git rm`), and find out who added it")
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                elif e.is_file(follow_symlinks=False):
+                    data = layout.read_file(repo, rel, max_size=None)
+                    if data is None:
+                        continue
+                    mode = "100755" if e.stat(follow_symlinks=False).st_mode & stat.S_IXUSR else "100644"
+                    listing[rel] = (mode, _hash(algo, b"blob", data).hex())
+                else:
+                    raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
+    return listing
+
+
+def blob_id(algo: str, data: bytes) -> str:
+    return _hash(algo, b"blob", data).hex()
+
+
+def tree_id(listing: Listing, algo: str, prefix: str = OUT_DIR + "/") -> str:
+    """git's tree id of the directory holding ``listing`` (paths below ``prefix``)."""
+    root: dict = {}
+    for path, (mode, blob) in listing.items():
+        parts = path[len(prefix):].split("/")
+        node = root
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = (mode, blob)
+
+    def build(node: dict) -> bytes:
+        entries = []
+        for name, value in node.items():
+            if isinstance(value, dict):
+                entries.append((name + "/", b"40000 " + name.encode() + b"\0" + build(value)))
+            else:
+                mode, blob = value
+                entries.append((name, mode.encode() + b" " + name.encode() + b"\0" + bytes.fromhex(blob)))
+        entries.sort(key=lambda e: e[0].encode())  # git sorts a directory as if its name ended in '/'
+        return _hash(algo, b"tree", b"".join(e[1] for e in entries))
+
+    if not root:
+        return EMPTY_TREE[algo]
+    return build(root).hex()
+
+
+# --------------------------------------------------------------------------- git
+
+
+def _git(repo: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True)
+    except FileNotFoundError:
+        raise fail("git", "git is not installed", "install git") from None
+
+
+@dataclass
+class GitView:
+    """What git knows of the seal: no HEAD outside a repository with commits."""
+
+    head: str | None = None
+    object_format: str = "sha1"
+    error: str | None = None  # git could not read the repository (e.g. dubious ownership)
+
+    @classmethod
+    def of(cls, repo: Path) -> "GitView":
+        fmt = _git(repo, "rev-parse", "--show-object-format")
+        if fmt.returncode != 0:
+            stderr = fmt.stderr.decode(errors="replace").strip()
+            if "not a git repository" in stderr:
+                return cls()
+            return cls(error=(stderr.splitlines() or ["git failed"])[0][:300])
+        algo = fmt.stdout.decode().strip() or "sha1"
+        head = _git(repo, "rev-parse", "--verify", "-q", "HEAD")
+        return cls(head.stdout.decode().strip() if head.returncode == 0 else None, algo)
+
+    def blob(self, repo: Path, rev_path: str) -> bytes | None:
+        if self.head is None:
+            return None
+        proc = _git(repo, "cat-file", "blob", rev_path)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def out_tree(self, repo: Path, rev: str = "HEAD") -> str:
+        proc = _git(repo, "rev-parse", "--verify", "-q", f"{rev}:{OUT_DIR}")
+        return proc.stdout.decode().strip() if proc.returncode == 0 else EMPTY_TREE[self.object_format]
+
+    def history(self, repo: Path) -> list[tuple[str, bytes | None]]:
+        """Each version of out.seal along HEAD's first parents, oldest first: (commit, bytes or None if removed)."""
+        if self.head is None:
+            return []
+        log = _git(repo, "log", "--first-parent", "--format=%H", "--", SEAL_PATH)
+        commits = log.stdout.decode().split()[::-1]
+        if not commits:
+            return []
+        batch = _git(repo, "cat-file", "--batch", input="".join(f"{c}:{SEAL_PATH}\n" for c in commits).encode())
+        out, data, pos = [], batch.stdout, 0
+        for c in commits:
+            nl = data.index(b"\n", pos)
+            header = data[pos:nl].split()
+            pos = nl + 1
+            if len(header) == 3 and header[1] == b"blob":
+                size = int(header[2])
+                out.append((c, data[pos:pos + size]))
+                pos += size + 1
+            else:
+                out.append((c, None))
+        return out
+
+    def listing(self, repo: Path, tree: str) -> Listing | None:
+        """The files of a tree object that git has (None if it has not)."""
+        if tree == EMPTY_TREE.get(self.object_format):
+            return {}
+        proc = _git(repo, "ls-tree", "-r", "-z", "--full-tree", tree)
+        if proc.returncode != 0:
+            return None
+        out: Listing = {}
+        for item in proc.stdout.split(b"\0"):
+            if item:
+                meta, path = item.split(b"\t", 1)
+                mode, _kind, oid = meta.split()
+                out[f"{OUT_DIR}/{path.decode(errors='replace')}"] = (mode.decode(), oid.decode())
+        return out
+
+
+def sops_rules_digest(repo: Path) -> str:
+    """SHA-256 of .sops.yaml's creation rules as data: comments, anchors and layout don't count."""
+    from .sopsfile import creation_rules
+
+    rules = creation_rules(repo)
+    if rules is None:
+        return "none"
+    return hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the check
+
+
+@dataclass
+class Report:
+    """What the seal says of out/. ``problems`` empty: out/ is the newest sealed output."""
+
+    mode: str = "unsealed"  # unsealed | new | sealed
+    public_key: str | None = None
+    seal: Seal | None = None
+    head_seal: Seal | None = None
+    git: GitView = field(default_factory=GitView)
+    listing: Listing | None = None  # out/ on disk, when scanned
+    recovering: bool = False  # out/ differs, but only by an interrupted apply of ours
+    problems: list[Diagnostic] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)  # (path, added|changed|removed) vs the sealed tree
+    newest_valid: Seal | None = None  # the newest seal known good: on disk, or in history
+    key_source: str = "the seal key"  # where public_key came from
+
+    def summary(self) -> str:
+        if self.mode == "unsealed":
+            return "unsealed: no out.seal and no seal key; nothing proves who wrote out/"
+        if self.mode == "new":
+            return "sealed from the next apply on (no seal yet)"
+        if self.problems:
+            return f"NOT the sealed out/: {len(self.problems)} problem(s)"
+        s = self.seal
+        extra = " (finishing an interrupted apply)" if self.recovering else ""
+        return f"sealed: seal serial {s.serial}, state serial {s.state_serial}, key {s.public_key[:20]}…{extra}" if s else "sealed"
+
+    def to_json(self) -> dict:
+        return {"mode": self.mode, "ok": not self.problems, "summary": self.summary(), "public_key": self.public_key,
+                "serial": self.seal.serial if self.seal else None, "digest": self.seal.digest if self.seal else None,
+                "problems": [{"path": d.path or d.file, "message": d.message} for d in self.problems]}
+
+    def problem(self, where: str, message: str, hint: str = REVERT_HINT) -> None:
+        self.problems.append(Diagnostic(where, None, None, "", message, hint))
+
+    @property
+    def prev_for_next(self) -> str | None:
+        """What the next seal's ``prev`` is: HEAD's seal where there is one (a run of
+        local, uncommitted applies all point at the last committed seal), else ours."""
+        if self.head_seal is not None:
+            return self.head_seal.digest
+        return self.seal.digest if self.seal else None
+
+    @property
+    def next_serial(self) -> int:
+        return max([s.serial for s in (self.seal, self.head_seal) if s is not None], default=0) + 1
+
+
+def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = None, scan: bool = True) -> Report:
+    """Check out/ and out.seal against ``public_key`` (apply: derived from the secret;
+    plan and verify: the recorded one). Collects every problem; raises only for files
+    it refuses to read (symlinks)."""
+    r = Report(public_key=public_key, git=GitView.of(repo))
+    disk_raw = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
+    if r.git.error is not None:
+        if public_key is None and disk_raw is None:
+            return r  # unsealed, and git has nothing to say about it
+        r.mode = "sealed"
+        r.problem("git", f"cannot check the seal against git's history: {r.git.error}",
+                  "fix what git says (e.g. `git config --global --add safe.directory DIR` for a repository owned by another user)")
+        return r
+    history = r.git.history(repo)
+    sealed_before = [(c, raw) for c, raw in history if raw is not None]
+    if public_key is None:
+        if disk_raw is None and not sealed_before:
+            return r
+        r.mode = "sealed"
+        r.problem(SEAL_PATH, "this repository is sealed, and no seal key is set",
+                  "apply needs the seal key: set PKIC_SEAL_KEY (CI) or PKIC_SEAL_KEY_FILE (see docs/security.md)")
+        return r
+    if disk_raw is None:
+        _check_history(r, public_key, history)
+        if sealed_before:
+            r.mode = "sealed"
+            r.problem(SEAL_PATH, f"is missing, but commit {sealed_before[-1][0][:12]} has one: out/ was replaced or its seal removed")
+        elif layout.exists(repo, STATE_PATH) or layout.exists(repo, "out/keys"):
+            r.problem(OUT_DIR, "is not sealed: nothing proves that the apply identity wrote it",
+                      "adopt it once: `pkic verify --keys`, then `pkic seal init` (see docs/security.md)")
+        else:
+            r.mode = "new"
+        return r
+    r.mode = "sealed"
+    seal = parse(disk_raw)
+    if not seal.valid_under(public_key):
+        _check_history(r, public_key, history)
+        why = "signed by another key" if seal.public_key != public_key else "its signature is not valid"
+        r.problem(SEAL_PATH, f"is not sealed by the seal key {public_key[:24]}…: {why} (it names {seal.public_key[:24]}…)",
+                  "a seal is made only by pkic apply with the seal key; " + REVERT_HINT)
+        return r
+    r.seal = r.newest_valid = seal
+    if seal.object_format != r.git.object_format:
+        r.problem(SEAL_PATH, f"was made for {seal.object_format} object ids; this repository uses {r.git.object_format}")
+        return r
+    _check_history(r, public_key, history)
+    head_raw = r.git.blob(repo, f"HEAD:{SEAL_PATH}")
+    head = parse(head_raw, f"HEAD:{SEAL_PATH}") if head_raw is not None else None
+    if head is not None and head.valid_under(public_key):
+        r.head_seal = head
+        if disk_raw == head_raw:
+            committed = r.git.out_tree(repo)
+            if committed != seal.out_tree:
+                r.problem("HEAD:out", "the committed out/ is not the sealed tree (checked against git's objects)")
+                _name_changes(r, repo, r.git.listing(repo, committed), seal.out_tree)
+        elif seal.prev != head.digest or seal.serial <= head.serial or seal.lineage != head.lineage:
+            r.problem(SEAL_PATH, f"is neither HEAD's seal (serial {head.serial}) nor a later apply of it (serial {seal.serial})",
+                      "restore it and out/ from git (`git checkout -- out.seal out/`)")
+    if not scan:
+        return r
+    r.listing = scan_out(repo, r.git.object_format)
+    if tree_id(r.listing, r.git.object_format) != seal.out_tree:
+        if journal_seal is not None and journal_seal == seal.digest:
+            r.recovering = True
+        else:
+            _name_changes(r, repo, r.listing, seal.out_tree)
+            if not r.changed:
+                r.problem(OUT_DIR, "is not what the seal covers", "restore it from git (`git checkout -- out/`); change pki.yaml instead")
+    return r
+
+
+def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | None]]) -> None:
+    valid: list[tuple[str, Seal]] = []
+    for commit, raw in history:
+        if raw is None:
+            continue
+        try:
+            s = parse(raw, f"{commit[:12]}:{SEAL_PATH}")
+        except PkicError:
+            continue
+        if s.valid_under(public_key):
+            valid.append((commit, s))
+    if not valid:
+        return
+    top_commit, top = max(valid, key=lambda cs: cs[1].serial)  # max() keeps the first (oldest) of equals
+    if r.newest_valid is None or top.serial > r.newest_valid.serial:
+        r.newest_valid = top
+    last_commit, last = history[-1][0], history[-1][1]
+    at_head = [s for c, s in valid if c == last_commit]
+    if last is None:
+        r.problem(SEAL_PATH, f"was removed in commit {last_commit[:12]}; commit {top_commit[:12]} has seal serial {top.serial}")
+    elif not at_head:
+        r.problem(SEAL_PATH, f"the seal committed in {last_commit[:12]} is not made with the seal key; commit {top_commit[:12]} has seal serial {top.serial}")
+    elif at_head[0].serial < top.serial or (at_head[0].serial == top.serial and at_head[0].raw != top.raw):
+        r.problem(SEAL_PATH, f"restores an older out/: its seal has serial {at_head[0].serial}, but commit {top_commit[:12]} already has serial {top.serial}")
+    chain: dict[str, tuple[str, Seal]] = {}
+    for commit, s in valid:
+        chain.setdefault(s.digest, (commit, s))
+    ordered = sorted(chain.values(), key=lambda cs: cs[1].serial)
+    for (ca, a), (cb, b) in zip(ordered, ordered[1:]):
+        if b.prev != a.digest or b.lineage != a.lineage and a.lineage is not None:
+            r.problem(SEAL_PATH, f"the seal of commit {cb[:12]} (serial {b.serial}) does not follow the one of commit {ca[:12]} (serial {a.serial}): replayed from another branch or PKI?")
+            break
+
+
+LOCAL_LISTING = ".pkic/sealed-listing.json"
+
+
+def _save_listing(repo: Path, tree: str, listing: Listing) -> None:
+    """This machine's copy of the files of the tree it just sealed: only to name, in an
+    error, the files that differ when git does not have the tree (nothing committed)."""
+    try:
+        body = json.dumps({"tree": tree, "files": {p: f"{m} {b}" for p, (m, b) in sorted(listing.items())}}, separators=(",", ":"))
+        layout.write_atomic(repo, LOCAL_LISTING, body.encode())
+    except (OSError, PkicError):
+        pass
+
+
+def _local_listing(repo: Path, tree: str) -> Listing | None:
+    try:
+        body = json.loads(layout.read_file(repo, LOCAL_LISTING, max_size=256 * 1024 * 1024) or b"{}")
+        if body.get("tree") != tree:
+            return None
+        return {p: tuple(v.split(" ", 1)) for p, v in body["files"].items()}
+    except (OSError, ValueError, KeyError, AttributeError, PkicError):
+        return None
+
+
+def _name_changes(r: Report, repo: Path, have: Listing | None, sealed_tree: str) -> None:
+    """Name each file of ``have`` that is not what the seal covers (once, however often asked)."""
+    sealed = r.git.listing(repo, sealed_tree) or _local_listing(repo, sealed_tree)
+    if have is None or sealed is None:
+        return
+    known = {p for p, _ in r.changed}
+    fresh = []
+    for path in sorted(set(have) | set(sealed)):
+        a, b = sealed.get(path), have.get(path)
+        if a != b and path not in known:
+            fresh.append((path, "added" if a is None else "removed" if b is None else "changed"))
+    shown = len(r.changed)
+    r.changed += fresh
+    for path, what in fresh[: max(0, 20 - shown)]:
+        r.problem(path, f"edited by hand ({what}): not what the seal covers",
+                  "restore it from git (`git checkout -- out/`); change pki.yaml instead")
+    if len(r.changed) > 20 and shown <= 20:
+        r.problem(OUT_DIR, "more files are not what the seal covers", "restore out/ from git (`git checkout -- out/`)")
+
+
+def update_listing(repo: Path, listing: Listing, touched: set[str], algo: str) -> Listing:
+    """``listing`` after the writes, removals and renames of ``touched`` (inside out/)."""
+    new = dict(listing)
+    for rel in touched:
+        if not rel.startswith(OUT_DIR + "/"):
+            continue
+        data = layout.read_file(repo, rel, max_size=None)
+        if data is None:
+            new.pop(rel, None)
+        else:
+            new[rel] = ("100644", blob_id(algo, data))
+    return new
+
+
+def write(repo: Path, key: Ed25519PrivateKey, report: Report, listing: Listing, *, lineage: str | None, state_serial: int, at: str) -> Seal:
+    """Seal ``listing`` (out/ as it now is) as the next seal after ``report``'s."""
+    algo = report.git.object_format
+    body = {
+        "lineage": lineage, "serial": report.next_serial, "prev": report.prev_for_next,
+        "out_tree": tree_id(listing, algo), "object_format": algo, "state_serial": state_serial,
+        "sops_rules": sops_rules_digest(repo), "sealed_at": at,
+    }
+    raw = render(key, body)
+    layout.write_atomic(repo, SEAL_PATH, raw)
+    return parse(raw)
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+@dataclass(frozen=True)
+class Invariants:
+    """What only grows (or stays) from one seal to the next."""
+
+    lineage: str | None
+    serial: int
+    revoked: frozenset[str]
+    compromised: frozenset[str]
+    crl_numbers: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, state) -> "Invariants":
+        revoked = frozenset(f"{r.get('issuer_key_id')}:{r['serial']}" for recs in state.certificates.values() for r in recs if r["status"] == "revoked")
+        compromised = frozenset(json.dumps({k: v for k, v in c.items() if k != "name"}, sort_keys=True) for c in state.compromised)
+        return cls(state.lineage, state.serial, revoked, compromised, tuple(sorted((a, int(i.get("number", 0))) for a, i in state.crls.items())))
+
+    def broken_by(self, new: "Invariants", growth: bool = True) -> list[str]:
+        out = []
+        if self.lineage is not None and new.lineage != self.lineage:
+            out.append(f"the lineage changed ({self.lineage} -> {new.lineage})")
+        if growth and new.serial <= self.serial:
+            out.append(f"the state serial did not grow ({self.serial} -> {new.serial})")
+        if not self.revoked <= new.revoked:
+            out.append(f"{len(self.revoked - new.revoked)} revoked certificate(s) are no longer revoked")
+        if not self.compromised <= new.compromised:
+            out.append("a recorded key compromise disappeared")
+        numbers = dict(new.crl_numbers)
+        for a, n in self.crl_numbers:
+            if numbers.get(a, -1) < n:
+                out.append(f"the CRL number of {a} went back ({n} -> {numbers.get(a)})")
+        return out
+
+
+# --------------------------------------------------------------------------- apply's side
+
+
+@dataclass
+class Sealing:
+    """An apply's hold on the seal: the key, what :func:`examine` found, and the
+    invariants of the state it started from."""
+
+    key: Ed25519PrivateKey
+    report: Report
+    invariants: Invariants | None = None
+
+    @property
+    def algo(self) -> str:
+        return self.report.git.object_format
+
+    def listing(self, repo: Path) -> Listing:
+        if self.report.listing is None:
+            self.report.listing = scan_out(repo, self.algo)
+        return self.report.listing
+
+    def seal_now(self, repo: Path, touched: set[str], state, at: str) -> Seal:
+        """Seal out/ after an apply that wrote, removed or renamed ``touched``."""
+        listing = update_listing(repo, self.listing(repo), touched, self.algo)
+        return self._write(repo, listing, state, at)
+
+    def _write(self, repo: Path, listing: Listing, state, at: str) -> Seal:
+        new = write(repo, self.key, self.report, listing, lineage=state.lineage, state_serial=state.serial, at=at)
+        _save_listing(repo, new.out_tree, listing)
+        self.report.seal, self.report.listing, self.report.recovering = new, listing, False
+        return new
+
+    def recover(self, repo: Path, begin: dict, touched: set[str], before: Invariants, state, at: str) -> None:
+        """After the journal of a killed apply was replayed: prove that out/ differs from
+        the seal only in what that apply wrote, then seal it."""
+        listing = scan_out(repo, self.algo)
+        if self.report.recovering:
+            sealed = begin.get("listing")
+            if begin.get("seal") != (self.report.seal.digest if self.report.seal else None) or not isinstance(sealed, dict):
+                raise fail(OUT_DIR, "is not what the seal covers, and the interrupted apply's journal does not say why",
+                           "restore out/ from git (`git checkout -- out/ out.seal`), remove .pkic/journal.jsonl, and apply again")
+            was = {p: tuple(v.split(" ", 1)) for p, v in sealed.items()}
+            strange = sorted(p for p in set(was) | set(listing) if was.get(p) != listing.get(p) and p not in touched)
+            if strange:
+                raise PkicError([Diagnostic(p, None, None, "", "changed since the interrupted apply began, and not by it: not what the seal covers",
+                                            "restore it from git (`git checkout -- out/`); then apply again") for p in strange[:20]])
+        if self.report.seal is not None and tree_id(listing, self.algo) == self.report.seal.out_tree:
+            self.report.listing = listing  # killed after its seal was written: nothing to seal
+            return
+        broken = before.broken_by(Invariants.of(state), growth=False)
+        if broken:
+            raise fail(STATE_PATH, "refusing to seal a state that " + "; ".join(broken), "this is a bug in pkic: report it")
+        self._write(repo, listing, state, at)
+
+
+# --------------------------------------------------------------------------- no secret: plan and verify
+
+
+def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None, str]:
+    """The public key plan and verify check against, and where it came from: the seal at
+    the merge base with ``base`` (a pull request's target branch), else at HEAD's first
+    parent (a pull request's merge commit has the target branch there), else HEAD's,
+    else out.seal's own (trust on first use)."""
+    git = GitView.of(repo)
+    candidates: list[tuple[str, str]] = []
+    if base is not None:
+        mb = _git(repo, "merge-base", "HEAD", base)
+        if mb.returncode != 0:
+            raise fail("--base", f"{base[:80]!r}: git finds no merge base with HEAD", "pass the pull request's target branch, e.g. --base origin/main")
+        candidates.append((mb.stdout.decode().strip(), f"the merge base with {base}"))
+    elif git.head is not None:
+        candidates += [("HEAD^1", "HEAD^1"), ("HEAD", "HEAD")]
+    for rev, label in candidates:
+        raw = git.blob(repo, f"{rev}:{SEAL_PATH}")
+        if raw is not None:
+            try:
+                return parse(raw, f"{rev}:{SEAL_PATH}").public_key, label
+            except PkicError:
+                continue
+        if base is not None:
+            return None, label
+    raw = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
+    if raw is not None:
+        try:
+            return parse(raw).public_key, "out.seal itself (no sealed commit yet)"
+        except PkicError:
+            pass
+    return None, "nowhere"
+
+
+def sealed_findings(repo: Path, report: Report) -> list[Diagnostic]:
+    """What a reviewer should know when out/ is not the sealed one, from the newest good
+    seal's state (git's objects): a trust bundle that is not the sealed roots, and
+    certificates that were revoked and no longer are."""
+    good = report.newest_valid
+    if good is None or not report.problems:
+        return []
+    raw = report.git.blob(repo, f"{good.out_tree}:state.json") if report.git.head else None
+    if raw is None:
+        return []
+    try:
+        sealed = json.loads(raw)
+        current = json.loads(layout.read_file(repo, STATE_PATH) or b"{}")
+    except (ValueError, PkicError):
+        return []
+    out: list[Diagnostic] = []
+
+    def records(body: dict) -> dict[str, dict]:
+        return {r.get("serial"): r for recs in (body.get("certificates") or {}).values() if isinstance(recs, list) for r in recs if isinstance(r, dict)}
+
+    was, now = records(sealed), records(current if isinstance(current, dict) else {})
+    for serial, r in sorted(was.items(), key=lambda kv: str(kv[0])):
+        if r.get("status") == "revoked" and (now.get(serial) or {}).get("status") != "revoked":
+            out.append(Diagnostic(STATE_PATH, None, None, "", f"{r.get('name')} serial {serial} was revoked in the sealed state and is not any more", REVERT_HINT))
+    roots = {r.get("sha256") for r in was.values() if r.get("status") == "active" and r.get("kind") == "authority" and r.get("issuer") is None}
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        data = layout.read_file(repo, "out/trust/bundle.pem") or b""
+        have = {c.fingerprint(hashes.SHA256()).hex() for c in x509.load_pem_x509_certificates(data)} if data.strip() else set()
+    except (ValueError, PkicError):
+        have = None
+    if have is not None and have != roots:
+        extra, missing = len(have - roots), len(roots - have)
+        out.append(Diagnostic("out/trust/bundle.pem", None, None, "", f"is not the sealed roots: {extra} certificate(s) added, {missing} missing", REVERT_HINT))
+    return out
