@@ -46,6 +46,8 @@ def make_pkic(base: Path) -> Pkic:
     env.update(
         HOME=str(home),
         SOPS_AGE_KEY_FILE=str(home / "age" / "keys.txt"),
+        # the seal key, named on its own so that tests which move the age identity keep it
+        PKIC_SEAL_KEY_FILE=str(home / "seal" / "pkic-seal.key"),
         PYTHONPATH=str(REPO_ROOT),
         COLUMNS="200",
         NO_COLOR="1",
@@ -73,6 +75,13 @@ def applied(repo: Path, pkic: Pkic) -> Path:
     """The init example, applied at NOW."""
     pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)
     return repo
+
+
+def unsealed(repo: Path) -> dict:
+    """Make ``repo`` an unsealed one (a local experiment): no out.seal, and an env with no
+    seal key. For tests of what apply does with a damaged out/ when nothing seals it."""
+    (repo / "out.seal").unlink(missing_ok=True)
+    return {"PKIC_SEAL_KEY_FILE": str(repo.parent / "no-seal-key")}
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyrage
 
-from conftest import NOW, REPO_ROOT, snapshot, write_spec
+from conftest import NOW, REPO_ROOT, snapshot, unsealed, write_spec
 from helpers import active, assert_all_verify, assert_keys_match, sops_rules_before_team
 
 
@@ -59,14 +59,16 @@ def test_shamir_key_groups_are_honoured(repo, pkic):
 
 def test_only_the_needed_authority_keys_are_decrypted(applied, pkic):
     # the root key is not needed to add a leaf under services-ca: make it undecryptable
+    # (in an unsealed repo: a sealed one refuses a key file that is not the sealed one)
+    env = unsealed(applied)
     (applied / "out/keys/root-ca.sops.yaml").write_text("not: a sops file\n")
     add_leaf(applied, "extra")
-    pkic.ok("apply", "--yes", "--now", NOW, cwd=applied)
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=applied, env=env)
     assert "extra" in active(applied)
     # a leaf that needs no authority key at all is impossible, but a renewal of
     # services-ca (same key) needs only the root's: now it fails, clearly, with nothing written
     before = snapshot(applied / "out")
-    p = pkic("apply", "--yes", "--now", "2028-12-01T00:00:00Z", cwd=applied)
+    p = pkic("apply", "--yes", "--now", "2028-12-01T00:00:00Z", cwd=applied, env=env)
     assert p.returncode == 1 and "root-ca" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert snapshot(applied / "out") == before
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NOW, snapshot, write_spec
+from conftest import NOW, snapshot, unsealed, write_spec
 
 # Line numbers, for reading the expected positions below:
 #  1 version: 1
@@ -575,10 +575,25 @@ def test_mistakes_in_one_entry_reported_in_one_run(applied, pkic):
 )
 def test_unreadable_state_file(applied, pkic, content, where, fragment):
     (applied / "out" / "state.json").write_text(content, encoding="utf-8")
-    stderr = rejected(pkic, applied, commands=(("plan",), ("apply", "--yes"), ("status",)))
+    # sealed: apply refuses before it reads the state, naming the file
+    refused_by_seal(pkic, applied, "out/state.json")
+    # unsealed (or plan and status, which read it): the loader's own message
+    env = unsealed(applied)
+    stderr = rejected(pkic, applied, commands=(("plan",), ("apply", "--yes"), ("status",)), env=env)
     message, hint = diag(stderr, where)
     assert fragment in message, message
     assert hint and ("git" in hint or "upgrade" in hint)
+
+
+def refused_by_seal(pkic, repo: Path, rel: str) -> None:
+    """apply in a sealed repo refuses a damaged out/ before reading it: one diagnostic
+    naming the file, a hint to restore it from git, nothing changed."""
+    before = snapshot(repo / "out")
+    proc = pkic("apply", "--yes", "--now", NOW, cwd=repo)
+    assert_clean_failure(proc)
+    message, hint = diag(proc.stderr, rel)
+    assert "not what the seal covers" in message and "git checkout" in hint, proc.stderr
+    assert snapshot(repo / "out") == before
 
 
 @pytest.mark.parametrize(
@@ -593,7 +608,8 @@ def test_damaged_state_record(applied, pkic, certificates):
     body = json.loads((applied / "out" / "state.json").read_text())
     body["certificates"].update(certificates)
     (applied / "out" / "state.json").write_text(json.dumps(body), encoding="utf-8")
-    stderr = rejected(pkic, applied, commands=(("plan",), ("apply", "--yes"), ("status",)))
+    refused_by_seal(pkic, applied, "out/state.json")
+    stderr = rejected(pkic, applied, commands=(("plan",), ("apply", "--yes"), ("status",)), env=unsealed(applied))
     message, _ = diag(stderr, "out/state.json")
     assert "damaged" in message, message
 
@@ -602,8 +618,10 @@ def test_damaged_out_certificate_fails_cleanly_without_writing(applied, pkic):
     """A missing issuer certificate in out/certs is a clear error, not a crash."""
     add_leaf(applied)
     (applied / "out" / "certs" / "services-ca.pem").unlink()
+    refused_by_seal(pkic, applied, "out/certs/services-ca.pem")
+    env = unsealed(applied)
     before = snapshot(applied / "out")
-    proc = pkic("apply", "--yes", "--now", NOW, cwd=applied)
+    proc = pkic("apply", "--yes", "--now", NOW, cwd=applied, env=env)
     assert_clean_failure(proc)
     message, hint = diag(proc.stderr, "out/certs/services-ca.pem")
     assert "missing" in message and "git" in hint
@@ -613,8 +631,10 @@ def test_damaged_out_certificate_fails_cleanly_without_writing(applied, pkic):
 def test_corrupt_out_certificate_fails_cleanly_without_writing(applied, pkic):
     add_leaf(applied)
     (applied / "out" / "certs" / "services-ca.pem").write_text("garbage\n")
+    refused_by_seal(pkic, applied, "out/certs/services-ca.pem")
+    env = unsealed(applied)
     before = snapshot(applied / "out")
-    proc = pkic("apply", "--yes", "--now", NOW, cwd=applied)
+    proc = pkic("apply", "--yes", "--now", NOW, cwd=applied, env=env)
     assert_clean_failure(proc)
     message, _ = diag(proc.stderr, "out/certs/services-ca.pem")
     assert "services-ca" in message

@@ -21,6 +21,7 @@ the golden files from the current output (then read them before committing).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -168,6 +169,7 @@ def test_pull_request_flow_commits_trailers_and_history(main_repo, pkic, tmp_pat
     # one commit, exactly the out/ files the apply wrote, nothing left over
     assert git(pkic, repo, "rev-list", "--count", f"{base}..{c1}").stdout.strip() == "1"
     files = commit_files(pkic, repo, c1)
+    assert files.pop("out.seal") == "M"  # the seal init wrote, now over what this apply wrote
     assert set(files) == set(git(pkic, repo, "ls-files", "out").stdout.split())
     assert all(f.startswith("out/") for f in files) and set(files.values()) == {"A"}
     assert {"out/state.json", "out/certs/web.pem", "out/keys/web.sops.yaml", "out/crl/services-ca.crl", "out/trust/bundle.pem"} <= set(files)
@@ -186,6 +188,9 @@ def test_pull_request_flow_commits_trailers_and_history(main_repo, pkic, tmp_pat
     assert re.fullmatch(r"[0-9a-f]{64}", first_plan["reviewed_digest"])
     assert trailer_values(tr, "Pki-State") == [f"{s['lineage']} {s['serial']}"] and s["serial"] == 1
     assert sorted(trailer_values(tr, "Pki-CRL")) == ["root-ca 1", "services-ca 1"]
+    seal = json.loads((repo / "out.seal").read_text())
+    assert trailer_values(tr, "Pki-Seal") == [f"{seal['serial']} {hashlib.sha256((repo / 'out.seal').read_bytes()).hexdigest()}"]
+    assert seal["out_tree"] == git(pkic, repo, "rev-parse", "HEAD:out").stdout.strip()  # git's own tree id
 
     # a pull request: add a leaf, retire another by removing it, give web one more name
     git(pkic, repo, "switch", "-q", "-c", "feature")
@@ -228,6 +233,7 @@ def test_pull_request_flow_commits_trailers_and_history(main_repo, pkic, tmp_pat
     assert trailer_values(tr, "Pki-Plan") == [digest]
     assert trailer_values(tr, "Pki-State") == [f"{s['lineage']} 2"]
     files = commit_files(pkic, repo, c2)
+    assert files.pop("out.seal") == "M"  # and the seal over it
     # exactly what the apply changed on disk, nothing more, nothing less
     assert set(files) == {f"out/{k}" for k in set(out_before) | set(out_after) if out_before.get(k) != out_after.get(k)}
     assert files["out/certs/api.pem"] == "A" and files["out/certs/payments.pem"] == "D" and files["out/keys/payments.sops.yaml"] == "D"

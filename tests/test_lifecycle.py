@@ -353,9 +353,12 @@ def test_init_identity_is_appended_private_and_outside_the_repo(tmp_path, pkic):
 
 
 def test_ci_identity_from_environment_variable(applied, pkic):
-    """CI passes the identity in SOPS_AGE_KEY, with no key file at all."""
+    """CI passes the identity in SOPS_AGE_KEY and the seal key in PKIC_SEAL_KEY, with no key file at all."""
     identity = [ln for ln in Path(pkic.env["SOPS_AGE_KEY_FILE"]).read_text().splitlines() if ln.startswith("AGE-SECRET-KEY-")][0]
+    seal_key = Path(pkic.env["PKIC_SEAL_KEY_FILE"]).read_text()
     write_spec(applied, spec_text(applied).replace("www.example.com]", "www.example.com, ci.example.com]"))
-    env = {"SOPS_AGE_KEY_FILE": str(applied / "nope.txt"), "SOPS_AGE_KEY": identity}
-    pkic.ok("apply", "--yes", "--now", NOW, cwd=applied, env=env)
+    env = {"SOPS_AGE_KEY_FILE": str(applied.parent / "nope.txt"), "SOPS_AGE_KEY": identity, "PKIC_SEAL_KEY_FILE": str(applied.parent / "nope.key")}
+    p = pkic("apply", "--yes", "--now", NOW, cwd=applied, env=env)
+    assert p.returncode == 1 and "no seal key" in p.stderr, p.stderr  # the seal key is needed as much as the identity
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=applied, env={**env, "PKIC_SEAL_KEY": seal_key})
     assert_all_verify(applied)

@@ -70,6 +70,9 @@ def applied(applied_template: Path, tmp_path: Path, pkic: Pkic) -> Path:
     identity = Path(pkic.env["SOPS_AGE_KEY_FILE"])
     identity.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(applied_template / "home" / "age" / "keys.txt", identity)
+    seal_key = Path(pkic.env["PKIC_SEAL_KEY_FILE"])
+    seal_key.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(applied_template / "home" / "seal" / "pkic-seal.key", seal_key)
     return tmp_path / "pki"
 
 

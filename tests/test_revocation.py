@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+import pytest
 
 from conftest import NOW, snapshot, write_spec
 from cryptography import x509
@@ -955,23 +956,30 @@ def test_ocsp_signer_self_from_the_first_apply(repo, pkic):
 
 
 def test_ocsp_dir_puts_responses_elsewhere(repo, pkic):
-    write_spec(repo, spec_yaml(top="publish: {ocsp_dir: ocsp-out}\n"))
+    write_spec(repo, spec_yaml(top="publish: {ocsp_dir: out/ocsp-out}\n"))
     apply(pkic, repo, NOW)
     assert not (repo / "out" / "ocsp").exists()
-    assert sorted(p.name for p in (repo / "ocsp-out").iterdir()) == ["payments.der", "services-ca.der", "web.der"]
-    assert state(repo)["certificates"]["web"][0]["ocsp"]["file"] == "ocsp-out/web.der"
+    assert sorted(p.name for p in (repo / "out/ocsp-out").iterdir()) == ["payments.der", "services-ca.der", "web.der"]
+    assert state(repo)["certificates"]["web"][0]["ocsp"]["file"] == "out/ocsp-out/web.der"
     pem = repo / "out" / "certs" / "web.pem"
-    assert_ocsp(ocsp_check(repo, pem, respin=repo / "ocsp-out" / "web.der"), pem, "good")
+    assert_ocsp(ocsp_check(repo, pem, respin=repo / "out/ocsp-out" / "web.der"), pem, "good")
     assert_quiet(pkic, repo, NOW)
+
+
+@pytest.mark.parametrize("where", ["ocsp-out", ".github/workflows", "out/certs", "out/../x", "/tmp/x", "out"])
+def test_ocsp_dir_must_be_a_directory_of_its_own_inside_out(repo, pkic, where):
+    write_spec(repo, spec_yaml(top=f"publish: {{ocsp_dir: '{where}'}}\n"))
+    p = pkic("validate", cwd=repo)
+    assert p.returncode == 1 and "publish.ocsp_dir" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
 def test_changing_ocsp_dir_moves_the_responses(applied, pkic):
     repo = applied
-    write_spec(repo, spec_yaml(top="publish: {ocsp_dir: ocsp-out}\n"))
+    write_spec(repo, spec_yaml(top="publish: {ocsp_dir: out/ocsp-out}\n"))
     p = plan(pkic, repo)
     assert sorted(o["name"] for o in p["ocsp"]) == ["payments", "services-ca", "web"], p["ocsp"]
     apply(pkic, repo, NOW)
-    assert sorted(f.name for f in (repo / "ocsp-out").iterdir()) == ["payments.der", "services-ca.der", "web.der"]
+    assert sorted(f.name for f in (repo / "out/ocsp-out").iterdir()) == ["payments.der", "services-ca.der", "web.der"]
     assert not list((repo / "out" / "ocsp").glob("*.der"))
 
 
