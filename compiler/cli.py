@@ -439,6 +439,12 @@ def check(
         except PkicError:
             effective = None  # the state alone still tells what expires when
         items = run_check(state, effective, when, warn_d, crit_d)
+        from .check import CRITICAL, Item
+        from .verify import bundle_problem
+
+        problem = bundle_problem(_repo, state) if state.active_names() else None
+        if problem:  # what clients trust is not what the state says: worse than any expiry
+            items.append(Item("bundle", "trust", None, "", CRITICAL, problem))
     except PkicError as exc:
         line = f"PKIC UNKNOWN - {exc.diagnostics[0].render().splitlines()[0]}"
         if fmt == "json":

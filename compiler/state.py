@@ -219,11 +219,13 @@ class State:
 
 
 def load_state(repo: Path) -> State:
-    path = repo / STATE_PATH
+    from .layout import read_file
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return State()
+        data = read_file(repo, STATE_PATH, max_size=None)  # never through a symlink
+        if data is None:
+            return State()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
     try:

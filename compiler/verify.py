@@ -63,14 +63,9 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
                 continue
             if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
                 findings.append(Finding(name, f"{keystore.key_path(name)} holds a key that does not match the certificate"))
-    wanted = {state.active(n)["sha256"] for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None}
-    try:
-        have = {c.fingerprint(hashes.SHA256()).hex() for c in _load_pems(roots_text)}
-    except ValueError:
-        have = set()
-    if names and (have != wanted or roots_text != "".join(bundle.read_text(repo, bundle.cert_path(n)) or "" for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None)):
-        extra, missing = len(have - wanted), len(wanted - have)
-        findings.append(Finding("trust bundle", f"{bundle.TRUST_BUNDLE} is not exactly the roots the state records ({extra} other certificate(s), {missing} missing)"))
+    problem = bundle_problem(repo, state, roots_text)
+    if names and problem:
+        findings.append(Finding("trust bundle", problem))
     for authority in sorted(state.crls):
         if state.active(authority) is None:
             continue  # an authority that left: its CRL left with it (the state keeps the number)
@@ -88,6 +83,22 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         if crl.next_update_utc is not None and crl.next_update_utc <= now:
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
     return len(names), findings
+
+
+def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
+    """Why out/trust/bundle.pem is not exactly the roots the state records (None: it is).
+    An extra root in the trust bundle would be trusted by every client that uses it."""
+    roots = [n for n in sorted(state.active_names()) if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
+    if text is None:
+        text = bundle.read_text(repo, bundle.TRUST_BUNDLE) or ""
+    wanted = {state.active(n)["sha256"] for n in roots}
+    try:
+        have = {c.fingerprint(hashes.SHA256()).hex() for c in _load_pems(text)}
+    except ValueError:
+        have = set()
+    if have == wanted and text == "".join(bundle.read_text(repo, bundle.cert_path(n)) or "" for n in roots):
+        return None
+    return f"{bundle.TRUST_BUNDLE} is not exactly the roots the state records ({len(have - wanted)} other certificate(s), {len(wanted - have)} missing)"
 
 
 def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -> str | None:
