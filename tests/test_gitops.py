@@ -1048,8 +1048,10 @@ def test_the_workflow_pkic_calls_run_in_a_real_repo(main_repo, pkic):
     reviewed = json.loads(pkic.ok("plan", "--json", cwd=repo).stdout)["reviewed_digest"]
     calls = pkic_invocations()
     order = {"validate": 0, "plan": 1, "apply": 2, "check": 3}
+    branch = git(pkic, repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    fill = {"$REVIEWED": reviewed, "$BASE": branch}  # the PR's target branch: here, the branch itself
     for wf, line, tokens in sorted(calls, key=lambda c: order.get(c[2][1], 9)):
-        args = [reviewed if t == "$REVIEWED" else t for t in tokens[1:]]
+        args = [fill.get(t, t) for t in tokens[1:]]
         assert not [t for t in args if "$" in t], args
         p = pkic(*args, cwd=repo)
         allowed = {"plan": (0, 2), "check": (0, 1)}.get(args[0], (0,))
