@@ -21,18 +21,26 @@ class Diagnostic:
     hint: str | None = field(default=None, compare=False)
 
     def render(self) -> str:
-        where = self.file
+        """One line (and a hint line); control characters and undecodable bytes from a
+        file name or a value are shown escaped, never sent to the terminal."""
+        where = _printable(self.file)
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
         text = f"{where}: "
         if self.path:
-            text += f"{self.path}: "
-        text += self.message
+            text += f"{_printable(self.path)}: "
+        text += _printable(self.message)
         if self.hint:
-            text += f"\n  hint: {self.hint}"
+            text += f"\n  hint: {_printable(self.hint)}"
         return text
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class PkicError(Exception):

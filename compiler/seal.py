@@ -50,6 +50,7 @@ SEAL_VERSION = 1
 KEY_PREFIX = "PKIC-SEAL-KEY-1:"
 PUB_PREFIX = "ed25519:"
 MAX_SEAL = 64 * 1024
+MAX_OUT_FILE = 256 * 1024 * 1024  # a CRL of a million entries is ~40 MiB
 FIELDS = ("format", "version", "lineage", "serial", "prev", "out_tree", "object_format", "state_serial", "sops_rules", "public_key", "sealed_at")
 EMPTY_TREE = {"sha1": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
               "sha256": "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"}
@@ -256,6 +257,8 @@ def scan_out(repo: Path, algo: str) -> Listing:
                         st = os.fstat(fd)
                         if not stat.S_ISREG(st.st_mode):
                             raise fail(rel, "is not a regular file inside out/", "remove it, and find out who added it")
+                        if st.st_size > MAX_OUT_FILE:
+                            raise fail(rel, f"is {st.st_size} bytes: no file pkic writes is this large", "remove it (`git rm`), and find out who added it")
                         data = os.read(fd, st.st_size + 1)
                         while len(data) < st.st_size:  # a short read (large file): read on
                             more = os.read(fd, 1 << 20)
@@ -291,11 +294,13 @@ def tree_id(listing: Listing, algo: str, prefix: str = OUT_DIR + "/") -> str:
         entries = []
         for name, value in node.items():
             if isinstance(value, dict):
-                entries.append((name + "/", b"40000 " + name.encode() + b"\0" + build(value)))
+                raw = os.fsencode(name)
+                entries.append((raw + b"/", b"40000 " + raw + b"\0" + build(value)))
             else:
                 mode, blob = value
-                entries.append((name, mode.encode() + b" " + name.encode() + b"\0" + bytes.fromhex(blob)))
-        entries.sort(key=lambda e: e[0].encode())  # git sorts a directory as if its name ended in '/'
+                raw = os.fsencode(name)
+                entries.append((raw, mode.encode() + b" " + raw + b"\0" + bytes.fromhex(blob)))
+        entries.sort(key=lambda e: e[0])  # git sorts a directory as if its name ended in '/'
         return _hash(algo, b"tree", b"".join(e[1] for e in entries))
 
     if not root:
@@ -307,8 +312,11 @@ def tree_id(listing: Listing, algo: str, prefix: str = OUT_DIR + "/") -> str:
 
 
 def _git(repo: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    """git, reading its objects as they are: replace refs (refs/replace/*, which anyone who
+    can push a ref could add) would let another object stand in for a seal or a tree."""
+    env = {**os.environ, "GIT_NO_REPLACE_OBJECTS": "1", "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        return subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True)
+        return subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True, env=env)
     except FileNotFoundError:
         raise fail("git", "git is not installed", "install git") from None
 
@@ -379,7 +387,7 @@ class GitView:
             if item:
                 meta, path = item.split(b"\t", 1)
                 mode, _kind, oid = meta.split()
-                out[f"{OUT_DIR}/{path.decode(errors='replace')}"] = (mode.decode(), oid.decode())
+                out[f"{OUT_DIR}/{os.fsdecode(path)}"] = (mode.decode(), oid.decode())
         return out
 
 
@@ -429,7 +437,7 @@ class Report:
                 "problems": [{"path": d.path or d.file, "message": d.message} for d in self.problems]}
 
     def problem(self, where: str, message: str, hint: str = REVERT_HINT) -> None:
-        self.problems.append(Diagnostic(where, None, None, "", message, hint))
+        self.problems.append(Diagnostic(where, None, None, "", message, hint))  # render() escapes odd names
 
     @property
     def prev_for_next(self) -> str | None:

@@ -270,3 +270,16 @@ def test_a_shallow_clone_cannot_prove_freshness_and_apply_refuses(tmp_path, pkic
     assert pkic("plan", "--now", NOW, cwd=shallow).returncode == 1
     git(shallow, "fetch", "-q", "--unshallow")
     pkic.ok("apply", "--yes", "--commit", "--now", "2027-01-15T12:00:00Z", cwd=shallow)
+
+
+def test_odd_file_names_in_out_are_named_not_a_crash(applied, pkic):
+    before = snapshot(applied / "out")
+    odd = os.fsencode(applied / "out" / "certs") + b"/\xff\nnew\x1b[31m.pem"
+    with open(odd, "wb") as fh:
+        fh.write(b"x")
+    p = pkic("apply", "--yes", "--now", NOW, cwd=applied)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and "crashed" not in p.stderr, p.stderr
+    assert "not what the seal covers" in p.stderr and "\x1b" not in p.stderr, p.stderr
+    os.unlink(odd)
+    assert snapshot(applied / "out") == before
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=applied)
