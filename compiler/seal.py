@@ -14,9 +14,10 @@ identity wrote.
   the lineage, a serial, the SHA-256 of the previous seal, the git tree id of ``out/``
   (every file, mode and path in one id), the digest of ``.sops.yaml``'s creation
   rules, the public key and the signature.
-* **Freshness**: among the versions of ``out.seal`` in the first-parent history of
-  HEAD, the valid one with the highest serial must be HEAD's, and the ``prev`` links
-  of the valid versions must form one chain. A restored older ``out/`` or a seal
+* **Freshness**: among the versions of ``out.seal`` in all of HEAD's history (not
+  only first parents: a crafted merge can put newer seals behind its second parent),
+  the valid one with the highest serial must be HEAD's, and the ``prev`` links of the
+  valid versions must form one chain. A restored older ``out/`` or a seal
   replayed from another branch is refused, naming the newer commit.
 
 The tree id of ``out/`` on disk is computed here from the bytes on disk (no git
@@ -183,7 +184,7 @@ def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
         raise bad("too large")
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: '[' * 30000
         raise bad("not JSON") from None
     if not isinstance(body, dict) or set(body) != set(FIELDS) | {"signature"}:
         raise bad("unexpected fields")
@@ -354,10 +355,13 @@ class GitView:
         return proc.stdout.decode().strip() if proc.returncode == 0 else EMPTY_TREE[self.object_format]
 
     def history(self, repo: Path) -> list[tuple[str, bytes | None]]:
-        """Each version of out.seal along HEAD's first parents, oldest first: (commit, bytes or None if removed)."""
+        """Each version of out.seal in any commit reachable from HEAD that changed it,
+        oldest first: (commit, bytes or None if removed). All of HEAD's history, not only
+        first parents: a crafted merge whose first parent is an old commit, fast-forwarded
+        onto the branch, would otherwise hide the newer seals behind its second parent."""
         if self.head is None:
             return []
-        log = _git(repo, "log", "--first-parent", "--format=%H", "--", SEAL_PATH)
+        log = _git(repo, "log", "--full-history", "--format=%H", "--", SEAL_PATH)
         commits = log.stdout.decode().split()[::-1]
         if not commits:
             return []
@@ -391,6 +395,22 @@ class GitView:
         return out
 
 
+def sops_rule_summary(repo: Path) -> str:
+    """Who can decrypt a key pkic writes now: the creation rule sops uses for
+    out/keys/<name>.sops.yaml, as one line (recipients, backends, selectors)."""
+    from .sopsfile import creation_rules, first_match
+
+    rules = creation_rules(repo)
+    if rules is None:
+        return "no .sops.yaml"
+    i = first_match(repo / ".sops.yaml", "out/keys/example.sops.yaml")
+    if i is None:
+        return "no creation rule pkic can read for out/keys/ (sops decides)"
+    rule = rules[i] if isinstance(rules[i], dict) else {}
+    shown = {k: v for k, v in sorted(rule.items()) if k != "path_regex"}
+    return json.dumps(shown, sort_keys=True, default=str)[:2000]
+
+
 def sops_rules_digest(repo: Path) -> str:
     """SHA-256 of .sops.yaml's creation rules as data: comments, anchors and layout don't count."""
     from .sopsfile import creation_rules
@@ -419,6 +439,7 @@ class Report:
     changed: list[tuple[str, str]] = field(default_factory=list)  # (path, added|changed|removed) vs the sealed tree
     newest_valid: Seal | None = None  # the newest seal known good: on disk, or in history
     key_source: str = "the seal key"  # where public_key came from
+    sops_change: str | None = None  # .sops.yaml's creation rules differ from the sealed ones: the rule now
 
     def summary(self) -> str:
         if self.mode == "unsealed":
@@ -433,6 +454,7 @@ class Report:
 
     def to_json(self) -> dict:
         return {"mode": self.mode, "ok": not self.problems, "summary": self.summary(), "public_key": self.public_key,
+                "sops_rules": {"file": ".sops.yaml", "changed": self.sops_change is not None, "now": self.sops_change},
                 "serial": self.seal.serial if self.seal else None, "digest": self.seal.digest if self.seal else None,
                 "problems": [{"path": d.path or d.file, "message": d.message} for d in self.problems]}
 
@@ -479,8 +501,9 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         r.problem(SEAL_PATH, "this repository is sealed, and no seal key is set",
                   "apply needs the seal key: set PKIC_SEAL_KEY (CI) or PKIC_SEAL_KEY_FILE (see docs/security.md)")
         return r
+    head_raw = r.git.blob(repo, f"HEAD:{SEAL_PATH}")
     if disk_raw is None:
-        _check_history(r, public_key, history)
+        _check_history(r, public_key, history, head_raw)
         if sealed_before:
             r.mode = "sealed"
             r.problem(SEAL_PATH, f"is missing, but commit {sealed_before[-1][0][:12]} has one: out/ was replaced or its seal removed")
@@ -493,7 +516,7 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
     r.mode = "sealed"
     seal = parse(disk_raw)
     if not seal.valid_under(public_key):
-        _check_history(r, public_key, history)
+        _check_history(r, public_key, history, head_raw)
         why = "signed by another key" if seal.public_key != public_key else "its signature is not valid"
         r.problem(SEAL_PATH, f"is not sealed by the seal key {public_key[:24]}…: {why} (it names {seal.public_key[:24]}…)",
                   "a seal is made only by pkic apply with the seal key; " + REVERT_HINT)
@@ -502,9 +525,11 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
     if seal.object_format != r.git.object_format:
         r.problem(SEAL_PATH, f"was made for {seal.object_format} object ids; this repository uses {r.git.object_format}")
         return r
-    _check_history(r, public_key, history)
-    head_raw = r.git.blob(repo, f"HEAD:{SEAL_PATH}")
-    head = parse(head_raw, f"HEAD:{SEAL_PATH}") if head_raw is not None else None
+    _check_history(r, public_key, history, head_raw)
+    try:
+        head = parse(head_raw, f"HEAD:{SEAL_PATH}") if head_raw is not None else None
+    except PkicError:
+        head = None
     if head is not None and head.valid_under(public_key):
         r.head_seal = head
         if disk_raw == head_raw:
@@ -515,6 +540,8 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         elif seal.prev != head.digest or seal.serial <= head.serial or seal.lineage != head.lineage:
             r.problem(SEAL_PATH, f"is neither HEAD's seal (serial {head.serial}) nor a later apply of it (serial {seal.serial})",
                       "restore it and out/ from git (`git checkout -- out.seal out/`)")
+    if seal.sops_rules != sops_rules_digest(repo):
+        r.sops_change = sops_rule_summary(repo)
     if not scan:
         return r
     r.listing = scan_out(repo, r.git.object_format)
@@ -528,7 +555,9 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
     return r
 
 
-def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | None]]) -> None:
+def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | None]], head_raw: bytes | None) -> None:
+    """Freshness: every seal made with the key that HEAD can reach, however it got into
+    history. HEAD's seal must be the newest of them, and they must form one chain."""
     valid: list[tuple[str, Seal]] = []
     for commit, raw in history:
         if raw is None:
@@ -544,14 +573,20 @@ def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | 
     top_commit, top = max(valid, key=lambda cs: cs[1].serial)  # max() keeps the first (oldest) of equals
     if r.newest_valid is None or top.serial > r.newest_valid.serial:
         r.newest_valid = top
-    last_commit, last = history[-1][0], history[-1][1]
-    at_head = [s for c, s in valid if c == last_commit]
-    if last is None:
-        r.problem(SEAL_PATH, f"was removed in commit {last_commit[:12]}; commit {top_commit[:12]} has seal serial {top.serial}")
-    elif not at_head:
-        r.problem(SEAL_PATH, f"the seal committed in {last_commit[:12]} is not made with the seal key; commit {top_commit[:12]} has seal serial {top.serial}")
-    elif at_head[0].serial < top.serial or (at_head[0].serial == top.serial and at_head[0].raw != top.raw):
-        r.problem(SEAL_PATH, f"restores an older out/: its seal has serial {at_head[0].serial}, but commit {top_commit[:12]} already has serial {top.serial}")
+    head = None
+    if head_raw is not None:
+        try:
+            head = parse(head_raw, f"HEAD:{SEAL_PATH}")
+        except PkicError:
+            head = None
+    if head_raw is None:
+        r.problem(SEAL_PATH, f"is not in HEAD, but commit {top_commit[:12]} has a seal (serial {top.serial}): out/ was replaced or its seal removed")
+    elif head is None or not head.valid_under(public_key):
+        r.problem(SEAL_PATH, f"HEAD's seal is not made with the seal key; commit {top_commit[:12]} has seal serial {top.serial}")
+    elif head.serial < top.serial:
+        r.problem(SEAL_PATH, f"restores an older out/: its seal has serial {head.serial}, but commit {top_commit[:12]} already has serial {top.serial}")
+    elif head.serial == top.serial and head.raw != top.raw:
+        r.problem(SEAL_PATH, f"two different seals have serial {top.serial} (HEAD's and commit {top_commit[:12]}'s): out/ was forked")
     chain: dict[str, tuple[str, Seal]] = {}
     for commit, s in valid:
         chain.setdefault(s.digest, (commit, s))
@@ -581,7 +616,7 @@ def _local_listing(repo: Path, tree: str) -> Listing | None:
         if body.get("tree") != tree:
             return None
         return {p: tuple(v.split(" ", 1)) for p, v in body["files"].items()}
-    except (OSError, ValueError, KeyError, AttributeError, PkicError):
+    except (OSError, ValueError, KeyError, AttributeError, RecursionError, PkicError):
         return None
 
 
@@ -700,20 +735,30 @@ class Sealing:
         self.report.seal, self.report.listing, self.report.recovering = new, listing, False
         return new
 
-    def recover(self, repo: Path, begin: dict, touched: set[str], before: Invariants, state, at: str) -> None:
-        """After the journal of a killed apply was replayed: prove that out/ differs from
-        the seal only in what that apply wrote, then seal it."""
+    def check_recovery(self, begin: dict, touched: set[str]) -> None:
+        """Before a killed apply's journal is replayed: out/ may differ from the seal only
+        in files that apply was writing (``touched``) and its staging files."""
+        if not self.report.recovering:
+            return
+        sealed = begin.get("listing")
+        if begin.get("seal") != (self.report.seal.digest if self.report.seal else None) or not isinstance(sealed, dict):
+            raise fail(OUT_DIR, "is not what the seal covers, and the interrupted apply's journal does not say why",
+                       "restore out/ from git (`git checkout -- out/ out.seal`), remove .pkic/journal.jsonl, and apply again")
+        was = {p: tuple(v.split(" ", 1)) for p, v in sealed.items() if isinstance(v, str)}
+        now = self.report.listing or {}
+
+        def staging(p: str) -> bool:
+            base = p.rpartition("/")[2]
+            return base.startswith(".") and ".tmp-" in base
+
+        strange = sorted(p for p in set(was) | set(now) if was.get(p) != now.get(p) and p not in touched and not staging(p))
+        if strange:
+            raise PkicError([Diagnostic(p, None, None, "", "changed since the interrupted apply began, and not by it: not what the seal covers",
+                                        "restore it from git (`git checkout -- out/`); then apply again") for p in strange[:20]])
+
+    def recover(self, repo: Path, before: Invariants, state, at: str) -> None:
+        """After a killed apply's journal was replayed (check_recovery passed): seal it."""
         listing = scan_out(repo, self.algo)
-        if self.report.recovering:
-            sealed = begin.get("listing")
-            if begin.get("seal") != (self.report.seal.digest if self.report.seal else None) or not isinstance(sealed, dict):
-                raise fail(OUT_DIR, "is not what the seal covers, and the interrupted apply's journal does not say why",
-                           "restore out/ from git (`git checkout -- out/ out.seal`), remove .pkic/journal.jsonl, and apply again")
-            was = {p: tuple(v.split(" ", 1)) for p, v in sealed.items()}
-            strange = sorted(p for p in set(was) | set(listing) if was.get(p) != listing.get(p) and p not in touched)
-            if strange:
-                raise PkicError([Diagnostic(p, None, None, "", "changed since the interrupted apply began, and not by it: not what the seal covers",
-                                            "restore it from git (`git checkout -- out/`); then apply again") for p in strange[:20]])
         if self.report.seal is not None and tree_id(listing, self.algo) == self.report.seal.out_tree:
             self.report.listing = listing  # killed after its seal was written: nothing to seal
             return
@@ -771,7 +816,7 @@ def sealed_findings(repo: Path, report: Report) -> list[Diagnostic]:
     try:
         sealed = json.loads(raw)
         current = json.loads(layout.read_file(repo, STATE_PATH) or b"{}")
-    except (ValueError, PkicError):
+    except (ValueError, RecursionError, PkicError):
         return []
     out: list[Diagnostic] = []
 
