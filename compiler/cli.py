@@ -127,8 +127,13 @@ def plan(
         raise PkicError(f"--format {fmt}: not a format", "use text, json or markdown")
     as_json = as_json or fmt == "json"
 
-    effective, _state, the_plan = _load(parse_now(now))
-    sealed, findings = _seal_inspect(_repo, base)
+    sealed, findings = _seal_inspect(_repo, base)  # first: a forged out/ may not even load
+    try:
+        effective, _state, the_plan = _load(parse_now(now))
+    except PkicError as exc:
+        if sealed.problems:
+            raise PkicError(sealed.problems + findings + exc.diagnostics) from None
+        raise
     body = the_plan.to_json()
     body["seal"] = {**sealed.to_json(), "findings": [{"path": d.file, "message": d.message} for d in findings]}
     if save is not None:
@@ -147,6 +152,7 @@ def plan(
     else:
         _show(plan_text(the_plan, effective))
         out.print(("[bold red]seal:[/] " if problems else "seal: ") + _escape(sealed.summary()))
+        _sops_warning(sealed)
         if save is not None:
             out.print(f"Saved the plan to {save}; apply exactly it with `pkic apply {save}`.")
     if problems:
@@ -157,6 +163,14 @@ def plan(
         raise typer.Exit(1)
     if detailed_exitcode and not the_plan.empty:
         raise typer.Exit(2)
+
+
+def _sops_warning(report) -> None:
+    """.sops.yaml decides who can decrypt every key pkic writes: a change since the last
+    seal is shown to the reviewer, with the rule as it is now."""
+    if report.sops_change is not None:
+        out.print("[bold yellow]! .sops.yaml: its creation rules changed since the last seal.[/] Every key written from now on "
+                  f"(new certificates, renewals, rekeys) is encrypted under: {_escape(report.sops_change)}")
 
 
 def _seal_inspect(repo: Path, base: str | None):
@@ -227,6 +241,8 @@ def apply(
                             "the spec or the state changed after review: re-run the plan on the pull request and review it again")]
             )
         _show(plan_text(the_plan, effective))
+        if sealing is not None:
+            _sops_warning(sealing.report)
         if sealing is None:
             out.print("[yellow]seal: unsealed[/]: no seal key and no out.seal; nothing proves who wrote out/ (fine for local experiments; see docs/security.md)")
         if the_plan.empty:
@@ -297,8 +313,8 @@ def _read_saved_plan(path: Path) -> dict:
         data = json.loads(target.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise fail(str(path), "no such plan file", "save one with `pkic plan --out FILE`") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise fail(str(path), f"not a saved plan: {exc}", "save one with `pkic plan --out FILE`") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise fail(str(path), f"not a saved plan: {type(exc).__name__}", "save one with `pkic plan --out FILE`") from None
     if not isinstance(data, dict) or data.get("format_version") != 1 or "digest" not in data:
         raise fail(str(path), "not a saved pkic plan", "save one with `pkic plan --out FILE`")
     return data
@@ -394,7 +410,7 @@ def verify(
             raise typer.Exit(1)
         versions = sum(1 for _c, raw in report.git.history(_repo) if raw is not None)
         out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); "
-                  f"{versions} sealed commit(s) in first-parent history form one chain.")
+                  f"{versions} sealed commit(s) in history form one chain.")
     state = load_state(_repo)
     count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
     if not count:

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from . import bundle, keystore
+from . import bundle, keystore, layout
 from .errors import PkicError, fail
 from .csr import CsrError, load_csr
 from .keystore import Keystore, KeyHandle
@@ -208,6 +208,23 @@ def _replay(writer, op: dict) -> None:
             writer.remove(op["removed"])
 
 
+class _Paths:
+    """The Writer interface, recording paths only: what replaying a journal would touch."""
+
+    def __init__(self) -> None:
+        self.touched: set[str] = set()
+
+    def write(self, rel: str, data: bytes) -> None:
+        self.touched.add(rel)
+
+    def rename(self, old: str, new: str) -> None:
+        self.touched.update((old, new))
+
+    def remove(self, rel: str) -> bool:
+        self.touched.add(rel)
+        return True
+
+
 @dataclass
 class Recovery:
     """What finishing an interrupted apply did: its steps and the paths it touched."""
@@ -232,6 +249,13 @@ def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: dateti
     if not any(op["op"] not in ("begin", "commit") for op in ops):
         Journal(repo).discard()  # killed before its first step: nothing to finish
         return Recovery()
+    if sealing is not None:  # before writing anything: out/ differs from the seal only where we were writing
+        planned = _Paths()
+        for op in ops:
+            _replay(planned, op)
+        planned.touched.update(bundle.chain_path(n) for n in state.active_names())
+        planned.touched.update((bundle.TRUST_BUNDLE, "out/state.json"))
+        sealing.check_recovery(ops[0], planned.touched)
     bundle.clean_staging(repo)
     certs = _Certs(repo)
     direct = _Direct(repo)
@@ -244,7 +268,7 @@ def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: dateti
     direct.write("out/state.json", state.to_json().encode())
     if sealing is not None:
         assert sealed_state is not None
-        sealing.recover(repo, ops[0], direct.touched, Invariants.of(sealed_state), state, ts(now) if now else ops[-1].get("at", ""))
+        sealing.recover(repo, Invariants.of(sealed_state), state, ts(now) if now else ops[-1].get("at", ""))
     Journal(repo).discard()
     return Recovery([op for op in ops if op["op"] not in ("begin", "commit")], direct.touched)
 
@@ -308,9 +332,19 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
         result.state_serial = state.serial
         return result
     store.check_config()
-    store.expected = recorded_keys(state)
+    store.expected = recorded_keys(state, plan.moves)
+    if spec.publish.ocsp:
+        layout.check_dir(repo, spec.publish.ocsp_dir)
+    store.check_encrypts([keystore.key_path(c.name) for c in plan.changes if c.action != REVOKE and c.key == "new"]
+                         + [keystore.responder_key_path(p.name) for p in plan.responders])
+    renamed = {new: old for old, new in plan.moves}  # decrypted before the move step renames the files
     for name, rel in _signers_needed(plan, spec):
-        store.load(name, rel)
+        if name in renamed and rel == keystore.key_path(name):
+            store.remember(rel, store.load(name, keystore.key_path(renamed[name])))
+        elif name in renamed and rel == keystore.responder_key_path(name):
+            store.remember(rel, store.load(name, keystore.responder_key_path(renamed[name])))
+        else:
+            store.load(name, rel)
     certs = _Certs(repo)
     for c in plan.changes:  # CSRs and certificates whose key is kept must be readable now
         if c.key == "external":
@@ -604,13 +638,18 @@ def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
     return handles.get(name) or store.load(name)
 
 
-def recorded_keys(state: State) -> dict[str, str]:
-    """Key file -> the public key the state records for it: a decrypted key must match."""
+def recorded_keys(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, str]:  # type: ignore[assignment]
+    """Key file -> the public key the (sealed) state records for it: a decrypted key must
+    match. A name being moved has its record under the old name, its file at either."""
     keys = {keystore.key_path(n): r["public_key_sha256"] for n in state.active_names() if (r := state.active(n)) is not None}
     for a in state.responders:
         resp = state.responder(a)
         if resp is not None:
             keys[keystore.responder_key_path(a)] = resp["public_key_sha256"]
+    for old, new in moves:
+        for path in (keystore.key_path, keystore.responder_key_path):
+            if path(old) in keys:
+                keys[path(new)] = keys[path(old)]
     return keys
 
 

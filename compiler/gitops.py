@@ -144,6 +144,27 @@ def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: l
     return subject + "\n\n" + "\n".join(body) + "\n\n" + "\n".join(trailers) + "\n"
 
 
+def stage_exact(repo: Path, paths: list[str]) -> None:
+    """Stage exactly the bytes on disk at ``paths`` (a removed one as removed): blobs made
+    with `git hash-object --no-filters`, entries set with `git update-index`. Unlike `git
+    add`, no .gitattributes (eol, filter, working-tree-encoding, LFS) and no ignore rule
+    can change or refuse what is committed: git stores what apply sealed."""
+    present = [p for p in paths if os.path.lexists(os.path.join(repo, p))]
+    gone = [p for p in paths if p not in set(present)]
+    if present:
+        proc = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--no-filters", "--stdin-paths"],
+                              input="".join(p + "\n" for p in present), capture_output=True, text=True)
+        shas = proc.stdout.split()
+        if proc.returncode != 0 or len(shas) != len(present):
+            raise fail("git", f"git hash-object failed: {proc.stderr.strip()[:400]}", "out/ is written and sealed: commit it yourself")
+        info = "".join(f"{'100755' if os.stat(os.path.join(repo, p)).st_mode & 0o100 else '100644'} {sha}\t{p}\n" for p, sha in zip(present, shas))
+        proc = subprocess.run(["git", "-C", str(repo), "update-index", "--add", "--index-info"], input=info, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise fail("git", f"git update-index failed: {proc.stderr.strip()[:400]}", "out/ is written and sealed: commit it yourself")
+    for i in range(0, len(gone), 500):
+        git(repo, "update-index", "--force-remove", "--", *gone[i:i + 500])
+
+
 def commit_out(repo: Path, paths: list[str], message: str, author: str | None, seal=None) -> CommitResult:
     """Commit exactly ``paths``: the files this apply wrote, removed or renamed (never a
     stray file that happens to sit in out/). A path may be gone (an OCSP response
@@ -151,12 +172,7 @@ def commit_out(repo: Path, paths: list[str], message: str, author: str | None, s
     existing = sorted(set(paths))
     if not existing:
         return CommitResult(None, 0)
-    present = [p for p in existing if os.path.lexists(os.path.join(repo, p))]
-    gone = [p for p in existing if p not in set(present)]
-    for i in range(0, len(present), 500):
-        git(repo, "add", "-A", "-f", "--", *present[i:i + 500])  # -f: an ignore rule never drops a sealed file
-    for i in range(0, len(gone), 500):
-        git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone[i:i + 500])
+    stage_exact(repo, existing)
     staged = git(repo, "diff", "--cached", "--name-only", "--", *existing).stdout.split()
     if not staged:
         return CommitResult(None, 0)

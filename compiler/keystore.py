@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from . import layout, sopsfile
-from .errors import fail
+from .errors import PkicError, fail
 from .x509build import signature_hash
 
 from .layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
@@ -173,7 +173,7 @@ class Keystore:
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
             rule = sopsfile.rule_for(self.repo / SOPS_CONFIG, rel)
             if rule is not None:
-                return sopsfile.write_document(key_fields(name, handle), rule)
+                return _require_encrypted(sopsfile.write_document(key_fields(name, handle), rule), rel)
         proc = subprocess.run(
             [self.sops, "--config", str(self.repo / SOPS_CONFIG), "encrypt",
              "--filename-override", rel, "--input-type", "yaml", "--output-type", "yaml"],
@@ -188,7 +188,31 @@ class Keystore:
             if "no matching creation rules" in msg or "has no creation rules" in msg:
                 hint = "add a creation rule whose path_regex matches out/keys/ (see the README)"
             raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
-        return proc.stdout.decode("utf-8")
+        return _require_encrypted(proc.stdout.decode("utf-8"), rel)
+
+    def check_encrypts(self, rels: list[str]) -> None:
+        """Before anything is signed: each key file this apply writes will hold its private
+        key encrypted. A .sops.yaml whose rule leaves `private_key` out (encrypted_regex:
+        ^name$, say) would otherwise commit keys in clear. Plain age rules are read; any
+        other rule is tried once with a throwaway key through the real sops."""
+        tried: set = set()
+        config = self.repo / SOPS_CONFIG
+        inprocess = os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0"
+        for rel in rels:
+            rule = sopsfile.rule_for(config, rel) if inprocess else None
+            if rule is not None:
+                if not rule.encrypts("private_key"):
+                    raise _clear(rel)
+                continue
+            which = sopsfile.first_match(config, rel)
+            if which is not None and which in tried:
+                continue
+            tried.add(which)
+            try:
+                self.seal(rel, generate("ecdsa-p256"), rel)  # a throwaway key; seal() refuses a clear result
+            except PkicError as exc:
+                d = exc.diagnostics[0]
+                raise fail(d.file, d.message.replace(f"the key of '{rel}'", rel) + " (tried before signing anything)", d.hint) from None
 
     def remember(self, rel: str, handle: KeyHandle) -> None:
         self._cache[rel] = handle
@@ -246,6 +270,19 @@ class Keystore:
         handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
         self._cache[rel] = handle
         return handle
+
+
+def _clear(rel: str) -> Exception:
+    return fail(SOPS_CONFIG, f"its creation rule for {rel} would leave private_key in clear: nothing is written",
+                "encrypt private_key (encrypted_regex: ^private_key$, or no selector at all); see docs/security.md")
+
+
+def _require_encrypted(text: str, rel: str) -> str:
+    """A key document as written to out/keys: `private_key` must be an encrypted value
+    and no clear key may be anywhere in it (checked on every document, cheaply)."""
+    if "\nprivate_key: ENC[AES256_GCM," not in "\n" + text or "PRIVATE KEY" in text:
+        raise _clear(rel)
+    return text
 
 
 def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path) -> None:

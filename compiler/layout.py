@@ -57,14 +57,29 @@ MAX_INPUT = 10 * 1024 * 1024  # any one input file (pki.yaml, a policy, a CSR, .
 _RESERVED_OUT = ("out/certs", "out/keys", "out/crl", "out/trust")
 
 
+# A name whose file names could be another name's: `web.chain` would be written at
+# out/certs/web.chain.pem (web's chain file), `web.<serial>` at out/ocsp/web.<serial>.der
+# (the response of an older certificate of web).
+_COLLIDES = re.compile(r".*\.(chain|[0-9a-fA-F]{16,})")
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a certificate or authority (None: it can)."""
+    if not isinstance(name, str) or NAME.fullmatch(name) is None or name in (".", "..") or ".." in name:
+        return "use letters, digits, '.', '_' and '-', at most 128 (it becomes a file name)"
+    if _COLLIDES.fullmatch(name):
+        return "a name may not end in '.chain' or in '.' and 16 or more hex digits: pkic's own file names for chains and older OCSP responses"
+    return None
+
+
 def is_name(name: object) -> bool:
-    return isinstance(name, str) and NAME.fullmatch(name) is not None and name not in (".", "..")
+    return name_problem(name) is None
 
 
 def check_name(name: object, where: str) -> str:
     if not is_name(name):
         shown = repr(name)[:60]
-        raise fail(where, f"{shown} is not a valid name (letters, digits, '.', '_', '-'; at most 128)",
+        raise fail(where, f"{shown} is not a valid name ({name_problem(name)})",
                    "out/ and the state are written by pkic only: restore them from git")
     return name  # type: ignore[return-value]
 
@@ -108,8 +123,9 @@ def ocsp_dir_problem(value: str) -> str | None:
     """Why ``value`` cannot be an OCSP directory (None: it can). It must lie inside out/
     (so the seal covers it), in a directory of its own."""
     parts = value.split("/")
-    if parts[0] != OUT_DIR or len(parts) < 2 or not all(is_name(p) and not p.startswith(".") for p in parts[1:]):
-        return "must be a directory inside out/ (e.g. out/ocsp), named with letters, digits, '.', '_', '-'"
+    if parts[0] != OUT_DIR or len(parts) < 2 or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", p) for p in parts[1:]):
+        # no '.': so it can never be the name of a file pkic writes (out/state.json)
+        return "must be a directory inside out/ (e.g. out/ocsp), named with letters, digits, '_' and '-'"
     if any(value == r or value.startswith(r + "/") for r in _RESERVED_OUT):
         return f"must not be inside {', '.join(_RESERVED_OUT)} (pkic's own directories)"
     return None
@@ -215,6 +231,22 @@ def read_input(repo: Path, rel: str, max_size: int = MAX_INPUT) -> bytes:
     if data is None:
         raise FileNotFoundError(rel)
     return data
+
+
+def check_dir(repo: Path, rel: str) -> None:
+    """Refuse if any existing component of ``repo/rel`` is a symlink or not a directory
+    (checked before apply signs anything: a write there would fail after signing)."""
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        with _Dir(repo, "/".join(parts[:i])) as d:
+            if d.fd is None:
+                return
+            try:
+                st = os.stat(d.base, dir_fd=d.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                raise _refuse("/".join(parts[:i]), "is not a directory (pkic writes files below it)")
 
 
 def is_regular(repo: Path, rel: str) -> bool:

@@ -251,12 +251,16 @@ def seal_markdown(report, findings: list) -> str:
 
     if report.mode == "unsealed":
         return "\n⚠️ **unsealed**: this repository has no `out.seal`; nothing proves who wrote `out/`.\n"
+    sops = ""
+    if report.sops_change is not None:
+        sops = ("\n### ⚠️ `.sops.yaml` changed\n\nIts creation rules differ from the sealed ones. Every key written from now on "
+                f"(new certificates, renewals, rekeys) is encrypted under:\n\n`{esc(report.sops_change)}`\n")
     problems = list(report.problems) + list(findings)
     if not problems:
-        return ""
+        return sops
     lines = ["", "### 🚨 out/ is not the sealed output", "",
              "This change edits what only `pkic apply` writes. Apply will refuse it; review it as an attack on the PKI.", ""]
     lines += [f"- `{esc(d.file)}`: {esc(d.message)}" for d in problems[:50]]
     if len(problems) > 50:
         lines.append(f"- … and {len(problems) - 50} more")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + sops

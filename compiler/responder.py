@@ -65,7 +65,7 @@ class Index:
         state merely says), so a forged state cannot point the server elsewhere."""
         try:
             body = json.loads(layout.read_file(self.repo, STATE_PATH, max_size=None) or b"{}")
-        except (OSError, ValueError, PkicError):
+        except (OSError, ValueError, RecursionError, PkicError):
             return {}
         out = {}
         certs = body.get("certificates") if isinstance(body, dict) else None

@@ -97,6 +97,26 @@ def age_key_file() -> Path:
     return Path(config) / "sops" / "age" / "keys.txt"
 
 
+def first_match(config: Path, rel_path: str) -> int | None:
+    """The index of the creation rule sops would use for ``rel_path`` (by path_regex;
+    None when pkic cannot tell: it then asks sops for each file)."""
+    try:
+        rules = _load_rules(config)
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or rule.get("filename_regex"):
+            return None
+        path_regex = rule.get("path_regex")
+        try:
+            if path_regex and re.search(str(path_regex), rel_path) is None:
+                continue
+        except re.error:
+            return None
+        return i
+    return None
+
+
 def rule_for(config: Path, rel_path: str) -> AgeRule | None:
     """The first creation rule matching ``rel_path``, if it is a plain age rule."""
     try:

@@ -35,6 +35,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from . import names
 from .durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
 from .errors import Diagnostic, PkicError
+from .layout import name_problem
 
 SPEC_FILE = "pki.yaml"
 
@@ -617,7 +618,7 @@ def _dump_effective(eff: "EffectiveSpec", csrs: dict[str, str]) -> str:
 def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
     from . import __version__
 
-    body = json.loads(text)
+    body = json.loads(text)  # callers catch ValueError and RecursionError
     if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != _code_digest():
         return None
     from . import layout
@@ -887,8 +888,9 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
 
     for section, items in (("authorities", auths), ("certificates", certs)):
         for name in items:
-            if not NAME_RE.match(name) or ".." in name:
-                diags.append(loc.diag((section, name), f"'{name}' is not a valid name", "use letters, digits, '.', '_' and '-' (it becomes a file name)", key=True))
+            problem = "use letters, digits, '.', '_' and '-' (it becomes a file name)" if not NAME_RE.match(name) or ".." in name else name_problem(name)
+            if problem:
+                diags.append(loc.diag((section, name), f"'{name}' is not a valid name", problem, key=True))
     for name in sorted(set(auths) & set(certs)):
         diags.append(loc.diag(("certificates", name), f"duplicate name '{name}': it is also an authority", "names are shared by authorities and certificates; rename one", key=True))
 
@@ -1102,14 +1104,22 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
     A spec that resolved once is kept in the user's cache directory (see cache_dir),
     keyed by the SHA-256 of pki.yaml and checked against the CSRs it read: at 10,000
     entries it loads in a fraction of the time of parsing, validating and resolving.
+
+    apply passes ``use_cache=False``: the cache is not reviewed input, and nothing is
+    signed from it (plan may use it: it signs nothing). pki.yaml is read only as a
+    regular file reached through no symlink.
     """
+    from . import layout
+
     path = repo / SPEC_FILE
     try:
-        data = path.read_bytes()
-        try:
-            cached = _load_effective(_cache_path(path, data).read_bytes(), repo)
-        except (OSError, ValueError, KeyError, TypeError):
-            cached = None
+        data = layout.read_input(repo, SPEC_FILE)
+        cached = None
+        if use_cache:
+            try:
+                cached = _load_effective(_read_cache(_cache_path(path, data)), repo)
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+                cached = None
         if cached is not None:
             return cached
         try:

@@ -239,6 +239,8 @@ def load_state(repo: Path) -> State:
                 )
             ]
         ) from None
+    except RecursionError:
+        raise fail(STATE_PATH, "the state is nested too deeply to be a pkic state", "restore it from git (`git checkout -- out/state.json`)") from None
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
         raise fail(STATE_PATH, "this is not a pkic state file (no \"format\": \"pkic-state\")", "out/ belongs to pkic; move other files elsewhere or restore it from git")
     if body.get("version") != STATE_VERSION:
@@ -297,7 +299,7 @@ def read_journal(repo: Path) -> list[dict]:
             continue
         try:
             ops.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             break  # the torn tail of a killed write: that step never completed
     return ops
 

@@ -131,6 +131,20 @@ def test_rename_with_moved_carries_state(applied, pkic):
     assert_all_verify(applied)
 
 
+def test_rename_an_authority_with_moved_while_its_children_renew(applied, pkic):
+    """The authority's key is decrypted (and checked against its record) before the move
+    step renames its files: it must be found under the old name."""
+    ca = active(applied)["services-ca"]
+    text = spec_text(applied).replace("  services-ca:\n", "  svc-ca:\n").replace("issuer: services-ca", "issuer: svc-ca")
+    write_spec(applied, text + "moved:\n  - {from: services-ca, to: svc-ca}\n")
+    later = "2027-02-01T12:00:00Z"  # web is due: svc-ca signs under its new name
+    pkic.ok("apply", "--yes", "--now", later, cwd=applied)
+    a = active(applied)
+    assert a["svc-ca"]["serial"] == ca["serial"] and a["web"]["issuer"] == "svc-ca" and a["web"]["issuer_key_id"] == ca["key_id"]
+    assert pkic("plan", "--detailed-exitcode", "--now", later, cwd=applied).returncode == 0
+    assert_all_verify(applied, later)
+
+
 def test_saved_plan_applies_exactly_and_stale_plan_is_refused(repo, pkic):
     pkic.ok("plan", "--out", "plan.json", "--now", NOW, cwd=repo)
     pkic.ok("apply", "plan.json", "--now", NOW, cwd=repo)

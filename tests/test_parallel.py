@@ -143,9 +143,10 @@ def test_ctrl_c_in_a_parallel_apply(tmp_path, pkic):
     assert_keys_match(repo, pkic.env)
 
 
-def test_a_worker_error_is_one_clear_error(tmp_path, pkic):
-    """sops failing for a key in a worker: the same report as on the serial path, and
-    the same certificates before it are recorded (so out/ and the state agree)."""
+def test_a_sops_rule_that_fails_is_one_clear_error_before_anything_is_signed(tmp_path, pkic):
+    """sops failing for one key's rule: found by the trial encryption before the first
+    signature (each rule is tried once), the same report on the serial and the parallel
+    path, and nothing issued (a failure half-way would leave certificates signed)."""
     seen = {}
     for mode, env in (("parallel", PARALLEL), ("serial", SERIAL)):
         pkic.ok("init", str(tmp_path / mode))
@@ -154,12 +155,9 @@ def test_a_worker_error_is_one_clear_error(tmp_path, pkic):
         write_spec(repo, spec(12))
         p = pkic("apply", "--yes", "--now", NOW, cwd=repo, env=env)
         assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
-        assert "sops could not encrypt the key of 'svc-07'" in p.stderr
-        names = set(active(repo))
-        assert "svc-05" in names and "svc-07" not in names
-        assert_all_verify(repo)
-        assert_keys_match(repo, pkic.env)
-        seen[mode] = (names, [line for line in p.stderr.splitlines() if "svc-07" in line])
+        assert "sops could not encrypt out/keys/svc-07.sops.yaml" in p.stderr and "tried before signing anything" in p.stderr, p.stderr
+        assert not (repo / "out" / "state.json").exists() and not (repo / ".pkic" / "journal.jsonl").exists()
+        seen[mode] = [line for line in p.stderr.splitlines() if "svc-07" in line]
     assert seen["parallel"] == seen["serial"]
 
 

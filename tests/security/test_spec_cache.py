@@ -1,0 +1,83 @@
+"""Attack: a resolved-spec cache standing in for pki.yaml.
+
+plan keeps the resolved spec in ``$XDG_CACHE_HOME/pkic/spec/<repo>/pki.yaml.<sha256 of
+pki.yaml>.json`` (see compiler/spec.py: cache_dir, _cache_path, _dump_effective). On a
+shared or persistent runner, anything that can write there (an earlier job running a
+pull request's code, another user of a world-writable cache) could plant one that
+claims an extra leaf for the exact bytes of the reviewed pki.yaml. apply must never
+read it; plan must read it only from a private (0700, our own) directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
+from seclib import T1, read_state  # noqa: E402
+
+pytest_plugins = ["seclib"]  # the forge, template and local fixtures
+
+
+def _plant(forge, repo: Path, env: dict) -> Path:
+    """Let plan write the genuine cache for this clone, then add a leaf `rogue` to it."""
+    forge.pkic.ok("plan", "--now", T1, cwd=repo, env=env)
+    caches = list(Path(env["XDG_CACHE_HOME"]).glob("pkic/spec/*/pki.yaml.*.json"))
+    assert len(caches) == 1, caches
+    body = json.loads(caches[0].read_text())
+    web = next(e for e in body["entries"] if e["name"] == "web")
+    rogue = json.loads(json.dumps(web))
+    rogue["name"] = "rogue"
+    rogue["spec"]["dns"] = ["rogue.example.com"]
+    body["entries"].append(rogue)
+    body["children"]["services-ca"].append("rogue")
+    caches[0].write_text(json.dumps(body))
+    return caches[0]
+
+
+@pytest.fixture
+def planted(forge):
+    repo = forge.clone("ci")
+    env = {"XDG_CACHE_HOME": str(forge.root / "runner-cache")}
+    cache = _plant(forge, repo, env)
+    return forge, repo, env, cache
+
+
+def test_apply_never_reads_the_spec_cache(planted):
+    forge, repo, env, _cache = planted
+    head = forge.head(repo)
+    p = forge.pkic("apply", "--yes", "--commit", "--now", T1, cwd=repo, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "rogue" not in p.stdout and "rogue" not in read_state(repo)["certificates"], p.stdout
+    assert not (repo / "out" / "certs" / "rogue.pem").exists()
+    assert forge.head(repo) == head  # nothing to do: the reviewed pki.yaml asks for nothing new
+
+
+def test_apply_with_a_reviewed_change_ignores_a_cache_for_it(forge):
+    """The cache is planted for the exact bytes of the *next* reviewed pki.yaml (as a
+    job that saw the pull request could): after the merge, apply issues only `api`."""
+    from seclib import API
+
+    repo = forge.clone("ci")
+    (repo / "pki.yaml").write_text((repo / "pki.yaml").read_text() + API)
+    env = {"XDG_CACHE_HOME": str(forge.root / "runner-cache")}
+    _plant(forge, repo, env)
+    forge.pull_request("add-api", lambda a: (a / "pki.yaml").write_text((a / "pki.yaml").read_text() + API), "pki: add api")
+    forge.git(repo, "checkout", "-q", "--", "pki.yaml")
+    forge.git(repo, "pull", "-q", "--ff-only", "origin", "main")
+    p = forge.pkic("apply", "--yes", "--commit", "--now", T1, cwd=repo, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    certs = read_state(repo)["certificates"]
+    assert "api" in certs and "rogue" not in certs, p.stdout
+
+
+def test_plan_ignores_a_cache_in_a_directory_others_can_write(planted):
+    forge, repo, env, cache = planted
+    os.chmod(cache.parent, 0o777)
+    p = forge.pkic("plan", "--now", T1, cwd=repo, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "rogue" not in p.stdout, p.stdout
+
