@@ -601,6 +601,7 @@ app.add_typer(seal_app, name="seal")
 @seal_app.command("init")
 def seal_init(
     rotate: bool = typer.Option(False, "--rotate", help="replace a seal made with another seal key (after that key leaked or was lost)"),
+    old_key_file: Optional[Path] = typer.Option(None, "--old-key-file", help="with --rotate: the previous seal key, to endorse the new one (plan and verify then follow the rotation)"),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Seal out/ as it is now, once `verify --keys` passes: adopting an unsealed repository (trust on first use), or rotating the seal key."""
@@ -628,13 +629,28 @@ def seal_init(
         if any(s.public_key != public for s in earlier) and not rotate:
             raise PkicError(f"out.seal is made with another seal key ({earlier[0].public_key}), not this one ({public})",
                             "pass --rotate to replace it (see docs/security.md: rotating the seal key); check first that out/ is the one you trust")
+        endorse = None
+        if old_key_file is not None:
+            if not rotate:
+                raise PkicError("--old-key-file goes with --rotate")
+            try:
+                endorse = seal._parse_key(old_key_file.read_text(encoding="ascii"), str(old_key_file))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise fail(str(old_key_file), f"cannot read the old seal key: {exc}") from None
+            old_public = seal.public_text(endorse.public_key())
+            if earlier and earlier[-1].public_key != old_public:
+                raise fail(str(old_key_file), f"is not the key of the current seal ({earlier[-1].public_key})", "pass the seal key that made out.seal")
         state = load_state(_repo)
         count, findings = verify_repo(_repo, state, when, Keystore(_repo))
         if findings:
             raise PkicError([Diagnostic(f.name, None, None, "", f.problem, "seal only an out/ that verifies: restore it from git") for f in findings[:20]])
         fresh = seal.Report(git=git, head_seal=seal.parse(head_raw) if head_raw else None, seal=seal.parse(disk_raw) if disk_raw else None)
-        made = seal.write(_repo, key, fresh, seal.scan_out(_repo, git.object_format), lineage=state.lineage, state_serial=state.serial, at=ts(when))
+        made = seal.write(_repo, key, fresh, seal.scan_out(_repo, git.object_format), lineage=state.lineage, state_serial=state.serial, at=ts(when),
+                          endorse_with=endorse)
     out.print(f"[green]Sealed[/] out/ ({count} certificate(s) verified with their keys): seal serial {made.serial}, key {public}.")
+    if rotate and endorse is None and earlier:
+        err.print("[yellow]This rotation is not endorsed by the previous key[/] (no --old-key-file): plan and verify --seal without a "
+                  "secret keep checking against the old key; give them --seal-key NEW (or a --base after this commit).")
     out.print("Commit out.seal in a pull request; reviewers check that the key above is the one in PKIC_SEAL_KEY.")
 
 

@@ -147,15 +147,34 @@ class Seal:
     sealed_at: str
     signature: str
     raw: bytes = field(repr=False)
+    rotation: dict | None = None  # {"from": the previous public key, "signature": its endorsement of this key}
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
 
     def body(self) -> dict:
-        return {"format": SEAL_FORMAT, "version": SEAL_VERSION, "lineage": self.lineage, "serial": self.serial, "prev": self.prev,
+        body = {"format": SEAL_FORMAT, "version": SEAL_VERSION, "lineage": self.lineage, "serial": self.serial, "prev": self.prev,
                 "out_tree": self.out_tree, "object_format": self.object_format, "state_serial": self.state_serial,
                 "sops_rules": self.sops_rules, "public_key": self.public_key, "sealed_at": self.sealed_at}
+        if self.rotation is not None:
+            body["rotation"] = self.rotation
+        return body
+
+    def self_signed(self) -> bool:
+        """Signed by the key it names (says nothing about whose key that is)."""
+        return self.valid_under(self.public_key)
+
+    def endorsed_by(self, previous_key: str) -> bool:
+        """A rotation: the previous seal key signed its consent to this seal's key."""
+        rot = self.rotation
+        if not isinstance(rot, dict) or rot.get("from") != previous_key:
+            return False
+        pub = _public_from_text(previous_key)
+        try:
+            return pub is not None and (pub.verify(base64.b64decode(str(rot.get("signature")), validate=True), _rotation_bytes(self.public_key, self.prev)) is None)
+        except (InvalidSignature, ValueError, binascii.Error):
+            return False
 
     def valid_under(self, public_key: str) -> bool:
         """Signed by the seal key whose public key is ``public_key``."""
@@ -169,6 +188,10 @@ class Seal:
             return True
         except (InvalidSignature, ValueError, binascii.Error):
             return False
+
+
+def _rotation_bytes(new_public_key: str, prev: str | None) -> bytes:
+    return b"pkic-seal-rotation-v1\n" + new_public_key.encode() + b"\n" + (prev or "").encode()
 
 
 def _signed_bytes(body: dict) -> bytes:
@@ -186,8 +209,11 @@ def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: '[' * 30000
         raise bad("not JSON") from None
-    if not isinstance(body, dict) or set(body) != set(FIELDS) | {"signature"}:
+    if not isinstance(body, dict) or not set(FIELDS) | {"signature"} <= set(body) <= set(FIELDS) | {"signature", "rotation"}:
         raise bad("unexpected fields")
+    rotation = body.get("rotation")
+    if "rotation" in body and not (isinstance(rotation, dict) and set(rotation) == {"from", "signature"} and all(isinstance(v, str) for v in rotation.values())):
+        raise bad("rotation has the wrong form")
     if body["format"] != SEAL_FORMAT or body["version"] != SEAL_VERSION:
         raise bad(f"format {body.get('format')!r} version {body.get('version')!r}")
     types = {"lineage": (str, type(None)), "serial": int, "prev": (str, type(None)), "out_tree": str, "object_format": str,
@@ -196,7 +222,7 @@ def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
         if not isinstance(body[k], t) or isinstance(body[k], bool):
             raise bad(f"{k} has the wrong type")
     return Seal(body["lineage"], body["serial"], body["prev"], body["out_tree"], body["object_format"], body["state_serial"],
-                body["sops_rules"], body["public_key"], body["sealed_at"], body["signature"], raw)
+                body["sops_rules"], body["public_key"], body["sealed_at"], body["signature"], raw, rotation)
 
 
 def render(key: Ed25519PrivateKey, body: dict) -> bytes:
@@ -354,14 +380,14 @@ class GitView:
         proc = _git(repo, "rev-parse", "--verify", "-q", f"{rev}:{OUT_DIR}")
         return proc.stdout.decode().strip() if proc.returncode == 0 else EMPTY_TREE[self.object_format]
 
-    def history(self, repo: Path) -> list[tuple[str, bytes | None]]:
+    def history(self, repo: Path, since: str | None = None) -> list[tuple[str, bytes | None]]:
         """Each version of out.seal in any commit reachable from HEAD that changed it,
         oldest first: (commit, bytes or None if removed). All of HEAD's history, not only
         first parents: a crafted merge whose first parent is an old commit, fast-forwarded
         onto the branch, would otherwise hide the newer seals behind its second parent."""
         if self.head is None:
             return []
-        log = _git(repo, "log", "--full-history", "--format=%H", "--", SEAL_PATH)
+        log = _git(repo, "log", "--full-history", "--format=%H", "HEAD", *([f"^{since}"] if since else []), "--", SEAL_PATH)
         commits = log.stdout.decode().split()[::-1]
         if not commits:
             return []
@@ -654,14 +680,20 @@ def update_listing(repo: Path, listing: Listing, touched: set[str], algo: str) -
     return new
 
 
-def write(repo: Path, key: Ed25519PrivateKey, report: Report, listing: Listing, *, lineage: str | None, state_serial: int, at: str) -> Seal:
-    """Seal ``listing`` (out/ as it now is) as the next seal after ``report``'s."""
+def write(repo: Path, key: Ed25519PrivateKey, report: Report, listing: Listing, *, lineage: str | None, state_serial: int, at: str,
+          endorse_with: Ed25519PrivateKey | None = None) -> Seal:
+    """Seal ``listing`` (out/ as it now is) as the next seal after ``report``'s. A
+    rotation is endorsed by the previous seal key (``endorse_with``) where it is at hand."""
     algo = report.git.object_format
-    body = {
+    body: dict = {
         "lineage": lineage, "serial": report.next_serial, "prev": report.prev_for_next,
         "out_tree": tree_id(listing, algo), "object_format": algo, "state_serial": state_serial,
         "sops_rules": sops_rules_digest(repo), "sealed_at": at,
     }
+    if endorse_with is not None:
+        new_public = public_text(key.public_key())
+        body["rotation"] = {"from": public_text(endorse_with.public_key()),
+                            "signature": base64.b64encode(endorse_with.sign(_rotation_bytes(new_public, body["prev"]))).decode()}
     raw = render(key, body)
     layout.write_atomic(repo, SEAL_PATH, raw)
     return parse(raw)
@@ -772,35 +804,47 @@ class Sealing:
 
 
 def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None, str]:
-    """The public key plan and verify check against, and where it came from: the seal at
-    the merge base with ``base`` (a pull request's target branch), else at HEAD's first
-    parent (a pull request's merge commit has the target branch there), else HEAD's,
-    else out.seal's own (trust on first use)."""
+    """The public key plan and verify check against, and where it came from. No secret
+    is used: the key is the one recorded in the oldest seal of HEAD's history (trust on
+    first use), or at the merge base with ``base`` (a pull request's target branch),
+    followed through rotations that the previous key endorsed. A key change without that
+    endorsement is not followed: a pull request that re-seals out/ with its own key, then
+    adds a commit on top (a rebase merge puts it at HEAD^1), is not taken at its word,
+    and examine() reports its seal as made with another key."""
     git = GitView.of(repo)
-    candidates: list[tuple[str, str]] = []
+    current, source = None, "the oldest seal in history"
+    since = None
     if base is not None:
         mb = _git(repo, "merge-base", "HEAD", base)
         if mb.returncode != 0:
             raise fail("--base", f"{base[:80]!r}: git finds no merge base with HEAD", "pass the pull request's target branch, e.g. --base origin/main")
-        candidates.append((mb.stdout.decode().strip(), f"the merge base with {base}"))
-    elif git.head is not None:
-        candidates += [("HEAD^1", "HEAD^1"), ("HEAD", "HEAD")]
-    for rev, label in candidates:
-        raw = git.blob(repo, f"{rev}:{SEAL_PATH}")
-        if raw is not None:
-            try:
-                return parse(raw, f"{rev}:{SEAL_PATH}").public_key, label
-            except PkicError:
-                continue
-        if base is not None:
-            return None, label
-    raw = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
-    if raw is not None:
+        since = mb.stdout.decode().strip()
+        raw = git.blob(repo, f"{since}:{SEAL_PATH}")
         try:
-            return parse(raw).public_key, "out.seal itself (no sealed commit yet)"
+            current = parse(raw, f"{since[:12]}:{SEAL_PATH}").public_key if raw is not None else None
         except PkicError:
-            pass
-    return None, "nowhere"
+            current = None
+        source = f"the merge base with {base}"
+        if current is None:
+            return None, source
+    versions = [(c, raw) for c, raw in git.history(repo, since) if raw is not None] if git.head and not git.shallow else []
+    disk = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
+    if disk is not None:
+        versions.append(("out.seal", disk))
+    for commit, raw in versions:
+        try:
+            s = parse(raw, f"{commit[:12]}:{SEAL_PATH}")
+        except PkicError:
+            continue
+        if not s.self_signed():
+            continue  # signed by no key it names: examine() reports it if it matters
+        if current is None:
+            current = s.public_key
+        elif s.public_key != current and s.endorsed_by(current):
+            current, source = s.public_key, f"a rotation endorsed by the previous key ({commit[:12]})"
+    if current is None:
+        return None, "nowhere"
+    return current, source
 
 
 def sealed_findings(repo: Path, report: Report) -> list[Diagnostic]:

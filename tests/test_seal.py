@@ -283,3 +283,36 @@ def test_odd_file_names_in_out_are_named_not_a_crash(applied, pkic):
     os.unlink(odd)
     assert snapshot(applied / "out") == before
     pkic.ok("apply", "--yes", "--now", NOW, cwd=applied)
+
+
+@pytest.mark.parametrize("endorsed", [True, False], ids=["endorsed by the old key", "old key lost"])
+def test_a_rotation_in_history_is_followed_only_when_the_old_key_endorses_it(tmp_path, pkic, endorsed):
+    repo = tmp_path / "pki"
+    pkic.ok("init", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    old_key = Path(pkic.env["PKIC_SEAL_KEY_FILE"])
+    new_key = tmp_path / "new-seal.key"
+    pkic.ok("init", str(tmp_path / "scratch"), env={"PKIC_SEAL_KEY_FILE": str(new_key)})
+    env = {"PKIC_SEAL_KEY_FILE": str(new_key)}
+    args = ["seal", "init", "--rotate", "--now", NOW] + (["--old-key-file", str(old_key)] if endorsed else [])
+    p = pkic.ok(*args, cwd=repo, env=env)
+    assert ("not endorsed" in p.stderr) != endorsed
+    git(repo, "commit", "-q", "-am", "pkic: rotate the seal key")
+    new_public = json.loads((repo / "out.seal").read_text())["public_key"]
+    assert ("rotation" in json.loads((repo / "out.seal").read_text())) == endorsed
+    # apply (the secret) works either way
+    pkic.ok("apply", "--yes", "--commit", "--now", "2027-02-01T12:00:00Z", cwd=repo, env=env)
+    # no secret: verify and plan follow an endorsed rotation, and not an unendorsed one
+    v = pkic("verify", "--seal", "--now", "2027-02-01T12:00:00Z", cwd=repo)
+    assert (v.returncode == 0) == endorsed, v.stdout + v.stderr
+    if not endorsed:
+        assert "is not sealed by the seal key" in v.stderr and "--seal-key" not in v.stdout
+        pkic.ok("verify", "--seal", "--seal-key", new_public, "--now", "2027-02-01T12:00:00Z", cwd=repo)
+    assert (pkic("plan", "--now", "2027-02-01T12:00:00Z", cwd=repo).returncode == 0) == endorsed
+    # a wrong old key cannot endorse
+    other = tmp_path / "other.key"
+    pkic.ok("init", str(tmp_path / "scratch2"), env={"PKIC_SEAL_KEY_FILE": str(other)})
+    p = pkic("seal", "init", "--rotate", "--old-key-file", str(other), "--now", NOW, cwd=repo, env={"PKIC_SEAL_KEY_FILE": str(old_key)})
+    assert p.returncode == 1 and "is not the key of the current seal" in p.stderr, p.stderr
