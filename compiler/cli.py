@@ -134,6 +134,10 @@ def plan(
         if sealed.problems:
             raise PkicError(sealed.problems + findings + exc.diagnostics) from None
         raise
+    except Exception as exc:  # a bug, but on a forged out/ the reviewer must see why, not a crash
+        if sealed.problems:
+            raise PkicError(sealed.problems + findings + [Diagnostic("out/state.json", None, None, "", f"cannot be planned from ({type(exc).__name__})")]) from None
+        raise
     body = the_plan.to_json()
     body["seal"] = {**sealed.to_json(), "findings": [{"path": d.file, "message": d.message} for d in findings]}
     if save is not None:
@@ -250,6 +254,12 @@ def apply(
                 _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered, sealing)
             return
         store.check_config()
+        if commit:
+            from .executor import planned_paths
+            from .gitops import check_attributes
+
+            existing = list(sealing.listing(_repo)) if sealing is not None else []
+            check_attributes(_repo, planned_paths(the_plan, effective) + existing)
         if not yes and saved is None:
             if not sys.stdin.isatty():
                 raise PkicError("refusing to apply without confirmation: no terminal to ask on", "pass --yes (as CI does), or run it in a terminal")
@@ -369,6 +379,15 @@ def status(
             err.print(f"[yellow]CRL of {r['authority']} is due for re-signing (next update {r['next_update']}): run `pkic apply`.[/]")
 
 
+def _valid_seal(raw: bytes, public: str | None) -> bool:
+    from . import seal
+
+    try:
+        return public is not None and seal.parse(raw).valid_under(public)
+    except PkicError:
+        return False
+
+
 def _seal_status(repo: Path) -> str:
     """One line for status: what out.seal says (not verified: `verify --seal` does that)."""
     from . import layout, seal
@@ -408,9 +427,9 @@ def verify(
             err.print(f"[bold red]✗[/] {_escape(d.render())}")
         if problems:
             raise typer.Exit(1)
-        versions = sum(1 for _c, raw in report.git.history(_repo) if raw is not None)
+        versions = len({raw for _c, raw in report.git.history(_repo) if raw is not None and _valid_seal(raw, public)})
         out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); "
-                  f"{versions} sealed commit(s) in history form one chain.")
+                  f"{versions} seal(s) made with it in history form one chain.")
     state = load_state(_repo)
     count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
     if not count:

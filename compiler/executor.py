@@ -638,6 +638,24 @@ def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
     return handles.get(name) or store.load(name)
 
 
+def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
+    """Every path in out/ an apply of ``plan`` may write (for checks made before signing)."""
+    paths = ["out.seal", "out/state.json", bundle.TRUST_BUNDLE]
+    names = [c.name for c in plan.changes] + list(plan.chain_updates) + [new for _, new in plan.moves]
+    for n in names:
+        paths += [bundle.cert_path(n), bundle.chain_path(n), bundle.der_path(n), keystore.key_path(n), bundle.ocsp_path(spec.publish.ocsp_dir, n)]
+    for c in plan.changes:  # the replaced certificate's response moves to its serial's name
+        if c.serial:
+            paths.append(bundle.ocsp_path(spec.publish.ocsp_dir, c.name, c.serial))
+    for p in plan.crls:
+        paths += [bundle.crl_path(p.name), bundle.crl_path(p.name, pem=True)]
+    for p in plan.responders:
+        paths += [bundle.responder_cert_path(p.name), keystore.responder_key_path(p.name)]
+    for p in plan.ocsp:
+        paths += [bundle.ocsp_path(spec.publish.ocsp_dir, p.name)] + ([bundle.ocsp_path(spec.publish.ocsp_dir, p.name, p.serial)] if p.serial else [])
+    return paths
+
+
 def recorded_keys(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, str]:  # type: ignore[assignment]
     """Key file -> the public key the (sealed) state records for it: a decrypted key must
     match. A name being moved has its record under the old name, its file at either."""

@@ -32,6 +32,8 @@ def git(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> 
         proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
     except FileNotFoundError:
         raise fail("git", "git is not installed", "install git") from None
+    except OSError as exc:  # E2BIG: an argument list too long
+        raise fail("git", f"cannot run git {' '.join(args[:2])}: {exc.strerror}", "report this as a bug in pkic") from None
     if check and proc.returncode != 0:
         raise fail("git", f"git {' '.join(args[:2])} failed: {proc.stderr.strip()[:400]}")
     return proc
@@ -66,10 +68,18 @@ def preflight_commit(repo: Path, csr_paths: list[str], author: str | None) -> No
                        "set them (`git config user.name ...`, `git config user.email ...`), or pass --author 'Name <email>' with a committer set")
     if author is not None and not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", author):
         raise fail("--author", f"{author[:80]!r} is not 'Name <email>'", "pass --author 'Name <email>'")
-    attrs = git(repo, "check-attr", *CONTENT_ATTRIBUTES, "--", *SAMPLE_OUT_PATHS).stdout
-    changing = sorted({line for line in attrs.splitlines() if not line.endswith(": unspecified") and not line.endswith(": unset")})
+    check_attributes(repo, list(SAMPLE_OUT_PATHS))
+
+
+def check_attributes(repo: Path, paths: list[str]) -> None:
+    """No git attribute may rewrite pkic's files on checkout (eol, filter, encoding...):
+    the next apply would find out/ other than sealed, and refuse every run after. Checked
+    for every path the apply may write and every file out/ holds, before signing."""
+    proc = subprocess.run(["git", "-C", str(repo), "check-attr", "--stdin", *CONTENT_ATTRIBUTES],
+                          input="".join(p + "\n" for p in sorted(set(paths))), capture_output=True, text=True)
+    changing = sorted({line for line in proc.stdout.splitlines() if not line.endswith(": unspecified") and not line.endswith(": unset")})
     if changing:
-        raise fail(".gitattributes", f"changes how git stores pkic's output ({changing[0]}): git would commit other bytes than the ones apply seals",
+        raise fail(".gitattributes", f"changes how git checks out pkic's output ({changing[0]}): the next apply would find out/ other than sealed",
                    "remove the attributes that apply to out/ and out.seal (text, eol, filter, ident, working-tree-encoding)")
 
 
@@ -173,7 +183,7 @@ def commit_out(repo: Path, paths: list[str], message: str, author: str | None, s
     if not existing:
         return CommitResult(None, 0)
     stage_exact(repo, existing)
-    staged = git(repo, "diff", "--cached", "--name-only", "--", *existing).stdout.split()
+    staged = git(repo, "diff", "--cached", "--name-only").stdout.split()  # the index was clean: only what we staged
     if not staged:
         return CommitResult(None, 0)
     args = ["commit", "-q", "--no-verify", "-m", message]

@@ -204,7 +204,7 @@ class Keystore:
                 if not rule.encrypts("private_key"):
                     raise _clear(rel)
                 continue
-            which = sopsfile.first_match(config, rel)
+            which = sopsfile.first_match(config, rel)  # None: pkic cannot tell which rule sops takes: try this file
             if which is not None and which in tried:
                 continue
             tried.add(which)

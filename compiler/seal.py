@@ -380,28 +380,33 @@ class GitView:
         proc = _git(repo, "rev-parse", "--verify", "-q", f"{rev}:{OUT_DIR}")
         return proc.stdout.decode().strip() if proc.returncode == 0 else EMPTY_TREE[self.object_format]
 
-    def history(self, repo: Path, since: str | None = None) -> list[tuple[str, bytes | None]]:
+    def history(self, repo: Path, since: str | None = None, first_parent: bool = False) -> list[tuple[str, bytes | None]]:
         """Each version of out.seal in any commit reachable from HEAD that changed it,
-        oldest first: (commit, bytes or None if removed). All of HEAD's history, not only
-        first parents: a crafted merge whose first parent is an old commit, fast-forwarded
-        onto the branch, would otherwise hide the newer seals behind its second parent."""
+        parents before children (topological order: commit dates are the author's to
+        choose): (commit, bytes, or None if it is not a file there). All of HEAD's
+        history, not only first parents: a crafted merge whose first parent is an old
+        commit, fast-forwarded onto the branch, would otherwise hide the newer seals."""
         if self.head is None:
             return []
-        log = _git(repo, "log", "--full-history", "--format=%H", "HEAD", *([f"^{since}"] if since else []), "--", SEAL_PATH)
-        commits = log.stdout.decode().split()[::-1]
+        walk = ["--first-parent"] if first_parent else ["--full-history"]
+        log = _git(repo, "log", *walk, "--topo-order", "--reverse", "--format=%H", "HEAD", *([f"^{since}"] if since else []), "--", SEAL_PATH)
+        commits = log.stdout.decode().split()
         if not commits:
             return []
         batch = _git(repo, "cat-file", "--batch", input="".join(f"{c}:{SEAL_PATH}\n" for c in commits).encode())
         out, data, pos = [], batch.stdout, 0
         for c in commits:
-            nl = data.index(b"\n", pos)
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                raise fail("git", "cat-file gave a short answer", "run again; if it persists, check the repository (`git fsck`)")
             header = data[pos:nl].split()
             pos = nl + 1
-            if len(header) == 3 and header[1] == b"blob":
+            if len(header) == 3:  # "<oid> <type> <size>", then the object, whatever its type (a tree too)
                 size = int(header[2])
-                out.append((c, data[pos:pos + size]))
+                content = data[pos:pos + size]
                 pos += size + 1
-            else:
+                out.append((c, content if header[1] == b"blob" and len(content) == size else None))
+            else:  # "<name> missing" and the like: no object
                 out.append((c, None))
         return out
 
@@ -422,19 +427,16 @@ class GitView:
 
 
 def sops_rule_summary(repo: Path) -> str:
-    """Who can decrypt a key pkic writes now: the creation rule sops uses for
-    out/keys/<name>.sops.yaml, as one line (recipients, backends, selectors)."""
-    from .sopsfile import creation_rules, first_match
+    """Who can decrypt keys pkic writes now: every creation rule of .sops.yaml, one after
+    the other (path_regex included: a rule may aim at some key files only)."""
+    from .sopsfile import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:
         return "no .sops.yaml"
-    i = first_match(repo / ".sops.yaml", "out/keys/example.sops.yaml")
-    if i is None:
-        return "no creation rule pkic can read for out/keys/ (sops decides)"
-    rule = rules[i] if isinstance(rules[i], dict) else {}
-    shown = {k: v for k, v in sorted(rule.items()) if k != "path_regex"}
-    return json.dumps(shown, sort_keys=True, default=str)[:2000]
+    shown = [json.dumps(rule, sort_keys=True, default=str) for rule in rules]
+    text = " | ".join(f"rule {i + 1}: {r}" for i, r in enumerate(shown)) or "no creation rules"
+    return text if len(text) <= 8000 else text[:8000] + " …"
 
 
 def sops_rules_digest(repo: Path) -> str:
@@ -805,14 +807,16 @@ class Sealing:
 
 def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None, str]:
     """The public key plan and verify check against, and where it came from. No secret
-    is used: the key is the one recorded in the oldest seal of HEAD's history (trust on
-    first use), or at the merge base with ``base`` (a pull request's target branch),
-    followed through rotations that the previous key endorsed. A key change without that
+    is used: the key is the one recorded at the merge base with ``base`` (a pull
+    request's target branch: the shipped plan workflow passes it), else in the first seal
+    along HEAD's first parents (trust on first use: a fast-forward of crafted commits can
+    change that line, so a pull request check passes --base), followed through rotations
+    that the previous key endorsed. A key change without that
     endorsement is not followed: a pull request that re-seals out/ with its own key, then
     adds a commit on top (a rebase merge puts it at HEAD^1), is not taken at its word,
     and examine() reports its seal as made with another key."""
     git = GitView.of(repo)
-    current, source = None, "the oldest seal in history"
+    current, source = None, "the first seal in first-parent history"
     since = None
     if base is not None:
         mb = _git(repo, "merge-base", "HEAD", base)
@@ -827,7 +831,17 @@ def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None
         source = f"the merge base with {base}"
         if current is None:
             return None, source
-    versions = [(c, raw) for c, raw in git.history(repo, since) if raw is not None] if git.head and not git.shallow else []
+    usable = git.head is not None and not git.shallow
+    if current is None and usable:
+        for commit, raw in git.history(repo, first_parent=True):
+            try:
+                s = parse(raw, f"{commit[:12]}:{SEAL_PATH}") if raw is not None else None
+            except PkicError:
+                continue
+            if s is not None and s.self_signed():
+                current = s.public_key
+                break
+    versions = [(c, raw) for c, raw in git.history(repo, since) if raw is not None] if usable else []
     disk = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
     if disk is not None:
         versions.append(("out.seal", disk))

@@ -67,10 +67,60 @@ def _load_rules(config: Path) -> list:
         raise FileNotFoundError(str(config))
     key = (str(config), hashlib.sha256(data).digest())
     if key not in _rules_cache:
-        doc = YAML(typ="safe").load(data.decode("utf-8")) or {}
         _rules_cache.clear()
-        _rules_cache[key] = list(doc.get("creation_rules") or []) if isinstance(doc, dict) else []
+        _rules_cache[key] = _checked_rules(data)
     return _rules_cache[key]
+
+
+_STRING_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypted_regex", "encrypted_suffix", "unencrypted_suffix",
+                  "encrypted_comment_regex", "unencrypted_comment_regex", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "pgp", "hckms")
+_REGEX_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypted_regex", "encrypted_comment_regex", "unencrypted_comment_regex")
+
+
+def _checked_rules(data: bytes) -> list:
+    """.sops.yaml's creation rules, checked as data: a mistake is an error naming the
+    file and the rule, never a crash (and never guessed around)."""
+    from .errors import fail
+
+    def bad(why: str, hint: str = "fix .sops.yaml (see the README: Keys, SOPS and identities)") -> Exception:
+        return fail(".sops.yaml", why, hint)
+
+    try:
+        doc = YAML(typ="safe").load(data.decode("utf-8"))
+    except RecursionError:
+        raise bad("is nested too deeply") from None
+    except Exception as exc:  # ruamel: syntax errors, duplicate keys...
+        raise bad(f"is not valid YAML: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        raise bad("the top level must be a mapping with creation_rules")
+    rules = doc.get("creation_rules") or []
+    if not isinstance(rules, list):
+        raise bad("creation_rules must be a list of rules")
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            raise bad(f"creation_rules[{i}] is not a mapping")
+        for k in _STRING_FIELDS:
+            if k in rule and rule[k] is not None and not isinstance(rule[k], str):
+                raise bad(f"creation_rules[{i}].{k} must be a string, not {type(rule[k]).__name__}")
+        age = rule.get("age")
+        if age is not None and not (isinstance(age, str) or (isinstance(age, list) and all(isinstance(a, str) for a in age))):
+            raise bad(f"creation_rules[{i}].age must be a string or a list of strings")
+        for k in _REGEX_FIELDS:
+            if isinstance(rule.get(k), str):
+                try:
+                    re.compile(rule[k])
+                except re.error as exc:
+                    raise bad(f"creation_rules[{i}].{k} is not a regular expression: {exc}") from None
+    return rules
+
+
+def _go_agrees(regex: object) -> bool:
+    """Would Go's regexp (what sops uses) read ``regex`` as Python does? `{,n}` is a
+    repetition to Python and literal text to Go; lookarounds and back-references do not
+    compile in Go. When unsure, pkic leaves the choice of rule to sops itself."""
+    return isinstance(regex, str) and "{," not in regex and "(?=" not in regex and "(?!" not in regex and "(?<" not in regex and not re.search(r"\\[1-9]", regex)
 
 
 def creation_rules(repo: Path) -> list | None:
@@ -79,12 +129,10 @@ def creation_rules(repo: Path) -> list | None:
         return _load_rules(repo / ".sops.yaml")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, UnicodeDecodeError, Exception) as exc:
-        from .errors import PkicError
+    except (OSError, UnicodeDecodeError) as exc:
+        from .errors import fail
 
-        if isinstance(exc, PkicError):
-            raise
-        return [{"unreadable": type(exc).__name__}]
+        raise fail(".sops.yaml", f"cannot read it: {exc}") from None
 
 
 def age_key_file() -> Path:
@@ -104,15 +152,16 @@ def first_match(config: Path, rel_path: str) -> int | None:
         rules = _load_rules(config)
     except (OSError, ValueError, AttributeError, UnicodeDecodeError):
         return None
+    except Exception:  # PkicError: a broken .sops.yaml is reported where it is read first
+        return None
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict) or rule.get("filename_regex"):
             return None
         path_regex = rule.get("path_regex")
-        try:
-            if path_regex and re.search(str(path_regex), rel_path) is None:
-                continue
-        except re.error:
+        if path_regex and not _go_agrees(path_regex):
             return None
+        if path_regex and re.search(str(path_regex), rel_path) is None:
+            continue
         return i
     return None
 
@@ -127,6 +176,8 @@ def rule_for(config: Path, rel_path: str) -> AgeRule | None:
         if not isinstance(rule, dict):
             return None
         path_regex = rule.get("path_regex")
+        if path_regex and not _go_agrees(path_regex):
+            return None  # sops (Go) might pick another rule than Python would: let it choose
         if path_regex and re.search(path_regex, rel_path) is None:
             continue
         if rule.get("filename_regex"):

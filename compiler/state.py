@@ -254,15 +254,30 @@ def load_state(repo: Path) -> State:
     crls, responders = body.get("crls") or {}, body.get("responders") or {}
     if not isinstance(crls, dict) or not isinstance(responders, dict) or not isinstance(body.get("compromised") or [], list):
         raise fail(STATE_PATH, "the state is damaged (crls, responders or compromised)", "restore it from git")
-    _check_names(certs, crls, responders)
+    _check_names(certs, crls, responders, body.get("compromised") or [])
     return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [])
 
 
-def _check_names(certs: dict, crls: dict, responders: dict) -> None:
-    """Names in the state become paths: each must be a valid name, each serial hex, and
-    each recorded OCSP file exactly where pkic puts that name's response (paths are
-    computed from validated names, never taken from the state as they stand)."""
+_STATUSES = frozenset({ACTIVE, SUPERSEDED, REVOKED})
+
+
+def _check_names(certs: dict, crls: dict, responders: dict, compromised: list | None = None) -> None:
+    """The state as data: names in it become paths, so each must be a valid name, each
+    serial hex, each recorded OCSP file exactly where pkic puts that name's response
+    (paths are computed from validated names, never taken from the state as they
+    stand); and every field the code reads has its type, so that a damaged state is an
+    error naming it, never a crash."""
     from .layout import SERIAL, check_name, is_ocsp_file
+
+    def damaged(where: str, what: str) -> Exception:
+        return fail(where, f"the state is damaged: {what}", "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
+
+    def stamp(value: object) -> bool:
+        try:
+            parse_ts(value)  # type: ignore[arg-type]
+            return True
+        except (ValueError, TypeError):
+            return False
 
     for name, recs in certs.items():
         where = f"{STATE_PATH}: certificates.{str(name)[:40]}"
@@ -271,6 +286,14 @@ def _check_names(certs: dict, crls: dict, responders: dict) -> None:
             serial = r["serial"]
             if not isinstance(serial, str) or not SERIAL.fullmatch(serial):
                 raise fail(where, f"serial {str(serial)[:40]!r} is not hex", "restore the state from git")
+            if r["status"] not in _STATUSES or r["kind"] not in ("authority", "certificate") or not isinstance(r["spec"], dict):
+                raise damaged(where, "status, kind or spec")
+            for k in ("not_after", "not_before", "revoked_at", "superseded_at", "invalidity_date"):
+                if k in r and r[k] is not None and not stamp(r[k]):
+                    raise damaged(where, f"{k} is not a UTC timestamp")
+            for k in ("key_id", "issuer_key_id", "public_key_sha256", "sha256"):
+                if k in r and r[k] is not None and not (isinstance(r[k], str) and SERIAL.fullmatch(r[k] or "0")):
+                    raise damaged(where, f"{k} is not hex")
             if r.get("issuer") is not None:
                 check_name(r["issuer"], where + ".issuer")
             info = r.get("ocsp")
@@ -280,6 +303,16 @@ def _check_names(certs: dict, crls: dict, responders: dict) -> None:
                     raise fail(where, f"records an OCSP response at {str(f)[:80]!r}, which is not where pkic puts it", "restore the state from git; never edit it by hand")
     for a in list(crls) + list(responders):
         check_name(a, f"{STATE_PATH}: {str(a)[:40]}")
+    for a, info in crls.items():
+        if not (isinstance(info, dict) and isinstance(info.get("number"), int) and not isinstance(info.get("number"), bool)
+                and stamp(info.get("this_update")) and stamp(info.get("next_update")) and isinstance(info.get("serials", []), list)):
+            raise damaged(f"{STATE_PATH}: crls.{a}", "number, this_update, next_update or serials")
+    for a, recs in responders.items():
+        if not (isinstance(recs, list) and all(isinstance(r, dict) and r.get("status") in _STATUSES and stamp(r.get("not_after"))
+                                                 and isinstance(r.get("serial"), str) for r in recs)):
+            raise damaged(f"{STATE_PATH}: responders.{a}", "a responder record")
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("at"), str) for c in compromised or []):
+        raise damaged(f"{STATE_PATH}: compromised", "an entry")
 
 
 # --------------------------------------------------------------------------- journal

@@ -77,6 +77,16 @@ def applied(repo: Path, pkic: Pkic) -> Path:
     return repo
 
 
+def init_applied_committed(pkic: Pkic, repo: Path) -> Path:
+    """`pkic init`, its files committed, then `apply --commit` at NOW: a sealed repo with
+    history, as a PKI repo looks after its first merge and apply."""
+    pkic.ok("init", str(repo))
+    for args in (("add", "-A"), ("commit", "-q", "-m", "init")):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=pkic.env)
+    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    return repo
+
+
 def unsealed(repo: Path) -> dict:
     """Make ``repo`` an unsealed one (a local experiment): no out.seal, and an env with no
     seal key. For tests of what apply does with a damaged out/ when nothing seals it."""

@@ -144,7 +144,11 @@ def test_readme_first_command_runs_as_written(tmp_path, pkic):
     bindir.mkdir()
     (bindir / "pkic").write_text(f"#!/bin/sh\nexec {sys.executable} -m compiler.cli \"$@\"\n")
     (bindir / "pkic").chmod(0o755)
-    env = {**pkic.env, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    # as on a fresh machine: no seal key named anywhere, so init puts it beside the age identity
+    env = {**{k: v for k, v in pkic.env.items() if k != "PKIC_SEAL_KEY_FILE"}, "PATH": f"{bindir}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", first[len(install):]], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "4 certificates, chains, CRLs and keys verified" in proc.stdout
+    assert "sealed (seal serial 2)" in proc.stdout and "seal: sealed" in proc.stdout
+    made = [p for p in tmp_path.rglob("pkic-seal.key")]
+    assert len(made) == 1 and (made[0].parent / "age-keys.txt").is_file() and made[0].stat().st_mode & 0o777 == 0o600

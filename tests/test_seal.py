@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import NOW, snapshot, unsealed
+from conftest import NOW, init_applied_committed, snapshot, unsealed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compiler import seal
@@ -258,11 +258,7 @@ def test_check_is_critical_when_the_trust_bundle_is_not_the_roots(applied, pkic)
 
 
 def test_a_shallow_clone_cannot_prove_freshness_and_apply_refuses(tmp_path, pkic):
-    repo = tmp_path / "pki"
-    pkic.ok("init", str(repo))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    repo = init_applied_committed(pkic, tmp_path / "pki")
     shallow = tmp_path / "shallow"
     git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow))
     p = pkic("apply", "--yes", "--now", "2027-01-15T12:00:00Z", cwd=shallow)
@@ -287,11 +283,7 @@ def test_odd_file_names_in_out_are_named_not_a_crash(applied, pkic):
 
 @pytest.mark.parametrize("endorsed", [True, False], ids=["endorsed by the old key", "old key lost"])
 def test_a_rotation_in_history_is_followed_only_when_the_old_key_endorses_it(tmp_path, pkic, endorsed):
-    repo = tmp_path / "pki"
-    pkic.ok("init", str(repo))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    repo = init_applied_committed(pkic, tmp_path / "pki")
     old_key = Path(pkic.env["PKIC_SEAL_KEY_FILE"])
     new_key = tmp_path / "new-seal.key"
     pkic.ok("init", str(tmp_path / "scratch"), env={"PKIC_SEAL_KEY_FILE": str(new_key)})

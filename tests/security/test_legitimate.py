@@ -90,7 +90,7 @@ def test_gitattributes_for_out_are_refused_before_signing(forge, attributes):
     refuse it before it signs anything."""
     forge.pull_request("attrs", lambda a: (a / ".gitattributes").write_text(attributes), "repo: line endings")
     run = forge.ci(T_WEB, plan=False)
-    assert_refused(run, ".gitattributes: changes how git stores pkic's output")
+    assert_refused(run, ".gitattributes: changes how git checks out pkic's output")
 
 
 def test_no_committer_identity_is_refused_before_signing(forge):
@@ -125,3 +125,15 @@ def test_the_shipped_workflows_give_apply_the_seal_key_and_plan_the_history():
             for step in job["steps"]:
                 if "pkic apply" in step.get("run", ""):
                     assert step.get("env", {}).get("PKIC_SEAL_KEY") == "${{ secrets.PKIC_SEAL_KEY }}", (path.name, step.get("name"))
+
+
+def test_gitattributes_aimed_at_a_future_file_name_are_refused_before_signing(forge):
+    """`out/certs/api*.pem text eol=crlf` names no file that exists yet: a sample check
+    misses it, the new certificate is committed, and the next checkout rewrites it, so
+    every later apply finds out/ unsealed. Every path the apply may write is checked."""
+    def change(a) -> None:
+        (a / "pki.yaml").write_text((a / "pki.yaml").read_text() + API)
+        (a / ".gitattributes").write_text("out/certs/api*.pem text eol=crlf\n")
+    forge.pull_request("api-and-attributes", change, "pki: add api")
+    run = forge.ci(T1, plan=False)  # plan has nothing to object to: it commits nothing
+    assert_refused(run, ".gitattributes: changes how git checks out pkic's output")

@@ -10,7 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import NOW
+from conftest import NOW, init_applied_committed
 
 LATER = "2027-01-15T12:00:00Z"
 
@@ -20,11 +20,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 def test_a_crafted_merge_fast_forwarded_cannot_restore_an_older_out(tmp_path, pkic):
-    repo = tmp_path / "pki"
-    pkic.ok("init", str(repo))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    repo = init_applied_committed(pkic, tmp_path / "pki")
     old = git(repo, "rev-parse", "HEAD")
     # a reviewed change: payments' key is compromised, revoke it
     spec = (repo / "pki.yaml").read_text().replace("  payments:\n", "  payments:\n    revoke: key_compromise\n")
@@ -57,3 +53,70 @@ def test_a_crafted_merge_fast_forwarded_cannot_restore_an_older_out(tmp_path, pk
     pkic.ok("apply", "--yes", "--commit", "--now", LATER, cwd=repo)
     records = json.loads((repo / "out/state.json").read_text())["certificates"]["payments"]
     assert [r["status"] for r in records if r["serial"] == revoked["serial"]] == ["revoked"]  # it stays revoked
+
+
+def _restore_old_out_and_unrevoke(tmp_path, pkic):
+    """A sealed repo whose payments was revoked (key compromise); then the attacker's
+    commit on top: out/ and out.seal from before the revocation, the revoke line gone."""
+    repo = init_applied_committed(pkic, tmp_path / "pki")
+    old = git(repo, "rev-parse", "HEAD")
+    spec = (repo / "pki.yaml").read_text()
+    (repo / "pki.yaml").write_text(spec.replace("  payments:\n", "  payments:\n    revoke: key_compromise\n"))
+    git(repo, "commit", "-q", "-am", "pki: payments' key is compromised")
+    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    tip = git(repo, "rev-parse", "HEAD")
+    git(repo, "rm", "-r", "-q", "out", "out.seal")
+    git(repo, "checkout", old, "--", "out", "out.seal")
+    (repo / "pki.yaml").write_text(spec)
+    git(repo, "add", "-A")
+    return repo, tip
+
+
+def test_a_tree_named_out_seal_in_a_backdated_root_cannot_hide_the_newer_seals(tmp_path, pkic):
+    """git cat-file --batch prints a tree's bytes too: a parser that skips only blobs
+    reads them as headers, and every later version of out.seal is lost. A root commit
+    dated 1971 (so it sorts first by date) whose out.seal is a directory, merged in."""
+    repo, tip = _restore_old_out_and_unrevoke(tmp_path, pkic)
+    blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=b"hi\n", capture_output=True, check=True).stdout.decode().strip()
+    name = "x" + "\n" * 200 + "y"
+    inner = subprocess.run(["git", "-C", str(repo), "mktree", "-z"], input=f"100644 blob {blob}\t{name}\0".encode(), capture_output=True, check=True).stdout.decode().strip()
+    outer = subprocess.run(["git", "-C", str(repo), "mktree"], input=f"040000 tree {inner}\tout.seal\n".encode(), capture_output=True, check=True).stdout.decode().strip()
+    env = {"GIT_AUTHOR_DATE": "1971-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "1971-01-01T00:00:00Z"}
+    root = subprocess.run(["git", "-C", str(repo), "commit-tree", outer, "-m", "tidy"], env={**pkic.env, **env}, capture_output=True, check=True, text=True).stdout.strip()
+    tree = git(repo, "write-tree")
+    merged = git(repo, "commit-tree", tree, "-p", "HEAD", "-p", root, "-m", "cleanup")
+    git(repo, "reset", "-q", "--hard", merged)
+    for cmd in (("apply", "--yes", "--commit", "--now", LATER), ("plan", "--now", LATER), ("plan", "--base", tip, "--now", LATER)):
+        p = pkic(*cmd, cwd=repo)
+        assert p.returncode == 1 and "restores an older out/" in p.stderr and tip[:12] in p.stderr, (cmd, p.stdout, p.stderr)
+    assert git(repo, "rev-parse", "HEAD") == merged
+
+
+def test_plan_without_base_is_not_anchored_by_a_backdated_root_with_an_attacker_seal(tmp_path, pkic):
+    """The advisory plan's trust-on-first-use key comes from HEAD's first parents, not
+    from the oldest commit by date (a date is the author's to choose)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from compiler import seal as seal_mod
+
+    repo, tip = _restore_old_out_and_unrevoke(tmp_path, pkic)
+    git(repo, "commit", "-q", "-m", "restore")
+    attacker = Ed25519PrivateKey.generate()
+    body = {"lineage": None, "serial": 1, "prev": None, "out_tree": seal_mod.EMPTY_TREE["sha1"], "object_format": "sha1",
+            "state_serial": 0, "sops_rules": "none", "sealed_at": "1971-01-01T00:00:00Z"}
+    blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=seal_mod.render(attacker, body), capture_output=True, check=True).stdout.decode().strip()
+    tree = subprocess.run(["git", "-C", str(repo), "mktree"], input=f"100644 blob {blob}\tout.seal\n".encode(), capture_output=True, check=True).stdout.decode().strip()
+    env = {"GIT_AUTHOR_DATE": "1971-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "1971-01-01T00:00:00Z"}
+    root = subprocess.run(["git", "-C", str(repo), "commit-tree", tree, "-m", "history"], env={**pkic.env, **env}, capture_output=True, check=True, text=True).stdout.strip()
+    # re-seal the restored out/ with the attacker key, chained to the backdated root's seal
+    listing = seal_mod.scan_out(repo, "sha1")
+    body2 = {**body, "serial": 10, "prev": __import__("hashlib").sha256(seal_mod.render(attacker, body)).hexdigest(),
+             "out_tree": seal_mod.tree_id(listing, "sha1"), "sealed_at": NOW}
+    (repo / "out.seal").write_bytes(seal_mod.render(attacker, body2))
+    git(repo, "add", "-A")
+    merged = git(repo, "commit-tree", git(repo, "write-tree"), "-p", "HEAD", "-p", root, "-m", "Merge history")
+    git(repo, "reset", "-q", "--hard", merged)
+    p = pkic("plan", "--now", LATER, cwd=repo)
+    assert p.returncode == 1 and "seal: sealed" not in p.stdout and "is not sealed by the seal key" in p.stderr, p.stdout + p.stderr
+    assert pkic("verify", "--seal", "--now", NOW, cwd=repo).returncode == 1
+    assert pkic("apply", "--yes", "--now", LATER, cwd=repo).returncode == 1

@@ -64,3 +64,59 @@ def test_a_rule_that_leaves_private_key_in_clear_writes_nothing(forge, groups):
     assert {p: p.read_bytes() for p in sorted((ci / "out").rglob("*")) if p.is_file()} == out_before
     assert forge.git(ci, "rev-parse", "HEAD").stdout == before
     assert not (ci / ".pkic" / "journal.jsonl").exists()  # refused before the first step
+
+
+def test_plan_shows_every_rule_including_one_aimed_at_some_key_files(forge):
+    """A rule prepended for out/keys/ocsp-responders/ only, with an extra recipient: the
+    plan must show it (a summary of the rule for one example path would not)."""
+    attacker = pyrage.x25519.Identity.generate()
+
+    def prepend(a) -> None:
+        text = (a / ".sops.yaml").read_text()
+        team = text.split("age: ")[1].strip()
+        rule = f"  - path_regex: ^out/keys/ocsp-responders/\n    encrypted_regex: ^private_key$\n    age: {team},{attacker.to_public()}\n"
+        (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + rule, 1))
+    forge.pull_request("responders-backup", prepend, "sops: back up responder keys")
+    ci = forge.clone("ci")
+    text = forge.pkic("plan", "--now", T_WEB, cwd=ci).stdout
+    assert "^out/keys/ocsp-responders/" in text and str(attacker.to_public()) in text, text
+
+
+def test_a_rule_go_and_python_read_differently_is_left_to_sops(forge, tmp_path):
+    """`{,1}` is a repetition to Python and literal text to Go (sops): pkic's in-process
+    writer must not pick a rule sops would not, and encrypt a key to its recipients."""
+    attacker = pyrage.x25519.Identity.generate()
+
+    def prepend(a) -> None:
+        text = (a / ".sops.yaml").read_text()
+        team = text.split("age: ")[1].strip()
+        rule = f"  - path_regex: ^out/keys/w{{,1}}eb\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n    age: {team},{attacker.to_public()}\n"
+        (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + rule, 1))
+    forge.pull_request("odd-regex", prepend, "sops: a rule")
+    run = forge.ci(T_WEB)
+    assert run.apply.returncode == 0, run.apply.stdout + run.apply.stderr
+    ident = tmp_path / "attacker.txt"
+    ident.write_text(str(attacker) + "\n")
+    from helpers import SOPS
+    import subprocess as sp
+
+    p = sp.run([SOPS, "decrypt", "--extract", '["private_key"]', "out/keys/web.sops.yaml"], cwd=run.repo,
+               env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SOPS_AGE_KEY_FILE": str(ident)}, capture_output=True)
+    assert p.returncode != 0 and b"PRIVATE KEY" not in p.stdout  # as sops itself would have done: not the attacker's rule
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("creation_rules:\n  - path_regex: a\n    path_regex: b\n", "is not valid YAML"),
+    ("creation_rules:\n  - path_regex: '('\n    age: x\n", "is not a regular expression"),
+    ("creation_rules:\n  - path_regex: 5\n", "must be a string"),
+    ("creation_rules:\n  - encrypted_regex: 5\n", "must be a string"),
+    ("creation_rules:\n  - unencrypted_suffix: 5\n", "must be a string"),
+    ("creation_rules: 7\n", "must be a list"),
+    ("[" * 5000 + "]" * 5000 + "\n", ".sops.yaml"),
+])
+def test_a_broken_sops_yaml_is_a_clear_error_in_plan_and_apply(forge, text, fragment):
+    forge.pull_request("broken-sops", lambda a: (a / ".sops.yaml").write_text(text), "sops: edit")
+    ci = forge.clone("ci")
+    for cmd in (("plan", "--now", T_WEB), ("apply", "--yes", "--now", T_WEB)):
+        p = forge.pkic(*cmd, cwd=ci)
+        assert p.returncode == 1 and fragment in p.stderr and "Traceback" not in p.stderr and "crashed" not in p.stderr, (cmd, p.stderr)

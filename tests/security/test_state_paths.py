@@ -17,7 +17,7 @@ import pytest
 from conftest import NOW
 
 pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
-from seclib import T_OCSP, assert_refused, read_state, tree_snapshot, write_state  # noqa: E402
+from seclib import T1, T_OCSP, assert_refused, read_state, tree_snapshot, write_state  # noqa: E402
 
 pytest_plugins = ["seclib"]  # the forge, template and local fixtures
 
@@ -134,3 +134,28 @@ def test_publish_ocsp_dir_inside_out_moves_the_responses_and_seals_them(forge):
     assert (run.repo / "out" / "ocsp-public" / "web.der").is_file() and not (run.repo / "out" / "ocsp" / "web.der").exists()
     assert read_state(run.repo)["certificates"]["web"][0]["ocsp"]["file"] == "out/ocsp-public/web.der"
     forge.pkic.ok("verify", "--seal", "--now", NOW, cwd=run.repo)
+
+
+@pytest.mark.parametrize("damage", [
+    ("crls", lambda s: s["crls"].update({"services-ca": 5})),
+    ("not_after", lambda s: s["certificates"]["web"][0].update({"not_after": "soon"})),
+    ("responders", lambda s: s["responders"].update({"services-ca": "x"})),
+    ("compromised", lambda s: s.update({"compromised": [5]})),
+    ("status", lambda s: s["certificates"]["web"][0].update({"status": None})),
+], ids=lambda d: d[0] if isinstance(d, tuple) else str(d))
+def test_a_state_of_the_wrong_shape_is_named_not_a_crash(forge, damage):
+    """A pull request that damages the state: the reviewer's plan says out/ is not the
+    sealed output and what is wrong (never "pkic crashed"); apply refuses."""
+    import json as _json
+
+    def change(a) -> None:
+        body = _json.loads((a / "out/state.json").read_text())
+        damage[1](body)
+        (a / "out/state.json").write_text(_json.dumps(body))
+    forge.pull_request(f"damage-{damage[0]}", change, "tidy the state")
+    ci = forge.clone("ci")
+    for cmd in (("plan", "--now", T1), ("plan", "--format", "markdown", "--now", T1), ("apply", "--yes", "--now", T1), ("status",), ("verify",)):
+        p = forge.pkic(*cmd, cwd=ci)
+        assert p.returncode == 1 and "Traceback" not in p.stderr and "crashed" not in p.stderr, (cmd, p.stdout, p.stderr)
+        if cmd[0] in ("plan", "apply"):
+            assert "out/state.json" in p.stderr and "not what the seal covers" in p.stderr, (cmd, p.stderr)
