@@ -257,6 +257,9 @@ def seal_markdown(report, findings: list) -> str:
                 f"(new certificates, renewals, rekeys) is encrypted under:\n\n`{esc(report.sops_change)}`\n")
     problems = list(report.problems) + list(findings)
     if not problems:
+        if report.seal is not None:  # which key vouched for out/, and why that key: the reviewer can check it
+            return (f"\n<sub>Seal: `out/` is the sealed output (seal serial {report.seal.serial}), checked against the seal key "
+                    f"`{esc(report.public_key or '')}` from {esc(report.key_source)}.</sub>\n") + sops
         return sops
     lines = ["", "### 🚨 out/ is not the sealed output", "",
              "This change edits what only `pkic apply` writes. Apply will refuse it; review it as an attack on the PKI.", ""]

@@ -380,7 +380,7 @@ class GitView:
         proc = _git(repo, "rev-parse", "--verify", "-q", f"{rev}:{OUT_DIR}")
         return proc.stdout.decode().strip() if proc.returncode == 0 else EMPTY_TREE[self.object_format]
 
-    def history(self, repo: Path, since: str | None = None, first_parent: bool = False) -> list[tuple[str, bytes | None]]:
+    def history(self, repo: Path, since: str | None = None, first_parent: bool = False, tip: str = "HEAD") -> list[tuple[str, bytes | None]]:
         """Each version of out.seal in any commit reachable from HEAD that changed it,
         parents before children (topological order: commit dates are the author's to
         choose): (commit, bytes, or None if it is not a file there). All of HEAD's
@@ -389,7 +389,7 @@ class GitView:
         if self.head is None:
             return []
         walk = ["--first-parent"] if first_parent else ["--full-history"]
-        log = _git(repo, "log", *walk, "--topo-order", "--reverse", "--format=%H", "HEAD", *([f"^{since}"] if since else []), "--", SEAL_PATH)
+        log = _git(repo, "log", *walk, "--topo-order", "--reverse", "--format=%H", tip, *([f"^{since}"] if since else []), "--", SEAL_PATH)
         commits = log.stdout.decode().split()
         if not commits:
             return []
@@ -805,57 +805,64 @@ class Sealing:
 # --------------------------------------------------------------------------- no secret: plan and verify
 
 
-def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None, str]:
-    """The public key plan and verify check against, and where it came from. No secret
-    is used: the key is the one recorded at the merge base with ``base`` (a pull
-    request's target branch: the shipped plan workflow passes it), else in the first seal
-    along HEAD's first parents (trust on first use: a fast-forward of crafted commits can
-    change that line, so a pull request check passes --base), followed through rotations
-    that the previous key endorsed. A key change without that
-    endorsement is not followed: a pull request that re-seals out/ with its own key, then
-    adds a commit on top (a rebase merge puts it at HEAD^1), is not taken at its word,
-    and examine() reports its seal as made with another key."""
-    git = GitView.of(repo)
-    current, source = None, "the first seal in first-parent history"
-    since = None
-    if base is not None:
-        mb = _git(repo, "merge-base", "HEAD", base)
-        if mb.returncode != 0:
-            raise fail("--base", f"{base[:80]!r}: git finds no merge base with HEAD", "pass the pull request's target branch, e.g. --base origin/main")
-        since = mb.stdout.decode().strip()
-        raw = git.blob(repo, f"{since}:{SEAL_PATH}")
-        try:
-            current = parse(raw, f"{since[:12]}:{SEAL_PATH}").public_key if raw is not None else None
-        except PkicError:
-            current = None
-        source = f"the merge base with {base}"
-        if current is None:
-            return None, source
-    usable = git.head is not None and not git.shallow
-    if current is None and usable:
-        for commit, raw in git.history(repo, first_parent=True):
-            try:
-                s = parse(raw, f"{commit[:12]}:{SEAL_PATH}") if raw is not None else None
-            except PkicError:
-                continue
-            if s is not None and s.self_signed():
-                current = s.public_key
-                break
-    versions = [(c, raw) for c, raw in git.history(repo, since) if raw is not None] if usable else []
-    disk = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
-    if disk is not None:
-        versions.append(("out.seal", disk))
+def _follow(git: GitView, repo: Path, versions: list[tuple[str, bytes | None]], current: str | None) -> tuple[str | None, str | None]:
+    """Walk ``versions`` (parents first): the first self-signed seal anchors the key
+    (when ``current`` is None), and a key change is followed only when the previous key
+    endorsed it. Returns (key, the commit of the last rotation followed)."""
+    rotated = None
     for commit, raw in versions:
+        if raw is None:
+            continue
         try:
             s = parse(raw, f"{commit[:12]}:{SEAL_PATH}")
         except PkicError:
             continue
         if not s.self_signed():
-            continue  # signed by no key it names: examine() reports it if it matters
+            continue
         if current is None:
             current = s.public_key
         elif s.public_key != current and s.endorsed_by(current):
-            current, source = s.public_key, f"a rotation endorsed by the previous key ({commit[:12]})"
+            current, rotated = s.public_key, commit
+    return current, rotated
+
+
+def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None, str]:
+    """The public key plan and verify check against, and where it came from. No secret
+    is used. The key is taken from a line of history that a pull request cannot write:
+    the first seal along the first parents of ``base`` (a pull request's target branch,
+    which the shipped plan workflow passes), or of HEAD without it (trust on first use:
+    a fast-forward of crafted commits can change HEAD's line, which is why pull request
+    checks pass --base), followed along that line through rotations that the previous
+    key endorsed; then through endorsed rotations in the pull request's own commits. A
+    seal found at the merge base is never trusted for what it names: the merge base can
+    be any commit of the target branch's history, an attacker's intermediate commit
+    from an earlier, net-harmless pull request included."""
+    git = GitView.of(repo)
+    usable = git.head is not None and not git.shallow
+    current: str | None = None
+    source = "the first seal along HEAD's first parents"
+    if base is not None:
+        tip = _git(repo, "rev-parse", "--verify", "-q", f"{base}^{{commit}}")
+        if tip.returncode != 0:
+            raise fail("--base", f"{base[:80]!r} is not a commit here", "pass the pull request's target branch, e.g. --base origin/main (with fetch-depth: 0)")
+        base_tip = tip.stdout.decode().strip()
+        if usable:
+            current, rotated = _follow(git, repo, git.history(repo, first_parent=True, tip=base_tip), None)
+            source = f"{base}'s history" + (f" (rotated at {rotated[:12]})" if rotated else "")
+            if current is not None:
+                current, rotated = _follow(git, repo, git.history(repo, first_parent=True, since=base_tip), current)
+                if rotated:
+                    source += f", then a rotation endorsed by it ({rotated[:12]})"
+        return current, source
+    if usable:
+        current, rotated = _follow(git, repo, git.history(repo, first_parent=True), None)
+        if rotated:
+            source += f" (rotated at {rotated[:12]})"
+    disk = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
+    if disk is not None:  # a rotation made here and not yet committed; or no history at all
+        current, rotated = _follow(git, repo, [("out.seal", disk)], current)
+        if current is not None and not usable:
+            source = "out.seal itself (no sealed commit yet)"
     if current is None:
         return None, "nowhere"
     return current, source

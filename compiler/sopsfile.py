@@ -120,7 +120,8 @@ def _go_agrees(regex: object) -> bool:
     """Would Go's regexp (what sops uses) read ``regex`` as Python does? `{,n}` is a
     repetition to Python and literal text to Go; lookarounds and back-references do not
     compile in Go. When unsure, pkic leaves the choice of rule to sops itself."""
-    return isinstance(regex, str) and "{," not in regex and "(?=" not in regex and "(?!" not in regex and "(?<" not in regex and not re.search(r"\\[1-9]", regex)
+    return (isinstance(regex, str) and not any(t in regex for t in ("{,", "(?=", "(?!", "(?<", "[:", "[=", "[."))
+            and not re.search(r"\\[1-9]", regex))  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
 
 
 def creation_rules(repo: Path) -> list | None:

@@ -120,3 +120,40 @@ def test_plan_without_base_is_not_anchored_by_a_backdated_root_with_an_attacker_
     assert p.returncode == 1 and "seal: sealed" not in p.stdout and "is not sealed by the seal key" in p.stderr, p.stdout + p.stderr
     assert pkic("verify", "--seal", "--now", NOW, cwd=repo).returncode == 1
     assert pkic("apply", "--yes", "--now", LATER, cwd=repo).returncode == 1
+
+
+def test_the_pr_check_does_not_take_the_seal_key_from_an_attackers_merge_base(tmp_path, pkic):
+    """PR1: commit X re-seals out/ with the attacker's own key, commit Y restores the real
+    seal (net: nothing), merged. PR2 branches from X, so X is its merge base with main,
+    and adds a leaf. `plan --base main` must check PR2's out/ against main's key, not
+    against whatever key X's seal names."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from compiler import seal as seal_mod
+
+    repo = init_applied_committed(pkic, tmp_path / "pki")
+    genuine = (repo / "out.seal").read_bytes()
+    git(repo, "switch", "-q", "-c", "pr1")
+    attacker = Ed25519PrivateKey.generate()
+    body = {k: v for k, v in json.loads(genuine).items() if k not in ("signature", "public_key", "format", "version")}
+    body.update(serial=50, prev=__import__("hashlib").sha256(genuine).hexdigest())
+    (repo / "out.seal").write_bytes(seal_mod.render(attacker, body))
+    git(repo, "commit", "-q", "-am", "X: tidy")
+    x = git(repo, "rev-parse", "HEAD")
+    (repo / "out.seal").write_bytes(genuine)
+    git(repo, "commit", "-q", "-am", "Y: tidy more")
+    git(repo, "switch", "-q", "-")  # main
+    main = git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    git(repo, "merge", "-q", "--no-ff", "-m", "Merge pr1", "pr1")
+    git(repo, "switch", "-q", "-c", "pr2", x)
+    (repo / "pki.yaml").write_text((repo / "pki.yaml").read_text() + "  evil:\n    issuer: services-ca\n    dns: [login.example.com]\n")
+    git(repo, "commit", "-q", "-am", "pki: add a login service")
+    assert git(repo, "merge-base", "HEAD", main) == x
+    p = pkic("plan", "--base", main, "--now", NOW, cwd=repo)
+    assert p.returncode == 1 and "seal: sealed" not in p.stdout and "is not sealed by the seal key" in p.stderr, p.stdout + p.stderr
+    md = pkic("plan", "--base", main, "--format", "markdown", "--now", NOW, cwd=repo).stdout
+    assert "out/ is not the sealed output" in md
+    # the legitimate twin: PR2 rebased on main's tip plans clean, and names the key it checked
+    git(repo, "rebase", "-q", "--onto", main, x)
+    md = pkic.ok("plan", "--base", main, "--format", "markdown", "--now", NOW, cwd=repo).stdout
+    assert "is the sealed output" in md and json.loads(genuine)["public_key"] in md and f"{main}'s history" in md

@@ -82,15 +82,20 @@ def test_plan_shows_every_rule_including_one_aimed_at_some_key_files(forge):
     assert "^out/keys/ocsp-responders/" in text and str(attacker.to_public()) in text, text
 
 
-def test_a_rule_go_and_python_read_differently_is_left_to_sops(forge, tmp_path):
-    """`{,1}` is a repetition to Python and literal text to Go (sops): pkic's in-process
+@pytest.mark.parametrize("posix", [False, True], ids=["{,1}: a repetition to Python, text to Go", "[[:alnum:]]: a class to Go, not to Python"])
+def test_a_rule_go_and_python_read_differently_is_left_to_sops(forge, tmp_path, posix):
+    """sops (Go) and Python read some regular expressions differently: pkic's in-process
     writer must not pick a rule sops would not, and encrypt a key to its recipients."""
     attacker = pyrage.x25519.Identity.generate()
 
     def prepend(a) -> None:
         text = (a / ".sops.yaml").read_text()
         team = text.split("age: ")[1].strip()
-        rule = f"  - path_regex: ^out/keys/w{{,1}}eb\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n    age: {team},{attacker.to_public()}\n"
+        if posix:  # to sops, rule 1 covers every key file; Python would fall through to rule 2
+            rule = (f"  - path_regex: ^out/keys/(ocsp-responders/)?[[:alnum:]][-_.[:alnum:]]*\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n    age: {team}\n"
+                    f"  - path_regex: ^out/\n    encrypted_regex: ^private_key$\n    age: {team},{attacker.to_public()}\n")
+        else:
+            rule = f"  - path_regex: ^out/keys/w{{,1}}eb\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n    age: {team},{attacker.to_public()}\n"
         (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + rule, 1))
     forge.pull_request("odd-regex", prepend, "sops: a rule")
     run = forge.ci(T_WEB)
