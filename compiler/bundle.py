@@ -4,6 +4,7 @@ Paths, the layout of out/ and the safe (no-follow) file access live in layout.py
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -59,6 +60,16 @@ class Writer:
         self._pending: list = []
         self.written = 0
         self.touched: set[str] = set()  # every path written, removed or renamed
+        # git's blob id of each file written, when a seal will cover them (blob_algo set):
+        # sealing then needs no second read of the files
+        self.blob_algo: str | None = None
+        self.blobs: dict[str, str] = {}
+
+    def _blob(self, rel: str, data: bytes) -> None:
+        if self.blob_algo is not None:
+            h = hashlib.new(self.blob_algo, b"blob %d\0" % len(data))
+            h.update(data)
+            self.blobs[rel] = h.hexdigest()
 
     def write(self, rel: str, data: bytes, *, staged: bool = False) -> None:
         in_place = self.new_in_place and not staged
@@ -66,7 +77,9 @@ class Writer:
             if write_atomic(self.repo, rel, data, new_in_place=in_place):
                 self.written += 1
                 self.touched.add(rel)
+                self._blob(rel, data)
             return
+        self._blob(rel, data)
         pool = self._pools[hash(rel) % len(self._pools)]
         self._pending.append((rel, pool.submit(write_atomic, self.repo, rel, data, new_in_place=in_place)))
 
@@ -82,12 +95,15 @@ class Writer:
         self.flush()
         if layout.rename(self.repo, old, new):
             self.touched.update((old, new))
+            self.blobs.pop(old, None)
+            self.blobs.pop(new, None)
 
     def remove(self, rel: str) -> bool:
         self.flush()
         gone = remove(self.repo, rel)
         if gone:
             self.touched.add(rel)
+            self.blobs.pop(rel, None)
         return gone
 
     def close(self) -> None:

@@ -428,8 +428,8 @@ def verify(
         if problems:
             raise typer.Exit(1)
         versions = len({raw for _c, raw in report.git.history(_repo) if raw is not None and _valid_seal(raw, public)})
-        out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); "
-                  f"{versions} seal(s) made with it in history form one chain.")
+        chain = f"{versions} seal(s) made with it in history form one chain" if versions else "no sealed commit yet"
+        out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); {chain}.")
     state = load_state(_repo)
     count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
     if not count:

@@ -367,6 +367,7 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     # every file below is written after its journal step, or (chains, trust bundle)
     # rewritten by recovery from the state: new ones may be created in place
     writer = bundle.Writer(repo, int(os.environ.get("PKIC_WRITE_THREADS", "0")), new_in_place=True)
+    writer.blob_algo = sealing.algo if sealing is not None else None
     try:
         _run(repo, plan, spec, state, store, now, journal, certs, result, done, writer)
     finally:
@@ -808,5 +809,5 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
     writer.write("out/state.json", state.to_json().encode(), staged=True)  # recovery reads it: never half-written
     writer.flush()
     if sealing is not None:  # last: the seal covers every file above
-        result.seal = sealing.seal_now(repo, writer.touched, state, ts(now))
+        result.seal = sealing.seal_now(repo, writer.touched, state, ts(now), writer.blobs)
     journal.discard()

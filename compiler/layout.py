@@ -175,21 +175,38 @@ def _open_dir(repo: Path, parts: list[str], rel: str, create: bool) -> int | Non
         raise
 
 
+# Descriptors of directories already walked (no symlink on the way), by repo and path:
+# an apply writes tens of thousands of files into a handful of directories. A cached
+# descriptor is used only while its directory still exists (st_nlink > 0).
+_DIR_FDS: dict[tuple[str, str], int] = {}
+
+
 class _Dir:
-    """A directory descriptor, closed on exit."""
+    """The descriptor of the directory holding ``rel`` (None if it does not exist)."""
 
     def __init__(self, repo: Path, rel: str, create: bool = False):
         self.rel = rel
         parts = rel.split("/")
         self.base = parts[-1]
+        key = (str(repo), "/".join(parts[:-1]))
+        fd = _DIR_FDS.get(key)
+        if fd is not None:
+            try:
+                if os.fstat(fd).st_nlink > 0:
+                    self.fd: int | None = fd
+                    return
+            except OSError:
+                pass
+            _DIR_FDS.pop(key, None)
         self.fd = _open_dir(repo, parts[:-1], rel, create)
+        if self.fd is not None:
+            _DIR_FDS[key] = self.fd
 
     def __enter__(self) -> "_Dir":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
+        pass  # kept in _DIR_FDS for the next file in the same directory
 
 
 def read_file(repo: Path, rel: str, max_size: int | None = MAX_INPUT) -> bytes | None:

@@ -668,11 +668,15 @@ def _name_changes(r: Report, repo: Path, have: Listing | None, sealed_tree: str)
         r.problem(OUT_DIR, "more files are not what the seal covers", "restore out/ from git (`git checkout -- out/`)")
 
 
-def update_listing(repo: Path, listing: Listing, touched: set[str], algo: str) -> Listing:
-    """``listing`` after the writes, removals and renames of ``touched`` (inside out/)."""
+def update_listing(repo: Path, listing: Listing, touched: set[str], algo: str, known: dict[str, str] | None = None) -> Listing:
+    """``listing`` after the writes, removals and renames of ``touched`` (inside out/);
+    ``known``: blob ids of files the writer hashed as it wrote them (not read again)."""
     new = dict(listing)
     for rel in touched:
         if not rel.startswith(OUT_DIR + "/"):
+            continue
+        if known is not None and rel in known:
+            new[rel] = ("100644", known[rel])
             continue
         data = layout.read_file(repo, rel, max_size=None)
         if data is None:
@@ -758,9 +762,9 @@ class Sealing:
             self.report.listing = scan_out(repo, self.algo)
         return self.report.listing
 
-    def seal_now(self, repo: Path, touched: set[str], state, at: str) -> Seal:
+    def seal_now(self, repo: Path, touched: set[str], state, at: str, known: dict[str, str] | None = None) -> Seal:
         """Seal out/ after an apply that wrote, removed or renamed ``touched``."""
-        listing = update_listing(repo, self.listing(repo), touched, self.algo)
+        listing = update_listing(repo, self.listing(repo), touched, self.algo, known)
         return self._write(repo, listing, state, at)
 
     def _write(self, repo: Path, listing: Listing, state, at: str) -> Seal:

@@ -62,14 +62,20 @@ def _load_rules(config: Path) -> list:
     a symlink; cached by content."""
     from . import layout
 
-    data = layout.read_file(config.parent, config.name)
+    try:  # one read per process while the file stays the same (it is asked once per key)
+        st = os.lstat(config)
+        stamp: tuple = (str(config), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except FileNotFoundError:
+        raise FileNotFoundError(str(config)) from None
+    if stamp in _rules_cache:
+        return _rules_cache[stamp]
+    data = layout.read_file(config.parent, config.name)  # refuses a symlink
     if data is None:
         raise FileNotFoundError(str(config))
-    key = (str(config), hashlib.sha256(data).digest())
-    if key not in _rules_cache:
-        _rules_cache.clear()
-        _rules_cache[key] = _checked_rules(data)
-    return _rules_cache[key]
+    rules = _checked_rules(data)
+    _rules_cache.clear()
+    _rules_cache[stamp] = rules
+    return rules
 
 
 _STRING_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypted_regex", "encrypted_suffix", "unencrypted_suffix",
