@@ -379,15 +379,6 @@ def status(
             err.print(f"[yellow]CRL of {r['authority']} is due for re-signing (next update {r['next_update']}): run `pkic apply`.[/]")
 
 
-def _valid_seal(raw: bytes, public: str | None) -> bool:
-    from . import seal
-
-    try:
-        return public is not None and seal.parse(raw).valid_under(public)
-    except PkicError:
-        return False
-
-
 def _seal_status(repo: Path) -> str:
     """One line for status: what out.seal says (not verified: `verify --seal` does that)."""
     from . import layout, seal
@@ -427,7 +418,7 @@ def verify(
             err.print(f"[bold red]✗[/] {_escape(d.render())}")
         if problems:
             raise typer.Exit(1)
-        versions = len({raw for _c, raw in report.git.history(_repo) if raw is not None and _valid_seal(raw, public)})
+        versions = len({s.digest for _c, s in seal.parsed(report.git.history(_repo)) if public is not None and s.valid_under(public)})
         chain = f"{versions} seal(s) made with it in history form one chain" if versions else "no sealed commit yet"
         out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); {chain}.")
     state = load_state(_repo)

@@ -583,19 +583,24 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
     return r
 
 
-def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | None]], head_raw: bytes | None) -> None:
-    """Freshness: every seal made with the key that HEAD can reach, however it got into
-    history. HEAD's seal must be the newest of them, and they must form one chain."""
-    valid: list[tuple[str, Seal]] = []
-    for commit, raw in history:
+def parsed(versions: list[tuple[str, bytes | None]]) -> list[tuple[str, Seal]]:
+    """The versions of out.seal that are seals at all (a removed file, a tree or a
+    damaged document in history is simply not one), in the order given."""
+    out = []
+    for commit, raw in versions:
         if raw is None:
             continue
         try:
-            s = parse(raw, f"{commit[:12]}:{SEAL_PATH}")
+            out.append((commit, parse(raw, f"{commit[:12]}:{SEAL_PATH}")))
         except PkicError:
             continue
-        if s.valid_under(public_key):
-            valid.append((commit, s))
+    return out
+
+
+def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | None]], head_raw: bytes | None) -> None:
+    """Freshness: every seal made with the key that HEAD can reach, however it got into
+    history. HEAD's seal must be the newest of them, and they must form one chain."""
+    valid = [(commit, s) for commit, s in parsed(history) if s.valid_under(public_key)]
     if not valid:
         return
     top_commit, top = max(valid, key=lambda cs: cs[1].serial)  # max() keeps the first (oldest) of equals
@@ -809,18 +814,12 @@ class Sealing:
 # --------------------------------------------------------------------------- no secret: plan and verify
 
 
-def _follow(git: GitView, repo: Path, versions: list[tuple[str, bytes | None]], current: str | None) -> tuple[str | None, str | None]:
+def _follow(versions: list[tuple[str, bytes | None]], current: str | None) -> tuple[str | None, str | None]:
     """Walk ``versions`` (parents first): the first self-signed seal anchors the key
     (when ``current`` is None), and a key change is followed only when the previous key
     endorsed it. Returns (key, the commit of the last rotation followed)."""
     rotated = None
-    for commit, raw in versions:
-        if raw is None:
-            continue
-        try:
-            s = parse(raw, f"{commit[:12]}:{SEAL_PATH}")
-        except PkicError:
-            continue
+    for commit, s in parsed(versions):
         if not s.self_signed():
             continue
         if current is None:
@@ -851,20 +850,20 @@ def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None
             raise fail("--base", f"{base[:80]!r} is not a commit here", "pass the pull request's target branch, e.g. --base origin/main (with fetch-depth: 0)")
         base_tip = tip.stdout.decode().strip()
         if usable:
-            current, rotated = _follow(git, repo, git.history(repo, first_parent=True, tip=base_tip), None)
+            current, rotated = _follow(git.history(repo, first_parent=True, tip=base_tip), None)
             source = f"{base}'s history" + (f" (rotated at {rotated[:12]})" if rotated else "")
             if current is not None:
-                current, rotated = _follow(git, repo, git.history(repo, first_parent=True, since=base_tip), current)
+                current, rotated = _follow(git.history(repo, first_parent=True, since=base_tip), current)
                 if rotated:
                     source += f", then a rotation endorsed by it ({rotated[:12]})"
         return current, source
     if usable:
-        current, rotated = _follow(git, repo, git.history(repo, first_parent=True), None)
+        current, rotated = _follow(git.history(repo, first_parent=True), None)
         if rotated:
             source += f" (rotated at {rotated[:12]})"
     disk = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
     if disk is not None:  # a rotation made here and not yet committed; or no history at all
-        current, rotated = _follow(git, repo, [("out.seal", disk)], current)
+        current, rotated = _follow([("out.seal", disk)], current)
         if current is not None and not usable:
             source = "out.seal itself (no sealed commit yet)"
     if current is None:

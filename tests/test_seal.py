@@ -60,18 +60,22 @@ def test_tree_id_is_gits_write_tree(tmp_path, algo):
     assert seal.tree_id(seal.scan_out(repo, algo), algo) != seal.tree_id(listing, algo)
 
 
-def test_tree_id_ignores_gitattributes_conversions(tmp_path):
-    """The seal covers the bytes on disk: an eol attribute that makes git store other
-    bytes must not make two different contents look alike."""
+def test_tree_id_is_of_the_bytes_on_disk_not_what_gitattributes_make_of_them(tmp_path):
+    """The seal covers the bytes on disk. With `text` set, `git add` stores a CRLF file
+    as LF: git's tree then differs from pkic's (so a checkout that converts is caught),
+    and pkic's equals git's for the same bytes staged with no filter."""
     repo = tmp_path / "r"
     repo.mkdir()
     git(repo, "init", "-q")
+    (repo / ".gitattributes").write_text("*.pem text\n")
     (repo / "out").mkdir()
     (repo / "out/x.pem").write_bytes(b"line\r\n")
-    crlf = seal.tree_id(seal.scan_out(repo, "sha1"), "sha1")
-    (repo / "out/x.pem").write_bytes(b"line\n")
-    lf = seal.tree_id(seal.scan_out(repo, "sha1"), "sha1")
-    assert crlf != lf
+    mine = seal.tree_id(seal.scan_out(repo, "sha1"), "sha1")
+    git(repo, "add", "out")
+    assert git(repo, "write-tree", "--prefix=out/") != mine  # git normalised the line ending
+    blob = git(repo, "hash-object", "-w", "--no-filters", "out/x.pem")
+    git(repo, "update-index", "--cacheinfo", f"100644,{blob},out/x.pem")
+    assert git(repo, "write-tree", "--prefix=out/") == mine
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo"])
