@@ -429,7 +429,8 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         digest = plan.rule_of[r.path]
         _step(journal, writer, state, {"op": "reencrypted", "name": r.name if authority is None else authority, "authority": authority,
                                        "key_doc": doc, "rule": digest, "rules": {digest: plan.rules[digest]},
-                                       "public_key_sha256": keystore.public_key_sha256(handle.public_key()), "at": at}, done)
+                                       "public_key_sha256": keystore.public_key_sha256(handle.public_key()),
+                                       "key_file_sha256": hashlib.sha256(doc.encode()).hexdigest(), "at": at}, done)
         result.reencrypted.append(r.path)
 
     handles: dict[str, KeyHandle] = {}

@@ -521,7 +521,7 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
         rule_of(responder_key_path(p.name))
     for name, rel, rec in held:
         rule = rule_of(rel)
-        if rule is None or recorded(rec) == rule_digest(rule):
+        if rule is None or recorded(rec) == plan.rule_of[rel]:
             continue
         old = state.rules.get(recorded(rec) or "")
         r = Reencrypt(name, rel, recorded(rec), rule)

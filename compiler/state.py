@@ -199,7 +199,7 @@ class State:
                 if r.get("spec", {}).get("issuer") == old:
                     r["spec"]["issuer"] = new
 
-    def record_reencrypted(self, name: str, authority: str | None, digest: str, public_key_sha256: str) -> None:
+    def record_reencrypted(self, name: str, authority: str | None, digest: str, public_key_sha256: str, file_sha256: str | None) -> None:
         """A key file re-encrypted under the rule ``digest``: its key's records say so."""
         recs = self.responders.get(authority, []) if authority else self.certificates.get(name, [])
         for r in recs:
@@ -207,6 +207,8 @@ class State:
                 kr = r.setdefault("key_rules", [])
                 if not kr or kr[-1] != digest:
                     kr.append(digest)
+                if file_sha256:
+                    r["key_file_sha256"] = file_sha256
 
     def apply_op(self, op: dict) -> None:
         kind = op["op"]
@@ -214,7 +216,7 @@ class State:
             for d, rule in op["rules"].items():
                 self.rules.setdefault(d, rule)
         if kind == "reencrypted":
-            self.record_reencrypted(op["name"], op.get("authority"), op["rule"], op["public_key_sha256"])
+            self.record_reencrypted(op["name"], op.get("authority"), op["rule"], op["public_key_sha256"], op.get("key_file_sha256"))
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":

@@ -178,6 +178,11 @@ def test_a_team_change_re_encrypts_every_key_file_for_the_new_recipients_only(fo
     identity_text = (forge.pkic.home / "age" / "keys.txt").read_text()
     old_identity = pyrage.x25519.Identity.from_str(next(ln for ln in identity_text.splitlines() if ln.startswith("AGE-SECRET-KEY-")))
     assert not any(_decrypts(run.repo, k, old_identity, tmp_path / "o") for k in keys)
+    # the state knows the files it wrote: verify (with the new identity) finds nothing edited by hand
+    ident = tmp_path / "newcomer.txt"
+    ident.write_text(str(newcomer) + "\n")
+    v = forge.pkic("verify", "--keys", "--now", T1, cwd=run.repo, env={"SOPS_AGE_KEY_FILE": str(ident)})
+    assert v.returncode == 0, v.stdout + v.stderr
 
 
 def _data_key(text: str, identity) -> bytes:
