@@ -272,7 +272,8 @@ def review_context(repo: Path, base: str) -> dict:
     for p in changed:
         if p.startswith("policies/") and p.endswith((".yaml", ".yml")):
             text = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", mb, "--", p, check=False).stdout
-            lines = text.splitlines()[4:]  # without the diff --git / index / ---/+++ header
+            lines = text.splitlines()
+            lines = lines[next((i for i, ln in enumerate(lines) if ln.startswith("@@")), len(lines)):]  # no header
             policy_diffs[p] = "\n".join(lines[:200]) + ("\n… (diff cut at 200 lines)" if len(lines) > 200 else "")
 
     def rules_at(data: bytes | None) -> list[str]:

@@ -268,3 +268,46 @@ def test_sops_runs_with_only_what_the_rule_needs(local, tmp_path):
     assert "SOPS_AGE_KEY_FILE=" in seen  # the age identity: what the rule needs
     for secret in ("ghs_secret", "aws_secret", "s.secret", "PKIC_SEAL_KEY"):
         assert secret not in seen
+
+
+def test_the_reviewer_sees_content_recipients_diffs_and_what_is_not_planned(forge):
+    newcomer = str(pyrage.x25519.Identity.generate().to_public())
+
+    def change(a: Path) -> None:
+        _add_api_with_policy(a)
+        _add_recipient(newcomer)(a)
+        wf = a / ".github" / "workflows" / "apply.yml"
+        wf.write_text(wf.read_text() + "# runs with the CA identity after merge\n")
+        (a / "tools").mkdir()
+        (a / "tools" / "helper.sh").write_text("echo hi\n")
+    a = forge.branch("mixed", change)
+    md = forge.pkic("plan", "--format", "markdown", "--base", "origin/main", "--now", T1, cwd=a)
+    assert md.returncode == 0, md.stderr
+    text = md.stdout
+    # what each certificate will contain, and who can decrypt its key
+    row = next(ln for ln in text.splitlines() if ln.startswith("| `api` |") and "dns:api.example.com" in ln)
+    assert "server" in row and "new ecdsa-p256" in row and "90d" in row and "`services-ca`" in row and newcomer in row
+    # re-encryptions of the key files that stay
+    assert "Key files to re-encrypt" in text and f"+{newcomer}" in text
+    # the policy's diff, and .sops.yaml's rules as data
+    assert "#### Policy `policies/services.yaml`" in text and "+allowed_dns: ['*.example.com']" in text
+    assert "`.sops.yaml`: the rules as data" in text
+    assert any(ln.startswith("+") and f'"age:{newcomer}"' in ln for ln in text.splitlines())
+    # everything else is code to review
+    assert "not planned: review as code" in text and "`.github/workflows/apply.yml`" in text and "`tools/helper.sh`" in text
+    assert "`pki.yaml`" not in text.split("not planned: review as code")[1].split("\n")[0]
+    body = json.loads(forge.pkic("plan", "--json", "--base", "origin/main", "--now", T1, cwd=a).stdout)
+    assert body["review"]["outside"] == [".github/workflows/apply.yml", "tools/helper.sh"]
+    assert f"Pki-Plan: {body['reviewed_digest']}" in text
+
+
+def test_a_long_plan_fits_a_comment_and_the_digest_covers_all_of_it(forge):
+    many = "".join(f"  svc-{i:04d}:\n    issuer: services-ca\n    dns: [svc-{i:04d}.svc.internal, alt-{i:04d}.example.com]\n" for i in range(700))
+    a = forge.branch("many", _spec(lambda t: edit_spec(t, add=many)))
+    full = forge.pkic("plan", "--format", "markdown", "--now", T1, cwd=a).stdout
+    cut = forge.pkic("plan", "--format", "markdown", "--max-chars", "60000", "--now", T1, cwd=a).stdout
+    digest = json.loads(forge.pkic("plan", "--json", "--now", T1, cwd=a).stdout)["reviewed_digest"]
+    assert len(full) > 60000 and len(cut) <= 60000
+    assert cut.startswith("<!-- pkic-plan -->\n### pkic plan: 700 to issue")
+    assert "more: the full plan is in the job summary" in cut and "`svc-0000`" in cut and "`svc-0699`" not in cut
+    assert f"Pki-Plan: {digest}" in cut and f"Pki-Plan: {digest}" in full
