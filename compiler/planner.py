@@ -140,6 +140,9 @@ class Plan:
     orphans: list[str] = field(default_factory=list)  # below a revoked authority: need a new issuer
     compromises: list[dict] = field(default_factory=list)  # {"name", "at", "public_key_sha256"}
     reencrypt: list[Reencrypt] = field(default_factory=list)
+    # delegated OCSP responders whose new key goes to recipients its last key did not
+    # have (or a first one): [authority, rule digest]
+    responder_keys: list[list[str]] = field(default_factory=list)
     # a master key removed from a rule -> every key it could ever decrypt (still exposed
     # through git history: only a rekey ends that)
     exposed: dict[str, list[str]] = field(default_factory=dict)
@@ -157,7 +160,7 @@ class Plan:
     def needs_review(self) -> bool:
         """Spec-driven work: anything but renewals of unchanged content under unchanged
         rules, and CRL/OCSP re-signing."""
-        return bool(self.moves or self.reencrypt or self.compromises or any(not c.time_driven for c in self.changes))
+        return bool(self.moves or self.reencrypt or self.compromises or self.responder_keys or any(not c.time_driven for c in self.changes))
 
 
     def counts(self) -> dict[str, int]:
@@ -181,6 +184,7 @@ class Plan:
             "changes": [c.content() for c in self.changes if not c.time_driven],
             "moves": [list(m) for m in self.moves],
             "reencrypt": [[r.name, r.path, r.old, rule_digest(r.rule)] for r in self.reencrypt],
+            "responder_keys": self.responder_keys,
             "compromises": sorted([c["name"], c["at"]] for c in self.compromises),
             "policies": self.policies_digest,
             "sops_rules": self.sops_rules_digest,
@@ -224,6 +228,7 @@ class Plan:
             "responders": [p.to_json() for p in self.responders],
             "ocsp": [p.to_json() for p in self.ocsp],
             "reencrypt": [r.to_json() for r in self.reencrypt],
+            "responder_keys": [{"authority": a, "rule": self.rules.get(d)} for a, d in self.responder_keys],
             "exposed": self.exposed,
             "policies_digest": self.policies_digest,
             "sops_rules_digest": self.sops_rules_digest,
@@ -517,8 +522,10 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
             if spec.entries[authority].ca is None or spec.entries[authority].ca.ocsp_signer != "delegated":
                 continue
             held.append((f"{authority} OCSP responder", responder_key_path(authority), resp))
-    for p in plan.responders:
-        rule_of(responder_key_path(p.name))
+    for p in plan.responders:  # a responder's new key, under a rule its last one was not: spec-driven
+        rel = responder_key_path(p.name)
+        if rule_of(rel) is not None and recorded(state.responders.get(p.name, [None])[0]) != plan.rule_of[rel]:
+            plan.responder_keys.append([p.name, plan.rule_of[rel]])
     for name, rel, rec in held:
         rule = rule_of(rel)
         if rule is None or recorded(rec) == plan.rule_of[rel]:

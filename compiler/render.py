@@ -113,12 +113,17 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
 
 def keys_by_rule(plan: Plan) -> list[tuple[str, list[str]]]:
     """New keys grouped by the SOPS rule that encrypts them (who can decrypt them)."""
+    from .layout import responder_key_path
+    from .sopsfile import rule_digest
+
     groups: dict[str, list[str]] = {}
     for c in plan.changes:
         if c.recipients is not None:
-            from .sopsfile import rule_digest
-
             groups.setdefault(rule_digest(c.recipients), []).append(c.name)
+    for p in plan.responders:
+        digest = plan.rule_of.get(responder_key_path(p.name))
+        if digest is not None:
+            groups.setdefault(digest, []).append(f"{p.name} OCSP responder")
     return sorted(groups.items())
 
 
@@ -285,6 +290,8 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
             sections.append((["#### What each certificate will contain", "",
                               "| certificate | subject | names | profile | key | lifetime | issuer | who can decrypt its key |",
                               "|---|---|---|---|---|---|---|---|"], content, [""]))
+    if plan.responder_keys:
+        head += [f"- 🔑 new OCSP responder key of `{a}` encrypted for: {_md(rule_summary(plan.rules[d]))}" for a, d in plan.responder_keys] + [""]
     if plan.reencrypt:
         rows = [f"| `{_md(r.path)}` | {_md(reencrypt_delta(r))} |" for r in plan.reencrypt]
         sections.append((["#### Key files to re-encrypt (fresh data key, for the new rule's master keys only)", "", "| key file | change |", "|---|---|"], rows, [""]))
