@@ -466,6 +466,7 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
     plan.sops_rules_digest = _rules_digest(rules)
     plan.policies_digest = sha256(json.dumps(spec.policy_data, sort_keys=True).encode()).hexdigest()
     resolved: dict[str, dict] = {}
+    digests: dict[int, str] = {}  # id(normalised rule) -> its digest: one per rule, not per key file
     problems: list[str] = []
 
     def rule_of(rel: str) -> dict | None:
@@ -477,8 +478,12 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
             except RuleError as exc:
                 problems.append(f"{rel}: {exc}")
                 return None
-            plan.rules.setdefault(rule_digest(resolved[rel]), resolved[rel])
-            plan.rule_of[rel] = rule_digest(resolved[rel])
+            rule = resolved[rel]
+            digest = digests.get(id(rule))
+            if digest is None:
+                digest = digests[id(rule)] = rule_digest(rule)
+                plan.rules.setdefault(digest, rule)
+            plan.rule_of[rel] = digest
         return resolved[rel]
 
     def recorded(rec: dict | None) -> str | None:
@@ -500,7 +505,7 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
         if c.key == "new":
             c.recipients = rule_of(key_path(c.name))
         same_content = rec is not None and spec_digest(rec["spec"]) == entry.digest
-        same_rule = c.key != "new" or (c.recipients is not None and recorded(rec) == rule_digest(c.recipients))
+        same_rule = c.key != "new" or (c.recipients is not None and recorded(rec) == plan.rule_of[key_path(c.name)])
         c.time_driven = c.action == RENEW and same_content and same_rule
 
     # key files that stay, under a rule that changed: re-encrypted with a fresh data key

@@ -439,10 +439,20 @@ def normalise(rule: dict) -> dict:
             "mac_only_encrypted": bool(rule.get("mac_only_encrypted"))}
 
 
+_digests: dict[int, tuple[dict, str]] = {}  # id(rule) -> (rule, digest): rules are shared, never mutated
+
+
 def rule_digest(rule: dict) -> str:
     import json
 
-    return hashlib.sha256(json.dumps(rule, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    hit = _digests.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    digest = hashlib.sha256(json.dumps(rule, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    if len(_digests) > 1000:
+        _digests.clear()
+    _digests[id(rule)] = (rule, digest)
+    return digest
 
 
 def resolved_rule(repo: Path, rel_path: str) -> dict:
@@ -453,11 +463,20 @@ def resolved_rule(repo: Path, rel_path: str) -> dict:
     return resolved_from(creation_rules(repo), rel_path)
 
 
+_normalised: dict[int, tuple[object, dict]] = {}  # id(rule) -> (the rule, its normal form): a plan asks per key file
+
+
 def resolved_from(rules: list | None, rel_path: str) -> dict:
     """:func:`resolved_rule` on creation rules already read."""
     if rules is None:
         raise RuleError("there is no .sops.yaml")
     for i, rule in enumerate(rules):
+        hit = _normalised.get(id(rule))
+        if hit is not None and hit[0] is rule:
+            path_regex = rule.get("path_regex")
+            if path_regex and re.search(path_regex, rel_path) is None:
+                continue
+            return hit[1]
         if rule.get("filename_regex"):
             raise RuleError(f"rule {i + 1} uses filename_regex: write path_regex instead (pkic reads only path_regex)")
         path_regex = rule.get("path_regex")
@@ -467,9 +486,13 @@ def resolved_from(rules: list | None, rel_path: str) -> dict:
         if path_regex and re.search(path_regex, rel_path) is None:
             continue
         try:
-            return normalise(rule)
+            norm = normalise(rule)
         except RuleError as exc:
             raise RuleError(f"rule {i + 1}: {exc}") from None
+        if len(_normalised) > 1000:
+            _normalised.clear()
+        _normalised[id(rule)] = (rule, norm)
+        return norm
     raise RuleError(f"no creation rule matches {rel_path}")
 
 
