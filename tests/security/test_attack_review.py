@@ -82,3 +82,79 @@ def test_a_publication_lifetime_raised_is_not_time_driven_work(forge, setting):
     run = forge.ci(T1, plan=False, args=("--reviewed", "none"))
     assert_refused(run, "no reviewed plan")
     assert body["needs_review"], "a changed publication lifetime is spec-driven"
+
+
+# --------------------------------------------------------------------------- 2. what the reviewer sees
+
+
+def _markdown(forge, a: Path, *extra: str) -> str:
+    p = forge.pkic("plan", "--format", "markdown", "--base", "origin/main", "--now", T1, *extra, cwd=a)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def _visible(md: str) -> str:
+    """The comment as a reader sees it: rendered as CommonMark (with tables), HTML
+    comments dropped (GitHub shows none)."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(md)
+    return re.sub(r"<!--.*?-->", "", html, flags=re.S)
+
+
+def _touch_workflow(a: Path) -> None:
+    wf = a / ".github" / "workflows" / "apply.yml"
+    wf.write_text(wf.read_text() + "# runs with the CA identity after merge\n")
+
+
+def test_a_workflow_change_is_not_hidden_behind_forty_other_paths(forge):
+    """"Every changed path outside the PKI inputs" is shown as not planned; the comment
+    names only the first 40, in sorted order. Forty files of a `.devcontainer/` (which
+    sorts before `.github/`) push the workflow change out of sight, behind a bare "…"."""
+    def change(a: Path) -> None:
+        _add_api(a)
+        _touch_workflow(a)
+        (a / ".devcontainer").mkdir()
+        for i in range(40):
+            (a / ".devcontainer" / f"feature-{i:02d}.json").write_text("{}\n")
+    a = forge.branch("devcontainer", change)
+    md = _markdown(forge, a)
+    assert "not planned: review as code" in md
+    assert "`.github/workflows/apply.yml`" in md, "the workflow change is not named in the comment"
+
+
+def test_a_path_name_cannot_hide_other_paths_in_the_comment(forge):
+    """File names are the PR author's: a backtick ends the code span pkic wraps a path
+    in, and an HTML comment opened by one file name and closed by another swallows every
+    path that sorts between them, the workflow included. GitHub shows nothing of it."""
+    def change(a: Path) -> None:
+        _add_api(a)
+        _touch_workflow(a)
+        (a / "-`<!-- ").write_text("x\n")  # sorts before .github/
+        (a / "z`-->`").write_text("x\n")  # sorts after it
+    a = forge.branch("names", change)
+    md = _markdown(forge, a)
+    line = next(ln for ln in md.splitlines() if "not planned: review as code" in ln)
+    assert ".github/workflows/apply.yml" in _visible(line), f"a file name hides the workflow change from the reader:\n{line}"
+
+
+def test_a_policy_diff_cannot_be_blanked_by_a_gitattributes_under_policies(forge):
+    """`policies/.gitattributes` is under policies/: it is neither a policy (no diff) nor
+    listed as "not planned". With `-diff` it turns every policy's diff into "Binary files
+    differ", which pkic cuts as a header: the reviewer gets an empty diff for a policy
+    that now allows another domain for ten years."""
+    def base(a: Path) -> None:
+        (a / "policies" / "services.yaml").write_text("allowed_dns: ['*.example.com']\nmax_lifetime: 400d\n")
+        (a / "pki.yaml").write_text((a / "pki.yaml").read_text().replace("    path_length: 0\n", "    path_length: 0\n    policy: services\n", 1))
+    forge.pull_request("policy", base)
+
+    def loosen(a: Path) -> None:
+        (a / "policies" / ".gitattributes").write_text("*.yaml -diff\n")
+        (a / "policies" / "services.yaml").write_text("allowed_dns: ['*.example.com', '*.attacker.net']\nmax_lifetime: 3650d\n")
+    a = forge.branch("loosen", loosen)
+    md = _markdown(forge, a)
+    assert "#### Policy `policies/services.yaml`" in md, md
+    assert "3650d" in md and "attacker.net" in md, f"the policy's diff is blank in the comment:\n{md}"
+    assert "policies/.gitattributes" in md, "a .gitattributes is code to review, wherever it is"
