@@ -158,3 +158,56 @@ def test_a_policy_diff_cannot_be_blanked_by_a_gitattributes_under_policies(forge
     assert "#### Policy `policies/services.yaml`" in md, md
     assert "3650d" in md and "attacker.net" in md, f"the policy's diff is blank in the comment:\n{md}"
     assert "policies/.gitattributes" in md, "a .gitattributes is code to review, wherever it is"
+
+
+# --------------------------------------------------------------------------- 3. .sops.yaml as planned intent
+
+
+def _decrypts(repo: Path, rel: str, identity, scratch: Path) -> bool:
+    """Does ``identity`` alone open ``rel`` with the real sops?"""
+    import os
+    import subprocess
+
+    from helpers import SOPS
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    ident = scratch / "id.txt"
+    ident.write_text(str(identity) + "\n")
+    p = subprocess.run([SOPS, "decrypt", "--extract", '["private_key"]', rel], cwd=repo, capture_output=True,
+                       env={"PATH": os.environ["PATH"], "HOME": str(scratch), "SOPS_AGE_KEY_FILE": str(ident)})
+    ident.unlink()
+    return p.returncode == 0 and b"PRIVATE KEY" in p.stdout
+
+
+def test_a_shamir_rule_shown_in_the_plan_is_the_one_sops_applies(forge, tmp_path):
+    """`(?i)` with a non-ASCII letter: Python's re folds 'İ' (U+0130) to 'i', Go's regexp
+    (sops) does not. `_go_agrees` lets it through, so the plan (Python) shows rule 1 for
+    services-ca's key: 2 of 2 key groups, [team] | [team, B], B alone can decrypt
+    nothing. A key_groups rule goes through the sops binary, which (Go) takes rule 2:
+    one group, team or B. The check after sops compares the master keys as a set, which
+    are the same: the file is written, and B alone decrypts the services-ca key."""
+    b = pyrage.x25519.Identity.generate()
+    team = forge.main.joinpath(".sops.yaml").read_text().split("age: ")[1].split()[0]
+
+    def rules(a: Path) -> None:
+        text = (a / ".sops.yaml").read_text()
+        shamir = ("  - path_regex: (?i)^out/keys/serv\u0130ces-ca\\.sops\\.yaml$\n"
+                  "    encrypted_regex: ^private_key$\n"
+                  f"    key_groups:\n      - age: [{team}]\n      - age: [{team}, {b.to_public()}]\n"
+                  "    shamir_threshold: 2\n"
+                  # shadowed by rule 1, as Python reads it
+                  "  - path_regex: (?i)^out/keys/serv.ces-ca\\.sops\\.yaml$\n"
+                  "    encrypted_regex: ^private_key$\n"
+                  f"    age: {team},{b.to_public()}\n")
+        (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + shamir, 1))
+    a = forge.branch("shamir", rules)
+    body = json.loads(forge.pkic("plan", "--json", "--now", T1, cwd=a).stdout)
+    [r] = body["reencrypt"]
+    assert r["path"] == "out/keys/services-ca.sops.yaml" and r["to"]["threshold"] == 2
+    assert r["to"]["groups"] == sorted([[f"age:{team}"], sorted([f"age:{team}", f"age:{b.to_public()}"])])
+    forge.merge("shamir")
+    run = forge.ci(T1, plan=False, args=("--reviewed", body["reviewed_digest"]))
+    if run.apply.returncode != 0:  # refusing is secure too
+        return
+    assert not _decrypts(run.repo, "out/keys/services-ca.sops.yaml", b, tmp_path / "b"), \
+        "the plan showed 2 of 2 key groups (B holds one share); B alone decrypts the services-ca key"
