@@ -211,3 +211,29 @@ def test_a_shamir_rule_shown_in_the_plan_is_the_one_sops_applies(forge, tmp_path
         return
     assert not _decrypts(run.repo, "out/keys/services-ca.sops.yaml", b, tmp_path / "b"), \
         "the plan showed 2 of 2 key groups (B holds one share); B alone decrypts the services-ca key"
+
+
+def test_a_new_recipient_is_named_in_the_comment_however_long_the_plan(forge):
+    """A long plan is cut to fit a comment, every list by the same number of rows. The
+    attacker pads .sops.yaml with rules for paths pkic never writes, then adds one rule
+    for one of 700 new certificates: its row, and the rules diff past the padding, are
+    cut, and the seal's ".sops.yaml changed" note stops at 8,000 characters (80 padding
+    rules). The comment then names the attacker's recipient nowhere; only the job
+    summary does. A recipient that could decrypt nothing before is what a reviewer must
+    see."""
+    attacker = str(pyrage.x25519.Identity.generate().to_public())
+    many = "".join(f"  svc-{i:04d}:\n    issuer: services-ca\n    dns: [svc-{i:04d}.svc.internal]\n" for i in range(700))
+
+    def change(a: Path) -> None:
+        (a / "pki.yaml").write_text(edit_spec((a / "pki.yaml").read_text(), add=many))
+        text = (a / ".sops.yaml").read_text()
+        team = text.split("age: ")[1].split()[0]
+        pad = "".join(f"  - path_regex: ^docs/team-{i:02d}/.*\\.yaml$\n    encrypted_regex: ^password$\n    age: {team}\n" for i in range(80))
+        rule = f"  - path_regex: ^out/keys/svc-0650\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n    age: {team},{attacker}\n"
+        (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + pad + rule, 1))
+    a = forge.branch("many", change)
+    body = json.loads(forge.pkic("plan", "--json", "--now", T1, cwd=a).stdout)
+    assert any(attacker in json.dumps(c["recipients"]) for c in body["changes"] if c["name"] == "svc-0650")
+    cut = _markdown(forge, a, "--max-chars", "60000")
+    assert len(cut) <= 60000
+    assert attacker in cut, "the comment never names the recipient that can decrypt svc-0650's new key"
