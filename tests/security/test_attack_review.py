@@ -84,6 +84,19 @@ def test_a_publication_lifetime_raised_is_not_time_driven_work(forge, setting):
     assert body["needs_review"], "a changed publication lifetime is spec-driven"
 
 
+def test_revoke_superseded_turned_on_is_not_time_driven_work(forge):
+    """`revoke_superseded` is an authority setting, not spec: a pull request that turns it
+    on plans nothing spec-driven (same digest as no change), and the scheduled job's
+    renewals then revoke (and sign onto the CRL) every certificate they replace, with no
+    reviewed plan that showed a single revocation."""
+    forge.pull_request("supersede", _services_ca("    revoke_superseded: true\n"))
+    body = json.loads(forge.pkic("plan", "--json", "--now", T_WEB, cwd=forge.clone("view")).stdout)
+    run = forge.ci(T_WEB, plan=False, args=("--reviewed", "none"))
+    revoked = [r for c in body["changes"] for r in c["revokes"]]
+    assert revoked and not body["needs_review"]  # what the attack relies on
+    assert_refused(run, "no reviewed plan")
+
+
 # --------------------------------------------------------------------------- 2. what the reviewer sees
 
 
