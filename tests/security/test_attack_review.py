@@ -250,3 +250,40 @@ def test_a_new_recipient_is_named_in_the_comment_however_long_the_plan(forge):
     cut = _markdown(forge, a, "--max-chars", "60000")
     assert len(cut) <= 60000
     assert attacker in cut, "the comment never names the recipient that can decrypt svc-0650's new key"
+
+
+def test_an_unsealed_state_cannot_vouch_for_a_foreign_backend(local):
+    """The refusal of a key file naming a foreign backend rests on the rule the *state*
+    records for it. In an unsealed repository the state is as writable as the key file:
+    record a rule with the attacker's Vault for services-ca (its digest is computable),
+    name that Vault in the key file, and sops is started with VAULT_TOKEN and contacts
+    it. Whatever the state says, a backend that .sops.yaml never named (so no plan ever
+    showed) must not be contacted."""
+    from seclib import read_state, write_state
+    from test_reviewed import Listener
+
+    from compiler.sopsfile import rule_digest
+
+    pkic, repo = local
+    listener = Listener()
+    try:
+        vault = f"http://127.0.0.1:{listener.port}"
+        body = read_state(repo)
+        team = (repo / ".sops.yaml").read_text().split("age: ")[1].split()[0]
+        rule = {"groups": [sorted([f"age:{team}", f"hc_vault:{vault}/v1/sops/keys/ca"])], "threshold": None,
+                "encrypt": {"encrypted_regex": "^private_key$"}, "mac_only_encrypted": False}
+        d = rule_digest(rule)
+        body.setdefault("sops_rules", {})[d] = rule
+        body["certificates"]["services-ca"][0]["key_rules"] = [d]
+        write_state(repo, body)
+        rel = repo / "out" / "keys" / "services-ca.sops.yaml"
+        stanza = (f"    hc_vault:\n        - vault_address: {vault}\n          engine_path: sops\n"
+                  "          key_name: ca\n          created_at: \"2026-11-27T12:00:00Z\"\n          enc: vault:v1:AAAA\n")
+        import re
+
+        # the Vault stanza in place of the age one: sops must ask the Vault for the data key
+        rel.write_text(re.sub(r"    age:\n(?:        .*\n)+", stanza, rel.read_text(), count=1))
+        p = pkic("apply", "--yes", "--now", T_WEB, cwd=repo, env={"VAULT_TOKEN": "s.secret"})
+        assert listener.connections == 0, f"sops contacted the state's Vault ({listener.connections} connection(s)):\n{p.stdout}{p.stderr}"
+    finally:
+        listener.close()
