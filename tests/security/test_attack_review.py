@@ -93,7 +93,8 @@ def test_revoke_superseded_turned_on_is_not_time_driven_work(forge):
     body = json.loads(forge.pkic("plan", "--json", "--now", T_WEB, cwd=forge.clone("view")).stdout)
     run = forge.ci(T_WEB, plan=False, args=("--reviewed", "none"))
     revoked = [r for c in body["changes"] for r in c["revokes"]]
-    assert revoked and not body["needs_review"]  # what the attack relies on
+    assert revoked and body["needs_review"]  # a settings change: spec-driven
+    assert any("revoke_superseded False -> True" in c for c in body["settings_changes"]), body["settings_changes"]
     assert_refused(run, "no reviewed plan")
 
 
