@@ -339,6 +339,7 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     store.check_config()
     store.expected = recorded_keys(state, plan.moves)
     store.allowed = recorded_rules(state, plan.moves)
+    store.trust_recorded = sealing is not None
     store.planned = {rel: plan.rules[d] for rel, d in plan.rule_of.items()}
     if spec.publish.ocsp:
         layout.check_dir(repo, spec.publish.ocsp_dir)

@@ -215,7 +215,12 @@ def test_a_shamir_rule_shown_in_the_plan_is_the_one_sops_applies(forge, tmp_path
                   f"    age: {team},{b.to_public()}\n")
         (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + shamir, 1))
     a = forge.branch("shamir", rules)
-    body = json.loads(forge.pkic("plan", "--json", "--now", T1, cwd=a).stdout)
+    p = forge.pkic("plan", "--json", "--now", T1, cwd=a)
+    if p.returncode == 1 and "Go's regexp" in p.stderr:  # refused in plan: secure (the rule is not guessed)
+        forge.merge("shamir")
+        assert_refused(forge.ci(T1, plan=False, args=("--reviewed", "none")), "Go's regexp")
+        return
+    body = json.loads(p.stdout)
     [r] = body["reencrypt"]
     assert r["path"] == "out/keys/services-ca.sops.yaml" and r["to"]["threshold"] == 2
     assert r["to"]["groups"] == sorted([[f"age:{team}"], sorted([f"age:{team}", f"age:{b.to_public()}"])])
