@@ -38,6 +38,8 @@ def fake_apply(spec, state: State, plan, now: datetime) -> None:
     counter = fake_apply.counter = getattr(fake_apply, "counter", 0) + 1
     for old, new in plan.moves:
         state.record_moved(old, new)
+    if plan.settings_changes:
+        state.settings = plan.settings
     for c in plan.changes:
         if c.action == "revoke":
             state.record_revoked(c.name, c.serial, "cessation_of_operation", ts(now))
