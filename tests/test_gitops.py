@@ -1104,3 +1104,35 @@ def test_workflow_templates_match_and_init_writes_them(repo):
         assert (WORKFLOWS / name).read_bytes() == (TEMPLATES / name).read_bytes(), name
     written = {p.name: p.read_bytes() for p in (repo / ".github" / "workflows").glob("*")}
     assert written == {name: (TEMPLATES / name).read_bytes() for name in templates}
+
+
+def test_commit_out_takes_a_message_larger_than_one_argument(tmp_path, pkic):
+    """A cold apply of 10,000 leaves commits with one trailer per certificate (~700 KB
+    of message): more than one command-line argument may hold (E2BIG). It failed after
+    signing; the benchmark's W10k apply --commit now measures it."""
+    from compiler.gitops import commit_out
+
+    repo = tmp_path / "big"
+    (repo / "out").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=pkic.env)
+    paths = []
+    for i in range(500):
+        rel = f"out/f{i:05d}.pem"
+        (repo / rel).write_text(str(i))
+        paths.append(rel)
+    message = "pkic apply: 10000 issue\n\n" + "".join(f"Pki-Issued: svc-{i:05d} {'ab' * 20} {'cd' * 8}\n" for i in range(10000))
+    assert len(message) > 131072  # MAX_ARG_STRLEN
+    env = {k: v for k, v in pkic.env.items() if k.startswith("GIT_")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        done = commit_out(repo, paths + ["out/gone.pem"], message, None)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert done.sha and done.files == 500
+    body = git(pkic, repo, "log", "-1", "--format=%B").stdout
+    assert body.count("Pki-Issued:") == 10000
