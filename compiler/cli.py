@@ -701,6 +701,11 @@ def csr(
     out.print(f"Next: add `csr: {csr_rel}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 
 
+from .cli_ci import ci_app  # noqa: E402  (the `pkic ci` commands: compiler/cli_ci.py)
+
+app.add_typer(ci_app, name="ci")
+
+
 def main(argv: list[str] | None = None) -> int:
     # A run builds large trees of short-lived, acyclic objects (a 10,000-leaf spec is
     # ~300,000 containers). With the default thresholds the cyclic collector ran
