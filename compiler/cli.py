@@ -90,7 +90,17 @@ def _load(now: datetime):
     effective = spec_mod.load(_repo)
     state, _ops = load_with_journal(_repo)
     policy.check_all(effective, _repo, state)
+    _reviewed_inputs(effective)
     return effective, state, make_plan(effective, state, now)
+
+
+def _reviewed_inputs(effective) -> None:
+    """The inputs besides pki.yaml that a plan binds: .sops.yaml's rules and the policies."""
+    from . import policy
+    from .sopsfile import creation_rules
+
+    effective.sops_rules = creation_rules(_repo)
+    effective.policy_data = policy.snapshot(effective, _repo)
 
 
 @app.command()
@@ -125,7 +135,8 @@ def plan(
     fmt: str = typer.Option("text", "--format", help="text, json, or markdown (a pull request comment)"),
     save: Optional[Path] = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="exit 0 with no changes, 2 with changes, 1 on error"),
-    base: Optional[str] = typer.Option(None, "--base", help="the pull request's target branch (e.g. origin/main): check out/ against the seal key recorded there"),
+    base: Optional[str] = typer.Option(None, "--base", help="the pull request's target branch (e.g. origin/main): check out/ against the seal key recorded there, and show what the change does besides the PKI inputs"),
+    max_chars: Optional[int] = typer.Option(None, "--max-chars", min=2000, help="markdown: cut long lists to fit (a GitHub comment holds 65,536); the digest still covers the full plan"),
 ) -> None:
     """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
     from .render import plan_markdown, plan_text
@@ -147,6 +158,12 @@ def plan(
         raise
     body = the_plan.to_json()
     body["seal"] = {**sealed.to_json(), "findings": [{"path": d.file, "message": d.message} for d in findings]}
+    review = None
+    if base is not None:
+        from .gitops import review_context
+
+        review = review_context(_repo, base)
+        body["review"] = review
     if save is not None:
         target = save if save.is_absolute() else _repo / save
         try:
@@ -159,11 +176,18 @@ def plan(
     elif fmt == "markdown":
         from .render import seal_markdown
 
-        sys.stdout.write(plan_markdown(the_plan, effective) + seal_markdown(sealed, findings))
+        sys.stdout.write(plan_markdown(the_plan, effective, review, seal_markdown(sealed, findings), max_chars))
     else:
         _show(plan_text(the_plan, effective))
         out.print(("[bold red]seal:[/] " if problems else "seal: ") + _escape(sealed.summary()))
         _sops_warning(sealed)
+        if review and review["outside"]:
+            out.print(f"[bold yellow]! not planned: review as code[/] ({len(review['outside'])} path(s) pkic does not plan; a workflow runs with the CA identity after merge): "
+                      + _escape(", ".join(review["outside"][:40])))
+        if review and review["sops_rules_diff"]:
+            out.print("[bold].sops.yaml, the rules as data:[/]\n" + _escape(review["sops_rules_diff"]))
+        for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):
+            out.print(f"[bold]{_escape(path)}:[/]\n" + _escape(diff))
         if save is not None:
             out.print(f"Saved the plan to {save}; apply exactly it with `pkic apply {save}`.")
     if problems:
@@ -204,7 +228,7 @@ def apply(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
     commit: bool = typer.Option(False, "--commit", help="commit what changed in out/ in one commit with Pki-* trailers"),
     author: Optional[str] = typer.Option(None, "--author", help="commit author, 'Name <email>' (default: git's config)"),
-    reviewed: Optional[str] = typer.Option(None, "--reviewed", help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs"),
+    reviewed: Optional[str] = typer.Option(None, "--reviewed", help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs; 'none': there is no reviewed plan, do only time-driven work"),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
     from . import policy, seal
@@ -242,14 +266,22 @@ def apply(
                     [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
                 )
         policy.check_all(effective, _repo, state)
+        _reviewed_inputs(effective)
         the_plan = make_plan(effective, state, when)
         if saved is not None:
             _check_saved(saved, the_plan)
-        if reviewed is not None and reviewed != the_plan.reviewed_digest:
+        if reviewed == "none" and the_plan.needs_review:
             _show(plan_text(the_plan, effective))
             raise PkicError(
-                [Diagnostic("plan", None, None, "", f"the spec-driven part of the plan (issue, reissue, revoke, move) is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
-                            "the spec or the state changed after review: re-run the plan on the pull request and review it again")]
+                [Diagnostic("plan", None, None, "", "this plan has spec-driven work (issue, reissue, revoke, move, re-encrypt, or a renewal whose content or "
+                            "recipients changed), and there is no reviewed plan for it",
+                            "open a pull request: its reviewed plan's digest lets apply do it")]
+            )
+        if reviewed not in (None, "none") and reviewed != the_plan.reviewed_digest:
+            _show(plan_text(the_plan, effective))
+            raise PkicError(
+                [Diagnostic("plan", None, None, "", f"the spec-driven part of the plan is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
+                            "pki.yaml, a policy, .sops.yaml or the state changed after review: re-run the plan on the pull request and review it again")]
             )
         _show(plan_text(the_plan, effective))
         if sealing is not None:
@@ -285,6 +317,8 @@ def apply(
         parts.append(f"{len(result.revoked)} revoked")
     if result.moved:
         parts.append(f"{len(result.moved)} moved")
+    if result.reencrypted:
+        parts.append(f"{len(result.reencrypted)} key file(s) re-encrypted")
     sealed = f"; sealed (seal serial {result.seal.serial})" if result.seal else ("; unsealed" if sealing is None else "")
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}{sealed}.")
 

@@ -27,6 +27,7 @@ from .spec import EffectiveSpec
 from .state import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
 from .x509build import IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
 from .seal import Invariants, Seal, Sealing
+from .sopsfile import rule_digest
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ApplyResult:
     crls: list[str] = field(default_factory=list)
     responders: list[str] = field(default_factory=list)
     ocsp: int = 0
+    reencrypted: list[str] = field(default_factory=list)  # key files re-encrypted under a new rule
     touched: set = field(default_factory=set)  # paths written, removed or renamed
     files_written: int = 0
     state_serial: int = 0
@@ -194,6 +196,9 @@ def _replay(writer, op: dict) -> None:
     elif kind == "responder":
         writer.write(bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
         writer.write(keystore.responder_key_path(op["authority"]), op["key_doc"].encode())
+    elif kind == "reencrypted":
+        rel = keystore.responder_key_path(op["authority"]) if op.get("authority") else keystore.key_path(op["name"])
+        writer.write(rel, op["key_doc"].encode())
     elif kind == "crl":
         der = _unb64(op["der"])
         writer.write(bundle.crl_path(op["authority"]), der)
@@ -333,12 +338,14 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
         return result
     store.check_config()
     store.expected = recorded_keys(state, plan.moves)
+    store.allowed = recorded_rules(state, plan.moves)
+    store.planned = {rel: plan.rules[d] for rel, d in plan.rule_of.items()}
     if spec.publish.ocsp:
         layout.check_dir(repo, spec.publish.ocsp_dir)
     store.check_encrypts([keystore.key_path(c.name) for c in plan.changes if c.action != REVOKE and c.key == "new"]
-                         + [keystore.responder_key_path(p.name) for p in plan.responders])
+                         + [keystore.responder_key_path(p.name) for p in plan.responders] + [r.path for r in plan.reencrypt])
     renamed = {new: old for old, new in plan.moves}  # decrypted before the move step renames the files
-    for name, rel in _signers_needed(plan, spec):
+    for name, rel in _signers_needed(plan, spec) + [(r.name, r.path) for r in plan.reencrypt]:
         if name in renamed and rel == keystore.key_path(name):
             store.remember(rel, store.load(name, keystore.key_path(renamed[name])))
         elif name in renamed and rel == keystore.responder_key_path(name):
@@ -415,6 +422,16 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         result.moved.append((old, new))
     for comp in plan.compromises:
         _step(journal, writer, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
+    for r in plan.reencrypt:  # under a fresh data key, for the rule's master keys only
+        handle = store.load(r.name, r.path)
+        authority = r.name[: -len(" OCSP responder")] if r.path.startswith(keystore.KEYS_DIR + "/ocsp-responders/") else None
+        doc = store.seal(r.name, handle, r.path)
+        digest = plan.rule_of[r.path]
+        _step(journal, writer, state, {"op": "reencrypted", "name": r.name if authority is None else authority, "authority": authority,
+                                       "key_doc": doc, "rule": digest, "rules": {digest: plan.rules[digest]},
+                                       "public_key_sha256": keystore.public_key_sha256(handle.public_key()),
+                                       "key_file_sha256": hashlib.sha256(doc.encode()).hexdigest(), "at": at}, done)
+        result.reencrypted.append(r.path)
 
     handles: dict[str, KeyHandle] = {}
     changes = plan.changes
@@ -429,7 +446,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
             for change, (der, key_doc) in zip(batch, _sign_in_workers(batch, spec, store, refs, now, jobs)):
                 cert = x509.load_der_x509_certificate(der)
                 entry = spec.entries[change.name]
-                _issued(change, entry, cert, cert.public_key(), refs[entry.issuer][1], key_doc, "generated", state, journal, writer, certs, result, done, now)
+                _issued(change, entry, cert, cert.public_key(), refs[entry.issuer][1], key_doc, "generated", state, journal, writer, certs, result, done, now, store.planned)
                 result.signed_in_workers += 1
             i += run
             continue
@@ -466,12 +483,12 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         if handle is not None and entry.kind == "authority":
             handles[name] = handle
         source = "generated" if handle else ("csr" if change.key == "external" else "kept")
-        _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now)
+        _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now, store.planned)
 
     _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer)
 
 
-def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now) -> None:
+def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now, store_rules=None) -> None:
     """Record a signed certificate: its state record and journal step, then its files."""
     name = change.name
     at = ts(now)
@@ -480,11 +497,22 @@ def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, jou
     issuer_key_id = issuer_ref.key_id if issuer_ref else key_id
     record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now,
                          keystore.public_key_sha256(public), key_id, issuer_key_id)
+    rules = None
     if key_doc is not None:
         record["key_file_sha256"] = hashlib.sha256(key_doc.encode()).hexdigest()
-    elif change.key == "keep" and state.active(name) and state.active(name).get("key_file_sha256"):
-        record["key_file_sha256"] = state.active(name)["key_file_sha256"]
+        rule = store_rules[keystore.key_path(name)]
+        digest = rule_digest(rule)
+        record["key_rules"] = [digest]
+        rules = {digest: rule}
+    elif change.key == "keep" and state.active(name):
+        prev = state.active(name)
+        if prev.get("key_file_sha256"):
+            record["key_file_sha256"] = prev["key_file_sha256"]
+        if prev.get("key_rules"):
+            record["key_rules"] = list(prev["key_rules"])
     op = {"op": "issued", "name": name, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}
+    if rules:
+        op["rules"] = rules
     if change.key == "external":
         op["remove_key"] = True  # the key lives on its host; an old generated one goes
     if entry.kind == "authority":
@@ -654,7 +682,29 @@ def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
         paths += [bundle.responder_cert_path(p.name), keystore.responder_key_path(p.name)]
     for p in plan.ocsp:
         paths += [bundle.ocsp_path(spec.publish.ocsp_dir, p.name)] + ([bundle.ocsp_path(spec.publish.ocsp_dir, p.name, p.serial)] if p.serial else [])
+    paths += [r.path for r in plan.reencrypt]
     return paths
+
+
+def recorded_rules(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, dict | None]:  # type: ignore[assignment]
+    """Key file -> the SOPS rule the (sealed) state records it was encrypted under (None:
+    not recorded by an older pkic). A key file whose own metadata names any other master
+    key is refused before sops is started: it would contact that backend with CI's
+    credentials."""
+    def rule(rec: dict) -> dict | None:
+        kr = rec.get("key_rules")
+        return state.rules.get(kr[-1]) if isinstance(kr, list) and kr else None
+
+    out = {keystore.key_path(n): rule(r) for n in state.active_names() if (r := state.active(n)) is not None}
+    for a in state.responders:
+        resp = state.responder(a)
+        if resp is not None:
+            out[keystore.responder_key_path(a)] = rule(resp)
+    for old, new in moves:
+        for path in (keystore.key_path, keystore.responder_key_path):
+            if path(old) in out:
+                out[path(new)] = out[path(old)]
+    return out
 
 
 def recorded_keys(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, str]:  # type: ignore[assignment]
@@ -695,8 +745,10 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "issuer_key_id": state.active(a)["key_id"], "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(), "issued_at": at,
             "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),
+            "key_rules": [plan.rule_of[rel]],
         }
-        _step(journal, writer, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at}, done)
+        _step(journal, writer, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at,
+                                       "rules": {plan.rule_of[rel]: plan.rules[plan.rule_of[rel]]}}, done)
         result.responders.append(a)
 
     for pub in plan.crls:

@@ -243,3 +243,66 @@ def recent_commits(repo: Path, limit: int = 20) -> list[dict]:
             sha, when, author, subject = chunk.split("\x1f", 3)
             out.append({"commit": sha, "date": when, "author": author, "subject": subject})
     return out
+
+
+# --------------------------------------------------------------------------- review context
+
+PKI_INPUTS = ("pki.yaml", ".sops.yaml", "out.seal")
+PKI_INPUT_DIRS = ("policies/", "csrs/", "out/")
+
+
+def review_context(repo: Path, base: str) -> dict:
+    """What a pull request changes besides what pkic plans, for its reviewer: paths
+    outside the PKI inputs (a workflow runs with the CA identity after merge: "not
+    planned: review as code"), and the diffs of the policies and of .sops.yaml's rules
+    as data, against the merge base with ``base``."""
+    import difflib
+    import json
+
+    from .sopsfile import RuleError, _checked_rules, normalise
+
+    mb = git(repo, "merge-base", base, "HEAD", check=False).stdout.strip()
+    if not mb:
+        raise fail("--base", f"no merge base between {base[:80]} and HEAD", "fetch the full history of both (actions/checkout: fetch-depth: 0)")
+    out = git(repo, "diff", "--name-only", "-z", "--no-renames", mb, "--").stdout.split("\0")
+    out += git(repo, "ls-files", "-z", "--others", "--exclude-standard").stdout.split("\0")
+    changed = sorted({p for p in out if p})
+    outside = [p for p in changed if p not in PKI_INPUTS and not p.startswith(PKI_INPUT_DIRS)]
+    policy_diffs = {}
+    for p in changed:
+        if p.startswith("policies/") and p.endswith((".yaml", ".yml")):
+            text = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", mb, "--", p, check=False).stdout
+            lines = text.splitlines()
+            lines = lines[next((i for i, ln in enumerate(lines) if ln.startswith("@@")), len(lines)):]  # no header
+            policy_diffs[p] = "\n".join(lines[:200]) + ("\n… (diff cut at 200 lines)" if len(lines) > 200 else "")
+
+    def rules_at(data: bytes | None) -> list[str]:
+        if data is None:
+            return ["(no .sops.yaml)"]
+        try:
+            rules = _checked_rules(data)
+        except Exception as exc:  # PkicError: a broken file at the base
+            return [f"(unreadable: {exc})"]
+        shown = []
+        for i, r in enumerate(rules):
+            try:
+                norm = normalise(r)
+            except RuleError as exc:
+                norm = {"error": str(exc)}
+            shown.append(f"rule {i + 1}: path_regex {r.get('path_regex')!s}")
+            shown += ["  " + ln for ln in json.dumps(norm, indent=1, sort_keys=True).splitlines()]
+        return shown
+
+    old = git(repo, "cat-file", "blob", f"{mb}:.sops.yaml", check=False)
+    old_rules = rules_at(old.stdout.encode() if old.returncode == 0 else None)
+    from . import layout
+
+    try:
+        now_data = layout.read_file(repo, ".sops.yaml", 1024 * 1024)
+    except Exception:
+        now_data = None
+    new_rules = rules_at(now_data)
+    sops_diff = None
+    if old_rules != new_rules:
+        sops_diff = "\n".join(difflib.unified_diff(old_rules, new_rules, "base", "this change", lineterm="", n=2))
+    return {"base": mb, "changed": changed, "outside": outside, "policy_diffs": policy_diffs, "sops_rules_diff": sops_diff}

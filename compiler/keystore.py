@@ -148,6 +148,14 @@ class Keystore:
     # set by apply, so a key file swapped for another key (encrypted to CI's public
     # recipient, which anyone can do) is refused instead of signed with
     expected: dict[str, str] | None = None
+    # rel -> the normalised SOPS rule the state records for that key file (None: not
+    # recorded by an older pkic). Set by apply: a key file is decrypted only when its own
+    # metadata names nothing but that rule's master keys (for an unrecorded one: age
+    # recipients only), so that a file cannot make sops contact a backend of its choice
+    allowed: dict[str, dict | None] | None = None
+    # rel -> the rule the plan shows for a key file written now: what sops wrote is held
+    # to it (the reviewer saw who can decrypt; sops may not decide otherwise)
+    planned: dict[str, dict] = field(default_factory=dict)
 
     @property
     def sops(self) -> str:
@@ -161,8 +169,10 @@ class Keystore:
             layout.read_file(self.repo, SOPS_CONFIG)  # a symlink: refused with its own message
             raise fail(SOPS_CONFIG, "missing: apply cannot encrypt keys without creation rules", f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)")
 
-    def _env(self) -> dict:
-        return dict(os.environ)
+    def _env(self, rule: dict | None) -> dict:
+        """The environment sops runs with: what the rule's backends need, nothing else
+        (no token, no cloud credential a rule does not name)."""
+        return sops_env({m.split(":", 1)[0] for g in (rule or {"groups": [["age:"]]})["groups"] for m in g})
 
     def seal(self, name: str, handle: KeyHandle, rel: str | None = None) -> str:
         """The SOPS-encrypted document for ``handle`` (text).
@@ -170,9 +180,12 @@ class Keystore:
         Plain age rules are written in-process (see sopsfile); every other rule (key
         groups, Shamir, KMS, PGP, Vault...) goes through the real `sops encrypt`."""
         rel = rel or key_path(name)
+        want = self.planned.get(rel)
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
             rule = sopsfile.rule_for(self.repo / SOPS_CONFIG, rel)
             if rule is not None:
+                if want is not None and {f"age:{r}" for r in rule.recipients} != sopsfile.masters(want):
+                    raise _not_planned(rel)
                 return _require_encrypted(sopsfile.write_document(key_fields(name, handle), rule), rel)
         proc = subprocess.run(
             [self.sops, "--config", str(self.repo / SOPS_CONFIG), "encrypt",
@@ -180,7 +193,7 @@ class Keystore:
             input=key_document(name, handle).encode(),
             capture_output=True,
             cwd=self.repo,
-            env=self._env(),
+            env=self._env(want or self._rule_now(rel)),
         )
         if proc.returncode != 0:
             msg = _clean(proc.stderr)
@@ -188,7 +201,16 @@ class Keystore:
             if "no matching creation rules" in msg or "has no creation rules" in msg:
                 hint = "add a creation rule whose path_regex matches out/keys/ (see the README)"
             raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
-        return _require_encrypted(proc.stdout.decode("utf-8"), rel)
+        text = _require_encrypted(proc.stdout.decode("utf-8"), rel)
+        if want is not None and sopsfile.file_masters(text) != sopsfile.masters(want):
+            raise _not_planned(rel)
+        return text
+
+    def _rule_now(self, rel: str) -> dict | None:
+        try:
+            return sopsfile.resolved_rule(self.repo, rel)
+        except sopsfile.RuleError:
+            return None
 
     def check_encrypts(self, rels: list[str]) -> None:
         """Before anything is signed: each key file this apply writes will hold its private
@@ -203,6 +225,9 @@ class Keystore:
             if rule is not None:
                 if not rule.encrypts("private_key"):
                     raise _clear(rel)
+                want = self.planned.get(rel)
+                if want is not None and {f"age:{r}" for r in rule.recipients} != sopsfile.masters(want):
+                    raise _not_planned(rel)
                 continue
             which = sopsfile.first_match(config, rel)  # None: pkic cannot tell which rule sops takes: try this file
             if which is not None and which in tried:
@@ -225,6 +250,7 @@ class Keystore:
         data = layout.read_file(self.repo, rel, max_size=1024 * 1024)
         if data is None:
             raise fail(rel, f"the key of '{name}' is missing", f"restore {rel} from git, or bump `rekey` on '{name}' to replace it")
+        recorded = self._check_masters(rel, name, data)
         key = None
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
             if self._identities is None:
@@ -244,7 +270,7 @@ class Keystore:
                 input=data,
                 capture_output=True,
                 cwd=self.repo,
-                env=self._env(),
+                env=self._env(recorded),
             )
             if proc.returncode != 0:
                 msg = _clean(proc.stderr)
@@ -270,6 +296,50 @@ class Keystore:
         handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
         self._cache[rel] = handle
         return handle
+
+    def _check_masters(self, rel: str, name: str, data: bytes) -> dict | None:
+        """Before anything decrypts ``rel``: the master keys its metadata names are those
+        of the rule the state records (unrecorded: age recipients only). Returns that rule."""
+        if self.allowed is None:
+            return None
+        recorded = self.allowed.get(rel)
+        named = sopsfile.file_masters(data.decode("utf-8", "replace"))
+        if named is None:
+            raise fail(rel, f"the key file of '{name}' is not a SOPS document pkic can read", "restore it from git")
+        allowed = sopsfile.masters(recorded) if recorded is not None else {m for m in named if m.startswith("age:")}
+        foreign = sorted(named - allowed)
+        if foreign:
+            shown = ", ".join(f[:80] for f in foreign[:3])
+            raise fail(rel, f"its SOPS metadata names master keys the state does not record for '{name}' ({shown}): "
+                       "sops would contact them with this machine's credentials; nothing was decrypted",
+                       "restore the file from git, and find out who changed it; a change of recipients is made in .sops.yaml and planned")
+        return recorded
+
+
+# what each SOPS backend may read from the environment; everything else is withheld
+_ENV_ALWAYS = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ")
+_ENV_BY_KIND = {
+    "age": ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "SOPS_AGE_SSH_PRIVATE_KEY_FILE", "XDG_CONFIG_HOME"),
+    "pgp": ("GNUPGHOME", "SOPS_GPG_EXEC", "GPG_TTY", "SOPS_GPG_KEYSERVER"),
+    "kms": ("AWS_",),
+    "gcp_kms": ("GOOGLE_", "CLOUDSDK_", "GCE_"),
+    "azure_kv": ("AZURE_", "MSI_", "IDENTITY_"),
+    "hc_vault": ("VAULT_",),
+    "hckms": ("HUAWEICLOUD_", "HWCLOUD_"),
+}
+
+
+def sops_env(kinds: set[str]) -> dict:
+    """The environment for a sops run that uses master keys of ``kinds``."""
+    keep = list(_ENV_ALWAYS)
+    for k in kinds:
+        keep += _ENV_BY_KIND.get(k, ())
+    return {k: v for k, v in os.environ.items() if k in keep or any(p.endswith("_") and k.startswith(p) for p in keep)}
+
+
+def _not_planned(rel: str) -> Exception:
+    return fail(SOPS_CONFIG, f"sops encrypted {rel} for other master keys than the plan shows: nothing is written",
+                "sops and pkic read .sops.yaml differently: simplify the rule's path_regex, and plan again")
 
 
 def _clear(rel: str) -> Exception:

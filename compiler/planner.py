@@ -31,7 +31,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .spec import EffectiveSpec
+from .errors import fail
+from .layout import key_path, responder_key_path
+from .sopsfile import RuleError, masters, resolved_from, rule_digest
+from .spec import EffectiveSpec, spec_digest
 from .state import State, parse_ts, ts
 
 ISSUE, REISSUE, RENEW, REVOKE = "issue", "reissue", "renew", "revoke"
@@ -55,14 +58,53 @@ class Change:
     key_type: str | None = None
     serial: str | None = None  # the certificate being replaced or revoked
     not_after: str | None = None  # of the new certificate, for issue/reissue/renew
-    # certificates this change revokes: {"name", "serial", "reason", "invalidity"}
+    # certificates this change revokes: {"name", "serial", "reason", "invalidity", "public_key_sha256"}
     revokes: list[dict] = field(default_factory=list)
+    # what the reviewer approves (see Plan.reviewed_body): the spec before and after,
+    # the key the issuer signs with ("new": a key made by this plan), and who can
+    # decrypt the new key (a normalised SOPS rule; None: no key written)
+    old_spec: dict | None = None
+    new_spec: dict | None = None
+    issuer_key: str | None = None
+    recipients: dict | None = None
+    # a renewal of unchanged content under an unchanged rule: may run unreviewed
+    time_driven: bool = False
 
     def to_json(self) -> dict:
         # spelled out: dataclasses.asdict deep-copies field by field, 60 us a change
         return {"name": self.name, "kind": self.kind, "action": self.action, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
                 "key": self.key, "issuer": self.issuer, "key_type": self.key_type, "serial": self.serial, "not_after": self.not_after,
-                "revokes": [dict(r) for r in self.revokes]}
+                "revokes": [dict(r) for r in self.revokes], "old_spec": self.old_spec, "new_spec": self.new_spec,
+                "issuer_key": self.issuer_key, "recipients": self.recipients, "time_driven": self.time_driven}
+
+    def content(self) -> dict:
+        """What is bound by the reviewed digest: no serial, no date."""
+        return {"name": self.name, "action": self.action, "key": self.key, "key_type": self.key_type, "issuer": self.issuer,
+                "issuer_key": self.issuer_key, "old_spec": self.old_spec, "new_spec": self.new_spec,
+                "recipients": rule_digest(self.recipients) if self.recipients is not None else None,
+                "revokes": sorted([r["name"], r["reason"], r.get("public_key_sha256"), r.get("invalidity")] for r in self.revokes)}
+
+
+def _rule_json(rule: dict | None) -> dict | None:
+    if rule is None:
+        return None
+    return {"digest": rule_digest(rule), **rule}
+
+
+@dataclass
+class Reencrypt:
+    """A key file whose recorded SOPS rule is not the one .sops.yaml gives it now: apply
+    re-encrypts it in memory under a fresh data key (never `sops updatekeys`)."""
+
+    name: str  # the certificate (or "<authority> OCSP responder")
+    path: str  # the key file
+    old: str | None  # the recorded rule's digest (None: not recorded by older pkic)
+    rule: dict  # the rule now
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "path": self.path, "from": self.old, "to": _rule_json(self.rule), "added": self.added, "removed": self.removed}
 
 
 @dataclass
@@ -97,10 +139,25 @@ class Plan:
     ocsp: list[Publication] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # below a revoked authority: need a new issuer
     compromises: list[dict] = field(default_factory=list)  # {"name", "at", "public_key_sha256"}
+    reencrypt: list[Reencrypt] = field(default_factory=list)
+    # a master key removed from a rule -> every key it could ever decrypt (still exposed
+    # through git history: only a rekey ends that)
+    exposed: dict[str, list[str]] = field(default_factory=dict)
+    rules: dict[str, dict] = field(default_factory=dict)  # digest -> rule, for the state
+    rule_of: dict[str, str] = field(default_factory=dict)  # key file written -> its rule's digest
+    policies_digest: str = ""
+    sops_rules_digest: str = ""
 
     @property
     def empty(self) -> bool:
-        return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp)
+        return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp
+                    or self.reencrypt)
+
+    @property
+    def needs_review(self) -> bool:
+        """Spec-driven work: anything but renewals of unchanged content under unchanged
+        rules, and CRL/OCSP re-signing."""
+        return bool(self.moves or self.reencrypt or self.compromises or any(not c.time_driven for c in self.changes))
 
 
     def counts(self) -> dict[str, int]:
@@ -109,27 +166,35 @@ class Plan:
             out[c.action] += 1
         return out
 
+    def reviewed_body(self) -> dict:
+        """What a reviewer approves in a pull request, bound by content: for each
+        spec-driven change its name, action, spec before and after (subject, SANs,
+        profile, key type, lifetime, constraints...), key disposition, issuer and the key
+        it signs with, who can decrypt its new key, what it revokes (reason and public
+        key); re-encryptions; moves; declared compromises; the policies and the SOPS rules
+        as data. No serial, no date, no state serial: time-driven work (renewals of
+        unchanged content, CRL and OCSP re-signing) that comes due between review and
+        merge does not change it."""
+        return {
+            "format": 2,
+            "lineage": self.lineage,
+            "changes": [c.content() for c in self.changes if not c.time_driven],
+            "moves": [list(m) for m in self.moves],
+            "reencrypt": [[r.name, r.path, r.old, rule_digest(r.rule)] for r in self.reencrypt],
+            "compromises": sorted([c["name"], c["at"]] for c in self.compromises),
+            "policies": self.policies_digest,
+            "sops_rules": self.sops_rules_digest,
+        }
+
     @property
     def reviewed_digest(self) -> str:
-        """The spec-driven part only (issue, reissue, revoke, moves): what a reviewer
-        approves in a pull request. Time-driven work (renewals, CRL and OCSP
-        re-signing) that comes due between review and merge does not change it."""
-        body = {
-            "lineage": self.lineage,
-            "changes": [
-                {"name": c.name, "action": c.action, "key": c.key, "issuer": c.issuer,
-                 "reasons": sorted(r.code for r in c.reasons),
-                 "revokes": sorted((r["name"], r["reason"]) for r in c.revokes)}
-                for c in self.changes if c.action in (ISSUE, REISSUE, REVOKE)
-            ],
-            "moves": self.moves,
-        }
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self.reviewed_body(), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @property
     def digest(self) -> str:
         """What the plan does, independent of when it was made: for stale-plan checks."""
         body = {
+            "reviewed": self.reviewed_body(),
             "changes": [{k: v for k, v in c.to_json().items() if k != "not_after"} for c in self.changes],
             "moves": self.moves,
             "chain_updates": self.chain_updates,
@@ -150,6 +215,7 @@ class Plan:
             "spec_digest": self.spec_digest,
             "digest": self.digest,
             "reviewed_digest": self.reviewed_digest,
+            "needs_review": self.needs_review,
             "summary": self.counts(),
             "changes": [c.to_json() for c in self.changes],
             "moves": [{"from": a, "to": b} for a, b in self.moves],
@@ -157,6 +223,10 @@ class Plan:
             "crls": [p.to_json() for p in self.crls],
             "responders": [p.to_json() for p in self.responders],
             "ocsp": [p.to_json() for p in self.ocsp],
+            "reencrypt": [r.to_json() for r in self.reencrypt],
+            "exposed": self.exposed,
+            "policies_digest": self.policies_digest,
+            "sops_rules_digest": self.sops_rules_digest,
             "orphans": self.orphans,
             "notices": self.notices,
             "warnings": self.warnings,
@@ -222,7 +292,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     if moves:
         import copy
 
-        state = State(state.lineage, state.serial, copy.deepcopy(state.certificates), state.pending, state.crls, state.responders, state.compromised)
+        state = State(state.lineage, state.serial, copy.deepcopy(state.certificates), state.pending, state.crls, state.responders, state.compromised, state.rules)
         for old, new in moves:
             state.record_moved(old, new)
     plan.moves = moves
@@ -249,7 +319,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         pk = rec["public_key_sha256"]
         hits = [r for r in by_key.get(pk, []) if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
         compromised[name] = [
-            {"name": r["name"], "serial": r["serial"], "reason": "key_compromise", "invalidity": entry.key_compromised}
+            {"name": r["name"], "serial": r["serial"], "reason": "key_compromise", "invalidity": entry.key_compromised, "public_key_sha256": r["public_key_sha256"]}
             for r in sorted(hits, key=lambda r: (r["name"], r["serial"]))
         ]
         plan.compromises.append({"name": name, "at": entry.key_compromised, "public_key_sha256": pk})
@@ -262,7 +332,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             if rec is not None:
                 why = Reason("revoke_requested", f"revoked in pki.yaml: {entry.revoke}")
                 changes[name] = Change(name, entry.kind, REVOKE, [why], None, entry.issuer, entry.key_type, rec["serial"],
-                                       revokes=[{"name": name, "serial": rec["serial"], "reason": entry.revoke, "invalidity": None}])
+                                       revokes=[{"name": name, "serial": rec["serial"], "reason": entry.revoke, "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}])
             continue
         if entry.issuer in unusable:
             unusable.add(name)
@@ -319,7 +389,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         change.revokes = list(compromised.get(name, []))
         issuer_ca = entries[entry.issuer].ca if entry.issuer else None
         if issuer_ca is not None and issuer_ca.revoke_superseded and not any(r["serial"] == rec["serial"] for r in change.revokes):
-            change.revokes.append({"name": name, "serial": rec["serial"], "reason": "superseded", "invalidity": None})
+            change.revokes.append({"name": name, "serial": rec["serial"], "reason": "superseded", "invalidity": None, "public_key_sha256": rec["public_key_sha256"]})
         elif action == REISSUE:
             narrowed = [x for f in ("dns", "ip", "uri", "email") for x in rec["spec"].get(f, []) if x not in entry.spec.get(f, [])]
             if narrowed and not change.revokes:
@@ -359,7 +429,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             continue
         rec = state.active(name)
         plan.changes.append(Change(name, rec["kind"], REVOKE, [Reason("removed", "no longer in pki.yaml")], None, rec.get("issuer"), rec["spec"].get("key"), rec["serial"],
-                                   revokes=[{"name": name, "serial": rec["serial"], "reason": "cessation_of_operation", "invalidity": None}]))
+                                   revokes=[{"name": name, "serial": rec["serial"], "reason": "cessation_of_operation", "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}]))
     if plan.orphans:
         plan.warnings.append(f"below a revoked authority, these need a new issuer: {', '.join(plan.orphans)}")
 
@@ -377,7 +447,105 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
                 anc = entries[anc].issuer
 
     plan_publications(plan, spec, state, now, changes, unusable)
+    bind_content(plan, spec, state, now, unusable)
     return plan
+
+
+def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, unusable: set[str]) -> None:
+    """What the reviewer approves, beyond names and actions: each change's content and
+    who can decrypt its key; key files whose SOPS rule changed (re-encrypted); what a
+    removed recipient can still read in git history; the policies and rules as data."""
+    from hashlib import sha256
+
+    rules = spec.sops_rules
+    plan.sops_rules_digest = _rules_digest(rules)
+    plan.policies_digest = sha256(json.dumps(spec.policy_data, sort_keys=True).encode()).hexdigest()
+    resolved: dict[str, dict] = {}
+    problems: list[str] = []
+
+    def rule_of(rel: str) -> dict | None:
+        if rules is None:
+            return None  # said below, once; apply refuses to write a key without rules
+        if rel not in resolved:
+            try:
+                resolved[rel] = resolved_from(rules, rel)
+            except RuleError as exc:
+                problems.append(f"{rel}: {exc}")
+                return None
+            plan.rules.setdefault(rule_digest(resolved[rel]), resolved[rel])
+            plan.rule_of[rel] = rule_digest(resolved[rel])
+        return resolved[rel]
+
+    def recorded(rec: dict | None) -> str | None:
+        kr = rec.get("key_rules") if rec else None
+        return kr[-1] if isinstance(kr, list) and kr and isinstance(kr[-1], str) else None
+
+    by_name = {c.name: c for c in plan.changes}
+    for c in plan.changes:
+        entry = spec.entries.get(c.name)
+        rec = state.active(c.name)
+        c.old_spec = rec["spec"] if rec else None
+        if c.action == REVOKE or entry is None:
+            continue
+        c.new_spec = entry.spec
+        if entry.issuer is not None:
+            ic = by_name.get(entry.issuer)
+            irec = state.active(entry.issuer)
+            c.issuer_key = "new" if (ic is not None and ic.action != REVOKE and ic.key == "new") else (irec["key_id"] if irec else None)
+        if c.key == "new":
+            c.recipients = rule_of(key_path(c.name))
+        same_content = rec is not None and spec_digest(rec["spec"]) == entry.digest
+        same_rule = c.key != "new" or (c.recipients is not None and recorded(rec) == rule_digest(c.recipients))
+        c.time_driven = c.action == RENEW and same_content and same_rule
+
+    # key files that stay, under a rule that changed: re-encrypted with a fresh data key
+    held: list[tuple[str, str, dict]] = []
+    for name in sorted(state.active_names()):
+        rec = state.active(name)
+        c = by_name.get(name)
+        if name not in spec.entries or name in unusable or rec is None or rec.get("key_source") == "csr":
+            continue
+        if c is not None and (c.action == REVOKE or c.key in ("new", "external")):
+            continue
+        held.append((name, key_path(name), rec))
+    if spec.publish.ocsp:
+        renewed = {p.name for p in plan.responders}
+        for authority in sorted(state.responders):
+            resp = state.responder(authority)
+            if resp is None or authority not in spec.entries or authority in unusable or authority in renewed:
+                continue
+            if spec.entries[authority].ca is None or spec.entries[authority].ca.ocsp_signer != "delegated":
+                continue
+            held.append((f"{authority} OCSP responder", responder_key_path(authority), resp))
+    for p in plan.responders:
+        rule_of(responder_key_path(p.name))
+    for name, rel, rec in held:
+        rule = rule_of(rel)
+        if rule is None or recorded(rec) == plan.rule_of[rel]:
+            continue
+        old = state.rules.get(recorded(rec) or "")
+        r = Reencrypt(name, rel, recorded(rec), rule)
+        if old is not None:
+            r.added = sorted(masters(rule) - masters(old))
+            r.removed = sorted(masters(old) - masters(rule))
+        plan.reencrypt.append(r)
+    if problems:
+        raise fail(".sops.yaml", "pkic cannot tell who would decrypt these key files: " + "; ".join(sorted(set(problems))[:5]),
+                   "give every out/keys/ file a creation rule (path_regex in plain syntax) naming its master keys")
+    if rules is None and any(c.key == "new" for c in plan.changes):
+        plan.warnings.append("there is no .sops.yaml: apply cannot encrypt the new keys (pkic init writes one)")
+
+    # a removed master key keeps what it could decrypt: every key file in git history
+    removed = {m for r in plan.reencrypt for m in r.removed}
+    if removed:
+        live = [(n, r) for n, recs in state.certificates.items() for r in recs
+                if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
+        live += [(f"{a} OCSP responder", r) for a, recs in state.responders.items() for r in recs
+                 if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
+        for m in sorted(removed):
+            hit = sorted({n for n, r in live for d in (r.get("key_rules") or []) if m in masters(state.rules.get(d) or {"groups": []})})
+            if hit:
+                plan.exposed[m] = hit
 
 
 def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, changes: dict[str, Change], unusable: set[str]) -> None:
@@ -483,6 +651,12 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
                 reasons.append(Reason("due", f"next update {info['next_update']}"))
         if reasons:
             plan.ocsp.append(Publication("ocsp", r["name"], reasons, issuer, r["serial"]))
+
+
+def _rules_digest(rules: list | None) -> str:
+    from .sopsfile import rules_digest
+
+    return rules_digest(rules)
 
 
 def blast_radius(plan: Plan, spec: EffectiveSpec) -> dict[str, list[str]]:

@@ -335,3 +335,13 @@ def original_index(loc: Locator, section: str, name: str, f: str, value: str, fa
     from .spec import raw_index
 
     return raw_index(loc, section, name, f, value, fallback)
+
+
+def snapshot(spec: EffectiveSpec, repo: Path) -> dict[str, dict]:
+    """The policies pki.yaml uses, as data (comments and layout don't count): bound into
+    the reviewed digest, so a policy loosened after review makes that review stale."""
+    wanted = {p for e in spec.entries.values() for p in e.policies}
+    if not wanted:
+        return {}
+    loaded = load_policies(repo, wanted, spec.locator, {})
+    return {name: lp.policy.model_dump(mode="json") for name, lp in sorted(loaded.items())}

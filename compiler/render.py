@@ -79,6 +79,17 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         for r in c.revokes:
             if r["name"] != c.name or c.action != REVOKE:
                 lines.append(Text(f"  - revokes {r['name']} serial {r['serial']} ({r['reason']})", style="red"))
+    for digest, names in keys_by_rule(plan):
+        lines.append(Text(f"  🔑 {len(names)} new key(s) encrypted for: {rule_summary(plan.rules[digest])}", style="cyan"))
+    for r in plan.reencrypt:
+        t = Text("  🔑 ", style="magenta")
+        t.append("re-encrypt ", style="bold magenta")
+        t.append(r.path, style="bold")
+        t.append(f"  ({reencrypt_delta(r)}; fresh data key)", style="")
+        lines.append(t)
+    for master, names in plan.exposed.items():
+        lines.append(Text(f"  ! {master} is removed, but could decrypt {len(names)} key(s) still in git history: {', '.join(names[:20])}"
+                          f"{' …' if len(names) > 20 else ''}. Rekey them (bump `rekey`) to revoke its access.", style="bold yellow"))
     for w in plan.warnings:
         lines.append(Text(f"  ! {w}", style="yellow"))
     if plan.chain_updates:
@@ -90,12 +101,46 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     summary.append(f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke")
     if plan.moves:
         summary.append(f", {len(plan.moves)} to move")
+    if plan.reencrypt:
+        summary.append(f", {len(plan.reencrypt)} key file(s) to re-encrypt")
     pubs = publications_summary(plan)
     if pubs:
         summary.append("; to sign: " + ", ".join(pubs))
     summary.append(".")
     lines.append(summary)
     return Group(*lines)
+
+
+def keys_by_rule(plan: Plan) -> list[tuple[str, list[str]]]:
+    """New keys grouped by the SOPS rule that encrypts them (who can decrypt them)."""
+    groups: dict[str, list[str]] = {}
+    for c in plan.changes:
+        if c.recipients is not None:
+            from .sopsfile import rule_digest
+
+            groups.setdefault(rule_digest(c.recipients), []).append(c.name)
+    return sorted(groups.items())
+
+
+def rule_summary(rule: dict) -> str:
+    """Who can decrypt under a normalised SOPS rule, in one line."""
+    groups = [", ".join(m.removeprefix("age:") for m in g) for g in rule["groups"]]
+    if len(groups) == 1:
+        text = groups[0]
+    else:
+        need = rule.get("threshold") or len(groups)
+        text = f"{need} of {len(groups)} key groups: " + " | ".join(f"[{g}]" for g in groups)
+    enc = rule.get("encrypt") or {}
+    if enc != {"encrypted_regex": "^private_key$"}:
+        text += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(enc.items())) + ")"
+    return text
+
+
+def reencrypt_delta(r) -> str:
+    if r.old is None:
+        return f"its rule is not recorded yet; now for {rule_summary(r.rule)}"
+    parts = [f"+{m.removeprefix('age:')}" for m in r.added] + [f"−{m.removeprefix('age:')}" for m in r.removed]
+    return " ".join(parts) if parts else f"the rule changed: now {rule_summary(r.rule)}"
 
 
 def publications_summary(plan: Plan, names: bool = False) -> list[str]:
@@ -191,50 +236,125 @@ def crl_table(rows: list[dict]) -> Table:
     return table
 
 
-def plan_markdown(plan: Plan, spec: EffectiveSpec | None) -> str:
-    """The plan as a pull request comment: a table of changes and reasons, details folded.
-    The first line is a marker a CI job uses to find and update its own comment."""
+def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = None, tail: str = "", max_chars: int | None = None) -> str:
+    """The plan as a pull request comment: what is issued and why, what each certificate
+    will contain and who can decrypt its key, re-encryptions, what a removed recipient
+    keeps, the policies' and .sops.yaml's diffs, and the changed paths pkic does not plan
+    ("review as code"). The first line is a marker a CI job uses to find its comment.
+
+    With ``max_chars`` (GitHub's comment limit is 65,536) the long lists are cut, with
+    their counts, and the comment points to the full plan in the job summary; the digest
+    at the end always covers the full plan."""
     n = plan.counts()
     icon = {ISSUE: "🟢", REISSUE: "🟡", RENEW: "🔵", REVOKE: "🔴"}
-    lines = ["<!-- pkic-plan -->"]
+    head = ["<!-- pkic-plan -->"]
+    sections: list[tuple[list[str], list[str], list[str]]] = []  # (lines before, rows that may be cut, lines after)
     if plan.empty:
-        lines += ["### pkic plan: no changes", "", "The certificates match `pki.yaml`, none is due for renewal, CRLs and OCSP responses are fresh."]
+        head += ["### pkic plan: no changes", "", "The certificates match `pki.yaml`, none is due for renewal, CRLs and OCSP responses are fresh."]
     else:
-        head = f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke"
+        title = f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke"
         if plan.moves:
-            head += f", {len(plan.moves)} to move"
-        lines += [f"### pkic plan: {head}", ""]
-        if plan.changes or plan.moves:
-            lines += ["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"]
-            for old, new in plan.moves:
-                lines.append(f"| ➡️ | `{new}` | | move | same | renamed from `{old}`: nothing revoked or reissued |")
-            for c in plan.changes:
-                key = {"new": f"new {c.key_type}", "keep": "same", "external": f"{c.key_type} (CSR)", None: ""}[c.key]
-                why = "<br>".join(_md(r.message) for r in c.reasons)
-                for r in c.revokes:
-                    if r["name"] != c.name or c.action != REVOKE:
-                        why += f"<br>revokes `{r['name']}` ({r['reason']})"
-                lines.append(f"| {icon[c.action]} | `{c.name}` | {c.kind} | **{c.action}** | {key} | {why} |")
-            lines.append("")
-        pubs = publications_summary(plan, names=True)
-        if pubs:
-            lines += ["To sign: " + ", ".join(pubs) + ".", ""]
-        radius = blast_radius(plan, spec) if spec else {}
-        details = []
-        for name, below in sorted(radius.items()):
-            details.append(f"- **blast radius** of `{name}`: {len(below)} certificate(s) below are reissued: " + ", ".join(f"`{b}`" for b in below))
-        if plan.chain_updates:
-            details.append("- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(f"`{b}`" for b in plan.chain_updates))
-        for w in plan.warnings:
-            details.append(f"- ⚠️ {_md(w)}")
-        for note in plan.notices:
-            details.append(f"- {_md(note)}")
-        for pub in plan.crls:
-            details.append(f"- CRL `{pub.name}`: " + "; ".join(_md(r.message) for r in pub.reasons))
-        if details:
-            lines += ["<details><summary>Details</summary>", "", *details, "", "</details>", ""]
-    lines.append(f"<sub>`Pki-Plan: {plan.reviewed_digest}` · state serial {plan.state_serial}</sub>")
-    return "\n".join(lines) + "\n"
+            title += f", {len(plan.moves)} to move"
+        if plan.reencrypt:
+            title += f", {len(plan.reencrypt)} key file(s) to re-encrypt"
+        head += [f"### pkic plan: {title}", ""]
+        if not plan.needs_review:
+            head += ["Time-driven only (renewals of unchanged content, CRL and OCSP re-signing): nothing here needs review.", ""]
+    urgent = []
+    for master, names in plan.exposed.items():
+        urgent.append(f"- ⚠️ **`{_md(master)}` is removed, but could decrypt {len(names)} key(s) still in git history**: "
+                      + ", ".join(f"`{x}`" for x in names[:30]) + (" …" if len(names) > 30 else "")
+                      + ". Rekey them (bump `rekey`) to end that access.")
+    if review and review.get("outside"):
+        urgent.append(f"- 🧾 **not planned: review as code** ({len(review['outside'])} path(s) pkic does not plan; a workflow change runs with the CA identity after merge): "
+                      + ", ".join(f"`{_md(p)}`" for p in review["outside"][:40]) + (" …" if len(review["outside"]) > 40 else ""))
+    if urgent:
+        head += urgent + [""]
+    if plan.changes or plan.moves:
+        rows = [f"| ➡️ | `{new}` | | move | same | renamed from `{old}`: nothing revoked or reissued |" for old, new in plan.moves]
+        for c in plan.changes:
+            key = {"new": f"new {c.key_type}", "keep": "same", "external": f"{c.key_type} (CSR)", None: ""}[c.key]
+            why = "<br>".join(_md(r.message) for r in c.reasons)
+            for r in c.revokes:
+                if r["name"] != c.name or c.action != REVOKE:
+                    why += f"<br>revokes `{r['name']}` ({r['reason']})"
+            rows.append(f"| {icon[c.action]} | `{c.name}` | {c.kind} | **{c.action}** | {key} | {why} |")
+        sections.append((["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"], rows, [""]))
+        content = [_content_row(c, plan) for c in plan.changes if c.action != REVOKE and c.new_spec is not None]
+        if content:
+            sections.append((["#### What each certificate will contain", "",
+                              "| certificate | subject | names | profile | key | lifetime | issuer | who can decrypt its key |",
+                              "|---|---|---|---|---|---|---|---|"], content, [""]))
+    if plan.reencrypt:
+        rows = [f"| `{_md(r.path)}` | {_md(reencrypt_delta(r))} |" for r in plan.reencrypt]
+        sections.append((["#### Key files to re-encrypt (fresh data key, for the new rule's master keys only)", "", "| key file | change |", "|---|---|"], rows, [""]))
+    if review and review.get("sops_rules_diff"):
+        sections.append((["#### `.sops.yaml`: the rules as data (comments and layout don't count)", "", "```diff"],
+                         [_fence(x) for x in review["sops_rules_diff"].splitlines()], ["```", ""]))
+    for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):
+        sections.append(([f"#### Policy `{_md(path)}`", "", "```diff"], [_fence(x) for x in diff.splitlines()], ["```", ""]))
+    details = []
+    pubs = publications_summary(plan, names=True)
+    if pubs:
+        sections.append((["To sign: " + ", ".join(pubs) + ".", ""], [], []))
+    radius = blast_radius(plan, spec) if spec else {}
+    for name, below in sorted(radius.items()):
+        details.append(f"- **blast radius** of `{name}`: {len(below)} certificate(s) below are reissued: " + ", ".join(f"`{b}`" for b in below))
+    if plan.chain_updates:
+        details.append("- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(f"`{b}`" for b in plan.chain_updates))
+    details += [f"- ⚠️ {_md(w)}" for w in plan.warnings] + [f"- {_md(note)}" for note in plan.notices]
+    details += [f"- CRL `{pub.name}`: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
+    if details:
+        sections.append((["<details><summary>Details</summary>", ""], details, ["", "</details>", ""]))
+    foot = [f"<sub>`Pki-Plan: {plan.reviewed_digest}` · state serial {plan.state_serial}</sub>"]
+
+    def build(limit: int | None) -> str:
+        lines = list(head)
+        for before, rows, after in sections:
+            shown = rows if limit is None else rows[:limit]
+            lines += before + shown
+            if len(shown) < len(rows):
+                lines.append(f"| … {len(rows) - len(shown)} more: the full plan is in the job summary of the plan run |" if rows[0].startswith("|")
+                             else f"… {len(rows) - len(shown)} more lines: the full plan is in the job summary of the plan run")
+            lines += after
+        return "\n".join(lines + foot) + "\n" + tail
+
+    text = build(None)
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    lo, hi = 0, max(len(r) for _, r, _ in sections) if sections else 0
+    while lo < hi:  # the most rows per section that fit
+        mid = (lo + hi + 1) // 2
+        if len(build(mid)) <= max_chars:
+            lo = mid
+        else:
+            hi = mid - 1
+    text = build(lo)
+    return text if len(text) <= max_chars else text[: max_chars - 200] + "\n\n… cut: the full plan is in the job summary of the plan run\n" + "\n".join(foot) + "\n"
+
+
+def _content_row(c, plan: Plan) -> str:
+    sp = c.new_spec or {}
+    subject = ", ".join(f"{k}={v}" for k, v in sp.get("subject", []))
+    names = [f"{k}:{v}" for k in ("dns", "ip", "uri", "email") for v in sp.get(k, [])]
+    shown = "<br>".join(_md(x) for x in names[:20]) + (f"<br>… {len(names) - 20} more" if len(names) > 20 else "")
+    if sp.get("kind") == "authority":
+        profile = f"CA, path length {sp.get('path_length') if sp.get('path_length') is not None else 'unlimited'}"
+        nc = sp.get("name_constraints")
+        if nc:
+            profile += "<br>constraints: " + _md("; ".join(f"{k} {', '.join(v)}" for k, v in sorted(nc.items())))
+    else:
+        profile = str(sp.get("profile") or "")
+    key = {"new": f"new {c.key_type}", "keep": f"same {c.key_type}", "external": f"{c.key_type} from its CSR"}.get(c.key or "", "")
+    issuer = f"`{c.issuer}`" + (" (new key)" if c.issuer_key == "new" else "") if c.issuer else "self-signed"
+    who = _md(rule_summary(c.recipients)) if c.recipients is not None else ("the host (CSR)" if c.key == "external" else "unchanged")
+    if c.time_driven:
+        who += " (unchanged)"
+    return f"| `{c.name}` | {_md(subject)} | {shown} | {_md(profile)} | {key} | {sp.get('lifetime', '')} | {issuer} | {who} |"
+
+
+def _fence(line: str) -> str:
+    return line.replace("```", "`​``")
 
 
 def _md(text: str) -> str:

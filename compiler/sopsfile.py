@@ -356,3 +356,225 @@ def read_value(text: str, key: str, idents: list) -> str | None:
     if stored.upper() != mac.hexdigest().upper():
         raise ValueError("MAC mismatch: the file was modified outside sops")
     return wanted
+
+
+# --------------------------------------------------------------------------- rules as intent
+#
+# Who can decrypt a key file is part of the plan: the creation rule sops would apply to
+# it, normalised so that comments, anchors, reordering and spelling (a comma-separated
+# string or a list) change nothing. A normalised rule is plain JSON:
+#
+#   {"groups": [["age:age1...", "pgp:ABCD..."], ...],  # master keys, per key group, sorted
+#    "threshold": 2 | null,                              # shamir_threshold (key groups only)
+#    "encrypt": {"encrypted_regex": "^private_key$"},    # which fields sops encrypts
+#    "mac_only_encrypted": false}
+
+_FLAT_BACKENDS = (("age", "age"), ("pgp", "pgp"), ("kms", "kms"), ("gcp_kms", "gcp_kms"), ("azure_keyvault", "azure_kv"),
+                  ("hc_vault_transit_uri", "hc_vault"), ("hckms", "hckms"))
+_GROUP_BACKENDS = {"age": "age", "pgp": "pgp", "kms": "kms", "gcp_kms": "gcp_kms", "azure_keyvault": "azure_kv", "hc_vault": "hc_vault", "hckms": "hckms"}
+_SELECTORS = ("encrypted_regex", "unencrypted_regex", "encrypted_suffix", "unencrypted_suffix", "encrypted_comment_regex", "unencrypted_comment_regex")
+
+
+class RuleError(ValueError):
+    """pkic cannot tell (or refuses) the rule sops would apply to a key file."""
+
+
+def _split(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise RuleError("a list of master keys must be strings")
+
+
+def _master(kind: str, value: object) -> str:
+    if isinstance(value, str):
+        return f"{kind}:{value.strip()}"
+    import json
+
+    return f"{kind}:{json.dumps(value, sort_keys=True, separators=(',', ':'), default=str)}"
+
+
+def normalise(rule: dict) -> dict:
+    """The normalised form of one creation rule (see above)."""
+    groups: list[list[str]] = []
+    if rule.get("key_groups") is not None:
+        kg = rule["key_groups"]
+        if not isinstance(kg, list) or not kg:
+            raise RuleError("key_groups must be a non-empty list of groups")
+        for g in kg:
+            if not isinstance(g, dict):
+                raise RuleError("each key group must be a mapping of backends to master keys")
+            keys = []
+            for field_name, value in g.items():
+                kind = _GROUP_BACKENDS.get(str(field_name))
+                if kind is None:
+                    raise RuleError(f"key group backend {str(field_name)[:40]!r} is not one sops knows")
+                if not isinstance(value, list):
+                    raise RuleError(f"key group {field_name} must be a list")
+                keys += [_master(kind, v) for v in value]
+            groups.append(sorted(set(keys)))
+        groups.sort()
+    else:
+        keys = []
+        for field_name, kind in _FLAT_BACKENDS:
+            for v in _split(rule.get(field_name)):
+                entry = v if kind != "kms" or not rule.get("aws_profile") else f"{v}|profile={rule['aws_profile']}"
+                keys.append(_master(kind, entry))
+        if keys:
+            groups.append(sorted(set(keys)))
+    if not groups or not all(groups):
+        raise RuleError("the rule names no master key: sops could not encrypt with it")
+    threshold = rule.get("shamir_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= len(groups)):
+        raise RuleError(f"shamir_threshold must be a number of key groups (1..{len(groups)})")
+    if len(groups) == 1:
+        threshold = None
+    encrypt = {k: rule[k] for k in _SELECTORS if rule.get(k) is not None}
+    if len(encrypt) > 1:
+        raise RuleError("a rule may use only one of " + ", ".join(_SELECTORS))
+    return {"groups": groups, "threshold": threshold, "encrypt": encrypt or {"unencrypted_suffix": "_unencrypted"},
+            "mac_only_encrypted": bool(rule.get("mac_only_encrypted"))}
+
+
+def rule_digest(rule: dict) -> str:
+    import json
+
+    return hashlib.sha256(json.dumps(rule, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def resolved_rule(repo: Path, rel_path: str) -> dict:
+    """The normalised creation rule sops applies to ``rel_path`` (a key file). Raises
+    RuleError when there is none, or when pkic cannot be sure which one sops takes (a
+    regular expression Go and Python read differently): the plan must say who can
+    decrypt every key, so a guess is refused, never made."""
+    return resolved_from(creation_rules(repo), rel_path)
+
+
+def resolved_from(rules: list | None, rel_path: str) -> dict:
+    """:func:`resolved_rule` on creation rules already read."""
+    if rules is None:
+        raise RuleError("there is no .sops.yaml")
+    for i, rule in enumerate(rules):
+        if rule.get("filename_regex"):
+            raise RuleError(f"rule {i + 1} uses filename_regex: write path_regex instead (pkic reads only path_regex)")
+        path_regex = rule.get("path_regex")
+        if path_regex and not _go_agrees(path_regex):
+            raise RuleError(f"rule {i + 1}'s path_regex uses syntax that Go's regexp (sops) and Python read differently "
+                            "({,n}, lookarounds, back-references, POSIX classes): pkic cannot show who decrypts the keys")
+        if path_regex and re.search(path_regex, rel_path) is None:
+            continue
+        try:
+            return normalise(rule)
+        except RuleError as exc:
+            raise RuleError(f"rule {i + 1}: {exc}") from None
+    raise RuleError(f"no creation rule matches {rel_path}")
+
+
+def rules_digest(rules: list | None) -> str:
+    """The creation rules as data, in order (sops takes the first match): comments,
+    anchors, spelling and the order of recipients within a rule don't count."""
+    import json
+
+    if rules is None:
+        return "none"
+    body = []
+    for rule in rules:
+        try:
+            norm: object = normalise(rule)
+        except RuleError:
+            norm = {k: rule[k] for k in sorted(rule, key=str)}
+        body.append([rule.get("path_regex"), rule.get("filename_regex"), norm])
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def rule_encrypts_private_key(rule: dict) -> bool:
+    """Does a normalised rule encrypt the ``private_key`` field?"""
+    enc = rule["encrypt"]
+    if "encrypted_regex" in enc:
+        return re.search(enc["encrypted_regex"], "private_key") is not None
+    if "unencrypted_regex" in enc:
+        return re.search(enc["unencrypted_regex"], "private_key") is None
+    if "encrypted_suffix" in enc:
+        return "private_key".endswith(enc["encrypted_suffix"])
+    if "unencrypted_suffix" in enc:
+        return not "private_key".endswith(enc["unencrypted_suffix"])
+    return False  # comment selectors: values are left in clear
+
+
+def _comparable(master: str) -> str:
+    """A master key as ``kind:identifier``, the form a key file's metadata can be compared
+    in (a KMS role or profile, a group entry's extra fields, are not part of identity)."""
+    import json
+
+    kind, _, value = master.partition(":")
+    if value.startswith("{"):
+        try:
+            item = json.loads(value)
+        except ValueError:
+            return master
+        if kind == "kms":
+            value = str(item.get("arn"))
+        elif kind == "gcp_kms":
+            value = str(item.get("resource_id"))
+        elif kind == "azure_kv":
+            value = f"{item.get('vaultUrl')}/keys/{item.get('key')}/{item.get('version')}"
+        elif kind == "hckms":
+            value = str(item.get("key_id"))
+    elif kind == "kms":
+        value = re.split(r"[+|]", value, maxsplit=1)[0]
+    return f"{kind}:{value.rstrip('/')}"
+
+
+def masters(rule: dict) -> set[str]:
+    """Every master key of a normalised rule, comparable with :func:`file_masters`."""
+    return {_comparable(k) for g in rule["groups"] for k in g}
+
+
+def file_masters(text: str) -> set[str] | None:
+    """The master keys a SOPS YAML document's own metadata names (None: not a SOPS
+    document pkic can read). Anything there beyond the recorded rule's keys is a backend
+    sops would contact with CI's credentials: the caller refuses the file."""
+    try:
+        doc = YAML(typ="safe").load(text)
+    except Exception:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):
+        return None
+    meta = doc["sops"]
+    out: set[str] = set()
+
+    def ident(kind: str, item: dict) -> str:
+        if kind == "age":
+            return str(item.get("recipient"))
+        if kind == "pgp":
+            return str(item.get("fp"))
+        if kind == "kms":
+            return str(item.get("arn"))
+        if kind == "gcp_kms":
+            return str(item.get("resource_id"))
+        if kind == "azure_kv":
+            return f"{item.get('vault_url')}/keys/{item.get('name')}/{item.get('version')}"
+        if kind == "hc_vault":
+            return f"{item.get('vault_address')}/v1/{item.get('engine_path')}/keys/{item.get('key_name')}"
+        return str(item.get("key_id"))
+
+    def add(items: object) -> bool:
+        if not isinstance(items, dict):
+            return False
+        for k, v in items.items():
+            if k not in ("age", "pgp", "kms", "gcp_kms", "azure_kv", "hc_vault", "hckms") or v is None:
+                continue
+            if not isinstance(v, list) or not all(isinstance(item, dict) for item in v):
+                return False
+            out.update(f"{k}:{ident(k, item).rstrip('/')}" for item in v)
+        return True
+
+    if not add(meta):
+        return None
+    groups = meta.get("key_groups")
+    if groups is not None and (not isinstance(groups, list) or not all(add(g) for g in groups)):
+        return None
+    return out

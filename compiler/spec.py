@@ -825,6 +825,10 @@ class EffectiveSpec:
     children: dict[str, list[str]] = field(default_factory=dict)
     publish: PublishSettings = field(default_factory=PublishSettings)
     locator: "Locator | None" = None
+    # the other reviewed inputs, set by the caller that plans (not from the cache):
+    # .sops.yaml's creation rules (None: no .sops.yaml) and the policies in use, as data
+    sops_rules: list | None = None
+    policy_data: dict = field(default_factory=dict)
 
     @property
     def digest(self) -> str:

@@ -70,6 +70,9 @@ class State:
     responders: dict[str, list[dict]] = field(default_factory=dict)
     # declared key compromises that have been carried out: name, at, public_key_sha256
     compromised: list[dict] = field(default_factory=list)
+    # SOPS rules key files were ever encrypted under: digest -> normalised rule. A record
+    # names its key's rules in ``key_rules`` (oldest first; the last is the file's now)
+    rules: dict[str, dict] = field(default_factory=dict)
 
     def compromised_keys(self) -> set[str]:
         return {c["public_key_sha256"] for c in self.compromised if c.get("public_key_sha256")}
@@ -124,6 +127,7 @@ class State:
             f' "lineage": {json.dumps(self.lineage)},\n'
             f' "responders": {section(self.responders, True)},\n'
             f' "serial": {self.serial},\n'
+            f' "sops_rules": {section(self.rules, False)},\n'
             f' "version": {STATE_VERSION}\n'
             "}\n"
         )
@@ -195,8 +199,24 @@ class State:
                 if r.get("spec", {}).get("issuer") == old:
                     r["spec"]["issuer"] = new
 
+    def record_reencrypted(self, name: str, authority: str | None, digest: str, public_key_sha256: str, file_sha256: str | None) -> None:
+        """A key file re-encrypted under the rule ``digest``: its key's records say so."""
+        recs = self.responders.get(authority, []) if authority else self.certificates.get(name, [])
+        for r in recs:
+            if r.get("public_key_sha256") == public_key_sha256:
+                kr = r.setdefault("key_rules", [])
+                if not kr or kr[-1] != digest:
+                    kr.append(digest)
+                if file_sha256:
+                    r["key_file_sha256"] = file_sha256
+
     def apply_op(self, op: dict) -> None:
         kind = op["op"]
+        if op.get("rules"):
+            for d, rule in op["rules"].items():
+                self.rules.setdefault(d, rule)
+        if kind == "reencrypted":
+            self.record_reencrypted(op["name"], op.get("authority"), op["rule"], op["public_key_sha256"], op.get("key_file_sha256"))
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":
@@ -255,7 +275,10 @@ def load_state(repo: Path) -> State:
     if not isinstance(crls, dict) or not isinstance(responders, dict) or not isinstance(body.get("compromised") or [], list):
         raise fail(STATE_PATH, "the state is damaged (crls, responders or compromised)", "restore it from git")
     _check_names(certs, crls, responders, body.get("compromised") or [])
-    return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [])
+    rules = body.get("sops_rules") or {}
+    if not isinstance(rules, dict) or not all(isinstance(d, str) and isinstance(r, dict) and isinstance(r.get("groups"), list) for d, r in rules.items()):
+        raise fail(STATE_PATH, "the state is damaged (sops_rules)", "restore it from git")
+    return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [], rules)
 
 
 _STATUSES = frozenset({ACTIVE, SUPERSEDED, REVOKED})

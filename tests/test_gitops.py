@@ -612,6 +612,7 @@ def test_check_unknown_without_state(repo, pkic):
 def mask(text: str) -> str:
     text = re.sub(r"Pki-Plan: [0-9a-f]{64}", "Pki-Plan: <digest>", text)
     text = re.sub(r"`ed25519:[A-Za-z0-9+/=]{44}`", "`<seal key>`", text)
+    text = re.sub(r"\bage1[0-9a-z]{58}\b", "<age recipient>", text)
     return re.sub(r"\b[0-9a-f]{32,40}\b", "<serial>", text)
 
 
