@@ -342,7 +342,11 @@ def test_every_pkic_call_in_the_workflows_is_a_real_command():
 
     group = typer.main.get_command(app)
     calls = pkic_invocations()
-    seen = {(wf, " ".join(t for t in tokens[1:3] if not t.startswith("-") and t != "pr")) for wf, _, tokens in calls}
+    def command(tokens):
+        words = tokens[3:] if tokens[1:2] == ["-C"] else tokens[1:]
+        return " ".join(words[:2] if words[0] == "ci" else words[:1])
+
+    seen = {(wf, command(tokens)) for wf, _, tokens in calls}
     assert {("plan.yml", "validate"), ("plan.yml", "plan"), ("plan-trusted.yml", "plan"), ("plan-trusted.yml", "ci find-pr"),
             ("plan-trusted.yml", "ci record"), ("plan-trusted.yml", "ci comment"), ("apply.yml", "ci reviewed-digest"),
             ("apply.yml", "apply"), ("renew.yml", "plan"), ("renew.yml", "apply"), ("renew.yml", "check")} <= seen, seen
@@ -442,7 +446,7 @@ def test_the_install_step_reads_the_variable_or_the_file_and_fails_with_neither(
 # python -I -m venv DIR: make DIR/bin/python, which records its pip call
 [ "$1 $2 $3" = "-I -m venv" ] || exit 9
 mkdir -p "$4/bin"
-printf '#!/bin/sh\\necho "$*" > "{tmp_path}/pip-args"; cp "$7" "{tmp_path}/pip-requirements"\\n' > "$4/bin/python"
+printf '#!/bin/sh\\necho "$*" > "{tmp_path}/pip-args"; for a; do last=$a; done; cp "$last" "{tmp_path}/pip-requirements"\\n' > "$4/bin/python"
 chmod +x "$4/bin/python"
 """)
     (shim / "python").chmod(0o755)
@@ -469,6 +473,62 @@ chmod +x "$4/bin/python"
     assert p.returncode == 0 and (tmp_path / "pip-requirements").read_text() == "--index-url https://pypi.internal.example/simple\npkic==0.1.0\n"
     p = install("", "# pkic init could not tell\n# pkic @ git+https://…\n")
     assert p.returncode == 1 and "::error::nothing says where to install pkic from" in p.stdout
+
+
+def test_the_push_step_pushes_head_with_the_deploy_key_and_a_pinned_host_key(tmp_path):
+    """The push step's own script, with `curl` answering GitHub's /meta and `git push`
+    recorded (everything else is the real git)."""
+    run = step(load("apply.yml"), "apply", PUSH)["run"]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "merge"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    merged = git(env, repo, "rev-parse", "HEAD")
+    (tmp_path / "bin").mkdir()
+    meta = {"ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "ecdsa-sha2-nistp256 AAAAE2VjZHNh"]}
+    (tmp_path / "bin" / "curl").write_text(f"""#!/bin/sh
+echo "$*" > "{tmp_path}/curl-args"
+while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
+printf '%s' '{json.dumps(meta)}' > "$out"
+""")
+    (tmp_path / "bin" / "git").write_text(f"""#!/bin/sh
+if [ "$1" = push ]; then
+  echo "$*" > "{tmp_path}/push-args"
+  echo "$GIT_SSH_COMMAND" > "{tmp_path}/ssh-command"
+  key=$(echo "$GIT_SSH_COMMAND" | sed "s/.*-i '\\([^']*\\)'.*/\\1/")
+  stat -c %a "$key" > "{tmp_path}/key-mode"; cp "$key" "{tmp_path}/key-seen"
+  exit 0
+fi
+exec /usr/bin/git "$@"
+""")
+    for tool in ("curl", "git"):
+        (tmp_path / "bin" / tool).chmod(0o755)
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)  # setup-python's, on the runner
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    step_env = {**env, "RUNNER_TEMP": str(temp), "GITHUB_SHA": merged, "GITHUB_REF": "refs/heads/master", "GITHUB_REPOSITORY": "acme/pki",
+                "GITHUB_SERVER_URL": "https://github.com", "GITHUB_API_URL": "https://api.github.com",
+                "PKIC_DEPLOY_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----"}
+
+    def push() -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", run], cwd=repo, env=step_env, capture_output=True, text=True)
+
+    # nothing applied: no credential is even written
+    p = push()
+    assert p.returncode == 0 and "nothing to push" in p.stdout and not (tmp_path / "push-args").exists() and not list(temp.iterdir())
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "pkic apply"], cwd=repo, env=env, check=True)
+    p = push()
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "push-args").read_text().split() == ["push", "git@github.com:acme/pki.git", "HEAD:refs/heads/master"]
+    assert (tmp_path / "curl-args").read_text().split()[:3] == ["-fsS", "--proto", "=https"]
+    assert (tmp_path / "curl-args").read_text().split()[-1] == "https://api.github.com/meta"
+    assert (temp / "known_hosts").read_text() == "".join(f"github.com {k}\n" for k in meta["ssh_keys"])
+    ssh = (tmp_path / "ssh-command").read_text()
+    assert "StrictHostKeyChecking=yes" in ssh and f"UserKnownHostsFile='{temp}/known_hosts'" in ssh and "IdentitiesOnly=yes" in ssh
+    assert (tmp_path / "key-mode").read_text().strip() == "600" and "fake" in (tmp_path / "key-seen").read_text()
+    assert not (temp / "deploy-key").exists()  # removed when the step ends
 
 
 # --------------------------------------------------------------------------- the calls, run for real
@@ -515,7 +575,7 @@ class Runner:
     def __init__(self, tmp: Path, base_env: dict, ctx: dict, actions: dict):
         self.tmp, self.base_env, self.ctx, self.actions = tmp, base_env, ctx, actions
         self.bin = tmp / "bin"
-        self.bin.mkdir(exist_ok=True)
+        self.bin.mkdir(parents=True, exist_ok=True)
         pkic = self.bin / "pkic"
         pkic.write_text(f"#!/bin/sh\nexec {sys.executable} -m compiler.cli \"$@\"\n")
         pkic.chmod(0o755)
