@@ -339,6 +339,7 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     store.check_config()
     store.expected = recorded_keys(state, plan.moves)
     store.allowed = recorded_rules(state, plan.moves)
+    store.trust_recorded = sealing is not None
     store.planned = {rel: plan.rules[d] for rel, d in plan.rule_of.items()}
     if spec.publish.ocsp:
         layout.check_dir(repo, spec.publish.ocsp_dir)
@@ -422,6 +423,8 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         result.moved.append((old, new))
     for comp in plan.compromises:
         _step(journal, writer, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
+    if plan.settings_changes:
+        _step(journal, writer, state, {"op": "settings", "settings": plan.settings, "at": at}, done)
     for r in plan.reencrypt:  # under a fresh data key, for the rule's master keys only
         handle = store.load(r.name, r.path)
         authority = r.name[: -len(" OCSP responder")] if r.path.startswith(keystore.KEYS_DIR + "/ocsp-responders/") else None

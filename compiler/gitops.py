@@ -248,7 +248,19 @@ def recent_commits(repo: Path, limit: int = 20) -> list[dict]:
 # --------------------------------------------------------------------------- review context
 
 PKI_INPUTS = ("pki.yaml", ".sops.yaml", "out.seal")
-PKI_INPUT_DIRS = ("policies/", "csrs/", "out/")
+
+
+def is_pki_input(path: str) -> bool:
+    """A path pkic plans: the spec, .sops.yaml, a policy, a CSR, its own output. Anything
+    else (a .gitattributes anywhere, a README under policies/) is code to review."""
+    base = path.rpartition("/")[2]
+    if base.startswith(".git"):
+        return False
+    if path in PKI_INPUTS or path.startswith("out/"):
+        return True
+    if path.startswith("policies/"):
+        return path.count("/") == 1 and path.endswith((".yaml", ".yml"))
+    return path.startswith("csrs/") and path.endswith((".pem", ".csr"))
 
 
 def review_context(repo: Path, base: str) -> dict:
@@ -267,11 +279,12 @@ def review_context(repo: Path, base: str) -> dict:
     out = git(repo, "diff", "--name-only", "-z", "--no-renames", mb, "--").stdout.split("\0")
     out += git(repo, "ls-files", "-z", "--others", "--exclude-standard").stdout.split("\0")
     changed = sorted({p for p in out if p})
-    outside = [p for p in changed if p not in PKI_INPUTS and not p.startswith(PKI_INPUT_DIRS)]
+    outside = [p for p in changed if not is_pki_input(p)]
     policy_diffs = {}
     for p in changed:
-        if p.startswith("policies/") and p.endswith((".yaml", ".yml")):
-            text = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", mb, "--", p, check=False).stdout
+        if p.startswith("policies/") and is_pki_input(p):
+            # --text: a .gitattributes `-diff` must not turn a policy's diff into "Binary files differ"
+            text = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--text", mb, "--", p, check=False).stdout
             lines = text.splitlines()
             lines = lines[next((i for i, ln in enumerate(lines) if ln.startswith("@@")), len(lines)):]  # no header
             policy_diffs[p] = "\n".join(lines[:200]) + ("\n… (diff cut at 200 lines)" if len(lines) > 200 else "")

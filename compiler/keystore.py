@@ -156,6 +156,9 @@ class Keystore:
     # rel -> the rule the plan shows for a key file written now: what sops wrote is held
     # to it (the reviewer saw who can decrypt; sops may not decide otherwise)
     planned: dict[str, dict] = field(default_factory=dict)
+    # the state is sealed (the apply identity wrote it): its recorded rules are trusted.
+    # Unsealed, a network backend must also be named by .sops.yaml now (what a plan shows)
+    trust_recorded: bool = False
 
     @property
     def sops(self) -> str:
@@ -184,15 +187,15 @@ class Keystore:
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
             rule = sopsfile.rule_for(self.repo / SOPS_CONFIG, rel)
             if rule is not None:
-                if want is not None and {f"age:{r}" for r in rule.recipients} != sopsfile.masters(want):
+                if want is not None and _age_rule(rule) != sopsfile.comparable(want):
                     raise _not_planned(rel)
                 return _require_encrypted(sopsfile.write_document(key_fields(name, handle), rule), rel)
         proc = subprocess.run(
-            [self.sops, "--config", str(self.repo / SOPS_CONFIG), "encrypt",
+            [self.sops, "--config", os.path.realpath(self.repo / SOPS_CONFIG), "encrypt",
              "--filename-override", rel, "--input-type", "yaml", "--output-type", "yaml"],
             input=key_document(name, handle).encode(),
             capture_output=True,
-            cwd=self.repo,
+            cwd=os.path.realpath(self.repo),
             env=self._env(want or self._rule_now(rel)),
         )
         if proc.returncode != 0:
@@ -202,8 +205,8 @@ class Keystore:
                 hint = "add a creation rule whose path_regex matches out/keys/ (see the README)"
             raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
         text = _require_encrypted(proc.stdout.decode("utf-8"), rel)
-        if want is not None and sopsfile.file_masters(text) != sopsfile.masters(want):
-            raise _not_planned(rel)
+        if want is not None and sopsfile.file_rule(text) != sopsfile.comparable(want):
+            raise _not_planned(rel)  # key groups, threshold, selector and keys: exactly what the plan showed
         return text
 
     def _rule_now(self, rel: str) -> dict | None:
@@ -226,7 +229,7 @@ class Keystore:
                 if not rule.encrypts("private_key"):
                     raise _clear(rel)
                 want = self.planned.get(rel)
-                if want is not None and {f"age:{r}" for r in rule.recipients} != sopsfile.masters(want):
+                if want is not None and _age_rule(rule) != sopsfile.comparable(want):
                     raise _not_planned(rel)
                 continue
             which = sopsfile.first_match(config, rel)  # None: pkic cannot tell which rule sops takes: try this file
@@ -269,7 +272,7 @@ class Keystore:
                 [self.sops, "decrypt", "--input-type", "yaml", "--output-type", "yaml", "--extract", '["private_key"]', "/dev/stdin"],
                 input=data,
                 capture_output=True,
-                cwd=self.repo,
+                cwd=os.path.realpath(self.repo),
                 env=self._env(recorded),
             )
             if proc.returncode != 0:
@@ -307,6 +310,10 @@ class Keystore:
         if named is None:
             raise fail(rel, f"the key file of '{name}' is not a SOPS document pkic can read", "restore it from git")
         allowed = sopsfile.masters(recorded) if recorded is not None else {m for m in named if m.startswith("age:")}
+        if not self.trust_recorded:
+            now = self._rule_now(rel)
+            current = sopsfile.masters(now) if now is not None else set()
+            allowed = {m for m in allowed if m.startswith("age:") or m in current}
         foreign = sorted(named - allowed)
         if foreign:
             shown = ", ".join(f[:80] for f in foreign[:3])
@@ -335,6 +342,12 @@ def sops_env(kinds: set[str]) -> dict:
     for k in kinds:
         keep += _ENV_BY_KIND.get(k, ())
     return {k: v for k, v in os.environ.items() if k in keep or any(p.endswith("_") and k.startswith(p) for p in keep)}
+
+
+def _age_rule(rule: sopsfile.AgeRule) -> dict:
+    """The in-process writer's rule, as sopsfile.comparable gives a planned one."""
+    enc = {"encrypted_regex": rule.encrypted_regex} if rule.encrypted_regex is not None else {"unencrypted_suffix": rule.unencrypted_suffix or "_unencrypted"}
+    return {"groups": [sorted({f"age:{r}" for r in rule.recipients})], "threshold": None, "encrypt": enc, "mac_only_encrypted": rule.mac_only_encrypted}
 
 
 def _not_planned(rel: str) -> Exception:

@@ -140,6 +140,14 @@ class Plan:
     orphans: list[str] = field(default_factory=list)  # below a revoked authority: need a new issuer
     compromises: list[dict] = field(default_factory=list)  # {"name", "at", "public_key_sha256"}
     reencrypt: list[Reencrypt] = field(default_factory=list)
+    # delegated OCSP responders whose new key goes to recipients its last key did not
+    # have (or a first one): [authority, rule digest]
+    responder_keys: list[list[str]] = field(default_factory=list)
+    # lifecycle settings now, and how they differ from what the state records
+    settings: dict = field(default_factory=dict)
+    settings_changes: list[str] = field(default_factory=list)
+    # a master key no recorded rule had -> the keys this plan encrypts for it
+    new_recipients: dict[str, list[str]] = field(default_factory=dict)
     # a master key removed from a rule -> every key it could ever decrypt (still exposed
     # through git history: only a rekey ends that)
     exposed: dict[str, list[str]] = field(default_factory=dict)
@@ -151,13 +159,14 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp
-                    or self.reencrypt)
+                    or self.reencrypt or self.settings_changes)
 
     @property
     def needs_review(self) -> bool:
         """Spec-driven work: anything but renewals of unchanged content under unchanged
         rules, and CRL/OCSP re-signing."""
-        return bool(self.moves or self.reencrypt or self.compromises or any(not c.time_driven for c in self.changes))
+        return bool(self.moves or self.reencrypt or self.compromises or self.responder_keys or self.settings_changes
+                    or any(not c.time_driven for c in self.changes))
 
 
     def counts(self) -> dict[str, int]:
@@ -181,6 +190,8 @@ class Plan:
             "changes": [c.content() for c in self.changes if not c.time_driven],
             "moves": [list(m) for m in self.moves],
             "reencrypt": [[r.name, r.path, r.old, rule_digest(r.rule)] for r in self.reencrypt],
+            "responder_keys": self.responder_keys,
+            "settings": hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest(),
             "compromises": sorted([c["name"], c["at"]] for c in self.compromises),
             "policies": self.policies_digest,
             "sops_rules": self.sops_rules_digest,
@@ -224,6 +235,9 @@ class Plan:
             "responders": [p.to_json() for p in self.responders],
             "ocsp": [p.to_json() for p in self.ocsp],
             "reencrypt": [r.to_json() for r in self.reencrypt],
+            "responder_keys": [{"authority": a, "rule": self.rules.get(d)} for a, d in self.responder_keys],
+            "settings_changes": self.settings_changes,
+            "new_recipients": self.new_recipients,
             "exposed": self.exposed,
             "policies_digest": self.policies_digest,
             "sops_rules_digest": self.sops_rules_digest,
@@ -457,10 +471,13 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
     removed recipient can still read in git history; the policies and rules as data."""
     from hashlib import sha256
 
+    plan.settings = lifecycle_settings(spec)
+    plan.settings_changes = settings_diff(state.settings, plan.settings, set(state.active_names()))
     rules = spec.sops_rules
     plan.sops_rules_digest = _rules_digest(rules)
     plan.policies_digest = sha256(json.dumps(spec.policy_data, sort_keys=True).encode()).hexdigest()
     resolved: dict[str, dict] = {}
+    digests: dict[int, str] = {}  # id(normalised rule) -> its digest: one per rule, not per key file
     problems: list[str] = []
 
     def rule_of(rel: str) -> dict | None:
@@ -472,8 +489,12 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
             except RuleError as exc:
                 problems.append(f"{rel}: {exc}")
                 return None
-            plan.rules.setdefault(rule_digest(resolved[rel]), resolved[rel])
-            plan.rule_of[rel] = rule_digest(resolved[rel])
+            rule = resolved[rel]
+            digest = digests.get(id(rule))
+            if digest is None:
+                digest = digests[id(rule)] = rule_digest(rule)
+                plan.rules.setdefault(digest, rule)
+            plan.rule_of[rel] = digest
         return resolved[rel]
 
     def recorded(rec: dict | None) -> str | None:
@@ -495,7 +516,7 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
         if c.key == "new":
             c.recipients = rule_of(key_path(c.name))
         same_content = rec is not None and spec_digest(rec["spec"]) == entry.digest
-        same_rule = c.key != "new" or (c.recipients is not None and recorded(rec) == rule_digest(c.recipients))
+        same_rule = c.key != "new" or (c.recipients is not None and recorded(rec) == plan.rule_of[key_path(c.name)])
         c.time_driven = c.action == RENEW and same_content and same_rule
 
     # key files that stay, under a rule that changed: re-encrypted with a fresh data key
@@ -517,8 +538,10 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
             if spec.entries[authority].ca is None or spec.entries[authority].ca.ocsp_signer != "delegated":
                 continue
             held.append((f"{authority} OCSP responder", responder_key_path(authority), resp))
-    for p in plan.responders:
-        rule_of(responder_key_path(p.name))
+    for p in plan.responders:  # a responder's new key, under a rule its last one was not: spec-driven
+        rel = responder_key_path(p.name)
+        if rule_of(rel) is not None and recorded(state.responders.get(p.name, [None])[0]) != plan.rule_of[rel]:
+            plan.responder_keys.append([p.name, plan.rule_of[rel]])
     for name, rel, rec in held:
         rule = rule_of(rel)
         if rule is None or recorded(rec) == plan.rule_of[rel]:
@@ -534,6 +557,15 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
                    "give every out/keys/ file a creation rule (path_regex in plain syntax) naming its master keys")
     if rules is None and any(c.key == "new" for c in plan.changes):
         plan.warnings.append("there is no .sops.yaml: apply cannot encrypt the new keys (pkic init writes one)")
+
+    # a master key no recorded rule had: named, with every key this plan encrypts for it
+    known = {m for rule in state.rules.values() for m in masters(rule)}
+    reach: list[tuple[str, str | None]] = [(c.name, plan.rule_of.get(key_path(c.name))) for c in plan.changes if c.recipients is not None]
+    reach += [(r.path, plan.rule_of.get(r.path)) for r in plan.reencrypt]
+    reach += [(f"{a} OCSP responder", d) for a, d in plan.responder_keys]
+    for what, digest in reach:
+        for m in sorted(masters(plan.rules[digest]) - known) if digest in plan.rules else []:
+            plan.new_recipients.setdefault(m, []).append(what)
 
     # a removed master key keeps what it could decrypt: every key file in git history
     removed = {m for r in plan.reencrypt for m in r.removed}
@@ -651,6 +683,55 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
                 reasons.append(Reason("due", f"next update {info['next_update']}"))
         if reasons:
             plan.ocsp.append(Publication("ocsp", r["name"], reasons, issuer, r["serial"]))
+
+
+def lifecycle_settings(spec: EffectiveSpec) -> dict:
+    """What decides when and how pkic signs, besides the certificates' content:
+    publication lifetimes and refresh windows, the OCSP signer, revoke_superseded, each
+    entry's renewal window and key reuse, and the publish settings."""
+    def secs(td) -> int:
+        return int(td.total_seconds())
+
+    authorities = {}
+    leaves = {}
+    for name, e in spec.entries.items():
+        if e.ca is not None:
+            ca = e.ca
+            authorities[name] = {
+                "crl_lifetime": secs(ca.crl_lifetime), "crl_renew_before": secs(ca.crl_renew_before), "ocsp_signer": ca.ocsp_signer,
+                "ocsp_lifetime": secs(ca.ocsp_lifetime), "ocsp_renew_before": secs(ca.ocsp_renew_before),
+                "responder_lifetime": secs(ca.responder_lifetime), "revoke_superseded": ca.revoke_superseded,
+                "renew_before": secs(e.renew_before),
+            }
+        elif e.reuse_key or e.renew_before != e.lifetime / 3:  # only what differs from the defaults
+            leaves[name] = [secs(e.renew_before), e.reuse_key]
+    return {"publish": {"ocsp": spec.publish.ocsp, "ocsp_dir": spec.publish.ocsp_dir}, "authorities": authorities, "certificates": leaves}
+
+
+def settings_diff(old: dict | None, new: dict, names: set[str]) -> list[str]:
+    """What changed in the lifecycle settings of the entries the state has (``names``;
+    a new entry is spec-driven anyway), one line each."""
+    if old is None:
+        return ["lifecycle settings recorded (publication lifetimes, renewal windows, revoke_superseded, publish) for the first time"]
+    out = []
+    if old.get("publish") != new["publish"]:
+        out.append(f"publish: {json.dumps(old.get('publish'), sort_keys=True)} -> {json.dumps(new['publish'], sort_keys=True)}")
+    was = old.get("authorities") or {}
+    for name, now in new["authorities"].items():
+        before = was.get(name) or {}
+        for k, v in now.items():
+            if name in was and before.get(k) != v:
+                fmt = (lambda x: f"{x // 86400}d" if isinstance(x, int) and not isinstance(x, bool) and x % 86400 == 0 else str(x))
+                out.append(f"{name}: {k} {fmt(before.get(k))} -> {fmt(v)}")
+    was_leaves = old.get("certificates") if isinstance(old.get("certificates"), dict) else {}
+    for name in sorted(names & (set(was_leaves) | set(new["certificates"]))):
+        a, b = was_leaves.get(name), new["certificates"].get(name)
+        if a != b:
+            fmt = (lambda v: "defaults" if v is None else f"renew_before {v[0] // 86400}d, reuse_key {v[1]}")
+            out.append(f"{name}: {fmt(a)} -> {fmt(b)}")
+    if len(out) > 30:
+        out[30:] = [f"… and {len(out) - 30} more settings changed"]
+    return out
 
 
 def _rules_digest(rules: list | None) -> str:

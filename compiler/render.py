@@ -79,6 +79,10 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         for r in c.revokes:
             if r["name"] != c.name or c.action != REVOKE:
                 lines.append(Text(f"  - revokes {r['name']} serial {r['serial']} ({r['reason']})", style="red"))
+    for change in plan.settings_changes:
+        lines.append(Text(f"  ⚙ setting: {change}", style="bold"))
+    for master, names in plan.new_recipients.items():
+        lines.append(Text(f"  🔑 new recipient {master.removeprefix('age:')}: can decrypt {len(names)} key(s): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}", style="bold magenta"))
     for digest, names in keys_by_rule(plan):
         lines.append(Text(f"  🔑 {len(names)} new key(s) encrypted for: {rule_summary(plan.rules[digest])}", style="cyan"))
     for r in plan.reencrypt:
@@ -103,6 +107,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         summary.append(f", {len(plan.moves)} to move")
     if plan.reencrypt:
         summary.append(f", {len(plan.reencrypt)} key file(s) to re-encrypt")
+    if plan.settings_changes:
+        summary.append(f", {len(plan.settings_changes)} setting(s) to record")
     pubs = publications_summary(plan)
     if pubs:
         summary.append("; to sign: " + ", ".join(pubs))
@@ -113,12 +119,17 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
 
 def keys_by_rule(plan: Plan) -> list[tuple[str, list[str]]]:
     """New keys grouped by the SOPS rule that encrypts them (who can decrypt them)."""
+    from .layout import responder_key_path
+    from .sopsfile import rule_digest
+
     groups: dict[str, list[str]] = {}
     for c in plan.changes:
         if c.recipients is not None:
-            from .sopsfile import rule_digest
-
             groups.setdefault(rule_digest(c.recipients), []).append(c.name)
+    for p in plan.responders:
+        digest = plan.rule_of.get(responder_key_path(p.name))
+        if digest is not None:
+            groups.setdefault(digest, []).append(f"{p.name} OCSP responder")
     return sorted(groups.items())
 
 
@@ -261,49 +272,59 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
         if not plan.needs_review:
             head += ["Time-driven only (renewals of unchanged content, CRL and OCSP re-signing): nothing here needs review.", ""]
     urgent = []
+    for master, names in plan.new_recipients.items():  # never cut: who can newly decrypt
+        urgent.append(f"- 🔑 **new recipient {_code(master.removeprefix('age:'))}** can decrypt {len(names)} key(s): "
+                      + ", ".join(_code(x) for x in names[:30]) + (f" … and {len(names) - 30} more" if len(names) > 30 else ""))
+    for change in plan.settings_changes:
+        urgent.append(f"- ⚙️ setting: {_md(change)}")
     for master, names in plan.exposed.items():
-        urgent.append(f"- ⚠️ **`{_md(master)}` is removed, but could decrypt {len(names)} key(s) still in git history**: "
-                      + ", ".join(f"`{x}`" for x in names[:30]) + (" …" if len(names) > 30 else "")
+        urgent.append(f"- ⚠️ **{_code(master)} is removed, but could decrypt {len(names)} key(s) still in git history**: "
+                      + ", ".join(_code(x) for x in names[:30]) + (" …" if len(names) > 30 else "")
                       + ". Rekey them (bump `rekey`) to end that access.")
     if review and review.get("outside"):
+        risky = [p for p in review["outside"] if p.startswith((".github/", ".ci/")) or p.rpartition("/")[2] in (".gitattributes", ".gitmodules", "CODEOWNERS")]
+        rest = [p for p in review["outside"] if p not in risky]
+        shown = risky + rest[:40]  # workflows and the like always named, never cut
         urgent.append(f"- 🧾 **not planned: review as code** ({len(review['outside'])} path(s) pkic does not plan; a workflow change runs with the CA identity after merge): "
-                      + ", ".join(f"`{_md(p)}`" for p in review["outside"][:40]) + (" …" if len(review["outside"]) > 40 else ""))
+                      + ", ".join(_code(p) for p in shown) + (f" … and {len(rest) - 40} more" if len(rest) > 40 else ""))
     if urgent:
         head += urgent + [""]
     if plan.changes or plan.moves:
-        rows = [f"| ➡️ | `{new}` | | move | same | renamed from `{old}`: nothing revoked or reissued |" for old, new in plan.moves]
+        rows = [f"| ➡️ | {_code(new)} | | move | same | renamed from {_code(old)}: nothing revoked or reissued |" for old, new in plan.moves]
         for c in plan.changes:
             key = {"new": f"new {c.key_type}", "keep": "same", "external": f"{c.key_type} (CSR)", None: ""}[c.key]
             why = "<br>".join(_md(r.message) for r in c.reasons)
             for r in c.revokes:
                 if r["name"] != c.name or c.action != REVOKE:
-                    why += f"<br>revokes `{r['name']}` ({r['reason']})"
-            rows.append(f"| {icon[c.action]} | `{c.name}` | {c.kind} | **{c.action}** | {key} | {why} |")
+                    why += f"<br>revokes {_code(r['name'])} ({_md(r['reason'])})"
+            rows.append(f"| {icon[c.action]} | {_code(c.name)} | {c.kind} | **{c.action}** | {key} | {why} |")
         sections.append((["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"], rows, [""]))
         content = [_content_row(c, plan) for c in plan.changes if c.action != REVOKE and c.new_spec is not None]
         if content:
             sections.append((["#### What each certificate will contain", "",
                               "| certificate | subject | names | profile | key | lifetime | issuer | who can decrypt its key |",
                               "|---|---|---|---|---|---|---|---|"], content, [""]))
+    if plan.responder_keys:
+        head += [f"- 🔑 new OCSP responder key of {_code(a)} encrypted for: {_md(rule_summary(plan.rules[d]))}" for a, d in plan.responder_keys] + [""]
     if plan.reencrypt:
-        rows = [f"| `{_md(r.path)}` | {_md(reencrypt_delta(r))} |" for r in plan.reencrypt]
+        rows = [f"| {_code(r.path)} | {_md(reencrypt_delta(r))} |" for r in plan.reencrypt]
         sections.append((["#### Key files to re-encrypt (fresh data key, for the new rule's master keys only)", "", "| key file | change |", "|---|---|"], rows, [""]))
     if review and review.get("sops_rules_diff"):
         sections.append((["#### `.sops.yaml`: the rules as data (comments and layout don't count)", "", "```diff"],
                          [_fence(x) for x in review["sops_rules_diff"].splitlines()], ["```", ""]))
     for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):
-        sections.append(([f"#### Policy `{_md(path)}`", "", "```diff"], [_fence(x) for x in diff.splitlines()], ["```", ""]))
+        sections.append(([f"#### Policy {_code(path)}", "", "```diff"], [_fence(x) for x in diff.splitlines()], ["```", ""]))
     details = []
     pubs = publications_summary(plan, names=True)
     if pubs:
         sections.append((["To sign: " + ", ".join(pubs) + ".", ""], [], []))
     radius = blast_radius(plan, spec) if spec else {}
     for name, below in sorted(radius.items()):
-        details.append(f"- **blast radius** of `{name}`: {len(below)} certificate(s) below are reissued: " + ", ".join(f"`{b}`" for b in below))
+        details.append(f"- **blast radius** of {_code(name)}: {len(below)} certificate(s) below are reissued: " + ", ".join(_code(b) for b in below))
     if plan.chain_updates:
-        details.append("- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(f"`{b}`" for b in plan.chain_updates))
+        details.append("- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(_code(b) for b in plan.chain_updates))
     details += [f"- ⚠️ {_md(w)}" for w in plan.warnings] + [f"- {_md(note)}" for note in plan.notices]
-    details += [f"- CRL `{pub.name}`: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
+    details += [f"- CRL {_code(pub.name)}: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
     if details:
         sections.append((["<details><summary>Details</summary>", ""], details, ["", "</details>", ""]))
     foot = [f"<sub>`Pki-Plan: {plan.reviewed_digest}` · state serial {plan.state_serial}</sub>"]
@@ -346,11 +367,11 @@ def _content_row(c, plan: Plan) -> str:
     else:
         profile = str(sp.get("profile") or "")
     key = {"new": f"new {c.key_type}", "keep": f"same {c.key_type}", "external": f"{c.key_type} from its CSR"}.get(c.key or "", "")
-    issuer = f"`{c.issuer}`" + (" (new key)" if c.issuer_key == "new" else "") if c.issuer else "self-signed"
+    issuer = _code(c.issuer) + (" (new key)" if c.issuer_key == "new" else "") if c.issuer else "self-signed"
     who = _md(rule_summary(c.recipients)) if c.recipients is not None else ("the host (CSR)" if c.key == "external" else "unchanged")
     if c.time_driven:
         who += " (unchanged)"
-    return f"| `{c.name}` | {_md(subject)} | {shown} | {_md(profile)} | {key} | {sp.get('lifetime', '')} | {issuer} | {who} |"
+    return f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {key} | {sp.get('lifetime', '')} | {issuer} | {who} |"
 
 
 def _fence(line: str) -> str:
@@ -358,32 +379,43 @@ def _fence(line: str) -> str:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text from the PR author (names, SANs, subjects, paths, messages) in a markdown
+    table or list: no HTML, no markup that could hide or forge lines."""
+    import html
+
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("`", "&#96;").replace("\n", " ").replace("\r", " ")
+
+
+def _code(text: str) -> str:
+    """A value as code: a code span when it cannot break out of one, else <code>."""
+    text = str(text)
+    if "`" not in text and "\n" not in text and "\r" not in text and text.strip() == text and text:
+        return "`" + text.replace("|", "\\|") + "`"
+    return f"<code>{_md(text)}</code>"
 
 
 def seal_markdown(report, findings: list) -> str:
     """The seal's verdict for a pull request comment: nothing when all is well (sealed),
     a warning block naming every problem otherwise."""
-    import html
 
     def esc(text: str) -> str:
-        return html.escape(_md(text), quote=False)
+        return _md(text)
 
     if report.mode == "unsealed":
         return "\n⚠️ **unsealed**: this repository has no `out.seal`; nothing proves who wrote `out/`.\n"
     sops = ""
     if report.sops_change is not None:
         sops = ("\n### ⚠️ `.sops.yaml` changed\n\nIts creation rules differ from the sealed ones. Every key written from now on "
-                f"(new certificates, renewals, rekeys) is encrypted under:\n\n`{esc(report.sops_change)}`\n")
+                f"(new certificates, renewals, rekeys) is encrypted under:\n\n{_code(report.sops_change)}\n")
     problems = list(report.problems) + list(findings)
     if not problems:
         if report.seal is not None:  # which key vouched for out/, and why that key: the reviewer can check it
             return (f"\n<sub>Seal: `out/` is the sealed output (seal serial {report.seal.serial}), checked against the seal key "
-                    f"`{esc(report.public_key or '')}` from {esc(report.key_source)}.</sub>\n") + sops
+                    f"{_code(report.public_key or '')} from {esc(report.key_source)}.</sub>\n") + sops
         return sops
     lines = ["", "### 🚨 out/ is not the sealed output", "",
              "This change edits what only `pkic apply` writes. Apply will refuse it; review it as an attack on the PKI.", ""]
-    lines += [f"- `{esc(d.file)}`: {esc(d.message)}" for d in problems[:50]]
+    lines += [f"- {_code(d.file)}: {esc(d.message)}" for d in problems[:50]]
     if len(problems) > 50:
         lines.append(f"- … and {len(problems) - 50} more")
     return "\n".join(lines) + "\n" + sops

@@ -126,8 +126,8 @@ def _go_agrees(regex: object) -> bool:
     """Would Go's regexp (what sops uses) read ``regex`` as Python does? `{,n}` is a
     repetition to Python and literal text to Go; lookarounds and back-references do not
     compile in Go. When unsure, pkic leaves the choice of rule to sops itself."""
-    return (isinstance(regex, str) and not any(t in regex for t in ("{,", "(?=", "(?!", "(?<", "[:", "[=", "[."))
-            and not re.search(r"\\[1-9]", regex))  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
+    return (isinstance(regex, str) and regex.isascii() and not any(t in regex for t in ("{,", "(?=", "(?!", "(?<", "[:", "[=", "[."))
+            and not re.search(r"\\[1-9]", regex) and not re.search(r"\(\?[a-zA-Z]", regex.replace("(?P<", "")))  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
 
 
 def creation_rules(repo: Path) -> list | None:
@@ -439,10 +439,20 @@ def normalise(rule: dict) -> dict:
             "mac_only_encrypted": bool(rule.get("mac_only_encrypted"))}
 
 
+_digests: dict[int, tuple[dict, str]] = {}  # id(rule) -> (rule, digest): rules are shared, never mutated
+
+
 def rule_digest(rule: dict) -> str:
     import json
 
-    return hashlib.sha256(json.dumps(rule, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    hit = _digests.get(id(rule))
+    if hit is not None and hit[0] is rule:
+        return hit[1]
+    digest = hashlib.sha256(json.dumps(rule, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+    if len(_digests) > 1000:
+        _digests.clear()
+    _digests[id(rule)] = (rule, digest)
+    return digest
 
 
 def resolved_rule(repo: Path, rel_path: str) -> dict:
@@ -453,11 +463,20 @@ def resolved_rule(repo: Path, rel_path: str) -> dict:
     return resolved_from(creation_rules(repo), rel_path)
 
 
+_normalised: dict[int, tuple[object, dict]] = {}  # id(rule) -> (the rule, its normal form): a plan asks per key file
+
+
 def resolved_from(rules: list | None, rel_path: str) -> dict:
     """:func:`resolved_rule` on creation rules already read."""
     if rules is None:
         raise RuleError("there is no .sops.yaml")
     for i, rule in enumerate(rules):
+        hit = _normalised.get(id(rule))
+        if hit is not None and hit[0] is rule:
+            path_regex = rule.get("path_regex")
+            if path_regex and re.search(path_regex, rel_path) is None:
+                continue
+            return hit[1]
         if rule.get("filename_regex"):
             raise RuleError(f"rule {i + 1} uses filename_regex: write path_regex instead (pkic reads only path_regex)")
         path_regex = rule.get("path_regex")
@@ -467,9 +486,13 @@ def resolved_from(rules: list | None, rel_path: str) -> dict:
         if path_regex and re.search(path_regex, rel_path) is None:
             continue
         try:
-            return normalise(rule)
+            norm = normalise(rule)
         except RuleError as exc:
             raise RuleError(f"rule {i + 1}: {exc}") from None
+        if len(_normalised) > 1000:
+            _normalised.clear()
+        _normalised[id(rule)] = (rule, norm)
+        return norm
     raise RuleError(f"no creation rule matches {rel_path}")
 
 
@@ -526,6 +549,53 @@ def _comparable(master: str) -> str:
     elif kind == "kms":
         value = re.split(r"[+|]", value, maxsplit=1)[0]
     return f"{kind}:{value.rstrip('/')}"
+
+
+def comparable(rule: dict) -> dict:
+    """A normalised rule in the form a key file's metadata can be compared with: master
+    keys as identities, a threshold always given for key groups, the selector."""
+    groups = sorted(sorted({_comparable(m) for m in g}) for g in rule["groups"])
+    threshold = (rule.get("threshold") or len(groups)) if len(groups) > 1 else None
+    return {"groups": groups, "threshold": threshold, "encrypt": dict(rule.get("encrypt") or {}), "mac_only_encrypted": bool(rule.get("mac_only_encrypted"))}
+
+
+def file_rule(text: str) -> dict | None:
+    """What a SOPS YAML document's metadata says it was encrypted under, in the form of
+    :func:`comparable` (None: not a document pkic can read)."""
+    try:
+        doc = YAML(typ="safe").load(text)
+    except Exception:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):
+        return None
+    meta = doc["sops"]
+    groups = []
+    if meta.get("key_groups") is not None:
+        if not isinstance(meta["key_groups"], list):
+            return None
+        for g in meta["key_groups"]:
+            ids = file_masters(yaml_dump_group(g))
+            if ids is None:
+                return None
+            groups.append(sorted(ids))
+    else:
+        ids = file_masters(text)
+        if ids is None:
+            return None
+        groups.append(sorted(ids))
+    groups.sort()
+    threshold = meta.get("shamir_threshold")
+    threshold = (threshold or len(groups)) if len(groups) > 1 else None
+    encrypt = {k: meta[k] for k in _SELECTORS if meta.get(k) is not None}
+    return {"groups": groups, "threshold": threshold, "encrypt": encrypt or {"unencrypted_suffix": "_unencrypted"},
+            "mac_only_encrypted": bool(meta.get("mac_only_encrypted"))}
+
+
+def yaml_dump_group(group: object) -> str:
+    """One key group of a document's metadata, as a document of its own (for file_masters)."""
+    import json
+
+    return json.dumps({"sops": group if isinstance(group, dict) else {"invalid": True}}, default=str)
 
 
 def masters(rule: dict) -> set[str]:

@@ -73,6 +73,9 @@ class State:
     # SOPS rules key files were ever encrypted under: digest -> normalised rule. A record
     # names its key's rules in ``key_rules`` (oldest first; the last is the file's now)
     rules: dict[str, dict] = field(default_factory=dict)
+    # the lifecycle settings the last apply acted under (publication lifetimes, renewal
+    # windows, revoke_superseded, publish...): a change of them is spec-driven work
+    settings: dict | None = None
 
     def compromised_keys(self) -> set[str]:
         return {c["public_key_sha256"] for c in self.compromised if c.get("public_key_sha256")}
@@ -127,6 +130,7 @@ class State:
             f' "lineage": {json.dumps(self.lineage)},\n'
             f' "responders": {section(self.responders, True)},\n'
             f' "serial": {self.serial},\n'
+            f' "settings": {json.dumps(self.settings, sort_keys=True, ensure_ascii=False)},\n'
             f' "sops_rules": {section(self.rules, False)},\n'
             f' "version": {STATE_VERSION}\n'
             "}\n"
@@ -215,7 +219,9 @@ class State:
         if op.get("rules"):
             for d, rule in op["rules"].items():
                 self.rules.setdefault(d, rule)
-        if kind == "reencrypted":
+        if kind == "settings":
+            self.settings = op["settings"]
+        elif kind == "reencrypted":
             self.record_reencrypted(op["name"], op.get("authority"), op["rule"], op["public_key_sha256"], op.get("key_file_sha256"))
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
@@ -278,7 +284,10 @@ def load_state(repo: Path) -> State:
     rules = body.get("sops_rules") or {}
     if not isinstance(rules, dict) or not all(isinstance(d, str) and isinstance(r, dict) and isinstance(r.get("groups"), list) for d, r in rules.items()):
         raise fail(STATE_PATH, "the state is damaged (sops_rules)", "restore it from git")
-    return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [], rules)
+    settings = body.get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        raise fail(STATE_PATH, "the state is damaged (settings)", "restore it from git")
+    return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [], rules, settings)
 
 
 _STATUSES = frozenset({ACTIVE, SUPERSEDED, REVOKED})

@@ -311,3 +311,22 @@ def test_a_long_plan_fits_a_comment_and_the_digest_covers_all_of_it(forge):
     assert cut.startswith("<!-- pkic-plan -->\n### pkic plan: 700 to issue")
     assert "more: the full plan is in the job summary" in cut and "`svc-0000`" in cut and "`svc-0699`" not in cut
     assert f"Pki-Plan: {digest}" in cut and f"Pki-Plan: {digest}" in full
+
+
+def test_a_responder_key_renewed_under_a_changed_rule_needs_review(forge):
+    """A rule aimed at one delegated OCSP responder's key file, merged just before that
+    responder is due: the renewal would encrypt its new key to the added recipient."""
+    attacker = str(pyrage.x25519.Identity.generate().to_public())
+
+    def prepend(a: Path) -> None:
+        text = (a / ".sops.yaml").read_text()
+        team = text.split("age: ")[1].split()[0]
+        rule = f"  - path_regex: ^out/keys/ocsp-responders/services-ca\\.sops\\.yaml$\n    encrypted_regex: ^private_key$\n    age: {team},{attacker}\n"
+        (a / ".sops.yaml").write_text(text.replace("creation_rules:\n", "creation_rules:\n" + rule, 1))
+    forge.pull_request("responder-backup", prepend)
+    body = json.loads(forge.pkic("plan", "--json", "--now", T_WEB, cwd=forge.clone("view")).stdout)
+    assert [p["name"] for p in body["responders"]] == ["services-ca"] and not body["reencrypt"]
+    assert body["needs_review"] and body["responder_keys"][0]["authority"] == "services-ca"
+    assert f"age:{attacker}" in body["responder_keys"][0]["rule"]["groups"][0]
+    run = forge.ci(T_WEB, plan=False, args=("--reviewed", "none"))
+    assert_refused(run, "no reviewed plan")
