@@ -19,6 +19,7 @@ along a redirect) and never appears in an error. Nothing here prints: the CLI do
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import ipaddress
 import json
@@ -127,10 +128,12 @@ class GitHub:
                 if length is not None and length.isdigit() and int(length) > limit:
                     raise refuse(f"{what}: the response is {int(length)} bytes, over the {limit}-byte limit")
                 raw = resp.read(limit + 1)
+                if length is not None and length.isdigit() and len(raw) < int(length):
+                    raise refuse(f"{what}: the response was cut short ({len(raw)} of {int(length)} bytes)", "try again")
         except urllib.error.HTTPError as exc:
             raise refuse(f"{what}: HTTP {exc.code} {exc.reason}{_github_message(exc)}", _status_hint(exc.code)) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
             raise refuse(f"{what}: cannot reach {self.base} ({reason})", "check GITHUB_API_URL and the network") from None
         if len(raw) > limit:
             raise refuse(f"{what}: the response is over the {limit}-byte limit")

@@ -17,8 +17,10 @@ refused with one clear message, no traceback, and never the token in the output:
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from fakegithub import BOT, TOKEN, TRUSTED, FakeGitHub, sha, user, zip_of
@@ -373,3 +375,24 @@ def test_record_writes_the_provenance_of_a_successful_plan(pkic, tmp_path, gh):
             "the plan has no reviewed_digest")
     refused(ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", "main", "--head-repo", "mallory/pki", "--plan", str(plan)),
             "is not a commit SHA")
+
+
+def test_a_response_cut_short_is_one_error(pkic, gh):
+    """A server that promises 1000 bytes and closes after 10: an error, not a crash."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/json\r\n\r\n{"default')
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    env = {**gh.env(), "GITHUB_API_URL": f"http://127.0.0.1:{server.getsockname()[1]}"}
+    p = pkic("ci", "reviewed-digest", "--repo", "acme/pki", "--sha", MERGE, env=env)
+    thread.join(5)
+    server.close()
+    refused(p, "GET /repos/acme/pki: the response was cut short (9 of 1000 bytes)")

