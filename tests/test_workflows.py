@@ -18,16 +18,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
-import zipfile
 from pathlib import Path
 
 import pytest
