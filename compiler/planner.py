@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .errors import fail
@@ -306,7 +306,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     if moves:
         import copy
 
-        state = State(state.lineage, state.serial, copy.deepcopy(state.certificates), state.pending, state.crls, state.responders, state.compromised, state.rules)
+        state = replace(state, certificates=copy.deepcopy(state.certificates))
         for old, new in moves:
             state.record_moved(old, new)
     plan.moves = moves
