@@ -155,3 +155,25 @@ def test_the_manual_override_is_not_open_to_every_writer(gh, pkic, tmp_path):
     p = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", s["run"]], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     assert f"digest={combined}" not in out.read_text(), ("a writer's override digest reaches the apply job", p.stdout, p.stderr)
+
+
+# --------------------------------------------------------------------------- 4. a merge that starts no apply
+
+
+@pytest.mark.parametrize("title", ["Add api certificate [skip ci]", "[ci skip] add api", "add api [no ci]", "add api [skip actions]",
+                                   "add api [actions skip]"])
+def test_a_pull_request_whose_merge_would_start_no_apply_is_not_planned(gh, pkic, tmp_path, title):
+    """GitHub starts no `push` workflow for a commit whose message holds `[skip ci]`,
+    `[ci skip]`, `[no ci]`, `[skip actions]` or `[actions skip]`, and the merge commit's
+    message carries the pull request's title (squash: title and commits). The author
+    titles the pull request so; its head commit is clean, so plan.yml and the trusted
+    plan run and the plan is posted; after review and merge apply.yml never runs: the
+    reviewed change is silently not applied. Worse, every daily renew then meets
+    unapplied spec-driven work and refuses (`--reviewed none`), CRL and OCSP re-signing
+    included, until someone uses the override. The trusted plan must refuse (or at
+    least fail the plan of) such a pull request."""
+    pr = gh.pull(7, HEAD)
+    pr["title"] = title
+    pr["body"] = "skip-checks: true"
+    p = ci(pkic, gh, "find-pr", "--repo", "acme/pki", "--head-sha", HEAD, "--head-repo", "acme/pki")
+    assert p.returncode != 0 and "skip" in p.stderr.lower(), ("a pull request whose merge starts no apply is planned as usual", p.stdout, p.stderr)
