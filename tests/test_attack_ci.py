@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
+import sys
 
 import pytest
 from fakegithub import TOKEN, FakeGitHub, sha
@@ -103,11 +103,10 @@ def test_a_plan_made_against_another_base_is_not_the_plan_of_the_merge(gh, pkic,
            "BASE_SHA": out["base_sha"], "GITHUB_REPOSITORY": "acme/pki", "PATH": f"{tmp_path}/bin:/usr/bin:/bin"}
     (tmp_path / "bin").mkdir()
     shim = tmp_path / "bin" / "pkic"
-    import sys
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m compiler.cli \"$@\"\n")
     shim.chmod(0o755)
     (tmp_path / "pkic-trusted-plan").mkdir()
-    rec = subprocess.run(["bash", "-eo", "pipefail", "-c", line.split(">")[0]], cwd=tmp_path, capture_output=True, text=True,
+    rec = subprocess.run(["bash", "-eo", "pipefail", "-c", line.split(">")[0]], cwd=tmp_path, capture_output=True, text=True, check=False,
                          env={**pkic.env, **env})
     assert rec.returncode == 0, rec.stderr
     record = json.loads(rec.stdout)
@@ -141,7 +140,6 @@ def test_the_manual_override_is_not_open_to_every_writer(gh, pkic, tmp_path):
     gh.override["/repos/acme/pki/collaborators/mallory/permission"] = (
         200, json.dumps({"permission": "write", "role_name": "write", "user": {"login": "mallory"}}).encode())
     (tmp_path / "bin").mkdir()
-    import sys
     shim = tmp_path / "bin" / "pkic"
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m compiler.cli \"$@\"\n")
     shim.chmod(0o755)
@@ -153,7 +151,7 @@ def test_the_manual_override_is_not_open_to_every_writer(gh, pkic, tmp_path):
            "GITHUB_ACTOR": "mallory", "GITHUB_SHA": sha("main-tip"), "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary),
            "GITHUB_TOKEN": TOKEN, "OVERRIDE": combined}
     p = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", s["run"]], cwd=tmp_path, env=env,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert f"digest={combined}" not in out.read_text(), ("a writer's override digest reaches the apply job", p.stdout, p.stderr)
 
 
