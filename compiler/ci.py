@@ -279,7 +279,7 @@ def pr_of_workflow_run(gh: GitHub, repo: str, event: Any) -> PullRequest:
 # --------------------------------------------------------------------------- the trusted record
 
 
-def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any) -> dict:
+def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any, base_ref: str = "") -> dict:
     """The provenance record the trusted plan job uploads: which pull request and head it
     planned, and the plan's reviewed digest."""
     check_repo(repo)
@@ -289,7 +289,9 @@ def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any) -> dict
         raise refuse("the plan has no reviewed_digest (64 hex)", "give the output of `pkic plan --json` that succeeded")
     if pr <= 0:
         raise refuse(f"--pr {pr} is not a pull request number")
-    return {"format": 1, "repository": repo, "pr": pr, "head_sha": head_sha, "head_repo": head_repo,
+    if not base_ref or "\n" in base_ref:
+        raise refuse("--base-ref: the branch the plan was made against is required")
+    return {"format": 1, "repository": repo, "pr": pr, "head_sha": head_sha, "head_repo": head_repo, "base_ref": base_ref,
             "reviewed_digest": plan["reviewed_digest"], "needs_review": plan.get("needs_review")}
 
 
@@ -299,6 +301,11 @@ def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any) -> dict
 def comment_body(markdown: str, run_id: int, run_url: str, head_sha: str, errors: str = "") -> str:
     """The plan comment: the marker naming this run, the markdown plan, a note on where
     apply takes the digest from, and the plan's errors (if it failed)."""
+    head, text, foot = _comment_parts(markdown, run_id, run_url, head_sha, errors)
+    return head + text + foot
+
+
+def _comment_parts(markdown: str, run_id: int, run_url: str, head_sha: str, errors: str = "") -> tuple[str, str, str]:
     first, _, rest = markdown.partition("\n")
     text = rest if first.startswith(MARKER) else markdown
     errors = errors.strip()
@@ -312,7 +319,31 @@ def comment_body(markdown: str, run_id: int, run_url: str, head_sha: str, errors
     room = COMMENT_LIMIT - len(head) - len(foot) - 200
     if len(text) > room:
         text = text[:room] + "\n\n… (cut at GitHub's comment limit: the full plan is in the run's job summary)\n"
-    return head + text.rstrip("\n") + "\n" + foot
+    return head, text.rstrip("\n") + "\n", foot
+
+
+def check_comments(comments: list[str], run_id: int, files: dict[str, bytes], head_sha: str) -> None:
+    """Every plan comment of pkic's on the pull request shows exactly the trusted run's
+    plan (plan.md and plan-errors.txt of its artifact): a comment edited, or a second
+    one posted, by anything that can comment as the bot (another workflow's token) and
+    naming the genuine run, cannot show the reviewer another plan than the one applied."""
+    if "plan.md" not in files:
+        raise refuse(f"run {run_id}: the artifact holds no plan.md: what the reviewer saw cannot be checked")
+    try:
+        markdown = files["plan.md"].decode("utf-8")
+        errors = files.get("plan-errors.txt", b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise refuse(f"run {run_id}: plan.md is not UTF-8") from None
+    head, text, _ = _comment_parts(markdown, run_id, "", head_sha, errors)
+    foot_start = f"\n<sub>Planned by the trusted workflow on the default branch, [run {int(run_id)}]("
+    for body in comments:
+        shown = body[len(head):] if body.startswith(head) else None
+        if shown is None or not shown.startswith(text) or not shown[len(text):].startswith(foot_start) \
+                or not shown.endswith(f"at head `{head_sha}`. apply takes the reviewed digest from that run's artifact, never from this comment.</sub>\n") \
+                or "\n" in shown[len(text) + len(foot_start):-1]:
+            raise refuse(f"a plan comment naming run {run_id} does not show that run's plan (edited, or posted by something else): "
+                         "the reviewer may have seen another plan than the one that would be applied",
+                         "delete the other comments, re-run the trusted plan (push to the pull request), review and merge again; or use the manual override")
 
 
 def _ours(comment: Any, bot: str) -> bool:
@@ -447,6 +478,12 @@ def read_provenance(gh: GitHub, repo: str, run_id: int) -> dict:
 def _provenance_from_zip(raw: bytes, run_id: int) -> dict:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            files: dict[str, bytes] = {}
+            for name in ("plan.md", "plan-errors.txt"):  # what the comment must show
+                found = [i for i in archive.infolist() if i.filename == name]
+                if len(found) == 1 and found[0].file_size <= COMMENT_LIMIT * 4:
+                    with archive.open(found[0]) as member:
+                        files[name] = member.read(COMMENT_LIMIT * 4 + 1)
             infos = [i for i in archive.infolist() if i.filename == PROVENANCE]
             if len(infos) != 1:
                 raise refuse(f"run {run_id}: the {ARTIFACT} artifact has no single {PROVENANCE}: the trusted plan did not succeed")
@@ -464,6 +501,7 @@ def _provenance_from_zip(raw: bytes, run_id: int) -> dict:
         raise refuse(f"run {run_id}: {PROVENANCE} is not JSON") from None
     if not isinstance(record, dict) or record.get("format") != 1:
         raise refuse(f"run {run_id}: {PROVENANCE} is not a format-1 pkic provenance record")
+    record["_files"] = files
     return record
 
 
@@ -503,5 +541,10 @@ def reviewed_digest(gh: GitHub, repo: str, sha: str, workflow: str = TRUSTED_WOR
     if problems:
         raise refuse(f"the trusted plan of run {run_id} is not the plan of what was merged: " + "; ".join(problems),
                      "push to the pull request so the trusted plan runs on its final head, review, merge again; or apply with the manual override")
+    if rec.get("base_ref") != default_branch:
+        raise refuse(f"the trusted plan of run {run_id} was made against {rec.get('base_ref')!r}, not the default branch {default_branch!r} "
+                     "(the pull request was retargeted after its plan?)", "push to the pull request so the trusted plan runs against the default branch")
+    comments = [c["body"] for c in gh.pages(f"{_repo_path(repo)}/issues/{int(pr.number)}/comments") if _ours(c, bot)]
+    check_comments(comments, run_id, rec.get("_files") or {}, pr.head_sha)
     notes.append(f"its artifact records pull request #{pr.number} at head {pr.head_sha[:12]}: reviewed digest {digest}")
     return Reviewed(digest, notes)

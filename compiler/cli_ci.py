@@ -82,9 +82,10 @@ def record(
     head_sha: str = typer.Option(..., "--head-sha", help="the head commit planned"),
     head_repo: str = typer.Option(..., "--head-repo", help="the repository that head comes from"),
     plan: Path = typer.Option(..., "--plan", help="the output of `pkic plan --json`"),
+    base_ref: str = typer.Option(..., "--base-ref", help="the branch the plan was made against (apply requires the default branch)"),
 ) -> None:
     """Print the provenance record the trusted plan uploads (provenance.json)."""
-    body = ci.record(repo, pr, head_sha, head_repo, _json(plan, "plan"))
+    body = ci.record(repo, pr, head_sha, head_repo, _json(plan, "plan"), base_ref)
     _emit(json.dumps(body, indent=1, sort_keys=True))
 
 

@@ -38,16 +38,26 @@ def gh():
 
 
 def provenance(**over) -> dict:
-    rec = {"format": 1, "repository": "acme/pki", "pr": 7, "head_sha": HEAD, "head_repo": "acme/pki",
+    rec = {"format": 1, "repository": "acme/pki", "pr": 7, "head_sha": HEAD, "head_repo": "acme/pki", "base_ref": "main",
            "reviewed_digest": DIGEST, "needs_review": True}
     rec.update(over)
     return {k: v for k, v in rec.items() if v is not None}
 
 
+PLAN_MD = "<!-- pkic-plan -->\n### pkic plan: 1 to issue\n\n`Pki-Plan: " + "e" * 64 + "`\n"
+
+
+def genuine_comment(run: int = RUN, head: str | None = None) -> str:
+    """The comment the trusted run posts: its plan.md (PLAN_MD), naming the run."""
+    from compiler.ci import comment_body
+
+    return comment_body(PLAN_MD, run, f"https://github.example/acme/pki/actions/runs/{run}", head or HEAD)
+
+
 def merged(gh: FakeGitHub, run: int = RUN, **run_fields) -> None:
     """Pull request #7, head HEAD, merged as MERGE, planned by the trusted run ``run``."""
     gh.pull(7, HEAD, merged_as=MERGE)
-    gh.comment(7, f"<!-- pkic-plan run-id={run} -->\n### pkic plan: 1 to issue\n\n`Pki-Plan: {'e' * 64}`\n")
+    gh.comment(7, genuine_comment(run))
     gh.run(run, **run_fields)
 
 
@@ -75,7 +85,7 @@ def refused(p: subprocess.CompletedProcess, *needles: str) -> None:
 
 def test_good_path_prints_the_artifacts_digest_and_the_token_goes_only_to_the_api(gh, pkic):
     merged(gh)
-    gh.artifact(RUN, {"provenance.json": json.dumps(provenance()), "plan.md": "<!-- pkic-plan -->\n"})
+    gh.artifact(RUN, {"provenance.json": json.dumps(provenance()), "plan.md": PLAN_MD})
     p = digest_of(pkic, gh)
     assert p.returncode == 0, p.stderr
     assert p.stdout == DIGEST + "\n"
@@ -148,7 +158,7 @@ def test_an_artifact_that_records_something_else_is_refused(gh, pkic, record, ne
 
 def test_a_fork_whose_repository_is_gone_is_checked_by_number_and_head(gh, pkic):
     gh.pull(7, HEAD, merged_as=MERGE, head_repo="-")
-    gh.comment(7, f"<!-- pkic-plan run-id={RUN} -->\nplan")
+    gh.comment(7, genuine_comment())
     gh.run(RUN)
     gh.artifact(RUN, {"provenance.json": json.dumps(provenance(head_repo="mallory/pki"))})
     assert digest_of(pkic, gh).stdout == DIGEST + "\n"
@@ -341,8 +351,11 @@ def test_comment_posts_then_updates_only_the_bots_own_comment(gh, pkic, tmp_path
     gh.pulls[7].update(state="closed", merged_at="2026-11-28T10:00:00Z", merge_commit_sha=MERGE)
     gh.commit_pulls[MERGE] = [7]
     gh.run(502)
-    gh.artifact(502, {"provenance.json": json.dumps(provenance())})
+    gh.artifact(502, {"provenance.json": json.dumps(provenance()), "plan.md": plan.read_text(), "plan-errors.txt": errors.read_text()})
     assert digest_of(pkic, gh).stdout == DIGEST + "\n"
+    # the comment shows the run's plan (plan.md, errors) and nothing else: an edit is refused
+    gh.comments[7][1]["body"] = gh.comments[7][1]["body"].replace("1 to issue", "nothing to do")
+    refused(digest_of(pkic, gh), "does not show that run's plan")
 
 
 def test_comment_is_not_posted_for_a_head_the_pull_request_left(gh, pkic, tmp_path):
@@ -366,14 +379,14 @@ def test_comment_body_fits_githubs_limit(gh, pkic, tmp_path):
 def test_record_writes_the_provenance_of_a_successful_plan(pkic, tmp_path, gh):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"reviewed_digest": DIGEST, "needs_review": False, "changes": []}))
-    p = ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", HEAD, "--head-repo", "mallory/pki", "--plan", str(plan))
+    p = ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", HEAD, "--head-repo", "mallory/pki", "--base-ref", "main", "--plan", str(plan))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"format": 1, "repository": "acme/pki", "pr": 7, "head_sha": HEAD, "head_repo": "mallory/pki",
-                                    "reviewed_digest": DIGEST, "needs_review": False}
+                                    "base_ref": "main", "reviewed_digest": DIGEST, "needs_review": False}
     plan.write_text(json.dumps({"errors": ["seal"]}))
-    refused(ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", HEAD, "--head-repo", "mallory/pki", "--plan", str(plan)),
+    refused(ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", HEAD, "--head-repo", "mallory/pki", "--base-ref", "main", "--plan", str(plan)),
             "the plan has no reviewed_digest")
-    refused(ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", "main", "--head-repo", "mallory/pki", "--plan", str(plan)),
+    refused(ci(pkic, gh, "record", "--repo", "acme/pki", "--pr", "7", "--head-sha", "main", "--head-repo", "mallory/pki", "--base-ref", "main", "--plan", str(plan)),
             "is not a commit SHA")
 
 
