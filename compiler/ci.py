@@ -58,6 +58,8 @@ TIMEOUT = 30
 HEX40 = re.compile(r"[0-9a-f]{40}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
+# what makes GitHub start no workflow run for a pushed commit (its message holds one)
+SKIP_DIRECTIVE = re.compile(r"\[(?:skip ci|ci skip|no ci|skip actions|actions skip)\]|skip-checks\s*:\s*true", re.IGNORECASE)
 RUN_MARKER = re.compile(r"<!-- pkic-plan run-id=([0-9]{1,20}) -->")
 
 
@@ -209,6 +211,8 @@ class PullRequest:
     base_sha: str
     merged: bool
     merge_commit_sha: str | None
+    title: str = ""
+    body: str = ""
 
     @classmethod
     def of(cls, raw: Any) -> PullRequest:
@@ -221,7 +225,7 @@ class PullRequest:
                        head_repo=(head.get("repo") or {}).get("full_name"), head_ref=str(head.get("ref")),
                        base_repo=str((base.get("repo") or {}).get("full_name")), base_ref=str(base["ref"]),
                        base_sha=str(base.get("sha")), merged=bool(raw.get("merged_at")),
-                       merge_commit_sha=raw.get("merge_commit_sha"))
+                       merge_commit_sha=raw.get("merge_commit_sha"), title=str(raw.get("title") or ""), body=str(raw.get("body") or ""))
         except (KeyError, TypeError, AttributeError):
             raise refuse("a pull request in the API's answer lacks number, head or base") from None
 
@@ -254,6 +258,12 @@ def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list |
         candidates = [PullRequest.of(p) for p in gh.pages(f"{_repo_path(repo)}/pulls", **params)]
     matches = [p for p in candidates if p.state == "open" and p.head_sha == head_sha
                and same_repo(p.head_repo, head_repo) and same_repo(p.base_repo, repo)]
+    for p in matches:
+        skip = SKIP_DIRECTIVE.search(p.title + "\n" + p.body)
+        if skip:
+            raise refuse(f"pull request #{p.number} says {skip.group(0)!r} in its title or description: GitHub would skip every workflow, apply included, for its merge "
+                         "(the merge commit's message carries them), and the reviewed change would silently never be applied",
+                         "remove it from the title and the description; the plan runs again on the next push")
     if len(matches) != 1:
         found = "no" if not matches else f"{len(matches)} ({', '.join(f'#{p.number}' for p in matches)})"
         raise refuse(f"{found} open pull request into {repo} has head {head_sha[:12]} from {head_repo}; exactly one must",
@@ -503,6 +513,22 @@ def _provenance_from_zip(raw: bytes, run_id: int) -> dict:
         raise refuse(f"run {run_id}: {PROVENANCE} is not a format-1 pkic provenance record")
     record["_files"] = files
     return record
+
+
+def override(gh: GitHub, repo: str, actor: str, digest: str) -> str:
+    """The manual override: only a repository admin (who may bypass review anyway) may
+    name a digest to apply; a writer (every same-repository pull request author) may not."""
+    check_repo(repo)
+    if not HEX64.fullmatch(digest or ""):
+        raise refuse("the override must be a Pki-Plan digest (64 lowercase hex)")
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?", actor or ""):
+        raise refuse(f"{actor[:40]!r} is not a GitHub login")
+    answer = gh.get(f"{_repo_path(repo)}/collaborators/{actor}/permission")
+    permission = answer.get("permission") if isinstance(answer, dict) else None
+    if permission != "admin":
+        raise refuse(f"{actor} may not override the review: their permission on {repo} is {permission!r}, not admin",
+                     "ask a repository admin to run the override, or get the change reviewed through a pull request")
+    return digest
 
 
 def reviewed_digest(gh: GitHub, repo: str, sha: str, workflow: str = TRUSTED_WORKFLOW, bot: str = BOT) -> Reviewed:

@@ -114,6 +114,16 @@ def comment(
         _note(f"{posted.action.capitalize()} the plan comment {posted.comment_id} on pull request #{pr} (run {run_id}).")
 
 
+@ci_app.command("override")
+def override(
+    repo: str = typer.Option(..., "--repo", envvar="GITHUB_REPOSITORY", help=REPO_HELP),
+    actor: str = typer.Option(..., "--actor", envvar="GITHUB_ACTOR", help="who asks for the override ($GITHUB_ACTOR)"),
+    digest: str = typer.Option(..., "--digest", help="the Pki-Plan digest to apply"),
+) -> None:
+    """Print DIGEST if ACTOR is an admin of the repository (checked through the API): the logged manual override."""
+    _emit(ci.override(ci.GitHub.from_env(), repo, actor, digest))
+
+
 @ci_app.command("reviewed-digest")
 def reviewed_digest(
     repo: str = typer.Option(..., "--repo", envvar="GITHUB_REPOSITORY", help=REPO_HELP),

@@ -135,7 +135,9 @@ def test_templates_are_this_repos_workflows_and_init_writes_them(repo):
 def test_triggers():
     docs = {name: load(name) for name in SHIPPED}
     # plan.yml: every pull request, no filter (a change to .sops.yaml, out/ or a workflow gets a plan)
-    assert docs["plan.yml"]["on"] == {"pull_request": None}
+    # (edited too: a pull request retargeted to another base is planned again)
+    assert docs["plan.yml"]["on"] == {"pull_request": {"types": ["opened", "synchronize", "reopened", "edited"]}}
+    assert "paths" not in docs["plan.yml"]["on"]["pull_request"] and "branches" not in docs["plan.yml"]["on"]["pull_request"]
     # the trusted plan: after the pull request's own run, by that workflow's name
     assert docs["plan-trusted.yml"]["on"] == {"workflow_run": {"workflows": [docs["plan.yml"]["name"]], "types": ["completed"]}}
     assert "pull_request" not in docs["plan-trusted.yml"]["on"]
