@@ -311,11 +311,8 @@ def read_value(text: str, key: str, idents: list) -> str | None:
 
     None when the document is not something this reader handles (other backends, nested
     documents, no matching identity...): the caller then asks the real binary."""
-    try:
-        doc = YAML(typ="safe").load(text)
-    except Exception:
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):
+    doc = _sops_doc(text)
+    if doc is None:
         return None
     meta = doc["sops"]
     if any(meta.get(k) for k in ("kms", "gcp_kms", "azure_kv", "hc_vault", "pgp", "key_groups", "shamir_threshold")):
@@ -562,28 +559,18 @@ def comparable(rule: dict) -> dict:
 def file_rule(text: str) -> dict | None:
     """What a SOPS YAML document's metadata says it was encrypted under, in the form of
     :func:`comparable` (None: not a document pkic can read)."""
-    try:
-        doc = YAML(typ="safe").load(text)
-    except Exception:
+    meta = sops_meta(text)
+    if meta is None:
         return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):
-        return None
-    meta = doc["sops"]
-    groups = []
     if meta.get("key_groups") is not None:
         if not isinstance(meta["key_groups"], list):
             return None
-        for g in meta["key_groups"]:
-            ids = file_masters(yaml_dump_group(g))
-            if ids is None:
-                return None
-            groups.append(sorted(ids))
+        found = [_group_masters(g) for g in meta["key_groups"]]
     else:
-        ids = file_masters(text)
-        if ids is None:
-            return None
-        groups.append(sorted(ids))
-    groups.sort()
+        found = [_group_masters(meta)]
+    if any(g is None for g in found):
+        return None
+    groups = sorted(sorted(g) for g in found if g is not None)
     threshold = meta.get("shamir_threshold")
     threshold = (threshold or len(groups)) if len(groups) > 1 else None
     encrypt = {k: meta[k] for k in _SELECTORS if meta.get(k) is not None}
@@ -591,60 +578,76 @@ def file_rule(text: str) -> dict | None:
             "mac_only_encrypted": bool(meta.get("mac_only_encrypted"))}
 
 
-def yaml_dump_group(group: object) -> str:
-    """One key group of a document's metadata, as a document of its own (for file_masters)."""
-    import json
-
-    return json.dumps({"sops": group if isinstance(group, dict) else {"invalid": True}}, default=str)
-
-
 def masters(rule: dict) -> set[str]:
     """Every master key of a normalised rule, comparable with :func:`file_masters`."""
     return {_comparable(k) for g in rule["groups"] for k in g}
 
 
-def file_masters(text: str) -> set[str] | None:
-    """The master keys a SOPS YAML document's own metadata names (None: not a SOPS
-    document pkic can read). Anything there beyond the recorded rule's keys is a backend
-    sops would contact with CI's credentials: the caller refuses the file."""
+def _sops_doc(text: str) -> dict | None:
+    """A SOPS YAML document with its ``sops`` metadata (None: not one pkic can read)."""
     try:
         doc = YAML(typ="safe").load(text)
     except Exception:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):
         return None
-    meta = doc["sops"]
+    return doc
+
+
+def sops_meta(text: str) -> dict | None:
+    """The ``sops`` metadata of a SOPS YAML document (None: not one pkic can read)."""
+    doc = _sops_doc(text)
+    return doc["sops"] if doc is not None else None
+
+
+_FILE_BACKENDS = ("age", "pgp", "kms", "gcp_kms", "azure_kv", "hc_vault", "hckms")
+
+
+def _file_ident(kind: str, item: dict) -> str:
+    if kind == "age":
+        return str(item.get("recipient"))
+    if kind == "pgp":
+        return str(item.get("fp"))
+    if kind == "kms":
+        return str(item.get("arn"))
+    if kind == "gcp_kms":
+        return str(item.get("resource_id"))
+    if kind == "azure_kv":
+        return f"{item.get('vault_url')}/keys/{item.get('name')}/{item.get('version')}"
+    if kind == "hc_vault":
+        return f"{item.get('vault_address')}/v1/{item.get('engine_path')}/keys/{item.get('key_name')}"
+    return str(item.get("key_id"))
+
+
+def _group_masters(group: object) -> set[str] | None:
+    """The master keys one mapping of metadata (the top level, or one key group) names."""
+    if not isinstance(group, dict):
+        return None
     out: set[str] = set()
+    for k, v in group.items():
+        if k not in _FILE_BACKENDS or v is None:
+            continue
+        if not isinstance(v, list) or not all(isinstance(item, dict) for item in v):
+            return None
+        out.update(f"{k}:{_file_ident(k, item).rstrip('/')}" for item in v)
+    return out
 
-    def ident(kind: str, item: dict) -> str:
-        if kind == "age":
-            return str(item.get("recipient"))
-        if kind == "pgp":
-            return str(item.get("fp"))
-        if kind == "kms":
-            return str(item.get("arn"))
-        if kind == "gcp_kms":
-            return str(item.get("resource_id"))
-        if kind == "azure_kv":
-            return f"{item.get('vault_url')}/keys/{item.get('name')}/{item.get('version')}"
-        if kind == "hc_vault":
-            return f"{item.get('vault_address')}/v1/{item.get('engine_path')}/keys/{item.get('key_name')}"
-        return str(item.get("key_id"))
 
-    def add(items: object) -> bool:
-        if not isinstance(items, dict):
-            return False
-        for k, v in items.items():
-            if k not in ("age", "pgp", "kms", "gcp_kms", "azure_kv", "hc_vault", "hckms") or v is None:
-                continue
-            if not isinstance(v, list) or not all(isinstance(item, dict) for item in v):
-                return False
-            out.update(f"{k}:{ident(k, item).rstrip('/')}" for item in v)
-        return True
-
-    if not add(meta):
+def file_masters(text: str) -> set[str] | None:
+    """The master keys a SOPS YAML document's own metadata names (None: not a SOPS
+    document pkic can read). Anything there beyond the recorded rule's keys is a backend
+    sops would contact with CI's credentials: the caller refuses the file."""
+    meta = sops_meta(text)
+    out = _group_masters(meta) if meta is not None else None
+    if meta is None or out is None:
         return None
     groups = meta.get("key_groups")
-    if groups is not None and (not isinstance(groups, list) or not all(add(g) for g in groups)):
-        return None
+    if groups is not None:
+        if not isinstance(groups, list):
+            return None
+        for g in groups:
+            found = _group_masters(g)
+            if found is None:
+                return None
+            out |= found
     return out

@@ -15,14 +15,9 @@ import pytest
 
 pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
 from seclib import API, T1, T_WEB, assert_refused, edit_spec  # noqa: E402
+from test_reviewed import _reviewed_pr, _spec  # noqa: E402 - the same pull-request machinery
 
 pytest_plugins = ["seclib"]  # the forge, template and local fixtures
-
-
-def _spec(edit):
-    def change(a: Path) -> None:
-        (a / "pki.yaml").write_text(edit((a / "pki.yaml").read_text()))
-    return change
 
 
 def _add_api(a: Path) -> None:
@@ -32,22 +27,6 @@ def _add_api(a: Path) -> None:
 def _services_ca(extra: str):
     """services-ca gains settings (lines under it, indented by four)."""
     return _spec(lambda t: edit_spec(t, replace=(("    path_length: 0\n", "    path_length: 0\n" + extra),)))
-
-
-def _reviewed_pr(forge, branch: str, change, after=None, now: str = T1) -> str:
-    """A pull request: its plan is reviewed (the digest taken), then ``after`` (if any)
-    is pushed on top of it, and the pull request is merged. Returns the reviewed digest."""
-    a = forge.branch(branch, change)
-    p = forge.pkic("plan", "--json", "--now", now, cwd=a)
-    assert p.returncode == 0, p.stderr
-    reviewed = json.loads(p.stdout)["reviewed_digest"]
-    if after is not None:
-        after(a)
-        forge.git(a, "add", "-A")
-        forge.git(a, "commit", "-q", "-m", f"{branch}: one more thing")
-        forge.git(a, "push", "-q", "origin", branch)
-    forge.merge(branch)
-    return reviewed
 
 
 # --------------------------------------------------------------------------- 1. what the digest leaves out
