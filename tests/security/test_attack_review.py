@@ -15,7 +15,7 @@ import pytest
 
 pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
 from seclib import API, T1, T_WEB, assert_refused, edit_spec  # noqa: E402
-from test_reviewed import _reviewed_pr, _spec  # noqa: E402 - the same pull-request machinery
+from test_reviewed import _decrypts, _reviewed_pr, _spec  # noqa: E402 - the same pull-request machinery
 
 pytest_plugins = ["seclib"]  # the forge, template and local fixtures
 
@@ -154,22 +154,6 @@ def test_a_policy_diff_cannot_be_blanked_by_a_gitattributes_under_policies(forge
 
 
 # --------------------------------------------------------------------------- 3. .sops.yaml as planned intent
-
-
-def _decrypts(repo: Path, rel: str, identity, scratch: Path) -> bool:
-    """Does ``identity`` alone open ``rel`` with the real sops?"""
-    import os
-    import subprocess
-
-    from helpers import SOPS
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    ident = scratch / "id.txt"
-    ident.write_text(str(identity) + "\n")
-    p = subprocess.run([SOPS, "decrypt", "--extract", '["private_key"]', rel], cwd=repo, capture_output=True,
-                       env={"PATH": os.environ["PATH"], "HOME": str(scratch), "SOPS_AGE_KEY_FILE": str(ident)})
-    ident.unlink()
-    return p.returncode == 0 and b"PRIVATE KEY" in p.stdout
 
 
 def test_a_shamir_rule_shown_in_the_plan_is_the_one_sops_applies(forge, tmp_path):
