@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,35 @@ class KeyHandle:
         return f"<KeyHandle {self.key_type} {public_key_sha256(self.public_key())[:16]}>"
 
 
+_hardened = False
+
+
+def harden() -> None:
+    """Before the first private key exists in this process: no core dump (RLIMIT_CORE 0,
+    inherited by forked workers and by the sops child that pipes a clear key back) and,
+    on Linux, not dumpable (no core, no ptrace or /proc/<pid>/mem by other processes of
+    the same user). A crash must not leave a CA key in a core file in the repository."""
+    global _hardened
+    if _hardened:
+        return
+    _hardened = True
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        except (OSError, AttributeError):
+            pass
+
+
 def generate(key_type: str) -> KeyHandle:
+    harden()
     if key_type == "ecdsa-p256":
         key = ec.generate_private_key(ec.SECP256R1())
     elif key_type == "ecdsa-p384":
@@ -159,6 +188,9 @@ class Keystore:
     # the state is sealed (the apply identity wrote it): its recorded rules are trusted.
     # Unsealed, a network backend must also be named by .sops.yaml now (what a plan shows)
     trust_recorded: bool = False
+
+    def __post_init__(self) -> None:
+        harden()  # before anything is decrypted (apply, verify --keys)
 
     @property
     def sops(self) -> str:

@@ -330,3 +330,30 @@ def test_a_responder_key_renewed_under_a_changed_rule_needs_review(forge):
     assert f"age:{attacker}" in body["responder_keys"][0]["rule"]["groups"][0]
     run = forge.ci(T_WEB, plan=False, args=("--reviewed", "none"))
     assert_refused(run, "no reviewed plan")
+
+
+def test_no_core_dump_can_hold_a_key(local, tmp_path):
+    """Before the first key is generated or decrypted, apply sets RLIMIT_CORE to 0 and
+    marks itself not dumpable (issue 12, item 3): the sops child that pipes a clear key
+    back inherits the limit. Checked in the sops child itself, and in the apply process
+    through /proc (its own status is not readable by others once not dumpable)."""
+    pkic, repo = local
+    seen = tmp_path / "sops-limits.txt"
+    wrapper = tmp_path / "sops-wrapper"
+    wrapper.write_text(f"#!/bin/sh\necho \"core $(ulimit -c)\" >> {seen}\nexec {SOPS} \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    import sys
+
+    # core dumps allowed where pkic starts (the soft limit raised): pkic must lower it itself
+    p = subprocess.run(["bash", "-c", 'ulimit -S -c unlimited && exec "$@"', "apply", sys.executable, "-m", "compiler.cli", "apply", "--yes", "--now", T_WEB],
+                       cwd=repo, env={**pkic.env, "PKIC_SOPS_INPROCESS": "0", "PKIC_SOPS": str(wrapper)}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = seen.read_text().splitlines()
+    assert lines and set(lines) == {"core 0"}, lines
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import ctypes, resource\nfrom pathlib import Path\nfrom compiler.keystore import Keystore\n"
+         "resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\nKeystore(Path('.'))\n"
+         "print(resource.getrlimit(resource.RLIMIT_CORE), ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"],
+        env=pkic.env, capture_output=True, text=True, cwd=repo)
+    assert probe.stdout.strip() == "(0, 0) 0", probe.stdout + probe.stderr
