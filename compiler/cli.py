@@ -777,11 +777,16 @@ def main(argv: list[str] | None = None) -> int:
         exit_type = getattr(click.exceptions, "Exit", None)
         if exit_type is not None and isinstance(exc, exit_type):
             return exc.exit_code
-        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"pkic-crash-{os.getpid()}.log"
+        # a fresh file: O_EXCL (never through a planted symlink), mode 0600, a name nobody can guess
+        import tempfile
+
         try:
-            log.write_text(traceback.format_exc())
+            fd, name = tempfile.mkstemp(prefix="pkic-crash-", suffix=".log")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(traceback.format_exc())
+            log: Path | str = name
         except OSError:
-            pass
+            log = "(no log: the temporary directory is not writable)"
         err.print(f"[bold red]pkic crashed:[/] {type(exc).__name__}. This is a bug in pkic, not in your input; details in {log}")
         return 3
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -787,3 +788,24 @@ def test_missing_directory_for_C(pkic, tmp_path):
 def test_serve_on_an_impossible_port_is_a_user_error(applied, pkic):
     p = pkic("serve", "--port", "70000", cwd=applied)
     assert p.returncode == 1 and "cannot listen" in p.stderr and "Traceback" not in p.stderr and "crashed" not in p.stderr
+
+
+def test_a_crash_log_is_private_and_never_written_through_a_symlink(tmp_path, pkic):
+    """A bug (simulated: the state loader raises) is exit 3 with a log: created afresh
+    (O_EXCL), mode 0600, at a name nobody can guess; a symlink planted where the old
+    predictable name (pkic-crash-<pid>.log) would be is never followed."""
+    import stat as stat_mod
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    for pid in range(1, 200):  # the old scheme's names, all planted
+        (tmp_path / f"pkic-crash-{pid}.log").symlink_to(victim)
+    script = ("import sys\nimport compiler.state as st\n"
+              "def boom(*a, **k):\n    raise RuntimeError('simulated bug')\n"
+              "st.load_with_journal = boom\nimport compiler.cli as cli\nsys.argv = ['pkic', 'status']\nsys.exit(cli.main())\n")
+    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=pkic.env, capture_output=True, text=True)
+    assert p.returncode == 3 and "pkic crashed" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    logs = [x for x in tmp_path.iterdir() if x.name.startswith("pkic-crash-") and not x.is_symlink()]
+    assert len(logs) == 1 and str(logs[0]) in p.stderr.replace("\n", "")
+    assert stat_mod.S_IMODE(logs[0].stat().st_mode) == 0o600 and "simulated bug" in logs[0].read_text()
+    assert victim.read_text() == "precious\n"
