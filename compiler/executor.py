@@ -689,20 +689,15 @@ def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
     return paths
 
 
-def recorded_rules(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, dict | None]:  # type: ignore[assignment]
-    """Key file -> the SOPS rule the (sealed) state records it was encrypted under (None:
-    not recorded by an older pkic). A key file whose own metadata names any other master
-    key is refused before sops is started: it would contact that backend with CI's
-    credentials."""
-    def rule(rec: dict) -> dict | None:
-        kr = rec.get("key_rules")
-        return state.rules.get(kr[-1]) if isinstance(kr, list) and kr else None
-
-    out = {keystore.key_path(n): rule(r) for n in state.active_names() if (r := state.active(n)) is not None}
+def recorded_key_files(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, dict]:  # type: ignore[assignment]
+    """Key file -> the (sealed) state's record of the key in it: every active certificate
+    and delegated responder. A name being moved has its record under the old name, its
+    file at either."""
+    out = {keystore.key_path(n): r for n in state.active_names() if (r := state.active(n)) is not None}
     for a in state.responders:
         resp = state.responder(a)
         if resp is not None:
-            out[keystore.responder_key_path(a)] = rule(resp)
+            out[keystore.responder_key_path(a)] = resp
     for old, new in moves:
         for path in (keystore.key_path, keystore.responder_key_path):
             if path(old) in out:
@@ -710,19 +705,21 @@ def recorded_rules(state: State, moves: list[tuple[str, str]] = ()) -> dict[str,
     return out
 
 
+def recorded_rules(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, dict | None]:  # type: ignore[assignment]
+    """Key file -> the SOPS rule the state records it was encrypted under (None: not
+    recorded by an older pkic). A key file whose own metadata names any other master
+    key is refused before sops is started: it would contact that backend with CI's
+    credentials."""
+    def rule(rec: dict) -> dict | None:
+        kr = rec.get("key_rules")
+        return state.rules.get(kr[-1]) if isinstance(kr, list) and kr else None
+
+    return {rel: rule(r) for rel, r in recorded_key_files(state, moves).items()}
+
+
 def recorded_keys(state: State, moves: list[tuple[str, str]] = ()) -> dict[str, str]:  # type: ignore[assignment]
-    """Key file -> the public key the (sealed) state records for it: a decrypted key must
-    match. A name being moved has its record under the old name, its file at either."""
-    keys = {keystore.key_path(n): r["public_key_sha256"] for n in state.active_names() if (r := state.active(n)) is not None}
-    for a in state.responders:
-        resp = state.responder(a)
-        if resp is not None:
-            keys[keystore.responder_key_path(a)] = resp["public_key_sha256"]
-    for old, new in moves:
-        for path in (keystore.key_path, keystore.responder_key_path):
-            if path(old) in keys:
-                keys[path(new)] = keys[path(old)]
-    return keys
+    """Key file -> the public key the state records for it: a decrypted key must match."""
+    return {rel: r["public_key_sha256"] for rel, r in recorded_key_files(state, moves).items()}
 
 
 def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer) -> None:

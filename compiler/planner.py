@@ -33,7 +33,7 @@ from datetime import datetime
 
 from .errors import fail
 from .layout import key_path, responder_key_path
-from .sopsfile import RuleError, masters, resolved_from, rule_digest
+from .sopsfile import RuleError, masters, resolved_from, rule_digest, rules_digest
 from .spec import EffectiveSpec, spec_digest
 from .state import State, parse_ts, ts
 
@@ -469,13 +469,11 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
     """What the reviewer approves, beyond names and actions: each change's content and
     who can decrypt its key; key files whose SOPS rule changed (re-encrypted); what a
     removed recipient can still read in git history; the policies and rules as data."""
-    from hashlib import sha256
-
     plan.settings = lifecycle_settings(spec)
     plan.settings_changes = settings_diff(state.settings, plan.settings, set(state.active_names()))
     rules = spec.sops_rules
-    plan.sops_rules_digest = _rules_digest(rules)
-    plan.policies_digest = sha256(json.dumps(spec.policy_data, sort_keys=True).encode()).hexdigest()
+    plan.sops_rules_digest = rules_digest(rules)
+    plan.policies_digest = hashlib.sha256(json.dumps(spec.policy_data, sort_keys=True).encode()).hexdigest()
     resolved: dict[str, dict] = {}
     digests: dict[int, str] = {}  # id(normalised rule) -> its digest: one per rule, not per key file
     problems: list[str] = []
@@ -732,12 +730,6 @@ def settings_diff(old: dict | None, new: dict, names: set[str]) -> list[str]:
     if len(out) > 30:
         out[30:] = [f"… and {len(out) - 30} more settings changed"]
     return out
-
-
-def _rules_digest(rules: list | None) -> str:
-    from .sopsfile import rules_digest
-
-    return rules_digest(rules)
 
 
 def blast_radius(plan: Plan, spec: EffectiveSpec) -> dict[str, list[str]]:
