@@ -183,7 +183,7 @@ def plan(
         _sops_warning(sealed)
         if review and review["outside"]:
             out.print(f"[bold yellow]! not planned: review as code[/] ({len(review['outside'])} path(s) pkic does not plan; a workflow runs with the CA identity after merge): "
-                      + _escape(", ".join(review["outside"][:40])))
+                      + _escape(", ".join(review["outside"][:40]) + (" …" if len(review["outside"]) > 40 else "")))
         if review and review["sops_rules_diff"]:
             out.print("[bold].sops.yaml, the rules as data:[/]\n" + _escape(review["sops_rules_diff"]))
         for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):

@@ -255,6 +255,11 @@ def recent_commits(repo: Path, limit: int = 20) -> list[dict]:
 PKI_INPUTS = ("pki.yaml", ".sops.yaml", "out.seal")
 
 
+def is_risky(path: str) -> bool:
+    """A path that runs with, or decides, what CI does with the CA identity."""
+    return path.startswith((".github/", ".ci/")) or path.rpartition("/")[2] in (".gitattributes", ".gitmodules", "CODEOWNERS")
+
+
 def is_pki_input(path: str) -> bool:
     """A path pkic plans: the spec, .sops.yaml, a policy, a CSR, its own output. Anything
     else (a .gitattributes anywhere, a README under policies/) is code to review."""
@@ -285,6 +290,7 @@ def review_context(repo: Path, base: str) -> dict:
     out += git(repo, "ls-files", "-z", "--others", "--exclude-standard").stdout.split("\0")
     changed = sorted({p for p in out if p})
     outside = [p for p in changed if not is_pki_input(p)]
+    outside.sort(key=lambda p: not is_risky(p))  # workflows and the like first: a cut list never hides them
     policy_diffs = {}
     for p in changed:
         if p.startswith("policies/") and is_pki_input(p):

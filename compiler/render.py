@@ -282,8 +282,10 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
                       + ", ".join(_code(x) for x in names[:30]) + (" …" if len(names) > 30 else "")
                       + ". Rekey them (bump `rekey`) to end that access.")
     if review and review.get("outside"):
-        risky = [p for p in review["outside"] if p.startswith((".github/", ".ci/")) or p.rpartition("/")[2] in (".gitattributes", ".gitmodules", "CODEOWNERS")]
-        rest = [p for p in review["outside"] if p not in risky]
+        from .gitops import is_risky
+
+        risky = [p for p in review["outside"] if is_risky(p)]
+        rest = review["outside"][len(risky):]  # review_context lists the risky ones first
         shown = risky + rest[:40]  # workflows and the like always named, never cut
         urgent.append(f"- 🧾 **not planned: review as code** ({len(review['outside'])} path(s) pkic does not plan; a workflow change runs with the CA identity after merge): "
                       + ", ".join(_code(p) for p in shown) + (f" … and {len(rest) - 40} more" if len(rest) > 40 else ""))
