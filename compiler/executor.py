@@ -423,7 +423,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         result.moved.append((old, new))
     for comp in plan.compromises:
         _step(journal, writer, state, {"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at}, done)
-    if plan.settings_changes:
+    if plan.settings != state.settings:  # new authorities and moves too: every entry's settings stay recorded
         _step(journal, writer, state, {"op": "settings", "settings": plan.settings, "at": at}, done)
     for r in plan.reencrypt:  # under a fresh data key, for the rule's master keys only
         handle = store.load(r.name, r.path)

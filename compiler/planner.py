@@ -470,7 +470,15 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
     who can decrypt its key; key files whose SOPS rule changed (re-encrypted); what a
     removed recipient can still read in git history; the policies and rules as data."""
     plan.settings = lifecycle_settings(spec)
-    plan.settings_changes = settings_diff(state.settings, plan.settings, set(state.active_names()))
+    recorded = state.settings
+    if recorded is not None and plan.moves:  # the recorded settings follow a move, as the records do
+        moved = {k: dict(recorded.get(k) or {}) for k in ("authorities", "certificates")}
+        for old, new in plan.moves:
+            for table in moved.values():
+                if old in table and new not in table:
+                    table[new] = table.pop(old)
+        recorded = {**recorded, **moved}
+    plan.settings_changes = settings_diff(recorded, plan.settings, set(state.active_names()))
     rules = spec.sops_rules
     plan.sops_rules_digest = rules_digest(rules)
     plan.policies_digest = hashlib.sha256(json.dumps(spec.policy_data, sort_keys=True).encode()).hexdigest()
@@ -716,9 +724,13 @@ def settings_diff(old: dict | None, new: dict, names: set[str]) -> list[str]:
         out.append(f"publish: {json.dumps(old.get('publish'), sort_keys=True)} -> {json.dumps(new['publish'], sort_keys=True)}")
     was = old.get("authorities") or {}
     for name, now in new["authorities"].items():
-        before = was.get(name) or {}
+        if name not in was:
+            if name in names:  # issued before its settings were recorded: recorded now, reviewed
+                out.append(f"{name}: settings recorded ({', '.join(f'{k} {v}' for k, v in sorted(now.items()))})")
+            continue
+        before = was[name]
         for k, v in now.items():
-            if name in was and before.get(k) != v:
+            if before.get(k) != v:
                 fmt = (lambda x: f"{x // 86400}d" if isinstance(x, int) and not isinstance(x, bool) and x % 86400 == 0 else str(x))
                 out.append(f"{name}: {k} {fmt(before.get(k))} -> {fmt(v)}")
     was_leaves = old.get("certificates") if isinstance(old.get("certificates"), dict) else {}
