@@ -35,6 +35,9 @@ from ruamel.yaml.error import MarkedYAMLError
 from . import names
 from .durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
 from .errors import Diagnostic, PkicError
+from .bounded import Locator, check_yaml
+from .bounded import dotted as _dotted
+from .bounded import yaml_error as _yaml_error
 from .layout import name_problem
 
 SPEC_FILE = "pki.yaml"
@@ -60,10 +63,8 @@ def _duration(value: Any) -> timedelta:
         return value
     try:
         return parse_duration(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "duration", "'{value}' is not a duration ({hint})", {"value": value, "hint": DURATION_HINT}
-        ) from None
+    except ValueError as exc:
+        raise PydanticCustomError("duration", "{why}", {"why": str(exc)}) from None
 
 
 def _wrap(fn):
@@ -184,9 +185,9 @@ class Authority(_Model):
     key: KeyType | None = Field(None, description="key type; defaults.key when omitted")
     lifetime: Duration | None = Field(None, description="validity; default 10y for roots, 5y for intermediates")
     renew_before: Duration | None = Field(None, description="renew when this much life is left; default a third of the lifetime")
-    path_length: Annotated[int, Field(ge=0)] | None = Field(None, description="how many authorities may follow below this one")
+    path_length: Annotated[int, Field(ge=0, le=100)] | None = Field(None, description="how many authorities may follow below this one")
     name_constraints: NameConstraints | None = None
-    rekey: Annotated[int, Field(ge=0)] = Field(0, description="bump to force a new key at the next apply")
+    rekey: Annotated[int, Field(ge=0, le=1_000_000)] = Field(0, description="bump to force a new key at the next apply")
     description: str | None = None
     crl_url: Uri | None = Field(None, description="CRL distribution point put into what this authority issues")
     ocsp_url: Uri | None = Field(None, description="OCSP responder URL (AIA) put into what this authority issues")
@@ -216,7 +217,7 @@ class Certificate(_Model):
     key: KeyType | None = None
     lifetime: Duration | None = Field(None, description="validity; default 90d")
     renew_before: Duration | None = Field(None, description="renew when this much life is left; default a third of the lifetime")
-    rekey: Annotated[int, Field(ge=0)] = Field(0, description="bump to force a new key at the next apply")
+    rekey: Annotated[int, Field(ge=0, le=1_000_000)] = Field(0, description="bump to force a new key at the next apply")
     reuse_key: bool = Field(False, description="keep the key on renewal (by default every renewal makes a new key)")
     description: str | None = None
     revoke: RevokeReason | None = Field(None, description="revoke this certificate with this reason; it stays revoked")
@@ -266,55 +267,7 @@ def json_schema() -> dict:
 # --------------------------------------------------------------------------- locating
 
 
-class Locator:
-    """Maps a field path to a 1-based (line, column) in the loaded YAML."""
-
-    def __init__(self, filename: str, doc: Any):
-        self.filename = filename
-        self.doc = doc
-
-    def at(self, path: tuple, *, key: bool = False) -> tuple[int | None, int | None]:
-        node, pos = self.doc, (1, 1)
-        for i, part in enumerate(path):
-            last = i == len(path) - 1
-            if isinstance(node, CommentedMap) and part in node:
-                use_key = (key and last) or node[part] is None or node.lc.value(part) is None
-                line, col = node.lc.key(part) if use_key else node.lc.value(part)
-                pos, node = (line + 1, col + 1), node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                line, col = node.lc.item(part)
-                pos, node = (line + 1, col + 1), node[part]
-            else:
-                break
-        return pos
-
-    def diag(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
-        line, col = self.at(path, key=key)
-        return Diagnostic(self.filename, line, col, _dotted(path), message, hint)
-
-
-def _dotted(path: tuple) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def _yaml_error(filename: str, exc: MarkedYAMLError) -> Diagnostic:
-    mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark else None
-    col = mark.column + 1 if mark else None
-    problem = (exc.problem or str(exc)).strip()
-    dup = re.match(r'found duplicate key "([^"]*)"', problem)
-    if dup:
-        return Diagnostic(filename, line, col, "", f"duplicate key '{dup.group(1)}': it is already defined in this mapping", "names and fields must be unique; rename or merge the two")
-    return Diagnostic(filename, line, col, "", f"YAML syntax error: {problem}", "check indentation, quoting and colons")
 
 
 def _locate_duplicate(text: str, exc: PkicError) -> PkicError:
@@ -426,6 +379,7 @@ def parse_yaml(text: str, filename: str, *, fast: bool = False) -> Any:
     """Parse YAML. ``fast`` uses ruamel's C safe loader (plain dicts, no line numbers,
     about 5x faster), or quicker still _quick_compose; the round-trip loader keeps
     positions for error messages."""
+    check_yaml(text, filename)  # size, depth, aliases, numbers: before anything composes it
     try:
         if fast:
             doc = _quick_compose(text)
@@ -1157,3 +1111,23 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
                 ]
         raise PkicError(sorted(set(diags), key=lambda d: (d.line or 0, d.column or 0, d.path))) from None
     return resolve(spec, loc, repo=repo)
+
+
+def locate(repo: Path, diags: list[Diagnostic]) -> list[Diagnostic]:
+    """Give a line to pki.yaml diagnostics made without one (by code that had no positions
+    at hand, e.g. the planner): re-read pki.yaml with them, only when needed."""
+    todo = [d for d in diags if d.file == SPEC_FILE and d.line is None and d.path]
+    if not todo:
+        return diags
+    try:
+        _, loc = read_document(repo / SPEC_FILE)
+    except (PkicError, OSError):
+        return diags
+    out = []
+    for d in diags:
+        m = re.fullmatch(r"(authorities|certificates)\.(.+)\.([a-z_]+)", d.path) if d in todo else None
+        if m:
+            line, col = loc.at((m.group(1), m.group(2), m.group(3)))
+            d = Diagnostic(d.file, line, col, d.path, d.message, d.hint)
+        out.append(d)
+    return out
