@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
+from .bounded import json_depth_ok
 from .errors import Diagnostic, PkicError
 
 API_VERSION = "2022-11-28"
@@ -506,6 +507,8 @@ def _provenance_from_zip(raw: bytes, run_id: int) -> dict:
     if len(data) > MAX_MEMBER:
         raise refuse(f"run {run_id}: {PROVENANCE} is over the {MAX_MEMBER}-byte limit")
     try:
+        if not json_depth_ok(data):
+            raise ValueError("nested too deeply")
         record = json.loads(data)
     except (ValueError, RecursionError):
         raise refuse(f"run {run_id}: {PROVENANCE} is not JSON") from None

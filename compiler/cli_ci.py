@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from . import ci
+from .bounded import json_depth_ok
 from .errors import fail
 
 ci_app = typer.Typer(no_args_is_help=True, help="GitHub provenance for CI: find a run's pull request, post the plan comment, prove the reviewed plan of a merge.")
@@ -48,7 +49,10 @@ def _read(path: Path, what: str, limit: int = MAX_INPUT) -> str:
 
 def _json(path: Path, what: str):
     try:
-        return json.loads(_read(path, what))
+        text = _read(path, what)
+        if not json_depth_ok(text.encode("utf-8")):
+            raise ValueError("too deep")
+        return json.loads(text)
     except (ValueError, RecursionError):
         raise fail(str(path), f"the {what} is not JSON") from None
 

@@ -29,8 +29,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from . import bundle, layout
+from .bounded import json_depth_ok
 from .errors import PkicError
 from .layout import STATE_PATH
+from .state import MAX_STATE
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 MAX_REQUEST = 64 * 1024
@@ -64,7 +66,8 @@ class Index:
         """Only responses at the paths pkic computes from valid names (never a path the
         state merely says), so a forged state cannot point the server elsewhere."""
         try:
-            body = json.loads(layout.read_file(self.repo, STATE_PATH, max_size=None) or b"{}")
+            raw = layout.read_file(self.repo, STATE_PATH, max_size=MAX_STATE) or b"{}"
+            body = json.loads(raw) if json_depth_ok(raw) else {}
         except (OSError, ValueError, RecursionError, PkicError):
             return {}
         out = {}

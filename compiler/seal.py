@@ -43,8 +43,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import layout
+from .bounded import json_depth_ok
 from .errors import Diagnostic, PkicError, fail
 from .layout import OUT_DIR, SEAL_PATH, STATE_PATH
+from .state import MAX_STATE
 
 SEAL_FORMAT = "pkic-seal"
 SEAL_VERSION = 1
@@ -205,6 +207,8 @@ def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
 
     if len(raw) > MAX_SEAL:
         raise bad("too large")
+    if not json_depth_ok(raw):
+        raise bad("nested too deeply")
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: '[' * 30000
@@ -645,7 +649,10 @@ def _save_listing(repo: Path, tree: str, listing: Listing) -> None:
 
 def _local_listing(repo: Path, tree: str) -> Listing | None:
     try:
-        body = json.loads(layout.read_file(repo, LOCAL_LISTING, max_size=256 * 1024 * 1024) or b"{}")
+        raw = layout.read_file(repo, LOCAL_LISTING, max_size=256 * 1024 * 1024) or b"{}"
+        if not json_depth_ok(raw):
+            return None
+        body = json.loads(raw)
         if body.get("tree") != tree:
             return None
         return {p: tuple(v.split(" ", 1)) for p, v in body["files"].items()}
@@ -882,8 +889,11 @@ def sealed_findings(repo: Path, report: Report) -> list[Diagnostic]:
     if raw is None:
         return []
     try:
+        now_raw = layout.read_file(repo, STATE_PATH, max_size=MAX_STATE) or b"{}"
+        if not (json_depth_ok(raw) and json_depth_ok(now_raw)):
+            return []
         sealed = json.loads(raw)
-        current = json.loads(layout.read_file(repo, STATE_PATH) or b"{}")
+        current = json.loads(now_raw)
     except (ValueError, RecursionError, PkicError):
         return []
     out: list[Diagnostic] = []
