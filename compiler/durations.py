@@ -7,7 +7,9 @@ ISO 8601: ``PnYnMnWnDTnHnMnS`` with Y = 365 days and M = 30 days.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from .bounded import quote
 
 _SHORT = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _ISO = re.compile(
@@ -15,13 +17,28 @@ _ISO = re.compile(
 )
 DURATION_PATTERN = r"^(\d+[ywdhms])+$|^P(\d+[YMWD])*(T(\d+[HMS])+)?$"
 DURATION_HINT = "use 90d, 12h, 3y or P90D"
+# No X.509 date is later than 9999-12-31T23:59:59Z (GeneralizedTime): a longer duration
+# can never be a validity, whatever the clock says
+MAX_DURATION = datetime(9999, 12, 31, 23, 59, 59) - datetime(1970, 1, 1)
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse a duration, raising ValueError on anything else (including zero)."""
     if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a duration ({DURATION_HINT})")
+        raise ValueError(f"{quote(text)} is not a duration ({DURATION_HINT})")
     s = text.strip()
+    if len(s) > 64:
+        raise ValueError(f"{quote(s)} is not a duration ({DURATION_HINT})")
+    try:
+        delta = _parse(s)
+    except OverflowError:
+        delta = MAX_DURATION + timedelta(days=1)
+    if delta > MAX_DURATION:
+        raise ValueError(f"{quote(s)} is longer than any X.509 date can reach (they end in the year 9999)")
+    return delta
+
+
+def _parse(s: str) -> timedelta:
     m = _SHORT.match(s)
     if m and s:
         y, w, d, h, mi, sec = (int(g or 0) for g in m.groups())
@@ -29,11 +46,11 @@ def parse_duration(text: str) -> timedelta:
     else:
         m = _ISO.match(s)
         if not m or s in ("P", "PT") or s.endswith("T"):
-            raise ValueError(f"'{text}' is not a duration ({DURATION_HINT})")
+            raise ValueError(f"{quote(s)} is not a duration ({DURATION_HINT})")
         y, mo, w, d, h, mi, sec = (int(g or 0) for g in m.groups())
         delta = timedelta(days=365 * y + 30 * mo + 7 * w + d, hours=h, minutes=mi, seconds=sec)
     if delta <= timedelta(0):
-        raise ValueError(f"'{text}' is not a positive duration ({DURATION_HINT})")
+        raise ValueError(f"{quote(s)} is not a positive duration ({DURATION_HINT})")
     return delta
 
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 
-from .errors import fail
+from .durations import format_duration
+from .errors import Diagnostic, PkicError, fail
 from .layout import key_path, responder_key_path
 from .sopsfile import RuleError, masters, resolved_from, rule_digest, rules_digest
 from .spec import EffectiveSpec, spec_digest
@@ -287,7 +288,30 @@ def spec_reasons(old: dict, new: dict) -> list[Reason]:
     return reasons
 
 
+LAST_X509_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+
+
+def check_horizon(spec: EffectiveSpec, now: datetime) -> None:
+    """Every validity pkic would compute from ``now`` must fit an X.509 date (GeneralizedTime
+    ends in 9999): a lifetime past it is an error on that field, not an overflow later."""
+    room = LAST_X509_TIME - now
+    diags = []
+    for name, e in spec.entries.items():
+        section = "authorities" if e.kind == "authority" else "certificates"
+        fields = [("lifetime", e.lifetime)]
+        if e.ca is not None:
+            fields += [("crl_lifetime", e.ca.crl_lifetime), ("ocsp_lifetime", e.ca.ocsp_lifetime), ("ocsp_responder_lifetime", e.ca.responder_lifetime)]
+        for field_name, value in fields:
+            if value > room:
+                diags.append(Diagnostic("pki.yaml", None, None, f"{section}.{name}.{field_name}",
+                                        f"{format_duration(value)} from {ts(now)} is past the last date X.509 can express (9999-12-31)",
+                                        "choose a shorter lifetime"))
+    if diags:
+        raise PkicError(diags)
+
+
 def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
+    check_horizon(spec, now)
     plan = Plan(now, state.lineage, state.serial, spec.digest, pending_journal=state.pending)
     if state.pending:
         plan.notices.append(
