@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     import click
 
 from . import __version__
+from .bounded import MAX_BYTES, json_depth_ok
 from .errors import Diagnostic, PkicError, fail
 from .state import ts
 
@@ -242,6 +243,13 @@ def apply(
     when = parse_now(now)
     saved = _read_saved_plan(plan_file) if plan_file else None
     effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
+    # .sops.yaml and every validity checked before any key is decrypted (even to finish
+    # an interrupted apply): a broken input is an error, never a crash holding a CA key
+    from .planner import check_horizon
+    from .sopsfile import creation_rules
+
+    creation_rules(_repo)
+    check_horizon(effective, when)
     store = Keystore(_repo)
     with RepoLock(_repo):
         # Every check that can fail runs before the first signature: a failure after
@@ -361,7 +369,10 @@ def _commit(the_plan, state, result, reviewed: str, effective, author: str | Non
 def _read_saved_plan(path: Path) -> dict:
     target = path if path.is_absolute() else _repo / path
     try:
-        data = json.loads(target.read_text(encoding="utf-8"))
+        raw = target.read_bytes()
+        if len(raw) > MAX_BYTES or not json_depth_ok(raw):
+            raise ValueError("too large or nested too deeply")
+        data = json.loads(raw)
     except FileNotFoundError:
         raise fail(str(path), "no such plan file", "save one with `pkic plan --out FILE`") from None
     except (OSError, ValueError, RecursionError) as exc:
@@ -707,13 +718,29 @@ def seal_init(
 
 @app.command()
 def validate() -> None:
-    """Check pki.yaml, policies/ and CSRs alone: fast, no state, no secret (pre-commit, PR checks)."""
+    """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
     from . import policy
     from . import spec as spec_mod
+    from .planner import check_horizon
+    from .sopsfile import creation_rules
 
-    effective = spec_mod.load(_repo)
-    policy.check_all(effective, _repo)
-    out.print(f"[green]✓[/] pki.yaml is valid: {len(effective.entries)} entries; every policy holds.")
+    diags: list[Diagnostic] = []
+    effective = None
+    try:
+        effective = spec_mod.load(_repo)
+        policy.check_all(effective, _repo)
+        check_horizon(effective, parse_now(None))
+    except PkicError as exc:
+        diags += exc.diagnostics
+    try:
+        rules = creation_rules(_repo)
+    except PkicError as exc:
+        diags += exc.diagnostics
+    if diags:
+        raise PkicError(diags)
+    assert effective is not None
+    sops = "no .sops.yaml (pkic init writes one)" if rules is None else f".sops.yaml has {len(rules)} creation rule(s)"
+    out.print(f"[green]✓[/] pki.yaml is valid: {len(effective.entries)} entries; every policy holds; {sops}.")
 
 
 @app.command()
@@ -723,6 +750,7 @@ def csr(
     csr_out: Optional[Path] = typer.Option(None, "--csr-out", help="where to write the CSR (default csrs/<name>.csr.pem in the repo)"),
 ) -> None:
     """Host side: generate a key and a CSR for a certificate in the spec; the key stays here."""
+    from . import layout
     from . import spec as spec_mod
     from .keystore import write_host_key_and_csr
 
@@ -730,14 +758,27 @@ def csr(
     entry = effective.entries.get(name)
     if entry is None or entry.kind != "certificate":
         raise PkicError(f"'{name}' is not a certificate in pki.yaml", "pkic csr makes keys for leaf certificates")
+    repo_real = _repo.resolve()
     key_target = key_out.resolve()
-    if key_target.is_relative_to(_repo.resolve()):
+    if key_target.is_relative_to(repo_real):
         raise fail(str(key_out), "refusing to write a private key inside the repo", "write it on the host that uses it, e.g. --key-out /etc/ssl/private/web.key")
-    if key_target.exists():
-        raise fail(str(key_out), "exists: refusing to overwrite a key", "pick a new path, or remove the old key yourself")
+    if key_out.is_symlink() or key_target.exists():
+        raise fail(str(key_out), "exists: refusing to overwrite a key (or to follow a symlink)", "pick a new path, or remove the old key yourself")
     csr_rel = csr_out or Path("csrs") / f"{name}.csr.pem"
-    csr_target = csr_rel if csr_rel.is_absolute() else _repo / csr_rel
-    write_host_key_and_csr(entry, key_target, csr_target)
+    # the CSR goes into the repo: never through a symlink there (checked before the key is made)
+    csr_in_repo: str | None = None
+    if not csr_rel.is_absolute():
+        csr_in_repo = csr_rel.as_posix()
+    elif os.path.abspath(csr_rel).startswith(str(repo_real).rstrip("/") + "/"):
+        csr_in_repo = os.path.relpath(os.path.abspath(csr_rel), repo_real)
+    if csr_in_repo is not None:
+        if csr_in_repo.startswith("../") or "/../" in f"/{csr_in_repo}/" or csr_in_repo.startswith("/"):
+            raise fail(str(csr_rel), "is not a path inside the repository", "use csrs/<name>.csr.pem")
+        layout.check_input_target(_repo, csr_in_repo)
+    elif csr_rel.is_symlink():
+        raise fail(str(csr_rel), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out")
+    write_host_key_and_csr(entry, key_target, None if csr_in_repo is not None else csr_rel,
+                           lambda data: layout.write_input(_repo, str(csr_in_repo), data))
     out.print(f"[green]Wrote[/] the key to {key_out} (mode 0600; it never goes into the repo) and the CSR to {csr_rel}")
     out.print(f"Next: add `csr: {csr_rel}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 
@@ -760,7 +801,9 @@ def main(argv: list[str] | None = None) -> int:
             err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0
     except PkicError as exc:
-        for d in exc.diagnostics:
+        from .spec import locate
+
+        for d in locate(_repo, exc.diagnostics):
             err.print(f"[bold red]error:[/] {_escape(d.render())}")
         if len(exc.diagnostics) > 1:
             err.print(f"{len(exc.diagnostics)} problems found; nothing was changed.")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pyrage
 
+from . import layout
 from .errors import fail
 from .sopsfile import age_key_file
 
@@ -176,27 +177,27 @@ def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> d
     seal_env = os.environ.get("PKIC_SEAL_KEY")
     if not seal_env:
         _outside(target, seal.key_file(), "seal key", "PKIC_SEAL_KEY_FILE (or SOPS_AGE_KEY_FILE, beside which it goes)")
-    target.mkdir(parents=True, exist_ok=True)
-    recipient, key_file = new_identity(str(target.resolve()), now)
-    template = resources.files("compiler").joinpath("templates/pki.yaml").read_text(encoding="utf-8")
-    (target / "pki.yaml").write_text(template, encoding="utf-8")
-    (target / ".sops.yaml").write_text(SOPS_YAML.format(recipient=recipient), encoding="utf-8")
-    gi = target / ".gitignore"
-    if not gi.exists():
-        gi.write_text(GITIGNORE, encoding="utf-8")
-    (target / "policies").mkdir(exist_ok=True)
-    (target / "policies" / "README.md").write_text(POLICIES_README, encoding="utf-8")
-    workflows = target / ".github" / "workflows"
-    workflows.mkdir(parents=True, exist_ok=True)
-    for wf in sorted(resources.files("compiler").joinpath("templates/workflows").iterdir(), key=lambda p: p.name):
-        if wf.name.endswith(".yml") and not (workflows / wf.name).exists():
-            (workflows / wf.name).write_text(wf.read_text(encoding="utf-8"), encoding="utf-8")
     requirements, requirement, source = requirements_file()
-    github = {"CODEOWNERS": owners_text, "dependabot.yml": resources.files("compiler").joinpath("templates/dependabot.yml").read_text(encoding="utf-8"),
-              "pkic-requirements.txt": requirements}
-    for name, text in github.items():
-        if not (target / ".github" / name).exists():
-            (target / ".github" / name).write_text(text, encoding="utf-8")
+    templates = resources.files("compiler")
+    files: dict[str, tuple[str, bool]] = {  # path: (text, replace an existing file)
+        "pki.yaml": (templates.joinpath("templates/pki.yaml").read_text(encoding="utf-8"), True),
+        ".sops.yaml": ("", True),  # written with the new recipient below
+        ".gitignore": (GITIGNORE, False),
+        "policies/README.md": (POLICIES_README, True),
+        ".github/CODEOWNERS": (owners_text, False),
+        ".github/dependabot.yml": (templates.joinpath("templates/dependabot.yml").read_text(encoding="utf-8"), False),
+        ".github/pkic-requirements.txt": (requirements, False),
+    }
+    for wf in sorted(templates.joinpath("templates/workflows").iterdir(), key=lambda p: p.name):
+        if wf.name.endswith(".yml"):
+            files[f".github/workflows/{wf.name}"] = (wf.read_text(encoding="utf-8"), False)
+    target.mkdir(parents=True, exist_ok=True)
+    for rel in files:  # a planted symlink is refused before anything is created (no identity either)
+        layout.check_input_target(target, rel)
+    recipient, key_file = new_identity(str(target.resolve()), now)
+    files[".sops.yaml"] = (SOPS_YAML.format(recipient=recipient), True)
+    for rel, (text, replace) in files.items():
+        layout.write_input(target, rel, text.encode("utf-8"), replace=replace)
     git = not (target / ".git").exists()
     if git:
         try:

@@ -10,6 +10,7 @@ fed through a pipe: the clear key never touches the disk. Authority keys are dec
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -400,16 +401,30 @@ def _require_encrypted(text: str, rel: str) -> str:
     return text
 
 
-def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path) -> None:
+def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path | None, write_csr=None) -> None:
     """`pkic csr`: the one place a clear key is written to disk, where the host's user asks
-    (never the repo), mode 0600; and a CSR for the entry's subject and names."""
+    (never the repo), mode 0600, never through a symlink; and a CSR for the entry's
+    subject and names, to ``csr_path_out`` outside the repo (never through a symlink) or
+    through ``write_csr`` into it."""
     from .x509build import csr_builder, signature_hash as _hash
 
     handle = generate(entry.key_type)
     csr_obj = csr_builder(entry).sign(handle._key, _hash(entry.key_type))
+    pem = csr_obj.public_bytes(serialization.Encoding.PEM)
     key_path_out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(key_path_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(_pem(handle))
+    if write_csr is not None:
+        write_csr(pem)
+        return
+    assert csr_path_out is not None
     csr_path_out.parent.mkdir(parents=True, exist_ok=True)
-    csr_path_out.write_bytes(csr_obj.public_bytes(serialization.Encoding.PEM))
+    try:
+        fd = os.open(csr_path_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise fail(str(csr_path_out), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out") from None
+        raise
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)

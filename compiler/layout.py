@@ -340,6 +340,31 @@ def _write_fd(fd: int, data: bytes) -> None:
         os.close(fd)
 
 
+def write_input(repo: Path, rel: str, data: bytes, *, replace: bool = True) -> bool:
+    """Write a file people edit (`pkic init`'s files, `pkic csr`'s CSR): a symlink at any
+    component, or at the file itself, is refused rather than followed or replaced; with
+    ``replace`` False an existing file is kept as it is. Returns whether it wrote."""
+    if check_input_target(repo, rel) and not replace:
+        return False
+    write_atomic(repo, rel, data)
+    return True
+
+
+def check_input_target(repo: Path, rel: str) -> bool:
+    """Refuse a symlink (or a special file) at ``repo/rel`` or any directory above it;
+    return whether a regular file is there."""
+    with _Dir(repo, rel) as d:
+        if d.fd is None:
+            return False
+        try:
+            st = os.stat(d.base, dir_fd=d.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(rel, "is a symlink" if stat.S_ISLNK(st.st_mode) else "is not a regular file")
+        return True
+
+
 def remove(repo: Path, rel: str) -> bool:
     """Remove the file (or symlink) ``repo/rel``; never follows a link on the way."""
     with _Dir(repo, rel) as d:

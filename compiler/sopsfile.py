@@ -83,42 +83,50 @@ _STRING_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypte
 _REGEX_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypted_regex", "encrypted_comment_regex", "unencrypted_comment_regex")
 
 
-def _checked_rules(data: bytes) -> list:
-    """.sops.yaml's creation rules, checked as data: a mistake is an error naming the
-    file and the rule, never a crash (and never guessed around)."""
-    from .errors import fail
+SOPS_HINT = "fix .sops.yaml (see the README: Keys, SOPS and identities)"
 
-    def bad(why: str, hint: str = "fix .sops.yaml (see the README: Keys, SOPS and identities)") -> Exception:
-        return fail(".sops.yaml", why, hint)
+
+def _checked_rules(data: bytes) -> list:
+    """.sops.yaml's creation rules, checked as data: every mistake is an error naming the
+    file, line and field (bounded parsing first), never a crash and never guessed around."""
+    from .bounded import Locator, load_yaml, quote
+    from .errors import PkicError, fail
 
     try:
-        doc = YAML(typ="safe").load(data.decode("utf-8"))
-    except RecursionError:
-        raise bad("is nested too deeply") from None
-    except Exception as exc:  # ruamel: syntax errors, duplicate keys...
-        raise bad(f"is not valid YAML: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail(".sops.yaml", "is not UTF-8 text", SOPS_HINT) from None
+    doc = load_yaml(text, ".sops.yaml")
+    problems: list[tuple[tuple, str]] = []
     if doc is None:
         return []
     if not isinstance(doc, dict):
-        raise bad("the top level must be a mapping with creation_rules")
-    rules = doc.get("creation_rules") or []
-    if not isinstance(rules, list):
-        raise bad("creation_rules must be a list of rules")
+        problems.append(((), "the top level must be a mapping with creation_rules"))
+        rules: list = []
+    else:
+        rules = doc.get("creation_rules") or []
+        if not isinstance(rules, list):
+            problems.append((("creation_rules",), "must be a list of rules"))
+            rules = []
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):
-            raise bad(f"creation_rules[{i}] is not a mapping")
+            problems.append((("creation_rules", i), "is not a mapping (a rule: path_regex, age, key_groups...)"))
+            continue
         for k in _STRING_FIELDS:
             if k in rule and rule[k] is not None and not isinstance(rule[k], str):
-                raise bad(f"creation_rules[{i}].{k} must be a string, not {type(rule[k]).__name__}")
+                problems.append((("creation_rules", i, k), f"must be a string, not {type(rule[k]).__name__}"))
         age = rule.get("age")
         if age is not None and not (isinstance(age, str) or (isinstance(age, list) and all(isinstance(a, str) for a in age))):
-            raise bad(f"creation_rules[{i}].age must be a string or a list of strings")
+            problems.append((("creation_rules", i, "age"), "must be a string or a list of strings"))
         for k in _REGEX_FIELDS:
             if isinstance(rule.get(k), str):
                 try:
                     re.compile(rule[k])
                 except re.error as exc:
-                    raise bad(f"creation_rules[{i}].{k} is not a regular expression: {exc}") from None
+                    problems.append(((("creation_rules", i, k)), f"{quote(rule[k])} is not a regular expression: {exc}"))
+    if problems:
+        loc = Locator(".sops.yaml", load_yaml(text, ".sops.yaml", positions=True))
+        raise PkicError([loc.diag(path, why, SOPS_HINT) for path, why in problems[:20]])
     return rules
 
 
@@ -585,8 +593,10 @@ def masters(rule: dict) -> set[str]:
 
 def _sops_doc(text: str) -> dict | None:
     """A SOPS YAML document with its ``sops`` metadata (None: not one pkic can read)."""
+    from .bounded import load_yaml
+
     try:
-        doc = YAML(typ="safe").load(text)
+        doc = load_yaml(text, "key file")  # bounded: a key file in out/ is untrusted too
     except Exception:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("sops"), dict):

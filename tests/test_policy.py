@@ -762,7 +762,7 @@ def test_schema_policy_is_json_with_every_rule(pkic, tmp_path):
 
 def test_validate_exit_codes(repo, pkic):
     proc = pkic.ok("validate", cwd=repo)
-    assert "pki.yaml is valid: 4 entries; every policy holds." in proc.stdout
+    assert "pki.yaml is valid: 4 entries; every policy holds; .sops.yaml has 1 creation rule(s)." in proc.stdout
     write_policy(repo, "services", "max_lifetime: 30d\n")
     write_spec(repo, attach(spec_text(repo), "services-ca", "services"))
     proc = pkic("validate", cwd=repo)

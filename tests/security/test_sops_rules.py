@@ -109,7 +109,7 @@ def test_a_rule_go_and_python_read_differently_is_refused(forge, tmp_path, posix
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("creation_rules:\n  - path_regex: a\n    path_regex: b\n", "is not valid YAML"),
+    ("creation_rules:\n  - path_regex: a\n    path_regex: b\n", "duplicate key"),
     ("creation_rules:\n  - path_regex: '('\n    age: x\n", "is not a regular expression"),
     ("creation_rules:\n  - path_regex: 5\n", "must be a string"),
     ("creation_rules:\n  - encrypted_regex: 5\n", "must be a string"),
