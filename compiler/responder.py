@@ -10,6 +10,10 @@
 
 The index is rebuilt whenever ``out/state.json`` changes, so an apply is picked up
 without a restart.
+
+Hostile clients (issue 12): each connection has a socket timeout, requests are bounded
+(body, URL, header fields), and log lines escape every non-printable character and are
+bounded.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import re
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
@@ -33,7 +38,34 @@ from .errors import PkicError
 from .layout import STATE_PATH
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-MAX_REQUEST = 64 * 1024
+MAX_BODY = 10 * 1024  # an OCSP request is ~100 bytes; a POST body above this is 413
+MAX_TARGET = 8 * 1024  # the request target (URL); above is 414
+MAX_LINE = MAX_TARGET + 64  # the request line: method, target, version
+MAX_HEADER_BYTES = 16 * 1024  # the header block after the request line; above is 431
+MAX_HEADERS = 64  # header fields; above is 431
+MAX_LOG = 512  # characters of a log message, after escaping
+TIMEOUT = 10.0  # seconds for each read and write on a connection
+
+
+def clean(text: str, limit: int = MAX_LOG) -> str:
+    """``text`` for a log line: backslash and every non-printable character escaped
+    (control characters, terminal escapes, line breaks), cut to ``limit`` characters."""
+    out = []
+    size = 0
+    for ch in text:
+        if ch == "\\":
+            piece = "\\\\"
+        elif ch.isprintable():
+            piece = ch
+        else:
+            code = ord(ch)
+            piece = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+        size += len(piece)
+        if size > limit:
+            out.append("...")
+            break
+        out.append(piece)
+    return "".join(out)
 
 
 class Index:
@@ -85,18 +117,39 @@ class Index:
         return out
 
 
-def make_handler(repo: Path, log: Callable[[str], None]) -> type[BaseHTTPRequestHandler]:
+def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOUT) -> type[BaseHTTPRequestHandler]:
     index = Index(repo)
+    read_timeout = timeout
     unauthorized = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(Encoding.DER)
     malformed = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(Encoding.DER)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "pkic"
         sys_version = ""
-        protocol_version = "HTTP/1.0"
+        protocol_version = "HTTP/1.0"  # one request per connection: no idle keep-alive to hold
+        timeout = read_timeout  # StreamRequestHandler.setup: on each read and write
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-            log(f"{self.client_address[0]} {format % args}")
+            log(f"{self.client_address[0]} {clean(format % args)}")
+
+        def parse_request(self) -> bool:
+            """The base parser, within this server's bounds: the request line and its target
+            (414), the number and size of header fields (431)."""
+            raw = self.raw_requestline
+            if len(raw) > MAX_LINE:
+                self.requestline, self.request_version, self.command = str(raw[:256], "iso-8859-1"), "", ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return False
+            if not super().parse_request():
+                return False
+            if len(self.path) > MAX_TARGET:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return False
+            size = sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+            if len(self.headers) > MAX_HEADERS or size > MAX_HEADER_BYTES:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+                return False
+            return True
 
         def _send(self, code: int, body: bytes, ctype: str) -> None:
             self.send_response(code)
@@ -166,21 +219,29 @@ def make_handler(repo: Path, log: Callable[[str], None]) -> type[BaseHTTPRequest
                 if self.path.split("?", 1)[0] not in ("/", "/ocsp", "/ocsp/"):
                     self._send(404, b"not found\n", "text/plain")
                     return
-                try:
-                    length = int(self.headers.get("Content-Length", "0"))
-                except ValueError:
-                    length = -1
-                if length <= 0 or length > MAX_REQUEST:
+                lengths = self.headers.get_all("Content-Length") or []
+                if not lengths:  # chunked or unsaid: a body of unknown size is not read
+                    self.send_error(HTTPStatus.LENGTH_REQUIRED)
+                    return
+                if len(lengths) > 1 or not re.fullmatch(r"[0-9]{1,12}", lengths[0].strip()):
                     self._send(400, malformed, "application/ocsp-response")
                     return
-                self._ocsp(self.rfile.read(length))
+                length = int(lengths[0])
+                if length > MAX_BODY:
+                    self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+                    return
+                body = self.rfile.read(length) if length else b""
+                if len(body) < length or not body:
+                    self._send(400, malformed, "application/ocsp-response")
+                    return
+                self._ocsp(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
     return Handler
 
 
-def make_server(repo: Path, host: str, port: int, log: Callable[[str], None]) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(repo, log))
+def make_server(repo: Path, host: str, port: int, log: Callable[[str], None], *, timeout: float = TIMEOUT) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(repo, log, timeout))
     server.daemon_threads = True
     return server

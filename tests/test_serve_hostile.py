@@ -1,0 +1,212 @@
+"""`pkic serve` against hostile clients (issue 12, item 5), on real sockets on loopback.
+
+* bounds: a POST body over 10 KiB is 413, no Content-Length is 411, a bad one 400, a
+  URL over 8 KiB 414, too many or too large header fields 431;
+* control characters of a request never reach the log: escaped, and lines are bounded.
+
+The server runs in-process (make_server in a thread), so its thread count is visible.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import NOW, make_pkic
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from compiler import responder
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Path:
+    """One applied init example for the whole module (serving never changes it)."""
+    base = tmp_path_factory.mktemp("serve")
+    pkic = make_pkic(base)
+    pkic.ok("init", str(base / "pki"))
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=base / "pki")
+    return base / "pki"
+
+
+def test_the_code_under_test_is_this_worktree():
+    assert Path(responder.__file__).resolve().is_relative_to(REPO_ROOT), responder.__file__
+
+
+class Running:
+    """make_server on 127.0.0.1, an ephemeral port, serve_forever in a thread; the log
+    callback's lines collected."""
+
+    def __init__(self, repo: Path, **limits):
+        self.lines: list[str] = []
+        self.server = responder.make_server(repo, "127.0.0.1", 0, self.lines.append, **limits)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def connect(self, timeout: float = 5.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def raw(self, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+        """Send ``request`` as is; the status and body of the answer, read to the close."""
+        with self.connect(timeout) as s:
+            s.sendall(request)
+            data = read_to_close(s)
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    def http(self, path: str, data: bytes | None = None) -> tuple[int, bytes, float]:
+        """urllib, as a client would: status, body, seconds taken."""
+        start = time.monotonic()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                     headers={"Content-Type": "application/ocsp-request"} if data is not None else {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, resp.read(), time.monotonic() - start
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), time.monotonic() - start
+
+
+def read_to_close(s: socket.socket) -> bytes:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def closed_within(s: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``s`` within ``seconds`` (anything it sends is read)."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def still_open(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""  # data: open; b"": closed
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.settimeout(5)
+
+
+def ocsp_request(repo: Path) -> bytes:
+    certs = repo / "out" / "certs"
+    web = x509.load_pem_x509_certificate((certs / "web.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((certs / "services-ca.pem").read_bytes())
+    return ocsp.OCSPRequestBuilder().add_certificate(web, ca, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+
+
+def assert_answers_promptly(srv: Running, repo: Path) -> None:
+    """An OCSP POST, an OCSP GET and a CRL GET, each answered correctly within 2 s."""
+    req, web_der, crl = ocsp_request(repo), (repo / "out" / "ocsp" / "web.der").read_bytes(), (repo / "out" / "crl" / "services-ca.crl").read_bytes()
+    status, body, took = srv.http("/ocsp", data=req)
+    assert (status, body) == (200, web_der) and took < 2, (status, took)
+    assert ocsp.load_der_ocsp_response(body).certificate_status == ocsp.OCSPCertStatus.GOOD
+    status, body, took = srv.http("/ocsp/" + urllib.request.quote(base64.b64encode(req).decode(), safe=""))
+    assert (status, body) == (200, web_der) and took < 2, (status, took)
+    status, body, took = srv.http("/crl/services-ca.crl")
+    assert (status, body) == (200, crl) and took < 2, (status, took)
+
+
+def hold_idle(srv: Running, count: int) -> list[socket.socket]:
+    """``count`` connections sending nothing, half a request line, or a head whose body
+    never comes."""
+    held = []
+    for i in range(count):
+        s = srv.connect()
+        if i % 3 == 1:
+            s.sendall(b"GET /crl/serv")
+        elif i % 3 == 2:
+            s.sendall(b"POST /ocsp HTTP/1.0\r\nContent-Type: application/ocsp-request\r\nContent-Length: 100\r\n\r\n0123")
+        held.append(s)
+    return held
+
+
+# ---------------------------------------------------------------------------- timeouts
+
+
+def test_the_default_timeout_is_ten_seconds():
+    assert responder.TIMEOUT == 10
+    assert responder.make_handler(Path("."), print).timeout == 10
+
+
+# ---------------------------------------------------------------------------- bounds
+
+
+def test_oversize_and_malformed_requests_are_refused(served):
+    req = ocsp_request(served)
+    with Running(served) as srv:
+        head = b"POST /ocsp HTTP/1.0\r\nContent-Type: application/ocsp-request\r\n"
+        assert srv.raw(head + b"Content-Length: 10241\r\n\r\n")[0] == 413
+        # at the bound: read and parsed (garbage: malformedRequest)
+        status, body = srv.raw(head + b"Content-Length: 10240\r\n\r\n" + b"\x30" * 10240)
+        assert status == 400 and ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+        assert srv.raw(head + b"\r\n" + req)[0] == 411
+        assert srv.raw(head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(req) + req + b"\r\n0\r\n\r\n")[0] == 411
+        assert srv.raw(head + b"Content-Length: 12abc\r\n\r\n" + req)[0] == 400
+        assert srv.raw(head + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(req), len(req)) + req)[0] == 400
+        assert srv.raw(head + b"Content-Length: %d\r\n\r\n" % len(req) + req)[0] == 200  # the same, well formed
+
+        assert srv.raw(b"GET /ocsp/" + b"A" * 8200 + b" HTTP/1.0\r\n\r\n")[0] == 414
+        assert srv.raw(b"GET /crl/" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n")[0] == 414
+        assert srv.raw(b"GET /x." + b"a" * 8100 + b" HTTP/1.0\r\n\r\n")[0] == 404  # under the bound
+        assert srv.raw(b"GET /crl/services-ca.crl HTTP/1.0\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(70)) + b"\r\n")[0] == 431
+        assert srv.raw(b"GET /crl/services-ca.crl HTTP/1.0\r\nX-Big: " + b"y" * 20000 + b"\r\n\r\n")[0] == 431
+        assert srv.raw(b"GET /crl/services-ca.crl HTTP/1.0\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"y" * 900) for i in range(30)) + b"\r\n")[0] == 431
+        # ordinary requests with a few headers still pass
+        status, body = srv.raw(b"GET /crl/services-ca.crl HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n")
+        assert (status, body) == (200, (served / "out" / "crl" / "services-ca.crl").read_bytes())
+        assert srv.raw(b"HEAD /crl/services-ca.crl HTTP/1.0\r\n\r\n") == (200, b"")
+
+
+# ---------------------------------------------------------------------------- the log
+
+
+def test_control_characters_of_a_request_are_escaped_in_the_log(served):
+    with Running(served) as srv:
+        assert srv.raw(b"GET /crl/\x1b[2J\x07evil\x9b\x7f.crl HTTP/1.0\r\nUser-Agent: \x1b]0;owned\x07\r\n\r\n")[0] == 404
+        assert srv.raw(b"GET /crl/a\x85\rb\x1c.crl HTTP/1.0\r\n\r\n")[0] == 400  # separators: bad syntax, logged too
+        assert srv.raw(b"G\x1b[31mT / HTTP/1.0\r\n\r\n")[0] == 501
+        srv.raw(b"GET /\x1b[31m" + b"a" * 9000 + b" HTTP/1.0\r\n\r\n")  # 414, logged at a bounded length
+        assert srv.raw(b"GET /x\\x1b HTTP/1.0\r\n\r\n")[0] == 404
+        lines = list(srv.lines)
+    assert lines
+    for line in lines:
+        assert line.isprintable(), repr(line)  # no control, no line break, no terminal escape
+        assert len(line) <= 600, len(line)
+    text = "\n".join(lines)
+    assert "/crl/\\x1b[2J\\x07evil\\x9b\\x7f.crl" in text, text
+    assert "G\\x1b[31mT" in text, text
+    assert "/x\\\\x1b" in text, text  # a backslash sent is doubled: no forged escape
+
+
+def test_clean_escapes_every_non_printable_and_bounds_the_length():
+    assert responder.clean("a\x1b[0m\n\t\x7f\u2028\u202e\U000e0001\\z") == "a\\x1b[0m\\x0a\\x09\\x7f\\u2028\\u202e\\U000e0001\\\\z"
+    assert responder.clean("\x00" * 1000, limit=40) == "\\x00" * 10 + "..."
