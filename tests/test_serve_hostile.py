@@ -8,7 +8,8 @@
 * bounds: a POST body over 10 KiB is 413 (and the client reads that answer, not a
   reset), no Content-Length is 411, a bad one 400, a URL over 8 KiB 414, too many or too
   large header fields 431;
-* control characters of a request never reach the log: escaped, and lines are bounded.
+* control characters of a request never reach the log: escaped, and lines are bounded;
+* the CLI takes ``--timeout``, ``--threads`` and ``--max-connections``.
 
 The server runs in-process (make_server in a thread), so its thread count is visible.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import base64
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -317,3 +320,49 @@ def test_control_characters_of_a_request_are_escaped_in_the_log(served):
 def test_clean_escapes_every_non_printable_and_bounds_the_length():
     assert responder.clean("a\x1b[0m\n\t\x7f\u2028\u202e\U000e0001\\z") == "a\\x1b[0m\\x0a\\x09\\x7f\\u2028\\u202e\\U000e0001\\\\z"
     assert responder.clean("\x00" * 1000, limit=40) == "\\x00" * 10 + "..."
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def test_serve_cli_takes_the_limits(served, tmp_path):
+    pkic = make_pkic(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--timeout", "1", "--threads", "2", "--max-connections", "8"],
+                            cwd=served, env=pkic.env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")
+            try:
+                silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        with silent:
+            start = time.monotonic()
+            assert closed_within(silent, 4)
+            assert 0.9 <= time.monotonic() - start < 4
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /crl/\x1b[2Jservices-ca.crl HTTP/1.0\r\n\r\n")
+            assert read_to_close(s).startswith(b"HTTP/1.0 404")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/crl/services-ca.crl", timeout=5) as resp:
+            assert resp.read() == (served / "out" / "crl" / "services-ca.crl").read_bytes()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    text = (tmp_path / "serve.log").read_text(errors="replace")
+    assert "no complete request within 1s" in text and "/crl/\\x1b[2Jservices-ca.crl" in text, text
+    assert "\x1b" not in text
+    bad = pkic("serve", "--threads", "0", cwd=served)
+    assert bad.returncode != 0 and "--threads" in bad.stderr, bad.stderr
