@@ -625,6 +625,10 @@ def report(
 def serve(
     port: int = typer.Option(8080, "--port", help="TCP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, max=3600, help="seconds a connection has to send its whole request (and to take each write of the answer)"),
+    threads: int = typer.Option(32, "--threads", min=1, max=1024, help="worker threads answering complete requests"),
+    max_connections: int = typer.Option(512, "--max-connections", min=1, max=65536,
+                                        help="open connections at most; past it the oldest one still sending its request is closed"),
 ) -> None:
     """Serve out/ over HTTP: CRLs, certificates, and pre-signed OCSP responses (no key needed)."""
     from .responder import make_server
@@ -632,7 +636,8 @@ def serve(
     if not (_repo / "out").is_dir():
         raise PkicError("no out/ directory here: nothing to serve", "run `pkic apply` first, or use -C DIR")
     try:
-        server = make_server(_repo, host, port, lambda line: err.print(_escape(line)))
+        server = make_server(_repo, host, port, lambda line: err.print(_escape(line)),
+                             timeout=timeout, threads=threads, max_connections=max_connections)
     except (OSError, OverflowError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise fail(f"{host}:{port}", f"cannot listen: {reason}", "pick another --port (1-65535)") from None
