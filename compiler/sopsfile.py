@@ -135,7 +135,37 @@ def _go_agrees(regex: object) -> bool:
     repetition to Python and literal text to Go; lookarounds and back-references do not
     compile in Go. When unsure, pkic leaves the choice of rule to sops itself."""
     return (isinstance(regex, str) and regex.isascii() and not any(t in regex for t in ("{,", "(?=", "(?!", "(?<", "[:", "[=", "[."))
-            and not re.search(r"\\[1-9]", regex) and not re.search(r"\(\?[a-zA-Z]", regex.replace("(?P<", "")))  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
+            and not re.search(r"\\[1-9]", regex) and not re.search(r"\(\?[a-zA-Z]", regex.replace("(?P<", ""))  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
+            and _re2(regex) is not None)
+
+
+_RE2: dict[str, object] = {}
+
+
+def _re2(regex: str) -> object | None:
+    """``regex`` compiled by RE2 (None: RE2 refuses it). Go's regexp, which sops uses,
+    is RE2's syntax and semantics; and RE2 runs in time linear in the path, where
+    Python's backtracking engine took minutes on a path_regex like ``(a|aa)+$x`` against
+    a 60-letter name (both written by the same pull request)."""
+    if regex not in _RE2:
+        import re2
+
+        options = re2.Options()
+        options.log_errors = False
+        try:
+            _RE2[regex] = re2.compile(regex, options)
+        except re2.error:
+            _RE2[regex] = None
+    return _RE2[regex]
+
+
+def path_matches(path_regex: str, rel_path: str) -> bool:
+    """Whether sops's rule ``path_regex`` applies to ``rel_path`` (for a regex _go_agrees
+    accepts), in linear time."""
+    compiled = _re2(path_regex)
+    if compiled is None:
+        raise RuleError(f"path_regex {path_regex[:60]!r} is not a regular expression Go's regexp (sops) reads")
+    return compiled.search(rel_path) is not None  # type: ignore[attr-defined]
 
 
 def creation_rules(repo: Path) -> list | None:
@@ -175,7 +205,7 @@ def first_match(config: Path, rel_path: str) -> int | None:
         path_regex = rule.get("path_regex")
         if path_regex and not _go_agrees(path_regex):
             return None
-        if path_regex and re.search(str(path_regex), rel_path) is None:
+        if path_regex and not path_matches(str(path_regex), rel_path):
             continue
         return i
     return None
@@ -193,7 +223,7 @@ def rule_for(config: Path, rel_path: str) -> AgeRule | None:
         path_regex = rule.get("path_regex")
         if path_regex and not _go_agrees(path_regex):
             return None  # sops (Go) might pick another rule than Python would: let it choose
-        if path_regex and re.search(path_regex, rel_path) is None:
+        if path_regex and not path_matches(path_regex, rel_path):
             continue
         if rule.get("filename_regex"):
             return None  # not worth guessing: let sops decide
@@ -479,7 +509,7 @@ def resolved_from(rules: list | None, rel_path: str) -> dict:
         hit = _normalised.get(id(rule))
         if hit is not None and hit[0] is rule:
             path_regex = rule.get("path_regex")
-            if path_regex and re.search(path_regex, rel_path) is None:
+            if path_regex and not path_matches(path_regex, rel_path):
                 continue
             return hit[1]
         if rule.get("filename_regex"):
@@ -488,7 +518,7 @@ def resolved_from(rules: list | None, rel_path: str) -> dict:
         if path_regex and not _go_agrees(path_regex):
             raise RuleError(f"rule {i + 1}'s path_regex uses syntax that Go's regexp (sops) and Python read differently "
                             "({,n}, lookarounds, back-references, POSIX classes): pkic cannot show who decrypts the keys")
-        if path_regex and re.search(path_regex, rel_path) is None:
+        if path_regex and not path_matches(path_regex, rel_path):
             continue
         try:
             norm = normalise(rule)

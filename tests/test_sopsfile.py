@@ -45,7 +45,7 @@ def test_in_process_files_decrypt_with_real_sops(tmp_path, ident, regex, mac_onl
     assert proc.stdout == dict(fields)["private_key"]
     # the readable fields stay readable (or are encrypted when no regex selects)
     assert ("name: web" in doc) == (regex is not None)
-    assert sopsfile.read_value(f, "private_key", sopsfile.identities()) == dict(fields)["private_key"]
+    assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) == dict(fields)["private_key"]
     full = subprocess.run([SOPS, "decrypt", str(f)], capture_output=True, text=True)
     assert full.returncode == 0 and "public_key_sha256" in full.stdout
 
@@ -60,7 +60,7 @@ def test_two_recipients_each_decrypt(tmp_path, monkeypatch):
         keys.write_text(f"{ident}\n")
         monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(keys))
         assert sops_decrypt(f).stdout == "secret\n"
-        assert sopsfile.read_value(f, "private_key", sopsfile.identities()) == "secret\n"
+        assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) == "secret\n"
 
 
 def test_files_written_by_sops_load_in_process(tmp_path, ident):
@@ -71,7 +71,7 @@ def test_files_written_by_sops_load_in_process(tmp_path, ident):
     assert proc.returncode == 0, proc.stderr
     f = tmp_path / "x.sops.yaml"
     f.write_text(proc.stdout)
-    assert sopsfile.read_value(f, "private_key", sopsfile.identities()) == dict(keystore.key_fields("x", handle))["private_key"]
+    assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) == dict(keystore.key_fields("x", handle))["private_key"]
 
 
 def test_tampering_is_caught_by_both(tmp_path, ident):
@@ -80,14 +80,14 @@ def test_tampering_is_caught_by_both(tmp_path, ident):
     f.write_text(sopsfile.write_document([("name", "t"), ("private_key", "secret\n")], rule).replace("name: t", "name: u"))
     assert sops_decrypt(f).returncode != 0
     with pytest.raises(ValueError, match="MAC"):
-        sopsfile.read_value(f, "private_key", sopsfile.identities())
+        sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities())
 
 
 def test_wrong_identity_falls_back(tmp_path, ident, monkeypatch):
     rule = sopsfile.AgeRule((str(pyrage.x25519.Identity.generate().to_public()),), "^private_key$", None, False)
     f = tmp_path / "w.sops.yaml"
     f.write_text(sopsfile.write_document([("private_key", "secret\n")], rule))
-    assert sopsfile.read_value(f, "private_key", sopsfile.identities()) is None  # the binary then reports it
+    assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) is None  # the binary then reports it
 
 
 @pytest.mark.parametrize("rule,path,age_only", [

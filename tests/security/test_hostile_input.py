@@ -160,6 +160,21 @@ def test_a_spec_with_anchors_below_the_limit_is_read(pkic, repo):
     assert "api2" in plan
 
 
+def test_a_catastrophic_path_regex_cannot_stall_plan(pkic, repo):
+    """A path_regex that backtracks exponentially in Python's engine, and a 60-letter
+    name for it to chew on, in the same pull request: RE2 (Go's regexp syntax, what sops
+    uses) matches in linear time; the rule simply does not apply."""
+    name = "a" * 60
+    rules = (repo / ".sops.yaml").read_text()
+    assert "creation_rules:\n" in rules
+    (repo / ".sops.yaml").write_text(rules.replace("creation_rules:\n", "creation_rules:\n  - path_regex: ^out/keys/(a|aa)+$x\n    age: age1nobody\n", 1))
+    spec = (repo / "pki.yaml").read_text()
+    (repo / "pki.yaml").write_text(spec.rstrip("\n") + f"\n  {name}:\n    issuer: services-ca\n    dns: [a.example.com]\n")
+    proc, took, rss = measured(pkic, "plan", "--now", NOW, cwd=repo)
+    assert proc.returncode == 0 and name in proc.stdout and "encrypted for: age1nobody" not in proc.stdout, proc.stderr
+    assert took < MAX_SECONDS and rss < MAX_RSS_KIB
+
+
 # --------------------------------------------------------------------------- numbers and durations
 
 
