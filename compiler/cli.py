@@ -6,6 +6,7 @@ and exit code 1; Ctrl-C exits 130; anything unexpected exits 3 with a short mess
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -166,11 +167,7 @@ def plan(
         review = review_context(_repo, base)
         body["review"] = review
     if save is not None:
-        target = save if save.is_absolute() else _repo / save
-        try:
-            target.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise fail(str(save), f"cannot write the plan: {exc.strerror}", "pass a file path in an existing directory") from None
+        _write_out_file(save, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"), "the plan")
     problems = sealed.problems + findings
     if as_json:
         _write_json(body)
@@ -613,11 +610,7 @@ def report(
     except PkicError:
         effective = None
     html = render_report(state, effective, recent_commits(_repo), parse_now(now))
-    target = save if save.is_absolute() else _repo / save
-    try:
-        target.write_text(html, encoding="utf-8")
-    except OSError as exc:
-        raise fail(str(save), f"cannot write: {exc.strerror}") from None
+    _write_out_file(save, html.encode("utf-8"), "the report")
     out.print(f"[green]Wrote[/] {save} ({len(html) // 1024} KiB, self-contained).")
 
 
@@ -838,6 +831,30 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]pkic crashed:[/] {type(exc).__name__}. This is a bug in pkic, not in your input; details in {log}")
         return 3
     return 0
+
+
+def _write_out_file(path: Path, data: bytes, what: str) -> None:
+    """``--out FILE``: never written through a symlink. A relative path is inside the repo
+    (which a pull request writes): no component of it may be a symlink, and no '..'."""
+    from . import layout
+
+    try:
+        if not path.is_absolute():
+            rel = path.as_posix()
+            if ".." in path.parts or not rel or rel == ".":
+                raise fail(str(path), "is not a file path inside the repository", "pass a path like plan.json, or an absolute one")
+            layout.write_input(_repo, rel, data)
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise fail(str(path), f"is a symlink: pkic never writes {what} through one", "remove it, or pick another path") from None
+            raise
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise fail(str(path), f"cannot write {what}: {exc.strerror}", "pass a file path in an existing directory") from None
 
 
 def _write_json(body: dict) -> None:

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import idna
 
+from .bounded import quote
+
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
@@ -25,15 +27,15 @@ _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
 
 def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{value!r} is not a DNS name")
+        raise ValueError(f"{quote(value)} is not a DNS name")
     text = value.strip().rstrip(".")
     wildcard = False
     if text.startswith("*."):
         if not allow_wildcard:
-            raise ValueError(f"'{value}' is a wildcard, which is not allowed here")
+            raise ValueError(f"{quote(value)} is a wildcard, which is not allowed here")
         wildcard, text = True, text[2:]
     if "*" in text:
-        raise ValueError(f"'{value}' is not a DNS name: '*' may only be the whole leftmost label")
+        raise ValueError(f"{quote(value)} is not a DNS name: '*' may only be the whole leftmost label")
     lowered = text.lower()
     if _ASCII_HOST.match(lowered) and "xn--" not in lowered:
         encoded = lowered  # plain LDH names: IDNA would change nothing but the case
@@ -41,16 +43,16 @@ def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
         try:
             encoded = idna.encode(text, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
-            raise ValueError(f"'{value}' is not a valid DNS name ({exc})") from None
+            raise ValueError(f"{quote(value)} is not a valid DNS name ({exc})") from None
         encoded = encoded.lower()
     labels = encoded.split(".")
     if any(not _LABEL.match(label) for label in labels):
-        raise ValueError(f"'{value}' is not a valid DNS name (letters, digits and '-' per label)")
+        raise ValueError(f"{quote(value)} is not a valid DNS name (letters, digits and '-' per label)")
     if wildcard and len(labels) < 2:
-        raise ValueError(f"'{value}' is a wildcard over a top-level domain")
+        raise ValueError(f"{quote(value)} is a wildcard over a top-level domain")
     result = ("*." if wildcard else "") + encoded
     if len(result) > 253:
-        raise ValueError(f"'{value}' is longer than 253 characters")
+        raise ValueError(f"{quote(value)} is longer than 253 characters")
     return result
 
 
@@ -66,9 +68,9 @@ def ip_address(value: str) -> str:
     try:
         ip = ipaddress.ip_address(str(value).strip())
     except ValueError:
-        raise ValueError(f"'{value}' is not an IP address (IPv4 like 10.0.0.5 or IPv6 like fd00::5)") from None
+        raise ValueError(f"{quote(value)} is not an IP address (IPv4 like 10.0.0.5 or IPv6 like fd00::5)") from None
     if getattr(ip, "scope_id", None):
-        raise ValueError(f"'{value}' has an IPv6 zone id (%...), which a certificate cannot hold")
+        raise ValueError(f"{quote(value)} has an IPv6 zone id (%...), which a certificate cannot hold")
     return ip.compressed
 
 
@@ -76,21 +78,21 @@ def ip_network(value: str) -> str:
     try:
         return str(ipaddress.ip_network(str(value).strip(), strict=True))
     except ValueError as exc:
-        raise ValueError(f"'{value}' is not a CIDR network like 10.0.0.0/8 ({exc})") from None
+        raise ValueError(f"{quote(value)} is not a CIDR network like 10.0.0.0/8 ({exc})") from None
 
 
 def uri(value: str) -> str:
     if not isinstance(value, str) or not value.isascii() or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} is not a URI (ASCII, no spaces; percent-encode the rest)")
+        raise ValueError(f"{quote(value)} is not a URI (ASCII, no spaces; percent-encode the rest)")
     parts = urlsplit(value)
     if not parts.scheme or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*$", parts.scheme):
-        raise ValueError(f"'{value}' is not an absolute URI (it needs a scheme, like spiffe:// or https://)")
+        raise ValueError(f"{quote(value)} is not an absolute URI (it needs a scheme, like spiffe:// or https://)")
     if value[len(parts.scheme) + 1 :].startswith("//") and not parts.hostname:
-        raise ValueError(f"'{value}' has no host")
+        raise ValueError(f"{quote(value)} has no host")
     try:
         parts.port
     except ValueError:
-        raise ValueError(f"'{value}' has an invalid port") from None
+        raise ValueError(f"{quote(value)} has an invalid port") from None
     return value
 
 
@@ -101,10 +103,10 @@ def uri_host(value: str) -> str:
 
 def email(value: str) -> str:
     if not isinstance(value, str) or value.count("@") != 1:
-        raise ValueError(f"{value!r} is not an email address (local@domain)")
+        raise ValueError(f"{quote(value)} is not an email address (local@domain)")
     local, domain = value.strip().split("@")
     if not local or not _LOCAL.match(local):
-        raise ValueError(f"'{value}' has a local part that is not plain ASCII")
+        raise ValueError(f"{quote(value)} has a local part that is not plain ASCII")
     return f"{local}@{dns_name(domain, allow_wildcard=False)}"
 
 

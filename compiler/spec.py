@@ -35,7 +35,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from . import names
 from .durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
 from .errors import Diagnostic, PkicError
-from .bounded import Locator, check_yaml
+from .bounded import Locator, check_yaml, quote
 from .bounded import dotted as _dotted
 from .bounded import yaml_error as _yaml_error
 from .layout import name_problem
@@ -402,7 +402,7 @@ def parse_yaml(text: str, filename: str, *, fast: bool = False) -> Any:
     except MarkedYAMLError as exc:
         raise PkicError([_yaml_error(filename, exc)]) from None
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad unicode)
-        raise PkicError([Diagnostic(filename, None, None, "", f"cannot parse YAML: {exc}")]) from None
+        raise PkicError([Diagnostic(filename, None, None, "", f"cannot parse YAML: {quote(str(exc), 200)}")]) from None
 
 
 def _pydantic_diags(exc: ValidationError, loc: Locator, model: type[BaseModel]) -> list[Diagnostic]:
@@ -416,7 +416,7 @@ def _pydantic_diags(exc: ValidationError, loc: Locator, model: type[BaseModel]) 
             field_name = path[-1]
             known = _known_fields(model, path[:-1])
             close = difflib.get_close_matches(str(field_name), known, n=1)
-            msg = f"unknown field '{field_name}'"
+            msg = f"unknown field {quote(str(field_name))}"
             hint = f"did you mean '{close[0]}'?" if close else (f"known fields: {', '.join(known)}" if known else None)
             diags.append(loc.diag(path, msg, hint, key=True))
             continue

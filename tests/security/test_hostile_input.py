@@ -334,6 +334,23 @@ def test_pkic_csr_refuses_a_planted_symlink_and_writes_no_key(pkic, repo, tmp_pa
     assert oct(key.stat().st_mode & 0o777) == "0o600"
 
 
+def test_out_files_are_never_written_through_a_planted_symlink(pkic, applied, tmp_path):
+    """`plan --out plan.json` and `report --out report.html` in a checkout of a pull
+    request: a symlink planted there (at $GITHUB_ENV, say) is refused, not written through."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (applied / "plan.json").symlink_to(victim)
+    (applied / "reports").symlink_to(tmp_path)
+    for args in (("plan", "--now", NOW, "--out", "plan.json"), ("report", "--now", NOW, "--out", "reports/victim.txt"),
+                 ("plan", "--now", NOW, "--out", str(applied / "plan.json"))):
+        proc = pkic(*args, cwd=applied)
+        assert proc.returncode == 1 and "symlink" in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert victim.read_text() == "precious\n"
+    (applied / "plan.json").unlink()
+    pkic.ok("plan", "--now", NOW, "--out", "plan.json", cwd=applied)
+    assert json.loads((applied / "plan.json").read_text())["format_version"] == 1
+
+
 def test_pkic_init_refuses_planted_symlinks_and_an_identity_inside_the_repo(pkic, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
