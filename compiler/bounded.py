@@ -293,7 +293,7 @@ def json_depth_ok(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
     return not brackets
 
 
-def loads_json(data: bytes | str, filename: str, hint: str, max_depth: int = MAX_DEPTH) -> Any:
+def loads_json(data: bytes | str, filename: str, hint: str, max_depth: int = MAX_DEPTH, what: str = "it") -> Any:
     """Decode JSON read from an untrusted file: depth checked first, any failure one
     diagnostic (with the line and column the decoder gives)."""
     import json
@@ -304,6 +304,6 @@ def loads_json(data: bytes | str, filename: str, hint: str, max_depth: int = MAX
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise PkicError([Diagnostic(filename, exc.lineno, exc.colno, "", f"not valid JSON ({exc.msg})", hint)]) from None
+        raise PkicError([Diagnostic(filename, exc.lineno, exc.colno, "", f"{what} is not valid JSON ({exc.msg})", hint)]) from None
     except (UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise PkicError([Diagnostic(filename, None, None, "", f"not valid JSON ({type(exc).__name__})", hint)]) from None
+        raise PkicError([Diagnostic(filename, None, None, "", f"{what} is not valid JSON ({type(exc).__name__})", hint)]) from None

@@ -843,6 +843,8 @@ def _write_out_file(path: Path, data: bytes, what: str) -> None:
             rel = path.as_posix()
             if ".." in path.parts or not rel or rel == ".":
                 raise fail(str(path), "is not a file path inside the repository", "pass a path like plan.json, or an absolute one")
+            if not (_repo / path).parent.is_dir():
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory")
             layout.write_input(_repo, rel, data)
             return
         try:

@@ -361,7 +361,7 @@ def check_input_target(repo: Path, rel: str) -> bool:
         except FileNotFoundError:
             return False
         if not stat.S_ISREG(st.st_mode):
-            raise _refuse(rel, "is a symlink" if stat.S_ISLNK(st.st_mode) else "is not a regular file")
+            raise _refuse(rel, "is a symlink" if stat.S_ISLNK(st.st_mode) else "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file")
         return True
 
 

@@ -260,7 +260,7 @@ def load_state(repo: Path) -> State:
             return State()
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
-    body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
+    body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand", what="the state")
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
         raise fail(STATE_PATH, "this is not a pkic state file (no \"format\": \"pkic-state\")", "out/ belongs to pkic; move other files elsewhere or restore it from git")
     if body.get("version") != STATE_VERSION:
