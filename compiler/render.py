@@ -312,7 +312,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
             for r in c.revokes:
                 if r["name"] != c.name or c.action != REVOKE:
                     why += f"<br>revokes {_code(r['name'])} ({_md(r['reason'])})"
-            rows.append(f"| {icon[c.action]} | {_code(c.name)} | {c.kind} | **{c.action}** | {key} | {why} |")
+            rows.append(f"| {icon[c.action]} | {_code(c.name)} | {_md(c.kind)} | **{c.action}** | {_md(key)} | {why} |")
         sections.append((["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"], rows, [""]))
         content = [_content_row(c, plan) for c in plan.changes if c.action != REVOKE and c.new_spec is not None]
         if content:
@@ -332,7 +332,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     details = []
     pubs = publications_summary(plan, names=True)
     if pubs:
-        sections.append((["To sign: " + ", ".join(pubs) + ".", ""], [], []))
+        sections.append((["To sign: " + _md(", ".join(pubs)) + ".", ""], [], []))
     radius = blast_radius(plan, spec) if spec else {}
     for name, below in sorted(radius.items()):
         details.append(f"- **blast radius** of {_code(name)}: {len(below)} certificate(s) below are reissued: " + ", ".join(_code(b) for b in below))
@@ -342,7 +342,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     details += [f"- CRL {_code(pub.name)}: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
     if details:
         sections.append((["<details><summary>Details</summary>", ""], details, ["", "</details>", ""]))
-    foot = [f"<sub>`Pki-Plan: {plan.reviewed_digest}` · state serial {plan.state_serial}</sub>"]
+    foot = [f"<sub>{_code('Pki-Plan: ' + plan.reviewed_digest)} · state serial {_md(plan.state_serial)}</sub>"]
 
     def build(limit: int | None) -> str:
         lines = list(head)
@@ -386,25 +386,32 @@ def _content_row(c, plan: Plan) -> str:
     who = _md(rule_summary(c.recipients)) if c.recipients is not None else ("the host (CSR)" if c.key == "external" else "unchanged")
     if c.time_driven:
         who += " (unchanged)"
-    return f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {key} | {sp.get('lifetime', '')} | {issuer} | {who} |"
+    return f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {_md(key)} | {_md(sp.get('lifetime', ''))} | {issuer} | {who} |"
 
 
 def _fence(line: str) -> str:
     return line.replace("```", "`​``")
 
 
-def _md(text: str) -> str:
-    """Text from the PR author (names, SANs, subjects, paths, messages) in a markdown
-    table or list: no HTML, no markup that could hide or forge lines."""
-    import html
+# Markdown (GitHub's): HTML is escaped as entities (no tag, comment or </details> of the
+# value's own); a backtick as an entity (it would open a code span); the characters of
+# inline markup and tables with a backslash (a link, emphasis, a cell split by "|"; the
+# backslash too, so that a value's own backslash cannot unescape the pipe after it).
+_MD = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;"} | {c: "\\" + c for c in "\\|[]*_~"})
 
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("`", "&#96;").replace("\n", " ").replace("\r", " ")
+
+def _md(text: object) -> str:
+    """Text from the PR author (names, SANs, subjects, paths, messages, state values) in
+    a markdown table or list: shown as the text it is, on one line (control characters
+    as their escapes, ``\\n``), with no HTML and no markup that could hide or forge lines."""
+    return _p(str(text)).translate(_MD)
 
 
-def _code(text: str) -> str:
-    """A value as code: a code span when it cannot break out of one, else <code>."""
+def _code(text: object) -> str:
+    """A value as code: a code span when it cannot break out of one (nor carry HTML a
+    reader could mistake for the comment's own), else <code> around the escaped text."""
     text = str(text)
-    if "`" not in text and "\n" not in text and "\r" not in text and text.strip() == text and text:
+    if text and text.isprintable() and text.strip() == text and not any(c in text for c in "`<>&\\"):
         return "`" + text.replace("|", "\\|") + "`"
     return f"<code>{_md(text)}</code>"
 
