@@ -115,7 +115,7 @@ def init(
 
     target = directory if directory.is_absolute() else _repo / directory
     info = init_repo(target, parse_now(None), owner)
-    out.print(f"[green]Created[/] a PKI repo in [bold]{target}[/]")
+    out.print(f"[green]Created[/] a PKI repo in [bold]{_escape(target)}[/]")
     out.print(f"  age recipient  {info['recipient']}")
     out.print(f"  identity added to {info['key_file']} (keep it secret; CI gets it as SOPS_AGE_KEY)")
     made = "made" if info["seal_key_created"] else "reused"
@@ -127,7 +127,7 @@ def init(
         err.print(f"[yellow]CI cannot install pkic yet[/]: {_escape(info['ci_install_source'])}; write the requirement into .github/pkic-requirements.txt")
     if info["owners_placeholder"]:
         err.print("[yellow]Replace the placeholder owner in .github/CODEOWNERS[/] (or run init with --owner @org/team)")
-    out.print(f"Next: cd {target} && pkic plan && pkic apply")
+    out.print(f"Next: cd {_escape(target)} && pkic plan && pkic apply")
 
 
 @app.command()
@@ -183,15 +183,15 @@ def plan(
             out.print(f"[bold yellow]! not planned: review as code[/] ({len(review['outside'])} path(s) pkic does not plan; a workflow runs with the CA identity after merge): "
                       + _escape(", ".join(review["outside"][:40]) + (" …" if len(review["outside"]) > 40 else "")))
         if review and review["sops_rules_diff"]:
-            out.print("[bold].sops.yaml, the rules as data:[/]\n" + _escape(review["sops_rules_diff"]))
+            out.print("[bold].sops.yaml, the rules as data:[/]\n" + _escape_lines(review["sops_rules_diff"]))
         for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):
-            out.print(f"[bold]{_escape(path)}:[/]\n" + _escape(diff))
+            out.print(f"[bold]{_escape(path)}:[/]\n" + _escape_lines(diff))
         if save is not None:
-            out.print(f"Saved the plan to {save}; apply exactly it with `pkic apply {save}`.")
+            out.print(f"Saved the plan to {_escape(save)}; apply exactly it with `pkic apply {_escape(save)}`.")
     if problems:
         # advisory on a pull request (its author can edit the workflow); apply enforces
         for d in problems:
-            err.print(f"[bold red]error:[/] {_escape(d.render())}")
+            err.print(f"[bold red]error:[/] {_escape_lines(d.render())}")
         err.print("out/ is not the output the apply identity sealed: apply will refuse it. Review this change as an attack on the PKI.")
         raise typer.Exit(1)
     if detailed_exitcode and not the_plan.empty:
@@ -358,7 +358,7 @@ def _commit(the_plan, state, result, reviewed: str, effective, author: str | Non
     message = commit_message(the_plan, state, result, reviewed, recovered.ops if recovered else None, the_seal)
     done = commit_out(_repo, sorted(paths), message, author, the_seal)
     if done.sha:
-        out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {message.splitlines()[0]}")
+        out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {_escape(message.splitlines()[0])}")
     else:
         out.print("Nothing to commit.")
 
@@ -423,9 +423,9 @@ def status(
     out.print(f"seal: {_escape(seal_line)}")
     for r in crls:
         if r["status"] == "expired":
-            err.print(f"[bold red]CRL of {r['authority']} EXPIRED at {r['next_update']}: TLS clients that check CRLs reject every certificate it issued. Run `pkic apply` now.[/]")
+            err.print(f"[bold red]CRL of {_escape(r['authority'])} EXPIRED at {_escape(r['next_update'])}: TLS clients that check CRLs reject every certificate it issued. Run `pkic apply` now.[/]")
         elif r["status"] == "due":
-            err.print(f"[yellow]CRL of {r['authority']} is due for re-signing (next update {r['next_update']}): run `pkic apply`.[/]")
+            err.print(f"[yellow]CRL of {_escape(r['authority'])} is due for re-signing (next update {_escape(r['next_update'])}): run `pkic apply`.[/]")
 
 
 def _seal_status(repo: Path) -> str:
@@ -464,12 +464,12 @@ def verify(
         if report.mode == "unsealed":
             raise PkicError("this repository is unsealed: no out.seal to verify", "`pkic seal init` seals it (see docs/security.md)")
         for d in problems:
-            err.print(f"[bold red]✗[/] {_escape(d.render())}")
+            err.print(f"[bold red]✗[/] {_escape_lines(d.render())}")
         if problems:
             raise typer.Exit(1)
         versions = len({s.digest for _c, s in seal.parsed(report.git.history(_repo)) if public is not None and s.valid_under(public)})
         chain = f"{versions} seal(s) made with it in history form one chain" if versions else "no sealed commit yet"
-        out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {public} (from {source}); {chain}.")
+        out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {_escape(public)} (from {_escape(source)}); {chain}.")
     state = load_state(_repo)
     count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
     if not count:
@@ -495,6 +495,7 @@ def check(
     from . import spec as spec_mod
     from .check import LEVEL_NAMES, UNKNOWN, overall, prometheus, run_check, summary_line
     from .durations import parse_duration
+    from .errors import printable
     from .state import load_with_journal
 
     fmt = "json" if as_json else fmt
@@ -535,7 +536,9 @@ def check(
         text = json.dumps({"status": LEVEL_NAMES[level], "code": level, "summary": summary, "now": ts(when),
                            "items": [i.to_json() for i in items]}, indent=2, sort_keys=True) + "\n"
     else:
-        text = summary + "\n" + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {i.name}: {i.message}\n" for i in items if i.level)
+        # one line per item (a monitoring system reads the first as the verdict): a name
+        # from the state never breaks one
+        text = printable(summary) + "\n" + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {printable(i.name)}: {printable(i.message)}\n" for i in items if i.level)
     if save is not None:
         from .bundle import write_atomic
 
@@ -557,7 +560,9 @@ def history(
 ) -> None:
     """Every version of a certificate from the git log: when, commit, author, action, serial, reason."""
     from rich.table import Table
+    from rich.text import Text
 
+    from .errors import printable
     from .gitops import history as git_history
 
     events = git_history(_repo, name)
@@ -565,13 +570,13 @@ def history(
         _write_json({"name": name, "events": events})
         return
     if not events:
-        out.print(f"No history for '{name}' (pkic apply --commit records it in git).")
+        out.print(f"No history for '{_escape(name)}' (pkic apply --commit records it in git).")
         return
-    table = Table(title=f"history of {name}", title_justify="left", header_style="bold")
+    table = Table(title=Text(f"history of {printable(name)}"), title_justify="left", header_style="bold")
     for col in ("date", "commit", "author", "action", "serial", "reason"):
         table.add_column(col)
-    for e in events:
-        table.add_row(e["date"], e["commit"][:12], e["author"], e["action"], (e["serial"] or "")[:16], e["reason"] or "")
+    for e in events:  # commit messages and authors are anyone's: cells are Text, never markup
+        table.add_row(*(Text(printable(v)) for v in (e["date"], e["commit"][:12], e["author"], e["action"], (e["serial"] or "")[:16], e["reason"] or "")))
     out.print(table)
 
 
@@ -611,7 +616,7 @@ def report(
         effective = None
     html = render_report(state, effective, recent_commits(_repo), parse_now(now))
     _write_out_file(save, html.encode("utf-8"), "the report")
-    out.print(f"[green]Wrote[/] {save} ({len(html) // 1024} KiB, self-contained).")
+    out.print(f"[green]Wrote[/] {_escape(save)} ({len(html) // 1024} KiB, self-contained).")
 
 
 @app.command()
@@ -777,8 +782,8 @@ def csr(
         raise fail(str(csr_rel), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out")
     write_host_key_and_csr(entry, key_target, None if csr_in_repo is not None else csr_rel,
                            lambda data: layout.write_input(_repo, str(csr_in_repo), data))
-    out.print(f"[green]Wrote[/] the key to {key_out} (mode 0600; it never goes into the repo) and the CSR to {csr_rel}")
-    out.print(f"Next: add `csr: {csr_rel}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
+    out.print(f"[green]Wrote[/] the key to {_escape(key_out)} (mode 0600; it never goes into the repo) and the CSR to {_escape(csr_rel)}")
+    out.print(f"Next: add `csr: {_escape(csr_rel)}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 
 
 from .cli_ci import ci_app  # noqa: E402  (the `pkic ci` commands: compiler/cli_ci.py)
@@ -802,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         from .spec import locate
 
         for d in locate(_repo, exc.diagnostics):
-            err.print(f"[bold red]error:[/] {_escape(d.render())}")
+            err.print(f"[bold red]error:[/] {_escape_lines(d.render())}")
         if len(exc.diagnostics) > 1:
             err.print(f"{len(exc.diagnostics)} problems found; nothing was changed.")
         return 1
@@ -828,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             log: Path | str = name
         except OSError:
             log = "(no log: the temporary directory is not writable)"
-        err.print(f"[bold red]pkic crashed:[/] {type(exc).__name__}. This is a bug in pkic, not in your input; details in {log}")
+        err.print(f"[bold red]pkic crashed:[/] {type(exc).__name__}. This is a bug in pkic, not in your input; details in {_escape(log)}")
         return 3
     return 0
 
@@ -877,10 +882,19 @@ def _show(renderable) -> None:
         out.print(renderable)
 
 
-def _escape(text: str) -> str:
+def _escape(text: object) -> str:
+    """A value for rich's markup, on one line: shown as the text it is (``[bold]`` with its
+    brackets, never interpreted), control characters as their escapes (``\\n``, ``\\x1b``)."""
     from rich.markup import escape
 
-    return escape(text)
+    from .errors import printable
+
+    return escape(printable(str(text)))
+
+
+def _escape_lines(text: str) -> str:
+    """Like _escape, for text whose lines are its own (a diff, a diagnostic and its hint)."""
+    return "\n".join(_escape(line) for line in text.split("\n"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import typer
 
 from . import ci
 from .bounded import json_depth_ok
-from .errors import fail
+from .errors import fail, printable
 
 ci_app = typer.Typer(no_args_is_help=True, help="GitHub provenance for CI: find a run's pull request, post the plan comment, prove the reviewed plan of a merge.")
 
@@ -24,7 +24,7 @@ MAX_INPUT = 16 << 20
 
 
 def _note(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(printable(text) + "\n")  # one line: what the API says never writes a line (a workflow command) of its own
     sys.stderr.flush()
 
 

@@ -23,21 +23,25 @@ class Diagnostic:
     def render(self) -> str:
         """One line (and a hint line); control characters and undecodable bytes from a
         file name or a value are shown escaped, never sent to the terminal."""
-        where = _printable(self.file)
+        where = printable(self.file)
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
         text = f"{where}: "
         if self.path:
-            text += f"{_printable(self.path)}: "
-        text += _printable(self.message)
+            text += f"{printable(self.path)}: "
+        text += printable(self.message)
         if self.hint:
-            text += f"\n  hint: {_printable(self.hint)}"
+            text += f"\n  hint: {printable(self.hint)}"
         return text
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
+    """``text`` on one line, as it can safely reach a terminal or a log: every control or
+    other non-printable character (a newline that would forge a line, an ANSI escape
+    sequence, a bidi override) is shown as its Python escape (``\\n``, ``\\x1b``, ``\\u202e``)."""
+    text = str(text)
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

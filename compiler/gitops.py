@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import fail
+from .errors import fail, printable
 from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
 from .state import State
 
@@ -111,11 +111,11 @@ def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: l
         parts.append(f"{result.ocsp} OCSP")
     subject = "pkic apply: " + (", ".join(parts) or "refresh")
     body = []
-    for c in plan.changes:
+    for c in plan.changes:  # one line each: a subject in pki.yaml never writes a line (a Pki-* trailer) of its own
         if c.action == REVOKE:
-            body.append(f"- revoke {c.name}: " + "; ".join(r.message for r in c.reasons))
+            body.append(f"- revoke {c.name}: " + "; ".join(printable(r.message) for r in c.reasons))
         else:
-            body.append(f"- {c.action} {c.name}: " + "; ".join(r.message for r in c.reasons))
+            body.append(f"- {c.action} {c.name}: " + "; ".join(printable(r.message) for r in c.reasons))
     if plan.crls:
         body.append("- re-sign CRLs: " + ", ".join(p.name for p in plan.crls))
     if plan.ocsp:

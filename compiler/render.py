@@ -1,4 +1,9 @@
-"""Human-readable renderings (rich renderables and text); the CLI prints them."""
+"""Human-readable renderings (rich renderables and text); the CLI prints them.
+
+Every string that comes from pki.yaml, a CSR, .sops.yaml, out/state.json or git is
+escaped here, for the output it goes to: for the terminal and logs (rich ``Text``, never
+markup) by ``_p`` (control characters shown as ``\\n``, ``\\x1b``); for markdown by
+``_md`` and ``_code``. Stored data is never changed."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .errors import printable as _p
 from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
 from .spec import EffectiveSpec
 from .state import State, parse_ts, ts
@@ -22,10 +28,10 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     head.append(f"  now {ts(plan.now)} · state serial {plan.state_serial}", style="dim")
     lines.append(head)
     for notice in plan.notices:
-        lines.append(Text(f"! {notice}", style="yellow"))
+        lines.append(Text(f"! {_p(notice)}", style="yellow"))
     if plan.empty:
         for w in plan.warnings:
-            lines.append(Text(f"! {w}", style="yellow"))
+            lines.append(Text(f"! {_p(w)}", style="yellow"))
         lines.append(Text("No changes. The certificates match pki.yaml, none is due for renewal, CRLs and OCSP responses are fresh.", style="green"))
         return Group(*lines)
     lines.append(Text(""))
@@ -51,7 +57,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
             t.append(f"  (serial {c.serial})", style="dim")
         lines.append(t)
         for r in c.reasons:
-            lines.append(Text(f"      · {r.message}", style="dim" if r.code in ("new",) else ""))
+            lines.append(Text(f"      · {_p(r.message)}", style="dim" if r.code in ("new",) else ""))
         if c.name in radius:
             below = radius[c.name]
             lines.append(Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta"))
@@ -60,7 +66,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
             t = Text("  ✎ ", style="blue")
             t.append(f"{label:<8} ", style="bold blue")
             t.append(f"{pub.name:<{width}}", style="bold")
-            t.append(f"  {what}: " + "; ".join(r.message for r in pub.reasons), style="dim")
+            t.append(f"  {what}: " + "; ".join(_p(r.message) for r in pub.reasons), style="dim")
             lines.append(t)
     if plan.ocsp:
         by_reason: dict[str, int] = {}
@@ -78,24 +84,24 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     for c in plan.changes:
         for r in c.revokes:
             if r["name"] != c.name or c.action != REVOKE:
-                lines.append(Text(f"  - revokes {r['name']} serial {r['serial']} ({r['reason']})", style="red"))
+                lines.append(Text(f"  - revokes {r['name']} serial {r['serial']} ({_p(r['reason'])})", style="red"))
     for change in plan.settings_changes:
-        lines.append(Text(f"  ⚙ setting: {change}", style="bold"))
+        lines.append(Text(f"  ⚙ setting: {_p(change)}", style="bold"))
     for master, names in plan.new_recipients.items():
-        lines.append(Text(f"  🔑 new recipient {master.removeprefix('age:')}: can decrypt {len(names)} key(s): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}", style="bold magenta"))
+        lines.append(Text(f"  🔑 new recipient {_p(master.removeprefix('age:'))}: can decrypt {len(names)} key(s): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}", style="bold magenta"))
     for digest, names in keys_by_rule(plan):
-        lines.append(Text(f"  🔑 {len(names)} new key(s) encrypted for: {rule_summary(plan.rules[digest])}", style="cyan"))
+        lines.append(Text(f"  🔑 {len(names)} new key(s) encrypted for: {_p(rule_summary(plan.rules[digest]))}", style="cyan"))
     for r in plan.reencrypt:
         t = Text("  🔑 ", style="magenta")
         t.append("re-encrypt ", style="bold magenta")
-        t.append(r.path, style="bold")
-        t.append(f"  ({reencrypt_delta(r)}; fresh data key)", style="")
+        t.append(_p(r.path), style="bold")
+        t.append(f"  ({_p(reencrypt_delta(r))}; fresh data key)", style="")
         lines.append(t)
     for master, names in plan.exposed.items():
-        lines.append(Text(f"  ! {master} is removed, but could decrypt {len(names)} key(s) still in git history: {', '.join(names[:20])}"
+        lines.append(Text(f"  ! {_p(master)} is removed, but could decrypt {len(names)} key(s) still in git history: {', '.join(names[:20])}"
                           f"{' …' if len(names) > 20 else ''}. Rekey them (bump `rekey`) to revoke its access.", style="bold yellow"))
     for w in plan.warnings:
-        lines.append(Text(f"  ! {w}", style="yellow"))
+        lines.append(Text(f"  ! {_p(w)}", style="yellow"))
     if plan.chain_updates:
         lines.append(Text(f"  chain files rewritten (new intermediate, certificate unchanged): {', '.join(plan.chain_updates)}", style="dim"))
     if plan.pending_journal:
@@ -194,7 +200,7 @@ def status_plain(rows: list[dict]) -> str:
     thousands of rows would take seconds to lay out."""
     cols = ("name", "kind", "issuer", "serial", "not_after", "days_left", "status")
     head = ("name", "kind", "issuer", "serial", "not after", "days left", "status")
-    cells = [[str(r[c])[:16] if c == "serial" else str(r[c]) for c in cols] for r in rows]
+    cells = [[_p(str(r[c])[:16] if c == "serial" else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
@@ -210,7 +216,8 @@ def status_table(rows: list[dict]) -> Table:
         colour = "green" if days > 30 else "yellow" if days > 7 else "red"
         if r["status"] != "active":
             colour = "dim" if r["status"] in ("revoked", "superseded") else "red"
-        table.add_row(r["name"], r["kind"], r["issuer"], r["serial"][:16] + ("…" if len(r["serial"]) > 16 else ""), r["not_after"], Text(str(days), style=colour), Text(r["status"], style=colour))
+        table.add_row(*_cells(r["name"], r["kind"], r["issuer"], r["serial"][:16] + ("…" if len(r["serial"]) > 16 else ""), r["not_after"]),
+                      Text(str(days), style=colour), Text(_p(r["status"]), style=colour))
     return table
 
 
@@ -243,8 +250,14 @@ def crl_table(rows: list[dict]) -> Table:
         colour = {"fresh": "green", "due": "yellow", "expired": "bold red"}[r["status"]]
         left = f"{r['hours_left'] // 24}d {r['hours_left'] % 24}h"
         status = r["status"] if r["status"] != "expired" else "EXPIRED: clients reject everything"
-        table.add_row(r["authority"], str(r["number"]), str(r["revoked"]), r["next_update"], left, Text(status, style=colour))
+        table.add_row(*_cells(r["authority"], r["number"], r["revoked"], r["next_update"], left), Text(_p(status), style=colour))
     return table
+
+
+def _cells(*values) -> list[Text]:
+    """Table cells as rich Text: a plain string cell would be parsed as console markup
+    (a CRL number ``[link=...]x[/link]`` in the state would print as a link)."""
+    return [Text(_p(str(v))) for v in values]
 
 
 def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = None, tail: str = "", max_chars: int | None = None) -> str:
@@ -299,7 +312,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
             for r in c.revokes:
                 if r["name"] != c.name or c.action != REVOKE:
                     why += f"<br>revokes {_code(r['name'])} ({_md(r['reason'])})"
-            rows.append(f"| {icon[c.action]} | {_code(c.name)} | {c.kind} | **{c.action}** | {key} | {why} |")
+            rows.append(f"| {icon[c.action]} | {_code(c.name)} | {_md(c.kind)} | **{c.action}** | {_md(key)} | {why} |")
         sections.append((["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"], rows, [""]))
         content = [_content_row(c, plan) for c in plan.changes if c.action != REVOKE and c.new_spec is not None]
         if content:
@@ -319,7 +332,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     details = []
     pubs = publications_summary(plan, names=True)
     if pubs:
-        sections.append((["To sign: " + ", ".join(pubs) + ".", ""], [], []))
+        sections.append((["To sign: " + _md(", ".join(pubs)) + ".", ""], [], []))
     radius = blast_radius(plan, spec) if spec else {}
     for name, below in sorted(radius.items()):
         details.append(f"- **blast radius** of {_code(name)}: {len(below)} certificate(s) below are reissued: " + ", ".join(_code(b) for b in below))
@@ -329,7 +342,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     details += [f"- CRL {_code(pub.name)}: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
     if details:
         sections.append((["<details><summary>Details</summary>", ""], details, ["", "</details>", ""]))
-    foot = [f"<sub>`Pki-Plan: {plan.reviewed_digest}` · state serial {plan.state_serial}</sub>"]
+    foot = [f"<sub>{_code('Pki-Plan: ' + plan.reviewed_digest)} · state serial {_md(plan.state_serial)}</sub>"]
 
     def build(limit: int | None) -> str:
         lines = list(head)
@@ -373,25 +386,32 @@ def _content_row(c, plan: Plan) -> str:
     who = _md(rule_summary(c.recipients)) if c.recipients is not None else ("the host (CSR)" if c.key == "external" else "unchanged")
     if c.time_driven:
         who += " (unchanged)"
-    return f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {key} | {sp.get('lifetime', '')} | {issuer} | {who} |"
+    return f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {_md(key)} | {_md(sp.get('lifetime', ''))} | {issuer} | {who} |"
 
 
 def _fence(line: str) -> str:
     return line.replace("```", "`​``")
 
 
-def _md(text: str) -> str:
-    """Text from the PR author (names, SANs, subjects, paths, messages) in a markdown
-    table or list: no HTML, no markup that could hide or forge lines."""
-    import html
+# Markdown (GitHub's): HTML is escaped as entities (no tag, comment or </details> of the
+# value's own); a backtick as an entity (it would open a code span); the characters of
+# inline markup and tables with a backslash (a link, emphasis, a cell split by "|"; the
+# backslash too, so that a value's own backslash cannot unescape the pipe after it).
+_MD = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;"} | {c: "\\" + c for c in "\\|[]*_~"})
 
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("`", "&#96;").replace("\n", " ").replace("\r", " ")
+
+def _md(text: object) -> str:
+    """Text from the PR author (names, SANs, subjects, paths, messages, state values) in
+    a markdown table or list: shown as the text it is, on one line (control characters
+    as their escapes, ``\\n``), with no HTML and no markup that could hide or forge lines."""
+    return _p(str(text)).translate(_MD)
 
 
-def _code(text: str) -> str:
-    """A value as code: a code span when it cannot break out of one, else <code>."""
+def _code(text: object) -> str:
+    """A value as code: a code span when it cannot break out of one (nor carry HTML a
+    reader could mistake for the comment's own), else <code> around the escaped text."""
     text = str(text)
-    if "`" not in text and "\n" not in text and "\r" not in text and text.strip() == text and text:
+    if text and text.isprintable() and text.strip() == text and not any(c in text for c in "`<>&\\"):
         return "`" + text.replace("|", "\\|") + "`"
     return f"<code>{_md(text)}</code>"
 

@@ -1,5 +1,9 @@
 """`pkic report`: one self-contained HTML page for auditors (no network, no scripts).
 
+Every value from the state or git (names, serials, dates, CRL numbers, reasons, commit
+authors and subjects) is HTML-escaped where it is written, whatever the state's own
+checks already refused: a hand-written state must not put markup into the page.
+
 Sections: the hierarchy as a tree, a validity timeline (inline SVG: when each
 certificate starts, renews and expires, with today marked), revocations with reasons,
 CRLs, and the last changes with their commits.
@@ -25,6 +29,11 @@ ul.tree li{margin:.25rem 0}ul.tree li::before{content:"└ ";color:#8c959f}
 """
 
 
+def _h(value: object) -> str:
+    """Any value as HTML text or a quoted attribute value."""
+    return escape(str(value))
+
+
 def render_report(state: State, spec, commits: list[dict], now: datetime) -> str:
     active = {n: state.active(n) for n in state.active_names()}
     parts = [
@@ -32,7 +41,7 @@ def render_report(state: State, spec, commits: list[dict], now: datetime) -> str
         "<title>PKI report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>PKI report</h1>",
-        f'<p class=meta>Lineage <code>{escape(state.lineage or "none")}</code> · state serial {state.serial} · '
+        f'<p class=meta>Lineage <code>{_h(state.lineage or "none")}</code> · state serial {_h(state.serial)} · '
         f'generated for <time id=now datetime="{ts(now)}">{ts(now)}</time> · {len(active)} active certificate(s)</p>',
     ]
     parts.append(_tree(active))
@@ -55,9 +64,9 @@ def _tree(active: dict[str, dict]) -> str:
         kids = sorted(children.get(name, []), key=lambda n: (active[n]["kind"] != "authority", n))
         inner = "".join(node(k) for k in kids)
         return (
-            f'<li data-name="{escape(name)}"><strong>{escape(name)}</strong>'
-            f'<span class="kind {escape(rec["kind"])}">{escape(rec["kind"])}</span> '
-            f'<code>{escape(rec.get("key_type", ""))}</code> · until {escape(rec["not_after"][:10])} · serial <code>{escape(rec["serial"][:16])}</code>'
+            f'<li data-name="{_h(name)}"><strong>{_h(name)}</strong>'
+            f'<span class="kind {_h(rec["kind"])}">{_h(rec["kind"])}</span> '
+            f'<code>{_h(rec.get("key_type", ""))}</code> · until {_h(rec["not_after"][:10])} · serial <code>{_h(rec["serial"][:16])}</code>'
             + (f"<ul>{inner}</ul>" if inner else "")
             + "</li>"
         )
@@ -89,9 +98,9 @@ def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
         entry = spec.entries.get(name) if spec is not None else None
         renew = na - (entry.renew_before if entry is not None else (na - nb) / 3)
         colour = "#0969da" if rec["kind"] == "authority" else "#1a7f37"
-        svg.append(f'<text x="4" y="{y + 12}" font-size="12">{escape(name)}</text>')
-        svg.append(f'<rect data-name="{escape(name)}" x="{x(nb):.1f}" y="{y}" width="{max(1.0, x(na) - x(nb)):.1f}" height="14" rx="3" fill="{colour}" opacity="0.75">'
-                   f"<title>{escape(name)}: {rec['not_before']} to {rec['not_after']}, renews {ts(renew)}</title></rect>")
+        svg.append(f'<text x="4" y="{y + 12}" font-size="12">{_h(name)}</text>')
+        svg.append(f'<rect data-name="{_h(name)}" x="{x(nb):.1f}" y="{y}" width="{max(1.0, x(na) - x(nb)):.1f}" height="14" rx="3" fill="{colour}" opacity="0.75">'
+                   f"<title>{_h(name)}: {_h(rec['not_before'])} to {_h(rec['not_after'])}, renews {ts(renew)}</title></rect>")
         if start <= renew <= end:
             svg.append(f'<line x1="{x(renew):.1f}" y1="{y - 2}" x2="{x(renew):.1f}" y2="{y + 16}" stroke="#bf8700" stroke-width="2"/>')
         if na > end:
@@ -113,9 +122,9 @@ def _revocations(state: State) -> str:
         for r in state.certificates[name]:
             if r["status"] == "revoked":
                 rows.append(
-                    f'<tr data-name="{escape(name)}"><td>{escape(name)}</td><td><code>{escape(r["serial"])}</code></td>'
-                    f'<td>{escape(r.get("revocation_reason", ""))}</td><td>{escape(r.get("revoked_at", ""))}</td>'
-                    f'<td>{escape(r.get("invalidity_date", "") or "")}</td></tr>'
+                    f'<tr data-name="{_h(name)}"><td>{_h(name)}</td><td><code>{_h(r["serial"])}</code></td>'
+                    f'<td>{_h(r.get("revocation_reason", ""))}</td><td>{_h(r.get("revoked_at", ""))}</td>'
+                    f'<td>{_h(r.get("invalidity_date", "") or "")}</td></tr>'
                 )
     body = "".join(rows) or '<tr><td colspan=5>no revocations</td></tr>'
     return ("<h2>Revocations</h2><table id=revocations><thead><tr><th>name</th><th>serial</th><th>reason</th>"
@@ -127,8 +136,8 @@ def _crls(state: State, now: datetime) -> str:
     for a in sorted(state.crls):
         info = state.crls[a]
         fresh = parse_ts(info["next_update"]) > now
-        rows.append(f'<tr data-name="{escape(a)}"><td>{escape(a)}</td><td>{info["number"]}</td><td>{len(info.get("serials", []))}</td>'
-                    f'<td>{escape(info["this_update"])}</td><td class="{"" if fresh else "status-expired"}">{escape(info["next_update"])}</td></tr>')
+        rows.append(f'<tr data-name="{_h(a)}"><td>{_h(a)}</td><td>{_h(info["number"])}</td><td>{len(info.get("serials", []))}</td>'
+                    f'<td>{_h(info["this_update"])}</td><td class="{"" if fresh else "status-expired"}">{_h(info["next_update"])}</td></tr>')
     body = "".join(rows) or '<tr><td colspan=5>no CRLs</td></tr>'
     return ("<h2>CRLs</h2><table id=crls><thead><tr><th>authority</th><th>number</th><th>revoked</th><th>this update</th>"
             f"<th>next update</th></tr></thead><tbody>{body}</tbody></table>")
@@ -136,7 +145,7 @@ def _crls(state: State, now: datetime) -> str:
 
 def _changes(commits: list[dict]) -> str:
     rows = "".join(
-        f'<tr><td>{escape(c["date"])}</td><td><code>{escape(c["commit"][:12])}</code></td><td>{escape(c["author"])}</td><td>{escape(c["subject"])}</td></tr>'
+        f'<tr><td>{_h(c["date"])}</td><td><code>{_h(c["commit"][:12])}</code></td><td>{_h(c["author"])}</td><td>{_h(c["subject"])}</td></tr>'
         for c in commits
     ) or '<tr><td colspan=4>no commits yet (pkic apply --commit records them)</td></tr>'
     return ("<h2>Last changes</h2><table id=changes><thead><tr><th>date</th><th>commit</th><th>author</th><th>change</th></tr></thead>"
