@@ -226,3 +226,122 @@ def test_an_absolute_out_path_inside_the_repo_is_not_written_through_a_symlinked
     assert not list(elsewhere.iterdir()), "written through the planted symlink"
     refused(proc)
     assert "symlink" in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- CSRs
+
+
+def _self_signed_csr(patch) -> bytes:
+    """A DER CSR whose request info ``patch`` rewrote, re-signed by its own Ed25519 key
+    (a fixed-length signature, so the outer lengths stay): the self-signature verifies."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    names = [x509.DNSName("web.example.com")]
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web")]))
+           .add_extension(x509.SubjectAlternativeName(names), False).add_extension(x509.IssuerAlternativeName(names), False)
+           .sign(key, None))
+    der, tbs = csr.public_bytes(serialization.Encoding.DER), csr.tbs_certrequest_bytes
+    new = patch(tbs)
+    assert len(new) == len(tbs) and new != tbs
+    out = der.replace(tbs, new).replace(csr.signature, key.sign(new))
+    assert x509.load_der_x509_csr(out).is_signature_valid
+    return out
+
+
+def _duplicate_san(tbs: bytes) -> bytes:
+    return tbs.replace(bytes.fromhex("0603551d12"), bytes.fromhex("0603551d11"))  # issuerAltName -> a second subjectAltName
+
+
+def _x400_name(tbs: bytes) -> bytes:
+    i = tbs.index(b"\x82\x0fweb.example.com")  # the SAN's dNSName [2] -> x400Address [3] (constructed)
+    return tbs[:i] + b"\xa3" + tbs[i + 1:]
+
+
+@pytest.mark.parametrize("patch", [_duplicate_san, _x400_name], ids=["two-SAN-extensions", "x400Address-SAN"])
+def test_a_csr_with_odd_extensions_is_an_error_not_a_crash(pkic, repo, patch):
+    """Attack: a validly self-signed CSR with two subjectAltName extensions, or a SAN
+    holding an x400Address. csr.extensions raises x509.DuplicateExtension /
+    UnsupportedGeneralNameType (plain Exceptions; csr.py catches only ExtensionNotFound and
+    ValueError): "pkic crashed", exit 3, in validate, plan and apply. Expected: an error
+    naming the CSR (or the extra names ignored), exit 1."""
+    (repo / "csrs").mkdir()
+    (repo / "csrs" / "web.csr.der").write_bytes(_self_signed_csr(patch))
+    spec = (repo / "pki.yaml").read_text()
+    (repo / "pki.yaml").write_text(spec.replace("    renew_before: 30d\n", "    renew_before: 30d\n    key: ed25519\n    csr: csrs/web.csr.der\n", 1))
+    for command in (("validate",), ("plan", "--now", NOW)):
+        proc, _ = run(pkic, *command, cwd=repo)
+        assert "Traceback" not in proc.stderr and "pkic crashed" not in proc.stderr, proc.stderr
+        assert proc.returncode in (0, 1), proc.stderr
+
+
+def test_names_a_csr_asks_for_are_escaped_and_few(pkic, repo):
+    """Attack: a CSR asking for 100,000 extra DNS names, one of them carrying terminal
+    escapes (IA5String allows ESC). plan's warning "the CSR also asks for ..." lists every
+    one, raw: a 1.7 MB line, and ESC [8m / ESC [31m reach the terminal and the CI log.
+    Expected: a few names, quoted and escaped, and a count of the rest."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("web.example.com"), x509.DNSName("x\x1b[8mhidden\x1b[0m.example.com")]
+    names += [x509.DNSName(f"x{i}.example.net") for i in range(100_000)]
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web")]))
+           .add_extension(x509.SubjectAlternativeName(names), False).sign(key, hashes.SHA256()))
+    (repo / "csrs").mkdir()
+    (repo / "csrs" / "web.csr.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    spec = (repo / "pki.yaml").read_text()
+    (repo / "pki.yaml").write_text(spec.replace("    renew_before: 30d\n", "    renew_before: 30d\n    csr: csrs/web.csr.pem\n", 1))
+    proc, _ = run(pkic, "plan", "--now", NOW, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr, "a terminal escape from the CSR reached the terminal"
+    short_lines(proc)
+
+
+# --------------------------------------------------------------------------- .sops.yaml regexes other than path_regex
+
+
+@pytest.mark.parametrize("field", ["path_regex", "encrypted_regex"])
+def test_a_deeply_grouped_sops_regex_is_an_error_not_a_crash(pkic, repo, field):
+    """Attack: a .sops.yaml regex of 1,000 nested groups. _checked_rules compiles every
+    regex field with Python's re (catching only re.error); sre_parse recurses per group:
+    RecursionError, "pkic crashed", exit 3, in validate and plan (and apply). Expected:
+    ".sops.yaml:line:col: ... is not a regular expression", exit 1 (RE2 reads it, or
+    refuses it, without recursion)."""
+    rules = (repo / ".sops.yaml").read_text()
+    deep = "(" * 1000 + ")" * 1000
+    if field == "path_regex":
+        assert "path_regex: ^out/keys/" in rules
+        rules = rules.replace("path_regex: ^out/keys/", f"path_regex: '{deep}^out/keys/", 1).replace(r"\.sops\.yaml$", r"\.sops\.yaml$'", 1)
+    else:
+        assert "encrypted_regex: ^private_key$" in rules
+        rules = rules.replace("encrypted_regex: ^private_key$", f"encrypted_regex: '{deep}^private_key$'", 1)
+    (repo / ".sops.yaml").write_text(rules)
+    for command in (("validate",), ("plan", "--now", NOW)):
+        proc, _ = run(pkic, *command, cwd=repo)
+        refused(proc)
+        assert ".sops.yaml" in proc.stderr, proc.stderr
+
+
+def test_a_backtracking_encrypted_regex_cannot_stall_apply(pkic, applied):
+    """Attack: the pull request changes .sops.yaml's encrypted_regex to
+    `^private_key$|(.*)(.*)...(.*)x$` (30 groups). It still encrypts private_key, so
+    validate and plan pass in a second; but the in-process writer matches it with
+    Python's re against every other field name of a key file ("name", ...): exponential
+    backtracking, and the apply after the merge (holding the identity) never finishes.
+    Expected: encrypted_regex matched like path_regex (RE2, which sops itself uses):
+    apply completes (or refuses) in seconds."""
+    rules = (applied / ".sops.yaml").read_text()
+    assert "encrypted_regex: ^private_key$" in rules
+    (applied / ".sops.yaml").write_text(rules.replace("encrypted_regex: ^private_key$", "encrypted_regex: '^private_key$|" + "(.*)" * 30 + "x$'", 1))
+    spec = (applied / "pki.yaml").read_text()
+    (applied / "pki.yaml").write_text(spec.rstrip("\n") + "\n  api:\n    issuer: services-ca\n    dns: [api.example.com]\n")
+    proc, _ = run(pkic, "plan", "--now", NOW, cwd=applied)
+    assert proc.returncode == 0, proc.stderr
+    proc, _ = run(pkic, "apply", "--yes", "--now", NOW, cwd=applied, timeout=60)
+    assert proc.returncode in (0, 1) and "pkic crashed" not in proc.stderr, proc.stderr
