@@ -345,3 +345,32 @@ def test_a_backtracking_encrypted_regex_cannot_stall_apply(pkic, applied):
     assert proc.returncode == 0, proc.stderr
     proc, _ = run(pkic, "apply", "--yes", "--now", NOW, cwd=applied, timeout=60)
     assert proc.returncode in (0, 1) and "pkic crashed" not in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- a huge number the number check never sees
+
+
+@pytest.mark.parametrize("where", ["entry name", "subject CN", "version", "rekey"])
+def test_a_quoted_tagged_huge_int_is_an_error_not_a_crash(pkic, repo, where):
+    """Attack: `!!int "0xfff...f"` (5,000 hex digits). The number check skips quoted
+    scalars (ev.style) and the explicit tag makes the loader build the int anyway (hex has
+    no digit limit); the first repr() of it (spec._show, bounded.quote) raises ValueError
+    ("Exceeds the limit (4300 digits)"): "pkic crashed", exit 3. Expected: refused where
+    it stands, like a plain 5,000-character number (check tagged scalars too, whatever
+    their style), exit 1."""
+    huge = '!!int "0x' + "f" * 5000 + '"'
+    spec = (repo / "pki.yaml").read_text()
+    edits = {
+        "entry name": ("certificates:\n", f"certificates:\n  ? {huge}\n  :\n    issuer: services-ca\n    dns: [a.example.com]\n"),
+        "subject CN": ("subject: {CN: payments}", "subject: {CN: " + huge + "}"),
+        "version": ("version: 1\n", f"version: {huge}\n"),
+        "rekey": ("    renew_before: 30d\n", f"    renew_before: 30d\n    rekey: {huge}\n"),
+    }
+    old, new = edits[where]
+    assert old in spec
+    (repo / "pki.yaml").write_text(spec.replace(old, new, 1))
+    for command in (("validate",), ("plan", "--now", NOW)):
+        proc, _ = run(pkic, *command, cwd=repo)
+        refused(proc)
+        assert "pki.yaml" in proc.stderr
+        short_lines(proc)
