@@ -43,6 +43,7 @@ EXPANSION_RATIO = 10
 MAX_NUMBER_CHARS = 64
 QUOTE_CHARS = 80
 
+_NUMBER_TAG = re.compile(r"[:!](?:int|float)$")  # !!int "0xfff..." is built as a number though quoted
 _EXP = r"(?:[eE][-+]?[0-9]+)?"
 _NUMBERISH = re.compile(
     rf"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9][0-9_]*(?:\.[0-9_]*)?{_EXP}|\.[0-9_]+{_EXP}|[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)"
@@ -84,7 +85,7 @@ def _walk(events: Any, classes: tuple) -> None:
             if ev.anchor:
                 sizes[ev.anchor] = 1
             value = ev.value
-            if len(value) > MAX_NUMBER_CHARS and not ev.style and _NUMBERISH.fullmatch(value):
+            if len(value) > MAX_NUMBER_CHARS and ((not ev.style and _NUMBERISH.fullmatch(value)) or _NUMBER_TAG.search(ev.tag or "")):
                 line, col = _pos(ev.start_mark)
                 raise _Limit(line, col, f"a number of {len(value)} characters: larger than any value pkic reads",
                              "numbers in pkic's files are small (path lengths, versions); quote it if it is text")
@@ -191,13 +192,13 @@ def check_yaml(text: str, filename: str) -> None:
     # neither parser reads it: the loader reports the syntax error with its position
 
 
-def load_yaml(text: str, filename: str, *, positions: bool = False) -> Any:
-    """A small YAML file (``.sops.yaml``, a key file's metadata) checked, then loaded:
-    with ``positions``, ruamel's round-trip types whose ``.lc`` a :class:`Locator` reads."""
+def load_yaml(text: str, filename: str) -> Any:
+    """A small YAML file (``.sops.yaml``, a key file's metadata) checked, then loaded as
+    plain data (positions: ``Locator(filename, doc, yaml_nodes(text))``)."""
     from ruamel.yaml import YAML
 
     check_yaml(text, filename)
-    yaml = YAML(typ="rt" if positions else "safe")
+    yaml = YAML(typ="safe")
     yaml.allow_duplicate_keys = False
     try:
         return yaml.load(text)
@@ -215,11 +216,18 @@ def load_yaml(text: str, filename: str, *, positions: bool = False) -> Any:
 class Locator:
     """Maps a field path to a 1-based (line, column) in the loaded YAML."""
 
-    def __init__(self, filename: str, doc: Any):
+    def __init__(self, filename: str, doc: Any, nodes: Any = None):
         self.filename = filename
         self.doc = doc
+        self.nodes = nodes  # libyaml's node tree (yaml_nodes): positions without ruamel's slow loader
+
+    @property
+    def positioned(self) -> bool:
+        return self.nodes is not None or isinstance(self.doc, (CommentedMap, CommentedSeq))
 
     def at(self, path: tuple, *, key: bool = False) -> tuple[int | None, int | None]:
+        if self.nodes is not None:
+            return _node_at(self.nodes, path, key)
         node, pos = self.doc, (1, 1)
         for i, part in enumerate(path):
             last = i == len(path) - 1
@@ -237,6 +245,48 @@ class Locator:
     def diag(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
         line, col = self.at(path, key=key)
         return Diagnostic(self.filename, line, col, dotted(path), message, hint)
+
+
+def _node_at(node: Any, path: tuple, key: bool) -> tuple[int | None, int | None]:
+    import yaml
+
+    pos: tuple[int | None, int | None] = (1, 1)
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+            if hit is None:
+                break
+            k, v = hit
+            empty = isinstance(v, yaml.ScalarNode) and v.value == "" and not v.style
+            mark = k.start_mark if (key and last) or empty else v.start_mark
+            pos, node = (mark.line + 1, mark.column + 1), v
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            pos = (node.start_mark.line + 1, node.start_mark.column + 1)
+        else:
+            break
+    return pos
+
+
+def yaml_nodes(text: str) -> Any:
+    """The node tree of a document :func:`check_yaml` passed, composed by libyaml (C,
+    about a microsecond a node): line and column of every value, for error messages.
+    ruamel's round-trip loader gives the same at ~100 us a node in pure Python (a
+    7 MB flow list took it ten minutes). None if libyaml cannot compose the text."""
+    try:
+        import yaml
+    except ImportError:
+        return None
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    loader = yaml.CSafeLoader(text)
+    try:
+        return loader.get_single_node()
+    except Exception:
+        return None
+    finally:
+        loader.dispose()
 
 
 def dotted(path: tuple) -> str:
@@ -273,7 +323,11 @@ def json_depth_ok(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
     passes of C (a 100,000-certificate state is tens of megabytes): escapes removed (a
     backslash pairs with the next byte, left to right), then everything but quotes and
     brackets, then the strings; innermost pairs are then removed once per level.
-    Meaningful for valid JSON only (the decoder judges the rest)."""
+    Meaningful for valid JSON only (the decoder judges the rest); False for anything but
+    UTF-8 (json.loads also reads UTF-16 and UTF-32, whose NUL bytes hide the escapes from
+    a byte-level scan; any JSON text in them has a NUL byte)."""
+    if b"\x00" in data:
+        return False
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     reduced = data.translate(_SQUARE, _NOT_STRUCTURE)
@@ -299,6 +353,8 @@ def loads_json(data: bytes | str, filename: str, hint: str, max_depth: int = MAX
     import json
 
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    if b"\x00" in raw:
+        raise PkicError([Diagnostic(filename, None, None, "", f"{what} is not UTF-8 JSON (a NUL byte: UTF-16 or UTF-32?)", hint)])
     if not json_depth_ok(raw, max_depth):
         raise PkicError([Diagnostic(filename, None, None, "", f"nested more than {max_depth} levels deep: not a file pkic wrote", hint)])
     try:

@@ -844,6 +844,11 @@ def _write_out_file(path: Path, data: bytes, what: str) -> None:
     from . import layout
 
     try:
+        if path.is_absolute():  # an absolute path into the repo is a path in the repo
+            for base in (os.path.abspath(_repo), os.path.realpath(_repo)):
+                if os.path.abspath(path).startswith(base.rstrip("/") + "/"):
+                    path = Path(os.path.relpath(os.path.abspath(path), base))
+                    break
         if not path.is_absolute():
             rel = path.as_posix()
             if ".." in path.parts or not rel or rel == ".":

@@ -73,11 +73,18 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
         raise CsrError("its self-signature does not verify (tampered with, or not signed by its key)")
     asked: dict[str, list[str]] = {}
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        extensions = csr.extensions
+    except Exception as exc:  # DuplicateExtension, UnsupportedGeneralNameType, a malformed value...
+        raise CsrError(f"its extensions cannot be read ({type(exc).__name__}): pkic names the certificate's extensions itself, "
+                       "but refuses a CSR it cannot read whole") from None
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         asked["dns"] = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
         asked["ip"] = [str(ipaddress.ip_address(a)) for a in san.get_values_for_type(x509.IPAddress)]
         asked["uri"] = list(san.get_values_for_type(x509.UniformResourceIdentifier))
         asked["email"] = list(san.get_values_for_type(x509.RFC822Name))
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         pass
+    except Exception as exc:  # a name type pkic cannot read (x400Address...), a bad IP
+        raise CsrError(f"its subjectAltName cannot be read ({type(exc).__name__})") from None
     return CsrInfo(public_key, kt, public_key_sha256(public_key), {k: v for k, v in asked.items() if v})

@@ -23,18 +23,27 @@ class Diagnostic:
     def render(self) -> str:
         """One line (and a hint line); control characters and undecodable bytes from a
         file name or a value are shown escaped, never sent to the terminal."""
-        where = printable(self.file)
+        where = _clip(printable(self.file), 120)
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
         text = f"{where}: "
-        if self.path:
-            text += f"{printable(self.path)}: "
-        text += printable(self.message)
+        if self.path:  # names in a path are the file's own keys: a 20,000-character key stays short here
+            text += f"{_clip(printable(self.path), 120)}: "
+        text += _clip(printable(self.message), 320)
         if self.hint:
-            text += f"\n  hint: {printable(self.hint)}"
+            text += f"\n  hint: {_clip(printable(self.hint), 300)}"
         return text
+
+
+def _clip(text: str, limit: int) -> str:
+    """The last line of defence for values echoed into a message (bounded.quote is the
+    first): the middle of an over-long text is cut."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return text[:keep] + " ... " + text[-keep:]
 
 
 def printable(text: str) -> str:

@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
+from .bounded import quote
 from .durations import format_duration
 from .errors import Diagnostic, PkicError, fail
 from .layout import key_path, responder_key_path
@@ -635,7 +636,8 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
 
     for name, entry in entries.items():
         if entry.csr_extra_names:
-            asked = ", ".join(v for vals in entry.csr_extra_names.values() for v in vals)
+            values = [v for vals in entry.csr_extra_names.values() for v in vals]
+            asked = ", ".join(quote(v, 60) for v in values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
             plan.warnings.append(f"{name}: the CSR also asks for {asked}, which pki.yaml does not list (not issued)")
         if entry.kind != "authority" or name in unusable:
             continue

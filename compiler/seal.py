@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from . import layout
-from .bounded import json_depth_ok
+from .bounded import json_depth_ok, quote
 from .errors import Diagnostic, PkicError, fail
 from .layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from .state import MAX_STATE
@@ -219,7 +219,7 @@ def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
     if "rotation" in body and not (isinstance(rotation, dict) and set(rotation) == {"from", "signature"} and all(isinstance(v, str) for v in rotation.values())):
         raise bad("rotation has the wrong form")
     if body["format"] != SEAL_FORMAT or body["version"] != SEAL_VERSION:
-        raise bad(f"format {body.get('format')!r} version {body.get('version')!r}")
+        raise bad(f"format {quote(body.get('format'))} version {quote(body.get('version'))}")
     types = {"lineage": (str, type(None)), "serial": int, "prev": (str, type(None)), "out_tree": str, "object_format": str,
              "state_serial": int, "sops_rules": str, "public_key": str, "sealed_at": str, "signature": str}
     for k, t in types.items():

@@ -49,8 +49,10 @@ class AgeRule:
     mac_only_encrypted: bool
 
     def encrypts(self, key: str) -> bool:
-        if self.encrypted_regex is not None:
-            return re.search(self.encrypted_regex, key) is not None
+        if self.encrypted_regex is not None:  # as sops reads it (Go's regexp = RE2): linear time
+            compiled = _re2(self.encrypted_regex)
+            assert compiled is not None  # rule_for hands out no AgeRule RE2 cannot read
+            return compiled.search(key) is not None  # type: ignore[attr-defined]
         return not key.endswith(self.unencrypted_suffix or "_unencrypted")
 
 
@@ -89,7 +91,7 @@ SOPS_HINT = "fix .sops.yaml (see the README: Keys, SOPS and identities)"
 def _checked_rules(data: bytes) -> list:
     """.sops.yaml's creation rules, checked as data: every mistake is an error naming the
     file, line and field (bounded parsing first), never a crash and never guessed around."""
-    from .bounded import Locator, load_yaml, quote
+    from .bounded import Locator, load_yaml, quote, yaml_nodes
     from .errors import PkicError, fail
 
     try:
@@ -124,8 +126,10 @@ def _checked_rules(data: bytes) -> list:
                     re.compile(rule[k])
                 except re.error as exc:
                     problems.append(((("creation_rules", i, k)), f"{quote(rule[k])} is not a regular expression: {exc}"))
+                except (RecursionError, OverflowError, MemoryError):
+                    problems.append(((("creation_rules", i, k)), f"{quote(rule[k])} is nested too deeply to be a regular expression pkic reads"))
     if problems:
-        loc = Locator(".sops.yaml", load_yaml(text, ".sops.yaml", positions=True))
+        loc = Locator(".sops.yaml", doc, yaml_nodes(text))
         raise PkicError([loc.diag(path, why, SOPS_HINT) for path, why in problems[:20]])
     return rules
 
@@ -157,6 +161,13 @@ def _re2(regex: str) -> object | None:
         except re2.error:
             _RE2[regex] = None
     return _RE2[regex]
+
+
+def _re2_search(regex: str, text: str) -> bool:
+    compiled = _re2(regex)
+    if compiled is None:
+        raise RuleError(f"{regex[:60]!r} is not a regular expression Go's regexp (sops) reads")
+    return compiled.search(text) is not None  # type: ignore[attr-defined]
 
 
 def path_matches(path_regex: str, rel_path: str) -> bool:
@@ -243,7 +254,10 @@ def rule_for(config: Path, rel_path: str) -> AgeRule | None:
                 pyrage.x25519.Recipient.from_str(r)
         except Exception:
             return None
-        return AgeRule(recipients, rule.get("encrypted_regex"), rule.get("unencrypted_suffix"), bool(rule.get("mac_only_encrypted")))
+        encrypted_regex = rule.get("encrypted_regex")
+        if encrypted_regex is not None and _re2(encrypted_regex) is None:
+            return None  # RE2 (Go's syntax) cannot read it: let sops decide
+        return AgeRule(recipients, encrypted_regex, rule.get("unencrypted_suffix"), bool(rule.get("mac_only_encrypted")))
     return None
 
 
@@ -552,9 +566,9 @@ def rule_encrypts_private_key(rule: dict) -> bool:
     """Does a normalised rule encrypt the ``private_key`` field?"""
     enc = rule["encrypt"]
     if "encrypted_regex" in enc:
-        return re.search(enc["encrypted_regex"], "private_key") is not None
+        return _re2_search(enc["encrypted_regex"], "private_key")
     if "unencrypted_regex" in enc:
-        return re.search(enc["unencrypted_regex"], "private_key") is None
+        return not _re2_search(enc["unencrypted_regex"], "private_key")
     if "encrypted_suffix" in enc:
         return "private_key".endswith(enc["encrypted_suffix"])
     if "unencrypted_suffix" in enc:

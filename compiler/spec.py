@@ -29,13 +29,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from . import names
 from .durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
 from .errors import Diagnostic, PkicError
-from .bounded import Locator, check_yaml, quote
+from .bounded import Locator, check_yaml, quote, yaml_nodes
 from .bounded import dotted as _dotted
 from .bounded import yaml_error as _yaml_error
 from .layout import name_problem
@@ -109,8 +108,10 @@ def raw_index(loc: "Locator", section: str, name: str, field_name: str, value: s
 
 
 def _relpath(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or value.startswith("/") or ".." in value.split("/"):
-        raise PydanticCustomError("path", "{value!r} is not a relative path inside the repo (letters, digits, '.', '_', '-', '/'; no '..')", {"value": value})
+    if (not isinstance(value, str) or len(value) > 255 or not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or value.startswith("/")
+            or ".." in value.split("/")):
+        raise PydanticCustomError("path", "{shown} is not a relative path inside the repo (at most 255 of letters, digits, '.', '_', '-', '/'; no '..')",
+                                  {"shown": quote(value)})
     return value
 
 
@@ -271,38 +272,37 @@ def json_schema() -> dict:
 
 
 def _locate_duplicate(text: str, exc: PkicError) -> PkicError:
-    """Give a duplicate-key error its field path: parse again allowing duplicates, and
-    find the mapping that holds the key at the reported line."""
+    """Give a duplicate-key error its field path: libyaml's composer keeps duplicates, so
+    find the mapping that holds the key twice, the second time at the reported line."""
+    import yaml
+
     d = exc.diagnostics[0]
-    m = re.match(r"duplicate key '([^']*)'", d.message)
-    if not m or d.line is None:
+    m = re.match(r"duplicate key (['\"])(.*)\1:", d.message)
+    nodes = yaml_nodes(text) if m and d.line is not None else None
+    if nodes is None or m is None:
         return exc
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = True
-    try:
-        doc = yaml.load(text)
-    except Exception:
-        return exc
-    key = m.group(1)
+    key = m.group(2)
 
-    def holder(node: Any, path: tuple) -> tuple | None:
-        """The path of the mapping whose lines contain the duplicate."""
-        best = None
-        if isinstance(node, CommentedMap):
-            if key in node and node.lc.line + 1 <= d.line:
-                best = path
-            for k in node:
-                sub = holder(node[k], path + (k,))
+    def holder(node: Any, path: tuple, seen: set[int]) -> tuple | None:
+        if id(node) in seen:  # an alias: already walked
+            return None
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = [k for k, _ in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+            if len(keys) > 1 and any(k.start_mark.line + 1 == d.line for k in keys[1:]):
+                return path
+            for k, v in node.value:
+                sub = holder(v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",), seen)
                 if sub is not None:
-                    best = sub
-        elif isinstance(node, CommentedSeq):
-            for i, item in enumerate(node):
-                sub = holder(item, path + (i,))
+                    return sub
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = holder(item, path + (i,), seen)
                 if sub is not None:
-                    best = sub
-        return best
+                    return sub
+        return None
 
-    where = holder(doc, ())
+    where = holder(nodes, (), set())
     if where is None:
         return exc
     return PkicError([Diagnostic(d.file, d.line, d.column, _dotted(where + (key,)), d.message, d.hint)])
@@ -624,6 +624,9 @@ def _read(path: Path, display: str) -> bytes:
     return layout.read_input(repo, display)
 
 
+ROUND_TRIP_LIMIT = 256 * 1024
+
+
 def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -> tuple[Any, Locator]:
     if fast and path.name == SPEC_FILE:
         try:
@@ -641,16 +644,24 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PkicError([Diagnostic(display, None, None, "", f"cannot read: {exc}")]) from None
+    # The data by the C loaders; positions by libyaml's composer (bounded.yaml_nodes).
+    # ruamel's round-trip loader is pure Python (~100 us a value: a 7 MB file took it ten
+    # minutes): only for a modest file it must explain (its messages are clearer), or
+    # for positions libyaml cannot give.
+    modest = len(text) <= ROUND_TRIP_LIMIT
     try:
-        doc = parse_yaml(text, display, fast=fast)
+        doc = parse_yaml(text, display, fast=True)
     except PkicError as exc:
-        if not fast:
-            raise _locate_duplicate(text, exc) from None
-        try:
-            doc = parse_yaml(text, display)  # the round-trip loader's message and position
-        except PkicError as exc2:
-            raise _locate_duplicate(text, exc2) from None
-    loc = Locator(display, doc)
+        if modest:
+            try:
+                parse_yaml(text, display)
+            except PkicError as exc2:
+                exc = exc2
+        raise _locate_duplicate(text, exc) from None
+    nodes = None if fast else yaml_nodes(text)
+    if not fast and nodes is None and modest:
+        doc = parse_yaml(text, display)
+    loc = Locator(display, doc, nodes)
     if doc is None:
         raise PkicError([Diagnostic(display, 1, 1, "", "the file is empty", "start from `pkic init` or the README example")])
     if not isinstance(doc, dict):
@@ -848,7 +859,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
         for name in items:
             problem = "use letters, digits, '.', '_' and '-' (it becomes a file name)" if not NAME_RE.match(name) or ".." in name else name_problem(name)
             if problem:
-                diags.append(loc.diag((section, name), f"'{name}' is not a valid name", problem, key=True))
+                diags.append(loc.diag((section, name), f"{quote(name)} is not a valid name", problem, key=True))
     for name in sorted(set(auths) & set(certs)):
         diags.append(loc.diag(("certificates", name), f"duplicate name '{name}': it is also an authority", "names are shared by authorities and certificates; rename one", key=True))
 
@@ -976,7 +987,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
                 try:
                     info = load_csr(repo / c.csr, repo)
                 except CsrError as exc:
-                    diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
+                    diags.append(loc.diag(("certificates", name, "csr"), f"{quote(c.csr)}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
             if info is not None:
                 if c.key is not None and c.key != info.key_type:
                     diags.append(loc.diag(("certificates", name, "key"), f"key {c.key} does not match the CSR's {info.key_type} key", "remove `key`: a CSR brings its own"))

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .bounded import MAX_DEPTH, json_depth_ok
+from .bounded import MAX_DEPTH, json_depth_ok, quote
 from .errors import Diagnostic, PkicError, fail
 
 STATE_FORMAT = "pkic-state"
@@ -264,7 +264,7 @@ def load_state(repo: Path) -> State:
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
         raise fail(STATE_PATH, "this is not a pkic state file (no \"format\": \"pkic-state\")", "out/ belongs to pkic; move other files elsewhere or restore it from git")
     if body.get("version") != STATE_VERSION:
-        raise fail(STATE_PATH, f"state version {body.get('version')!r} is not supported by this pkic (it reads version {STATE_VERSION})", "upgrade pkic")
+        raise fail(STATE_PATH, f"state version {quote(body.get('version'))} is not supported by this pkic (it reads version {STATE_VERSION})", "upgrade pkic")
     certs = body.get("certificates")
     if not isinstance(certs, dict) or not isinstance(body.get("serial"), int):
         raise fail(STATE_PATH, "the state is damaged (certificates or serial missing)", "restore it from git")
@@ -347,10 +347,10 @@ def _check_names(certs: dict, crls: dict, responders: dict, compromised: list | 
 def read_journal(repo: Path) -> list[dict]:
     """Every complete line of the journal (a torn last line from a kill is ignored)."""
     _check_work_dir(repo)
-    path = repo / JOURNAL_PATH
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    from .layout import read_file
+
+    data = read_file(repo, JOURNAL_PATH, max_size=MAX_STATE)  # bounded, never through a symlink
+    if data is None:
         return []
     ops = []
     for line in data.split(b"\n"):
