@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from .bounded import quote
 from .errors import Diagnostic
 
 
@@ -81,6 +82,64 @@ def violations(names: dict[str, list[str]], constraints: dict) -> list[tuple[str
     return out
 
 
+def openssl_hostlike(cn: str) -> bool:
+    """Whether OpenSSL reads a subject CN as a host name (v3_ncons.c cn2dnsid): letters,
+    digits, '_', '-' and '.', with '-' and '.' neither first nor last, no '.' beside a '.'
+    or a '-', and at least one '.'. Such a CN is checked against DNS name constraints
+    when the certificate has no DNS SAN, whatever its extended key usage."""
+    dotted = False
+    for i, c in enumerate(cn):
+        if c.isascii() and (c.isalnum() or c == "_"):
+            continue
+        if 0 < i < len(cn) - 1:
+            if c == "-":
+                continue
+            if c == "." and cn[i + 1] != "." and cn[i - 1] != "-" and cn[i + 1] != "-":
+                dotted = True
+                continue
+        return False
+    return dotted
+
+
+def cn_violations(entry, nc: dict) -> list[tuple[str, str]]:
+    """(CN, why) for each subject CN of a leaf that a verifier would check against the DNS
+    name constraints ``nc`` and refuse. Only when the leaf has no DNS SAN (with one,
+    neither OpenSSL nor GnuTLS looks at the CN):
+
+    * server and peer (serverAuth): GnuTLS checks every CN as a DNS name;
+    * any profile: OpenSSL (so nginx, HAProxy, curl, Node, Python) checks a CN that
+      looks like a host name (:func:`openssl_hostlike`)."""
+    permitted, excluded = nc.get("permitted_dns") or [], nc.get("excluded_dns") or []
+    if entry.spec.get("dns") or not (permitted or excluded):
+        return []
+    from .names import dns_name
+
+    out = []
+    server = entry.spec.get("profile") in ("server", "peer")
+    for key, cn in entry.spec.get("subject", []):
+        if key != "CN":
+            continue
+        if server:
+            who = "GnuTLS checks the CN of a server certificate"
+            try:
+                name = dns_name(cn)
+            except ValueError:
+                if permitted:
+                    out.append((cn, f"{who} as a DNS name when there is no dns SAN, and it is not one (permitted_dns: {', '.join(permitted)})"))
+                continue
+        elif openssl_hostlike(cn):
+            who, name = "OpenSSL checks a CN that looks like a host name", cn.lower()
+        else:
+            continue
+        if permitted and not any(dns_within(name, s) for s in permitted):
+            out.append((cn, f"{who} against the DNS name constraints when there is no dns SAN: not within permitted_dns: {', '.join(permitted)}"))
+            continue
+        hit = next((s for s in excluded if dns_within(name, s)), None)
+        if hit:
+            out.append((cn, f"{who} against the DNS name constraints when there is no dns SAN: within excluded_dns: {hit}"))
+    return out
+
+
 def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
     diags = []
     for name, entry in entries.items():
@@ -90,6 +149,11 @@ def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
         while anc is not None:
             nc = entries[anc].spec.get("name_constraints")
             if nc:
+                for cn, why in cn_violations(entry, nc):
+                    own = ((loc.doc or {}).get("certificates") or {}).get(name) or {}
+                    path = ("certificates", name, "subject", "CN") if isinstance(own, dict) and isinstance(own.get("subject"), dict) and "CN" in own["subject"] else ("defaults", "subject", "CN")
+                    diags.append(loc.diag(path, f"CN {quote(cn)} would be refused under '{anc}': {why}",
+                                          "drop the CN, add a dns: name (verifiers then check the SAN only), or use a CN inside the constraints"))
                 for kind, value, why in violations(entry.spec, nc):
                     from .spec import raw_index
 
@@ -97,7 +161,7 @@ def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
                     diags.append(
                         loc.diag(
                             ("certificates", name, kind) if i is None else ("certificates", name, kind, i),
-                            f"'{value}' is outside the name constraints of '{anc}' ({why})",
+                            f"{quote(value)} is outside the name constraints of '{anc}' ({why})",
                             f"clients would reject it; change the name or {anc}'s name_constraints",
                         )
                     )

@@ -25,7 +25,24 @@ _ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:
 _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
 
 
-def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
+def _looks_like_ip(text: str) -> bool:
+    """An IPv4 address in any form inet_aton takes (``10.1``, ``0x7f.1``, ``017.0.0.1``,
+    ``2130706433``) or an IPv6 literal (bracketed or not)."""
+    import socket
+
+    try:
+        socket.inet_aton(text)
+        return True
+    except OSError:
+        pass
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def dns_name(value: str, *, allow_wildcard: bool = True, label_only: bool = False) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{quote(value)} is not a DNS name")
     text = value.strip().rstrip(".")
@@ -36,6 +53,8 @@ def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
         wildcard, text = True, text[2:]
     if "*" in text:
         raise ValueError(f"{quote(value)} is not a DNS name: '*' may only be the whole leftmost label")
+    if not wildcard and not label_only and _looks_like_ip(text):
+        raise ValueError(f"{quote(value)} is an IP address, not a DNS name: put it under ip: (clients match it against IP SANs only)")
     lowered = text.lower()
     if _ASCII_HOST.match(lowered) and "xn--" not in lowered:
         encoded = lowered  # plain LDH names: IDNA would change nothing but the case
@@ -46,6 +65,8 @@ def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
             raise ValueError(f"{quote(value)} is not a valid DNS name ({exc})") from None
         encoded = encoded.lower()
     labels = encoded.split(".")
+    if labels[-1].isdigit() and not label_only:
+        raise ValueError(f"{quote(value)} ends in an all-digit label, which resolvers read as an IPv4 address: put an address under ip:")
     if any(not _LABEL.match(label) for label in labels):
         raise ValueError(f"{quote(value)} is not a valid DNS name (letters, digits and '-' per label)")
     if wildcard and len(labels) < 2:

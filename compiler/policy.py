@@ -36,6 +36,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from . import names
+from .bounded import quote
+from .constraints import openssl_hostlike
 from .errors import Diagnostic, PkicError
 from .spec import Duration, EffectiveSpec, IpNetwork, KeyType, Locator, Profile, _pydantic_diags, read_document
 
@@ -44,7 +46,7 @@ POLICY_DIR = "policies"
 
 def _dns_pattern(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise PydanticCustomError("pattern", "{value!r} is not a DNS name pattern", {"value": value})
+        raise PydanticCustomError("pattern", "{shown} is not a DNS name pattern", {"shown": quote(value)})
     labels = value.strip().rstrip(".").split(".")
     out = []
     for label in labels:
@@ -52,24 +54,32 @@ def _dns_pattern(value: Any) -> str:
             out.append("*")
             continue
         try:
-            out.append(names.dns_name(label, allow_wildcard=False))
+            out.append(names.dns_name(label, allow_wildcard=False, label_only=True))
         except ValueError:
-            raise PydanticCustomError("pattern", "'{value}' is not a DNS name pattern ('*' stands for one whole label)", {"value": value}) from None
+            raise PydanticCustomError("pattern", "{shown} is not a DNS name pattern ('*' stands for one whole label)", {"shown": quote(value)}) from None
     return ".".join(out)
 
 
 def _uri_pattern(value: Any) -> str:
     if not isinstance(value, str):
-        raise PydanticCustomError("pattern", "{value!r} is not a URI pattern", {"value": value})
+        raise PydanticCustomError("pattern", "{shown} is not a URI pattern", {"shown": quote(value)})
     parts = urlsplit(value.strip())
     if not parts.scheme or not parts.netloc or "*" in parts.netloc or "*" in parts.scheme:
-        raise PydanticCustomError("pattern", "'{value}' is not a URI pattern (scheme://host/path, '*' only in the path)", {"value": value})
+        raise PydanticCustomError("pattern", "{shown} is not a URI pattern (scheme://host/path, '*' only in the path)", {"shown": quote(value)})
     return value.strip()
 
 
 DnsPattern = Annotated[str, BeforeValidator(_dns_pattern), WithJsonSchema({"type": "string", "examples": ["*.svc.internal", "api.example.com"]})]
 UriPattern = Annotated[str, BeforeValidator(_uri_pattern), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/*"]})]
 SubjectField = Literal["C", "ST", "L", "O", "OU", "CN"]
+SubjectPattern = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def subject_matches(value: str, pattern: str) -> bool:
+    """A subject value against a policy pattern: '*' is any run of characters, the rest
+    literal; compared case-insensitively (``System:Masters`` is ``system:masters``)."""
+    regex = ".*".join(re.escape(part) for part in pattern.casefold().split("*"))
+    return re.fullmatch(regex, value.casefold(), flags=re.DOTALL) is not None
 
 
 class Policy(BaseModel):
@@ -92,6 +102,10 @@ class Policy(BaseModel):
     allowed_profiles: list[Profile] | None = None
     max_sans: Annotated[int, Field(ge=0)] | None = None
     required_subject: list[SubjectField] = []
+    allowed_subject: dict[SubjectField, list[SubjectPattern]] | None = Field(
+        None, description="per subject field, the values allowed ('*' matches any run of characters; case-insensitive); a field not listed: any")
+    forbidden_subject: dict[SubjectField, list[SubjectPattern]] = Field(
+        {}, description="per subject field, values never allowed ('*' matches any run of characters; case-insensitive; wins over allowed)")
     require_csr: bool = Field(False, description="leaves must come from a CSR (the key never leaves its host)")
     reject_csr_extra_names: bool = Field(False, description="refuse a CSR that asks for names pki.yaml does not list")
 
@@ -243,6 +257,22 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
         bad("key", None, key, "allowed_key_types", ", ".join(p.allowed_key_types))
     if p.min_rsa_bits is not None and key.startswith("rsa-") and int(key[4:]) < p.min_rsa_bits:
         bad("key", None, key, "min_rsa_bits", str(p.min_rsa_bits))
+    for k, v in spec["subject"]:
+        hit = next((pat for pat in p.forbidden_subject.get(k, []) if subject_matches(v, pat)), None)
+        if hit:
+            out.append(("subject", None, f"{k}={v}", f"is not allowed by {w('forbidden_subject')} (forbidden_subject.{k}: '{hit}')"))
+        elif p.allowed_subject is not None and k in p.allowed_subject and not any(subject_matches(v, pat) for pat in p.allowed_subject[k]):
+            out.append(("subject", None, f"{k}={v}", f"is not allowed by {w('allowed_subject')} (allowed_subject.{k}: {_quote(p.allowed_subject[k]) or 'none'})"))
+    if leaf:  # a CN that is a host name is one to OpenSSL (and to people): the DNS rules hold for it
+        for k, v in spec["subject"]:
+            if k != "CN" or not openssl_hostlike(v):
+                continue
+            n = v.lower()
+            hit = next((pat for pat in p.forbidden_dns if dns_overlaps(n, pat)), None)
+            if hit:
+                out.append(("subject", None, f"CN={v}", f"is a host name not allowed by {w('forbidden_dns')} (forbidden_dns: '{hit}')"))
+            elif p.allowed_dns is not None and not any(dns_matches(n, pat) for pat in p.allowed_dns):
+                out.append(("subject", None, f"CN={v}", f"is a host name not allowed by {w('allowed_dns')} (allowed_dns: {_quote(p.allowed_dns) or 'none'})"))
     present = {k for k, _ in spec["subject"]}
     for f in p.required_subject:
         if f not in present:
@@ -258,9 +288,7 @@ def _fmt(d: timedelta) -> str:
 
 def _located(repo: Path, loc: Locator) -> Locator:
     """The fast loader keeps no positions: re-read pki.yaml with them, only when needed."""
-    from ruamel.yaml.comments import CommentedMap
-
-    if isinstance(loc.doc, CommentedMap):
+    if loc.positioned:
         return loc
     from .spec import SPEC_FILE
 
@@ -317,7 +345,7 @@ def check(spec: EffectiveSpec, repo: Path, loc: Locator) -> list[Diagnostic]:
                         path = (section, name, f, original_index(loc, section, name, f, value, i))
                     if f == "csr" and entry.csr_path is None:
                         path = (section, name)
-                    diags.append(loc.diag(path, f"'{value}' {why}", _hint(f)))
+                    diags.append(loc.diag(path, f"{quote(value)} {why}", _hint(f)))
             anc = spec.entries[anc].issuer
     return diags
 
