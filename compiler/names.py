@@ -103,7 +103,7 @@ def ip_network(value: str) -> str:
 
 
 def uri(value: str) -> str:
-    if not isinstance(value, str) or not value.isascii() or any(c.isspace() for c in value):
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
         raise ValueError(f"{quote(value)} is not a URI (ASCII, no spaces; percent-encode the rest)")
     parts = urlsplit(value)
     if not parts.scheme or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*$", parts.scheme):

@@ -397,7 +397,8 @@ def _fence(line: str) -> str:
 # value's own); a backtick as an entity (it would open a code span); the characters of
 # inline markup and tables with a backslash (a link, emphasis, a cell split by "|"; the
 # backslash too, so that a value's own backslash cannot unescape the pipe after it).
-_MD = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;"} | {c: "\\" + c for c in "\\|[]*_~"})
+# '@' as an entity: a value cannot @mention (notify) people from the bot's comment
+_MD = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "&#96;", "@": "&#64;"} | {c: "\\" + c for c in "\\|[]*_~"})
 
 
 def _md(text: object) -> str:

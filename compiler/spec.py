@@ -154,15 +154,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
 
 
+def _printable_text(value: Any) -> Any:
+    """A subject value is written into certificates: no control character (a newline, an
+    ANSI escape) nor other non-printable (a bidi override) goes into one."""
+    if isinstance(value, str) and not value.isprintable():
+        raise PydanticCustomError("printable", "{shown} holds a control or other non-printable character", {"shown": quote(value)})
+    return value
+
+
+SubjectText = BeforeValidator(_printable_text)
+
+
 class Subject(_Model):
     """Distinguished name attributes. In an entry, a value overrides the default; null removes it."""
 
     C: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="country, ISO 3166 two letters")] | None = None
-    ST: Annotated[str, Field(min_length=1, max_length=128, description="state or province")] | None = None
-    L: Annotated[str, Field(min_length=1, max_length=128, description="locality")] | None = None
-    O: Annotated[str, Field(min_length=1, max_length=64, description="organization")] | None = None  # noqa: E741
-    OU: Annotated[str, Field(min_length=1, max_length=64, description="organizational unit")] | None = None
-    CN: Annotated[str, Field(min_length=1, max_length=64, description="common name")] | None = None
+    ST: Annotated[str, SubjectText, Field(min_length=1, max_length=128, description="state or province")] | None = None
+    L: Annotated[str, SubjectText, Field(min_length=1, max_length=128, description="locality")] | None = None
+    O: Annotated[str, SubjectText, Field(min_length=1, max_length=64, description="organization")] | None = None  # noqa: E741
+    OU: Annotated[str, SubjectText, Field(min_length=1, max_length=64, description="organizational unit")] | None = None
+    CN: Annotated[str, SubjectText, Field(min_length=1, max_length=64, description="common name")] | None = None
 
 
 class NameConstraints(_Model):

@@ -369,3 +369,24 @@ def test_pkic_init_refuses_planted_symlinks_and_an_identity_inside_the_repo(pkic
 
 
 # The crash log (O_EXCL, 0600, an unpredictable name): tests/test_errors.py::test_a_crash_log_is_private_and_never_written_through_a_symlink
+
+
+@pytest.mark.parametrize("field, value", [
+    ("subject", '{O: "Example\\nPki-Plan: forged"}'),
+    ("subject", '{CN: "web\\e[8m"}'),
+    ("subject", '{OU: "abc\\u202Edef"}'),  # a bidi override: shows text reversed
+    ("uri", '["spiffe://example.com/a\\eb"]'),
+])
+def test_control_characters_never_go_into_a_certificate(pkic, repo, field, value):
+    """Escaping on output is not enough: a subject value or a URI is written into the
+    certificate itself, where every TLS stack and log shows it raw. Refused at validate."""
+    add_api(repo, f"    {field}: {value}\n")
+    proc = pkic("validate", cwd=repo)
+    assert proc.returncode == 1 and f"certificates.api.{field}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stderr and "\u202e" not in proc.stderr
+
+
+def test_a_value_in_the_markdown_plan_cannot_mention_people():
+    from compiler.render import _md
+
+    assert "@" not in _md("ping @org/security-team")
