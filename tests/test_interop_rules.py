@@ -1,0 +1,107 @@
+"""Issue 13, items 1, 2 and 9: what real verifiers would refuse is refused (or named) at
+validate and plan, not discovered by a client.
+
+1. A subject CN under DNS name constraints, when the leaf has no DNS SAN: GnuTLS checks
+   every CN of a server (serverAuth) certificate as a DNS name; OpenSSL (so nginx,
+   HAProxy, curl, Node, Python) checks a CN that looks like a host name, for any EKU.
+   Policies see the subject too.
+2. An IP literal in ``dns:`` (any form inet_aton reads, or an all-digit last label, or
+   an IPv6 literal) is refused with "put it under ip:".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compiler import names
+from compiler.constraints import openssl_hostlike
+
+
+def add(repo, text: str) -> None:
+    spec = (repo / "pki.yaml").read_text()
+    (repo / "pki.yaml").write_text(spec.rstrip("\n") + "\n" + text)
+
+
+# services-ca in the init example: name_constraints {permitted_dns: [svc.internal, example.com]}
+
+@pytest.mark.parametrize("entry, fragment", [
+    # OpenSSL: "billing.prod" looks like a host name -> checked, outside -> "permitted subtree violation"
+    ("  billing:\n    issuer: services-ca\n    profile: client\n    subject: {CN: billing.prod}\n    uri: [spiffe://example.com/billing]\n",
+     "OpenSSL checks a CN that looks like a host name"),
+    # GnuTLS: a server certificate's CN is checked as a DNS name: not one -> refused
+    ("  ipsvc:\n    issuer: services-ca\n    subject: {CN: Interop IP Service}\n    ip: [10.0.0.9]\n",
+     "GnuTLS checks the CN of a server certificate as a DNS name"),
+    # a SPIFFE peer with only a URI SAN and a one-label CN: GnuTLS refuses it
+    ("  spiffe-peer:\n    issuer: services-ca\n    profile: peer\n    subject: {CN: payments}\n    uri: [spiffe://example.com/p]\n    ip: [10.0.0.8]\n",
+     "GnuTLS checks the CN of a server certificate"),
+])
+def test_a_cn_verifiers_would_check_against_the_constraints_is_refused(pkic, repo, entry, fragment):
+    add(repo, entry)
+    name = entry.split(":")[0].strip()
+    for command in (("validate",), ("plan", "--now", "2026-11-27T12:00:00Z")):
+        proc = pkic(*command, cwd=repo)
+        assert proc.returncode == 1 and fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        line = next(x for x in proc.stderr.splitlines() if f"certificates.{name}.subject.CN" in x)
+        assert line.startswith("error: pki.yaml:") and line.split(":")[2].strip().isdigit(), line
+        assert "drop the CN, add a dns: name" in proc.stderr
+
+
+@pytest.mark.parametrize("entry", [
+    # with a DNS SAN, neither library looks at the CN
+    "  named:\n    issuer: services-ca\n    subject: {CN: Some Display Name}\n    dns: [named.svc.internal]\n",
+    # a client CN that is not host-like (one label): OpenSSL does not check it; GnuTLS only checks serverAuth
+    "  okclient:\n    issuer: services-ca\n    profile: client\n    subject: {CN: billing}\n    uri: [spiffe://example.com/billing]\n",
+    # a server CN inside the constraints, with an IP SAN only
+    "  inside:\n    issuer: services-ca\n    subject: {CN: db.svc.internal}\n    ip: [10.0.0.10]\n",
+])
+def test_a_cn_the_verifiers_accept_is_accepted(pkic, repo, entry):
+    add(repo, entry)
+    pkic.ok("validate", cwd=repo)
+
+
+def test_openssl_hostlike_follows_cn2dnsid():
+    for cn in ("billing.prod", "a.b", "a_b.c-d", "x1.y2.z3"):
+        assert openssl_hostlike(cn), cn
+    for cn in ("billing", "Interop IP Service", ".a.b", "a.b.", "a..b", "a.-b", "a-.b", "-a.b", "a.b-", "é.b", "a b.c", ""):
+        assert not openssl_hostlike(cn), cn
+
+
+def test_policies_see_the_subject(pkic, repo):
+    spec = (repo / "pki.yaml").read_text()
+    assert "    path_length: 0\n" in spec
+    (repo / "pki.yaml").write_text(spec.replace("    path_length: 0\n", "    path_length: 0\n    policy: services\n", 1))
+    (repo / "policies" / "services.yaml").write_text(
+        "forbidden_dns: [admin.example.com]\n"
+        "forbidden_subject: {O: ['system:*']}\n"
+        "allowed_subject: {OU: [Platform, 'Team *']}\n")
+    add(repo, "  admin:\n    issuer: services-ca\n    profile: client\n    subject: {CN: admin.example.com}\n    uri: [spiffe://example.com/admin]\n"
+              "  masters:\n    issuer: services-ca\n    profile: client\n    subject: {O: System:Masters, CN: kube}\n    uri: [spiffe://example.com/kube]\n"
+              "  ou:\n    issuer: services-ca\n    profile: client\n    subject: {OU: Finance, CN: ou}\n    uri: [spiffe://example.com/ou]\n"
+              "  fine:\n    issuer: services-ca\n    profile: client\n    subject: {OU: Team Payments, CN: fine}\n    uri: [spiffe://example.com/fine]\n")
+    proc = pkic("validate", cwd=repo)
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr
+    assert "CN=admin.example.com" in err and "forbidden_dns" in err  # a host-name CN is a DNS name to policy
+    assert "O=System:Masters" in err and "forbidden_subject.O: 'system:*'" in err  # case-insensitive
+    assert "OU=Finance" in err and "allowed_subject" in err
+    assert "fine" not in err.replace("define", "")
+
+
+@pytest.mark.parametrize("value", ["10.0.0.7", "10.1", "0x7f.1", "017.0.0.1", "0x7f000001", "2130706433", "web.123",
+                                   "fd00::1", "[fd00::1]", "::ffff:10.0.0.1"])
+def test_an_ip_literal_in_dns_is_refused_with_use_ip(value):
+    with pytest.raises(ValueError) as exc:
+        names.dns_name(value)
+    assert "ip:" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["1e100.net", "0xdeadbeef.example.com", "web1.example.com", "123.example.com"])
+def test_digits_inside_a_name_are_fine(value):
+    assert names.dns_name(value) == value
+
+
+def test_an_ip_in_dns_is_an_error_with_a_line(pkic, repo):
+    add(repo, "  byip:\n    issuer: services-ca\n    dns: [10.0.0.7]\n")
+    proc = pkic("validate", cwd=repo)
+    assert proc.returncode == 1 and "certificates.byip.dns[0]" in proc.stderr and "put it under ip:" in proc.stderr, proc.stderr
+    assert "name constraints" not in proc.stderr  # the error says what is wrong, not that the constraints refuse it
