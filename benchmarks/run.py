@@ -110,7 +110,8 @@ def main() -> int:
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pkic-bench-", dir=os.environ.get("PKIC_BENCH_DIR")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_", "XDG_"))}
-    env.update(SOPS_AGE_KEY_FILE=str(base / "age-keys.txt"), XDG_CACHE_HOME=str(base / "xdg-cache"), PYTHONPATH=str(ROOT), COLUMNS="200", NO_COLOR="1")
+    env.update(SOPS_AGE_KEY_FILE=str(base / "age-keys.txt"), XDG_CACHE_HOME=str(base / "xdg-cache"), PYTHONPATH=str(ROOT), COLUMNS="200", NO_COLOR="1",
+               PKIC_TIME_TRAVEL="1")  # the workloads sign at fixed times (--now)
     results = []
     for n in args.sizes:
         print(f"W{n // 1000}k: pkic ...", file=sys.stderr)

@@ -39,6 +39,8 @@ class Item:
 
 def _level(now: datetime, start: datetime, end: datetime, refresh_at: datetime, warn: timedelta | None, critical: timedelta) -> tuple[int, str]:
     life = end - start
+    if now < start:
+        return CRITICAL, f"not valid yet: starts {ts(start)} (signed with a clock, or --now, ahead of this one)"
     if now >= end:
         return CRITICAL, f"expired at {ts(end)}"
     crit = min(critical, life / 4)

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -94,6 +94,29 @@ def _load(now: datetime):
     policy.check_all(effective, _repo, state)
     _reviewed_inputs(effective)
     return effective, state, make_plan(effective, state, now)
+
+
+TIME_TRAVEL_SLACK = timedelta(minutes=5)
+
+
+def _time_travel_gate(when: datetime, allowed: bool) -> None:
+    """apply signs real certificates and CRLs dated ``when``: dated in the future they are
+    not yet valid, in the past already expired (and may start before their issuer). More
+    than 5 minutes from this machine's clock is refused unless asked for."""
+    real = datetime.now(timezone.utc)
+    off = when - real
+    if abs(off) <= TIME_TRAVEL_SLACK:
+        return
+    far = f"{abs(off).days}d {abs(off).seconds // 3600}h" if abs(off) >= timedelta(days=1) else f"{int(abs(off).total_seconds() // 60)} minutes"
+    if not allowed:
+        raise fail("--now", f"{ts_text(when)} is {far} {'ahead of' if off > timedelta(0) else 'behind'} this machine's clock: "
+                   "apply would sign real certificates and CRLs dated then (not yet valid, or already expired)",
+                   "drop --now to sign at the real time, or add --time-travel to mean it (tests, drills)")
+    err.print(f"[yellow]! --time-travel:[/] signing as of {ts_text(when)}, {far} {'ahead of' if off > timedelta(0) else 'behind'} this machine's clock.")
+
+
+def ts_text(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _reviewed_inputs(effective) -> None:
@@ -227,6 +250,7 @@ def apply(
     commit: bool = typer.Option(False, "--commit", help="commit what changed in out/ in one commit with Pki-* trailers"),
     author: Optional[str] = typer.Option(None, "--author", help="commit author, 'Name <email>' (default: git's config)"),
     reviewed: Optional[str] = typer.Option(None, "--reviewed", help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs; 'none': there is no reviewed plan, do only time-driven work"),
+    time_travel: bool = typer.Option(False, "--time-travel", help="allow --now more than 5 minutes from this machine's clock: real certificates and CRLs dated then (tests, drills)"),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
     from . import policy, seal
@@ -238,6 +262,7 @@ def apply(
     from .state import RepoLock, load_state, read_journal
 
     when = parse_now(now)
+    _time_travel_gate(when, time_travel or os.environ.get("PKIC_TIME_TRAVEL") == "1")
     saved = _read_saved_plan(plan_file) if plan_file else None
     effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
     # .sops.yaml and every validity checked before any key is decrypted (even to finish

@@ -45,6 +45,13 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
             continue
         if not (parse_ts(rec["not_before"]) <= now < parse_ts(rec["not_after"])):
             findings.append(Finding(name, f"not valid at {now:%Y-%m-%dT%H:%M:%SZ} ({rec['not_before']} .. {rec['not_after']})"))
+        else:
+            info = rec.get("ocsp") or {}
+            if info.get("file") and info.get("this_update") and info.get("next_update"):
+                if parse_ts(info["this_update"]) > now:
+                    findings.append(Finding(name, f"its OCSP response is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one"))
+                elif parse_ts(info["next_update"]) <= now:
+                    findings.append(Finding(name, f"its OCSP response expired at {info['next_update']}: run `pkic apply`"))
         chain_text = bundle.read_text(repo, bundle.chain_path(name))
         chain = _load_pems(chain_text or "")
         if not chain or chain[0] != cert:
@@ -82,6 +89,8 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
             findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not signed by {authority}"))
         if crl.next_update_utc is not None and crl.next_update_utc <= now:
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
+        if crl.last_update_utc > now:
+            findings.append(Finding(authority, f"the CRL is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one"))
     return len(names), findings
 
 

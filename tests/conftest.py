@@ -54,6 +54,8 @@ def make_pkic(base: Path) -> Pkic:
         GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com",
         GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.com",
         TMPDIR=str(base),
+        # tests sign at fixed times (--now): apply refuses a --now far from the clock unless told
+        PKIC_TIME_TRAVEL="1",
     )
     return Pkic(env, home)
 

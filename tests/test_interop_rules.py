@@ -105,3 +105,43 @@ def test_an_ip_in_dns_is_an_error_with_a_line(pkic, repo):
     proc = pkic("validate", cwd=repo)
     assert proc.returncode == 1 and "certificates.byip.dns[0]" in proc.stderr and "put it under ip:" in proc.stderr, proc.stderr
     assert "name constraints" not in proc.stderr  # the error says what is wrong, not that the constraints refuse it
+
+
+# --------------------------------------------------------------------------- item 8: --now signs real certificates
+
+
+def test_apply_far_from_the_clock_needs_time_travel(pkic, repo):
+    """`apply --now T` signs real certificates and CRLs dated T: in the future they are
+    not yet valid, in the past already expired. More than 5 minutes from the machine's
+    clock is refused unless --time-travel says so; nothing is written."""
+    env = {"PKIC_TIME_TRAVEL": ""}
+    for when in ("2030-01-01T00:00:00Z", "2020-01-01T00:00:00Z"):
+        proc = pkic("apply", "--yes", "--now", when, cwd=repo, env=env)
+        assert proc.returncode == 1 and "--time-travel" in proc.stderr and "this machine's clock" in proc.stderr, proc.stderr
+        assert not (repo / "out").exists()
+    proc = pkic.ok("apply", "--yes", "--now", "2030-01-01T00:00:00Z", "--time-travel", cwd=repo, env=env)
+    assert "--time-travel" in proc.stderr and "ahead of" in proc.stderr
+
+
+def test_apply_at_the_real_time_needs_nothing(pkic, repo):
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pkic.ok("apply", "--yes", "--now", now, cwd=repo, env={"PKIC_TIME_TRAVEL": ""})
+
+
+def test_check_and_verify_report_what_is_not_valid_yet(pkic, repo):
+    """Signed (with --time-travel) a year ahead: check and verify at the real clock say the
+    certificates, CRLs and OCSP responses are not valid yet, instead of "fine"."""
+    pkic.ok("apply", "--yes", "--now", "2030-01-01T00:00:00Z", "--time-travel", cwd=repo)
+    proc = pkic("check", cwd=repo)
+    assert proc.returncode == 2 and "not valid yet" in proc.stdout, proc.stdout + proc.stderr
+    proc = pkic("check", "--format", "json", cwd=repo)
+    import json
+
+    items = json.loads(proc.stdout)["items"]
+    kinds = {i["kind"] for i in items if "not valid yet" in i["message"]}
+    assert {"certificate", "crl", "ocsp"} <= kinds, items
+    proc = pkic("verify", cwd=repo)
+    assert proc.returncode == 1 and "not valid at" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "the CRL is not valid yet" in proc.stdout + proc.stderr
