@@ -311,6 +311,38 @@ def check_horizon(spec: EffectiveSpec, now: datetime) -> None:
         raise PkicError(diags)
 
 
+def verifier_caveats(spec: EffectiveSpec, names: list[str]) -> list[str]:
+    """Known verifier limits that certificates this plan signs run into (issue 13 item 9;
+    tests/interop holds each against the real verifier). Valid X.509, refused by some:
+
+    * URI or email name constraints above a leaf with a URI or email SAN: cryptography's
+      verifier (PolicyBuilder) and webpki-based ones (rustls) refuse the leaf (the SPIFFE
+      case); OpenSSL, GnuTLS and Go accept it;
+    * an Ed25519 authority: the same verifiers refuse chains through it."""
+    out = []
+    entries = spec.entries
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if entry.kind == "authority" and entry.key_type == "ed25519":
+            out.append(f"{name}: an Ed25519 authority; cryptography's verifier (PolicyBuilder) and webpki-based clients (rustls) "
+                       "refuse chains through it (OpenSSL, GnuTLS, Go and Node accept them)")
+        if entry.kind != "certificate" or not (entry.spec.get("uri") or entry.spec.get("email")):
+            continue
+        anc = entry.issuer
+        while anc is not None:
+            nc = entries[anc].spec.get("name_constraints") or {}
+            kinds = [k for k in ("uri", "email") if entry.spec.get(k) and (nc.get(f"permitted_{k}") or nc.get(f"excluded_{k}"))]
+            if kinds:
+                out.append(f"{name}: {' and '.join(kinds)} name constraints on {anc} above its {' and '.join(k.upper() if k == 'uri' else k for k in kinds)} "
+                           "SAN; cryptography's verifier (PolicyBuilder) and webpki-based clients (rustls) refuse such a leaf "
+                           "(OpenSSL, GnuTLS, Go and Node accept it)")
+                break
+            anc = entries[anc].issuer
+    return out
+
+
 def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     check_horizon(spec, now)
     plan = Plan(now, state.lineage, state.serial, spec.digest, pending_journal=state.pending)
@@ -471,6 +503,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
                                    revokes=[{"name": name, "serial": rec["serial"], "reason": "cessation_of_operation", "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}]))
     if plan.orphans:
         plan.warnings.append(f"below a revoked authority, these need a new issuer: {', '.join(plan.orphans)}")
+    plan.warnings.extend(verifier_caveats(spec, [c.name for c in plan.changes if c.action != REVOKE]))
 
     # chain files follow their intermediates
     changed_cas = {n for n, c in changes.items() if entries[n].kind == "authority" and not entries[n].is_root and c.action != REVOKE}

@@ -145,3 +145,19 @@ def test_check_and_verify_report_what_is_not_valid_yet(pkic, repo):
     proc = pkic("verify", cwd=repo)
     assert proc.returncode == 1 and "not valid at" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert "the CRL is not valid yet" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- item 9: verifier caveats
+
+
+def test_the_plan_names_the_verifiers_a_certificate_runs_into(pkic, repo):
+    spec = (repo / "pki.yaml").read_text()
+    assert "name_constraints: {permitted_dns: [svc.internal, example.com]}" in spec
+    spec = spec.replace("name_constraints: {permitted_dns: [svc.internal, example.com]}",
+                        "name_constraints: {permitted_dns: [svc.internal, example.com], permitted_uri: [example.com]}")
+    assert "\nauthorities:\n" in spec
+    (repo / "pki.yaml").write_text(spec.replace("\nauthorities:\n", "\nauthorities:\n  edca:\n    issuer: root-ca\n    subject: {CN: Ed CA}\n    key: ed25519\n    path_length: 0\n", 1))
+    out = pkic.ok("plan", "--now", "2026-11-27T12:00:00Z", cwd=repo).stdout
+    assert "payments: uri name constraints on services-ca above its URI SAN; cryptography's verifier" in out, out
+    assert "edca: an Ed25519 authority" in out
+    assert "web:" not in [line.split()[0] for line in out.splitlines() if "cryptography's verifier" in line]
