@@ -89,6 +89,10 @@ def spaced(p: str) -> bool:
     return any(c.isspace() for c in p)
 
 
+def unprintable(p: str) -> bool:
+    return not p.isprintable()
+
+
 # --------------------------------------------------------------------------- sources
 #
 # A source writes payloads into a repository copied from the base (the applied template
@@ -214,10 +218,13 @@ class Source:
 
 PLAN = ("plan-text", "plan-markdown", "ci-comment")
 SOURCES = {
-    "subject": Source(subject, PLAN + ("graph-mermaid", "graph-dot"), multi=True, base=True),
-    "uri-san": Source(uri_san, PLAN, spaced, (("validate",),), "is not a URI", multi=True, base=True),
-    "crl-url": Source(crl_url, PLAN, spaced, (("validate",),), "is not a URI"),
-    "csr-san": Source(csr_san, PLAN, multi=True),
+    # a control character never goes into a certificate: refused in a subject value or a URI
+    "subject": Source(subject, PLAN + ("graph-mermaid", "graph-dot"), unprintable, (("validate",),),
+                      "holds a control or other non-printable character", multi=True, base=True),
+    "uri-san": Source(uri_san, PLAN, lambda p: spaced(p) or unprintable(p), (("validate",),), "is not a URI", multi=True, base=True),
+    "crl-url": Source(crl_url, PLAN, lambda p: spaced(p) or unprintable(p), (("validate",),), "is not a URI"),
+    # one repository per payload: the plan shows the first few names a CSR adds (and a count)
+    "csr-san": Source(csr_san, PLAN),
     "entry-name": Source(entry_name, (), lambda p: True, (("graph",),), "is not a valid name", multi=True),
     "state-settings": Source(state_settings, PLAN),
     "state-crl-number": Source(state_crl_number, (), lambda p: True, (("status", "--now", NOW),), "the state is damaged"),
