@@ -68,8 +68,9 @@ def _pos(mark: Any) -> tuple[int | None, int | None]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
 
 
-def _walk(events: Any, classes: tuple) -> None:
-    """Check one event stream; raise _Limit at the first thing over a limit."""
+def _walk(events: Any, classes: tuple) -> int:
+    """Check one event stream; raise _Limit at the first thing over a limit. Returns the
+    number of nodes written (aliases not expanded)."""
     scalar, alias, map_start, seq_start, map_end, seq_end = classes
     starts, ends = (map_start, seq_start), (map_end, seq_end)
     stack: list[list[Any]] = [[0, None]]  # per open collection: expanded node count, anchor
@@ -122,6 +123,7 @@ def _walk(events: Any, classes: tuple) -> None:
         shown = f"{expanded:,}" if expanded < 10**15 else f"more than {10**15:,}"
         raise _Limit(line, col, f"aliases expand this document to {shown} values ({own:,} written; pkic reads at most {limit:,})",
                      "an anchor repeated inside repeated anchors multiplies; write the values out, or use fewer levels of aliases")
+    return own
 
 
 def _pyyaml_events(text: str) -> tuple[Any, tuple] | None:
@@ -166,7 +168,7 @@ def _ruamel_events(text: str) -> tuple[Any, tuple]:
     return YAML(typ="safe", pure=True).parse(text), _ruamel_classes()
 
 
-def check_yaml(text: str, filename: str) -> None:
+def check_yaml(text: str, filename: str) -> int | None:
     """Refuse a YAML document over the limits, before anything composes it. libyaml's
     event parser (C, fast) checks it; should it refuse the text (a YAML 1.2 nicety),
     ruamel's parsers (its libyaml fork, then its pure-Python one) check it instead, and a text neither parses is left to the
@@ -181,8 +183,7 @@ def check_yaml(text: str, filename: str) -> None:
             continue
         events, classes = source
         try:
-            _walk(events, classes)
-            return
+            return _walk(events, classes)
         except _Limit as exc:
             raise PkicError([Diagnostic(filename, exc.line, exc.column, "", exc.message, exc.hint)]) from None
         except RecursionError:
@@ -190,6 +191,7 @@ def check_yaml(text: str, filename: str) -> None:
         except Exception:  # a syntax error (or a construct libyaml refuses): try the next parser
             continue
     # neither parser reads it: the loader reports the syntax error with its position
+    return None
 
 
 def load_yaml(text: str, filename: str) -> Any:

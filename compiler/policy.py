@@ -148,7 +148,7 @@ def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[st
             doc, loc = read_document(path, rel)
             out[name] = LoadedPolicy(name, rel, Policy.model_validate(doc), loc)
         except ValidationError as exc:
-            diags.extend(_pydantic_diags(exc, Locator(rel, doc), Policy))
+            diags.extend(_pydantic_diags(exc, loc, Policy))
         except PkicError as exc:
             diags.extend(exc.diagnostics)
     if diags:

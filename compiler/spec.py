@@ -635,7 +635,7 @@ def _read(path: Path, display: str) -> bytes:
     return layout.read_input(repo, display)
 
 
-ROUND_TRIP_LIMIT = 256 * 1024
+ROUND_TRIP_NODES = 50_000  # ~5 s of ruamel's round-trip loader
 
 
 def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -> tuple[Any, Locator]:
@@ -659,16 +659,17 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
     # ruamel's round-trip loader is pure Python (~100 us a value: a 7 MB file took it ten
     # minutes): only for a modest file it must explain (its messages are clearer), or
     # for positions libyaml cannot give.
-    modest = len(text) <= ROUND_TRIP_LIMIT
+    written = check_yaml(text, display)
+    modest = written is not None and written <= ROUND_TRIP_NODES
     try:
         doc = parse_yaml(text, display, fast=True)
     except PkicError as exc:
-        if modest:
-            try:
-                parse_yaml(text, display)
-            except PkicError as exc2:
-                exc = exc2
-        raise _locate_duplicate(text, exc) from None
+        if not modest:
+            raise _locate_duplicate(text, exc) from None
+        try:  # ruamel's libyaml refuses some YAML 1.2 (`[spiffe://x/y]`) its own parser reads
+            doc = parse_yaml(text, display)
+        except PkicError as exc2:
+            raise _locate_duplicate(text, exc2) from None
     nodes = None if fast else yaml_nodes(text)
     if not fast and nodes is None and modest:
         doc = parse_yaml(text, display)
@@ -998,7 +999,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
                 try:
                     info = load_csr(repo / c.csr, repo)
                 except CsrError as exc:
-                    diags.append(loc.diag(("certificates", name, "csr"), f"{quote(c.csr)}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
+                    diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}",  # a CsrPath: 255 safe characters at most "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
             if info is not None:
                 if c.key is not None and c.key != info.key_type:
                     diags.append(loc.diag(("certificates", name, "key"), f"key {c.key} does not match the CSR's {info.key_type} key", "remove `key`: a CSR brings its own"))

@@ -565,7 +565,7 @@ def test_csr_is_signed_with_pki_yaml_names_only(applied, pkic, tmp_path):
 
     text = pkic.ok("plan", "--now", NOW, cwd=applied).stdout
     assert "key from its CSR" in text
-    assert "db: the CSR also asks for extra.svc.internal, 10.9.9.9, which pki.yaml does not list (not issued)" in text
+    assert "db: the CSR also asks for 'extra.svc.internal', '10.9.9.9', which pki.yaml does not list (not issued)" in text
     plan = plan_json(pkic, applied)
     assert changes(plan) == {"db": ("issue", ["new"], "external")}
     assert any("extra.svc.internal" in w for w in plan["warnings"])
