@@ -124,13 +124,8 @@ class Publication:
     until: str | None = None
 
     def to_json(self) -> dict:
-        out = {"kind": self.kind, "name": self.name, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
-               "issuer": self.issuer, "serial": self.serial}
-        if self.signer is not None:
-            out["signer"] = self.signer
-        if self.until is not None:
-            out["until"] = self.until
-        return out
+        return {"kind": self.kind, "name": self.name, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+                "issuer": self.issuer, "serial": self.serial, "signer": self.signer, "until": self.until}
 
 
 @dataclass
@@ -561,6 +556,10 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
         elif rec is None and (rec := state.signer_record(name)) is not None:  # revoked earlier, still signing
             roots.append((name, rec, rec.get("revocation_reason") in COMPROMISE or bool(entry.key_compromised),
                           entry.key_compromised or rec.get("invalidity_date")))
+    for name in state.revoked_signers():
+        if name not in entries and (last := state.last_issued(name, state.certificates[name][0]["key_id"])) and parse_ts(last) > now:
+            plan.warnings.append(f"{name} is revoked and no longer in pki.yaml, but what it signed is unexpired until {last}: its CRL and "
+                                 "OCSP responses are no longer re-signed (keep its entry, with revoke:, until then)")
     if not roots:
         return {}
     by_issuer: dict[str, list[dict]] = {}
