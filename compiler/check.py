@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from .state import State, parse_ts, ts
+from .verify import crl_retired
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -82,7 +83,7 @@ def run_check(state: State, spec, now: datetime, warn: timedelta, critical: time
             level, msg = _level(now, s, e, refresh, None, critical)
             items.append(Item("ocsp", name if r is rec else f"{name}@{r['serial'][:12]}", r.get("issuer"), info["next_update"], level, msg))
     for authority in sorted(state.crls):
-        if state.active(authority) is None:
+        if state.signer_record(authority) is None or crl_retired(state, authority, now):
             continue
         info = state.crls[authority]
         ca = entries[authority].ca if authority in entries and entries[authority].ca else None

@@ -323,7 +323,7 @@ def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
     new_responders = {p.name for p in plan.responders}
     for pub in plan.ocsp:
         ca = spec.entries[pub.issuer].ca
-        if ca.ocsp_signer == "self":
+        if ca.ocsp_signer == "self" or pub.signer == "self":
             if pub.issuer not in new_keys:
                 need(pub.issuer, keystore.key_path(pub.issuer))
         elif pub.issuer not in new_responders:
@@ -530,8 +530,11 @@ def _revoke_steps(change, journal, writer, state, done, at: str, remove_own_file
     """Journal and carry out the revocations a change brings (its own files go only
     when the change is the revocation of the entry itself)."""
     for r in change.revokes:
-        _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
-                                     "invalidity": r.get("invalidity"), "remove_files": remove_own_files and r["name"] == change.name, "at": at}, done)
+        op = {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"], "invalidity": r.get("invalidity"),
+              "remove_files": remove_own_files and r["name"] == change.name and not r.get("keeps_signing"), "at": at}
+        if r.get("keeps_signing"):  # an authority: its certificate and key stay, to sign its CRL and OCSP on
+            op["keeps_signing"] = True
+        _step(journal, writer, state, op, done)
 
 
 # --------------------------------------------------------------------------- parallel signing
@@ -694,6 +697,8 @@ def recorded_key_files(state: State, moves: list[tuple[str, str]] = ()) -> dict[
     and delegated responder. A name being moved has its record under the old name, its
     file at either."""
     out = {keystore.key_path(n): r for n in state.active_names() if (r := state.active(n)) is not None}
+    for n in state.revoked_signers():  # revoked authorities keep their key: they sign their CRL and OCSP on
+        out[keystore.key_path(n)] = state.certificates[n][0]
     for a in state.responders:
         resp = state.responder(a)
         if resp is not None:
@@ -754,7 +759,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
     for pub in plan.crls:
         a = pub.name
         entry = spec.entries[a]
-        arec = state.active(a)
+        arec = state.signer_record(a)  # a revoked authority signs with its revoked record's key
         issuer_ref = IssuerRef.from_certificate(certs.get(a), entry.key_type)
         listed: list[tuple[str, dict]] = []
         for n, recs in state.certificates.items():
@@ -768,7 +773,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         ]
         previous = state.crls.get(a)
         number = (previous["number"] + 1) if previous else 1
-        next_update = now + entry.ca.crl_lifetime
+        next_update = parse_ts(pub.until) if pub.until else now + entry.ca.crl_lifetime
         crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, now, next_update), _authority_signer(a, store, handles))
         der = crl_obj.public_bytes(serialization.Encoding.DER)
         info = {
@@ -803,18 +808,18 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         revoked = None
         if rec["status"] == "revoked":
             revoked = Revoked(int(rec["serial"], 16), parse_ts(rec["revoked_at"]), rec["revocation_reason"])
-        if ca.ocsp_signer == "self":
+        if ca.ocsp_signer == "self" or pub.signer == "self":
             signer_cert, signer, delegated = issuer_cert, _authority_signer(a, store, handles), False
         else:
             signer_cert = responder_certs.get(a) or _responder_cert(repo, a)
             signer = responder_handles.get(a) or store.load(a, keystore.responder_key_path(a))
             delegated = True
-        next_update = now + ca.ocsp_lifetime
+        next_update = parse_ts(pub.until) if pub.until else now + ca.ocsp_lifetime
         response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, now, next_update, signer_cert, delegated), signer)
         der = response.public_bytes(serialization.Encoding.DER)
         latest = recs[0]["serial"] == rec["serial"]
         info = {
-            "status": "revoked" if revoked else "good", "signer": ca.ocsp_signer,
+            "status": "revoked" if revoked else "good", "signer": pub.signer or ca.ocsp_signer,
             "this_update": at, "next_update": ts(next_update),
             "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
@@ -846,9 +851,9 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
         if state.active(name):
             writer.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
     writer.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
-    # authorities that left the spec take their CRLs along
+    # authorities that left the spec take their CRLs along (a revoked one keeps signing its own)
     for name in list(state.crls):
-        if state.active(name) is None:
+        if state.signer_record(name) is None:
             writer.remove(bundle.crl_path(name))
             writer.remove(bundle.crl_path(name, pem=True))
     writer.flush()  # every file in place before the state says so

@@ -118,10 +118,14 @@ class Publication:
     reasons: list[Reason]
     issuer: str | None = None  # for ocsp: the authority that issued the certificate
     serial: str | None = None  # for ocsp: the certificate (None: the one issued by this plan)
+    # signed by a revoked authority (its own key, never a delegated responder) ...
+    signer: str | None = None
+    # ... whose key is compromised: signed once, valid until then (None: the usual lifetime)
+    until: str | None = None
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
-                "issuer": self.issuer, "serial": self.serial}
+                "issuer": self.issuer, "serial": self.serial, "signer": self.signer, "until": self.until}
 
 
 @dataclass
@@ -402,8 +406,10 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             unusable.add(name)
             if rec is not None:
                 why = Reason("revoke_requested", f"revoked in pki.yaml: {entry.revoke}")
-                changes[name] = Change(name, entry.kind, REVOKE, [why], None, entry.issuer, entry.key_type, rec["serial"],
-                                       revokes=[{"name": name, "serial": rec["serial"], "reason": entry.revoke, "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}])
+                revoke = {"name": name, "serial": rec["serial"], "reason": entry.revoke, "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}
+                if entry.kind == "authority":
+                    revoke["keeps_signing"] = True  # its key and certificate stay: it signs its CRL and OCSP on
+                changes[name] = Change(name, entry.kind, REVOKE, [why], None, entry.issuer, entry.key_type, rec["serial"], revokes=[revoke])
             continue
         if entry.issuer in unusable:
             unusable.add(name)
@@ -501,8 +507,9 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         rec = state.active(name)
         plan.changes.append(Change(name, rec["kind"], REVOKE, [Reason("removed", "no longer in pki.yaml")], None, rec.get("issuer"), rec["spec"].get("key"), rec["serial"],
                                    revokes=[{"name": name, "serial": rec["serial"], "reason": "cessation_of_operation", "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}]))
+    signing = revoked_below(plan, spec, state, now)
     if plan.orphans:
-        plan.warnings.append(f"below a revoked authority, these need a new issuer: {', '.join(plan.orphans)}")
+        plan.warnings.append(f"below a revoked authority (and revoked with it), these need a new issuer: {', '.join(plan.orphans)}")
     plan.warnings.extend(verifier_caveats(spec, [c.name for c in plan.changes if c.action != REVOKE]))
 
     # chain files follow their intermediates
@@ -518,9 +525,97 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
                     break
                 anc = entries[anc].issuer
 
-    plan_publications(plan, spec, state, now, changes, unusable)
+    plan_publications(plan, spec, state, now, changes, unusable, signing)
     bind_content(plan, spec, state, now, unusable)
     return plan
+
+
+COMPROMISE = ("key_compromise", "ca_compromise")
+
+
+def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) -> dict[str, dict]:
+    """Revoking an authority revokes every unexpired certificate below it (issue 13,
+    item 6): what it signed with the revoked key, on its CRL, and, for an intermediate
+    below, what that one signed, on its own CRL, and so on down. The entries carry
+    cACompromise (and the invalidity date) when the authority's key is compromised
+    (``revoke: key_compromise`` or ``ca_compromise``, or ``key_compromised`` set), else
+    no reason code (``unspecified``, which RFC 5280 §5.3.1 prefers left out).
+
+    Adds the revocations to ``plan.changes`` (one ``revoke`` change per name, reason
+    ``issuer_revoked``, or to the change the name already has) and returns the revoked
+    authorities that keep signing their CRL and OCSP responses: name -> key_id,
+    compromised, last (the latest notAfter of what that key signed)."""
+    entries = spec.entries
+    roots: list[tuple[str, dict, bool, str | None]] = []
+    for name, entry in entries.items():
+        if entry.kind != "authority":
+            continue
+        rec = state.active(name)
+        if entry.revoke and rec is not None:  # revoked by this plan
+            roots.append((name, rec, entry.revoke in COMPROMISE or bool(entry.key_compromised), entry.key_compromised))
+        elif rec is None and (rec := state.signer_record(name)) is not None:  # revoked earlier, still signing
+            roots.append((name, rec, rec.get("revocation_reason") in COMPROMISE or bool(entry.key_compromised),
+                          entry.key_compromised or rec.get("invalidity_date")))
+    for name in state.revoked_signers():
+        if name not in entries and (last := state.last_issued(name, state.certificates[name][0]["key_id"])) and parse_ts(last) > now:
+            plan.warnings.append(f"{name} is revoked and no longer in pki.yaml, but what it signed is unexpired until {last}: its CRL and "
+                                 "OCSP responses are no longer re-signed (keep its entry, with revoke:, until then)")
+    if not roots:
+        return {}
+    by_issuer: dict[str, list[dict]] = {}
+    for recs in state.certificates.values():
+        for r in recs:
+            if r.get("issuer") is not None:
+                by_issuer.setdefault(r["issuer"], []).append(r)
+    planned = {(r["name"], r["serial"]) for c in plan.changes for r in c.revokes}
+    signing: dict[str, dict] = {}
+    found: dict[str, list[dict]] = {}
+    cause: dict[str, tuple[str, bool]] = {}
+    stack = list(reversed(roots))
+    while stack:
+        name, rec, comp, invalidity = stack.pop()
+        if name in signing:
+            continue
+        kid = rec["key_id"]
+        last = None
+        for r in by_issuer.get(name, []):
+            if r.get("issuer_key_id") != kid:
+                continue  # signed by an earlier key of the authority: not what is revoked
+            if last is None or r["not_after"] > last:
+                last = r["not_after"]
+            if parse_ts(r["not_after"]) <= now:
+                continue
+            latest = r["kind"] == "authority" and state.certificates[r["name"]][0] is r
+            if latest:
+                stack.append((r["name"], r, comp, invalidity))
+            if r["status"] == "revoked" or (r["name"], r["serial"]) in planned:
+                continue
+            revoke = {"name": r["name"], "serial": r["serial"], "reason": "ca_compromise" if comp else "unspecified",
+                      "invalidity": invalidity if comp else None, "public_key_sha256": r["public_key_sha256"]}
+            if latest:
+                revoke["keeps_signing"] = True
+            found.setdefault(r["name"], []).append(revoke)
+            cause[r["name"]] = (name, comp)
+        signing[name] = {"key_id": kid, "compromised": comp, "last": last}
+
+    by_name = {c.name: c for c in plan.changes}
+    for n in found:
+        issuer, comp = cause[n]
+        revokes = sorted(found[n], key=lambda r: r["serial"])
+        why = Reason("issuer_revoked", f"issued by {issuer}, which is revoked: {len(revokes)} unexpired certificate(s) revoked with it"
+                     + (" (cACompromise: its key is compromised)" if comp else " (no reason code)"))
+        c = by_name.get(n)
+        if c is not None:  # e.g. moved to a new issuer: the one signed by the revoked authority is revoked
+            c.revokes.extend(revokes)
+            c.reasons.append(why)
+            continue
+        recs = state.certificates[n]
+        rec = recs[0]
+        entry = entries.get(n)
+        c = Change(n, rec["kind"], REVOKE, [why], None, rec.get("issuer"), entry.key_type if entry else rec["spec"].get("key"), revokes[0]["serial"], revokes=revokes)
+        plan.changes.append(c)
+        by_name[n] = c
+    return signing
 
 
 def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, unusable: set[str]) -> None:
@@ -644,8 +739,12 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
                 plan.exposed[m] = hit
 
 
-def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, changes: dict[str, Change], unusable: set[str]) -> None:
-    """CRLs, delegated OCSP responders and OCSP responses that must be (re-)signed."""
+def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, changes: dict[str, Change], unusable: set[str],
+                      signing: dict[str, dict] | None = None) -> None:
+    """CRLs, delegated OCSP responders and OCSP responses that must be (re-)signed;
+    ``signing``: revoked authorities that keep signing for what they issued (see
+    revoked_below)."""
+    signing = signing or {}
     entries = spec.entries
     revoked_now = {(r["name"], r["serial"]) for c in plan.changes for r in c.revokes}
     # one pass over every record ever issued: what each authority has revoked, and who needs OCSP
@@ -672,7 +771,12 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
             values = [v for vals in entry.csr_extra_names.values() for v in vals]
             asked = ", ".join(quote(v, 60) for v in values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
             plan.warnings.append(f"{name}: the CSR also asks for {asked}, which pki.yaml does not list (not issued)")
-        if entry.kind != "authority" or name in unusable:
+        if entry.kind != "authority":
+            continue
+        if name in signing:
+            _revoked_crl(plan, name, entry.ca, state, now, signing[name], revoked_by)
+            continue
+        if name in unusable:
             continue
         ca = entry.ca
         kid = key_after(name)
@@ -726,7 +830,14 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
             plan.ocsp.append(Publication("ocsp", c.name, [Reason("new", "new certificate")], c.issuer, None))
     for r in sorted(live, key=lambda r: (r["name"], r["serial"])):
         issuer = r["issuer"]
-        if issuer not in entries or issuer in unusable or entries[issuer].kind != "authority":
+        if issuer not in entries or entries[issuer].kind != "authority":
+            continue
+        held = signing.get(issuer)
+        if held is not None:
+            if r.get("issuer_key_id") == held["key_id"]:
+                _revoked_ocsp(plan, r, entries[issuer].ca, now, held, revoked_now)
+            continue
+        if issuer in unusable:
             continue
         if r.get("issuer_key_id") != key_after(issuer):
             continue  # signed by a key the authority no longer has: nobody can vouch for it
@@ -748,6 +859,66 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
                 reasons.append(Reason("due", f"next update {info['next_update']}"))
         if reasons:
             plan.ocsp.append(Publication("ocsp", r["name"], reasons, issuer, r["serial"]))
+
+
+def _revoked_crl(plan: Plan, name: str, ca, state: State, now: datetime, held: dict, revoked_by: dict[str, list[dict]]) -> None:
+    """The CRL of a revoked authority: re-signed (with the revoked key) while anything it
+    signed with that key is unexpired; for a compromised key, signed once more, valid
+    until after the last of it expires (no further use of the key)."""
+    last = held["last"]
+    if last is None or parse_ts(last) <= now:
+        return  # nothing it signed is unexpired: its last CRL is its final one
+    crl = state.crls.get(name)
+    kid = held["key_id"]
+    until = ts(max(now, parse_ts(last)) + ca.crl_lifetime) if held["compromised"] else None
+    reasons: list[Reason] = []
+    if crl is None:
+        reasons.append(Reason("new", "no CRL yet"))
+    else:
+        listed = set(crl.get("serials", []))
+        added = [r for r in revoked_by.get(name, []) if r.get("issuer_key_id") == kid and r["serial"] not in listed and not r.get("crl_listed_after_expiry")]
+        if added:
+            reasons.append(Reason("revocations", f"{len(added)} newly revoked: " + ", ".join(sorted({r['name'] for r in added}))))
+        if crl.get("key_id") != kid:
+            reasons.append(Reason("authority_rekeyed", "signed with another key of the authority"))
+        next_update = parse_ts(crl["next_update"])
+        if held["compromised"]:
+            if next_update < parse_ts(last) and not reasons:
+                reasons.append(Reason("final", f"valid until {crl['next_update']}, before the last certificate it signed expires ({last})"))
+        elif now >= next_update:
+            reasons.append(Reason("expired", f"the CRL expired at {crl['next_update']}"))
+        elif now >= next_update - ca.crl_renew_before:
+            reasons.append(Reason("due", f"next update {crl['next_update']}: inside the refresh window"))
+    if reasons:
+        reasons.append(Reason("revoked_authority", f"{name} is revoked: " + (
+            f"its key is compromised: this CRL is its last, valid until {until}, after the last certificate it signed expires ({last})" if held["compromised"]
+            else f"it re-signs its CRL until the last certificate it signed expires ({last})")))
+        plan.crls.append(Publication("crl", name, reasons, until=until))
+
+
+def _revoked_ocsp(plan: Plan, r: dict, ca, now: datetime, held: dict, revoked_now: set) -> None:
+    """The OCSP response of a certificate below a revoked authority: revoked, signed by the
+    authority's own key (its delegated responder is not renewed under a revoked
+    certificate); for a compromised key, once, valid until the certificate expires."""
+    info = r.get("ocsp")
+    status = "revoked" if (r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now) else "good"
+    until = ts(max(now + ca.ocsp_lifetime, parse_ts(r["not_after"]))) if held["compromised"] else None
+    reasons = []
+    if info is None:
+        reasons.append(Reason("new", "no response yet"))
+    else:
+        if info.get("status") != status:
+            reasons.append(Reason("status_changed", f"now {status}"))
+        if info.get("signer") != "self":
+            reasons.append(Reason("signer_changed", "signed by the revoked authority itself now"))
+        next_update = parse_ts(info["next_update"])
+        if held["compromised"]:
+            if next_update < parse_ts(r["not_after"]) and not reasons:
+                reasons.append(Reason("final", f"its issuer's key is compromised: one last response, valid until {until}"))
+        elif now >= next_update - ca.ocsp_renew_before:
+            reasons.append(Reason("due", f"next update {info['next_update']}"))
+    if reasons:
+        plan.ocsp.append(Publication("ocsp", r["name"], reasons, r["issuer"], r["serial"], signer="self", until=until))
 
 
 def lifecycle_settings(spec: EffectiveSpec) -> dict:

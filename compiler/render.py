@@ -17,6 +17,7 @@ from .errors import printable as _p
 from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
 from .spec import EffectiveSpec
 from .state import State, parse_ts, ts
+from .verify import crl_retired
 
 STYLE = {ISSUE: ("+", "green"), REISSUE: ("~", "yellow"), RENEW: ("↻", "cyan"), REVOKE: ("-", "red")}
 
@@ -234,6 +235,10 @@ def crl_rows(state: State, now: datetime, refresh: dict | None = None) -> list[d
             window = (refresh or {}).get(name) or (next_update - this_update) / 2
         left = (next_update - now).total_seconds()
         status = "expired" if left <= 0 else "due" if now >= next_update - window else "fresh"
+        if state.signer_record(name) is None:
+            status = "withdrawn"  # the authority left: its CRL left out/ with it
+        elif crl_retired(state, name, now):
+            status = "final"  # a revoked authority, everything it signed expired: not re-signed any more
         rows.append({
             "authority": name, "number": info["number"], "this_update": info["this_update"],
             "next_update": info["next_update"], "hours_left": max(0, int(left // 3600)),
@@ -247,7 +252,7 @@ def crl_table(rows: list[dict]) -> Table:
     for col in ("authority", "number", "revoked", "next update", "left", "status"):
         table.add_column(col, justify="right" if col in ("number", "revoked", "left") else "left")
     for r in rows:
-        colour = {"fresh": "green", "due": "yellow", "expired": "bold red"}[r["status"]]
+        colour = {"fresh": "green", "due": "yellow", "expired": "bold red", "withdrawn": "dim", "final": "dim"}[r["status"]]
         left = f"{r['hours_left'] // 24}d {r['hours_left'] % 24}h"
         status = r["status"] if r["status"] != "expired" else "EXPIRED: clients reject everything"
         table.add_row(*_cells(r["authority"], r["number"], r["revoked"], r["next_update"], left), Text(_p(status), style=colour))

@@ -94,6 +94,32 @@ class State:
             return recs[0]
         return None
 
+    def signer_record(self, name: str) -> dict | None:
+        """The record whose key signs ``name``'s CRL and OCSP responses: the active one,
+        or, for an authority revoked in place, its revoked record (``keeps_signing``):
+        it keeps vouching for what it issued until the last of it expires."""
+        recs = self.certificates.get(name)
+        if not recs:
+            return None
+        r = recs[0]
+        if r["status"] == ACTIVE or (r["status"] == REVOKED and r["kind"] == "authority" and r.get("keeps_signing")):
+            return r
+        return None
+
+    def revoked_signers(self) -> list[str]:
+        """Authorities revoked in place that keep signing their CRL and OCSP responses."""
+        return [n for n, recs in self.certificates.items()
+                if recs and recs[0]["status"] == REVOKED and recs[0]["kind"] == "authority" and recs[0].get("keeps_signing")]
+
+    def last_issued(self, name: str, key_id: str) -> str | None:
+        """The latest notAfter among the certificates ``name`` signed with ``key_id``."""
+        last = None
+        for recs in self.certificates.values():
+            for r in recs:
+                if r.get("issuer") == name and r.get("issuer_key_id") == key_id and (last is None or r["not_after"] > last):
+                    last = r["not_after"]
+        return last
+
     def latest(self, name: str) -> dict | None:
         recs = self.certificates.get(name)
         return recs[0] if recs else None
@@ -156,7 +182,7 @@ class State:
     def record_issued(self, name: str, record: dict, at: str) -> None:
         self._push(self.certificates.setdefault(name, []), record, at)
 
-    def record_revoked(self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None) -> None:
+    def record_revoked(self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None, keeps_signing: bool = False) -> None:
         for r in self.certificates.get(name, []):
             if r["serial"] == serial and r["status"] != REVOKED:
                 r["status"] = REVOKED
@@ -164,6 +190,8 @@ class State:
                 r["revocation_reason"] = reason
                 if invalidity:
                     r["invalidity_date"] = invalidity
+                if keeps_signing:  # an authority: signs its CRL and OCSP responses on
+                    r["keeps_signing"] = True
 
     def record_crl(self, authority: str, info: dict) -> None:
         self.crls[authority] = info
@@ -227,7 +255,7 @@ class State:
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":
-            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"], op.get("invalidity"))
+            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"], op.get("invalidity"), bool(op.get("keeps_signing")))
         elif kind == "crl":
             self.record_crl(op["authority"], op["info"])
         elif kind == "ocsp":

@@ -74,9 +74,10 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
     if names and problem:
         findings.append(Finding("trust bundle", problem))
     for authority in sorted(state.crls):
-        if state.active(authority) is None:
+        if state.signer_record(authority) is None:
             continue  # an authority that left: its CRL left with it (the state keeps the number)
         info = state.crls[authority]
+        retired = crl_retired(state, authority, now)
         try:
             crl = x509.load_der_x509_crl((repo / bundle.crl_path(authority)).read_bytes())
         except (OSError, ValueError):
@@ -87,11 +88,21 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         pem = bundle.read_text(repo, bundle.cert_path(authority))
         if pem and not crl.is_signature_valid(x509.load_pem_x509_certificate(pem.encode()).public_key()):
             findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not signed by {authority}"))
-        if crl.next_update_utc is not None and crl.next_update_utc <= now:
+        if crl.next_update_utc is not None and crl.next_update_utc <= now and not retired:
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
         if crl.last_update_utc > now:
             findings.append(Finding(authority, f"the CRL is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one"))
     return len(names), findings
+
+
+def crl_retired(state: State, authority: str, now: datetime) -> bool:
+    """A revoked authority's CRL once everything it signed has expired: no longer
+    re-signed (its last one stays in out/), and no longer due."""
+    rec = state.signer_record(authority)
+    if rec is None or rec["status"] == "active":
+        return False
+    last = state.last_issued(authority, rec["key_id"])
+    return last is None or parse_ts(last) <= now
 
 
 def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
@@ -205,7 +216,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
     if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
         bad.append(bundle.TRUST_BUNDLE)
     for authority, info in sorted(state.crls.items()):
-        if state.active(authority) is None:
+        if state.signer_record(authority) is None:
             continue
         rel = bundle.crl_path(authority)
         d = read(rel)

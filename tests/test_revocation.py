@@ -8,7 +8,7 @@
   ``openssl verify -crl_check`` and to a TLS server checking client certificates;
 * time: CRLs and OCSP responses are re-signed inside their refresh windows, and a
   revoked serial drops off the CRL only after one CRL issued past its notAfter;
-* ``revoke_superseded``, revoking an authority (orphans), issuer URLs (CDP, AIA),
+* ``revoke_superseded``, revoking an authority (and everything below it), issuer URLs (CDP, AIA),
   ``ocsp_signer: self``, ``publish.ocsp_dir``;
 * ``pkic serve`` answering OCSP (good, revoked, unauthorized, garbage) and CRLs, and
   picking up a new apply without a restart.
@@ -709,18 +709,25 @@ def test_narrowing_names_without_revoke_superseded_warns(applied, pkic, tmp_path
 # =========================================================================== 6. revoking an authority
 
 
-def test_revoking_an_authority_puts_it_on_its_parents_crl_and_orphans_its_children(applied, pkic, tmp_path):
+def test_revoking_an_authority_puts_it_on_its_parents_crl_and_revokes_its_children(applied, pkic, tmp_path):
+    """Its children are revoked with it (no reason code), on its CRL, which it keeps
+    signing; tests/test_revoked_authority.py goes deeper."""
     repo, out = applied, applied / "out"
-    ca_serial = active(repo)["services-ca"]["serial"]
+    before = active(repo)
+    ca_serial = before["services-ca"]["serial"]
     ca_pem = keep(repo, tmp_path, "services-ca")
+    web_pem = keep(repo, tmp_path, "web")
     write_spec(repo, spec_yaml(services="    revoke: affiliation_changed\n"))
     p = plan(pkic, repo)
-    assert [(c["name"], c["action"], codes(c)) for c in p["changes"]] == [("services-ca", "revoke", ["revoke_requested"])]
-    assert _revokes(p["changes"][0]["revokes"]) == [{"name": "services-ca", "serial": ca_serial, "reason": "affiliation_changed", "invalidity": None}]
+    assert [(c["name"], c["action"], codes(c)) for c in p["changes"]] == [
+        ("services-ca", "revoke", ["revoke_requested"]), ("payments", "revoke", ["issuer_revoked"]), ("web", "revoke", ["issuer_revoked"])]
+    assert _revokes(p["changes"][0]["revokes"]) == [{"name": "services-ca", "serial": ca_serial, "reason": "affiliation_changed", "invalidity": None, "keeps_signing": True}]
+    assert _revokes(p["changes"][2]["revokes"]) == [{"name": "web", "serial": before["web"]["serial"], "reason": "unspecified", "invalidity": None}]
     assert p["orphans"] == ["payments", "web"]
     assert any("need a new issuer" in w and "payments, web" in w for w in p["warnings"]), p["warnings"]
-    assert [(c["name"], codes(c)) for c in p["crls"]] == [("root-ca", ["revocations"])]
-    assert [(o["name"], codes(o)) for o in p["ocsp"]] == [("services-ca", ["status_changed"])]
+    assert sorted((c["name"], codes(c)) for c in p["crls"]) == [("root-ca", ["revocations"]), ("services-ca", ["revocations", "revoked_authority"])]
+    assert sorted((o["name"], codes(o)) for o in p["ocsp"]) == [("payments", ["status_changed", "signer_changed"]), ("services-ca", ["status_changed"]),
+                                                                ("web", ["status_changed", "signer_changed"])]
     text = pkic.ok("plan", "--now", NOW, cwd=repo).stdout
     assert "need a new issuer: payments, web" in text
     apply(pkic, repo, NOW)
@@ -730,6 +737,10 @@ def test_revoking_an_authority_puts_it_on_its_parents_crl_and_orphans_its_childr
     assert_verify_revoked(verify_with_crl(repo, ca_pem, authority="root-ca"))
     assert_ocsp(ocsp_check(repo, ca_pem, issuer="root-ca", respin=out / "ocsp" / "services-ca.der"), ca_pem, "revoked", "affiliationChanged")
     assert state(repo)["certificates"]["services-ca"][0]["status"] == "revoked"
+    svc_crl = assert_crl_well_formed(repo, "services-ca", timedelta(days=7), NOW)
+    assert crl_entries(svc_crl) == {serial_int(before[n]["serial"]): (None, None) for n in ("web", "payments")}
+    assert_verify_revoked(verify_with_crl(repo, web_pem))
+    assert_ocsp(ocsp_check(repo, web_pem, respin=out / "ocsp" / "web.der"), web_pem, "revoked")
     # nothing is issued from it any more, and the warning stays
     p = plan(pkic, repo)
     assert p["changes"] == [] and p["orphans"] == ["payments", "web"]
