@@ -999,7 +999,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
                 try:
                     info = load_csr(repo / c.csr, repo)
                 except CsrError as exc:
-                    diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}",  # a CsrPath: 255 safe characters at most "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
+                    diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
             if info is not None:
                 if c.key is not None and c.key != info.key_type:
                     diags.append(loc.diag(("certificates", name, "key"), f"key {c.key} does not match the CSR's {info.key_type} key", "remove `key`: a CSR brings its own"))
