@@ -145,6 +145,15 @@ def trust_bundle(state: State, certs: _Certs) -> str:
     return "".join(certs.pem(n) for n in roots)
 
 
+def write_crl_bundle(repo: Path, state: State, writer) -> None:
+    """out/trust/crls.pem from the CRLs in out/crl/ (removed when there is none)."""
+    data = bundle.crl_bundle(repo, state)
+    if data:
+        writer.write(bundle.CRL_BUNDLE, data)
+    elif layout.exists(repo, bundle.CRL_BUNDLE):
+        writer.remove(bundle.CRL_BUNDLE)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -259,7 +268,7 @@ def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: dateti
         for op in ops:
             _replay(planned, op)
         planned.touched.update(bundle.chain_path(n) for n in state.active_names())
-        planned.touched.update((bundle.TRUST_BUNDLE, "out/state.json"))
+        planned.touched.update((bundle.TRUST_BUNDLE, bundle.CRL_BUNDLE, "out/state.json"))
         sealing.check_recovery(ops[0], planned.touched)
     bundle.clean_staging(repo)
     certs = _Certs(repo)
@@ -269,6 +278,7 @@ def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: dateti
     for name in state.active_names():  # intermediates may have changed under anyone
         direct.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
     direct.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+    write_crl_bundle(repo, state, direct)
     state.serial = max(state.serial, ops[0]["base_serial"] + 1)
     direct.write("out/state.json", state.to_json().encode())
     if sealing is not None:
@@ -672,7 +682,7 @@ def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
 
 def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
     """Every path in out/ an apply of ``plan`` may write (for checks made before signing)."""
-    paths = ["out.seal", "out/state.json", bundle.TRUST_BUNDLE]
+    paths = ["out.seal", "out/state.json", bundle.TRUST_BUNDLE, bundle.CRL_BUNDLE]
     names = [c.name for c in plan.changes] + list(plan.chain_updates) + [new for _, new in plan.moves]
     for n in names:
         paths += [bundle.cert_path(n), bundle.chain_path(n), bundle.der_path(n), keystore.key_path(n), bundle.ocsp_path(spec.publish.ocsp_dir, n)]
@@ -776,6 +786,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "refresh_at": ts(next_update - entry.ca.crl_renew_before),
             "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
+            "bundled": True,  # out/trust/crls.pem holds it (written at the end of this apply)
         }
         _step(journal, writer, state, {"op": "crl", "authority": a, "info": info, "der": _b64(der), "at": at}, done)
         result.crls.append(a)
@@ -847,10 +858,14 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
             writer.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
     writer.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
     # authorities that left the spec take their CRLs along
+    left = False
     for name in list(state.crls):
         if state.active(name) is None:
-            writer.remove(bundle.crl_path(name))
-            writer.remove(bundle.crl_path(name, pem=True))
+            left |= writer.remove(bundle.crl_path(name))
+            left |= writer.remove(bundle.crl_path(name, pem=True))
+    if result.crls or left or not layout.exists(repo, bundle.CRL_BUNDLE):
+        writer.flush()  # the CRLs signed above are on disk: the bundle is made from them
+        write_crl_bundle(repo, state, writer)
     writer.flush()  # every file in place before the state says so
     state.serial += 1
     if sealing is not None:

@@ -54,7 +54,7 @@ def dirty_inputs(repo: Path, csr_paths: list[str]) -> list[str]:
 # attributes that make git commit (or check out) other bytes than the ones on disk
 CONTENT_ATTRIBUTES = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding")
 SAMPLE_OUT_PATHS = ("out.seal", "out/state.json", "out/certs/x.pem", "out/certs/x.chain.pem", "out/certs/x.der", "out/keys/x.sops.yaml",
-                    "out/keys/ocsp-responders/x.sops.yaml", "out/crl/x.crl", "out/crl/x.crl.pem", "out/trust/bundle.pem", "out/ocsp/x.der")
+                    "out/keys/ocsp-responders/x.sops.yaml", "out/crl/x.crl", "out/crl/x.crl.pem", "out/trust/bundle.pem", "out/trust/crls.pem", "out/ocsp/x.der")
 
 
 def preflight_commit(repo: Path, csr_paths: list[str], author: str | None) -> None:

@@ -1,0 +1,170 @@
+"""Issue 13: every certificate pkic issues works in every TLS stack, and revocation never
+goes silent. Through the real CLI, openssl, Node's tls and pkilint:
+
+* item 3: ``out/trust/crls.pem`` holds every current CRL of the hierarchy, so servers
+  that check the CRL of every CA in the chain from one file (nginx ``ssl_crl``, HAProxy
+  ``crl-file``, Node's ``crl``) accept good clients and refuse revoked ones; it follows
+  every re-signed CRL and every authority that goes away, and the seal and ``pkic
+  verify`` cover it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import NOW, write_spec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+
+from helpers import active, decrypt_key, epoch, state
+from test_revocation import (
+    apply, assert_quiet, cert_of, crl_entries, crl_number, dt, keep, leaf, lint, load_crl, load_ocsp, openssl, plan,
+    serial_int, spec_yaml,
+)
+
+UTC = timezone.utc
+NOW_DT = datetime.fromisoformat(NOW.replace("Z", "+00:00"))
+CRL_BLOCK = re.compile(r"-----BEGIN X509 CRL-----\n.*?-----END X509 CRL-----\n", re.S)
+
+
+def at(delta: timedelta, base: datetime = NOW_DT) -> str:
+    return (base + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def crl_bundle(repo: Path) -> list[x509.CertificateRevocationList]:
+    return [x509.load_pem_x509_crl(b.encode()) for b in CRL_BLOCK.findall((repo / "out" / "trust" / "crls.pem").read_text())]
+
+
+def assert_bundle_is_the_crls(repo: Path, authorities: list[str]) -> None:
+    """crls.pem is exactly the .crl.pem files of ``authorities``, in this order."""
+    text = (repo / "out" / "trust" / "crls.pem").read_text()
+    assert text == "".join((repo / "out" / "crl" / f"{a}.crl.pem").read_text() for a in authorities)
+    assert [c.issuer for c in crl_bundle(repo)] == [cert_of(repo, a).subject for a in authorities]
+
+
+def verify_chain_crls(repo: Path, cert: Path, crl_file: Path, now: str = NOW, attime: int | None = None) -> subprocess.CompletedProcess:
+    """openssl verify checking the CRL of every certificate in the chain (-crl_check_all),
+    as nginx ssl_crl, HAProxy crl-file and Node's crl do, with one CRL file."""
+    return openssl("verify", "-attime", str(attime if attime is not None else epoch(now)), "-crl_check_all", "-CRLfile", str(crl_file),
+                   "-CAfile", str(repo / "out" / "trust" / "bundle.pem"), "-untrusted", str(repo / "out" / "certs" / "services-ca.pem"), str(cert))
+
+
+# =========================================================================== item 3: out/trust/crls.pem
+
+
+def test_crls_pem_lets_chain_wide_crl_checks_pass_and_follows_every_crl(applied, pkic, tmp_path):
+    repo, out = applied, applied / "out"
+    web, bundle = out / "certs" / "web.pem", out / "trust" / "crls.pem"
+    assert_bundle_is_the_crls(repo, ["root-ca", "services-ca"])
+    # the issuer's CRL alone: a chain-wide check has no CRL for services-ca's own certificate
+    alone = verify_chain_crls(repo, web, out / "crl" / "services-ca.crl.pem")
+    assert alone.returncode != 0 and "unable to get certificate CRL" in alone.stdout + alone.stderr, alone.stdout + alone.stderr
+    proc = verify_chain_crls(repo, web, bundle)
+    assert proc.returncode == 0 and ": OK" in proc.stdout, proc.stdout + proc.stderr
+
+    # a revocation re-signs services-ca's CRL: crls.pem follows
+    payments = keep(repo, tmp_path, "payments")
+    write_spec(repo, spec_yaml(payments="    revoke: key_compromise\n"))
+    apply(pkic, repo, NOW)
+    assert_bundle_is_the_crls(repo, ["root-ca", "services-ca"])
+    assert [crl_number(c) for c in crl_bundle(repo)] == [1, 2]
+    proc = verify_chain_crls(repo, payments, bundle)
+    assert proc.returncode != 0 and "certificate revoked" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert verify_chain_crls(repo, web, bundle).returncode == 0
+    assert_quiet(pkic, repo, NOW)
+
+    # a new authority joins it, in name order; when it goes, its CRL leaves the bundle
+    extra = "  ops-ca:\n    issuer: root-ca\n    subject: {CN: Example Ops CA}\n    lifetime: 3y\n"
+    write_spec(repo, spec_yaml(payments="    revoke: key_compromise\n").replace("certificates:\n", extra + "certificates:\n"))
+    apply(pkic, repo, NOW)
+    assert_bundle_is_the_crls(repo, ["ops-ca", "root-ca", "services-ca"])
+    write_spec(repo, spec_yaml(payments="    revoke: key_compromise\n"))
+    apply(pkic, repo, NOW)
+    assert not (out / "crl" / "ops-ca.crl").exists()
+    assert_bundle_is_the_crls(repo, ["root-ca", "services-ca"])
+    assert [crl_number(c) for c in crl_bundle(repo)] == [2, 2]  # root-ca's lists ops-ca now
+
+    # a timed re-sign (services-ca's 7-day CRL is due at 3.5 days) rewrites it too
+    later = at(timedelta(days=3, hours=13))
+    apply(pkic, repo, later)
+    assert_bundle_is_the_crls(repo, ["root-ca", "services-ca"])
+    assert [crl_number(c) for c in crl_bundle(repo)] == [2, 3]
+    assert verify_chain_crls(repo, web, bundle, later).returncode == 0
+    assert pkic.ok("verify", "--now", later, cwd=repo)
+    assert pkic.ok("verify", "--seal", "--now", later, cwd=repo)
+
+
+def test_crls_pem_is_checked_by_verify_and_covered_by_the_seal(applied, pkic):
+    repo, bundle = applied, applied / "out" / "trust" / "crls.pem"
+    good = bundle.read_bytes()
+    bundle.write_bytes((repo / "out" / "crl" / "services-ca.crl.pem").read_bytes())  # root-ca's CRL dropped
+    proc = pkic("verify", "--now", NOW, cwd=repo)
+    assert proc.returncode == 1 and "out/trust/crls.pem is not exactly the current CRLs" in proc.stderr, proc.stdout + proc.stderr
+    proc = pkic("plan", "--now", NOW, cwd=repo)
+    assert proc.returncode == 1 and "out/trust/crls.pem" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    bundle.unlink()
+    proc = pkic("verify", "--now", NOW, cwd=repo)
+    assert proc.returncode == 1 and "out/trust/crls.pem is missing" in proc.stderr, proc.stdout + proc.stderr
+    bundle.write_bytes(good)
+    assert pkic.ok("verify", "--seal", "--now", NOW, cwd=repo)
+
+
+NODE_TLS = r"""
+// A TLS server as the docs configure Node: crl takes one CRL per entry, so crls.pem is
+// split into its PEM blocks. Prints how it judged the client certificate.
+const tls = require('tls'), fs = require('fs');
+const [out, keys, crlFile, whole] = process.argv.slice(2);
+const read = (f) => fs.readFileSync(f, 'utf8');
+const crl = whole ? [read(crlFile)] : read(crlFile).match(/-----BEGIN X509 CRL-----[\s\S]+?-----END X509 CRL-----\n?/g);
+const server = tls.createServer({
+  key: read(`${keys}/web.key`), cert: read(`${keys}/web.chain.pem`), ca: read(`${out}/trust/bundle.pem`),
+  crl, requestCert: true, rejectUnauthorized: false,
+}, (s) => {
+  console.log(JSON.stringify({crls: crl.length, authorized: s.authorized, error: s.authorizationError ? String(s.authorizationError) : null}));
+  s.end(); server.close();
+});
+server.listen(0, '127.0.0.1', () => {
+  const c = tls.connect({port: server.address().port, host: '127.0.0.1', servername: 'web.example.com',
+    key: read(`${keys}/payments.key`), cert: read(`${keys}/payments.chain.pem`), ca: read(`${out}/trust/bundle.pem`)});
+  c.on('data', () => {}); c.on('error', () => {}); c.on('end', () => c.end());
+});
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_node_tls_server_with_crls_pem_split_as_documented(repo, pkic, tmp_path):
+    # Node checks certificates and CRLs at the wall clock: apply at the real time
+    now = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    apply(pkic, repo, now)
+    out = repo / "out"
+    keys = tmp_path / "node-keys"
+    keys.mkdir(mode=0o700)
+    for name in ("web", "payments"):
+        fd = os.open(keys / f"{name}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(decrypt_key(repo, name, pkic.env))
+        shutil.copyfile(out / "certs" / f"{name}.chain.pem", keys / f"{name}.chain.pem")  # payments' leaves out/ when revoked
+    script = tmp_path / "server.js"
+    script.write_text(NODE_TLS)
+
+    def judged(crl_file: Path, *whole: str) -> dict:
+        proc = subprocess.run(["node", str(script), str(out), str(keys), str(crl_file), *whole], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stdout + proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert judged(out / "crl" / "services-ca.crl.pem") == {"crls": 1, "authorized": False, "error": "UNABLE_TO_GET_CRL"}
+    assert judged(out / "trust" / "crls.pem") == {"crls": 2, "authorized": True, "error": None}
+    # given whole, Node reads only the first CRL of the file (root-ca's): why the docs split it
+    assert judged(out / "trust" / "crls.pem", "whole") == {"crls": 1, "authorized": False, "error": "UNABLE_TO_GET_CRL"}
+    write_spec(repo, spec_yaml(payments="    revoke: key_compromise\n"))
+    apply(pkic, repo, now)
+    assert judged(out / "trust" / "crls.pem") == {"crls": 2, "authorized": False, "error": "CERT_REVOKED"}
