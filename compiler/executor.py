@@ -25,7 +25,7 @@ from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
 from .spec import EffectiveSpec
 from .state import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
-from .x509build import IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
+from .x509build import BACKDATE, IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
 from .seal import Invariants, Seal, Sealing
 from .sopsfile import rule_digest
 
@@ -539,9 +539,14 @@ def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, jou
 def _revoke_steps(change, journal, writer, state, done, at: str, remove_own_files: bool) -> None:
     """Journal and carry out the revocations a change brings (its own files go only
     when the change is the revocation of the entry itself)."""
+    # a revocation takes effect a minute before the apply, like thisUpdate: the CRL and
+    # OCSP responses signed now list it at a date no later than their own thisUpdate,
+    # and every later one at the same date
+    revoked_at = ts(parse_ts(at) - BACKDATE)
     for r in change.revokes:
         _step(journal, writer, state, {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"],
-                                     "invalidity": r.get("invalidity"), "remove_files": remove_own_files and r["name"] == change.name, "at": at}, done)
+                                     "invalidity": r.get("invalidity"), "remove_files": remove_own_files and r["name"] == change.name,
+                                     "revoked_at": revoked_at, "at": at}, done)
 
 
 # --------------------------------------------------------------------------- parallel signing
@@ -778,11 +783,13 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         ]
         previous = state.crls.get(a)
         number = (previous["number"] + 1) if previous else 1
-        next_update = now + entry.ca.crl_lifetime
-        crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, now, next_update), _authority_signer(a, store, handles))
+        # thisUpdate a minute back (a verifier a little behind must not find it "not yet
+        # valid"); nextUpdate a full crl_lifetime from the signing, as the refresh expects
+        this_update, next_update = now - BACKDATE, now + entry.ca.crl_lifetime
+        crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, this_update, next_update), _authority_signer(a, store, handles))
         der = crl_obj.public_bytes(serialization.Encoding.DER)
         info = {
-            "number": number, "this_update": at, "next_update": ts(next_update), "key_id": arec["key_id"],
+            "number": number, "this_update": ts(this_update), "next_update": ts(next_update), "key_id": arec["key_id"],
             "refresh_at": ts(next_update - entry.ca.crl_renew_before),
             "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
@@ -820,13 +827,13 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             signer_cert = responder_certs.get(a) or _responder_cert(repo, a)
             signer = responder_handles.get(a) or store.load(a, keystore.responder_key_path(a))
             delegated = True
-        next_update = now + ca.ocsp_lifetime
-        response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, now, next_update, signer_cert, delegated), signer)
+        this_update, next_update = now - BACKDATE, now + ca.ocsp_lifetime  # as for CRLs
+        response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, this_update, next_update, signer_cert, delegated), signer)
         der = response.public_bytes(serialization.Encoding.DER)
         latest = recs[0]["serial"] == rec["serial"]
         info = {
             "status": "revoked" if revoked else "good", "signer": ca.ocsp_signer,
-            "this_update": at, "next_update": ts(next_update),
+            "this_update": ts(this_update), "next_update": ts(next_update),
             "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
         }

@@ -227,7 +227,7 @@ class State:
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":
-            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"], op.get("invalidity"))
+            self.record_revoked(op["name"], op["serial"], op["reason"], op.get("revoked_at") or op["at"], op.get("invalidity"))
         elif kind == "crl":
             self.record_crl(op["authority"], op["info"])
         elif kind == "ocsp":

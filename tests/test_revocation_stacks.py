@@ -5,7 +5,10 @@ goes silent. Through the real CLI, openssl, Node's tls and pkilint:
   that check the CRL of every CA in the chain from one file (nginx ``ssl_crl``, HAProxy
   ``crl-file``, Node's ``crl``) accept good clients and refuse revoked ones; it follows
   every re-signed CRL and every authority that goes away, and the seal and ``pkic
-  verify`` cover it.
+  verify`` cover it;
+* item 4: CRLs and OCSP responses start a minute before they are signed (as
+  certificates do), so a verifier whose clock is a little behind accepts a fresh one;
+  no revocation date is later than its CRL's or response's thisUpdate.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cryptography.x509 import ocsp
 
 from helpers import active, decrypt_key, epoch, state
 from test_revocation import (
-    apply, assert_quiet, cert_of, crl_entries, crl_number, dt, keep, leaf, lint, load_crl, load_ocsp, openssl, plan,
+    BACKDATE, apply, assert_quiet, cert_of, crl_entries, crl_number, dt, keep, leaf, lint, load_crl, load_ocsp, openssl, plan,
     serial_int, spec_yaml,
 )
 
@@ -168,3 +171,70 @@ def test_node_tls_server_with_crls_pem_split_as_documented(repo, pkic, tmp_path)
     write_spec(repo, spec_yaml(payments="    revoke: key_compromise\n"))
     apply(pkic, repo, now)
     assert judged(out / "trust" / "crls.pem") == {"crls": 2, "authorized": False, "error": "CERT_REVOKED"}
+
+
+# =========================================================================== item 4: backdating
+
+
+def test_crls_and_ocsp_start_a_minute_before_signing_and_no_revocation_is_later(applied, pkic, tmp_path):
+    repo, out = applied, applied / "out"
+    signed = at(timedelta(hours=1))
+    payments = keep(repo, tmp_path, "payments")
+    write_spec(repo, spec_yaml(payments="    revoke: key_compromise\n"))
+    apply(pkic, repo, signed)  # revokes payments and re-signs services-ca's CRL in the same apply
+
+    crl = load_crl(repo, "services-ca")
+    assert crl.last_update_utc == dt(signed) - BACKDATE
+    assert crl.next_update_utc == dt(signed) + timedelta(days=7)  # the full lifetime from the signing
+    (entry,) = list(crl)
+    assert entry.serial_number == serial_int(state(repo)["certificates"]["payments"][0]["serial"])
+    assert entry.revocation_date_utc <= crl.last_update_utc
+    rec = state(repo)["certificates"]["payments"][0]
+    assert rec["revoked_at"] == at(-BACKDATE, dt(signed))
+    assert state(repo)["crls"]["services-ca"]["this_update"] == at(-BACKDATE, dt(signed))
+
+    for name, when in (("payments", signed), ("web", NOW), ("services-ca", NOW)):  # web's and services-ca's from the first apply
+        resp = load_ocsp(out / "ocsp" / f"{name}.der")
+        assert resp.this_update_utc == dt(when) - BACKDATE, name
+        assert resp.next_update_utc == dt(when) + timedelta(days=4), name
+        assert state(repo)["certificates"][name][0]["ocsp"]["this_update"] == at(-BACKDATE, dt(when))
+    resp = load_ocsp(out / "ocsp" / "payments.der")
+    assert resp.certificate_status == ocsp.OCSPCertStatus.REVOKED and resp.revocation_time_utc <= resp.this_update_utc
+
+    # a verifier whose clock is a second behind the signing accepts the fresh CRL
+    behind = int(epoch(signed)) - 1
+    proc = verify_chain_crls(repo, out / "certs" / "web.pem", out / "trust" / "crls.pem", attime=behind)
+    assert proc.returncode == 0 and ": OK" in proc.stdout, proc.stdout + proc.stderr
+    proc = verify_chain_crls(repo, payments, out / "trust" / "crls.pem", attime=behind)
+    assert "certificate revoked" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+    assert lint("lint_crl", "-t", "CRL", "-p", "PKIX", str(out / "crl" / "services-ca.crl")) == []
+    for name in ("payments", "web", "services-ca"):
+        assert lint("lint_ocsp_response", str(out / "ocsp" / f"{name}.der")) == [], name
+
+    # the refresh windows still count from nextUpdate: nothing is due early
+    assert_quiet(pkic, repo, signed)
+    p = plan(pkic, repo, at(timedelta(days=3, hours=12, minutes=-1), dt(signed)))
+    assert p["crls"] == []
+    p = plan(pkic, repo, at(timedelta(days=3, hours=12, minutes=1), dt(signed)))
+    assert [c["name"] for c in p["crls"]] == ["services-ca"]
+
+
+def test_revocation_dates_are_clamped_to_this_update():
+    """Unit: a revocation recorded after the CRL's or response's thisUpdate (an older
+    pkic recorded the signing time itself) is listed at thisUpdate."""
+    from compiler.x509build import IssuerRef, Revoked, crl, ocsp_response
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
+    kid = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
+    issuer = IssuerRef(name, kid, "ecdsa-p256")
+    this_update = NOW_DT - BACKDATE
+    late = Revoked(5, NOW_DT, "key_compromise")
+    early = Revoked(6, NOW_DT - timedelta(days=1), "superseded")
+    signed = crl(issuer, 1, [late, early], this_update, NOW_DT + timedelta(days=7)).sign(key, hashes.SHA256())
+    assert {r.serial_number: r.revocation_date_utc for r in signed} == {5: this_update, 6: NOW_DT - timedelta(days=1)}
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+            .not_valid_before(NOW_DT - timedelta(days=1)).not_valid_after(NOW_DT + timedelta(days=1)).sign(key, hashes.SHA256()))
+    resp = ocsp_response(issuer, 5, late, this_update, NOW_DT + timedelta(days=4), cert, False).sign(key, hashes.SHA256())
+    assert resp.revocation_time_utc == this_update and resp.this_update_utc == this_update
