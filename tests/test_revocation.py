@@ -10,7 +10,7 @@
   revoked serial drops off the CRL only after one CRL issued past its notAfter;
 * ``revoke_superseded``, revoking an authority (orphans), issuer URLs (CDP, AIA),
   ``ocsp_signer: self``, ``publish.ocsp_dir``;
-* ``pkic serve`` answering OCSP (good, revoked, unauthorized, garbage) and CRLs, and
+* ``pkic serve`` answering OCSP (good, revoked, unauthorized, malformed) and CRLs, and
   picking up a new apply without a restart.
 
 Time is injected with ``--now``; openssl gets ``-attime``. Python's ``ssl`` can only
@@ -1073,11 +1073,12 @@ def test_serve_answers_ocsp_and_crls_and_follows_applies(applied, pkic, tmp_path
         assert _http(f"{base}/crl/nope.crl")[0] == 404
         assert _http(f"{base}/crl/..%2Fstate.json.crl")[0] == 404
 
-        # garbage: HTTP 400 (malformedRequest), and the server keeps answering
-        status, body, _ = _http(base + "/", data=b"\x30\x03garbage, not an OCSP request")
-        assert status == 400
+        # garbage: the unsigned malformedRequest (an OCSP answer: HTTP 200), and the server keeps answering
+        status, body, ctype = _http(base + "/", data=b"\x30\x03garbage, not an OCSP request")
+        assert (status, ctype) == (200, "application/ocsp-response")
         assert ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
-        assert _http(base + "/ocsp/" + "A" * 12)[0] == 400
+        status, body, _ = _http(base + "/ocsp/" + "A" * 12)
+        assert status == 200 and ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
         assert_ocsp(ocsp_check(repo, web, url=base), web, "good")
 
         # another apply (revoking payments) is served without a restart

@@ -8,7 +8,9 @@ goes silent. Through the real CLI, openssl, Node's tls and pkilint:
   verify`` cover it;
 * item 4: CRLs and OCSP responses start a minute before they are signed (as
   certificates do), so a verifier whose clock is a little behind accepts a fresh one;
-  no revocation date is later than its CRL's or response's thisUpdate.
+  no revocation date is later than its CRL's or response's thisUpdate;
+* item 5: ``pkic serve`` answers an OCSP request it cannot use (unloadable, or more than
+  one CertID) with an unsigned ``malformedRequest`` (HTTP 200), GET and POST alike.
 """
 
 from __future__ import annotations
@@ -238,3 +240,79 @@ def test_revocation_dates_are_clamped_to_this_update():
             .not_valid_before(NOW_DT - timedelta(days=1)).not_valid_after(NOW_DT + timedelta(days=1)).sign(key, hashes.SHA256()))
     resp = ocsp_response(issuer, 5, late, this_update, NOW_DT + timedelta(days=4), cert, False).sign(key, hashes.SHA256())
     assert resp.revocation_time_utc == this_update and resp.this_update_utc == this_update
+
+
+# =========================================================================== item 5: pkic serve and odd OCSP requests
+
+
+def two_certid_request(repo: Path, tmp_path: Path) -> bytes:
+    """A valid OCSP request asking for two certificates at once, as openssl makes one."""
+    der = tmp_path / "two.der"
+    certs = repo / "out" / "certs"
+    proc = openssl("ocsp", "-issuer", str(certs / "services-ca.pem"), "-cert", str(certs / "web.pem"), "-cert", str(certs / "payments.pem"),
+                   "-no_nonce", "-reqout", str(der))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = openssl("ocsp", "-reqin", str(der), "-req_text").stdout
+    assert text.count("Certificate ID:") == 2, text
+    return der.read_bytes()
+
+
+def test_serve_answers_unusable_ocsp_requests_with_malformed_request(applied, tmp_path):
+    import base64
+    import urllib.request
+
+    from test_serve_hostile import Running
+
+    repo = applied
+    two = two_certid_request(repo, tmp_path)
+    one = ocsp.OCSPRequestBuilder().add_certificate(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA1()).build()
+    one = one.public_bytes(serialization.Encoding.DER)
+    sha256 = ocsp.OCSPRequestBuilder().add_certificate(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA256()).build()
+    sha256 = sha256.public_bytes(serialization.Encoding.DER)
+
+    def post(srv: Running, body: bytes) -> tuple[int, bytes, str]:
+        head = b"POST /ocsp HTTP/1.0\r\nContent-Type: application/ocsp-request\r\nContent-Length: %d\r\n\r\n" % len(body)
+        with srv.connect() as s:
+            s.sendall(head + body)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, answer = data.partition(b"\r\n\r\n")
+        ctype = re.search(rb"(?im)^content-type: *([^\r\n]*)", head)
+        return int(head.split(b" ", 2)[1]), answer, ctype.group(1).decode() if ctype else ""
+
+    def get(srv: Running, body: bytes | str) -> tuple[int, bytes, str]:
+        text = base64.b64encode(body).decode() if isinstance(body, bytes) else body
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/ocsp/{urllib.request.quote(text, safe='')}")
+        with urllib.request.urlopen(req, timeout=5) as resp:  # an HTTP error would raise
+            return resp.status, resp.read(), resp.headers.get("Content-Type", "")
+
+    def status_of(answer: tuple[int, bytes, str]) -> ocsp.OCSPResponseStatus:
+        code, body, ctype = answer
+        assert (code, ctype) == (200, "application/ocsp-response"), answer
+        return ocsp.load_der_ocsp_response(body).response_status
+
+    malformed, unauthorized = ocsp.OCSPResponseStatus.MALFORMED_REQUEST, ocsp.OCSPResponseStatus.UNAUTHORIZED
+    with Running(repo) as srv:
+        for send in (post, get):
+            assert status_of(send(srv, two)) == malformed, send  # two CertIDs: RFC 5019 allows one
+            assert status_of(send(srv, b"\x30\x03not an OCSP request")) == malformed, send
+            assert status_of(send(srv, one[:-3])) == malformed, send  # cut short
+            assert status_of(send(srv, sha256)) == unauthorized, send  # pre-signed for SHA-1 CertIDs only
+            code, body, ctype = send(srv, one)
+            assert (code, ctype, body) == (200, "application/ocsp-response", (repo / "out" / "ocsp" / "web.der").read_bytes())
+        assert status_of(post(srv, b"")) == malformed
+        assert status_of(get(srv, "AAAAAAAAAAAA")) == malformed  # base64 of nothing
+        assert status_of(get(srv, "not_base64%21%21")) == malformed
+        # HTTP-level problems keep their HTTP status
+        assert srv.raw(b"POST /ocsp HTTP/1.0\r\nContent-Length: 1x\r\n\r\n" + two)[0] == 400
+        assert srv.raw(b"POST /ocsp HTTP/1.0\r\n\r\n" + two)[0] == 411
+        assert srv.raw(b"POST /ocsp HTTP/1.0\r\nContent-Length: 20000\r\n\r\n")[0] == 413
+
+        # openssl, asking for two certificates, reads the answer as malformedRequest
+        certs = repo / "out" / "certs"
+        proc = openssl("ocsp", "-url", f"http://127.0.0.1:{srv.port}/ocsp", "-issuer", str(certs / "services-ca.pem"),
+                       "-cert", str(certs / "web.pem"), "-cert", str(certs / "payments.pem"), "-no_nonce", "-timeout", "10")
+        assert "malformedrequest" in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+    log = "\n".join(srv.lines)
+    assert '"POST /ocsp HTTP/1.0" 200' in log, log
