@@ -38,6 +38,8 @@ class ApplyResult:
     crls: list[str] = field(default_factory=list)
     responders: list[str] = field(default_factory=list)
     ocsp: int = 0
+    ocsp_removed: int = 0  # published responses removed: publish.ocsp is false
+    responders_retired: list[str] = field(default_factory=list)
     reencrypted: list[str] = field(default_factory=list)  # key files re-encrypted under a new rule
     touched: set = field(default_factory=set)  # paths written, removed or renamed
     files_written: int = 0
@@ -205,6 +207,9 @@ def _replay(writer, op: dict) -> None:
     elif kind == "responder":
         writer.write(bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
         writer.write(keystore.responder_key_path(op["authority"]), op["key_doc"].encode())
+    elif kind == "responder_retired":
+        writer.remove(bundle.responder_cert_path(op["authority"]))
+        writer.remove(keystore.responder_key_path(op["authority"]))
     elif kind == "reencrypted":
         rel = keystore.responder_key_path(op["authority"]) if op.get("authority") else keystore.key_path(op["name"])
         writer.write(rel, op["key_doc"].encode())
@@ -799,6 +804,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         result.crls.append(a)
 
     if not spec.publish.ocsp:
+        _ocsp_off(plan, state, journal, writer, done, at, result)
         return
     ocsp_dir = spec.publish.ocsp_dir
     # layout first: a name's latest response at <name>.der, older ones by serial, so a
@@ -849,6 +855,23 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             info = r.get("ocsp")
             if info and info.get("file") and parse_ts(r["not_after"]) <= now:
                 _step(journal, writer, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at}, done)
+
+
+def _ocsp_off(plan, state, journal, writer, done, at: str, result) -> None:
+    """publish.ocsp is false: remove every published response (the state keeps its last
+    record, with no file) and retire the delegated responders (certificate and key)."""
+    for pub in plan.ocsp_off:
+        if pub.kind == "responder":
+            _step(journal, writer, state, {"op": "responder_retired", "authority": pub.name, "at": at}, done)
+            result.responders_retired.append(pub.name)
+            continue
+        rec = next((r for r in state.certificates.get(pub.name, []) if r["serial"] == pub.serial), None)
+        info = (rec or {}).get("ocsp") or {}
+        if not info.get("file"):
+            continue
+        _step(journal, writer, state, {"op": "ocsp", "name": pub.name, "serial": pub.serial, "removed": info["file"], "at": at,
+                                       "info": {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}}, done)
+        result.ocsp_removed += 1
 
 
 def _responder_cert(repo: Path, authority: str) -> x509.Certificate:

@@ -10,7 +10,10 @@ goes silent. Through the real CLI, openssl, Node's tls and pkilint:
   certificates do), so a verifier whose clock is a little behind accepts a fresh one;
   no revocation date is later than its CRL's or response's thisUpdate;
 * item 5: ``pkic serve`` answers an OCSP request it cannot use (unloadable, or more than
-  one CertID) with an unsigned ``malformedRequest`` (HTTP 200), GET and POST alike.
+  one CertID) with an unsigned ``malformedRequest`` (HTTP 200), GET and POST alike;
+* item 7: ``publish: {ocsp: false}`` removes the published responses and retires the
+  delegated responders, says so in the plan, commits and seals the result, and a
+  re-enable signs them again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import NOW, write_spec
+from conftest import NOW, init_applied_committed, write_spec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,8 +35,8 @@ from cryptography.x509 import ocsp
 
 from helpers import active, decrypt_key, epoch, state
 from test_revocation import (
-    BACKDATE, apply, assert_quiet, cert_of, crl_entries, crl_number, dt, keep, leaf, lint, load_crl, load_ocsp, openssl, plan,
-    serial_int, spec_yaml,
+    BACKDATE, apply, assert_ocsp, assert_quiet, cert_of, crl_entries, crl_number, dt, keep, leaf, lint, load_crl, load_ocsp, ocsp_check,
+    openssl, plan, serial_int, spec_yaml,
 )
 
 UTC = timezone.utc
@@ -316,3 +319,77 @@ def test_serve_answers_unusable_ocsp_requests_with_malformed_request(applied, tm
         assert "malformedrequest" in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
     log = "\n".join(srv.lines)
     assert '"POST /ocsp HTTP/1.0" 200' in log, log
+
+
+# =========================================================================== item 7: turning OCSP off
+
+
+def test_turning_ocsp_off_removes_the_responses_and_retires_the_responders(pkic, tmp_path):
+    repo = init_applied_committed(pkic, tmp_path / "pki")
+    out = repo / "out"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=pkic.env).stdout
+
+    def commit_spec(text: str) -> None:
+        write_spec(repo, text)
+        git("commit", "-qam", "spec")
+
+    serials = {n: r["serial"] for n, r in active(repo).items()}
+    payments = keep(repo, tmp_path, "payments")
+    published = sorted(f"out/ocsp/{n}.der" for n in ("payments", "services-ca", "web"))
+    responder_files = [f"out/{d}/ocsp-responders/{a}.{e}" for a in ("root-ca", "services-ca") for d, e in (("certs", "pem"), ("keys", "sops.yaml"))]
+    assert all((repo / f).exists() for f in published + responder_files)
+
+    # OCSP off, and payments revoked in the same change: no stale "good" response may stay
+    off = spec_yaml(top="publish: {ocsp: false}\n", payments="    revoke: key_compromise\n")
+    commit_spec(off)
+    p = plan(pkic, repo)
+    assert p["ocsp"] == [] and p["responders"] == []
+    assert [(o["kind"], o["name"], o["serial"], [r["code"] for r in o["reasons"]]) for o in p["ocsp_off"]] == [
+        ("responder", "root-ca", None, ["ocsp_off"]), ("responder", "services-ca", None, ["ocsp_off"]),
+        *[("ocsp", n, serials[n], ["ocsp_off"]) for n in ("payments", "services-ca", "web")]]
+    text = pkic.ok("plan", "--now", NOW, cwd=repo).stdout
+    assert "OCSP off: 3 published response(s) removed, 2 delegated responder(s) retired" in text, text
+    md = pkic.ok("plan", "--format", "markdown", "--now", NOW, cwd=repo).stdout
+    assert "OCSP off: 3 published response(s) removed, 2 delegated responder(s) retired" in md, md
+    done = pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo).stdout
+    assert "OCSP off: 3 published response(s) removed, 2 responder(s) retired" in done, done
+
+    assert not list((out / "ocsp").glob("*.der"))
+    assert not any((repo / f).exists() for f in published + responder_files)
+    s = state(repo)
+    for name in ("payments", "services-ca", "web"):
+        info = s["certificates"][name][0]["ocsp"]
+        assert (info["file"], info["removed_because"], info["removed_at"]) == (None, "ocsp_off", NOW), name
+    for a in ("root-ca", "services-ca"):
+        assert s["responders"][a][0]["status"] == "superseded" and s["responders"][a][0]["retired_at"] == NOW
+    assert s["settings"]["publish"]["ocsp"] is False
+    # the commit removes them, says why, and the seal covers the result
+    message = git("log", "-1", "--format=%B")
+    assert "OCSP off" in message.splitlines()[0] and "- OCSP off: 3 published response(s) removed" in message, message
+    removed = git("show", "--name-status", "--format=", "HEAD").split("\n")
+    revoked_files = ["out/certs/payments.pem", "out/certs/payments.chain.pem", "out/keys/payments.sops.yaml"]
+    assert sorted(line.split("\t")[1] for line in removed if line.startswith("D\t")) == sorted(published + responder_files + revoked_files)
+    assert pkic.ok("verify", "--seal", "--now", NOW, cwd=repo)
+    checked = json.loads(pkic("check", "--json", "--now", NOW, cwd=repo).stdout)
+    assert {i["kind"] for i in checked["items"]} == {"certificate", "crl"}, checked
+    assert_quiet(pkic, repo, NOW)
+    git("add", "-A")
+    git("commit", "-qm", "quiet apply wrote nothing", "--allow-empty")
+
+    # turned on again: new responders, every unexpired certificate's response signed again
+    on = spec_yaml(payments="    revoke: key_compromise\n")
+    commit_spec(on)
+    p = plan(pkic, repo)
+    assert p["ocsp_off"] == []
+    assert [(r["name"], [c["code"] for c in r["reasons"]]) for r in p["responders"]] == [("root-ca", ["new"]), ("services-ca", ["new"])]
+    assert sorted((o["name"], o["serial"], [c["code"] for c in o["reasons"]]) for o in p["ocsp"]) == [
+        (n, serials[n], ["new"]) for n in ("payments", "services-ca", "web")]
+    pkic.ok("apply", "--yes", "--commit", "--now", NOW, cwd=repo)
+    assert all((repo / f).exists() for f in published + responder_files)
+    assert_ocsp(ocsp_check(repo, payments, respin=out / "ocsp" / "payments.der"), payments, "revoked", "keyCompromise")
+    web = out / "certs" / "web.pem"
+    assert_ocsp(ocsp_check(repo, web, respin=out / "ocsp" / "web.der"), web, "good")
+    assert pkic.ok("verify", "--seal", "--now", NOW, cwd=repo)
+    assert_quiet(pkic, repo, NOW)
