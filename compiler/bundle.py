@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import layout
 from .layout import (  # noqa: F401 - the layout lives in layout.py; re-exported for callers
-    CERTS_DIR, CRL_DIR, TRUST_BUNDLE, cert_path, chain_path, crl_path, der_path, ocsp_path, responder_cert_path,
+    CERTS_DIR, CRL_BUNDLE, CRL_DIR, TRUST_BUNDLE, cert_path, chain_path, crl_path, der_path, ocsp_path, responder_cert_path,
 )
 
 write_atomic = layout.write_atomic
@@ -28,6 +28,32 @@ def read_text(repo: Path, rel: str) -> str | None:
 
 def read_bytes(repo: Path, rel: str) -> bytes | None:
     return layout.read_file(repo, rel, max_size=None)
+
+
+def pem_of(der: bytes, label: str = "CERTIFICATE") -> str:
+    """The PEM text cryptography writes for ``der`` (64-character lines)."""
+    import base64
+
+    b64 = base64.b64encode(der).decode("ascii")
+    return f"-----BEGIN {label}-----\n" + "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64)) + f"-----END {label}-----\n"
+
+
+def crl_bundle_authorities(state) -> list[str]:
+    """The authorities whose CRLs out/trust/crls.pem holds, in its order: every one that
+    still signs its CRL (active, or revoked and signing on for what it issued; one
+    removed from the spec takes its CRL files along)."""
+    return [a for a in sorted(state.crls) if state.signer_record(a) is not None]
+
+
+def crl_bundle(repo: Path, state) -> bytes:
+    """out/trust/crls.pem: the PEM of every current CRL (read from out/crl/<authority>.crl),
+    one after another, by authority name. Empty: there is none (the file is removed)."""
+    parts = []
+    for a in crl_bundle_authorities(state):
+        der = read_bytes(repo, crl_path(a))
+        if der is not None:
+            parts.append(pem_of(der, "X509 CRL"))
+    return "".join(parts).encode("ascii")
 
 
 def clean_staging(repo: Path) -> None:

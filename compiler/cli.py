@@ -350,6 +350,8 @@ def apply(
         parts.append(f"{len(result.moved)} moved")
     if result.reencrypted:
         parts.append(f"{len(result.reencrypted)} key file(s) re-encrypted")
+    if result.ocsp_removed or result.responders_retired:
+        parts.append(f"OCSP off: {result.ocsp_removed} published response(s) removed, {len(result.responders_retired)} responder(s) retired")
     sealed = f"; sealed (seal serial {result.seal.serial})" if result.seal else ("; unsealed" if sealing is None else "")
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}{sealed}.")
 

@@ -25,7 +25,7 @@ from .keystore import Keystore, KeyHandle
 from .planner import REVOKE, Plan
 from .spec import EffectiveSpec
 from .state import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
-from .x509build import IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
+from .x509build import BACKDATE, IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
 from .seal import Invariants, Seal, Sealing
 from .sopsfile import rule_digest
 
@@ -38,6 +38,8 @@ class ApplyResult:
     crls: list[str] = field(default_factory=list)
     responders: list[str] = field(default_factory=list)
     ocsp: int = 0
+    ocsp_removed: int = 0  # published responses removed: publish.ocsp is false
+    responders_retired: list[str] = field(default_factory=list)
     reencrypted: list[str] = field(default_factory=list)  # key files re-encrypted under a new rule
     touched: set = field(default_factory=set)  # paths written, removed or renamed
     files_written: int = 0
@@ -145,6 +147,15 @@ def trust_bundle(state: State, certs: _Certs) -> str:
     return "".join(certs.pem(n) for n in roots)
 
 
+def write_crl_bundle(repo: Path, state: State, writer) -> None:
+    """out/trust/crls.pem from the CRLs in out/crl/ (removed when there is none)."""
+    data = bundle.crl_bundle(repo, state)
+    if data:
+        writer.write(bundle.CRL_BUNDLE, data)
+    elif layout.exists(repo, bundle.CRL_BUNDLE):
+        writer.remove(bundle.CRL_BUNDLE)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -196,6 +207,9 @@ def _replay(writer, op: dict) -> None:
     elif kind == "responder":
         writer.write(bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
         writer.write(keystore.responder_key_path(op["authority"]), op["key_doc"].encode())
+    elif kind == "responder_retired":
+        writer.remove(bundle.responder_cert_path(op["authority"]))
+        writer.remove(keystore.responder_key_path(op["authority"]))
     elif kind == "reencrypted":
         rel = keystore.responder_key_path(op["authority"]) if op.get("authority") else keystore.key_path(op["name"])
         writer.write(rel, op["key_doc"].encode())
@@ -259,7 +273,7 @@ def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: dateti
         for op in ops:
             _replay(planned, op)
         planned.touched.update(bundle.chain_path(n) for n in state.active_names())
-        planned.touched.update((bundle.TRUST_BUNDLE, "out/state.json"))
+        planned.touched.update((bundle.TRUST_BUNDLE, bundle.CRL_BUNDLE, "out/state.json"))
         sealing.check_recovery(ops[0], planned.touched)
     bundle.clean_staging(repo)
     certs = _Certs(repo)
@@ -269,6 +283,7 @@ def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: dateti
     for name in state.active_names():  # intermediates may have changed under anyone
         direct.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
     direct.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
+    write_crl_bundle(repo, state, direct)
     state.serial = max(state.serial, ops[0]["base_serial"] + 1)
     direct.write("out/state.json", state.to_json().encode())
     if sealing is not None:
@@ -529,9 +544,13 @@ def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, jou
 def _revoke_steps(change, journal, writer, state, done, at: str, remove_own_files: bool) -> None:
     """Journal and carry out the revocations a change brings (its own files go only
     when the change is the revocation of the entry itself)."""
+    # a revocation takes effect a minute before the apply, like thisUpdate: the CRL and
+    # OCSP responses signed now list it at a date no later than their own thisUpdate,
+    # and every later one at the same date
+    revoked_at = ts(parse_ts(at) - BACKDATE)
     for r in change.revokes:
         op = {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"], "invalidity": r.get("invalidity"),
-              "remove_files": remove_own_files and r["name"] == change.name and not r.get("keeps_signing"), "at": at}
+              "remove_files": remove_own_files and r["name"] == change.name and not r.get("keeps_signing"), "revoked_at": revoked_at, "at": at}
         if r.get("keeps_signing"):  # an authority: its certificate and key stay, to sign its CRL and OCSP on
             op["keeps_signing"] = True
         _step(journal, writer, state, op, done)
@@ -675,7 +694,7 @@ def _authority_signer(name: str, store: Keystore, handles: dict) -> KeyHandle:
 
 def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
     """Every path in out/ an apply of ``plan`` may write (for checks made before signing)."""
-    paths = ["out.seal", "out/state.json", bundle.TRUST_BUNDLE]
+    paths = ["out.seal", "out/state.json", bundle.TRUST_BUNDLE, bundle.CRL_BUNDLE]
     names = [c.name for c in plan.changes] + list(plan.chain_updates) + [new for _, new in plan.moves]
     for n in names:
         paths += [bundle.cert_path(n), bundle.chain_path(n), bundle.der_path(n), keystore.key_path(n), bundle.ocsp_path(spec.publish.ocsp_dir, n)]
@@ -773,19 +792,25 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         ]
         previous = state.crls.get(a)
         number = (previous["number"] + 1) if previous else 1
+        # thisUpdate a minute back (a verifier a little behind must not find it "not yet
+        # valid"); nextUpdate a full crl_lifetime from the signing (or a revoked authority's
+        # final date), as the refresh expects
+        this_update = now - BACKDATE
         next_update = parse_ts(pub.until) if pub.until else now + entry.ca.crl_lifetime
-        crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, now, next_update), _authority_signer(a, store, handles))
+        crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, this_update, next_update), _authority_signer(a, store, handles))
         der = crl_obj.public_bytes(serialization.Encoding.DER)
         info = {
-            "number": number, "this_update": at, "next_update": ts(next_update), "key_id": arec["key_id"],
+            "number": number, "this_update": ts(this_update), "next_update": ts(next_update), "key_id": arec["key_id"],
             "refresh_at": ts(next_update - entry.ca.crl_renew_before),
             "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
+            "bundled": True,  # out/trust/crls.pem holds it (written at the end of this apply)
         }
         _step(journal, writer, state, {"op": "crl", "authority": a, "info": info, "der": _b64(der), "at": at}, done)
         result.crls.append(a)
 
     if not spec.publish.ocsp:
+        _ocsp_off(plan, state, journal, writer, done, at, result)
         return
     ocsp_dir = spec.publish.ocsp_dir
     # layout first: a name's latest response at <name>.der, older ones by serial, so a
@@ -814,13 +839,14 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             signer_cert = responder_certs.get(a) or _responder_cert(repo, a)
             signer = responder_handles.get(a) or store.load(a, keystore.responder_key_path(a))
             delegated = True
+        this_update = now - BACKDATE  # as for CRLs
         next_update = parse_ts(pub.until) if pub.until else now + ca.ocsp_lifetime
-        response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, now, next_update, signer_cert, delegated), signer)
+        response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, this_update, next_update, signer_cert, delegated), signer)
         der = response.public_bytes(serialization.Encoding.DER)
         latest = recs[0]["serial"] == rec["serial"]
         info = {
             "status": "revoked" if revoked else "good", "signer": pub.signer or ca.ocsp_signer,
-            "this_update": at, "next_update": ts(next_update),
+            "this_update": ts(this_update), "next_update": ts(next_update),
             "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
         }
@@ -838,6 +864,23 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
                 _step(journal, writer, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at}, done)
 
 
+def _ocsp_off(plan, state, journal, writer, done, at: str, result) -> None:
+    """publish.ocsp is false: remove every published response (the state keeps its last
+    record, with no file) and retire the delegated responders (certificate and key)."""
+    for pub in plan.ocsp_off:
+        if pub.kind == "responder":
+            _step(journal, writer, state, {"op": "responder_retired", "authority": pub.name, "at": at}, done)
+            result.responders_retired.append(pub.name)
+            continue
+        rec = next((r for r in state.certificates.get(pub.name, []) if r["serial"] == pub.serial), None)
+        info = (rec or {}).get("ocsp") or {}
+        if not info.get("file"):
+            continue
+        _step(journal, writer, state, {"op": "ocsp", "name": pub.name, "serial": pub.serial, "removed": info["file"], "at": at,
+                                       "info": {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}}, done)
+        result.ocsp_removed += 1
+
+
 def _responder_cert(repo: Path, authority: str) -> x509.Certificate:
     pem = bundle.read_text(repo, bundle.responder_cert_path(authority))
     if pem is None:
@@ -852,10 +895,14 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
             writer.write(bundle.chain_path(name), chain_pem(state, certs, name).encode())
     writer.write(bundle.TRUST_BUNDLE, trust_bundle(state, certs).encode())
     # authorities that left the spec take their CRLs along (a revoked one keeps signing its own)
+    left = False
     for name in list(state.crls):
         if state.signer_record(name) is None:
-            writer.remove(bundle.crl_path(name))
-            writer.remove(bundle.crl_path(name, pem=True))
+            left |= writer.remove(bundle.crl_path(name))
+            left |= writer.remove(bundle.crl_path(name, pem=True))
+    if result.crls or left or not layout.exists(repo, bundle.CRL_BUNDLE):
+        writer.flush()  # the CRLs signed above are on disk: the bundle is made from them
+        write_crl_bundle(repo, state, writer)
     writer.flush()  # every file in place before the state says so
     state.serial += 1
     if sealing is not None:

@@ -54,7 +54,7 @@ def dirty_inputs(repo: Path, csr_paths: list[str]) -> list[str]:
 # attributes that make git commit (or check out) other bytes than the ones on disk
 CONTENT_ATTRIBUTES = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding")
 SAMPLE_OUT_PATHS = ("out.seal", "out/state.json", "out/certs/x.pem", "out/certs/x.chain.pem", "out/certs/x.der", "out/keys/x.sops.yaml",
-                    "out/keys/ocsp-responders/x.sops.yaml", "out/crl/x.crl", "out/crl/x.crl.pem", "out/trust/bundle.pem", "out/ocsp/x.der")
+                    "out/keys/ocsp-responders/x.sops.yaml", "out/crl/x.crl", "out/crl/x.crl.pem", "out/trust/bundle.pem", "out/trust/crls.pem", "out/ocsp/x.der")
 
 
 def preflight_commit(repo: Path, csr_paths: list[str], author: str | None) -> None:
@@ -109,6 +109,8 @@ def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: l
         parts.append(f"{len(result.crls)} CRL")
     if result.ocsp:
         parts.append(f"{result.ocsp} OCSP")
+    if result.ocsp_removed or result.responders_retired:
+        parts.append("OCSP off")
     subject = "pkic apply: " + (", ".join(parts) or "refresh")
     body = []
     for c in plan.changes:  # one line each: a subject in pki.yaml never writes a line (a Pki-* trailer) of its own
@@ -120,6 +122,10 @@ def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: l
         body.append("- re-sign CRLs: " + ", ".join(p.name for p in plan.crls))
     if plan.ocsp:
         body.append(f"- sign {len(plan.ocsp)} OCSP response(s)")
+    if plan.ocsp_off:
+        from .render import ocsp_off_summary
+
+        body.append(f"- {ocsp_off_summary(plan)}" + (f" ({', '.join(result.responders_retired)})" if result.responders_retired else ""))
     trailers = []
     label = {ISSUE: "Issued", REISSUE: "Reissued", RENEW: "Renewed"}
     for c in plan.changes:

@@ -17,6 +17,7 @@ Layout of ``out/`` (stable, sorted, diff-friendly):
 * ``out/certs/<name>.chain.pem``  the certificate followed by its intermediates (not the root)
 * ``out/certs/<name>.der``        authorities: the DER certificate (AIA caIssuers)
 * ``out/trust/bundle.pem``        the roots (trust anchors), sorted by name
+* ``out/trust/crls.pem``          every current CRL of the hierarchy (PEM), by authority name
 * ``out/keys/<name>.sops.yaml``   the SOPS-encrypted private key
 * ``out/crl/<authority>.crl``     the authority's CRL, DER (``.crl.pem``: PEM)
 * ``out/ocsp/<name>.der``         the pre-signed OCSP response to staple
@@ -46,6 +47,10 @@ CERTS_DIR = "out/certs"
 KEYS_DIR = "out/keys"
 CRL_DIR = "out/crl"
 TRUST_BUNDLE = "out/trust/bundle.pem"
+# every current CRL in one PEM file, for servers that check the CRL of every CA in the
+# chain from one file (nginx ssl_crl, HAProxy crl-file, Node's crl); in trust/, where
+# no authority's name can collide with it
+CRL_BUNDLE = "out/trust/crls.pem"
 STATE_PATH = "out/state.json"
 SEAL_PATH = "out.seal"
 WORK_DIR = ".pkic"

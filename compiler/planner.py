@@ -143,6 +143,9 @@ class Plan:
     crls: list[Publication] = field(default_factory=list)
     responders: list[Publication] = field(default_factory=list)
     ocsp: list[Publication] = field(default_factory=list)
+    # publish.ocsp is false: published responses to remove ("ocsp": name, issuer, serial)
+    # and delegated responders to retire ("responder": the authority)
+    ocsp_off: list[Publication] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # below a revoked authority: need a new issuer
     compromises: list[dict] = field(default_factory=list)  # {"name", "at", "public_key_sha256"}
     reencrypt: list[Reencrypt] = field(default_factory=list)
@@ -165,7 +168,7 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp
-                    or self.reencrypt or self.settings_changes)
+                    or self.ocsp_off or self.reencrypt or self.settings_changes)
 
     @property
     def needs_review(self) -> bool:
@@ -218,6 +221,7 @@ class Plan:
             "crls": [p.to_json() for p in self.crls],
             "responders": [p.to_json() for p in self.responders],
             "ocsp": [p.to_json() for p in self.ocsp],
+            "ocsp_off": [p.to_json() for p in self.ocsp_off],
             "lineage": self.lineage,
             "state_serial": self.state_serial,
         }
@@ -240,6 +244,7 @@ class Plan:
             "crls": [p.to_json() for p in self.crls],
             "responders": [p.to_json() for p in self.responders],
             "ocsp": [p.to_json() for p in self.ocsp],
+            "ocsp_off": [p.to_json() for p in self.ocsp_off],
             "reencrypt": [r.to_json() for r in self.reencrypt],
             "responder_keys": [{"authority": a, "rule": self.rules.get(d)} for a, d in self.responder_keys],
             "settings_changes": self.settings_changes,
@@ -823,6 +828,7 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
                 plan.responders.append(Publication("responder", name, rr))
 
     if not spec.publish.ocsp:
+        plan_ocsp_off(plan, state)
         return
     # OCSP responses: for the certificates this plan issues, and every unexpired one
     for c in plan.changes:
@@ -845,8 +851,8 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
         info = r.get("ocsp")
         status = "revoked" if (r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now) else "good"
         reasons = []
-        if info is None:
-            reasons.append(Reason("new", "no response yet"))
+        if info is None or ("file" in info and info["file"] is None):  # never signed, or removed while OCSP was off
+            reasons.append(Reason("new", "no response yet" if info is None else "no response published"))
         elif info.get("file") and not info["file"].startswith(spec.publish.ocsp_dir + "/"):
             reasons.append(Reason("dir_changed", f"moves to {spec.publish.ocsp_dir}/"))
         else:
@@ -919,6 +925,22 @@ def _revoked_ocsp(plan: Plan, r: dict, ca, now: datetime, held: dict, revoked_no
             reasons.append(Reason("due", f"next update {info['next_update']}"))
     if reasons:
         plan.ocsp.append(Publication("ocsp", r["name"], reasons, r["issuer"], r["serial"], signer="self", until=until))
+
+
+def plan_ocsp_off(plan: Plan, state: State) -> None:
+    """publish.ocsp is false: every published response goes (a stale "good" would outlive
+    a revocation), and every delegated responder is retired (its certificate and key
+    leave out/; made only to sign responses, it would otherwise sit unused, unrenewed,
+    and be reported as expiring)."""
+    why = [Reason("ocsp_off", "publish.ocsp is false")]
+    for a in sorted(state.responders):
+        if state.responder(a) is not None:
+            plan.ocsp_off.append(Publication("responder", a, why))
+    for name in sorted(state.certificates):
+        for r in state.certificates[name]:
+            info = r.get("ocsp")
+            if isinstance(info, dict) and info.get("file"):
+                plan.ocsp_off.append(Publication("ocsp", name, why, r.get("issuer"), r["serial"]))
 
 
 def lifecycle_settings(spec: EffectiveSpec) -> dict:

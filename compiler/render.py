@@ -82,6 +82,14 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         if len(names) <= 12:
             t.append(": " + ", ".join(names), style="dim")
         lines.append(t)
+    off = ocsp_off_summary(plan)
+    if off:
+        retired = [p.name for p in plan.ocsp_off if p.kind == "responder"]
+        t = Text("  ✎ ", style="blue")
+        t.append(f"{'ocsp':<8} ", style="bold blue")
+        t.append(off, style="bold")
+        t.append("  (publish.ocsp is false" + (f"; the responders of {', '.join(retired)}: certificate and key removed" if retired else "") + ")", style="dim")
+        lines.append(t)
     for c in plan.changes:
         for r in c.revokes:
             if r["name"] != c.name or c.action != REVOKE:
@@ -119,6 +127,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     pubs = publications_summary(plan)
     if pubs:
         summary.append("; to sign: " + ", ".join(pubs))
+    if plan.ocsp_off:
+        summary.append("; " + ocsp_off_summary(plan))
     summary.append(".")
     lines.append(summary)
     return Group(*lines)
@@ -171,6 +181,15 @@ def publications_summary(plan: Plan, names: bool = False) -> list[str]:
     if plan.responders:
         pubs.append(f"{len(plan.responders)} OCSP responder(s)")
     return pubs
+
+
+def ocsp_off_summary(plan: Plan) -> str:
+    """'OCSP off: N published responses removed[, M delegated responders retired]' ('' if none)."""
+    if not plan.ocsp_off:
+        return ""
+    responses = sum(1 for p in plan.ocsp_off if p.kind == "ocsp")
+    retired = sum(1 for p in plan.ocsp_off if p.kind == "responder")
+    return f"OCSP off: {responses} published response(s) removed" + (f", {retired} delegated responder(s) retired" if retired else "")
 
 
 def status_rows(state: State, now: datetime) -> list[dict]:
@@ -338,6 +357,9 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     pubs = publications_summary(plan, names=True)
     if pubs:
         sections.append((["To sign: " + _md(", ".join(pubs)) + ".", ""], [], []))
+    if plan.ocsp_off:
+        retired = [p.name for p in plan.ocsp_off if p.kind == "responder"]
+        sections.append(([_md(ocsp_off_summary(plan)) + " (`publish.ocsp` is false" + (": " + ", ".join(_code(a) for a in retired) + " retired" if retired else "") + ").", ""], [], []))
     radius = blast_radius(plan, spec) if spec else {}
     for name, below in sorted(radius.items()):
         details.append(f"- **blast radius** of {_code(name)}: {len(below)} certificate(s) below are reissued: " + ", ".join(_code(b) for b in below))

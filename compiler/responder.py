@@ -5,8 +5,13 @@
 * OCSP (RFC 6960 appendix A): ``POST /`` or ``POST /ocsp`` with an
   ``application/ocsp-request`` body, or ``GET /ocsp/<base64 request>`` (``GET /<b64>``
   too), answered with the pre-signed response for that issuer key hash and serial. It
-  has no key, so a request it has no signed response for gets the unsigned
-  ``unauthorized`` status (RFC 5019 §2.2.3); a request it cannot parse gets HTTP 400.
+  has no key, so a request it has no signed response for (another issuer, an unknown
+  serial, a SHA-256 CertID: responses are pre-signed for SHA-1 CertIDs) gets the
+  unsigned ``unauthorized`` status (RFC 5019 §2.2.3). A request it cannot use (not an
+  OCSP request, or one with more than the single CertID RFC 5019 §2.1.1 allows) gets
+  the unsigned ``malformedRequest`` status, with HTTP 200 like every OCSP answer
+  (RFC 6960 §2.3); HTTP errors are kept for HTTP-level problems (411, 413, 414, 431, a
+  bad Content-Length).
 
 The index is rebuilt whenever ``out/state.json`` changes, so an apply is picked up
 without a restart.
@@ -202,10 +207,12 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
 
         def _ocsp(self, der: bytes) -> None:
             try:
+                # cryptography refuses a request with more than one CertID (NotImplementedError):
+                # RFC 5019 §2.1.1 allows exactly one, so that is malformed here too
                 req = ocsp.load_der_ocsp_request(der)
                 key_hash, serial, algorithm = req.issuer_key_hash, req.serial_number, req.hash_algorithm
-            except Exception:  # anything unparsable: never a crash
-                self._send(400, malformed, "application/ocsp-response")
+            except Exception:  # anything unusable: an OCSP answer, never a crash
+                self._send(200, malformed, "application/ocsp-response")
                 return
             rel = index.lookup(key_hash, serial) if isinstance(algorithm, hashes.SHA1) else None
             if rel is None:
@@ -232,8 +239,8 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
                     text = unquote(m.group(1))
                     try:
                         der = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
-                    except ValueError:
-                        self._send(400, malformed, "application/ocsp-response")
+                    except ValueError:  # not base64: not an OCSP request either
+                        self._send(200, malformed, "application/ocsp-response")
                         return
                     self._ocsp(der)
                     return
@@ -261,10 +268,10 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
                     self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
                     return
                 body = self.rfile.read(length) if length else b""
-                if len(body) < length or not body:
+                if len(body) < length:  # the body ended early: an HTTP problem
                     self._send(400, malformed, "application/ocsp-response")
                     return
-                self._ocsp(body)
+                self._ocsp(body)  # an empty one included: malformedRequest
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

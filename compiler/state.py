@@ -212,6 +212,14 @@ class State:
         if self._push(recs, record, at):
             del recs[3:]  # responders are short-lived; keep the last few
 
+    def record_responder_retired(self, authority: str, at: str) -> None:
+        """publish.ocsp was turned off: the authority's delegated responder is no longer
+        in use (its files are removed); a re-enable makes a new one."""
+        for r in self.responders.get(authority, []):
+            if r["status"] == ACTIVE:
+                r["status"] = SUPERSEDED
+                r["superseded_at"] = r["retired_at"] = at
+
     def record_compromised(self, entry: dict) -> None:
         if entry not in self.compromised:
             self.compromised.append(entry)
@@ -255,13 +263,15 @@ class State:
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":
-            self.record_revoked(op["name"], op["serial"], op["reason"], op["at"], op.get("invalidity"), bool(op.get("keeps_signing")))
+            self.record_revoked(op["name"], op["serial"], op["reason"], op.get("revoked_at") or op["at"], op.get("invalidity"), bool(op.get("keeps_signing")))
         elif kind == "crl":
             self.record_crl(op["authority"], op["info"])
         elif kind == "ocsp":
             self.record_ocsp(op["name"], op["serial"], op["info"])
         elif kind == "responder":
             self.record_responder(op["authority"], op["record"], op["at"])
+        elif kind == "responder_retired":
+            self.record_responder_retired(op["authority"], op["at"])
         elif kind == "compromised":
             self.record_compromised(op["entry"])
         elif kind == "moved":

@@ -92,6 +92,9 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
         if crl.last_update_utc > now:
             findings.append(Finding(authority, f"the CRL is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one"))
+    problem = crl_bundle_problem(repo, state)
+    if problem:
+        findings.append(Finding("CRL bundle", problem))
     return len(names), findings
 
 
@@ -103,6 +106,35 @@ def crl_retired(state: State, authority: str, now: datetime) -> bool:
         return False
     last = state.last_issued(authority, rec["key_id"])
     return last is None or parse_ts(last) <= now
+
+
+def crl_bundle_problem(repo: Path, state: State) -> str | None:
+    """Why out/trust/crls.pem is not exactly the current CRLs the state records, in order
+    (None: it is, or a state from a pkic that did not write it yet has none)."""
+    import base64
+    import re
+
+    authorities = bundle.crl_bundle_authorities(state)
+    wanted = [state.crls[a].get("sha256") for a in authorities]
+    try:
+        data = bundle.read_bytes(repo, bundle.CRL_BUNDLE)
+    except Exception:  # a symlink or a directory in its place (PkicError, OSError)
+        return f"{bundle.CRL_BUNDLE} is not a regular file"
+    if data is None:
+        if any(state.crls[a].get("bundled") for a in authorities):
+            return f"{bundle.CRL_BUNDLE} is missing ({len(wanted)} CRL(s) expected): restore it from git"
+        return None
+    text = data.decode("ascii", "replace")
+    try:
+        ders = [base64.b64decode("".join(body.split()), validate=True)
+                for body in re.findall(r"-----BEGIN X509 CRL-----\n(.*?)-----END X509 CRL-----\n", text, re.S)]
+    except ValueError:
+        ders = []
+    if [hashlib.sha256(d).hexdigest() for d in ders] == wanted and text == "".join(_pem_of(d, "X509 CRL") for d in ders) and wanted:
+        return None
+    have = {hashlib.sha256(d).hexdigest() for d in ders}
+    return (f"{bundle.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
+            f"({len(have - set(wanted))} other, {len(set(wanted) - have)} missing)")
 
 
 def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
@@ -139,12 +171,7 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     return None
 
 
-def _pem_of(der: bytes, label: str = "CERTIFICATE") -> str:
-    """The PEM text cryptography writes for ``der`` (64-character lines)."""
-    import base64
-
-    b64 = base64.b64encode(der).decode("ascii")
-    return f"-----BEGIN {label}-----\n" + "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64)) + f"-----END {label}-----\n"
+_pem_of = bundle.pem_of
 
 
 def _der_of(text: str) -> bytes:
@@ -227,6 +254,8 @@ def hand_edits(repo: Path, state: State) -> list[str]:
         p = read(prel)
         if p is not None and p.decode("ascii", "replace") != _pem_of(d, "X509 CRL"):
             bad.append(prel)
+    if crl_bundle_problem(repo, state):
+        bad.append(bundle.CRL_BUNDLE)
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:

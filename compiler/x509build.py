@@ -17,6 +17,9 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from .spec import Entry
 
+# Everything pkic signs starts a minute before it is signed: a certificate's notBefore,
+# a CRL's and an OCSP response's thisUpdate, and a revocation's date. A verifier whose
+# clock runs a little behind then never rejects a fresh one as "not yet valid".
 BACKDATE = timedelta(minutes=1)
 
 _ATTR = {
@@ -179,7 +182,9 @@ class Revoked:
 
 def crl(issuer: IssuerRef, number: int, revoked: list[Revoked], this_update: datetime, next_update: datetime) -> x509.CertificateRevocationListBuilder:
     """An unsigned CRL (RFC 5280 §5): CRL number, AKI; reason codes (never 'unspecified',
-    which RFC 5280 says to omit) and invalidity dates for key compromise."""
+    which RFC 5280 says to omit) and invalidity dates for key compromise. No entry's
+    revocationDate is later than the CRL's thisUpdate (a CRL cannot know of a revocation
+    after it was issued): a later one is clamped to thisUpdate."""
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer.subject)
@@ -189,7 +194,7 @@ def crl(issuer: IssuerRef, number: int, revoked: list[Revoked], this_update: dat
         .add_extension(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), critical=False)
     )
     for r in sorted(revoked, key=lambda r: r.serial):
-        entry = x509.RevokedCertificateBuilder().serial_number(r.serial).revocation_date(r.revoked_at)
+        entry = x509.RevokedCertificateBuilder().serial_number(r.serial).revocation_date(min(r.revoked_at, this_update))
         if r.reason != "unspecified":
             entry = entry.add_extension(x509.CRLReason(REASONS[r.reason]), critical=False)
         if r.invalidity is not None:
@@ -231,7 +236,9 @@ def ocsp_response(
     delegated: bool,
 ) -> ocsp.OCSPResponseBuilder:
     """An unsigned, pre-signable OCSP response (RFC 6960): SHA-1 CertID, no nonce,
-    responder id by key hash; the delegated responder's certificate is included."""
+    responder id by key hash; the delegated responder's certificate is included. The
+    revocationTime is never later than thisUpdate (clamped, as on the CRL). producedAt is
+    set by cryptography when it signs: the wall clock."""
     import hashlib
 
     name_hash = hashlib.sha1(issuer.subject.public_bytes()).digest()  # noqa: S324 - RFC 6960 CertID
@@ -244,7 +251,7 @@ def ocsp_response(
         cert_status=status,
         this_update=this_update,
         next_update=next_update,
-        revocation_time=revoked.revoked_at if revoked else None,
+        revocation_time=min(revoked.revoked_at, this_update) if revoked else None,
         revocation_reason=(REASONS[revoked.reason] if revoked and revoked.reason != "unspecified" else None),
     )
     builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, signer)

@@ -10,7 +10,7 @@
   revoked serial drops off the CRL only after one CRL issued past its notAfter;
 * ``revoke_superseded``, revoking an authority (and everything below it), issuer URLs (CDP, AIA),
   ``ocsp_signer: self``, ``publish.ocsp_dir``;
-* ``pkic serve`` answering OCSP (good, revoked, unauthorized, garbage) and CRLs, and
+* ``pkic serve`` answering OCSP (good, revoked, unauthorized, malformed) and CRLs, and
   picking up a new apply without a restart.
 
 Time is injected with ``--now``; openssl gets ``-attime``. Python's ``ssl`` can only
@@ -190,17 +190,24 @@ def ski(cert: x509.Certificate) -> bytes:
     return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
 
 
-def assert_crl_well_formed(repo: Path, authority: str, lifetime: timedelta, this_update: str) -> x509.CertificateRevocationList:
+BACKDATE = timedelta(minutes=1)  # thisUpdate, notBefore and revocation dates: a minute before the signing
+
+
+def assert_crl_well_formed(repo: Path, authority: str, lifetime: timedelta, signed: str) -> x509.CertificateRevocationList:
+    """The CRL signed at ``signed``: thisUpdate a minute before, nextUpdate ``lifetime`` after it."""
     crl = load_crl(repo, authority)
     issuer = cert_of(repo, authority)
     assert crl.issuer == issuer.subject
     assert crl.is_signature_valid(issuer.public_key())
     aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == ski(issuer)
-    assert crl.last_update_utc == dt(this_update)
-    assert crl.next_update_utc - crl.last_update_utc == lifetime
+    assert crl.last_update_utc == dt(signed) - BACKDATE
+    assert crl.next_update_utc == dt(signed) + lifetime
+    for entry in crl:
+        assert entry.revocation_date_utc <= crl.last_update_utc
     info = state(repo)["crls"][authority]
-    assert info["number"] == crl_number(crl) and info["this_update"] == this_update
+    assert info["number"] == crl_number(crl) and info["this_update"] == at(-BACKDATE, dt(signed))
+    assert info["next_update"] == at(lifetime, dt(signed))
     return crl
 
 
@@ -319,7 +326,7 @@ def test_first_apply_publishes_lint_clean_crls_responders_and_ocsp(applied, pkic
         assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD
         assert resp.issuer_key_hash == ski(cert_of(repo, issuer))
         assert isinstance(resp.hash_algorithm, hashes.SHA1)
-        assert resp.this_update_utc == NOW_DT and resp.next_update_utc - resp.this_update_utc == timedelta(days=4)
+        assert resp.this_update_utc == NOW_DT - BACKDATE and resp.next_update_utc == NOW_DT + timedelta(days=4)
         responder = x509.load_pem_x509_certificate((out / "certs" / "ocsp-responders" / f"{issuer}.pem").read_bytes())
         assert [c.fingerprint(hashes.SHA256()) for c in resp.certificates] == [responder.fingerprint(hashes.SHA256())]
         assert resp.responder_key_hash == ski(responder)
@@ -393,14 +400,14 @@ def test_revoke_by_removal_in_place_and_key_compromise(repo, pkic, tmp_path):
     assert crl_entries(crl) == {serial_int(legacy_serial): ("cessation_of_operation", None),
                                 serial_int(payments_serial): ("privilege_withdrawn", None)}
     rec = state(repo)["certificates"]["payments"][0]
-    assert (rec["status"], rec["revocation_reason"], rec["revoked_at"]) == ("revoked", "privilege_withdrawn", NOW)
+    assert (rec["status"], rec["revocation_reason"], rec["revoked_at"]) == ("revoked", "privilege_withdrawn", at(-BACKDATE))
     assert_verify_revoked(verify_with_crl(repo, payments_pem))
     assert_verify_ok(verify_with_crl(repo, out / "certs" / "web.pem"))
     # openssl 3.0 prints "(UNKNOWN)" for privilegeWithdrawn (9): it only names reasons 0-8; check the DER instead
     assert_ocsp(ocsp_check(repo, payments_pem, respin=out / "ocsp" / "payments.der"), payments_pem, "revoked")
     resp = load_ocsp(out / "ocsp" / "payments.der")
     assert (resp.certificate_status, resp.revocation_reason, resp.revocation_time_utc) == (
-        ocsp.OCSPCertStatus.REVOKED, x509.ReasonFlags.privilege_withdrawn, NOW_DT)
+        ocsp.OCSPCertStatus.REVOKED, x509.ReasonFlags.privilege_withdrawn, NOW_DT - BACKDATE)
     assert_quiet(pkic, repo, NOW)
 
     # ---- two more certificates with web's key: a reissue (new name) and a renewal, both keeping the key
@@ -569,7 +576,7 @@ def test_crls_and_ocsp_are_refreshed_in_time_and_expired_serials_drop_off(repo, 
     assert (out / "crl" / "services-ca.crl").read_bytes() == crl_before
     for name in ("web", "payments", "services-ca"):
         resp = load_ocsp(out / "ocsp" / f"{name}.der")
-        assert resp.this_update_utc == dt(t_ocsp) and resp.next_update_utc == dt(t_ocsp) + timedelta(days=4)
+        assert resp.this_update_utc == dt(t_ocsp) - BACKDATE and resp.next_update_utc == dt(t_ocsp) + timedelta(days=4)
     assert not (out / "ocsp" / "short.der").exists()  # expired: its response goes
     assert_ocsp(ocsp_check(repo, out / "certs" / "web.pem", respin=out / "ocsp" / "web.der", now=t_ocsp), out / "certs" / "web.pem", "good")
     assert_quiet(pkic, repo, t_ocsp)
@@ -631,7 +638,7 @@ def test_custom_crl_and_ocsp_lifetimes(repo, pkic):
     apply(pkic, repo, NOW)
     assert_crl_well_formed(repo, "services-ca", timedelta(days=2), NOW)
     resp = load_ocsp(out / "ocsp" / "web.der")
-    assert resp.next_update_utc - resp.this_update_utc == timedelta(days=1)
+    assert resp.next_update_utc - resp.this_update_utc == timedelta(days=1) + BACKDATE
     responder = x509.load_pem_x509_certificate((out / "certs" / "ocsp-responders" / "services-ca.pem").read_bytes())
     assert responder.not_valid_after_utc == NOW_DT + timedelta(days=10)
     # OCSP: half of 1d; CRL: 12h before its nextUpdate
@@ -1077,11 +1084,12 @@ def test_serve_answers_ocsp_and_crls_and_follows_applies(applied, pkic, tmp_path
         assert _http(f"{base}/crl/nope.crl")[0] == 404
         assert _http(f"{base}/crl/..%2Fstate.json.crl")[0] == 404
 
-        # garbage: HTTP 400 (malformedRequest), and the server keeps answering
-        status, body, _ = _http(base + "/", data=b"\x30\x03garbage, not an OCSP request")
-        assert status == 400
+        # garbage: the unsigned malformedRequest (an OCSP answer: HTTP 200), and the server keeps answering
+        status, body, ctype = _http(base + "/", data=b"\x30\x03garbage, not an OCSP request")
+        assert (status, ctype) == (200, "application/ocsp-response")
         assert ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
-        assert _http(base + "/ocsp/" + "A" * 12)[0] == 400
+        status, body, _ = _http(base + "/ocsp/" + "A" * 12)
+        assert status == 200 and ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
         assert_ocsp(ocsp_check(repo, web, url=base), web, "good")
 
         # another apply (revoking payments) is served without a restart
