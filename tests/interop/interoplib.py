@@ -306,7 +306,6 @@ def build_world(base: Path) -> World:
     keep("kc-old", "kc-leaf", True, True)
     keep("gone-leaf", "gone-leaf", True, True)
     keep("retired-leaf", "retired-leaf", True, True)
-    shutil.copy(repo / "out/certs/retired-ca.pem", base / "retired-ca.pem")
     expired = sorted((repo / "out/crl").glob("*.crl.pem"))
     w.crls_expired.write_bytes(b"".join(p.read_bytes() for p in expired))
 

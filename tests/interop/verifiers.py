@@ -95,6 +95,9 @@ class Lab:
             self.nginx.stop()
 
 
+NO_RESPONSE = "pkic published no OCSP response for it"
+
+
 def _result(ok: bool, reason: str, row: Row, sid, purpose) -> tuple[str, Obs]:
     return row.id, Obs(sid, purpose, ok, reason.strip()[-600:])
 
@@ -114,6 +117,9 @@ def run_openssl(lab: Lab) -> dict[str, list[Obs]]:
     results = []
     for row, sid, purpose in probes("openssl", ocsp=None):
         s = lab.subject(sid)
+        if row.ocsp and s.ocsp is None:
+            results.append(_result(False, NO_RESPONSE, row, sid, purpose))
+            continue
         if row.ocsp:
             p = run([openssl, "ocsp", "-respin", str(s.ocsp), "-issuer", str(s.issuer), "-cert", str(s.cert),
                      "-CAfile", str(lab.w.root), "-verify_other", str(s.inter)])
@@ -240,6 +246,9 @@ def run_gnutls_tls(lab: Lab) -> dict[str, list[Obs]]:
         if purpose != "server":
             continue
         s = lab.subject(sid)
+        if row.ocsp and s.ocsp is None:
+            results.append(_result(False, NO_RESPONSE, row, sid, purpose))
+            continue
         crl = None if row.crl == "none" else row.crl
         p = _gnutls_cli(lab, lab.zoo_port(sid, staple=row.ocsp), s.host, crl)
         text = p.stdout + p.stderr
@@ -323,6 +332,8 @@ def _nginx_probe(lab: Lab, n: Nginx, row: Row, sid, purpose):
     gate = lab.subject("srv-p256")
     if row.ocsp:  # what nginx staples, read with openssl s_client -status
         s = lab.subject(sid)
+        if s.ocsp is None:
+            return _result(False, NO_RESPONSE, row, sid, "server")
         p = run([need("openssl"), "s_client", "-connect", f"127.0.0.1:{lab.zoo_port(sid, staple=True)}", "-servername", s.host, "-status",
                  "-CAfile", str(lab.w.root)], input="")
         m = re.search(r"Cert Status: (\w+)", p.stdout)
@@ -338,6 +349,9 @@ def run_curl(lab: Lab) -> dict[str, list[Obs]]:
     results = []
     for row, sid, purpose in probes("curl", ocsp=None):
         s = lab.subject(sid)
+        if row.ocsp and s.ocsp is None:
+            results.append(_result(False, NO_RESPONSE, row, sid, purpose))
+            continue
         p = _curl(lab, lab.zoo_port(sid, staple=row.ocsp), s.host, crl=None if row.crl == "none" else row.crl, status=row.ocsp)
         results.append(_result(p.returncode == 0 and p.stdout.startswith("ok"), p.stderr, row, sid, purpose))
     return _collect(results)
