@@ -317,13 +317,10 @@ def build_world(base: Path) -> World:
         keep(name, name, profile in ("srv", "peer") or name in ("kc-leaf", "ed-leaf", "uri-leaf"),
              profile in ("cli", "peer") or name in ("kc-leaf", "ed-leaf", "uri-leaf"))
 
-    # every current CRL in one file (issue 13 item 3: pkic publishes out/trust/crls.pem)
+    # every current CRL in one file, as pkic publishes it for nginx, HAProxy and Node
     published = repo / "out/trust/crls.pem"
-    if published.exists():
-        shutil.copy(published, w.crls)
-    else:
-        w.notes.append("out/trust/crls.pem is not published yet (issue 13 item 3): the suite builds it from out/crl/*.crl.pem")
-        w.crls.write_bytes(b"".join(p.read_bytes() for p in sorted((repo / "out/crl").glob("*.crl.pem"))))
+    assert published.is_file(), "pkic did not publish out/trust/crls.pem"
+    shutil.copy(published, w.crls)
 
     # their OCSP responses, as the second apply left them (revoked ones included)
     for sid, s in list(w.subjects.items()):

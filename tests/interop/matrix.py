@@ -171,15 +171,7 @@ KNOWN: dict[tuple[str, str], Known] = {
                                        "(it verifies them without a purpose): a serverAuth-only certificate is accepted as a client"),
 }
 #: rows whose target pkic does not reach yet, and what it waits for
-PENDING = {
-    "revoked-ca": "waits for issue 13 item 6 (revoking an authority revokes everything below it and keeps its CRL published): "
-                  "today the revoked authority's CRL leaves out/ and its children stay unrevoked, so a stack that stops at the "
-                  "first error refuses them for the missing CRL (`unable to get certificate CRL`), not as revoked; GnuTLS, nginx "
-                  "and Node see the authority itself revoked on the root's CRL",
-    "revoked-ca-leaf": "waits for issue 13 item 6: the children of a revoked authority are on no CRL",
-    "ocsp-revoked-ca": "waits for issue 13 item 6: the children of a revoked authority keep the `good` OCSP response of "
-                       "the apply before, never re-signed (so it also expires)",
-}
+PENDING: dict[str, str] = {}  # rows whose target pkic does not reach yet: what each waits for (none today)
 
 
 def expected(verifier: str, row: str) -> str:
