@@ -504,8 +504,24 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
 
     plan.changes = [changes[n] for n in entries if n in changes]
 
-    # removed from the spec: revoked
+    # removed from the spec: revoked. An authority whose key still vouches for unexpired
+    # certificates cannot just go: its CRL would leave out/ and what it revoked (its
+    # children, removed with it) would be on no CRL: revocation gone silent
     moved_from = {old for old, _ in moves}
+    silent = []
+    for name in sorted(state.active_names()):
+        rec = state.active(name)
+        if name in entries or name in moved_from or rec is None or rec["kind"] != "authority":
+            continue
+        last = state.last_issued(name, rec["key_id"])
+        if last is not None and parse_ts(last) > now:
+            silent.append(Diagnostic("pki.yaml", None, None, "authorities",
+                                     f"'{name}' was removed, but certificates it signed are valid until {last}: its CRL would leave out/ "
+                                     "and their revocation would go silent",
+                                     f"keep it and revoke it in place (authorities.{name}.revoke: cessation_of_operation): it then "
+                                     "revokes everything below it and signs its CRL until the last of it expires; remove it after that"))
+    if silent:
+        raise PkicError(silent)
     for name in sorted(state.active_names()):
         if name in entries or name in moved_from:
             continue

@@ -161,3 +161,22 @@ def test_the_plan_names_the_verifiers_a_certificate_runs_into(pkic, repo):
     assert "payments: uri name constraints on services-ca above its URI SAN; cryptography's verifier" in out, out
     assert "edca: an Ed25519 authority" in out
     assert "web:" not in [line.split()[0] for line in out.splitlines() if "cryptography's verifier" in line]
+
+
+# --------------------------------------------------------------------------- item 6: revocation never goes silent
+
+
+def test_removing_an_authority_that_still_vouches_is_refused(pkic, applied):
+    """Removing services-ca (and its leaves) from pki.yaml would take its CRL out of out/
+    while what it signed is unexpired: the leaves' revocation would be on no CRL. Refused,
+    naming the fix (revoke it in place); nothing is written."""
+    spec = (applied / "pki.yaml").read_text()
+    head, _, _ = spec.partition("\ncertificates:\n")
+    assert "  services-ca:\n" in head
+    auths = head.split("  services-ca:\n")[0]
+    (applied / "pki.yaml").write_text(auths.rstrip("\n") + "\n")
+    before = {p: p.read_bytes() for p in sorted((applied / "out").rglob("*")) if p.is_file()}
+    for command in (("plan", "--now", "2026-11-28T12:00:00Z"), ("apply", "--yes", "--now", "2026-11-28T12:00:00Z")):
+        proc = pkic(*command, cwd=applied)
+        assert proc.returncode == 1 and "'services-ca' was removed" in proc.stderr and "revoke it in place" in proc.stderr, proc.stderr
+    assert {p: p.read_bytes() for p in sorted((applied / "out").rglob("*")) if p.is_file()} == before
