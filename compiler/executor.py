@@ -550,7 +550,10 @@ def _revoke_steps(change, journal, writer, state, done, at: str, remove_own_file
     revoked_at = ts(parse_ts(at) - BACKDATE)
     for r in change.revokes:
         op = {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"], "invalidity": r.get("invalidity"),
-              "remove_files": remove_own_files and r["name"] == change.name and not r.get("keeps_signing"), "revoked_at": revoked_at, "at": at}
+              # the files are the latest record's: an earlier certificate revoked with it takes none along
+              "remove_files": (remove_own_files and r["name"] == change.name and not r.get("keeps_signing")
+                               and bool(state.certificates.get(r["name"])) and state.certificates[r["name"]][0]["serial"] == r["serial"]),
+              "revoked_at": revoked_at, "at": at}
         if r.get("keeps_signing"):  # an authority: its certificate and key stay, to sign its CRL and OCSP on
             op["keeps_signing"] = True
         _step(journal, writer, state, op, done)

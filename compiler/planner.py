@@ -574,7 +574,8 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
         rec = state.active(name)
         if entry.revoke and rec is not None:  # revoked by this plan
             roots.append((name, rec, entry.revoke in COMPROMISE or bool(entry.key_compromised), entry.key_compromised))
-        elif rec is None and (rec := state.signer_record(name)) is not None:  # revoked earlier, still signing
+        elif entry.revoke and rec is None and (rec := state.signer_record(name)) is not None:  # revoked earlier, still signing
+            # (revoke: taken out of pki.yaml again is a new authority: a new key, a new CRL)
             roots.append((name, rec, rec.get("revocation_reason") in COMPROMISE or bool(entry.key_compromised),
                           entry.key_compromised or rec.get("invalidity_date")))
     for name in state.revoked_signers():
@@ -618,6 +619,19 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
             found.setdefault(r["name"], []).append(revoke)
             cause[r["name"]] = (name, comp)
         signing[name] = {"key_id": kid, "compromised": comp, "last": last}
+
+    # the authority's own earlier certificates (a rekey superseded them, unexpired): revoked
+    # with it, on its issuer's CRL; a verifier must not find an older key of it still trusted
+    for name, rec, comp, invalidity in roots:
+        entry = entries[name]
+        if not entry.revoke or state.active(name) is None:
+            continue
+        for r in state.certificates[name][1:]:
+            if r["status"] == "revoked" or parse_ts(r["not_after"]) <= now or (r["name"], r["serial"]) in planned:
+                continue
+            found.setdefault(name, []).append({"name": name, "serial": r["serial"], "reason": entry.revoke,
+                                               "invalidity": invalidity if comp else None, "public_key_sha256": r["public_key_sha256"]})
+            cause[name] = (name, comp)
 
     by_name = {c.name: c for c in plan.changes}
     for n in found:

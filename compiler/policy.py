@@ -265,12 +265,14 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
             out.append(("subject", None, f"{k}={v}", f"is not allowed by {w('allowed_subject')} (allowed_subject.{k}: {_quote(p.allowed_subject[k]) or 'none'})"))
     if leaf:  # a CN that is a host name is one to OpenSSL (and to people): the DNS rules hold for it
         for k, v in spec["subject"]:
-            if k != "CN" or not openssl_hostlike(v):
-                continue
-            n = v.lower()
+            n = v.lower().rstrip(".")  # a trailing dot names the same host
+            if k != "CN" or not (openssl_hostlike(n) or (n.startswith("*.") and openssl_hostlike(n[2:]))):
+                continue  # (a wildcard CN too: with no DNS SAN, OpenSSL and Python match host names against it)
             hit = next((pat for pat in p.forbidden_dns if dns_overlaps(n, pat)), None)
             if hit:
                 out.append(("subject", None, f"CN={v}", f"is a host name not allowed by {w('forbidden_dns')} (forbidden_dns: '{hit}')"))
+            elif n.startswith("*.") and not p.allow_wildcards:
+                out.append(("subject", None, f"CN={v}", f"is a wildcard host name, not allowed by {w('allow_wildcards')} (allow_wildcards: false)"))
             elif p.allowed_dns is not None and not any(dns_matches(n, pat) for pat in p.allowed_dns):
                 out.append(("subject", None, f"CN={v}", f"is a host name not allowed by {w('allowed_dns')} (allowed_dns: {_quote(p.allowed_dns) or 'none'})"))
     present = {k for k, _ in spec["subject"]}

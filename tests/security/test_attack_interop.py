@@ -2,8 +2,8 @@
 got through, each a test that fails until pkic refuses or handles it.
 
 The PKI is `pkic init`'s example: root-ca > services-ca (name constraints
-svc.internal, example.com, 10.0.0.0/8; policies/services.yaml: allow_wildcards false,
-forbidden_dns admin.example.com) > web, payments, db.
+svc.internal, example.com) > web, payments; a test that needs a policy writes
+policies/services.yaml and attaches it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def test_wildcard_cn_on_an_ip_only_server_certificate_is_held_to_the_dns_rules(r
 
     Expected: plan refuses it (allow_wildcards / forbidden_dns on the CN)."""
     text = (repo / "pki.yaml").read_text()
+    assert "    path_length: 0\n" in text
+    text = text.replace("    path_length: 0\n", "    path_length: 0\n    policy: services\n", 1)
+    (repo / "policies" / "services.yaml").write_text("allow_wildcards: false\nforbidden_dns: [admin.example.com]\n")
     write_spec(repo, text + "  adm:\n    issuer: services-ca\n    profile: server\n    ip: [10.0.0.9]\n    subject: {CN: '*.example.com'}\n")
     p = pkic("plan", "--now", NOW, cwd=repo)
     out = p.stdout + p.stderr
