@@ -660,7 +660,8 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
     # minutes): only for a modest file it must explain (its messages are clearer), or
     # for positions libyaml cannot give.
     written = check_yaml(text, display)
-    modest = written is not None and written <= ROUND_TRIP_NODES
+    # (no count: no parser reads it, a syntax error; the round-trip loader's message is clearer)
+    modest = written <= ROUND_TRIP_NODES if written is not None else len(text) <= 256 * 1024
     try:
         doc = parse_yaml(text, display, fast=True)
     except PkicError as exc:

@@ -572,7 +572,8 @@ def test_check_exit_codes_and_formats(applied, pkic, tmp_path):
     assert rc == 2 and web_item["message"].startswith("expired at")
 
     # prometheus, to stdout and atomically to a file
-    p = pkic("check", "--format", "prometheus", "--now", NOW, cwd=repo)
+    # as of the last apply (2027-01-26): at NOW its CRLs and responses would not be valid yet
+    p = pkic("check", "--format", "prometheus", "--now", "2027-01-26T00:00:00Z", cwd=repo)
     assert p.returncode == 0
     expiry = int(datetime.fromisoformat(web["not_after"].replace("Z", "+00:00")).timestamp())
     assert f'pkic_certificate_expiry_timestamp_seconds{{name="web",issuer="services-ca"}} {expiry}\n' in p.stdout
@@ -586,7 +587,7 @@ def test_check_exit_codes_and_formats(applied, pkic, tmp_path):
     target = textfile / "pkic.prom"
     target.write_text("old\n")
     inode = target.stat().st_ino
-    q = pkic("check", "--format", "prometheus", "--now", NOW, "--out", str(target), cwd=repo)
+    q = pkic("check", "--format", "prometheus", "--now", "2027-01-26T00:00:00Z", "--out", str(target), cwd=repo)
     assert q.returncode == 0 and q.stdout.startswith("PKIC OK")
     assert target.read_text() == p.stdout
     assert target.stat().st_ino != inode  # replaced, not rewritten in place
