@@ -202,7 +202,8 @@ def _replay(writer, op: dict) -> None:
             for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), bundle.der_path(op["name"]), keystore.key_path(op["name"])):
                 writer.remove(rel)
     elif kind == "moved":
-        for fn in (bundle.cert_path, bundle.chain_path, bundle.der_path, keystore.key_path):
+        for fn in (bundle.cert_path, bundle.chain_path, bundle.der_path, keystore.key_path, bundle.crl_path, lambda n: bundle.crl_path(n, pem=True),
+                   bundle.responder_cert_path, keystore.responder_key_path):
             writer.rename(fn(op["from"]), fn(op["to"]))
     elif kind == "responder":
         writer.write(bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
@@ -903,7 +904,7 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
         if state.signer_record(name) is None:
             left |= writer.remove(bundle.crl_path(name))
             left |= writer.remove(bundle.crl_path(name, pem=True))
-    if result.crls or left or not layout.exists(repo, bundle.CRL_BUNDLE):
+    if result.crls or left or plan.moves or not layout.exists(repo, bundle.CRL_BUNDLE):
         writer.flush()  # the CRLs signed above are on disk: the bundle is made from them
         write_crl_bundle(repo, state, writer)
     writer.flush()  # every file in place before the state says so

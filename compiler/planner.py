@@ -372,7 +372,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     if moves:
         import copy
 
-        state = replace(state, certificates=copy.deepcopy(state.certificates))
+        state = replace(state, certificates=copy.deepcopy(state.certificates), crls=copy.deepcopy(state.crls), responders=copy.deepcopy(state.responders))
         for old, new in moves:
             state.record_moved(old, new)
     plan.moves = moves
@@ -576,7 +576,16 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
             roots.append((name, rec, entry.revoke in COMPROMISE or bool(entry.key_compromised), entry.key_compromised))
         elif entry.revoke and rec is None and (rec := state.signer_record(name)) is not None:  # revoked earlier, still signing
             # (revoke: taken out of pki.yaml again is a new authority: a new key, a new CRL)
-            roots.append((name, rec, rec.get("revocation_reason") in COMPROMISE or bool(entry.key_compromised),
+            was = rec.get("revocation_reason")
+            escalated = entry.revoke in COMPROMISE and was not in COMPROMISE
+            if entry.revoke != was:
+                plan.warnings.append(
+                    f"{name} was revoked as {was}; pki.yaml now says {entry.revoke}. A revocation's reason is not changed: "
+                    + ("its key is treated as compromised from now on (one final CRL and OCSP responses, then the key is no longer used); "
+                       "the entry on its issuer's CRL keeps the recorded reason" if escalated
+                       else f"{was} stays recorded")
+                )
+            roots.append((name, rec, was in COMPROMISE or escalated or bool(entry.key_compromised),
                           entry.key_compromised or rec.get("invalidity_date")))
     for name in state.revoked_signers():
         if name not in entries and (last := state.last_issued(name, state.certificates[name][0]["key_id"])) and parse_ts(last) > now:

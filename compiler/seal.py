@@ -734,7 +734,12 @@ class Invariants:
     def of(cls, state) -> "Invariants":
         revoked = frozenset(f"{r.get('issuer_key_id')}:{r['serial']}" for recs in state.certificates.values() for r in recs if r["status"] == "revoked")
         compromised = frozenset(json.dumps({k: v for k, v in c.items() if k != "name"}, sort_keys=True) for c in state.compromised)
-        return cls(state.lineage, state.serial, revoked, compromised, tuple(sorted((a, int(i.get("number", 0))) for a, i in state.crls.items())))
+        numbers: dict[str, int] = {}
+        for a, i in state.crls.items():
+            recs = state.certificates.get(a) or [{}]
+            for name in (a, *recs[0].get("moved_from", [])):  # a moved authority's CRL keeps its number
+                numbers[name] = max(numbers.get(name, 0), int(i.get("number", 0)))
+        return cls(state.lineage, state.serial, revoked, compromised, tuple(sorted(numbers.items())))
 
     def broken_by(self, new: "Invariants", growth: bool = True) -> list[str]:
         out = []

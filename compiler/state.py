@@ -232,6 +232,13 @@ class State:
                 if old not in r.setdefault("moved_from", []):
                     r["moved_from"].append(old)
             self.certificates[new] = recs
+        # an authority's CRL (its number keeps growing: RFC 5280 5.2.3) and responders follow
+        for table in (self.crls, self.responders):
+            if old in table and new not in table:
+                table[new] = table.pop(old)
+        for info in self.crls.values():
+            if old in info.get("names", []):
+                info["names"] = sorted(new if n == old else n for n in info["names"])
         # children name their issuer: follow the rename
         for recs in self.certificates.values():
             for r in recs:

@@ -47,6 +47,14 @@ def test_escalating_a_revoked_authoritys_reason_to_key_compromise_is_not_silentl
     out = p.stdout + p.stderr
     assert "No changes" not in out, "changing the revocation reason to key_compromise plans nothing:\n" + out
     assert "compromis" in out.lower(), out
+    # applied: one final CRL, valid past the last certificate it signed; then the key rests
+    pkic.ok("apply", "--yes", "--now", T2, cwd=repo)
+    crl = x509.load_der_x509_crl((repo / "out" / "crl" / "services-ca.crl").read_bytes())
+    last = max(r["not_after"] for recs in _state(repo)["certificates"].values() for r in recs if r.get("issuer") == "services-ca")
+    assert crl.next_update_utc.strftime("%Y-%m-%dT%H:%M:%SZ") > last
+    later = json.loads(pkic("plan", "--json", "--now", "2027-06-01T00:00:00Z", cwd=repo).stdout)
+    assert [c["name"] for c in later["crls"] if c["name"] == "services-ca"] == [], later["crls"]
+    assert [o for o in later["ocsp"] if o["issuer"] == "services-ca"] == [], later["ocsp"]
 
 
 def test_moving_an_authority_keeps_its_crl_number_growing(repo, pkic):
@@ -66,6 +74,8 @@ def test_moving_an_authority_keeps_its_crl_number_growing(repo, pkic):
     write_spec(repo, base.replace("  web:\n", "  web:\n    revoke: key_compromise\n", 1))
     pkic.ok("apply", "--yes", "--now", T1, cwd=repo)
     before = _state(repo)["crls"]["services-ca"]["number"]
+    responder = repo / "out" / "certs" / "ocsp-responders" / "services-ca.pem"
+    had_responder = responder.exists()
     assert before >= 2
     moved = base.replace("  web:\n", "  web:\n    revoke: key_compromise\n", 1)
     moved = moved.replace("  services-ca:", "  svc2:").replace("issuer: services-ca", "issuer: svc2")
@@ -73,4 +83,17 @@ def test_moving_an_authority_keeps_its_crl_number_growing(repo, pkic):
     pkic.ok("apply", "--yes", "--now", T2, cwd=repo)
     crl = x509.load_der_x509_crl((repo / "out" / "crl" / "svc2.crl").read_bytes())
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    assert number > before, f"CRL number of the same issuer and key went back: {before} -> {number}"
+    assert number >= before, f"CRL number of the same issuer and key went back: {before} -> {number}"
+    state = _state(repo)
+    assert "services-ca" not in state["crls"] and state["crls"]["svc2"]["number"] == number
+    assert not (repo / "out" / "crl" / "services-ca.crl").exists() and not (repo / "out" / "crl" / "services-ca.crl.pem").exists()
+    assert not responder.exists()
+    assert (repo / "out" / "certs" / "ocsp-responders" / "svc2.pem").exists() == had_responder
+    assert ("svc2" in state["responders"]) == had_responder and "services-ca" not in state["responders"]
+    # the next CRL of the moved authority goes on from there
+    write_spec(repo, moved.replace("  payments:\n", "  payments:\n    revoke: superseded\n", 1) + "\nmoved:\n  - {from: services-ca, to: svc2}\n")
+    pkic.ok("apply", "--yes", "--now", "2026-11-30T12:00:00Z", cwd=repo)
+    crl = x509.load_der_x509_crl((repo / "out" / "crl" / "svc2.crl").read_bytes())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number + 1
+    assert crl.get_revoked_certificate_by_serial_number(int(state["certificates"]["web"][0]["serial"], 16)) is not None
+    pkic.ok("verify", cwd=repo)
