@@ -370,7 +370,14 @@ def _check_names(certs: dict, crls: dict, responders: dict, compromised: list | 
             info = r.get("ocsp")
             if info is not None:
                 f = info.get("file") if isinstance(info, dict) else 0
-                if f is not None and not (isinstance(f, str) and is_ocsp_file(f, name, serial)):
+                # (a moved name's response is renamed later in the apply that moved it: an
+                # interrupted one leaves it under the old name until its journal is finished)
+                moved = r.get("moved_from") or []
+                if not isinstance(moved, list):
+                    raise damaged(where, "moved_from")
+                for old in moved:
+                    check_name(old, where + ".moved_from")
+                if f is not None and not (isinstance(f, str) and any(is_ocsp_file(f, n, serial) for n in (name, *moved))):
                     raise fail(where, f"records an OCSP response at {str(f)[:80]!r}, which is not where pkic puts it", "restore the state from git; never edit it by hand")
     for a in list(crls) + list(responders):
         check_name(a, f"{STATE_PATH}: {str(a)[:40]}")
