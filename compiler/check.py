@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from .state import State, parse_ts, ts
-from .verify import crl_retired
+from compiler.state.store import State, parse_ts, ts
+from compiler.verify import crl_retired
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

@@ -32,9 +32,9 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__
-from .bounded import json_depth_ok
-from .errors import Diagnostic, PkicError
+from compiler import __version__
+from compiler.model.bounded import json_depth_ok
+from compiler.model.errors import Diagnostic, PkicError
 
 API_VERSION = "2022-11-28"
 DEFAULT_API = "https://api.github.com"

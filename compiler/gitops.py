@@ -20,9 +20,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import fail, printable
-from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
-from .state import State
+from compiler.model.errors import fail, printable
+from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
+from compiler.state.store import State
 
 TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State|Seal): (.*)$")
 
@@ -123,7 +123,7 @@ def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: l
     if plan.ocsp:
         body.append(f"- sign {len(plan.ocsp)} OCSP response(s)")
     if plan.ocsp_off:
-        from .render import ocsp_off_summary
+        from compiler.cli.render import ocsp_off_summary
 
         body.append(f"- {ocsp_off_summary(plan)}" + (f" ({', '.join(result.responders_retired)})" if result.responders_retired else ""))
     trailers = []
@@ -287,7 +287,7 @@ def review_context(repo: Path, base: str) -> dict:
     import difflib
     import json
 
-    from .sopsfile import RuleError, _checked_rules, normalise
+    from compiler.keys.sops import RuleError, _checked_rules, normalise
 
     mb = git(repo, "merge-base", base, "HEAD", check=False).stdout.strip()
     if not mb:
@@ -325,7 +325,7 @@ def review_context(repo: Path, base: str) -> dict:
 
     old = git(repo, "cat-file", "blob", f"{mb}:.sops.yaml", check=False)
     old_rules = rules_at(old.stdout.encode() if old.returncode == 0 else None)
-    from . import layout
+    from compiler import layout
 
     try:
         now_data = layout.read_file(repo, ".sops.yaml", 1024 * 1024)

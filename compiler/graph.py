@@ -6,8 +6,8 @@ label can never close its node or carry markup, whatever validation lets through
 
 from __future__ import annotations
 
-from .errors import printable
-from .spec import EffectiveSpec
+from compiler.model.errors import printable
+from compiler.spec.spec import EffectiveSpec
 
 
 def _id(name: str) -> str:

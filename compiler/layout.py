@@ -34,7 +34,7 @@ import re
 import stat
 from pathlib import Path
 
-from .errors import fail
+from compiler.model.errors import fail
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SERIAL = re.compile(r"[0-9a-f]{1,64}")

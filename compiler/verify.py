@@ -14,8 +14,9 @@ import hashlib
 
 from cryptography.hazmat.primitives import hashes, serialization
 
-from . import bundle, keystore
-from .state import State, parse_ts
+from compiler.apply import bundle
+from compiler.keys import keystore
+from compiler.state.store import State, parse_ts
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from compiler import names
-from compiler.constraints import openssl_hostlike
+from compiler.model import names
+from compiler.policy.constraints import openssl_hostlike
 
 
 def add(repo, text: str) -> None:

@@ -37,8 +37,8 @@ from hypothesis import strategies as st
 
 from helpers import active, cert, epoch, openssl_verify, scan_for_leaks, state
 
-from compiler import constraints
-from compiler.policy import dns_matches, uri_matches
+from compiler.policy import constraints
+from compiler.policy.rules import dns_matches, uri_matches
 
 ERROR_RE = re.compile(r"^error: (?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+): (?P<msg>.*)$")
 WEB_DNS = "dns: [web.example.com, www.example.com]"
@@ -527,9 +527,9 @@ def test_names_outside_constraints_are_refused_at_plan_time(applied, pkic):
 
 
 def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkeypatch, tmp_path):
-    from compiler import keystore
-    from compiler.spec import Entry
-    from compiler.x509build import IssuerRef, build
+    from compiler.keys import keystore
+    from compiler.spec.spec import Entry
+    from compiler.x509.build import IssuerRef, build
 
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", pkic.env["SOPS_AGE_KEY_FILE"])
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)

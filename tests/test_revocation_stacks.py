@@ -228,7 +228,7 @@ def test_crls_and_ocsp_start_a_minute_before_signing_and_no_revocation_is_later(
 def test_revocation_dates_are_clamped_to_this_update():
     """Unit: a revocation recorded after the CRL's or response's thisUpdate (an older
     pkic recorded the signing time itself) is listed at thisUpdate."""
-    from compiler.x509build import IssuerRef, Revoked, crl, ocsp_response
+    from compiler.x509.build import IssuerRef, Revoked, crl, ocsp_response
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])

@@ -14,9 +14,9 @@ import pytest
 from conftest import NOW, init_applied_committed, snapshot, unsealed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from compiler import seal
-from compiler.errors import PkicError
-from compiler.state import State
+from compiler.state import seal
+from compiler.model.errors import PkicError
+from compiler.state.store import State
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from compiler import responder
+from compiler import serve as responder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

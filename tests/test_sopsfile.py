@@ -8,7 +8,8 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from compiler import keystore, sopsfile
+from compiler.keys import keystore
+from compiler.keys import sops as sopsfile
 from helpers import SOPS
 
 

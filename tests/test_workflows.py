@@ -327,7 +327,7 @@ def pkic_invocations() -> list[tuple[str, str, list[str]]]:
 def _formats(command: str) -> set[str]:
     import inspect
 
-    from compiler import cli
+    from compiler.cli import main as cli
 
     source = inspect.getsource(getattr(cli, command))
     return set(re.findall(r'"(\w+)"', re.search(r"if fmt not in \(([^)]*)\)", source).group(1)))
@@ -428,7 +428,7 @@ def test_init_writes_codeowners_and_the_install_source_and_names_no_branch(tmp_p
     (None, None, None),
 ])
 def test_the_install_requirement_comes_from_how_pkic_was_installed(version, direct_url, expected):
-    from compiler.initrepo import ci_requirement
+    from compiler.init import ci_requirement
 
     requirement, source = ci_requirement(version, direct_url)
     assert requirement == expected, source

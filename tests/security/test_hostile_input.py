@@ -23,7 +23,7 @@ from conftest import NOW, unsealed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.bounded import json_depth_ok
+from compiler.model.bounded import json_depth_ok
 
 # runs argv, then reports the child's peak RSS (KiB) as the last line of stderr
 WRAP = ("import resource, subprocess, sys\n"
@@ -387,6 +387,6 @@ def test_control_characters_never_go_into_a_certificate(pkic, repo, field, value
 
 
 def test_a_value_in_the_markdown_plan_cannot_mention_people():
-    from compiler.render import _md
+    from compiler.cli.render import _md
 
     assert "@" not in _md("ping @org/security-team")

@@ -97,7 +97,7 @@ def test_plan_without_base_is_not_anchored_by_a_backdated_root_with_an_attacker_
     from the oldest commit by date (a date is the author's to choose)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from compiler import seal as seal_mod
+    from compiler.state import seal as seal_mod
 
     repo, tip = _restore_old_out_and_unrevoke(tmp_path, pkic)
     git(repo, "commit", "-q", "-m", "restore")
@@ -129,7 +129,7 @@ def test_the_pr_check_does_not_take_the_seal_key_from_an_attackers_merge_base(tm
     against whatever key X's seal names."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from compiler import seal as seal_mod
+    from compiler.state import seal as seal_mod
 
     repo = init_applied_committed(pkic, tmp_path / "pki")
     genuine = (repo / "out.seal").read_bytes()

@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from .errors import PkicError
-from .keystore import key_type_of, public_key_sha256
+from compiler.model.errors import PkicError
+from compiler.keys.keystore import key_type_of, public_key_sha256
 
 MIN_RSA_BITS = 2048
 
@@ -37,7 +37,7 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
     following symlinks, and only if it is a regular file."""
     try:
         if repo is not None:
-            from .layout import read_input
+            from compiler.layout import read_input
 
             data = read_input(repo, path.relative_to(repo).as_posix())
         else:

@@ -13,11 +13,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .errors import printable as _p
-from .planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
-from .spec import EffectiveSpec
-from .state import State, parse_ts, ts
-from .verify import crl_retired
+from compiler.model.errors import printable as _p
+from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
+from compiler.spec.spec import EffectiveSpec
+from compiler.state.store import State, parse_ts, ts
+from compiler.verify import crl_retired
 
 STYLE = {ISSUE: ("+", "green"), REISSUE: ("~", "yellow"), RENEW: ("↻", "cyan"), REVOKE: ("-", "red")}
 
@@ -136,8 +136,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
 
 def keys_by_rule(plan: Plan) -> list[tuple[str, list[str]]]:
     """New keys grouped by the SOPS rule that encrypts them (who can decrypt them)."""
-    from .layout import responder_key_path
-    from .sopsfile import rule_digest
+    from compiler.layout import responder_key_path
+    from compiler.keys.sops import rule_digest
 
     groups: dict[str, list[str]] = {}
     for c in plan.changes:
@@ -319,7 +319,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
                       + ", ".join(_code(x) for x in names[:30]) + (" …" if len(names) > 30 else "")
                       + ". Rekey them (bump `rekey`) to end that access.")
     if review and review.get("outside"):
-        from .gitops import is_risky
+        from compiler.gitops import is_risky
 
         risky = [p for p in review["outside"] if is_risky(p)]
         rest = review["outside"][len(risky):]  # review_context lists the risky ones first

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import typer
 
-from . import ci
-from .bounded import json_depth_ok
-from .errors import fail, printable
+from compiler import ci
+from compiler.model.bounded import json_depth_ok
+from compiler.model.errors import fail, printable
 
 ci_app = typer.Typer(no_args_is_help=True, help="GitHub provenance for CI: find a run's pull request, post the plan comment, prove the reviewed plan of a merge.")
 

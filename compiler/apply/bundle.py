@@ -8,8 +8,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import layout
-from .layout import (  # noqa: F401 - the layout lives in layout.py; re-exported for callers
+from compiler import layout
+from compiler.layout import (  # noqa: F401 - the layout lives in layout.py; re-exported for callers
     CERTS_DIR, CRL_BUNDLE, CRL_DIR, TRUST_BUNDLE, cert_path, chain_path, crl_path, der_path, ocsp_path, responder_cert_path,
 )
 

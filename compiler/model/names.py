@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import idna
 
-from .bounded import quote
+from compiler.model.bounded import quote
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")

@@ -31,13 +31,13 @@ from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from . import names
-from .durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
-from .errors import Diagnostic, PkicError
-from .bounded import Locator, check_yaml, quote, yaml_nodes
-from .bounded import dotted as _dotted
-from .bounded import yaml_error as _yaml_error
-from .layout import name_problem
+from compiler.model import names
+from compiler.model.durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
+from compiler.model.errors import Diagnostic, PkicError
+from compiler.model.bounded import Locator, check_yaml, quote, yaml_nodes
+from compiler.model.bounded import dotted as _dotted
+from compiler.model.bounded import yaml_error as _yaml_error
+from compiler.layout import name_problem
 
 SPEC_FILE = "pki.yaml"
 
@@ -116,7 +116,7 @@ def _relpath(value: Any) -> str:
 
 
 def _ocsp_dir(value: Any) -> str:
-    from .layout import ocsp_dir_problem
+    from compiler.layout import ocsp_dir_problem
 
     value = _relpath(value).rstrip("/")
     problem = ocsp_dir_problem(value)
@@ -561,7 +561,7 @@ def _td(seconds: float) -> timedelta:
 
 
 def _dump_effective(eff: "EffectiveSpec", csrs: dict[str, str]) -> str:
-    from . import __version__
+    from compiler import __version__
 
     def entry(e: Entry) -> dict:
         return {
@@ -581,12 +581,12 @@ def _dump_effective(eff: "EffectiveSpec", csrs: dict[str, str]) -> str:
 
 
 def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
-    from . import __version__
+    from compiler import __version__
 
     body = json.loads(text)  # callers catch ValueError and RecursionError
     if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != _code_digest():
         return None
-    from . import layout
+    from compiler import layout
 
     for rel, digest in body["csrs"].items():  # a CSR changed: resolve again
         try:
@@ -608,7 +608,7 @@ def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
 
 def _store_cache(path: Path, data: bytes, eff: "EffectiveSpec", repo: Path) -> None:
     """Keep the resolved spec, keyed by the bytes of pki.yaml (and of its CSRs inside)."""
-    from . import layout
+    from compiler import layout
 
     cache = _cache_path(path, data)
     try:
@@ -626,7 +626,7 @@ def _store_cache(path: Path, data: bytes, eff: "EffectiveSpec", repo: Path) -> N
 def _read(path: Path, display: str) -> bytes:
     """An input file: ``display`` is its path in the repo, ``path`` the same file (so the
     repo is ``path`` without ``display``). Read without following any symlink."""
-    from . import layout
+    from compiler import layout
 
     text = str(path)
     if not text.endswith(display) or display.startswith("/"):
@@ -845,8 +845,8 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
     ``broken`` names entries that failed validation and were left out of ``spec``:
     references to them are not reported again, and what hangs below them is skipped.
     """
-    from .constraints import check_name_constraints
-    from .csr import CsrError, load_csr
+    from compiler.policy.constraints import check_name_constraints
+    from compiler.x509.csr import CsrError, load_csr
 
     diags: list[Diagnostic] = []
     auths, certs = dict(spec.authorities), dict(spec.certificates)
@@ -1091,7 +1091,7 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
     signed from it (plan may use it: it signs nothing). pki.yaml is read only as a
     regular file reached through no symlink.
     """
-    from . import layout
+    from compiler import layout
 
     path = repo / SPEC_FILE
     try:

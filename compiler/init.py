@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import pyrage
 
-from . import layout
-from .errors import fail
-from .sopsfile import age_key_file
+from compiler import layout
+from compiler.model.errors import fail
+from compiler.keys.sops import age_key_file
 
 SOPS_YAML = """\
 # SOPS creation rules for the keys pkic writes (out/keys/<name>.sops.yaml).
@@ -166,7 +166,7 @@ def _outside(target: Path, secret: Path, what: str, variable: str) -> None:
 
 
 def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> dict:
-    from . import seal
+    from compiler.state import seal
 
     if (target / "pki.yaml").exists():
         raise fail(str(target / "pki.yaml"), "already exists: this is a pkic repo", "run pkic plan there, or pick a new directory")

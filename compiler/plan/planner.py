@@ -31,13 +31,13 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from .bounded import quote
-from .durations import format_duration
-from .errors import Diagnostic, PkicError, fail
-from .layout import key_path, responder_key_path
-from .sopsfile import RuleError, masters, resolved_from, rule_digest, rules_digest
-from .spec import EffectiveSpec, spec_digest
-from .state import State, parse_ts, ts
+from compiler.model.bounded import quote
+from compiler.model.durations import format_duration
+from compiler.model.errors import Diagnostic, PkicError, fail
+from compiler.layout import key_path, responder_key_path
+from compiler.keys.sops import RuleError, masters, resolved_from, rule_digest, rules_digest
+from compiler.spec.spec import EffectiveSpec, spec_digest
+from compiler.state.store import State, parse_ts, ts
 
 ISSUE, REISSUE, RENEW, REVOKE = "issue", "reissue", "renew", "revoke"
 PLAN_FORMAT_VERSION = 1

@@ -62,7 +62,7 @@ _rules_cache: dict[tuple, list] = {}
 def _load_rules(config: Path) -> list:
     """The creation rules of ``config`` (a .sops.yaml in a repo), read without following
     a symlink; cached by content."""
-    from . import layout
+    from compiler import layout
 
     try:  # one read per process while the file stays the same (it is asked once per key)
         st = os.lstat(config)
@@ -91,8 +91,8 @@ SOPS_HINT = "fix .sops.yaml (see the README: Keys, SOPS and identities)"
 def _checked_rules(data: bytes) -> list:
     """.sops.yaml's creation rules, checked as data: every mistake is an error naming the
     file, line and field (bounded parsing first), never a crash and never guessed around."""
-    from .bounded import Locator, load_yaml, quote, yaml_nodes
-    from .errors import PkicError, fail
+    from compiler.model.bounded import Locator, load_yaml, quote, yaml_nodes
+    from compiler.model.errors import PkicError, fail
 
     try:
         text = data.decode("utf-8")
@@ -186,7 +186,7 @@ def creation_rules(repo: Path) -> list | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        from .errors import fail
+        from compiler.model.errors import fail
 
         raise fail(".sops.yaml", f"cannot read it: {exc}") from None
 
@@ -637,7 +637,7 @@ def masters(rule: dict) -> set[str]:
 
 def _sops_doc(text: str) -> dict | None:
     """A SOPS YAML document with its ``sops`` metadata (None: not one pkic can read)."""
-    from .bounded import load_yaml
+    from compiler.model.bounded import load_yaml
 
     try:
         doc = load_yaml(text, "key file")  # bounded: a key file in out/ is untrusted too

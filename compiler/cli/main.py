@@ -24,10 +24,10 @@ try:  # typer >= 0.20 vendors its own click
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click
 
-from . import __version__
-from .bounded import MAX_BYTES, json_depth_ok
-from .errors import Diagnostic, PkicError, fail
-from .state import ts
+from compiler import __version__
+from compiler.model.bounded import MAX_BYTES, json_depth_ok
+from compiler.model.errors import Diagnostic, PkicError, fail
+from compiler.state.store import ts
 
 app = typer.Typer(
     add_completion=False,
@@ -84,10 +84,10 @@ def parse_now(value: Optional[str]) -> datetime:
 
 
 def _load(now: datetime):
-    from . import policy
-    from . import spec as spec_mod
-    from .planner import make_plan
-    from .state import load_with_journal
+    from compiler.policy import rules as policy
+    from compiler.spec import spec as spec_mod
+    from compiler.plan.planner import make_plan
+    from compiler.state.store import load_with_journal
 
     effective = spec_mod.load(_repo)
     state, _ops = load_with_journal(_repo)
@@ -122,8 +122,8 @@ def ts_text(when: datetime) -> str:
 
 def _reviewed_inputs(effective) -> None:
     """The inputs besides pki.yaml that a plan binds: .sops.yaml's rules and the policies."""
-    from . import policy
-    from .sopsfile import creation_rules
+    from compiler.policy import rules as policy
+    from compiler.keys.sops import creation_rules
 
     effective.sops_rules = creation_rules(_repo)
     effective.policy_data = policy.snapshot(effective, _repo)
@@ -135,7 +135,7 @@ def init(
     owner: list[str] = typer.Option([], "--owner", help="a code owner for .github/CODEOWNERS (@org/team, @user; repeat for more)"),
 ) -> None:
     """Create a PKI repo: example pki.yaml, policies/, .sops.yaml with a new age recipient, workflows, CODEOWNERS, git init."""
-    from .initrepo import init_repo
+    from compiler.init import init_repo
 
     target = directory if directory.is_absolute() else _repo / directory
     info = init_repo(target, parse_now(None), owner)
@@ -165,7 +165,7 @@ def plan(
     max_chars: Optional[int] = typer.Option(None, "--max-chars", min=2000, help="markdown: cut long lists to fit (a GitHub comment holds 65,536); the digest still covers the full plan"),
 ) -> None:
     """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
-    from .render import plan_markdown, plan_text
+    from compiler.cli.render import plan_markdown, plan_text
 
     if fmt not in ("text", "json", "markdown"):
         raise PkicError(f"--format {fmt}: not a format", "use text, json or markdown")
@@ -186,7 +186,7 @@ def plan(
     body["seal"] = {**sealed.to_json(), "findings": [{"path": d.file, "message": d.message} for d in findings]}
     review = None
     if base is not None:
-        from .gitops import review_context
+        from compiler.gitops import review_context
 
         review = review_context(_repo, base)
         body["review"] = review
@@ -196,7 +196,7 @@ def plan(
     if as_json:
         _write_json(body)
     elif fmt == "markdown":
-        from .render import seal_markdown
+        from compiler.cli.render import seal_markdown
 
         sys.stdout.write(plan_markdown(the_plan, effective, review, seal_markdown(sealed, findings), max_chars))
     else:
@@ -232,8 +232,8 @@ def _sops_warning(report) -> None:
 
 def _seal_inspect(repo: Path, base: str | None):
     """The seal as plan sees it, without a secret: checked against the recorded public key."""
-    from . import seal
-    from .state import read_journal
+    from compiler.state import seal
+    from compiler.state.store import read_journal
 
     public, source = seal.recorded_public_key(repo, base)
     journal = read_journal(repo)
@@ -254,13 +254,14 @@ def apply(
     time_travel: bool = typer.Option(False, "--time-travel", help="allow --now more than 5 minutes from this machine's clock: real certificates and CRLs dated then (tests, drills)"),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
-    from . import policy, seal
-    from . import spec as spec_mod
-    from .executor import execute, finish_interrupted
-    from .keystore import Keystore
-    from .planner import make_plan
-    from .render import plan_text
-    from .state import RepoLock, load_state, read_journal
+    from compiler.policy import rules as policy
+    from compiler.state import seal
+    from compiler.spec import spec as spec_mod
+    from compiler.apply.executor import execute, finish_interrupted
+    from compiler.keys.keystore import Keystore
+    from compiler.plan.planner import make_plan
+    from compiler.cli.render import plan_text
+    from compiler.state.store import RepoLock, load_state, read_journal
 
     when = parse_now(now)
     _time_travel_gate(when, time_travel, os.environ.get("PKIC_TIME_TRAVEL") == "1")
@@ -268,8 +269,8 @@ def apply(
     effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
-    from .planner import check_horizon
-    from .sopsfile import creation_rules
+    from compiler.plan.planner import check_horizon
+    from compiler.keys.sops import creation_rules
 
     creation_rules(_repo)
     check_horizon(effective, when)
@@ -278,7 +279,7 @@ def apply(
         # Every check that can fail runs before the first signature: a failure after
         # it would leave certificates signed and recorded nowhere (in CI: every day).
         if commit:
-            from .gitops import preflight_commit
+            from compiler.gitops import preflight_commit
 
             preflight_commit(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}), author)
         sealing = _seal_gate(_repo, read_journal(_repo))
@@ -289,7 +290,7 @@ def apply(
         if sealing is not None:
             sealing.invariants = seal.Invariants.of(state)
         elif commit:
-            from .verify import hand_edits
+            from compiler.verify import hand_edits
 
             edited = hand_edits(_repo, state)  # reads every file: without a seal, the audit path only
             if edited:
@@ -325,8 +326,8 @@ def apply(
             return
         store.check_config()
         if commit:
-            from .executor import planned_paths
-            from .gitops import check_attributes
+            from compiler.apply.executor import planned_paths
+            from compiler.gitops import check_attributes
 
             existing = list(sealing.listing(_repo)) if sealing is not None else []
             check_attributes(_repo, planned_paths(the_plan, effective) + existing)
@@ -360,7 +361,7 @@ def _seal_gate(repo: Path, journal: list[dict]):
     """Before apply reads anything in out/ or starts sops: prove that out/ is the newest
     output the seal key sealed (see seal.py). Returns the apply's hold on the seal, or
     None for a repository used without one (local experiments)."""
-    from . import seal
+    from compiler.state import seal
 
     key = seal.load_key()
     public = seal.public_text(key.public_key()) if key is not None else None
@@ -374,9 +375,9 @@ def _seal_gate(repo: Path, journal: list[dict]):
 
 
 def _commit(the_plan, state, result, reviewed: str, effective, author: str | None, recovered=None, sealing=None) -> None:
-    from .executor import ApplyResult
-    from .gitops import commit_message, commit_out
-    from .layout import SEAL_PATH
+    from compiler.apply.executor import ApplyResult
+    from compiler.gitops import commit_message, commit_out
+    from compiler.layout import SEAL_PATH
 
     result = result or ApplyResult()
     paths = set(result.touched) | (set(recovered.touched) if recovered else set())
@@ -425,8 +426,8 @@ def status(
     all_: bool = typer.Option(False, "--all", help="include revoked certificates"),
 ) -> None:
     """The inventory: every certificate, its issuer, serial, validity and days left."""
-    from .render import crl_rows, crl_table, status_plain, status_rows, status_table
-    from .state import load_with_journal
+    from compiler.cli.render import crl_rows, crl_table, status_plain, status_rows, status_table
+    from compiler.state.store import load_with_journal
 
     state, _ = load_with_journal(_repo)
     when = parse_now(now)
@@ -458,7 +459,8 @@ def status(
 
 def _seal_status(repo: Path) -> str:
     """One line for status: what out.seal says (not verified: `verify --seal` does that)."""
-    from . import layout, seal
+    from compiler import layout
+    from compiler.state import seal
 
     try:
         raw = layout.read_file(repo, layout.SEAL_PATH, seal.MAX_SEAL + 1)
@@ -479,12 +481,12 @@ def verify(
     base: Optional[str] = typer.Option(None, "--base", help="take the seal public key from the merge base with this branch"),
 ) -> None:
     """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match, (--seal) the seal holds."""
-    from .keystore import Keystore
-    from .state import load_state
-    from .verify import verify_repo
+    from compiler.keys.keystore import Keystore
+    from compiler.state.store import load_state
+    from compiler.verify import verify_repo
 
     if check_seal or seal_key:
-        from . import seal
+        from compiler.state import seal
 
         public, source = (seal_key, "--seal-key") if seal_key else seal.recorded_public_key(_repo, base)
         report = seal.examine(_repo, public)
@@ -520,11 +522,11 @@ def check(
     save: Optional[Path] = typer.Option(None, "--out", help="write the output to this file (atomically; for textfile collectors)"),
 ) -> None:
     """Expiry monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
-    from . import spec as spec_mod
-    from .check import LEVEL_NAMES, UNKNOWN, overall, prometheus, run_check, summary_line
-    from .durations import parse_duration
-    from .errors import printable
-    from .state import load_with_journal
+    from compiler.spec import spec as spec_mod
+    from compiler.check import LEVEL_NAMES, UNKNOWN, overall, prometheus, run_check, summary_line
+    from compiler.model.durations import parse_duration
+    from compiler.model.errors import printable
+    from compiler.state.store import load_with_journal
 
     fmt = "json" if as_json else fmt
     if fmt not in ("text", "json", "prometheus"):
@@ -543,8 +545,8 @@ def check(
         except PkicError:
             effective = None  # the state alone still tells what expires when
         items = run_check(state, effective, when, warn_d, crit_d)
-        from .check import CRITICAL, Item
-        from .verify import bundle_problem
+        from compiler.check import CRITICAL, Item
+        from compiler.verify import bundle_problem
 
         problem = bundle_problem(_repo, state) if state.active_names() else None
         if problem:  # what clients trust is not what the state says: worse than any expiry
@@ -568,7 +570,7 @@ def check(
         # from the state never breaks one
         text = printable(summary) + "\n" + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {printable(i.name)}: {printable(i.message)}\n" for i in items if i.level)
     if save is not None:
-        from .bundle import write_atomic
+        from compiler.apply.bundle import write_atomic
 
         target = save if save.is_absolute() else _repo / save
         try:
@@ -590,8 +592,8 @@ def history(
     from rich.table import Table
     from rich.text import Text
 
-    from .errors import printable
-    from .gitops import history as git_history
+    from compiler.model.errors import printable
+    from compiler.gitops import history as git_history
 
     events = git_history(_repo, name)
     if as_json:
@@ -613,8 +615,8 @@ def graph(
     fmt: str = typer.Option("mermaid", "--format", help="mermaid or dot"),
 ) -> None:
     """The hierarchy as a Mermaid or Graphviz diagram."""
-    from . import graph as graph_mod
-    from . import spec as spec_mod
+    from compiler import graph as graph_mod
+    from compiler.spec import spec as spec_mod
 
     effective = spec_mod.load(_repo)
     revoked = {n for n, e in effective.entries.items() if e.revoke}
@@ -632,10 +634,10 @@ def report(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """A self-contained HTML report for auditors: hierarchy, validity timeline, revocations, recent changes."""
-    from . import spec as spec_mod
-    from .gitops import recent_commits
-    from .report import render_report
-    from .state import load_with_journal
+    from compiler.spec import spec as spec_mod
+    from compiler.gitops import recent_commits
+    from compiler.report import render_report
+    from compiler.state.store import load_with_journal
 
     state, _ = load_with_journal(_repo)
     try:
@@ -657,7 +659,7 @@ def serve(
                                         help="open connections at most; past it the oldest one still sending its request is closed"),
 ) -> None:
     """Serve out/ over HTTP: CRLs, certificates, and pre-signed OCSP responses (no key needed)."""
-    from .responder import make_server
+    from compiler.serve import make_server
 
     if not (_repo / "out").is_dir():
         raise PkicError("no out/ directory here: nothing to serve", "run `pkic apply` first, or use -C DIR")
@@ -680,9 +682,9 @@ def schema(
 ) -> None:
     """Print the JSON Schema of pki.yaml (for editor autocompletion)."""
     if for_policy:
-        from .policy import json_schema
+        from compiler.policy.rules import json_schema
     else:
-        from .spec import json_schema
+        from compiler.spec.spec import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
 
@@ -698,10 +700,11 @@ def seal_init(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Seal out/ as it is now, once `verify --keys` passes: adopting an unsealed repository (trust on first use), or rotating the seal key."""
-    from . import layout, seal
-    from .keystore import Keystore
-    from .state import RepoLock, load_state, read_journal
-    from .verify import verify_repo
+    from compiler import layout
+    from compiler.state import seal
+    from compiler.keys.keystore import Keystore
+    from compiler.state.store import RepoLock, load_state, read_journal
+    from compiler.verify import verify_repo
 
     key = seal.load_key()
     if key is None:
@@ -750,10 +753,10 @@ def seal_init(
 @app.command()
 def validate() -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
-    from . import policy
-    from . import spec as spec_mod
-    from .planner import check_horizon
-    from .sopsfile import creation_rules
+    from compiler.policy import rules as policy
+    from compiler.spec import spec as spec_mod
+    from compiler.plan.planner import check_horizon
+    from compiler.keys.sops import creation_rules
 
     diags: list[Diagnostic] = []
     effective = None
@@ -781,9 +784,9 @@ def csr(
     csr_out: Optional[Path] = typer.Option(None, "--csr-out", help="where to write the CSR (default csrs/<name>.csr.pem in the repo)"),
 ) -> None:
     """Host side: generate a key and a CSR for a certificate in the spec; the key stays here."""
-    from . import layout
-    from . import spec as spec_mod
-    from .keystore import write_host_key_and_csr
+    from compiler import layout
+    from compiler.spec import spec as spec_mod
+    from compiler.keys.keystore import write_host_key_and_csr
 
     effective = spec_mod.load(_repo)
     entry = effective.entries.get(name)
@@ -814,7 +817,7 @@ def csr(
     out.print(f"Next: add `csr: {_escape(csr_rel)}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 
 
-from .cli_ci import ci_app  # noqa: E402  (the `pkic ci` commands: compiler/cli_ci.py)
+from compiler.cli.ci import ci_app  # noqa: E402  (the `pkic ci` commands: compiler/cli_ci.py)
 
 app.add_typer(ci_app, name="ci")
 
@@ -832,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0
     except PkicError as exc:
-        from .spec import locate
+        from compiler.spec.spec import locate
 
         for d in locate(_repo, exc.diagnostics):
             err.print(f"[bold red]error:[/] {_escape_lines(d.render())}")
@@ -869,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write_out_file(path: Path, data: bytes, what: str) -> None:
     """``--out FILE``: never written through a symlink. A relative path is inside the repo
     (which a pull request writes): no component of it may be a symlink, and no '..'."""
-    from . import layout
+    from compiler import layout
 
     try:
         if path.is_absolute():  # an absolute path into the repo is a path in the repo
@@ -920,7 +923,7 @@ def _escape(text: object) -> str:
     brackets, never interpreted), control characters as their escapes (``\\n``, ``\\x1b``)."""
     from rich.markup import escape
 
-    from .errors import printable
+    from compiler.model.errors import printable
 
     return escape(printable(str(text)))
 

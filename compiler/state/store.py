@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .bounded import MAX_DEPTH, json_depth_ok, quote
-from .errors import Diagnostic, PkicError, fail
+from compiler.model.bounded import MAX_DEPTH, json_depth_ok, quote
+from compiler.model.errors import Diagnostic, PkicError, fail
 
 STATE_FORMAT = "pkic-state"
 STATE_VERSION = 1
@@ -296,8 +296,8 @@ MAX_STATE = 1 << 30
 
 
 def load_state(repo: Path) -> State:
-    from .bounded import loads_json
-    from .layout import read_file
+    from compiler.model.bounded import loads_json
+    from compiler.layout import read_file
 
     try:
         data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
@@ -338,7 +338,7 @@ def _check_names(certs: dict, crls: dict, responders: dict, compromised: list | 
     (paths are computed from validated names, never taken from the state as they
     stand); and every field the code reads has its type, so that a damaged state is an
     error naming it, never a crash."""
-    from .layout import SERIAL, check_name, is_ocsp_file
+    from compiler.layout import SERIAL, check_name, is_ocsp_file
 
     def damaged(where: str, what: str) -> Exception:
         return fail(where, f"the state is damaged: {what}", "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
@@ -399,7 +399,7 @@ def _check_names(certs: dict, crls: dict, responders: dict, compromised: list | 
 def read_journal(repo: Path) -> list[dict]:
     """Every complete line of the journal (a torn last line from a kill is ignored)."""
     _check_work_dir(repo)
-    from .layout import read_file
+    from compiler.layout import read_file
 
     data = read_file(repo, JOURNAL_PATH, max_size=MAX_STATE)  # bounded, never through a symlink
     if data is None:

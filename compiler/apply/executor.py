@@ -18,16 +18,18 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from . import bundle, keystore, layout
-from .errors import PkicError, fail
-from .csr import CsrError, load_csr
-from .keystore import Keystore, KeyHandle
-from .planner import REVOKE, Plan
-from .spec import EffectiveSpec
-from .state import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
-from .x509build import BACKDATE, IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
-from .seal import Invariants, Seal, Sealing
-from .sopsfile import rule_digest
+from compiler.apply import bundle
+from compiler.keys import keystore
+from compiler import layout
+from compiler.model.errors import PkicError, fail
+from compiler.x509.csr import CsrError, load_csr
+from compiler.keys.keystore import Keystore, KeyHandle
+from compiler.plan.planner import REVOKE, Plan
+from compiler.spec.spec import EffectiveSpec
+from compiler.state.store import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
+from compiler.x509.build import BACKDATE, IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
+from compiler.state.seal import Invariants, Seal, Sealing
+from compiler.keys.sops import rule_digest
 
 
 @dataclass
@@ -655,7 +657,7 @@ def _worker_init(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the parent died before prctl
         os._exit(1)
-    from .state import RepoLock
+    from compiler.state.store import RepoLock
 
     for fd in RepoLock.held:  # a killed parent's lock must not outlive it in us
         try:

@@ -35,11 +35,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from . import names
-from .bounded import quote
-from .constraints import openssl_hostlike
-from .errors import Diagnostic, PkicError
-from .spec import Duration, EffectiveSpec, IpNetwork, KeyType, Locator, Profile, _pydantic_diags, read_document
+from compiler.model import names
+from compiler.model.bounded import quote
+from compiler.policy.constraints import openssl_hostlike
+from compiler.model.errors import Diagnostic, PkicError
+from compiler.spec.spec import Duration, EffectiveSpec, IpNetwork, KeyType, Locator, Profile, _pydantic_diags, read_document
 
 POLICY_DIR = "policies"
 
@@ -283,7 +283,7 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
 
 
 def _fmt(d: timedelta) -> str:
-    from .durations import format_duration
+    from compiler.model.durations import format_duration
 
     return format_duration(d)
 
@@ -292,7 +292,7 @@ def _located(repo: Path, loc: Locator) -> Locator:
     """The fast loader keeps no positions: re-read pki.yaml with them, only when needed."""
     if loc.positioned:
         return loc
-    from .spec import SPEC_FILE
+    from compiler.spec.spec import SPEC_FILE
 
     return read_document(repo / SPEC_FILE)[1]
 
@@ -362,7 +362,7 @@ def _hint(field: str) -> str | None:
 
 
 def original_index(loc: Locator, section: str, name: str, f: str, value: str, fallback: int) -> int:
-    from .spec import raw_index
+    from compiler.spec.spec import raw_index
 
     return raw_index(loc, section, name, f, value, fallback)
 

@@ -42,11 +42,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import layout
-from .bounded import json_depth_ok, quote
-from .errors import Diagnostic, PkicError, fail
-from .layout import OUT_DIR, SEAL_PATH, STATE_PATH
-from .state import MAX_STATE
+from compiler import layout
+from compiler.model.bounded import json_depth_ok, quote
+from compiler.model.errors import Diagnostic, PkicError, fail
+from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
+from compiler.state.store import MAX_STATE
 
 SEAL_FORMAT = "pkic-seal"
 SEAL_VERSION = 1
@@ -66,7 +66,7 @@ REVERT_HINT = "revert the merge that changed out/ or out.seal (`git revert -m 1 
 def key_file() -> Path:
     """Where this machine keeps its seal key: $PKIC_SEAL_KEY_FILE, else beside the age
     identity (``pkic-seal.key`` in the directory of the age key file)."""
-    from .sopsfile import age_key_file
+    from compiler.keys.sops import age_key_file
 
     explicit = os.environ.get("PKIC_SEAL_KEY_FILE")
     if explicit:
@@ -433,7 +433,7 @@ class GitView:
 def sops_rule_summary(repo: Path) -> str:
     """Who can decrypt keys pkic writes now: every creation rule of .sops.yaml, one after
     the other (path_regex included: a rule may aim at some key files only)."""
-    from .sopsfile import creation_rules
+    from compiler.keys.sops import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:
@@ -445,7 +445,7 @@ def sops_rule_summary(repo: Path) -> str:
 
 def sops_rules_digest(repo: Path) -> str:
     """SHA-256 of .sops.yaml's creation rules as data: comments, anchors and layout don't count."""
-    from .sopsfile import creation_rules
+    from compiler.keys.sops import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:

@@ -50,11 +50,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from . import bundle, layout
-from .bounded import json_depth_ok
-from .errors import PkicError
-from .layout import STATE_PATH
-from .state import MAX_STATE
+from compiler.apply import bundle
+from compiler import layout
+from compiler.model.bounded import json_depth_ok
+from compiler.model.errors import PkicError
+from compiler.layout import STATE_PATH
+from compiler.state.store import MAX_STATE
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 MAX_BODY = 10 * 1024  # an OCSP request is ~100 bytes; a POST body above this is 413

@@ -34,7 +34,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from .errors import Diagnostic, PkicError
+from compiler.model.errors import Diagnostic, PkicError
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64

@@ -23,11 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from . import layout, sopsfile
-from .errors import PkicError, fail
-from .x509build import signature_hash
+from compiler import layout
+from compiler.keys import sops as sopsfile
+from compiler.model.errors import PkicError, fail
+from compiler.x509.build import signature_hash
 
-from .layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
+from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
 
 
 def public_key_sha256(public_key) -> str:
@@ -406,7 +407,7 @@ def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path | None,
     (never the repo), mode 0600, never through a symlink; and a CSR for the entry's
     subject and names, to ``csr_path_out`` outside the repo (never through a symlink) or
     through ``write_csr`` into it."""
-    from .x509build import csr_builder, signature_hash as _hash
+    from compiler.x509.build import csr_builder, signature_hash as _hash
 
     handle = generate(entry.key_type)
     csr_obj = csr_builder(entry).sign(handle._key, _hash(entry.key_type))

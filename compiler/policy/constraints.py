@@ -18,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from .bounded import quote
-from .errors import Diagnostic
+from compiler.model.bounded import quote
+from compiler.model.errors import Diagnostic
 
 
 def dns_within(name: str, subtree: str) -> bool:
@@ -112,7 +112,7 @@ def cn_violations(entry, nc: dict) -> list[tuple[str, str]]:
     permitted, excluded = nc.get("permitted_dns") or [], nc.get("excluded_dns") or []
     if entry.spec.get("dns") or not (permitted or excluded):
         return []
-    from .names import dns_name
+    from compiler.model.names import dns_name
 
     out = []
     server = entry.spec.get("profile") in ("server", "peer")
@@ -155,7 +155,7 @@ def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
                     diags.append(loc.diag(path, f"CN {quote(cn)} would be refused under '{anc}': {why}",
                                           "drop the CN, add a dns: name (verifiers then check the SAN only), or use a CN inside the constraints"))
                 for kind, value, why in violations(entry.spec, nc):
-                    from .spec import raw_index
+                    from compiler.spec.spec import raw_index
 
                     i = raw_index(loc, "certificates", name, kind, value)
                     diags.append(
