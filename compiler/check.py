@@ -38,7 +38,9 @@ class Item:
         return d
 
 
-def _level(now: datetime, start: datetime, end: datetime, refresh_at: datetime, warn: timedelta | None, critical: timedelta) -> tuple[int, str]:
+def _level(
+    now: datetime, start: datetime, end: datetime, refresh_at: datetime, warn: timedelta | None, critical: timedelta
+) -> tuple[int, str]:
     life = end - start
     if now < start:
         return CRITICAL, f"not valid yet: starts {ts(start)} (signed with a clock, or --now, ahead of this one)"

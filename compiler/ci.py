@@ -97,8 +97,10 @@ class GitHub:
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise refuse(f"GITHUB_API_URL {api_url!r} is not an http(s) URL", f"leave it unset for {DEFAULT_API}")
         if parts.scheme == "http" and not _loopback(parts.hostname):
-            raise refuse(f"GITHUB_API_URL {api_url!r} is plain http to another host: the token would travel in clear",
-                         "use https (plain http is accepted only on the loopback interface, for tests)")
+            raise refuse(
+                f"GITHUB_API_URL {api_url!r} is plain http to another host: the token would travel in clear",
+                "use https (plain http is accepted only on the loopback interface, for tests)",
+            )
         if not token:
             raise refuse("no GitHub token: set GITHUB_TOKEN (or GH_TOKEN)", "in a workflow: env: GITHUB_TOKEN: ${{ github.token }}")
         self.base = api_url.rstrip("/")
@@ -113,8 +115,15 @@ class GitHub:
     def __repr__(self) -> str:  # never the token
         return f"GitHub({self.base!r})"
 
-    def request(self, method: str, path: str, params: dict | None = None, body: Any = None, limit: int = MAX_JSON,
-                accept: str = "application/vnd.github+json") -> bytes:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict | None = None,
+        body: Any = None,
+        limit: int = MAX_JSON,
+        accept: str = "application/vnd.github+json",
+    ) -> bytes:
         url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
@@ -222,11 +231,20 @@ class PullRequest:
             number = raw["number"]
             if not isinstance(number, int) or isinstance(number, bool) or number <= 0:
                 raise TypeError
-            return cls(number=number, state=str(raw.get("state")), head_sha=str(head["sha"]),
-                       head_repo=(head.get("repo") or {}).get("full_name"), head_ref=str(head.get("ref")),
-                       base_repo=str((base.get("repo") or {}).get("full_name")), base_ref=str(base["ref"]),
-                       base_sha=str(base.get("sha")), merged=bool(raw.get("merged_at")),
-                       merge_commit_sha=raw.get("merge_commit_sha"), title=str(raw.get("title") or ""), body=str(raw.get("body") or ""))
+            return cls(
+                number=number,
+                state=str(raw.get("state")),
+                head_sha=str(head["sha"]),
+                head_repo=(head.get("repo") or {}).get("full_name"),
+                head_ref=str(head.get("ref")),
+                base_repo=str((base.get("repo") or {}).get("full_name")),
+                base_ref=str(base["ref"]),
+                base_sha=str(base.get("sha")),
+                merged=bool(raw.get("merged_at")),
+                merge_commit_sha=raw.get("merge_commit_sha"),
+                title=str(raw.get("title") or ""),
+                body=str(raw.get("body") or ""),
+            )
         except (KeyError, TypeError, AttributeError):
             raise refuse("a pull request in the API's answer lacks number, head or base") from None
 
@@ -235,8 +253,7 @@ def get_pull(gh: GitHub, repo: str, number: int) -> PullRequest:
     return PullRequest.of(gh.get(f"{_repo_path(repo)}/pulls/{int(number)}"))
 
 
-def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list | None = None,
-            head_ref: str | None = None) -> PullRequest:
+def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list | None = None, head_ref: str | None = None) -> PullRequest:
     """The one open pull request into ``repo`` whose head is ``head_sha`` from ``head_repo``.
 
     ``listed`` is ``workflow_run.pull_requests``: GitHub fills it for pull requests from
@@ -249,26 +266,35 @@ def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list |
     if listed:
         numbers = sorted({p.get("number") for p in listed if isinstance(p, dict) and (p.get("head") or {}).get("sha") == head_sha})
         if not numbers:
-            raise refuse(f"none of the run's pull requests ({_numbers(listed)}) has head {head_sha[:12]}",
-                         "the pull request moved on since this run: the run of its newer head plans it")
+            raise refuse(
+                f"none of the run's pull requests ({_numbers(listed)}) has head {head_sha[:12]}",
+                "the pull request moved on since this run: the run of its newer head plans it",
+            )
         candidates = [get_pull(gh, repo, n) for n in numbers if isinstance(n, int)]
     else:
         params: dict[str, Any] = {"state": "open"}
         if head_ref:
             params["head"] = f"{head_repo.split('/')[0]}:{head_ref}"
         candidates = [PullRequest.of(p) for p in gh.pages(f"{_repo_path(repo)}/pulls", **params)]
-    matches = [p for p in candidates if p.state == "open" and p.head_sha == head_sha
-               and same_repo(p.head_repo, head_repo) and same_repo(p.base_repo, repo)]
+    matches = [
+        p
+        for p in candidates
+        if p.state == "open" and p.head_sha == head_sha and same_repo(p.head_repo, head_repo) and same_repo(p.base_repo, repo)
+    ]
     for p in matches:
         skip = SKIP_DIRECTIVE.search(p.title + "\n" + p.body)
         if skip:
-            raise refuse(f"pull request #{p.number} says {skip.group(0)!r} in its title or description: GitHub would skip every workflow, apply included, for its merge "
-                         "(the merge commit's message carries them), and the reviewed change would silently never be applied",
-                         "remove it from the title and the description; the plan runs again on the next push")
+            raise refuse(
+                f"pull request #{p.number} says {skip.group(0)!r} in its title or description: GitHub would skip every workflow, apply included, for its merge "
+                "(the merge commit's message carries them), and the reviewed change would silently never be applied",
+                "remove it from the title and the description; the plan runs again on the next push",
+            )
     if len(matches) != 1:
         found = "no" if not matches else f"{len(matches)} ({', '.join(f'#{p.number}' for p in matches)})"
-        raise refuse(f"{found} open pull request into {repo} has head {head_sha[:12]} from {head_repo}; exactly one must",
-                     "the pull request was closed or pushed since this run (its newer run plans it), or several pull requests share this head: plan them one at a time")
+        raise refuse(
+            f"{found} open pull request into {repo} has head {head_sha[:12]} from {head_repo}; exactly one must",
+            "the pull request was closed or pushed since this run (its newer run plans it), or several pull requests share this head: plan them one at a time",
+        )
     return matches[0]
 
 
@@ -282,7 +308,9 @@ def pr_of_workflow_run(gh: GitHub, repo: str, event: Any) -> PullRequest:
     if not isinstance(run, dict):
         raise refuse("the event is not a workflow_run event", "run this in the trusted plan workflow (on: workflow_run)")
     if run.get("event") != "pull_request":
-        raise refuse(f"the run that finished was triggered by {run.get('event')!r}, not by a pull request", "only pull request runs are planned")
+        raise refuse(
+            f"the run that finished was triggered by {run.get('event')!r}, not by a pull request", "only pull request runs are planned"
+        )
     head_repo = (run.get("head_repository") or {}).get("full_name")
     return find_pr(gh, repo, run.get("head_sha"), head_repo, run.get("pull_requests") or [], run.get("head_branch"))
 
@@ -302,8 +330,16 @@ def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any, base_re
         raise refuse(f"--pr {pr} is not a pull request number")
     if not base_ref or "\n" in base_ref:
         raise refuse("--base-ref: the branch the plan was made against is required")
-    return {"format": 1, "repository": repo, "pr": pr, "head_sha": head_sha, "head_repo": head_repo, "base_ref": base_ref,
-            "reviewed_digest": plan["reviewed_digest"], "needs_review": plan.get("needs_review")}
+    return {
+        "format": 1,
+        "repository": repo,
+        "pr": pr,
+        "head_sha": head_sha,
+        "head_repo": head_repo,
+        "base_ref": base_ref,
+        "reviewed_digest": plan["reviewed_digest"],
+        "needs_review": plan.get("needs_review"),
+    }
 
 
 # --------------------------------------------------------------------------- the comment
@@ -323,10 +359,15 @@ def _comment_parts(markdown: str, run_id: int, run_url: str, head_sha: str, erro
     if errors:
         errors = errors[:8000]
         fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", errors)), default=0))
-        text = text.rstrip("\n") + f"\n\n**pkic plan failed**: apply will refuse this head until a plan succeeds.\n\n{fence}text\n{errors}\n{fence}\n"
+        text = (
+            text.rstrip("\n")
+            + f"\n\n**pkic plan failed**: apply will refuse this head until a plan succeeds.\n\n{fence}text\n{errors}\n{fence}\n"
+        )
     head = f"<!-- pkic-plan run-id={int(run_id)} -->\n"
-    foot = (f"\n<sub>Planned by the trusted workflow on the default branch, [run {int(run_id)}]({run_url}), "
-            f"at head `{head_sha}`. apply takes the reviewed digest from that run's artifact, never from this comment.</sub>\n")
+    foot = (
+        f"\n<sub>Planned by the trusted workflow on the default branch, [run {int(run_id)}]({run_url}), "
+        f"at head `{head_sha}`. apply takes the reviewed digest from that run's artifact, never from this comment.</sub>\n"
+    )
     room = COMMENT_LIMIT - len(head) - len(foot) - 200
     if len(text) > room:
         text = text[:room] + "\n\n… (cut at GitHub's comment limit: the full plan is in the run's job summary)\n"
@@ -348,13 +389,21 @@ def check_comments(comments: list[str], run_id: int, files: dict[str, bytes], he
     head, text, _ = _comment_parts(markdown, run_id, "", head_sha, errors)
     foot_start = f"\n<sub>Planned by the trusted workflow on the default branch, [run {int(run_id)}]("
     for body in comments:
-        shown = body[len(head):] if body.startswith(head) else None
-        if shown is None or not shown.startswith(text) or not shown[len(text):].startswith(foot_start) \
-                or not shown.endswith(f"at head `{head_sha}`. apply takes the reviewed digest from that run's artifact, never from this comment.</sub>\n") \
-                or "\n" in shown[len(text) + len(foot_start):-1]:
-            raise refuse(f"a plan comment naming run {run_id} does not show that run's plan (edited, or posted by something else): "
-                         "the reviewer may have seen another plan than the one that would be applied",
-                         "delete the other comments, re-run the trusted plan (push to the pull request), review and merge again; or use the manual override")
+        shown = body[len(head) :] if body.startswith(head) else None
+        if (
+            shown is None
+            or not shown.startswith(text)
+            or not shown[len(text) :].startswith(foot_start)
+            or not shown.endswith(
+                f"at head `{head_sha}`. apply takes the reviewed digest from that run's artifact, never from this comment.</sub>\n"
+            )
+            or "\n" in shown[len(text) + len(foot_start) : -1]
+        ):
+            raise refuse(
+                f"a plan comment naming run {run_id} does not show that run's plan (edited, or posted by something else): "
+                "the reviewer may have seen another plan than the one that would be applied",
+                "delete the other comments, re-run the trusted plan (push to the pull request), review and merge again; or use the manual override",
+            )
 
 
 def _ours(comment: Any, bot: str) -> bool:
@@ -411,7 +460,7 @@ def same_workflow(path: Any, repo: str, workflow: str, default_branch: str) -> b
     if path == workflow:
         return True
     prefix = f"{repo}/{workflow}@"
-    return path.lower().startswith(prefix.lower()) and path[len(prefix):] in (default_branch, f"refs/heads/{default_branch}")
+    return path.lower().startswith(prefix.lower()) and path[len(prefix) :] in (default_branch, f"refs/heads/{default_branch}")
 
 
 def merged_pr(gh: GitHub, repo: str, sha: str, default_branch: str) -> PullRequest | None:
@@ -433,11 +482,15 @@ def plan_run_id(gh: GitHub, repo: str, pr: int, bot: str = BOT) -> int:
             if m:
                 ids.add(int(m.group(1)))
     if not ids:
-        raise refuse(f"pull request #{pr} has no plan comment by {bot} naming a trusted plan run: there is no reviewed plan",
-                     "the trusted plan workflow did not run or did not finish for it; push to the pull request again, or apply with the manual override")
+        raise refuse(
+            f"pull request #{pr} has no plan comment by {bot} naming a trusted plan run: there is no reviewed plan",
+            "the trusted plan workflow did not run or did not finish for it; push to the pull request again, or apply with the manual override",
+        )
     if len(ids) > 1:
-        raise refuse(f"pull request #{pr} has several plan comments by {bot} naming different runs ({', '.join(map(str, sorted(ids)))})",
-                     "only one is pkic's: delete the others (pkic updates a single comment)")
+        raise refuse(
+            f"pull request #{pr} has several plan comments by {bot} naming different runs ({', '.join(map(str, sorted(ids)))})",
+            "only one is pkic's: delete the others (pkic updates a single comment)",
+        )
     return ids.pop()
 
 
@@ -451,14 +504,18 @@ def check_run(gh: GitHub, repo: str, run_id: int, workflow: str, default_branch:
     if not same_workflow(run.get("path"), repo, workflow, default_branch):
         problems.append(f"its workflow is {run.get('path')!r}, not the trusted {workflow}")
     if run.get("event") not in TRUSTED_EVENTS:
-        problems.append(f"it was triggered by {run.get('event')!r}, not {' or '.join(TRUSTED_EVENTS)} (a pull request's own run is never trusted)")
+        problems.append(
+            f"it was triggered by {run.get('event')!r}, not {' or '.join(TRUSTED_EVENTS)} (a pull request's own run is never trusted)"
+        )
     if run.get("head_branch") != default_branch:
         problems.append(f"it ran on {run.get('head_branch')!r}, not the default branch {default_branch!r}")
     if run.get("status") != "completed" or run.get("conclusion") != "success":
         problems.append(f"it has not concluded successfully (status {run.get('status')!r}, conclusion {run.get('conclusion')!r})")
     if problems:
-        raise refuse(f"run {run_id} is not a successful run of the default branch's trusted plan workflow: " + "; ".join(problems),
-                     "apply trusts only the plan computed by the workflow on the default branch")
+        raise refuse(
+            f"run {run_id} is not a successful run of the default branch's trusted plan workflow: " + "; ".join(problems),
+            "apply trusts only the plan computed by the workflow on the default branch",
+        )
     return run
 
 
@@ -468,10 +525,16 @@ def read_provenance(gh: GitHub, repo: str, run_id: int) -> dict:
     listing = gh.get(f"{base}/actions/runs/{int(run_id)}/artifacts", name=ARTIFACT, per_page=PER_PAGE)
     artifacts = [a for a in (listing or {}).get("artifacts", []) if isinstance(a, dict) and a.get("name") == ARTIFACT]
     if len(artifacts) != 1:
-        raise refuse(f"run {run_id} has {len(artifacts)} artifacts named {ARTIFACT}; exactly one must", "re-run the trusted plan by pushing to the pull request")
+        raise refuse(
+            f"run {run_id} has {len(artifacts)} artifacts named {ARTIFACT}; exactly one must",
+            "re-run the trusted plan by pushing to the pull request",
+        )
     art = artifacts[0]
     if art.get("expired"):
-        raise refuse(f"run {run_id}: the {ARTIFACT} artifact has expired", "push to the pull request again for a fresh plan, or apply with the manual override")
+        raise refuse(
+            f"run {run_id}: the {ARTIFACT} artifact has expired",
+            "push to the pull request again for a fresh plan, or apply with the manual override",
+        )
     if (art.get("workflow_run") or {}).get("id") not in (None, run_id):
         raise refuse(f"the {ARTIFACT} artifact listed for run {run_id} belongs to run {art['workflow_run'].get('id')}")
     if not isinstance(art.get("id"), int):
@@ -529,8 +592,10 @@ def override(gh: GitHub, repo: str, actor: str, digest: str) -> str:
     answer = gh.get(f"{_repo_path(repo)}/collaborators/{actor}/permission")
     permission = answer.get("permission") if isinstance(answer, dict) else None
     if permission != "admin":
-        raise refuse(f"{actor} may not override the review: their permission on {repo} is {permission!r}, not admin",
-                     "ask a repository admin to run the override, or get the change reviewed through a pull request")
+        raise refuse(
+            f"{actor} may not override the review: their permission on {repo} is {permission!r}, not admin",
+            "ask a repository admin to run the override, or get the change reviewed through a pull request",
+        )
     return digest
 
 
@@ -549,11 +614,18 @@ def reviewed_digest(gh: GitHub, repo: str, sha: str, workflow: str = TRUSTED_WOR
         raise refuse(f"GET {_repo_path(repo)}: no default_branch in the answer")
     pr = merged_pr(gh, repo, sha, default_branch)
     if pr is None:
-        return Reviewed(None, [f"{sha[:12]} is not the merge of a pull request into {default_branch}: no reviewed plan; only time-driven work may be applied"])
+        return Reviewed(
+            None,
+            [
+                f"{sha[:12]} is not the merge of a pull request into {default_branch}: no reviewed plan; only time-driven work may be applied"
+            ],
+        )
     notes = [f"{sha[:12]} merged pull request #{pr.number} (final head {pr.head_sha[:12]})"]
     run_id = plan_run_id(gh, repo, pr.number, bot)
     run = check_run(gh, repo, run_id, workflow, default_branch)
-    notes.append(f"its plan comment names run {run_id}: {run.get('path')}, {run.get('event')}, on {default_branch}, {run.get('conclusion')}")
+    notes.append(
+        f"its plan comment names run {run_id}: {run.get('path')}, {run.get('event')}, on {default_branch}, {run.get('conclusion')}"
+    )
     rec = read_provenance(gh, repo, run_id)
     problems = []
     if not same_repo(rec.get("repository"), repo):
@@ -561,18 +633,25 @@ def reviewed_digest(gh: GitHub, repo: str, sha: str, workflow: str = TRUSTED_WOR
     if rec.get("pr") != pr.number:
         problems.append(f"it is a plan of pull request #{rec.get('pr')}, not #{pr.number}")
     if rec.get("head_sha") != pr.head_sha:
-        problems.append(f"it planned head {str(rec.get('head_sha'))[:12]}, but the pull request was merged at head {pr.head_sha[:12]} (pushed after the plan?)")
+        problems.append(
+            f"it planned head {str(rec.get('head_sha'))[:12]}, but the pull request was merged at head {pr.head_sha[:12]} (pushed after the plan?)"
+        )
     if pr.head_repo is not None and not same_repo(rec.get("head_repo"), pr.head_repo):
         problems.append(f"it planned a head from {rec.get('head_repo')!r}, not {pr.head_repo}")
     digest = rec.get("reviewed_digest")
     if not isinstance(digest, str) or not HEX64.fullmatch(digest):
         problems.append("it holds no reviewed digest (64 hex)")
     if problems:
-        raise refuse(f"the trusted plan of run {run_id} is not the plan of what was merged: " + "; ".join(problems),
-                     "push to the pull request so the trusted plan runs on its final head, review, merge again; or apply with the manual override")
+        raise refuse(
+            f"the trusted plan of run {run_id} is not the plan of what was merged: " + "; ".join(problems),
+            "push to the pull request so the trusted plan runs on its final head, review, merge again; or apply with the manual override",
+        )
     if rec.get("base_ref") != default_branch:
-        raise refuse(f"the trusted plan of run {run_id} was made against {rec.get('base_ref')!r}, not the default branch {default_branch!r} "
-                     "(the pull request was retargeted after its plan?)", "push to the pull request so the trusted plan runs against the default branch")
+        raise refuse(
+            f"the trusted plan of run {run_id} was made against {rec.get('base_ref')!r}, not the default branch {default_branch!r} "
+            "(the pull request was retargeted after its plan?)",
+            "push to the pull request so the trusted plan runs against the default branch",
+        )
     comments = [c["body"] for c in gh.pages(f"{_repo_path(repo)}/issues/{int(pr.number)}/comments") if _ours(c, bot)]
     check_comments(comments, run_id, rec.get("_files") or {}, pr.head_sha)
     notes.append(f"its artifact records pull request #{pr.number} at head {pr.head_sha[:12]}: reviewed digest {digest}")

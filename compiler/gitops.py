@@ -53,8 +53,20 @@ def dirty_inputs(repo: Path, csr_paths: list[str]) -> list[str]:
 
 # attributes that make git commit (or check out) other bytes than the ones on disk
 CONTENT_ATTRIBUTES = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding")
-SAMPLE_OUT_PATHS = ("out.seal", "out/state.json", "out/certs/x.pem", "out/certs/x.chain.pem", "out/certs/x.der", "out/keys/x.sops.yaml",
-                    "out/keys/ocsp-responders/x.sops.yaml", "out/crl/x.crl", "out/crl/x.crl.pem", "out/trust/bundle.pem", "out/trust/crls.pem", "out/ocsp/x.der")
+SAMPLE_OUT_PATHS = (
+    "out.seal",
+    "out/state.json",
+    "out/certs/x.pem",
+    "out/certs/x.chain.pem",
+    "out/certs/x.der",
+    "out/keys/x.sops.yaml",
+    "out/keys/ocsp-responders/x.sops.yaml",
+    "out/crl/x.crl",
+    "out/crl/x.crl.pem",
+    "out/trust/bundle.pem",
+    "out/trust/crls.pem",
+    "out/ocsp/x.der",
+)
 
 
 def preflight_commit(repo: Path, csr_paths: list[str], author: str | None) -> None:
@@ -64,8 +76,11 @@ def preflight_commit(repo: Path, csr_paths: list[str], author: str | None) -> No
     who = ["GIT_COMMITTER_IDENT"] + ([] if author else ["GIT_AUTHOR_IDENT"])
     for var in who:
         if git(repo, "var", var, check=False).returncode != 0:
-            raise fail("git", "git does not know who commits (user.name and user.email are not set)",
-                       "set them (`git config user.name ...`, `git config user.email ...`), or pass --author 'Name <email>' with a committer set")
+            raise fail(
+                "git",
+                "git does not know who commits (user.name and user.email are not set)",
+                "set them (`git config user.name ...`, `git config user.email ...`), or pass --author 'Name <email>' with a committer set",
+            )
     if author is not None and not re.fullmatch(r"[^<>\n]+ <[^<>\s]+>", author):
         raise fail("--author", f"{author[:80]!r} is not 'Name <email>'", "pass --author 'Name <email>'")
     check_attributes(repo, list(SAMPLE_OUT_PATHS))
@@ -75,12 +90,19 @@ def check_attributes(repo: Path, paths: list[str]) -> None:
     """No git attribute may rewrite pkic's files on checkout (eol, filter, encoding...):
     the next apply would find out/ other than sealed, and refuse every run after. Checked
     for every path the apply may write and every file out/ holds, before signing."""
-    proc = subprocess.run(["git", "-C", str(repo), "check-attr", "--stdin", *CONTENT_ATTRIBUTES],
-                          input="".join(p + "\n" for p in sorted(set(paths))), capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "check-attr", "--stdin", *CONTENT_ATTRIBUTES],
+        input="".join(p + "\n" for p in sorted(set(paths))),
+        capture_output=True,
+        text=True,
+    )
     changing = sorted({line for line in proc.stdout.splitlines() if not line.endswith(": unspecified") and not line.endswith(": unset")})
     if changing:
-        raise fail(".gitattributes", f"changes how git checks out pkic's output ({changing[0]}): the next apply would find out/ other than sealed",
-                   "remove the attributes that apply to out/ and out.seal (text, eol, filter, ident, working-tree-encoding)")
+        raise fail(
+            ".gitattributes",
+            f"changes how git checks out pkic's output ({changing[0]}): the next apply would find out/ other than sealed",
+            "remove the attributes that apply to out/ and out.seal (text, eol, filter, ident, working-tree-encoding)",
+        )
 
 
 def require_clean_inputs(repo: Path, csr_paths: list[str]) -> None:
@@ -88,10 +110,18 @@ def require_clean_inputs(repo: Path, csr_paths: list[str]) -> None:
         raise fail(str(repo), "not a git repository: --commit needs one", "run git init, or apply without --commit")
     dirty = dirty_inputs(repo, csr_paths)
     if dirty:
-        raise fail(dirty[0], f"uncommitted changes in the spec: {', '.join(dirty)}", "commit pki.yaml, policies/ and CSRs first: out/ is only ever committed from a spec that is in history")
+        raise fail(
+            dirty[0],
+            f"uncommitted changes in the spec: {', '.join(dirty)}",
+            "commit pki.yaml, policies/ and CSRs first: out/ is only ever committed from a spec that is in history",
+        )
     staged = git(repo, "--no-optional-locks", "diff", "--cached", "--name-only").stdout.split()
     if staged:
-        raise fail(staged[0], f"staged changes in the index: {', '.join(staged[:5])}", "commit or unstage them first: pkic's commit holds only what the apply wrote")
+        raise fail(
+            staged[0],
+            f"staged changes in the index: {', '.join(staged[:5])}",
+            "commit or unstage them first: pkic's commit holds only what the apply wrote",
+        )
 
 
 @dataclass
@@ -169,17 +199,24 @@ def stage_exact(repo: Path, paths: list[str]) -> None:
     here = set(present)
     gone = [p for p in paths if p not in here]
     if present:
-        proc = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--no-filters", "--stdin-paths"],
-                              input="".join(p + "\n" for p in present), capture_output=True, text=True)
+        proc = subprocess.run(
+            ["git", "-C", str(repo), "hash-object", "-w", "--no-filters", "--stdin-paths"],
+            input="".join(p + "\n" for p in present),
+            capture_output=True,
+            text=True,
+        )
         shas = proc.stdout.split()
         if proc.returncode != 0 or len(shas) != len(present):
             raise fail("git", f"git hash-object failed: {proc.stderr.strip()[:400]}", "out/ is written and sealed: commit it yourself")
-        info = "".join(f"{'100755' if os.stat(os.path.join(repo, p)).st_mode & 0o100 else '100644'} {sha}\t{p}\n" for p, sha in zip(present, shas))
+        info = "".join(
+            f"{'100755' if os.stat(os.path.join(repo, p)).st_mode & 0o100 else '100644'} {sha}\t{p}\n"
+            for p, sha in zip(present, shas, strict=True)
+        )
         proc = subprocess.run(["git", "-C", str(repo), "update-index", "--add", "--index-info"], input=info, capture_output=True, text=True)
         if proc.returncode != 0:
             raise fail("git", f"git update-index failed: {proc.stderr.strip()[:400]}", "out/ is written and sealed: commit it yourself")
     for i in range(0, len(gone), 500):
-        git(repo, "update-index", "--force-remove", "--", *gone[i:i + 500])
+        git(repo, "update-index", "--force-remove", "--", *gone[i : i + 500])
 
 
 def commit_out(repo: Path, paths: list[str], message: str, author: str | None, seal=None) -> CommitResult:
@@ -201,15 +238,26 @@ def commit_out(repo: Path, paths: list[str], message: str, author: str | None, s
     try:
         proc = subprocess.run(args, input=message, capture_output=True, text=True)
     except OSError as exc:
-        raise fail("git", f"cannot run git commit: {exc.strerror}", "out/ is written and sealed: commit it yourself (`git add -A out out.seal && git commit`)") from None
+        raise fail(
+            "git",
+            f"cannot run git commit: {exc.strerror}",
+            "out/ is written and sealed: commit it yourself (`git add -A out out.seal && git commit`)",
+        ) from None
     if proc.returncode != 0:
-        raise fail("git", f"git commit failed: {proc.stderr.strip()[:400]}", "out/ is written and sealed: commit it yourself (`git add -A out out.seal && git commit`)")
+        raise fail(
+            "git",
+            f"git commit failed: {proc.stderr.strip()[:400]}",
+            "out/ is written and sealed: commit it yourself (`git add -A out out.seal && git commit`)",
+        )
     sha = git(repo, "rev-parse", "HEAD").stdout.strip()
     if seal is not None:
         committed = git(repo, "rev-parse", "--verify", "-q", "HEAD:out", check=False).stdout.strip()
         if committed and committed != seal.out_tree:
-            raise fail("HEAD:out", f"commit {sha[:12]} holds another out/ than the one sealed (a stray file in out/, or git attributes?)",
-                       "make HEAD:out the sealed tree (`git add -A out && git commit --amend`), then `pkic verify --seal`")
+            raise fail(
+                "HEAD:out",
+                f"commit {sha[:12]} holds another out/ than the one sealed (a stray file in out/, or git attributes?)",
+                "make HEAD:out the sealed tree (`git add -A out && git commit --amend`), then `pkic verify --seal`",
+            )
     return CommitResult(sha, len(staged))
 
 
@@ -233,13 +281,33 @@ def history(repo: Path, name: str) -> list[dict]:
             kind, value = m.groups()
             fields = value.split()
             if kind in ("Issued", "Reissued", "Renewed") and fields and fields[0] == name:
-                events.append({"commit": sha, "date": when, "author": author, "action": kind.lower().replace("reissued", "reissue").replace("issued", "issue").replace("renewed", "renew"),
-                               "serial": fields[1] if len(fields) > 1 else None, "sha256": fields[2] if len(fields) > 2 else None, "reason": None})
+                events.append(
+                    {
+                        "commit": sha,
+                        "date": when,
+                        "author": author,
+                        "action": kind.lower().replace("reissued", "reissue").replace("issued", "issue").replace("renewed", "renew"),
+                        "serial": fields[1] if len(fields) > 1 else None,
+                        "sha256": fields[2] if len(fields) > 2 else None,
+                        "reason": None,
+                    }
+                )
             elif kind == "Revoked" and fields and fields[0] == name:
-                events.append({"commit": sha, "date": when, "author": author, "action": "revoke", "serial": fields[1] if len(fields) > 1 else None,
-                               "sha256": None, "reason": fields[2] if len(fields) > 2 else None})
+                events.append(
+                    {
+                        "commit": sha,
+                        "date": when,
+                        "author": author,
+                        "action": "revoke",
+                        "serial": fields[1] if len(fields) > 1 else None,
+                        "sha256": None,
+                        "reason": fields[2] if len(fields) > 2 else None,
+                    }
+                )
             elif kind == "Moved" and name in (fields[0], fields[-1]):
-                events.append({"commit": sha, "date": when, "author": author, "action": "move", "serial": None, "sha256": None, "reason": value})
+                events.append(
+                    {"commit": sha, "date": when, "author": author, "action": "move", "serial": None, "sha256": None, "reason": value}
+                )
     return events
 
 
@@ -291,7 +359,9 @@ def review_context(repo: Path, base: str) -> dict:
 
     mb = git(repo, "merge-base", base, "HEAD", check=False).stdout.strip()
     if not mb:
-        raise fail("--base", f"no merge base between {base[:80]} and HEAD", "fetch the full history of both (actions/checkout: fetch-depth: 0)")
+        raise fail(
+            "--base", f"no merge base between {base[:80]} and HEAD", "fetch the full history of both (actions/checkout: fetch-depth: 0)"
+        )
     out = git(repo, "diff", "--name-only", "-z", "--no-renames", mb, "--").stdout.split("\0")
     out += git(repo, "ls-files", "-z", "--others", "--exclude-standard").stdout.split("\0")
     changed = sorted({p for p in out if p})
@@ -303,7 +373,7 @@ def review_context(repo: Path, base: str) -> dict:
             # --text: a .gitattributes `-diff` must not turn a policy's diff into "Binary files differ"
             text = git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--text", mb, "--", p, check=False).stdout
             lines = text.splitlines()
-            lines = lines[next((i for i, ln in enumerate(lines) if ln.startswith("@@")), len(lines)):]  # no header
+            lines = lines[next((i for i, ln in enumerate(lines) if ln.startswith("@@")), len(lines)) :]  # no header
             policy_diffs[p] = "\n".join(lines[:200]) + ("\n… (diff cut at 200 lines)" if len(lines) > 200 else "")
 
     def rules_at(data: bytes | None) -> list[str]:

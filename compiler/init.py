@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pyrage
 
 from compiler import layout
-from compiler.model.errors import fail
 from compiler.keys.sops import age_key_file
+from compiler.model.errors import fail
 
 SOPS_YAML = """\
 # SOPS creation rules for the keys pkic writes (out/keys/<name>.sops.yaml).
@@ -83,8 +83,12 @@ def codeowners(owners: list[str]) -> str:
     for owner in owners:
         if not OWNER.fullmatch(owner):
             raise fail("--owner", f"{owner!r} is not a GitHub user, team or email", "write @user, @org/team or name@example.com")
-    replace = ("# Replace the placeholder owner with the team or people who own this PKI: while it\n"
-               "# names nobody, GitHub requires nobody's review.\n" if PLACEHOLDER_OWNER in owners else "")
+    replace = (
+        "# Replace the placeholder owner with the team or people who own this PKI: while it\n"
+        "# names nobody, GitHub requires nobody's review.\n"
+        if PLACEHOLDER_OWNER in owners
+        else ""
+    )
     width = max(len(p) for p in OWNED) + 2
     lines = "".join(f"{path.ljust(width)}{' '.join(owners)}\n" for path in OWNED)
     return CODEOWNERS.format(replace=replace, lines=lines)
@@ -120,7 +124,7 @@ def ci_requirement(version: str | None, direct_url: str | None) -> tuple[str | N
     if isinstance(archive, dict):
         hashes = archive.get("hashes") if isinstance(archive.get("hashes"), dict) else {}
         legacy = archive.get("hash") if isinstance(archive.get("hash"), str) else ""
-        digest = hashes.get("sha256") or (legacy[len("sha256="):] if legacy.startswith("sha256=") else None)
+        digest = hashes.get("sha256") or (legacy[len("sha256=") :] if legacy.startswith("sha256=") else None)
         pinned = f"#sha256={digest}" if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) else ""
         return f"pkic @ {url}{pinned}", "the archive pkic was installed from"
     return None, f"pkic was installed from {url}, which is no archive or git commit"
@@ -135,8 +139,10 @@ def requirements_file() -> tuple[str, str | None, str]:
         version = direct_url = None
     requirement, source = ci_requirement(version, direct_url)
     if requirement is None:
-        body = (f"# pkic init could not tell where CI can install pkic from: {source}.\n"
-                "# Write the requirement here, for example:\n# pkic @ git+https://github.com/<owner>/<repo>@<commit SHA>\n")
+        body = (
+            f"# pkic init could not tell where CI can install pkic from: {source}.\n"
+            "# Write the requirement here, for example:\n# pkic @ git+https://github.com/<owner>/<repo>@<commit SHA>\n"
+        )
     else:
         body = f"# From {source}:\n{requirement}\n"
     return REQUIREMENTS.format(body=body), requirement, source
@@ -161,8 +167,11 @@ def new_identity(label: str, now: datetime) -> tuple[str, Path]:
 def _outside(target: Path, secret: Path, what: str, variable: str) -> None:
     """Refuse to put a secret inside the repository being created (git would commit it)."""
     if os.path.realpath(secret).startswith(os.path.realpath(target).rstrip("/") + "/"):
-        raise fail(str(secret), f"the {what} would be written inside the new repository, where git would commit it",
-                   f"point {variable} outside {target} (e.g. ~/.config/sops/age/keys.txt), or create the repository elsewhere")
+        raise fail(
+            str(secret),
+            f"the {what} would be written inside the new repository, where git would commit it",
+            f"point {variable} outside {target} (e.g. ~/.config/sops/age/keys.txt), or create the repository elsewhere",
+        )
 
 
 def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> dict:
@@ -211,8 +220,17 @@ def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> d
         seal_key, created = seal.new_key_file(seal.key_file(), str(target.resolve()))
         seal_file = str(seal.key_file())
     assert seal_key is not None
-    first = seal.write(target, seal_key, seal.examine(target, None, scan=False), {}, lineage=None, state_serial=0,
-                       at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    return {"recipient": recipient, "key_file": str(key_file), "git_init": git, "seal_key_file": seal_file,
-            "seal_key_created": created, "seal_public_key": first.public_key, "ci_install": requirement, "ci_install_source": source,
-            "owners_placeholder": not owners}
+    first = seal.write(
+        target, seal_key, seal.examine(target, None, scan=False), {}, lineage=None, state_serial=0, at=now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    return {
+        "recipient": recipient,
+        "key_file": str(key_file),
+        "git_init": git,
+        "seal_key_file": seal_file,
+        "seal_key_created": created,
+        "seal_public_key": first.public_key,
+        "ci_install": requirement,
+        "ci_install_source": source,
+        "owners_placeholder": not owners,
+    }

@@ -73,7 +73,9 @@ def name_problem(name: object) -> str | None:
     if not isinstance(name, str) or NAME.fullmatch(name) is None or name in (".", "..") or ".." in name:
         return "use letters, digits, '.', '_' and '-', at most 128 (it becomes a file name)"
     if _COLLIDES.fullmatch(name):
-        return "a name may not end in '.chain' or in '.' and 16 or more hex digits: pkic's own file names for chains and older OCSP responses"
+        return (
+            "a name may not end in '.chain' or in '.' and 16 or more hex digits: pkic's own file names for chains and older OCSP responses"
+        )
     return None
 
 
@@ -84,8 +86,11 @@ def is_name(name: object) -> bool:
 def check_name(name: object, where: str) -> str:
     if not is_name(name):
         shown = repr(name)[:60]
-        raise fail(where, f"{shown} is not a valid name ({name_problem(name)})",
-                   "out/ and the state are written by pkic only: restore them from git")
+        raise fail(
+            where,
+            f"{shown} is not a valid name ({name_problem(name)})",
+            "out/ and the state are written by pkic only: restore them from git",
+        )
     return name  # type: ignore[return-value]
 
 
@@ -146,8 +151,11 @@ def is_ocsp_file(rel: str, name: str, serial: str) -> bool:
 
 
 def _refuse(rel: str, what: str) -> Exception:
-    return fail(rel, f"{what}: pkic never follows a symlink or reads a special file inside the repository",
-                "replace it with a regular file (`git rm` the link), and find out who added it")
+    return fail(
+        rel,
+        f"{what}: pkic never follows a symlink or reads a special file inside the repository",
+        "replace it with a regular file (`git rm` the link), and find out who added it",
+    )
 
 
 def _open_dir(repo: Path, parts: list[str], rel: str, create: bool) -> int | None:
@@ -207,7 +215,7 @@ class _Dir:
         if self.fd is not None:
             _DIR_FDS[key] = self.fd
 
-    def __enter__(self) -> "_Dir":
+    def __enter__(self) -> _Dir:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -235,7 +243,11 @@ def read_file(repo: Path, rel: str, max_size: int | None = MAX_INPUT) -> bytes |
             if not stat.S_ISREG(st.st_mode):
                 raise _refuse(rel, "is not a regular file")
             if max_size is not None and st.st_size > max_size:
-                raise fail(rel, f"is {st.st_size} bytes: larger than pkic reads ({max_size})", "pkic's inputs are small text files; is this the right file?")
+                raise fail(
+                    rel,
+                    f"is {st.st_size} bytes: larger than pkic reads ({max_size})",
+                    "pkic's inputs are small text files; is this the right file?",
+                )
             chunks = []
             while True:
                 chunk = os.read(fd, 1 << 20)
@@ -340,7 +352,7 @@ def _write_fd(fd: int, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -366,7 +378,10 @@ def check_input_target(repo: Path, rel: str) -> bool:
         except FileNotFoundError:
             return False
         if not stat.S_ISREG(st.st_mode):
-            raise _refuse(rel, "is a symlink" if stat.S_ISLNK(st.st_mode) else "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file")
+            raise _refuse(
+                rel,
+                "is a symlink" if stat.S_ISLNK(st.st_mode) else "is a directory" if stat.S_ISDIR(st.st_mode) else "is not a regular file",
+            )
         return True
 
 

@@ -41,7 +41,7 @@ def render_report(state: State, spec, commits: list[dict], now: datetime) -> str
         "<title>PKI report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>PKI report</h1>",
-        f'<p class=meta>Lineage <code>{_h(state.lineage or "none")}</code> · state serial {_h(state.serial)} · '
+        f"<p class=meta>Lineage <code>{_h(state.lineage or 'none')}</code> · state serial {_h(state.serial)} · "
         f'generated for <time id=now datetime="{ts(now)}">{ts(now)}</time> · {len(active)} active certificate(s)</p>',
     ]
     parts.append(_tree(active))
@@ -66,14 +66,14 @@ def _tree(active: dict[str, dict]) -> str:
         return (
             f'<li data-name="{_h(name)}"><strong>{_h(name)}</strong>'
             f'<span class="kind {_h(rec["kind"])}">{_h(rec["kind"])}</span> '
-            f'<code>{_h(rec.get("key_type", ""))}</code> · until {_h(rec["not_after"][:10])} · serial <code>{_h(rec["serial"][:16])}</code>'
+            f"<code>{_h(rec.get('key_type', ''))}</code> · until {_h(rec['not_after'][:10])} · serial <code>{_h(rec['serial'][:16])}</code>"
             + (f"<ul>{inner}</ul>" if inner else "")
             + "</li>"
         )
 
     roots = sorted(children.get(None, []))
     body = "".join(node(r) for r in roots) or "<li>nothing issued yet</li>"
-    return f'<h2>Hierarchy</h2><ul class=tree id=hierarchy>{body}</ul>'
+    return f"<h2>Hierarchy</h2><ul class=tree id=hierarchy>{body}</ul>"
 
 
 def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
@@ -86,7 +86,9 @@ def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
         t = min(max(t, start), end)
         return label_w + (width - label_w) * (t - start) / (end - start)
 
-    svg = [f'<svg id=timeline xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="validity timeline">']
+    svg = [
+        f'<svg id=timeline xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="validity timeline">'
+    ]
     for month in range(0, 13, 3):
         t = start + timedelta(days=30 * month)
         svg.append(f'<line x1="{x(t):.1f}" y1="20" x2="{x(t):.1f}" y2="{height}" stroke="#eaeef2"/>')
@@ -99,8 +101,10 @@ def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
         renew = na - (entry.renew_before if entry is not None else (na - nb) / 3)
         colour = "#0969da" if rec["kind"] == "authority" else "#1a7f37"
         svg.append(f'<text x="4" y="{y + 12}" font-size="12">{_h(name)}</text>')
-        svg.append(f'<rect data-name="{_h(name)}" x="{x(nb):.1f}" y="{y}" width="{max(1.0, x(na) - x(nb)):.1f}" height="14" rx="3" fill="{colour}" opacity="0.75">'
-                   f"<title>{_h(name)}: {_h(rec['not_before'])} to {_h(rec['not_after'])}, renews {ts(renew)}</title></rect>")
+        svg.append(
+            f'<rect data-name="{_h(name)}" x="{x(nb):.1f}" y="{y}" width="{max(1.0, x(na) - x(nb)):.1f}" height="14" rx="3" fill="{colour}" opacity="0.75">'
+            f"<title>{_h(name)}: {_h(rec['not_before'])} to {_h(rec['not_after'])}, renews {ts(renew)}</title></rect>"
+        )
         if start <= renew <= end:
             svg.append(f'<line x1="{x(renew):.1f}" y1="{y - 2}" x2="{x(renew):.1f}" y2="{y + 16}" stroke="#bf8700" stroke-width="2"/>')
         if na > end:
@@ -108,11 +112,13 @@ def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
     svg.append(f'<line id=today x1="{x(now):.1f}" y1="18" x2="{x(now):.1f}" y2="{height}" stroke="#cf222e" stroke-width="2"/>')
     svg.append(f'<text x="{x(now) + 4:.1f}" y="{height - 4}" font-size="11" fill="#cf222e">today</text>')
     svg.append("</svg>")
-    legend = ('<p class=legend><span><i class=sw style="background:#0969da"></i>authority</span>'
-              '<span><i class=sw style="background:#1a7f37"></i>certificate</span>'
-              '<span><i class=sw style="background:#bf8700"></i>renewal point</span>'
-              '<span><i class=sw style="background:#cf222e"></i>today</span> '
-              f'<span class=meta>window {start:%Y-%m-%d} to {end:%Y-%m-%d}</span></p>')
+    legend = (
+        '<p class=legend><span><i class=sw style="background:#0969da"></i>authority</span>'
+        '<span><i class=sw style="background:#1a7f37"></i>certificate</span>'
+        '<span><i class=sw style="background:#bf8700"></i>renewal point</span>'
+        '<span><i class=sw style="background:#cf222e"></i>today</span> '
+        f"<span class=meta>window {start:%Y-%m-%d} to {end:%Y-%m-%d}</span></p>"
+    )
     return "<h2>Validity timeline</h2>" + legend + "".join(svg)
 
 
@@ -123,12 +129,14 @@ def _revocations(state: State) -> str:
             if r["status"] == "revoked":
                 rows.append(
                     f'<tr data-name="{_h(name)}"><td>{_h(name)}</td><td><code>{_h(r["serial"])}</code></td>'
-                    f'<td>{_h(r.get("revocation_reason", ""))}</td><td>{_h(r.get("revoked_at", ""))}</td>'
-                    f'<td>{_h(r.get("invalidity_date", "") or "")}</td></tr>'
+                    f"<td>{_h(r.get('revocation_reason', ''))}</td><td>{_h(r.get('revoked_at', ''))}</td>"
+                    f"<td>{_h(r.get('invalidity_date', '') or '')}</td></tr>"
                 )
-    body = "".join(rows) or '<tr><td colspan=5>no revocations</td></tr>'
-    return ("<h2>Revocations</h2><table id=revocations><thead><tr><th>name</th><th>serial</th><th>reason</th>"
-            f"<th>revoked at</th><th>invalidity date</th></tr></thead><tbody>{body}</tbody></table>")
+    body = "".join(rows) or "<tr><td colspan=5>no revocations</td></tr>"
+    return (
+        "<h2>Revocations</h2><table id=revocations><thead><tr><th>name</th><th>serial</th><th>reason</th>"
+        f"<th>revoked at</th><th>invalidity date</th></tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _crls(state: State, now: datetime) -> str:
@@ -136,17 +144,26 @@ def _crls(state: State, now: datetime) -> str:
     for a in sorted(state.crls):
         info = state.crls[a]
         fresh = parse_ts(info["next_update"]) > now
-        rows.append(f'<tr data-name="{_h(a)}"><td>{_h(a)}</td><td>{_h(info["number"])}</td><td>{len(info.get("serials", []))}</td>'
-                    f'<td>{_h(info["this_update"])}</td><td class="{"" if fresh else "status-expired"}">{_h(info["next_update"])}</td></tr>')
-    body = "".join(rows) or '<tr><td colspan=5>no CRLs</td></tr>'
-    return ("<h2>CRLs</h2><table id=crls><thead><tr><th>authority</th><th>number</th><th>revoked</th><th>this update</th>"
-            f"<th>next update</th></tr></thead><tbody>{body}</tbody></table>")
+        rows.append(
+            f'<tr data-name="{_h(a)}"><td>{_h(a)}</td><td>{_h(info["number"])}</td><td>{len(info.get("serials", []))}</td>'
+            f'<td>{_h(info["this_update"])}</td><td class="{"" if fresh else "status-expired"}">{_h(info["next_update"])}</td></tr>'
+        )
+    body = "".join(rows) or "<tr><td colspan=5>no CRLs</td></tr>"
+    return (
+        "<h2>CRLs</h2><table id=crls><thead><tr><th>authority</th><th>number</th><th>revoked</th><th>this update</th>"
+        f"<th>next update</th></tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _changes(commits: list[dict]) -> str:
-    rows = "".join(
-        f'<tr><td>{_h(c["date"])}</td><td><code>{_h(c["commit"][:12])}</code></td><td>{_h(c["author"])}</td><td>{_h(c["subject"])}</td></tr>'
-        for c in commits
-    ) or '<tr><td colspan=4>no commits yet (pkic apply --commit records them)</td></tr>'
-    return ("<h2>Last changes</h2><table id=changes><thead><tr><th>date</th><th>commit</th><th>author</th><th>change</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+    rows = (
+        "".join(
+            f"<tr><td>{_h(c['date'])}</td><td><code>{_h(c['commit'][:12])}</code></td><td>{_h(c['author'])}</td><td>{_h(c['subject'])}</td></tr>"
+            for c in commits
+        )
+        or "<tr><td colspan=4>no commits yet (pkic apply --commit records them)</td></tr>"
+    )
+    return (
+        "<h2>Last changes</h2><table id=changes><thead><tr><th>date</th><th>commit</th><th>author</th><th>change</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )

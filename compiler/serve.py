@@ -40,21 +40,21 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
-from compiler.apply import bundle
 from compiler import layout
+from compiler.apply import bundle
+from compiler.layout import STATE_PATH
 from compiler.model.bounded import json_depth_ok
 from compiler.model.errors import PkicError
-from compiler.layout import STATE_PATH
 from compiler.state.store import MAX_STATE
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -165,7 +165,7 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
             else:
                 super().setup()
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args) -> None:
             log(f"{self.client_address[0]} {clean(format % args)}")
 
         def parse_request(self) -> bool:
@@ -221,7 +221,7 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
                 return
             self._file(rel, "application/ocsp-response")
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             try:
                 path = self.path.split("?", 1)[0]
                 m = re.fullmatch(rf"/crl/({NAME})\.crl(\.pem)?", path)
@@ -239,7 +239,9 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
                 if m:
                     text = unquote(m.group(1))
                     try:
-                        der = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True)
+                        der = base64.b64decode(
+                            text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None, validate=True
+                        )
                     except ValueError:  # not base64: not an OCSP request either
                         self._send(200, malformed, "application/ocsp-response")
                         return
@@ -249,10 +251,10 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self.do_GET()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             try:
                 if self.path.split("?", 1)[0] not in ("/", "/ocsp", "/ocsp/"):
                     self._send(404, b"not found\n", "text/plain")
@@ -331,7 +333,7 @@ def _complete(c: Pending) -> bool:
     if head_end - c.line_end > MAX_HEADER_BYTES:
         c.truncated = True
         return True
-    lengths = re.findall(rb"(?im)^content-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", bytes(data[c.line_end:head_end]))
+    lengths = re.findall(rb"(?im)^content-length[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", bytes(data[c.line_end : head_end]))
     if len(lengths) == 1 and re.fullmatch(rb"[0-9]{1,12}", lengths[0]) and int(lengths[0]) <= MAX_BODY:
         c.need = head_end + int(lengths[0])
         return len(data) >= c.need
@@ -344,8 +346,16 @@ class Server(HTTPServer):
 
     request_queue_size = 1024  # listen backlog: a burst of connections is accepted, not dropped
 
-    def __init__(self, address, handler, log: Callable[[str], None], *, timeout: float = TIMEOUT,
-                 threads: int = THREADS, max_connections: int = MAX_CONNECTIONS):
+    def __init__(
+        self,
+        address,
+        handler,
+        log: Callable[[str], None],
+        *,
+        timeout: float = TIMEOUT,
+        threads: int = THREADS,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         self.request_timeout = timeout
         self.threads = max(1, threads)
         self.max_connections = max(1, max_connections)
@@ -508,8 +518,16 @@ class Server(HTTPServer):
             self._returned.append(c)
 
 
-def make_server(repo: Path, host: str, port: int, log: Callable[[str], None], *, timeout: float = TIMEOUT,
-                threads: int = THREADS, max_connections: int = MAX_CONNECTIONS) -> Server:
+def make_server(
+    repo: Path,
+    host: str,
+    port: int,
+    log: Callable[[str], None],
+    *,
+    timeout: float = TIMEOUT,
+    threads: int = THREADS,
+    max_connections: int = MAX_CONNECTIONS,
+) -> Server:
     """``timeout``: seconds a connection has to send a whole request (and each write of the
     answer); ``threads``: workers answering; ``max_connections``: open connections."""
     return Server((host, port), make_handler(repo, log, timeout), log, timeout=timeout, threads=threads, max_connections=max_connections)

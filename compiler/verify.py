@@ -5,13 +5,13 @@ to a root in the trust bundle; openssl stays the independent verifier in the tes
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-import hashlib
-
 from cryptography.hazmat.primitives import hashes, serialization
 
 from compiler.apply import bundle
@@ -50,7 +50,12 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
             info = rec.get("ocsp") or {}
             if info.get("file") and info.get("this_update") and info.get("next_update"):
                 if parse_ts(info["this_update"]) > now:
-                    findings.append(Finding(name, f"its OCSP response is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one"))
+                    findings.append(
+                        Finding(
+                            name,
+                            f"its OCSP response is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one",
+                        )
+                    )
                 elif parse_ts(info["next_update"]) <= now:
                     findings.append(Finding(name, f"its OCSP response expired at {info['next_update']}: run `pkic apply`"))
         chain_text = bundle.read_text(repo, bundle.chain_path(name))
@@ -92,7 +97,12 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         if crl.next_update_utc is not None and crl.next_update_utc <= now and not retired:
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
         if crl.last_update_utc > now:
-            findings.append(Finding(authority, f"the CRL is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one"))
+            findings.append(
+                Finding(
+                    authority,
+                    f"the CRL is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one",
+                )
+            )
     problem = crl_bundle_problem(repo, state)
     if problem:
         findings.append(Finding("CRL bundle", problem))
@@ -127,15 +137,19 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
         return None
     text = data.decode("ascii", "replace")
     try:
-        ders = [base64.b64decode("".join(body.split()), validate=True)
-                for body in re.findall(r"-----BEGIN X509 CRL-----\n(.*?)-----END X509 CRL-----\n", text, re.S)]
+        ders = [
+            base64.b64decode("".join(body.split()), validate=True)
+            for body in re.findall(r"-----BEGIN X509 CRL-----\n(.*?)-----END X509 CRL-----\n", text, re.S)
+        ]
     except ValueError:
         ders = []
     if [hashlib.sha256(d).hexdigest() for d in ders] == wanted and text == "".join(_pem_of(d, "X509 CRL") for d in ders) and wanted:
         return None
     have = {hashlib.sha256(d).hexdigest() for d in ders}
-    return (f"{bundle.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
-            f"({len(have - set(wanted))} other, {len(set(wanted) - have)} missing)")
+    return (
+        f"{bundle.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
+        f"({len(have - set(wanted))} other, {len(set(wanted) - have)} missing)"
+    )
 
 
 def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
@@ -156,7 +170,7 @@ def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | N
 
 def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -> str | None:
     """Each certificate signed by the next; the last by a root in the trust bundle."""
-    for child, parent in zip(chain, chain[1:]):
+    for child, parent in itertools.pairwise(chain):
         try:
             child.verify_directly_issued_by(parent)
         except Exception as exc:  # InvalidSignature, a mismatched key type...
@@ -264,7 +278,11 @@ def hand_edits(repo: Path, state: State) -> list[str]:
         rel = bundle.responder_cert_path(authority)
         d = read(rel)
         try:
-            ok = d is not None and hashlib.sha256(_der_of(d.decode("ascii"))).hexdigest() == resp["sha256"] and d.decode("ascii") == _pem_of(_der_of(d.decode("ascii")))
+            ok = (
+                d is not None
+                and hashlib.sha256(_der_of(d.decode("ascii"))).hexdigest() == resp["sha256"]
+                and d.decode("ascii") == _pem_of(_der_of(d.decode("ascii")))
+            )
         except (IndexError, ValueError, UnicodeDecodeError):
             ok = False
         if not ok:

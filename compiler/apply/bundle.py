@@ -10,7 +10,16 @@ from pathlib import Path
 
 from compiler import layout
 from compiler.layout import (  # noqa: F401 - the layout lives in layout.py; re-exported for callers
-    CERTS_DIR, CRL_BUNDLE, CRL_DIR, TRUST_BUNDLE, cert_path, chain_path, crl_path, der_path, ocsp_path, responder_cert_path,
+    CERTS_DIR,
+    CRL_BUNDLE,
+    CRL_DIR,
+    TRUST_BUNDLE,
+    cert_path,
+    chain_path,
+    crl_path,
+    der_path,
+    ocsp_path,
+    responder_cert_path,
 )
 
 write_atomic = layout.write_atomic
@@ -35,7 +44,7 @@ def pem_of(der: bytes, label: str = "CERTIFICATE") -> str:
     import base64
 
     b64 = base64.b64encode(der).decode("ascii")
-    return f"-----BEGIN {label}-----\n" + "".join(b64[i:i + 64] + "\n" for i in range(0, len(b64), 64)) + f"-----END {label}-----\n"
+    return f"-----BEGIN {label}-----\n" + "".join(b64[i : i + 64] + "\n" for i in range(0, len(b64), 64)) + f"-----END {label}-----\n"
 
 
 def crl_bundle_authorities(state) -> list[str]:

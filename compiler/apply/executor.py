@@ -18,18 +18,19 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
-from compiler import layout
+from compiler.keys.keystore import KeyHandle, Keystore
+from compiler.keys.sops import rule_digest
 from compiler.model.errors import PkicError, fail
-from compiler.x509.csr import CsrError, load_csr
-from compiler.keys.keystore import Keystore, KeyHandle
 from compiler.plan.planner import REVOKE, Plan
 from compiler.spec.spec import EffectiveSpec
-from compiler.state.store import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
-from compiler.x509.build import BACKDATE, IssuerRef, Revoked, build, crl as build_crl, ocsp_response, responder_certificate
 from compiler.state.seal import Invariants, Seal, Sealing
-from compiler.keys.sops import rule_digest
+from compiler.state.store import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
+from compiler.x509.build import BACKDATE, IssuerRef, Revoked, build, ocsp_response, responder_certificate
+from compiler.x509.build import crl as build_crl
+from compiler.x509.csr import CsrError, load_csr
 
 
 @dataclass
@@ -48,7 +49,7 @@ class ApplyResult:
     state_serial: int = 0
     workers: int = 0  # worker processes that signed (0: all in the main process)
     signed_in_workers: int = 0
-    seal: "Seal | None" = None  # the seal written by this apply
+    seal: Seal | None = None  # the seal written by this apply
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -74,11 +75,19 @@ class _Certs:
         if name not in self._certs:
             pem = bundle.read_text(self.repo, bundle.cert_path(name))
             if pem is None:
-                raise fail(bundle.cert_path(name), f"the certificate of '{name}' is missing", f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)")
+                raise fail(
+                    bundle.cert_path(name),
+                    f"the certificate of '{name}' is missing",
+                    f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)",
+                )
             try:
                 self._certs[name] = x509.load_pem_x509_certificate(pem.encode())
             except ValueError:
-                raise fail(bundle.cert_path(name), f"the certificate of '{name}' is not a PEM certificate", f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)") from None
+                raise fail(
+                    bundle.cert_path(name),
+                    f"the certificate of '{name}' is not a PEM certificate",
+                    f"restore it from git (`git checkout -- {bundle.cert_path(name)}`)",
+                ) from None
         return self._certs[name]
 
     def put(self, name: str, cert: x509.Certificate) -> None:
@@ -103,8 +112,19 @@ def _subject_string(cert: x509.Certificate, spec_subject: list) -> str:
     return _subjects[key]
 
 
-def make_record(name: str, entry, cert: x509.Certificate, issuer_rec: dict | None, action: str, reasons: list[str], key_source: str, now: datetime,
-                public_sha256: str | None = None, key_id: bytes | None = None, issuer_key_id: bytes | None = None) -> dict:
+def make_record(
+    name: str,
+    entry,
+    cert: x509.Certificate,
+    issuer_rec: dict | None,
+    action: str,
+    reasons: list[str],
+    key_source: str,
+    now: datetime,
+    public_sha256: str | None = None,
+    key_id: bytes | None = None,
+    issuer_key_id: bytes | None = None,
+) -> dict:
     ski = key_id or cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     aki = issuer_key_id or cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     return {
@@ -201,11 +221,24 @@ def _replay(writer, op: dict) -> None:
             writer.write(keystore.key_path(op["name"]), op["key_doc"].encode())
     elif kind == "revoked":
         if op.get("remove_files"):
-            for rel in (bundle.cert_path(op["name"]), bundle.chain_path(op["name"]), bundle.der_path(op["name"]), keystore.key_path(op["name"])):
+            for rel in (
+                bundle.cert_path(op["name"]),
+                bundle.chain_path(op["name"]),
+                bundle.der_path(op["name"]),
+                keystore.key_path(op["name"]),
+            ):
                 writer.remove(rel)
     elif kind == "moved":
-        for fn in (bundle.cert_path, bundle.chain_path, bundle.der_path, keystore.key_path, bundle.crl_path, lambda n: bundle.crl_path(n, pem=True),
-                   bundle.responder_cert_path, keystore.responder_key_path):
+        for fn in (
+            bundle.cert_path,
+            bundle.chain_path,
+            bundle.der_path,
+            keystore.key_path,
+            bundle.crl_path,
+            lambda n: bundle.crl_path(n, pem=True),
+            bundle.responder_cert_path,
+            keystore.responder_key_path,
+        ):
             writer.rename(fn(op["from"]), fn(op["to"]))
     elif kind == "responder":
         writer.write(bundle.responder_cert_path(op["authority"]), op["cert_pem"].encode())
@@ -258,7 +291,7 @@ class Recovery:
         return bool(self.ops)
 
 
-def finish_interrupted(repo: Path, sealing: "Sealing | None" = None, now: datetime | None = None) -> Recovery:
+def finish_interrupted(repo: Path, sealing: Sealing | None = None, now: datetime | None = None) -> Recovery:
     """Complete an apply that was killed: rewrite its files from the journal, fold it,
     and (sealed repos) seal the result, once it is proven that out/ differs from the
     last seal only where the journal says this machine was writing."""
@@ -349,7 +382,9 @@ def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
     return needed
 
 
-def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Keystore, now: datetime, sealing: "Sealing | None" = None) -> ApplyResult:
+def execute(
+    repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Keystore, now: datetime, sealing: Sealing | None = None
+) -> ApplyResult:
     result = ApplyResult()
     if plan.empty:
         result.state_serial = state.serial
@@ -361,8 +396,11 @@ def execute(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Ke
     store.planned = {rel: plan.rules[d] for rel, d in plan.rule_of.items()}
     if spec.publish.ocsp:
         layout.check_dir(repo, spec.publish.ocsp_dir)
-    store.check_encrypts([keystore.key_path(c.name) for c in plan.changes if c.action != REVOKE and c.key == "new"]
-                         + [keystore.responder_key_path(p.name) for p in plan.responders] + [r.path for r in plan.reencrypt])
+    store.check_encrypts(
+        [keystore.key_path(c.name) for c in plan.changes if c.action != REVOKE and c.key == "new"]
+        + [keystore.responder_key_path(p.name) for p in plan.responders]
+        + [r.path for r in plan.reencrypt]
+    )
     renamed = {new: old for old, new in plan.moves}  # decrypted before the move step renames the files
     for name, rel in _signers_needed(plan, spec) + [(r.name, r.path) for r in plan.reencrypt]:
         if name in renamed and rel == keystore.key_path(name):
@@ -448,10 +486,23 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         authority = r.name[: -len(" OCSP responder")] if r.path.startswith(keystore.KEYS_DIR + "/ocsp-responders/") else None
         doc = store.seal(r.name, handle, r.path)
         digest = plan.rule_of[r.path]
-        _step(journal, writer, state, {"op": "reencrypted", "name": r.name if authority is None else authority, "authority": authority,
-                                       "key_doc": doc, "rule": digest, "rules": {digest: plan.rules[digest]},
-                                       "public_key_sha256": keystore.public_key_sha256(handle.public_key()),
-                                       "key_file_sha256": hashlib.sha256(doc.encode()).hexdigest(), "at": at}, done)
+        _step(
+            journal,
+            writer,
+            state,
+            {
+                "op": "reencrypted",
+                "name": r.name if authority is None else authority,
+                "authority": authority,
+                "key_doc": doc,
+                "rule": digest,
+                "rules": {digest: plan.rules[digest]},
+                "public_key_sha256": keystore.public_key_sha256(handle.public_key()),
+                "key_file_sha256": hashlib.sha256(doc.encode()).hexdigest(),
+                "at": at,
+            },
+            done,
+        )
         result.reencrypted.append(r.path)
 
     handles: dict[str, KeyHandle] = {}
@@ -461,13 +512,29 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
     while i < len(changes):
         run = _parallel_run(changes, i, spec) if jobs > 0 else 0
         if run >= _parallel_min():
-            batch = changes[i:i + run]
+            batch = changes[i : i + run]
             refs = _issuer_refs(batch, spec, store, certs, handles)
             result.workers = max(result.workers, jobs)
-            for change, (der, key_doc) in zip(batch, _sign_in_workers(batch, spec, store, refs, now, jobs)):
+            for change, (der, key_doc) in zip(batch, _sign_in_workers(batch, spec, store, refs, now, jobs), strict=True):
                 cert = x509.load_der_x509_certificate(der)
                 entry = spec.entries[change.name]
-                _issued(change, entry, cert, cert.public_key(), refs[entry.issuer][1], key_doc, "generated", state, journal, writer, certs, result, done, now, store.planned)
+                _issued(
+                    change,
+                    entry,
+                    cert,
+                    cert.public_key(),
+                    refs[entry.issuer][1],
+                    key_doc,
+                    "generated",
+                    state,
+                    journal,
+                    writer,
+                    certs,
+                    result,
+                    done,
+                    now,
+                    store.planned,
+                )
                 result.signed_in_workers += 1
             i += run
             continue
@@ -509,15 +576,28 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
     _publish(repo, plan, spec, state, store, now, journal, certs, result, done, handles, writer)
 
 
-def _issued(change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now, store_rules=None) -> None:
+def _issued(
+    change, entry, cert, public, issuer_ref, key_doc, source, state, journal, writer, certs, result, done, now, store_rules=None
+) -> None:
     """Record a signed certificate: its state record and journal step, then its files."""
     name = change.name
     at = ts(now)
     issuer_rec = state.active(entry.issuer) if entry.issuer else None
     key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
     issuer_key_id = issuer_ref.key_id if issuer_ref else key_id
-    record = make_record(name, entry, cert, issuer_rec, change.action, [r.code for r in change.reasons], source, now,
-                         keystore.public_key_sha256(public), key_id, issuer_key_id)
+    record = make_record(
+        name,
+        entry,
+        cert,
+        issuer_rec,
+        change.action,
+        [r.code for r in change.reasons],
+        source,
+        now,
+        keystore.public_key_sha256(public),
+        key_id,
+        issuer_key_id,
+    )
     rules = None
     if key_doc is not None:
         record["key_file_sha256"] = hashlib.sha256(key_doc.encode()).hexdigest()
@@ -552,11 +632,23 @@ def _revoke_steps(change, journal, writer, state, done, at: str, remove_own_file
     # and every later one at the same date
     revoked_at = ts(parse_ts(at) - BACKDATE)
     for r in change.revokes:
-        op = {"op": "revoked", "name": r["name"], "serial": r["serial"], "reason": r["reason"], "invalidity": r.get("invalidity"),
-              # the files are the latest record's: an earlier certificate revoked with it takes none along
-              "remove_files": (remove_own_files and r["name"] == change.name and not r.get("keeps_signing")
-                               and bool(state.certificates.get(r["name"])) and state.certificates[r["name"]][0]["serial"] == r["serial"]),
-              "revoked_at": revoked_at, "at": at}
+        op = {
+            "op": "revoked",
+            "name": r["name"],
+            "serial": r["serial"],
+            "reason": r["reason"],
+            "invalidity": r.get("invalidity"),
+            # the files are the latest record's: an earlier certificate revoked with it takes none along
+            "remove_files": (
+                remove_own_files
+                and r["name"] == change.name
+                and not r.get("keeps_signing")
+                and bool(state.certificates.get(r["name"]))
+                and state.certificates[r["name"]][0]["serial"] == r["serial"]
+            ),
+            "revoked_at": revoked_at,
+            "at": at,
+        }
         if r.get("keeps_signing"):  # an authority: its certificate and key stay, to sign its CRL and OCSP on
             op["keeps_signing"] = True
         _step(journal, writer, state, op, done)
@@ -584,7 +676,11 @@ def _jobs() -> int:
         try:
             return max(0, int(value))
         except ValueError:
-            raise fail("PKIC_JOBS", f"'{value}' is not a number", "set PKIC_JOBS to a whole number of worker processes (0: sign in the main process)") from None
+            raise fail(
+                "PKIC_JOBS",
+                f"'{value}' is not a number",
+                "set PKIC_JOBS to a whole number of worker processes (0: sign in the main process)",
+            ) from None
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -604,7 +700,9 @@ def _parallel_min() -> int:
     try:
         return max(1, int(value))
     except ValueError:
-        raise fail("PKIC_PARALLEL_MIN", f"'{value}' is not a number", "set it to a whole number of leaves (it is a testing knob; unset is 64)") from None
+        raise fail(
+            "PKIC_PARALLEL_MIN", f"'{value}' is not a number", "set it to a whole number of leaves (it is a testing knob; unset is 64)"
+        ) from None
 
 
 def _parallel_run(changes: list, i: int, spec: EffectiveSpec) -> int:
@@ -618,7 +716,7 @@ def _parallel_run(changes: list, i: int, spec: EffectiveSpec) -> int:
     return n
 
 
-def _issuer_refs(batch: list, spec: EffectiveSpec, store: Keystore, certs: "_Certs", handles: dict) -> dict:
+def _issuer_refs(batch: list, spec: EffectiveSpec, store: Keystore, certs: _Certs, handles: dict) -> dict:
     """Signing handle and issuer reference of every issuer in ``batch``, loaded once in
     the parent (so each key is decrypted once, not once per worker)."""
     refs = {}
@@ -686,8 +784,11 @@ def _sign_in_workers(batch: list, spec: EffectiveSpec, store: Keystore, refs: di
                 raise PkicError(diags)
             yield der, key_doc
     except BrokenProcessPool:
-        raise fail("apply", "a signing worker process died (killed?); the certificates signed before it are recorded",
-                   "run `pkic apply` again; set PKIC_JOBS=0 to sign in the main process (e.g. when memory is short)") from None
+        raise fail(
+            "apply",
+            "a signing worker process died (killed?); the certificates signed before it are recorded",
+            "run `pkic apply` again; set PKIC_JOBS=0 to sign in the main process (e.g. when memory is short)",
+        ) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         gc.unfreeze()
@@ -703,7 +804,13 @@ def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
     paths = ["out.seal", "out/state.json", bundle.TRUST_BUNDLE, bundle.CRL_BUNDLE]
     names = [c.name for c in plan.changes] + list(plan.chain_updates) + [new for _, new in plan.moves]
     for n in names:
-        paths += [bundle.cert_path(n), bundle.chain_path(n), bundle.der_path(n), keystore.key_path(n), bundle.ocsp_path(spec.publish.ocsp_dir, n)]
+        paths += [
+            bundle.cert_path(n),
+            bundle.chain_path(n),
+            bundle.der_path(n),
+            keystore.key_path(n),
+            bundle.ocsp_path(spec.publish.ocsp_dir, n),
+        ]
     for c in plan.changes:  # the replaced certificate's response moves to its serial's name
         if c.serial:
             paths.append(bundle.ocsp_path(spec.publish.ocsp_dir, c.name, c.serial))
@@ -712,7 +819,9 @@ def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
     for p in plan.responders:
         paths += [bundle.responder_cert_path(p.name), keystore.responder_key_path(p.name)]
     for p in plan.ocsp:
-        paths += [bundle.ocsp_path(spec.publish.ocsp_dir, p.name)] + ([bundle.ocsp_path(spec.publish.ocsp_dir, p.name, p.serial)] if p.serial else [])
+        paths += [bundle.ocsp_path(spec.publish.ocsp_dir, p.name)] + (
+            [bundle.ocsp_path(spec.publish.ocsp_dir, p.name, p.serial)] if p.serial else []
+        )
     paths += [r.path for r in plan.reencrypt]
     return paths
 
@@ -740,6 +849,7 @@ def recorded_rules(state: State, moves: list[tuple[str, str]] = ()) -> dict[str,
     recorded by an older pkic). A key file whose own metadata names any other master
     key is refused before sops is started: it would contact that backend with CI's
     credentials."""
+
     def rule(rec: dict) -> dict | None:
         kr = rec.get("key_rules")
         return state.rules.get(kr[-1]) if isinstance(kr, list) and kr else None
@@ -762,7 +872,9 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         entry = spec.entries[a]
         handle = keystore.generate(entry.key_type)
         issuer_ref = IssuerRef.from_certificate(certs.get(a), entry.key_type)
-        builder = responder_certificate(entry, entry.spec["subject"], handle.public_key(), issuer_ref, x509.random_serial_number(), now, entry.ca.responder_lifetime)
+        builder = responder_certificate(
+            entry, entry.spec["subject"], handle.public_key(), issuer_ref, x509.random_serial_number(), now, entry.ca.responder_lifetime
+        )
         cert = keystore.sign(builder, _authority_signer(a, store, handles))
         rel = keystore.responder_key_path(a)
         key_doc = store.seal(f"{a} OCSP responder", handle, rel)
@@ -770,15 +882,33 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         responder_handles[a] = handle
         responder_certs[a] = cert
         record = {
-            "serial": _hex(cert.serial_number), "status": "active", "subject": cert.subject.rfc4514_string(),
-            "not_before": ts(cert.not_valid_before_utc), "not_after": ts(cert.not_valid_after_utc),
-            "issuer_key_id": state.active(a)["key_id"], "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
-            "sha256": cert.fingerprint(hashes.SHA256()).hex(), "issued_at": at,
+            "serial": _hex(cert.serial_number),
+            "status": "active",
+            "subject": cert.subject.rfc4514_string(),
+            "not_before": ts(cert.not_valid_before_utc),
+            "not_after": ts(cert.not_valid_after_utc),
+            "issuer_key_id": state.active(a)["key_id"],
+            "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
+            "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+            "issued_at": at,
             "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),
             "key_rules": [plan.rule_of[rel]],
         }
-        _step(journal, writer, state, {"op": "responder", "authority": a, "record": record, "cert_pem": _pem(cert), "key_doc": key_doc, "at": at,
-                                       "rules": {plan.rule_of[rel]: plan.rules[plan.rule_of[rel]]}}, done)
+        _step(
+            journal,
+            writer,
+            state,
+            {
+                "op": "responder",
+                "authority": a,
+                "record": record,
+                "cert_pem": _pem(cert),
+                "key_doc": key_doc,
+                "at": at,
+                "rules": {plan.rule_of[rel]: plan.rules[plan.rule_of[rel]]},
+            },
+            done,
+        )
         result.responders.append(a)
 
     for pub in plan.crls:
@@ -789,11 +919,20 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         listed: list[tuple[str, dict]] = []
         for n, recs in state.certificates.items():
             for r in recs:
-                if r["status"] == "revoked" and r.get("issuer") == a and r.get("issuer_key_id") == arec["key_id"] and not r.get("crl_listed_after_expiry"):
+                if (
+                    r["status"] == "revoked"
+                    and r.get("issuer") == a
+                    and r.get("issuer_key_id") == arec["key_id"]
+                    and not r.get("crl_listed_after_expiry")
+                ):
                     listed.append((n, r))
         revoked = [
-            Revoked(int(r["serial"], 16), parse_ts(r["revoked_at"]), r["revocation_reason"],
-                    parse_ts(r["invalidity_date"]) if r.get("invalidity_date") else None)
+            Revoked(
+                int(r["serial"], 16),
+                parse_ts(r["revoked_at"]),
+                r["revocation_reason"],
+                parse_ts(r["invalidity_date"]) if r.get("invalidity_date") else None,
+            )
             for _, r in listed
         ]
         previous = state.crls.get(a)
@@ -806,9 +945,13 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         crl_obj = keystore.sign(build_crl(issuer_ref, number, revoked, this_update, next_update), _authority_signer(a, store, handles))
         der = crl_obj.public_bytes(serialization.Encoding.DER)
         info = {
-            "number": number, "this_update": ts(this_update), "next_update": ts(next_update), "key_id": arec["key_id"],
+            "number": number,
+            "this_update": ts(this_update),
+            "next_update": ts(next_update),
+            "key_id": arec["key_id"],
             "refresh_at": ts(next_update - entry.ca.crl_renew_before),
-            "serials": sorted(r["serial"] for _, r in listed), "names": sorted({n for n, _ in listed}),
+            "serials": sorted(r["serial"] for _, r in listed),
+            "names": sorted({n for n, _ in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
             "bundled": True,  # out/trust/crls.pem holds it (written at the end of this apply)
         }
@@ -828,7 +971,20 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
                 continue
             want = bundle.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
             if info["file"] != want and info["file"].startswith(ocsp_dir + "/"):
-                _step(journal, writer, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": want}, "moved_from": info["file"], "at": at}, done)
+                _step(
+                    journal,
+                    writer,
+                    state,
+                    {
+                        "op": "ocsp",
+                        "name": name,
+                        "serial": r["serial"],
+                        "info": {**info, "file": want},
+                        "moved_from": info["file"],
+                        "at": at,
+                    },
+                    done,
+                )
     for pub in plan.ocsp:
         a = pub.issuer
         ca = spec.entries[a].ca
@@ -847,12 +1003,16 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             delegated = True
         this_update = now - BACKDATE  # as for CRLs
         next_update = parse_ts(pub.until) if pub.until else now + ca.ocsp_lifetime
-        response = keystore.sign(ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, this_update, next_update, signer_cert, delegated), signer)
+        response = keystore.sign(
+            ocsp_response(issuer_ref, int(rec["serial"], 16), revoked, this_update, next_update, signer_cert, delegated), signer
+        )
         der = response.public_bytes(serialization.Encoding.DER)
         latest = recs[0]["serial"] == rec["serial"]
         info = {
-            "status": "revoked" if revoked else "good", "signer": pub.signer or ca.ocsp_signer,
-            "this_update": ts(this_update), "next_update": ts(next_update),
+            "status": "revoked" if revoked else "good",
+            "signer": pub.signer or ca.ocsp_signer,
+            "this_update": ts(this_update),
+            "next_update": ts(next_update),
             "file": bundle.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
         }
@@ -867,7 +1027,13 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
         for r in recs:
             info = r.get("ocsp")
             if info and info.get("file") and parse_ts(r["not_after"]) <= now:
-                _step(journal, writer, state, {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at}, done)
+                _step(
+                    journal,
+                    writer,
+                    state,
+                    {"op": "ocsp", "name": name, "serial": r["serial"], "info": {**info, "file": None}, "removed": info["file"], "at": at},
+                    done,
+                )
 
 
 def _ocsp_off(plan, state, journal, writer, done, at: str, result) -> None:
@@ -882,19 +1048,33 @@ def _ocsp_off(plan, state, journal, writer, done, at: str, result) -> None:
         info = (rec or {}).get("ocsp") or {}
         if not info.get("file"):
             continue
-        _step(journal, writer, state, {"op": "ocsp", "name": pub.name, "serial": pub.serial, "removed": info["file"], "at": at,
-                                       "info": {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}}, done)
+        _step(
+            journal,
+            writer,
+            state,
+            {
+                "op": "ocsp",
+                "name": pub.name,
+                "serial": pub.serial,
+                "removed": info["file"],
+                "at": at,
+                "info": {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"},
+            },
+            done,
+        )
         result.ocsp_removed += 1
 
 
 def _responder_cert(repo: Path, authority: str) -> x509.Certificate:
     pem = bundle.read_text(repo, bundle.responder_cert_path(authority))
     if pem is None:
-        raise fail(bundle.responder_cert_path(authority), f"the OCSP responder certificate of '{authority}' is missing", "restore it from git")
+        raise fail(
+            bundle.responder_cert_path(authority), f"the OCSP responder certificate of '{authority}' is missing", "restore it from git"
+        )
     return x509.load_pem_x509_certificate(pem.encode())
 
 
-def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Sealing | None" = None) -> None:
+def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: Sealing | None = None) -> None:
     chain_names = set(result.issued) | set(plan.chain_updates) | {new for _, new in plan.moves}
     for name in sorted(chain_names):
         if state.active(name):
@@ -914,7 +1094,11 @@ def _finish(repo, plan, state, certs, journal, now, result, writer, sealing: "Se
     if sealing is not None:
         broken = sealing.invariants.broken_by(Invariants.of(state))
         if broken:  # a bug guard: never seal a state that undoes what the last seal recorded
-            raise fail("out/state.json", "refusing to seal a state that " + "; ".join(broken), "this is a bug in pkic: report it; out/ is left unsealed")
+            raise fail(
+                "out/state.json",
+                "refusing to seal a state that " + "; ".join(broken),
+                "this is a bug in pkic: report it; out/ is left unsealed",
+            )
     journal.append({"op": "commit", "serial": state.serial, "at": ts(now)})
     writer.write("out/state.json", state.to_json().encode(), staged=True)  # recovery reads it: never half-written
     writer.flush()

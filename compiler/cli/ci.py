@@ -17,7 +17,10 @@ from compiler import ci
 from compiler.model.bounded import json_depth_ok
 from compiler.model.errors import fail, printable
 
-ci_app = typer.Typer(no_args_is_help=True, help="GitHub provenance for CI: find a run's pull request, post the plan comment, prove the reviewed plan of a merge.")
+ci_app = typer.Typer(
+    no_args_is_help=True,
+    help="GitHub provenance for CI: find a run's pull request, post the plan comment, prove the reviewed plan of a merge.",
+)
 
 REPO_HELP = "the repository, OWNER/NAME (default: $GITHUB_REPOSITORY)"
 MAX_INPUT = 16 << 20
@@ -62,7 +65,9 @@ def find_pr(
     repo: str = typer.Option(..., "--repo", envvar="GITHUB_REPOSITORY", help=REPO_HELP),
     event: Path | None = typer.Option(None, "--event", help="the workflow_run event file ($GITHUB_EVENT_PATH)"),
     head_sha: str | None = typer.Option(None, "--head-sha", help="without --event: the head commit of the pull request"),
-    head_repo: str | None = typer.Option(None, "--head-repo", help="without --event: the repository the head comes from (a fork's OWNER/NAME)"),
+    head_repo: str | None = typer.Option(
+        None, "--head-repo", help="without --event: the repository the head comes from (a fork's OWNER/NAME)"
+    ),
 ) -> None:
     """Print the one open pull request a workflow_run is about (pr, head_sha, head_repo, base_ref, base_sha as key=value lines)."""
     ci.check_repo(repo)
@@ -109,8 +114,13 @@ def comment(
         ci.check_sha(head_sha, "--head-sha")
     gh = ci.GitHub.from_env()
     server = (os.environ.get("GITHUB_SERVER_URL") or ci.DEFAULT_SERVER).rstrip("/")
-    text = ci.comment_body(_read(body, "plan"), run_id, f"{server}/{repo}/actions/runs/{run_id}", head_sha or "?",
-                           _read(errors, "error output") if errors is not None else "")
+    text = ci.comment_body(
+        _read(body, "plan"),
+        run_id,
+        f"{server}/{repo}/actions/runs/{run_id}",
+        head_sha or "?",
+        _read(errors, "error output") if errors is not None else "",
+    )
     posted = ci.post_comment(gh, repo, pr, text, head_sha, bot)
     if posted.action == "skipped":
         _note(f"Not posted: {posted.reason}.")

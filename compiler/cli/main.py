@@ -12,9 +12,8 @@ import json
 import os
 import sys
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +35,8 @@ app = typer.Typer(
     help="pkic: a GitOps PKI compiler. Declare the PKI in pki.yaml; plan; apply.",
     pretty_exceptions_enable=False,
 )
+
+
 def _width(stream) -> int | None:
     if stream.isatty():
         return None
@@ -53,7 +54,7 @@ _repo = Path(".")
 
 @app.callback()
 def _main(
-    directory: Optional[Path] = typer.Option(None, "-C", help="run as if pkic was started in this directory (like git -C)"),
+    directory: Path | None = typer.Option(None, "-C", help="run as if pkic was started in this directory (like git -C)"),
     version: bool = typer.Option(False, "--version", help="print the version and exit"),
 ) -> None:
     global _repo
@@ -71,22 +72,22 @@ def _main(
 NOW_HELP = "pretend it is this time (RFC 3339, e.g. 2027-01-01T00:00:00Z); for testing renewals"
 
 
-def parse_now(value: Optional[str]) -> datetime:
+def parse_now(value: str | None) -> datetime:
     if value is None:
-        return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.now(UTC).replace(microsecond=0)
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise fail("--now", f"'{value}' is not a time", "use RFC 3339, e.g. 2027-01-01T00:00:00Z") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).replace(microsecond=0)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).replace(microsecond=0)
 
 
 def _load(now: datetime):
+    from compiler.plan.planner import make_plan
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
-    from compiler.plan.planner import make_plan
     from compiler.state.store import load_with_journal
 
     effective = spec_mod.load(_repo)
@@ -103,17 +104,26 @@ def _time_travel_gate(when: datetime, flag: bool, env: bool) -> None:
     """apply signs real certificates and CRLs dated ``when``: dated in the future they are
     not yet valid, in the past already expired (and may start before their issuer). More
     than 5 minutes from this machine's clock is refused unless asked for."""
-    real = datetime.now(timezone.utc)
+    real = datetime.now(UTC)
     off = when - real
     if abs(off) <= TIME_TRAVEL_SLACK:
         return
-    far = f"{abs(off).days}d {abs(off).seconds // 3600}h" if abs(off) >= timedelta(days=1) else f"{int(abs(off).total_seconds() // 60)} minutes"
+    far = (
+        f"{abs(off).days}d {abs(off).seconds // 3600}h"
+        if abs(off) >= timedelta(days=1)
+        else f"{int(abs(off).total_seconds() // 60)} minutes"
+    )
     if not (flag or env):
-        raise fail("--now", f"{ts_text(when)} is {far} {'ahead of' if off > timedelta(0) else 'behind'} this machine's clock: "
-                   "apply would sign real certificates and CRLs dated then (not yet valid, or already expired)",
-                   "drop --now to sign at the real time, or add --time-travel to mean it (tests, drills)")
+        raise fail(
+            "--now",
+            f"{ts_text(when)} is {far} {'ahead of' if off > timedelta(0) else 'behind'} this machine's clock: "
+            "apply would sign real certificates and CRLs dated then (not yet valid, or already expired)",
+            "drop --now to sign at the real time, or add --time-travel to mean it (tests, drills)",
+        )
     if flag:  # PKIC_TIME_TRAVEL=1 (a test suite's setting) says nothing
-        err.print(f"[yellow]! --time-travel:[/] signing as of {ts_text(when)}, {far} {'ahead of' if off > timedelta(0) else 'behind'} this machine's clock.")
+        err.print(
+            f"[yellow]! --time-travel:[/] signing as of {ts_text(when)}, {far} {'ahead of' if off > timedelta(0) else 'behind'} this machine's clock."
+        )
 
 
 def ts_text(when: datetime) -> str:
@@ -122,8 +132,8 @@ def ts_text(when: datetime) -> str:
 
 def _reviewed_inputs(effective) -> None:
     """The inputs besides pki.yaml that a plan binds: .sops.yaml's rules and the policies."""
-    from compiler.policy import rules as policy
     from compiler.keys.sops import creation_rules
+    from compiler.policy import rules as policy
 
     effective.sops_rules = creation_rules(_repo)
     effective.policy_data = policy.snapshot(effective, _repo)
@@ -148,7 +158,9 @@ def init(
     if info["ci_install"]:
         out.print(f"  CI installs pkic as `{_escape(info['ci_install'])}` (.github/pkic-requirements.txt)")
     else:
-        err.print(f"[yellow]CI cannot install pkic yet[/]: {_escape(info['ci_install_source'])}; write the requirement into .github/pkic-requirements.txt")
+        err.print(
+            f"[yellow]CI cannot install pkic yet[/]: {_escape(info['ci_install_source'])}; write the requirement into .github/pkic-requirements.txt"
+        )
     if info["owners_placeholder"]:
         err.print("[yellow]Replace the placeholder owner in .github/CODEOWNERS[/] (or run init with --owner @org/team)")
     out.print(f"Next: cd {_escape(target)} && pkic plan && pkic apply")
@@ -156,13 +168,22 @@ def init(
 
 @app.command()
 def plan(
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
     fmt: str = typer.Option("text", "--format", help="text, json, or markdown (a pull request comment)"),
-    save: Optional[Path] = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
+    save: Path | None = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="exit 0 with no changes, 2 with changes, 1 on error"),
-    base: Optional[str] = typer.Option(None, "--base", help="the pull request's target branch (e.g. origin/main): check out/ against the seal key recorded there, and show what the change does besides the PKI inputs"),
-    max_chars: Optional[int] = typer.Option(None, "--max-chars", min=2000, help="markdown: cut long lists to fit (a GitHub comment holds 65,536); the digest still covers the full plan"),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        help="the pull request's target branch (e.g. origin/main): check out/ against the seal key recorded there, and show what the change does besides the PKI inputs",
+    ),
+    max_chars: int | None = typer.Option(
+        None,
+        "--max-chars",
+        min=2000,
+        help="markdown: cut long lists to fit (a GitHub comment holds 65,536); the digest still covers the full plan",
+    ),
 ) -> None:
     """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
     from compiler.cli.render import plan_markdown, plan_text
@@ -180,7 +201,11 @@ def plan(
         raise
     except Exception as exc:  # a bug, but on a forged out/ the reviewer must see why, not a crash
         if sealed.problems:
-            raise PkicError(sealed.problems + findings + [Diagnostic("out/state.json", None, None, "", f"cannot be planned from ({type(exc).__name__})")]) from None
+            raise PkicError(
+                sealed.problems
+                + findings
+                + [Diagnostic("out/state.json", None, None, "", f"cannot be planned from ({type(exc).__name__})")]
+            ) from None
         raise
     body = the_plan.to_json()
     body["seal"] = {**sealed.to_json(), "findings": [{"path": d.file, "message": d.message} for d in findings]}
@@ -204,8 +229,10 @@ def plan(
         out.print(("[bold red]seal:[/] " if problems else "seal: ") + _escape(sealed.summary()))
         _sops_warning(sealed)
         if review and review["outside"]:
-            out.print(f"[bold yellow]! not planned: review as code[/] ({len(review['outside'])} path(s) pkic does not plan; a workflow runs with the CA identity after merge): "
-                      + _escape(", ".join(review["outside"][:40]) + (" …" if len(review["outside"]) > 40 else "")))
+            out.print(
+                f"[bold yellow]! not planned: review as code[/] ({len(review['outside'])} path(s) pkic does not plan; a workflow runs with the CA identity after merge): "
+                + _escape(", ".join(review["outside"][:40]) + (" …" if len(review["outside"]) > 40 else ""))
+            )
         if review and review["sops_rules_diff"]:
             out.print("[bold].sops.yaml, the rules as data:[/]\n" + _escape_lines(review["sops_rules_diff"]))
         for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):
@@ -226,8 +253,10 @@ def _sops_warning(report) -> None:
     """.sops.yaml decides who can decrypt every key pkic writes: a change since the last
     seal is shown to the reviewer, with the rule as it is now."""
     if report.sops_change is not None:
-        out.print("[bold yellow]! .sops.yaml: its creation rules changed since the last seal.[/] Every key written from now on "
-                  f"(new certificates, renewals, rekeys) is encrypted under: {_escape(report.sops_change)}")
+        out.print(
+            "[bold yellow]! .sops.yaml: its creation rules changed since the last seal.[/] Every key written from now on "
+            f"(new certificates, renewals, rekeys) is encrypted under: {_escape(report.sops_change)}"
+        )
 
 
 def _seal_inspect(repo: Path, base: str | None):
@@ -245,22 +274,30 @@ def _seal_inspect(repo: Path, base: str | None):
 
 @app.command()
 def apply(
-    plan_file: Optional[Path] = typer.Argument(None, help="a plan saved by `pkic plan --out`; applied only if still current"),
+    plan_file: Path | None = typer.Argument(None, help="a plan saved by `pkic plan --out`; applied only if still current"),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (CI)"),
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
     commit: bool = typer.Option(False, "--commit", help="commit what changed in out/ in one commit with Pki-* trailers"),
-    author: Optional[str] = typer.Option(None, "--author", help="commit author, 'Name <email>' (default: git's config)"),
-    reviewed: Optional[str] = typer.Option(None, "--reviewed", help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs; 'none': there is no reviewed plan, do only time-driven work"),
-    time_travel: bool = typer.Option(False, "--time-travel", help="allow --now more than 5 minutes from this machine's clock: real certificates and CRLs dated then (tests, drills)"),
+    author: str | None = typer.Option(None, "--author", help="commit author, 'Name <email>' (default: git's config)"),
+    reviewed: str | None = typer.Option(
+        None,
+        "--reviewed",
+        help="the reviewed plan's Pki-Plan digest: refuse if the spec-driven part differs; 'none': there is no reviewed plan, do only time-driven work",
+    ),
+    time_travel: bool = typer.Option(
+        False,
+        "--time-travel",
+        help="allow --now more than 5 minutes from this machine's clock: real certificates and CRLs dated then (tests, drills)",
+    ),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
-    from compiler.policy import rules as policy
-    from compiler.state import seal
-    from compiler.spec import spec as spec_mod
     from compiler.apply.executor import execute, finish_interrupted
+    from compiler.cli.render import plan_text
     from compiler.keys.keystore import Keystore
     from compiler.plan.planner import make_plan
-    from compiler.cli.render import plan_text
+    from compiler.policy import rules as policy
+    from compiler.spec import spec as spec_mod
+    from compiler.state import seal
     from compiler.state.store import RepoLock, load_state, read_journal
 
     when = parse_now(now)
@@ -269,8 +306,8 @@ def apply(
     effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
-    from compiler.plan.planner import check_horizon
     from compiler.keys.sops import creation_rules
+    from compiler.plan.planner import check_horizon
 
     creation_rules(_repo)
     check_horizon(effective, when)
@@ -295,7 +332,17 @@ def apply(
             edited = hand_edits(_repo, state)  # reads every file: without a seal, the audit path only
             if edited:
                 raise PkicError(
-                    [Diagnostic(rel, None, None, "", "edited by hand: its content is not what the state records", "restore it from git (`git checkout -- out/`); change pki.yaml instead") for rel in edited[:20]]
+                    [
+                        Diagnostic(
+                            rel,
+                            None,
+                            None,
+                            "",
+                            "edited by hand: its content is not what the state records",
+                            "restore it from git (`git checkout -- out/`); change pki.yaml instead",
+                        )
+                        for rel in edited[:20]
+                    ]
                 )
         policy.check_all(effective, _repo, state)
         _reviewed_inputs(effective)
@@ -305,21 +352,39 @@ def apply(
         if reviewed == "none" and the_plan.needs_review:
             _show(plan_text(the_plan, effective))
             raise PkicError(
-                [Diagnostic("plan", None, None, "", "this plan has spec-driven work (issue, reissue, revoke, move, re-encrypt, or a renewal whose content or "
-                            "recipients changed), and there is no reviewed plan for it",
-                            "open a pull request: its reviewed plan's digest lets apply do it")]
+                [
+                    Diagnostic(
+                        "plan",
+                        None,
+                        None,
+                        "",
+                        "this plan has spec-driven work (issue, reissue, revoke, move, re-encrypt, or a renewal whose content or "
+                        "recipients changed), and there is no reviewed plan for it",
+                        "open a pull request: its reviewed plan's digest lets apply do it",
+                    )
+                ]
             )
         if reviewed not in (None, "none") and reviewed != the_plan.reviewed_digest:
             _show(plan_text(the_plan, effective))
             raise PkicError(
-                [Diagnostic("plan", None, None, "", f"the spec-driven part of the plan is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
-                            "pki.yaml, a policy, .sops.yaml or the state changed after review: re-run the plan on the pull request and review it again")]
+                [
+                    Diagnostic(
+                        "plan",
+                        None,
+                        None,
+                        "",
+                        f"the spec-driven part of the plan is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
+                        "pki.yaml, a policy, .sops.yaml or the state changed after review: re-run the plan on the pull request and review it again",
+                    )
+                ]
             )
         _show(plan_text(the_plan, effective))
         if sealing is not None:
             _sops_warning(sealing.report)
         if sealing is None:
-            out.print("[yellow]seal: unsealed[/]: no seal key and no out.seal; nothing proves who wrote out/ (fine for local experiments; see docs/security.md)")
+            out.print(
+                "[yellow]seal: unsealed[/]: no seal key and no out.seal; nothing proves who wrote out/ (fine for local experiments; see docs/security.md)"
+            )
         if the_plan.empty:
             if commit and recovered:
                 _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered, sealing)
@@ -333,7 +398,9 @@ def apply(
             check_attributes(_repo, planned_paths(the_plan, effective) + existing)
         if not yes and saved is None:
             if not sys.stdin.isatty():
-                raise PkicError("refusing to apply without confirmation: no terminal to ask on", "pass --yes (as CI does), or run it in a terminal")
+                raise PkicError(
+                    "refusing to apply without confirmation: no terminal to ask on", "pass --yes (as CI does), or run it in a terminal"
+                )
             if not typer.confirm("Apply these changes?", default=False):
                 err.print("Cancelled; nothing was changed.")
                 raise typer.Exit(1)
@@ -352,7 +419,9 @@ def apply(
     if result.reencrypted:
         parts.append(f"{len(result.reencrypted)} key file(s) re-encrypted")
     if result.ocsp_removed or result.responders_retired:
-        parts.append(f"OCSP off: {result.ocsp_removed} published response(s) removed, {len(result.responders_retired)} responder(s) retired")
+        parts.append(
+            f"OCSP off: {result.ocsp_removed} published response(s) removed, {len(result.responders_retired)} responder(s) retired"
+        )
     sealed = f"; sealed (seal serial {result.seal.serial})" if result.seal else ("; unsealed" if sealing is None else "")
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}{sealed}.")
 
@@ -411,17 +480,35 @@ def _read_saved_plan(path: Path) -> dict:
 def _check_saved(saved: dict, current) -> None:
     if saved.get("lineage") != current.lineage or saved.get("state_serial") != current.state_serial:
         raise PkicError(
-            [Diagnostic("plan", None, None, "", f"stale plan: it was made against state serial {saved.get('state_serial')}, but the state is now at serial {current.state_serial}", "run `pkic plan --out FILE` again and review the new plan")]
+            [
+                Diagnostic(
+                    "plan",
+                    None,
+                    None,
+                    "",
+                    f"stale plan: it was made against state serial {saved.get('state_serial')}, but the state is now at serial {current.state_serial}",
+                    "run `pkic plan --out FILE` again and review the new plan",
+                )
+            ]
         )
     if saved.get("digest") != current.digest:
         raise PkicError(
-            [Diagnostic("plan", None, None, "", "stale plan: pki.yaml or the clock changed what would be done since the plan was saved", "run `pkic plan --out FILE` again and review the new plan")]
+            [
+                Diagnostic(
+                    "plan",
+                    None,
+                    None,
+                    "",
+                    "stale plan: pki.yaml or the clock changed what would be done since the plan was saved",
+                    "run `pkic plan --out FILE` again and review the new plan",
+                )
+            ]
         )
 
 
 @app.command()
 def status(
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the inventory as JSON"),
     all_: bool = typer.Option(False, "--all", help="include revoked certificates"),
 ) -> None:
@@ -452,9 +539,13 @@ def status(
     out.print(f"seal: {_escape(seal_line)}")
     for r in crls:
         if r["status"] == "expired":
-            err.print(f"[bold red]CRL of {_escape(r['authority'])} EXPIRED at {_escape(r['next_update'])}: TLS clients that check CRLs reject every certificate it issued. Run `pkic apply` now.[/]")
+            err.print(
+                f"[bold red]CRL of {_escape(r['authority'])} EXPIRED at {_escape(r['next_update'])}: TLS clients that check CRLs reject every certificate it issued. Run `pkic apply` now.[/]"
+            )
         elif r["status"] == "due":
-            err.print(f"[yellow]CRL of {_escape(r['authority'])} is due for re-signing (next update {_escape(r['next_update'])}): run `pkic apply`.[/]")
+            err.print(
+                f"[yellow]CRL of {_escape(r['authority'])} is due for re-signing (next update {_escape(r['next_update'])}): run `pkic apply`.[/]"
+            )
 
 
 def _seal_status(repo: Path) -> str:
@@ -474,11 +565,15 @@ def _seal_status(repo: Path) -> str:
 
 @app.command()
 def verify(
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
     keys: bool = typer.Option(False, "--keys", help="also decrypt every key (needs the identity) and match it to its certificate"),
-    check_seal: bool = typer.Option(False, "--seal", help="check out.seal and its chain in git history against the recorded (or --seal-key) public key; no secret"),
-    seal_key: Optional[str] = typer.Option(None, "--seal-key", help="the seal public key to check against (ed25519:...), e.g. from your own records"),
-    base: Optional[str] = typer.Option(None, "--base", help="take the seal public key from the merge base with this branch"),
+    check_seal: bool = typer.Option(
+        False, "--seal", help="check out.seal and its chain in git history against the recorded (or --seal-key) public key; no secret"
+    ),
+    seal_key: str | None = typer.Option(
+        None, "--seal-key", help="the seal public key to check against (ed25519:...), e.g. from your own records"
+    ),
+    base: str | None = typer.Option(None, "--base", help="take the seal public key from the merge base with this branch"),
 ) -> None:
     """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match, (--seal) the seal holds."""
     from compiler.keys.keystore import Keystore
@@ -499,7 +594,9 @@ def verify(
             raise typer.Exit(1)
         versions = len({s.digest for _c, s in seal.parsed(report.git.history(_repo)) if public is not None and s.valid_under(public)})
         chain = f"{versions} seal(s) made with it in history form one chain" if versions else "no sealed commit yet"
-        out.print(f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {_escape(public)} (from {_escape(source)}); {chain}.")
+        out.print(
+            f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {_escape(public)} (from {_escape(source)}); {chain}."
+        )
     state = load_state(_repo)
     count, findings = verify_repo(_repo, state, parse_now(now), Keystore(_repo) if keys else None)
     if not count:
@@ -516,16 +613,16 @@ def verify(
 def check(
     warn: str = typer.Option("30d", "--warn", help="warn when a certificate expires within this (at most a third of its lifetime)"),
     critical: str = typer.Option("7d", "--critical", help="critical when anything expires within this (or a quarter of its lifetime)"),
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
     as_json: bool = typer.Option(False, "--json", help="print every item as JSON"),
     fmt: str = typer.Option("text", "--format", help="text, json, or prometheus (textfile collector)"),
-    save: Optional[Path] = typer.Option(None, "--out", help="write the output to this file (atomically; for textfile collectors)"),
+    save: Path | None = typer.Option(None, "--out", help="write the output to this file (atomically; for textfile collectors)"),
 ) -> None:
     """Expiry monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
-    from compiler.spec import spec as spec_mod
     from compiler.check import LEVEL_NAMES, UNKNOWN, overall, prometheus, run_check, summary_line
     from compiler.model.durations import parse_duration
     from compiler.model.errors import printable
+    from compiler.spec import spec as spec_mod
     from compiler.state.store import load_with_journal
 
     fmt = "json" if as_json else fmt
@@ -563,12 +660,22 @@ def check(
     if fmt == "prometheus":
         text = prometheus(items, when)
     elif fmt == "json":
-        text = json.dumps({"status": LEVEL_NAMES[level], "code": level, "summary": summary, "now": ts(when),
-                           "items": [i.to_json() for i in items]}, indent=2, sort_keys=True) + "\n"
+        text = (
+            json.dumps(
+                {"status": LEVEL_NAMES[level], "code": level, "summary": summary, "now": ts(when), "items": [i.to_json() for i in items]},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
     else:
         # one line per item (a monitoring system reads the first as the verdict): a name
         # from the state never breaks one
-        text = printable(summary) + "\n" + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {printable(i.name)}: {printable(i.message)}\n" for i in items if i.level)
+        text = (
+            printable(summary)
+            + "\n"
+            + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {printable(i.name)}: {printable(i.message)}\n" for i in items if i.level)
+        )
     if save is not None:
         from compiler.apply.bundle import write_atomic
 
@@ -592,8 +699,8 @@ def history(
     from rich.table import Table
     from rich.text import Text
 
-    from compiler.model.errors import printable
     from compiler.gitops import history as git_history
+    from compiler.model.errors import printable
 
     events = git_history(_repo, name)
     if as_json:
@@ -606,7 +713,12 @@ def history(
     for col in ("date", "commit", "author", "action", "serial", "reason"):
         table.add_column(col)
     for e in events:  # commit messages and authors are anyone's: cells are Text, never markup
-        table.add_row(*(Text(printable(v)) for v in (e["date"], e["commit"][:12], e["author"], e["action"], (e["serial"] or "")[:16], e["reason"] or "")))
+        table.add_row(
+            *(
+                Text(printable(v))
+                for v in (e["date"], e["commit"][:12], e["author"], e["action"], (e["serial"] or "")[:16], e["reason"] or "")
+            )
+        )
     out.print(table)
 
 
@@ -631,12 +743,12 @@ def graph(
 @app.command()
 def report(
     save: Path = typer.Option(Path("report.html"), "--out", help="where to write the HTML report"),
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """A self-contained HTML report for auditors: hierarchy, validity timeline, revocations, recent changes."""
-    from compiler.spec import spec as spec_mod
     from compiler.gitops import recent_commits
     from compiler.report import render_report
+    from compiler.spec import spec as spec_mod
     from compiler.state.store import load_with_journal
 
     state, _ = load_with_journal(_repo)
@@ -653,10 +765,21 @@ def report(
 def serve(
     port: int = typer.Option(8080, "--port", help="TCP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
-    timeout: float = typer.Option(10.0, "--timeout", min=0.1, max=3600, help="seconds a connection has to send its whole request (and to take each write of the answer)"),
+    timeout: float = typer.Option(
+        10.0,
+        "--timeout",
+        min=0.1,
+        max=3600,
+        help="seconds a connection has to send its whole request (and to take each write of the answer)",
+    ),
     threads: int = typer.Option(32, "--threads", min=1, max=1024, help="worker threads answering complete requests"),
-    max_connections: int = typer.Option(512, "--max-connections", min=1, max=65536,
-                                        help="open connections at most; past it the oldest one still sending its request is closed"),
+    max_connections: int = typer.Option(
+        512,
+        "--max-connections",
+        min=1,
+        max=65536,
+        help="open connections at most; past it the oldest one still sending its request is closed",
+    ),
 ) -> None:
     """Serve out/ over HTTP: CRLs, certificates, and pre-signed OCSP responses (no key needed)."""
     from compiler.serve import make_server
@@ -664,8 +787,9 @@ def serve(
     if not (_repo / "out").is_dir():
         raise PkicError("no out/ directory here: nothing to serve", "run `pkic apply` first, or use -C DIR")
     try:
-        server = make_server(_repo, host, port, lambda line: err.print(_escape(line)),
-                             timeout=timeout, threads=threads, max_connections=max_connections)
+        server = make_server(
+            _repo, host, port, lambda line: err.print(_escape(line)), timeout=timeout, threads=threads, max_connections=max_connections
+        )
     except (OSError, OverflowError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise fail(f"{host}:{port}", f"cannot listen: {reason}", "pick another --port (1-65535)") from None
@@ -696,19 +820,26 @@ app.add_typer(seal_app, name="seal")
 @seal_app.command("init")
 def seal_init(
     rotate: bool = typer.Option(False, "--rotate", help="replace a seal made with another seal key (after that key leaked or was lost)"),
-    old_key_file: Optional[Path] = typer.Option(None, "--old-key-file", help="with --rotate: the previous seal key, to endorse the new one (plan and verify then follow the rotation)"),
-    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+    old_key_file: Path | None = typer.Option(
+        None,
+        "--old-key-file",
+        help="with --rotate: the previous seal key, to endorse the new one (plan and verify then follow the rotation)",
+    ),
+    now: str | None = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Seal out/ as it is now, once `verify --keys` passes: adopting an unsealed repository (trust on first use), or rotating the seal key."""
     from compiler import layout
-    from compiler.state import seal
     from compiler.keys.keystore import Keystore
+    from compiler.state import seal
     from compiler.state.store import RepoLock, load_state, read_journal
     from compiler.verify import verify_repo
 
     key = seal.load_key()
     if key is None:
-        raise PkicError("no seal key: set PKIC_SEAL_KEY or PKIC_SEAL_KEY_FILE", f"make one with `pkic init` in a scratch directory, or put it at {seal.key_file()}")
+        raise PkicError(
+            "no seal key: set PKIC_SEAL_KEY or PKIC_SEAL_KEY_FILE",
+            f"make one with `pkic init` in a scratch directory, or put it at {seal.key_file()}",
+        )
     public = seal.public_text(key.public_key())
     when = parse_now(now)
     with RepoLock(_repo):
@@ -723,8 +854,10 @@ def seal_init(
         disk_raw = layout.read_file(_repo, layout.SEAL_PATH, seal.MAX_SEAL + 1)
         earlier = [seal.parse(r) for r in (head_raw, disk_raw) if r is not None]
         if any(s.public_key != public for s in earlier) and not rotate:
-            raise PkicError(f"out.seal is made with another seal key ({earlier[0].public_key}), not this one ({public})",
-                            "pass --rotate to replace it (see docs/security.md: rotating the seal key); check first that out/ is the one you trust")
+            raise PkicError(
+                f"out.seal is made with another seal key ({earlier[0].public_key}), not this one ({public})",
+                "pass --rotate to replace it (see docs/security.md: rotating the seal key); check first that out/ is the one you trust",
+            )
         endorse = None
         if old_key_file is not None:
             if not rotate:
@@ -735,28 +868,47 @@ def seal_init(
                 raise fail(str(old_key_file), f"cannot read the old seal key: {exc}") from None
             old_public = seal.public_text(endorse.public_key())
             if earlier and earlier[-1].public_key != old_public:
-                raise fail(str(old_key_file), f"is not the key of the current seal ({earlier[-1].public_key})", "pass the seal key that made out.seal")
+                raise fail(
+                    str(old_key_file),
+                    f"is not the key of the current seal ({earlier[-1].public_key})",
+                    "pass the seal key that made out.seal",
+                )
         state = load_state(_repo)
         count, findings = verify_repo(_repo, state, when, Keystore(_repo))
         if findings:
-            raise PkicError([Diagnostic(f.name, None, None, "", f.problem, "seal only an out/ that verifies: restore it from git") for f in findings[:20]])
+            raise PkicError(
+                [
+                    Diagnostic(f.name, None, None, "", f.problem, "seal only an out/ that verifies: restore it from git")
+                    for f in findings[:20]
+                ]
+            )
         fresh = seal.Report(git=git, head_seal=seal.parse(head_raw) if head_raw else None, seal=seal.parse(disk_raw) if disk_raw else None)
-        made = seal.write(_repo, key, fresh, seal.scan_out(_repo, git.object_format), lineage=state.lineage, state_serial=state.serial, at=ts(when),
-                          endorse_with=endorse)
+        made = seal.write(
+            _repo,
+            key,
+            fresh,
+            seal.scan_out(_repo, git.object_format),
+            lineage=state.lineage,
+            state_serial=state.serial,
+            at=ts(when),
+            endorse_with=endorse,
+        )
     out.print(f"[green]Sealed[/] out/ ({count} certificate(s) verified with their keys): seal serial {made.serial}, key {public}.")
     if rotate and endorse is None and earlier:
-        err.print("[yellow]This rotation is not endorsed by the previous key[/] (no --old-key-file): plan and verify --seal without a "
-                  "secret keep checking against the old key; give them --seal-key NEW (or a --base after this commit).")
+        err.print(
+            "[yellow]This rotation is not endorsed by the previous key[/] (no --old-key-file): plan and verify --seal without a "
+            "secret keep checking against the old key; give them --seal-key NEW (or a --base after this commit)."
+        )
     out.print("Commit out.seal in a pull request; reviewers check that the key above is the one in PKIC_SEAL_KEY.")
 
 
 @app.command()
 def validate() -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
+    from compiler.keys.sops import creation_rules
+    from compiler.plan.planner import check_horizon
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
-    from compiler.plan.planner import check_horizon
-    from compiler.keys.sops import creation_rules
 
     diags: list[Diagnostic] = []
     effective = None
@@ -781,12 +933,12 @@ def validate() -> None:
 def csr(
     name: str = typer.Argument(..., help="the certificate in pki.yaml to make a key and CSR for"),
     key_out: Path = typer.Option(..., "--key-out", help="where to write the new private key (on the host, never inside the repo)"),
-    csr_out: Optional[Path] = typer.Option(None, "--csr-out", help="where to write the CSR (default csrs/<name>.csr.pem in the repo)"),
+    csr_out: Path | None = typer.Option(None, "--csr-out", help="where to write the CSR (default csrs/<name>.csr.pem in the repo)"),
 ) -> None:
     """Host side: generate a key and a CSR for a certificate in the spec; the key stays here."""
     from compiler import layout
-    from compiler.spec import spec as spec_mod
     from compiler.keys.keystore import write_host_key_and_csr
+    from compiler.spec import spec as spec_mod
 
     effective = spec_mod.load(_repo)
     entry = effective.entries.get(name)
@@ -795,9 +947,15 @@ def csr(
     repo_real = _repo.resolve()
     key_target = key_out.resolve()
     if key_target.is_relative_to(repo_real):
-        raise fail(str(key_out), "refusing to write a private key inside the repo", "write it on the host that uses it, e.g. --key-out /etc/ssl/private/web.key")
+        raise fail(
+            str(key_out),
+            "refusing to write a private key inside the repo",
+            "write it on the host that uses it, e.g. --key-out /etc/ssl/private/web.key",
+        )
     if key_out.is_symlink() or key_target.exists():
-        raise fail(str(key_out), "exists: refusing to overwrite a key (or to follow a symlink)", "pick a new path, or remove the old key yourself")
+        raise fail(
+            str(key_out), "exists: refusing to overwrite a key (or to follow a symlink)", "pick a new path, or remove the old key yourself"
+        )
     csr_rel = csr_out or Path("csrs") / f"{name}.csr.pem"
     # the CSR goes into the repo: never through a symlink there (checked before the key is made)
     csr_in_repo: str | None = None
@@ -806,13 +964,14 @@ def csr(
     elif os.path.abspath(csr_rel).startswith(str(repo_real).rstrip("/") + "/"):
         csr_in_repo = os.path.relpath(os.path.abspath(csr_rel), repo_real)
     if csr_in_repo is not None:
-        if csr_in_repo.startswith("../") or "/../" in f"/{csr_in_repo}/" or csr_in_repo.startswith("/"):
+        if csr_in_repo.startswith(("../", "/")) or "/../" in f"/{csr_in_repo}/":
             raise fail(str(csr_rel), "is not a path inside the repository", "use csrs/<name>.csr.pem")
         layout.check_input_target(_repo, csr_in_repo)
     elif csr_rel.is_symlink():
         raise fail(str(csr_rel), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out")
-    write_host_key_and_csr(entry, key_target, None if csr_in_repo is not None else csr_rel,
-                           lambda data: layout.write_input(_repo, str(csr_in_repo), data))
+    write_host_key_and_csr(
+        entry, key_target, None if csr_in_repo is not None else csr_rel, lambda data: layout.write_input(_repo, str(csr_in_repo), data)
+    )
     out.print(f"[green]Wrote[/] the key to {_escape(key_out)} (mode 0600; it never goes into the repo) and the CSR to {_escape(csr_rel)}")
     out.print(f"Next: add `csr: {_escape(csr_rel)}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 

@@ -33,7 +33,9 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     if plan.empty:
         for w in plan.warnings:
             lines.append(Text(f"! {_p(w)}", style="yellow"))
-        lines.append(Text("No changes. The certificates match pki.yaml, none is due for renewal, CRLs and OCSP responses are fresh.", style="green"))
+        lines.append(
+            Text("No changes. The certificates match pki.yaml, none is due for renewal, CRLs and OCSP responses are fresh.", style="green")
+        )
         return Group(*lines)
     lines.append(Text(""))
     radius = blast_radius(plan, spec) if spec else {}
@@ -61,7 +63,9 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
             lines.append(Text(f"      · {_p(r.message)}", style="dim" if r.code in ("new",) else ""))
         if c.name in radius:
             below = radius[c.name]
-            lines.append(Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta"))
+            lines.append(
+                Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta")
+            )
     for label, what, pubs in (("responder", "delegated OCSP responder certificate", plan.responders), ("crl", "re-sign CRL", plan.crls)):
         for pub in pubs:
             t = Text("  ✎ ", style="blue")
@@ -88,7 +92,12 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         t = Text("  ✎ ", style="blue")
         t.append(f"{'ocsp':<8} ", style="bold blue")
         t.append(off, style="bold")
-        t.append("  (publish.ocsp is false" + (f"; the responders of {', '.join(retired)}: certificate and key removed" if retired else "") + ")", style="dim")
+        t.append(
+            "  (publish.ocsp is false"
+            + (f"; the responders of {', '.join(retired)}: certificate and key removed" if retired else "")
+            + ")",
+            style="dim",
+        )
         lines.append(t)
     for c in plan.changes:
         for r in c.revokes:
@@ -97,7 +106,12 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
     for change in plan.settings_changes:
         lines.append(Text(f"  ⚙ setting: {_p(change)}", style="bold"))
     for master, names in plan.new_recipients.items():
-        lines.append(Text(f"  🔑 new recipient {_p(master.removeprefix('age:'))}: can decrypt {len(names)} key(s): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}", style="bold magenta"))
+        lines.append(
+            Text(
+                f"  🔑 new recipient {_p(master.removeprefix('age:'))}: can decrypt {len(names)} key(s): {', '.join(names[:20])}{' …' if len(names) > 20 else ''}",
+                style="bold magenta",
+            )
+        )
     for digest, names in keys_by_rule(plan):
         lines.append(Text(f"  🔑 {len(names)} new key(s) encrypted for: {_p(rule_summary(plan.rules[digest]))}", style="cyan"))
     for r in plan.reencrypt:
@@ -107,12 +121,19 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         t.append(f"  ({_p(reencrypt_delta(r))}; fresh data key)", style="")
         lines.append(t)
     for master, names in plan.exposed.items():
-        lines.append(Text(f"  ! {_p(master)} is removed, but could decrypt {len(names)} key(s) still in git history: {', '.join(names[:20])}"
-                          f"{' …' if len(names) > 20 else ''}. Rekey them (bump `rekey`) to revoke its access.", style="bold yellow"))
+        lines.append(
+            Text(
+                f"  ! {_p(master)} is removed, but could decrypt {len(names)} key(s) still in git history: {', '.join(names[:20])}"
+                f"{' …' if len(names) > 20 else ''}. Rekey them (bump `rekey`) to revoke its access.",
+                style="bold yellow",
+            )
+        )
     for w in plan.warnings:
         lines.append(Text(f"  ! {_p(w)}", style="yellow"))
     if plan.chain_updates:
-        lines.append(Text(f"  chain files rewritten (new intermediate, certificate unchanged): {', '.join(plan.chain_updates)}", style="dim"))
+        lines.append(
+            Text(f"  chain files rewritten (new intermediate, certificate unchanged): {', '.join(plan.chain_updates)}", style="dim")
+        )
     if plan.pending_journal:
         lines.append(Text(f"  the interrupted apply's {plan.pending_journal} step(s) are finished first", style="yellow"))
     n = plan.counts()
@@ -136,8 +157,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
 
 def keys_by_rule(plan: Plan) -> list[tuple[str, list[str]]]:
     """New keys grouped by the SOPS rule that encrypts them (who can decrypt them)."""
-    from compiler.layout import responder_key_path
     from compiler.keys.sops import rule_digest
+    from compiler.layout import responder_key_path
 
     groups: dict[str, list[str]] = {}
     for c in plan.changes:
@@ -201,17 +222,19 @@ def status_rows(state: State, now: datetime) -> list[dict]:
         status = rec["status"]
         if status == "active" and days <= 0:
             status = "expired"
-        rows.append({
-            "name": name,
-            "kind": rec["kind"],
-            "issuer": rec.get("issuer") or "(self)",
-            "serial": rec["serial"],
-            "not_before": rec["not_before"],
-            "not_after": rec["not_after"],
-            "days_left": int(days // 1) if days > 0 else 0,
-            "status": status,
-            "subject": rec["subject"],
-        })
+        rows.append(
+            {
+                "name": name,
+                "kind": rec["kind"],
+                "issuer": rec.get("issuer") or "(self)",
+                "serial": rec["serial"],
+                "not_before": rec["not_before"],
+                "not_after": rec["not_after"],
+                "days_left": int(days // 1) if days > 0 else 0,
+                "status": status,
+                "subject": rec["subject"],
+            }
+        )
     return rows
 
 
@@ -222,8 +245,8 @@ def status_plain(rows: list[dict]) -> str:
     head = ("name", "kind", "issuer", "serial", "not after", "days left", "status")
     cells = [[_p(str(r[c])[:16] if c == "serial" else str(r[c])) for c in cols] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines) + "\n"
 
 
@@ -236,8 +259,11 @@ def status_table(rows: list[dict]) -> Table:
         colour = "green" if days > 30 else "yellow" if days > 7 else "red"
         if r["status"] != "active":
             colour = "dim" if r["status"] in ("revoked", "superseded") else "red"
-        table.add_row(*_cells(r["name"], r["kind"], r["issuer"], r["serial"][:16] + ("…" if len(r["serial"]) > 16 else ""), r["not_after"]),
-                      Text(str(days), style=colour), Text(_p(r["status"]), style=colour))
+        table.add_row(
+            *_cells(r["name"], r["kind"], r["issuer"], r["serial"][:16] + ("…" if len(r["serial"]) > 16 else ""), r["not_after"]),
+            Text(str(days), style=colour),
+            Text(_p(r["status"]), style=colour),
+        )
     return table
 
 
@@ -258,11 +284,17 @@ def crl_rows(state: State, now: datetime, refresh: dict | None = None) -> list[d
             status = "withdrawn"  # the authority left: its CRL left out/ with it
         elif crl_retired(state, name, now):
             status = "final"  # a revoked authority, everything it signed expired: not re-signed any more
-        rows.append({
-            "authority": name, "number": info["number"], "this_update": info["this_update"],
-            "next_update": info["next_update"], "hours_left": max(0, int(left // 3600)),
-            "revoked": len(info.get("serials", [])), "status": status,
-        })
+        rows.append(
+            {
+                "authority": name,
+                "number": info["number"],
+                "this_update": info["this_update"],
+                "next_update": info["next_update"],
+                "hours_left": max(0, int(left // 3600)),
+                "revoked": len(info.get("serials", [])),
+                "status": status,
+            }
+        )
     return rows
 
 
@@ -298,7 +330,11 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     head = ["<!-- pkic-plan -->"]
     sections: list[tuple[list[str], list[str], list[str]]] = []  # (lines before, rows that may be cut, lines after)
     if plan.empty:
-        head += ["### pkic plan: no changes", "", "The certificates match `pki.yaml`, none is due for renewal, CRLs and OCSP responses are fresh."]
+        head += [
+            "### pkic plan: no changes",
+            "",
+            "The certificates match `pki.yaml`, none is due for renewal, CRLs and OCSP responses are fresh.",
+        ]
     else:
         title = f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke"
         if plan.moves:
@@ -310,22 +346,31 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
             head += ["Time-driven only (renewals of unchanged content, CRL and OCSP re-signing): nothing here needs review.", ""]
     urgent = []
     for master, names in plan.new_recipients.items():  # never cut: who can newly decrypt
-        urgent.append(f"- 🔑 **new recipient {_code(master.removeprefix('age:'))}** can decrypt {len(names)} key(s): "
-                      + ", ".join(_code(x) for x in names[:30]) + (f" … and {len(names) - 30} more" if len(names) > 30 else ""))
+        urgent.append(
+            f"- 🔑 **new recipient {_code(master.removeprefix('age:'))}** can decrypt {len(names)} key(s): "
+            + ", ".join(_code(x) for x in names[:30])
+            + (f" … and {len(names) - 30} more" if len(names) > 30 else "")
+        )
     for change in plan.settings_changes:
         urgent.append(f"- ⚙️ setting: {_md(change)}")
     for master, names in plan.exposed.items():
-        urgent.append(f"- ⚠️ **{_code(master)} is removed, but could decrypt {len(names)} key(s) still in git history**: "
-                      + ", ".join(_code(x) for x in names[:30]) + (" …" if len(names) > 30 else "")
-                      + ". Rekey them (bump `rekey`) to end that access.")
+        urgent.append(
+            f"- ⚠️ **{_code(master)} is removed, but could decrypt {len(names)} key(s) still in git history**: "
+            + ", ".join(_code(x) for x in names[:30])
+            + (" …" if len(names) > 30 else "")
+            + ". Rekey them (bump `rekey`) to end that access."
+        )
     if review and review.get("outside"):
         from compiler.gitops import is_risky
 
         risky = [p for p in review["outside"] if is_risky(p)]
-        rest = review["outside"][len(risky):]  # review_context lists the risky ones first
+        rest = review["outside"][len(risky) :]  # review_context lists the risky ones first
         shown = risky + rest[:40]  # workflows and the like always named, never cut
-        urgent.append(f"- 🧾 **not planned: review as code** ({len(review['outside'])} path(s) pkic does not plan; a workflow change runs with the CA identity after merge): "
-                      + ", ".join(_code(p) for p in shown) + (f" … and {len(rest) - 40} more" if len(rest) > 40 else ""))
+        urgent.append(
+            f"- 🧾 **not planned: review as code** ({len(review['outside'])} path(s) pkic does not plan; a workflow change runs with the CA identity after merge): "
+            + ", ".join(_code(p) for p in shown)
+            + (f" … and {len(rest) - 40} more" if len(rest) > 40 else "")
+        )
     if urgent:
         head += urgent + [""]
     if plan.changes or plan.moves:
@@ -340,17 +385,44 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
         sections.append((["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"], rows, [""]))
         content = [_content_row(c, plan) for c in plan.changes if c.action != REVOKE and c.new_spec is not None]
         if content:
-            sections.append((["#### What each certificate will contain", "",
-                              "| certificate | subject | names | profile | key | lifetime | issuer | who can decrypt its key |",
-                              "|---|---|---|---|---|---|---|---|"], content, [""]))
+            sections.append(
+                (
+                    [
+                        "#### What each certificate will contain",
+                        "",
+                        "| certificate | subject | names | profile | key | lifetime | issuer | who can decrypt its key |",
+                        "|---|---|---|---|---|---|---|---|",
+                    ],
+                    content,
+                    [""],
+                )
+            )
     if plan.responder_keys:
-        head += [f"- 🔑 new OCSP responder key of {_code(a)} encrypted for: {_md(rule_summary(plan.rules[d]))}" for a, d in plan.responder_keys] + [""]
+        head += [
+            f"- 🔑 new OCSP responder key of {_code(a)} encrypted for: {_md(rule_summary(plan.rules[d]))}" for a, d in plan.responder_keys
+        ] + [""]
     if plan.reencrypt:
         rows = [f"| {_code(r.path)} | {_md(reencrypt_delta(r))} |" for r in plan.reencrypt]
-        sections.append((["#### Key files to re-encrypt (fresh data key, for the new rule's master keys only)", "", "| key file | change |", "|---|---|"], rows, [""]))
+        sections.append(
+            (
+                [
+                    "#### Key files to re-encrypt (fresh data key, for the new rule's master keys only)",
+                    "",
+                    "| key file | change |",
+                    "|---|---|",
+                ],
+                rows,
+                [""],
+            )
+        )
     if review and review.get("sops_rules_diff"):
-        sections.append((["#### `.sops.yaml`: the rules as data (comments and layout don't count)", "", "```diff"],
-                         [_fence(x) for x in review["sops_rules_diff"].splitlines()], ["```", ""]))
+        sections.append(
+            (
+                ["#### `.sops.yaml`: the rules as data (comments and layout don't count)", "", "```diff"],
+                [_fence(x) for x in review["sops_rules_diff"].splitlines()],
+                ["```", ""],
+            )
+        )
     for path, diff in sorted((review or {}).get("policy_diffs", {}).items()):
         sections.append(([f"#### Policy {_code(path)}", "", "```diff"], [_fence(x) for x in diff.splitlines()], ["```", ""]))
     details = []
@@ -359,12 +431,28 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
         sections.append((["To sign: " + _md(", ".join(pubs)) + ".", ""], [], []))
     if plan.ocsp_off:
         retired = [p.name for p in plan.ocsp_off if p.kind == "responder"]
-        sections.append(([_md(ocsp_off_summary(plan)) + " (`publish.ocsp` is false" + (": " + ", ".join(_code(a) for a in retired) + " retired" if retired else "") + ").", ""], [], []))
+        sections.append(
+            (
+                [
+                    _md(ocsp_off_summary(plan))
+                    + " (`publish.ocsp` is false"
+                    + (": " + ", ".join(_code(a) for a in retired) + " retired" if retired else "")
+                    + ").",
+                    "",
+                ],
+                [],
+                [],
+            )
+        )
     radius = blast_radius(plan, spec) if spec else {}
     for name, below in sorted(radius.items()):
-        details.append(f"- **blast radius** of {_code(name)}: {len(below)} certificate(s) below are reissued: " + ", ".join(_code(b) for b in below))
+        details.append(
+            f"- **blast radius** of {_code(name)}: {len(below)} certificate(s) below are reissued: " + ", ".join(_code(b) for b in below)
+        )
     if plan.chain_updates:
-        details.append("- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(_code(b) for b in plan.chain_updates))
+        details.append(
+            "- chain files rewritten (new intermediate, certificate unchanged): " + ", ".join(_code(b) for b in plan.chain_updates)
+        )
     details += [f"- ⚠️ {_md(w)}" for w in plan.warnings] + [f"- {_md(note)}" for note in plan.notices]
     details += [f"- CRL {_code(pub.name)}: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
     if details:
@@ -377,8 +465,11 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
             shown = rows if limit is None else rows[:limit]
             lines += before + shown
             if len(shown) < len(rows):
-                lines.append(f"| … {len(rows) - len(shown)} more: the full plan is in the job summary of the plan run |" if rows[0].startswith("|")
-                             else f"… {len(rows) - len(shown)} more lines: the full plan is in the job summary of the plan run")
+                lines.append(
+                    f"| … {len(rows) - len(shown)} more: the full plan is in the job summary of the plan run |"
+                    if rows[0].startswith("|")
+                    else f"… {len(rows) - len(shown)} more lines: the full plan is in the job summary of the plan run"
+                )
             lines += after
         return "\n".join(lines + foot) + "\n" + tail
 
@@ -393,7 +484,11 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
         else:
             hi = mid - 1
     text = build(lo)
-    return text if len(text) <= max_chars else text[: max_chars - 200] + "\n\n… cut: the full plan is in the job summary of the plan run\n" + "\n".join(foot) + "\n"
+    return (
+        text
+        if len(text) <= max_chars
+        else text[: max_chars - 200] + "\n\n… cut: the full plan is in the job summary of the plan run\n" + "\n".join(foot) + "\n"
+    )
 
 
 def _content_row(c, plan: Plan) -> str:
@@ -413,7 +508,9 @@ def _content_row(c, plan: Plan) -> str:
     who = _md(rule_summary(c.recipients)) if c.recipients is not None else ("the host (CSR)" if c.key == "external" else "unchanged")
     if c.time_driven:
         who += " (unchanged)"
-    return f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {_md(key)} | {_md(sp.get('lifetime', ''))} | {issuer} | {who} |"
+    return (
+        f"| {_code(c.name)} | {_md(subject)} | {shown} | {_md(profile)} | {_md(key)} | {_md(sp.get('lifetime', ''))} | {issuer} | {who} |"
+    )
 
 
 def _fence(line: str) -> str:
@@ -455,16 +552,25 @@ def seal_markdown(report, findings: list) -> str:
         return "\n⚠️ **unsealed**: this repository has no `out.seal`; nothing proves who wrote `out/`.\n"
     sops = ""
     if report.sops_change is not None:
-        sops = ("\n### ⚠️ `.sops.yaml` changed\n\nIts creation rules differ from the sealed ones. Every key written from now on "
-                f"(new certificates, renewals, rekeys) is encrypted under:\n\n{_code(report.sops_change)}\n")
+        sops = (
+            "\n### ⚠️ `.sops.yaml` changed\n\nIts creation rules differ from the sealed ones. Every key written from now on "
+            f"(new certificates, renewals, rekeys) is encrypted under:\n\n{_code(report.sops_change)}\n"
+        )
     problems = list(report.problems) + list(findings)
     if not problems:
         if report.seal is not None:  # which key vouched for out/, and why that key: the reviewer can check it
-            return (f"\n<sub>Seal: `out/` is the sealed output (seal serial {report.seal.serial}), checked against the seal key "
-                    f"{_code(report.public_key or '')} from {esc(report.key_source)}.</sub>\n") + sops
+            return (
+                f"\n<sub>Seal: `out/` is the sealed output (seal serial {report.seal.serial}), checked against the seal key "
+                f"{_code(report.public_key or '')} from {esc(report.key_source)}.</sub>\n"
+            ) + sops
         return sops
-    lines = ["", "### 🚨 out/ is not the sealed output", "",
-             "This change edits what only `pkic apply` writes. Apply will refuse it; review it as an attack on the PKI.", ""]
+    lines = [
+        "",
+        "### 🚨 out/ is not the sealed output",
+        "",
+        "This change edits what only `pkic apply` writes. Apply will refuse it; review it as an attack on the PKI.",
+        "",
+    ]
     lines += [f"- {_code(d.file)}: {esc(d.message)}" for d in problems[:50]]
     if len(problems) > 50:
         lines.append(f"- … and {len(problems) - 50} more")

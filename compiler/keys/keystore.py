@@ -25,10 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from compiler import layout
 from compiler.keys import sops as sopsfile
+from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
 from compiler.model.errors import PkicError, fail
 from compiler.x509.build import signature_hash
-
-from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
 
 
 def public_key_sha256(public_key) -> str:
@@ -111,9 +110,9 @@ def sign(builder: x509.CertificateBuilder, signer: KeyHandle) -> x509.Certificat
 
 
 def _pem(handle: KeyHandle) -> str:
-    return handle._key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
+    return handle._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(
+        "ascii"
+    )
 
 
 def key_fields(name: str, handle: KeyHandle) -> list[tuple[str, str]]:
@@ -204,7 +203,11 @@ class Keystore:
     def check_config(self) -> None:
         if not layout.is_regular(self.repo, SOPS_CONFIG):
             layout.read_file(self.repo, SOPS_CONFIG)  # a symlink: refused with its own message
-            raise fail(SOPS_CONFIG, "missing: apply cannot encrypt keys without creation rules", f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)")
+            raise fail(
+                SOPS_CONFIG,
+                "missing: apply cannot encrypt keys without creation rules",
+                f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)",
+            )
 
     def _env(self, rule: dict | None) -> dict:
         """The environment sops runs with: what the rule's backends need, nothing else
@@ -225,8 +228,18 @@ class Keystore:
                     raise _not_planned(rel)
                 return _require_encrypted(sopsfile.write_document(key_fields(name, handle), rule), rel)
         proc = subprocess.run(
-            [self.sops, "--config", os.path.realpath(self.repo / SOPS_CONFIG), "encrypt",
-             "--filename-override", rel, "--input-type", "yaml", "--output-type", "yaml"],
+            [
+                self.sops,
+                "--config",
+                os.path.realpath(self.repo / SOPS_CONFIG),
+                "encrypt",
+                "--filename-override",
+                rel,
+                "--input-type",
+                "yaml",
+                "--output-type",
+                "yaml",
+            ],
             input=key_document(name, handle).encode(),
             capture_output=True,
             cwd=os.path.realpath(self.repo),
@@ -328,8 +341,11 @@ class Keystore:
             if want is None:
                 raise fail(rel, f"the state records no public key for this key file of '{name}'", "restore out/ from git")
             if got != want:
-                raise fail(rel, f"decrypts to a key that is not the one the state records for '{name}' (public key {got[:16]}…, recorded {want[:16]}…)",
-                           "refusing to sign with it: restore the key file from git, and find out who replaced it")
+                raise fail(
+                    rel,
+                    f"decrypts to a key that is not the one the state records for '{name}' (public key {got[:16]}…, recorded {want[:16]}…)",
+                    "refusing to sign with it: restore the key file from git, and find out who replaced it",
+                )
         handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
         self._cache[rel] = handle
         return handle
@@ -351,9 +367,12 @@ class Keystore:
         foreign = sorted(named - allowed)
         if foreign:
             shown = ", ".join(f[:80] for f in foreign[:3])
-            raise fail(rel, f"its SOPS metadata names master keys the state does not record for '{name}' ({shown}): "
-                       "sops would contact them with this machine's credentials; nothing was decrypted",
-                       "restore the file from git, and find out who changed it; a change of recipients is made in .sops.yaml and planned")
+            raise fail(
+                rel,
+                f"its SOPS metadata names master keys the state does not record for '{name}' ({shown}): "
+                "sops would contact them with this machine's credentials; nothing was decrypted",
+                "restore the file from git, and find out who changed it; a change of recipients is made in .sops.yaml and planned",
+            )
         return recorded
 
 
@@ -380,18 +399,33 @@ def sops_env(kinds: set[str]) -> dict:
 
 def _age_rule(rule: sopsfile.AgeRule) -> dict:
     """The in-process writer's rule, as sopsfile.comparable gives a planned one."""
-    enc = {"encrypted_regex": rule.encrypted_regex} if rule.encrypted_regex is not None else {"unencrypted_suffix": rule.unencrypted_suffix or "_unencrypted"}
-    return {"groups": [sorted({f"age:{r}" for r in rule.recipients})], "threshold": None, "encrypt": enc, "mac_only_encrypted": rule.mac_only_encrypted}
+    enc = (
+        {"encrypted_regex": rule.encrypted_regex}
+        if rule.encrypted_regex is not None
+        else {"unencrypted_suffix": rule.unencrypted_suffix or "_unencrypted"}
+    )
+    return {
+        "groups": [sorted({f"age:{r}" for r in rule.recipients})],
+        "threshold": None,
+        "encrypt": enc,
+        "mac_only_encrypted": rule.mac_only_encrypted,
+    }
 
 
 def _not_planned(rel: str) -> Exception:
-    return fail(SOPS_CONFIG, f"sops encrypted {rel} for other master keys than the plan shows: nothing is written",
-                "sops and pkic read .sops.yaml differently: simplify the rule's path_regex, and plan again")
+    return fail(
+        SOPS_CONFIG,
+        f"sops encrypted {rel} for other master keys than the plan shows: nothing is written",
+        "sops and pkic read .sops.yaml differently: simplify the rule's path_regex, and plan again",
+    )
 
 
 def _clear(rel: str) -> Exception:
-    return fail(SOPS_CONFIG, f"its creation rule for {rel} would leave private_key in clear: nothing is written",
-                "encrypt private_key (encrypted_regex: ^private_key$, or no selector at all); see docs/security.md")
+    return fail(
+        SOPS_CONFIG,
+        f"its creation rule for {rel} would leave private_key in clear: nothing is written",
+        "encrypt private_key (encrypted_regex: ^private_key$, or no selector at all); see docs/security.md",
+    )
 
 
 def _require_encrypted(text: str, rel: str) -> str:
@@ -407,7 +441,8 @@ def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path | None,
     (never the repo), mode 0600, never through a symlink; and a CSR for the entry's
     subject and names, to ``csr_path_out`` outside the repo (never through a symlink) or
     through ``write_csr`` into it."""
-    from compiler.x509.build import csr_builder, signature_hash as _hash
+    from compiler.x509.build import csr_builder
+    from compiler.x509.build import signature_hash as _hash
 
     handle = generate(entry.key_type)
     csr_obj = csr_builder(entry).sign(handle._key, _hash(entry.key_type))
@@ -425,7 +460,9 @@ def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path | None,
         fd = os.open(csr_path_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise fail(str(csr_path_out), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out") from None
+            raise fail(
+                str(csr_path_out), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out"
+            ) from None
         raise
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)

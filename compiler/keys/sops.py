@@ -24,21 +24,52 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from ruamel.yaml import YAML
 
 SOPS_VERSION = "3.11.0"  # the format version written (what the bundled binary writes)
 OTHER_BACKENDS = ("kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "pgp", "key_groups", "shamir_threshold", "hckms")
 UNSUPPORTED_SELECTORS = ("unencrypted_regex", "encrypted_suffix", "encrypted_comment_regex", "unencrypted_comment_regex")
 # sops initialises the MAC hash with these bytes when mac_only_encrypted is set
-MAC_ONLY_ENCRYPTED_INIT = bytes([
-    0x8A, 0x3F, 0xD2, 0xAD, 0x54, 0xCE, 0x66, 0x52, 0x7B, 0x10, 0x34, 0xF3, 0xD1, 0x47, 0xBE, 0x0B,
-    0x0B, 0x97, 0x5B, 0x3B, 0xF4, 0x4F, 0x72, 0xC6, 0xFD, 0xAD, 0xEC, 0x81, 0x76, 0xF2, 0x7D, 0x69,
-])
+MAC_ONLY_ENCRYPTED_INIT = bytes(
+    [
+        0x8A,
+        0x3F,
+        0xD2,
+        0xAD,
+        0x54,
+        0xCE,
+        0x66,
+        0x52,
+        0x7B,
+        0x10,
+        0x34,
+        0xF3,
+        0xD1,
+        0x47,
+        0xBE,
+        0x0B,
+        0x0B,
+        0x97,
+        0x5B,
+        0x3B,
+        0xF4,
+        0x4F,
+        0x72,
+        0xC6,
+        0xFD,
+        0xAD,
+        0xEC,
+        0x81,
+        0x76,
+        0xF2,
+        0x7D,
+        0x69,
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -80,9 +111,30 @@ def _load_rules(config: Path) -> list:
     return rules
 
 
-_STRING_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypted_regex", "encrypted_suffix", "unencrypted_suffix",
-                  "encrypted_comment_regex", "unencrypted_comment_regex", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "pgp", "hckms")
-_REGEX_FIELDS = ("path_regex", "filename_regex", "encrypted_regex", "unencrypted_regex", "encrypted_comment_regex", "unencrypted_comment_regex")
+_STRING_FIELDS = (
+    "path_regex",
+    "filename_regex",
+    "encrypted_regex",
+    "unencrypted_regex",
+    "encrypted_suffix",
+    "unencrypted_suffix",
+    "encrypted_comment_regex",
+    "unencrypted_comment_regex",
+    "kms",
+    "gcp_kms",
+    "azure_keyvault",
+    "hc_vault_transit_uri",
+    "pgp",
+    "hckms",
+)
+_REGEX_FIELDS = (
+    "path_regex",
+    "filename_regex",
+    "encrypted_regex",
+    "unencrypted_regex",
+    "encrypted_comment_regex",
+    "unencrypted_comment_regex",
+)
 
 
 SOPS_HINT = "fix .sops.yaml (see the README: Keys, SOPS and identities)"
@@ -127,7 +179,9 @@ def _checked_rules(data: bytes) -> list:
                 except re.error as exc:
                     problems.append(((("creation_rules", i, k)), f"{quote(rule[k])} is not a regular expression: {exc}"))
                 except (RecursionError, OverflowError, MemoryError):
-                    problems.append(((("creation_rules", i, k)), f"{quote(rule[k])} is nested too deeply to be a regular expression pkic reads"))
+                    problems.append(
+                        ((("creation_rules", i, k)), f"{quote(rule[k])} is nested too deeply to be a regular expression pkic reads")
+                    )
     if problems:
         loc = Locator(".sops.yaml", doc, yaml_nodes(text))
         raise PkicError([loc.diag(path, why, SOPS_HINT) for path, why in problems[:20]])
@@ -138,9 +192,16 @@ def _go_agrees(regex: object) -> bool:
     """Would Go's regexp (what sops uses) read ``regex`` as Python does? `{,n}` is a
     repetition to Python and literal text to Go; lookarounds and back-references do not
     compile in Go. When unsure, pkic leaves the choice of rule to sops itself."""
-    return (isinstance(regex, str) and regex.isascii() and not any(t in regex for t in ("{,", "(?=", "(?!", "(?<", "[:", "[=", "[."))
-            and not re.search(r"\\[1-9]", regex) and not re.search(r"\(\?[a-zA-Z]", regex.replace("(?P<", ""))  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
-            and _re2(regex) is not None)
+    return (
+        isinstance(regex, str)
+        and regex.isascii()
+        and not any(t in regex for t in ("{,", "(?=", "(?!", "(?<", "[:", "[=", "[."))
+        and not re.search(r"\\[1-9]", regex)
+        and not re.search(
+            r"\(\?[a-zA-Z]", regex.replace("(?P<", "")
+        )  # POSIX classes: [[:alnum:]] is a class to Go, a set and a ']' to Python
+        and _re2(regex) is not None
+    )
 
 
 _RE2: dict[str, object] = {}
@@ -263,7 +324,7 @@ def rule_for(config: Path, rel_path: str) -> AgeRule | None:
 
 def _armor(data: bytes) -> str:
     b64 = base64.b64encode(data).decode("ascii")
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     return "-----BEGIN AGE ENCRYPTED FILE-----\n" + "\n".join(lines) + "\n-----END AGE ENCRYPTED FILE-----\n"
 
 
@@ -302,7 +363,7 @@ def write_document(fields: list[tuple[str, str]], rule: AgeRule, now: datetime |
     """A SOPS YAML document of flat string fields (in this order), encrypted per ``rule``."""
     data_key = os.urandom(32)
     aes = AESGCM(data_key)
-    lastmodified = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lastmodified = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     mac = hashlib.sha512()
     if rule.mac_only_encrypted:
         mac.update(MAC_ONLY_ENCRYPTED_INIT)
@@ -329,7 +390,9 @@ def write_document(fields: list[tuple[str, str]], rule: AgeRule, now: datetime |
     if rule.mac_only_encrypted:
         lines.append("    mac_only_encrypted: true")
     if rule.encrypted_regex is not None:
-        lines.append(f"    encrypted_regex: {_yaml_str(rule.encrypted_regex) if re.fullmatch(r'[A-Za-z0-9^$_.-]+', rule.encrypted_regex) else repr(rule.encrypted_regex)}")
+        lines.append(
+            f"    encrypted_regex: {_yaml_str(rule.encrypted_regex) if re.fullmatch(r'[A-Za-z0-9^$_.-]+', rule.encrypted_regex) else repr(rule.encrypted_regex)}"
+        )
     else:
         lines.append(f"    unencrypted_suffix: {rule.unencrypted_suffix or '_unencrypted'}")
     lines.append(f"    version: {SOPS_VERSION}")
@@ -399,7 +462,13 @@ def read_value(text: str, key: str, idents: list) -> str | None:
                     mac.update(plain.encode("utf-8"))
             if k == key:
                 wanted = plain
-        stored = _dec(aes, meta["mac"], str(meta["lastmodified"]) if not isinstance(meta["lastmodified"], datetime) else meta["lastmodified"].strftime("%Y-%m-%dT%H:%M:%SZ"))
+        stored = _dec(
+            aes,
+            meta["mac"],
+            str(meta["lastmodified"])
+            if not isinstance(meta["lastmodified"], datetime)
+            else meta["lastmodified"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
     except Exception:
         return None
     if stored.upper() != mac.hexdigest().upper():
@@ -418,10 +487,32 @@ def read_value(text: str, key: str, idents: list) -> str | None:
 #    "encrypt": {"encrypted_regex": "^private_key$"},    # which fields sops encrypts
 #    "mac_only_encrypted": false}
 
-_FLAT_BACKENDS = (("age", "age"), ("pgp", "pgp"), ("kms", "kms"), ("gcp_kms", "gcp_kms"), ("azure_keyvault", "azure_kv"),
-                  ("hc_vault_transit_uri", "hc_vault"), ("hckms", "hckms"))
-_GROUP_BACKENDS = {"age": "age", "pgp": "pgp", "kms": "kms", "gcp_kms": "gcp_kms", "azure_keyvault": "azure_kv", "hc_vault": "hc_vault", "hckms": "hckms"}
-_SELECTORS = ("encrypted_regex", "unencrypted_regex", "encrypted_suffix", "unencrypted_suffix", "encrypted_comment_regex", "unencrypted_comment_regex")
+_FLAT_BACKENDS = (
+    ("age", "age"),
+    ("pgp", "pgp"),
+    ("kms", "kms"),
+    ("gcp_kms", "gcp_kms"),
+    ("azure_keyvault", "azure_kv"),
+    ("hc_vault_transit_uri", "hc_vault"),
+    ("hckms", "hckms"),
+)
+_GROUP_BACKENDS = {
+    "age": "age",
+    "pgp": "pgp",
+    "kms": "kms",
+    "gcp_kms": "gcp_kms",
+    "azure_keyvault": "azure_kv",
+    "hc_vault": "hc_vault",
+    "hckms": "hckms",
+}
+_SELECTORS = (
+    "encrypted_regex",
+    "unencrypted_regex",
+    "encrypted_suffix",
+    "unencrypted_suffix",
+    "encrypted_comment_regex",
+    "unencrypted_comment_regex",
+)
 
 
 class RuleError(ValueError):
@@ -484,8 +575,12 @@ def normalise(rule: dict) -> dict:
     encrypt = {k: rule[k] for k in _SELECTORS if rule.get(k) is not None}
     if len(encrypt) > 1:
         raise RuleError("a rule may use only one of " + ", ".join(_SELECTORS))
-    return {"groups": groups, "threshold": threshold, "encrypt": encrypt or {"unencrypted_suffix": "_unencrypted"},
-            "mac_only_encrypted": bool(rule.get("mac_only_encrypted"))}
+    return {
+        "groups": groups,
+        "threshold": threshold,
+        "encrypt": encrypt or {"unencrypted_suffix": "_unencrypted"},
+        "mac_only_encrypted": bool(rule.get("mac_only_encrypted")),
+    }
 
 
 _digests: dict[int, tuple[dict, str]] = {}  # id(rule) -> (rule, digest): rules are shared, never mutated
@@ -530,8 +625,10 @@ def resolved_from(rules: list | None, rel_path: str) -> dict:
             raise RuleError(f"rule {i + 1} uses filename_regex: write path_regex instead (pkic reads only path_regex)")
         path_regex = rule.get("path_regex")
         if path_regex and not _go_agrees(path_regex):
-            raise RuleError(f"rule {i + 1}'s path_regex uses syntax that Go's regexp (sops) and Python read differently "
-                            "({,n}, lookarounds, back-references, POSIX classes): pkic cannot show who decrypts the keys")
+            raise RuleError(
+                f"rule {i + 1}'s path_regex uses syntax that Go's regexp (sops) and Python read differently "
+                "({,n}, lookarounds, back-references, POSIX classes): pkic cannot show who decrypts the keys"
+            )
         if path_regex and not path_matches(path_regex, rel_path):
             continue
         try:
@@ -605,7 +702,12 @@ def comparable(rule: dict) -> dict:
     keys as identities, a threshold always given for key groups, the selector."""
     groups = sorted(sorted({_comparable(m) for m in g}) for g in rule["groups"])
     threshold = (rule.get("threshold") or len(groups)) if len(groups) > 1 else None
-    return {"groups": groups, "threshold": threshold, "encrypt": dict(rule.get("encrypt") or {}), "mac_only_encrypted": bool(rule.get("mac_only_encrypted"))}
+    return {
+        "groups": groups,
+        "threshold": threshold,
+        "encrypt": dict(rule.get("encrypt") or {}),
+        "mac_only_encrypted": bool(rule.get("mac_only_encrypted")),
+    }
 
 
 def file_rule(text: str) -> dict | None:
@@ -626,8 +728,12 @@ def file_rule(text: str) -> dict | None:
     threshold = meta.get("shamir_threshold")
     threshold = (threshold or len(groups)) if len(groups) > 1 else None
     encrypt = {k: meta[k] for k in _SELECTORS if meta.get(k) is not None}
-    return {"groups": groups, "threshold": threshold, "encrypt": encrypt or {"unencrypted_suffix": "_unencrypted"},
-            "mac_only_encrypted": bool(meta.get("mac_only_encrypted"))}
+    return {
+        "groups": groups,
+        "threshold": threshold,
+        "encrypt": encrypt or {"unencrypted_suffix": "_unencrypted"},
+        "mac_only_encrypted": bool(meta.get("mac_only_encrypted")),
+    }
 
 
 def masters(rule: dict) -> set[str]:

@@ -88,8 +88,12 @@ def _walk(events: Any, classes: tuple) -> int:
             value = ev.value
             if len(value) > MAX_NUMBER_CHARS and ((not ev.style and _NUMBERISH.fullmatch(value)) or _NUMBER_TAG.search(ev.tag or "")):
                 line, col = _pos(ev.start_mark)
-                raise _Limit(line, col, f"a number of {len(value)} characters: larger than any value pkic reads",
-                             "numbers in pkic's files are small (path lengths, versions); quote it if it is text")
+                raise _Limit(
+                    line,
+                    col,
+                    f"a number of {len(value)} characters: larger than any value pkic reads",
+                    "numbers in pkic's files are small (path lengths, versions); quote it if it is text",
+                )
         elif cls in starts:
             own += 1
             stack.append([1, ev.anchor])
@@ -97,8 +101,12 @@ def _walk(events: Any, classes: tuple) -> int:
                 open_anchors.add(ev.anchor)
             if len(stack) - 1 > MAX_DEPTH:
                 line, col = _pos(ev.start_mark)
-                raise _Limit(line, col, f"nested more than {MAX_DEPTH} levels deep",
-                             "pkic's files are a few levels deep: this is not a file pkic can read")
+                raise _Limit(
+                    line,
+                    col,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    "pkic's files are a few levels deep: this is not a file pkic can read",
+                )
         elif cls in ends:
             count, anchor = stack.pop()
             if anchor:
@@ -110,8 +118,12 @@ def _walk(events: Any, classes: tuple) -> int:
             name = ev.anchor
             if name in open_anchors:
                 line, col = _pos(ev.start_mark)
-                raise _Limit(line, col, f"the alias *{quote(name, 40)[1:-1]} is used inside its own anchor (a recursive document)",
-                             "an alias may only repeat a value defined before it")
+                raise _Limit(
+                    line,
+                    col,
+                    f"the alias *{quote(name, 40)[1:-1]} is used inside its own anchor (a recursive document)",
+                    "an alias may only repeat a value defined before it",
+                )
             n = sizes.get(name, 1)  # an unknown anchor: the parser reports it
             stack[-1][0] += n
             if n > largest[0]:
@@ -121,8 +133,12 @@ def _walk(events: Any, classes: tuple) -> int:
     if expanded > limit:
         line, col = _pos(largest[1])
         shown = f"{expanded:,}" if expanded < 10**15 else f"more than {10**15:,}"
-        raise _Limit(line, col, f"aliases expand this document to {shown} values ({own:,} written; pkic reads at most {limit:,})",
-                     "an anchor repeated inside repeated anchors multiplies; write the values out, or use fewer levels of aliases")
+        raise _Limit(
+            line,
+            col,
+            f"aliases expand this document to {shown} values ({own:,} written; pkic reads at most {limit:,})",
+            "an anchor repeated inside repeated anchors multiplies; write the values out, or use fewer levels of aliases",
+        )
     return own
 
 
@@ -174,8 +190,18 @@ def check_yaml(text: str, filename: str) -> int | None:
     ruamel's parsers (its libyaml fork, then its pure-Python one) check it instead, and a text neither parses is left to the
     loader, which reports the syntax error with its position."""
     if len(text) > MAX_BYTES:
-        raise PkicError([Diagnostic(filename, None, None, "", f"is {len(text):,} characters: larger than pkic reads ({MAX_BYTES:,})",
-                                    "pkic's inputs are small text files; is this the right file?")])
+        raise PkicError(
+            [
+                Diagnostic(
+                    filename,
+                    None,
+                    None,
+                    "",
+                    f"is {len(text):,} characters: larger than pkic reads ({MAX_BYTES:,})",
+                    "pkic's inputs are small text files; is this the right file?",
+                )
+            ]
+        )
     attempts = [_pyyaml_events, _ruamel_c_events, _ruamel_events]
     for attempt in attempts:
         source = attempt(text)
@@ -187,7 +213,9 @@ def check_yaml(text: str, filename: str) -> int | None:
         except _Limit as exc:
             raise PkicError([Diagnostic(filename, exc.line, exc.column, "", exc.message, exc.hint)]) from None
         except RecursionError:
-            raise PkicError([Diagnostic(filename, None, None, "", f"nested more than {MAX_DEPTH} levels deep", "this is not a file pkic can read")]) from None
+            raise PkicError(
+                [Diagnostic(filename, None, None, "", f"nested more than {MAX_DEPTH} levels deep", "this is not a file pkic can read")]
+            ) from None
         except Exception:  # a syntax error (or a construct libyaml refuses): try the next parser
             continue
     # neither parser reads it: the loader reports the syntax error with its position
@@ -209,7 +237,9 @@ def load_yaml(text: str, filename: str) -> Any:
     except RecursionError:
         raise PkicError([Diagnostic(filename, None, None, "", "nested too deeply", "this is not a file pkic can read")]) from None
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad unicode)
-        raise PkicError([Diagnostic(filename, None, None, "", f"cannot parse YAML: {quote(str(exc) or type(exc).__name__, 200)}")]) from None
+        raise PkicError(
+            [Diagnostic(filename, None, None, "", f"cannot parse YAML: {quote(str(exc) or type(exc).__name__, 200)}")]
+        ) from None
 
 
 # --------------------------------------------------------------------------- positions
@@ -301,7 +331,6 @@ def dotted(path: tuple) -> str:
     return out
 
 
-
 def yaml_error(filename: str, exc: MarkedYAMLError) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark else None
@@ -309,11 +338,17 @@ def yaml_error(filename: str, exc: MarkedYAMLError) -> Diagnostic:
     problem = (exc.problem or str(exc)).strip()
     dup = re.match(r'found duplicate key "([^"]*)"', problem)
     if dup:
-        return Diagnostic(filename, line, col, "", f"duplicate key {quote(dup.group(1))}: it is already defined in this mapping", "names and fields must be unique; rename or merge the two")
+        return Diagnostic(
+            filename,
+            line,
+            col,
+            "",
+            f"duplicate key {quote(dup.group(1))}: it is already defined in this mapping",
+            "names and fields must be unique; rename or merge the two",
+        )
     if len(problem) > 200:
         problem = problem[:197] + "..."
     return Diagnostic(filename, line, col, "", f"YAML syntax error: {problem}", "check indentation, quoting and colons")
-
 
 
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')

@@ -111,7 +111,7 @@ def uri(value: str) -> str:
     if value[len(parts.scheme) + 1 :].startswith("//") and not parts.hostname:
         raise ValueError(f"{quote(value)} has no host")
     try:
-        parts.port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         raise ValueError(f"{quote(value)} has an invalid port") from None
     return value

@@ -29,13 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from compiler.keys.sops import RuleError, masters, resolved_from, rule_digest, rules_digest
+from compiler.layout import key_path, responder_key_path
 from compiler.model.bounded import quote
 from compiler.model.durations import format_duration
 from compiler.model.errors import Diagnostic, PkicError, fail
-from compiler.layout import key_path, responder_key_path
-from compiler.keys.sops import RuleError, masters, resolved_from, rule_digest, rules_digest
 from compiler.spec.spec import EffectiveSpec, spec_digest
 from compiler.state.store import State, parse_ts, ts
 
@@ -74,17 +74,38 @@ class Change:
 
     def to_json(self) -> dict:
         # spelled out: dataclasses.asdict deep-copies field by field, 60 us a change
-        return {"name": self.name, "kind": self.kind, "action": self.action, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
-                "key": self.key, "issuer": self.issuer, "key_type": self.key_type, "serial": self.serial, "not_after": self.not_after,
-                "revokes": [dict(r) for r in self.revokes], "old_spec": self.old_spec, "new_spec": self.new_spec,
-                "issuer_key": self.issuer_key, "recipients": self.recipients, "time_driven": self.time_driven}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "action": self.action,
+            "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+            "key": self.key,
+            "issuer": self.issuer,
+            "key_type": self.key_type,
+            "serial": self.serial,
+            "not_after": self.not_after,
+            "revokes": [dict(r) for r in self.revokes],
+            "old_spec": self.old_spec,
+            "new_spec": self.new_spec,
+            "issuer_key": self.issuer_key,
+            "recipients": self.recipients,
+            "time_driven": self.time_driven,
+        }
 
     def content(self) -> dict:
         """What is bound by the reviewed digest: no serial, no date."""
-        return {"name": self.name, "action": self.action, "key": self.key, "key_type": self.key_type, "issuer": self.issuer,
-                "issuer_key": self.issuer_key, "old_spec": self.old_spec, "new_spec": self.new_spec,
-                "recipients": rule_digest(self.recipients) if self.recipients is not None else None,
-                "revokes": sorted([r["name"], r["reason"], r.get("public_key_sha256"), r.get("invalidity")] for r in self.revokes)}
+        return {
+            "name": self.name,
+            "action": self.action,
+            "key": self.key,
+            "key_type": self.key_type,
+            "issuer": self.issuer,
+            "issuer_key": self.issuer_key,
+            "old_spec": self.old_spec,
+            "new_spec": self.new_spec,
+            "recipients": rule_digest(self.recipients) if self.recipients is not None else None,
+            "revokes": sorted([r["name"], r["reason"], r.get("public_key_sha256"), r.get("invalidity")] for r in self.revokes),
+        }
 
 
 def _rule_json(rule: dict | None) -> dict | None:
@@ -106,7 +127,14 @@ class Reencrypt:
     removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": self.path, "from": self.old, "to": _rule_json(self.rule), "added": self.added, "removed": self.removed}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "from": self.old,
+            "to": _rule_json(self.rule),
+            "added": self.added,
+            "removed": self.removed,
+        }
 
 
 @dataclass
@@ -124,8 +152,15 @@ class Publication:
     until: str | None = None
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
-                "issuer": self.issuer, "serial": self.serial, "signer": self.signer, "until": self.until}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "signer": self.signer,
+            "until": self.until,
+        }
 
 
 @dataclass
@@ -167,19 +202,34 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.changes or self.moves or self.chain_updates or self.pending_journal or self.crls or self.responders or self.ocsp
-                    or self.ocsp_off or self.reencrypt or self.settings_changes)
+        return not (
+            self.changes
+            or self.moves
+            or self.chain_updates
+            or self.pending_journal
+            or self.crls
+            or self.responders
+            or self.ocsp
+            or self.ocsp_off
+            or self.reencrypt
+            or self.settings_changes
+        )
 
     @property
     def needs_review(self) -> bool:
         """Spec-driven work: anything but renewals of unchanged content under unchanged
         rules, and CRL/OCSP re-signing."""
-        return bool(self.moves or self.reencrypt or self.compromises or self.responder_keys or self.settings_changes
-                    or any(not c.time_driven for c in self.changes))
-
+        return bool(
+            self.moves
+            or self.reencrypt
+            or self.compromises
+            or self.responder_keys
+            or self.settings_changes
+            or any(not c.time_driven for c in self.changes)
+        )
 
     def counts(self) -> dict[str, int]:
-        out = {a: 0 for a in (ISSUE, REISSUE, RENEW, REVOKE)}
+        out = dict.fromkeys((ISSUE, REISSUE, RENEW, REVOKE), 0)
         for c in self.changes:
             out[c.action] += 1
         return out
@@ -260,8 +310,22 @@ class Plan:
 
 
 SPEC_FIELDS = (
-    "kind", "issuer", "subject", "key", "profile", "dns", "ip", "uri", "email",
-    "lifetime", "path_length", "name_constraints", "ocsp_signer", "crl_url", "ocsp_url", "ca_issuers_url",
+    "kind",
+    "issuer",
+    "subject",
+    "key",
+    "profile",
+    "dns",
+    "ip",
+    "uri",
+    "email",
+    "lifetime",
+    "path_length",
+    "name_constraints",
+    "ocsp_signer",
+    "crl_url",
+    "ocsp_url",
+    "ca_issuers_url",
 )
 
 
@@ -298,7 +362,7 @@ def spec_reasons(old: dict, new: dict) -> list[Reason]:
     return reasons
 
 
-LAST_X509_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+LAST_X509_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 def check_horizon(spec: EffectiveSpec, now: datetime) -> None:
@@ -310,12 +374,23 @@ def check_horizon(spec: EffectiveSpec, now: datetime) -> None:
         section = "authorities" if e.kind == "authority" else "certificates"
         fields = [("lifetime", e.lifetime)]
         if e.ca is not None:
-            fields += [("crl_lifetime", e.ca.crl_lifetime), ("ocsp_lifetime", e.ca.ocsp_lifetime), ("ocsp_responder_lifetime", e.ca.responder_lifetime)]
+            fields += [
+                ("crl_lifetime", e.ca.crl_lifetime),
+                ("ocsp_lifetime", e.ca.ocsp_lifetime),
+                ("ocsp_responder_lifetime", e.ca.responder_lifetime),
+            ]
         for field_name, value in fields:
             if value > room:
-                diags.append(Diagnostic("pki.yaml", None, None, f"{section}.{name}.{field_name}",
-                                        f"{format_duration(value)} from {ts(now)} is past the last date X.509 can express (9999-12-31)",
-                                        "choose a shorter lifetime"))
+                diags.append(
+                    Diagnostic(
+                        "pki.yaml",
+                        None,
+                        None,
+                        f"{section}.{name}.{field_name}",
+                        f"{format_duration(value)} from {ts(now)} is past the last date X.509 can express (9999-12-31)",
+                        "choose a shorter lifetime",
+                    )
+                )
     if diags:
         raise PkicError(diags)
 
@@ -335,8 +410,10 @@ def verifier_caveats(spec: EffectiveSpec, names: list[str]) -> list[str]:
         if entry is None:
             continue
         if entry.kind == "authority" and entry.key_type == "ed25519":
-            out.append(f"{name}: an Ed25519 authority; cryptography's verifier (PolicyBuilder) and webpki-based clients (rustls) "
-                       "refuse chains through it (OpenSSL, GnuTLS, Go and Node accept them)")
+            out.append(
+                f"{name}: an Ed25519 authority; cryptography's verifier (PolicyBuilder) and webpki-based clients (rustls) "
+                "refuse chains through it (OpenSSL, GnuTLS, Go and Node accept them)"
+            )
         if entry.kind != "certificate" or not (entry.spec.get("uri") or entry.spec.get("email")):
             continue
         anc = entry.issuer
@@ -344,9 +421,11 @@ def verifier_caveats(spec: EffectiveSpec, names: list[str]) -> list[str]:
             nc = entries[anc].spec.get("name_constraints") or {}
             kinds = [k for k in ("uri", "email") if entry.spec.get(k) and (nc.get(f"permitted_{k}") or nc.get(f"excluded_{k}"))]
             if kinds:
-                out.append(f"{name}: {' and '.join(kinds)} name constraints on {anc} above its {' and '.join(k.upper() if k == 'uri' else k for k in kinds)} "
-                           "SAN; cryptography's verifier (PolicyBuilder) and webpki-based clients (rustls) refuse such a leaf "
-                           "(OpenSSL, GnuTLS, Go and Node accept it)")
+                out.append(
+                    f"{name}: {' and '.join(kinds)} name constraints on {anc} above its {' and '.join(k.upper() if k == 'uri' else k for k in kinds)} "
+                    "SAN; cryptography's verifier (PolicyBuilder) and webpki-based clients (rustls) refuse such a leaf "
+                    "(OpenSSL, GnuTLS, Go and Node accept it)"
+                )
                 break
             anc = entries[anc].issuer
     return out
@@ -372,7 +451,12 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     if moves:
         import copy
 
-        state = replace(state, certificates=copy.deepcopy(state.certificates), crls=copy.deepcopy(state.crls), responders=copy.deepcopy(state.responders))
+        state = replace(
+            state,
+            certificates=copy.deepcopy(state.certificates),
+            crls=copy.deepcopy(state.crls),
+            responders=copy.deepcopy(state.responders),
+        )
         for old, new in moves:
             state.record_moved(old, new)
     plan.moves = moves
@@ -399,7 +483,13 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         pk = rec["public_key_sha256"]
         hits = [r for r in by_key.get(pk, []) if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
         compromised[name] = [
-            {"name": r["name"], "serial": r["serial"], "reason": "key_compromise", "invalidity": entry.key_compromised, "public_key_sha256": r["public_key_sha256"]}
+            {
+                "name": r["name"],
+                "serial": r["serial"],
+                "reason": "key_compromise",
+                "invalidity": entry.key_compromised,
+                "public_key_sha256": r["public_key_sha256"],
+            }
             for r in sorted(hits, key=lambda r: (r["name"], r["serial"]))
         ]
         plan.compromises.append({"name": name, "at": entry.key_compromised, "public_key_sha256": pk})
@@ -411,7 +501,13 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             unusable.add(name)
             if rec is not None:
                 why = Reason("revoke_requested", f"revoked in pki.yaml: {entry.revoke}")
-                revoke = {"name": name, "serial": rec["serial"], "reason": entry.revoke, "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}
+                revoke = {
+                    "name": name,
+                    "serial": rec["serial"],
+                    "reason": entry.revoke,
+                    "invalidity": None,
+                    "public_key_sha256": rec["public_key_sha256"],
+                }
                 if entry.kind == "authority":
                     revoke["keeps_signing"] = True  # its key and certificate stay: it signs its CRL and OCSP on
                 changes[name] = Change(name, entry.kind, REVOKE, [why], None, entry.issuer, entry.key_type, rec["serial"], revokes=[revoke])
@@ -428,13 +524,27 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
 
         if name in compromised and entry.spec.get("csr_key") == rec["public_key_sha256"]:
             # the CSR still carries the compromised key: revoke now, reissue on a new CSR
-            changes[name] = Change(name, entry.kind, REVOKE, [Reason("key_compromised", f"key compromised on {entry.key_compromised}; no replacement until a new CSR")],
-                                   None, entry.issuer, entry.key_type, rec["serial"], revokes=list(compromised[name]))
+            changes[name] = Change(
+                name,
+                entry.kind,
+                REVOKE,
+                [Reason("key_compromised", f"key compromised on {entry.key_compromised}; no replacement until a new CSR")],
+                None,
+                entry.issuer,
+                entry.key_type,
+                rec["serial"],
+                revokes=list(compromised[name]),
+            )
             plan.warnings.append(f"{name}: its CSR carries the compromised key; commit a CSR for a new key to get a replacement")
             continue
         reasons = spec_reasons(rec["spec"], entry.spec)
         if name in compromised:
-            reasons.append(Reason("key_compromised", f"key compromised on {entry.key_compromised}: {len(compromised[name])} certificate(s) with it are revoked"))
+            reasons.append(
+                Reason(
+                    "key_compromised",
+                    f"key compromised on {entry.key_compromised}: {len(compromised[name])} certificate(s) with it are revoked",
+                )
+            )
         elif rec["public_key_sha256"] in state.compromised_keys():
             reasons.append(Reason("key_compromised", "its key was declared compromised"))
         key_changes = any(r.code in ("key_changed", "rekey_requested", "key_compromised") for r in reasons)
@@ -471,11 +581,21 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
         change.revokes = list(compromised.get(name, []))
         issuer_ca = entries[entry.issuer].ca if entry.issuer else None
         if issuer_ca is not None and issuer_ca.revoke_superseded and not any(r["serial"] == rec["serial"] for r in change.revokes):
-            change.revokes.append({"name": name, "serial": rec["serial"], "reason": "superseded", "invalidity": None, "public_key_sha256": rec["public_key_sha256"]})
+            change.revokes.append(
+                {
+                    "name": name,
+                    "serial": rec["serial"],
+                    "reason": "superseded",
+                    "invalidity": None,
+                    "public_key_sha256": rec["public_key_sha256"],
+                }
+            )
         elif action == REISSUE:
             narrowed = [x for f in ("dns", "ip", "uri", "email") for x in rec["spec"].get(f, []) if x not in entry.spec.get(f, [])]
             if narrowed and not change.revokes:
-                plan.warnings.append(f"{name}: the reissue drops {', '.join(narrowed)}, but the old certificate stays valid until {rec['not_after']} (set revoke_superseded on {entry.issuer} to revoke it)")
+                plan.warnings.append(
+                    f"{name}: the reissue drops {', '.join(narrowed)}, but the old certificate stays valid until {rec['not_after']} (set revoke_superseded on {entry.issuer} to revoke it)"
+                )
         changes[name] = change
 
     # a child never outlives its issuer: renew the issuer (same key) first when needed
@@ -496,7 +616,9 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             if entry.issuer in changes:
                 changes[entry.issuer].reasons.append(reason)
             else:
-                changes[entry.issuer] = Change(entry.issuer, parent.kind, RENEW, [reason], "keep", parent.issuer, parent.key_type, prec["serial"] if prec else None)
+                changes[entry.issuer] = Change(
+                    entry.issuer, parent.kind, RENEW, [reason], "keep", parent.issuer, parent.key_type, prec["serial"] if prec else None
+                )
 
     for name, change in changes.items():
         if change.action != REVOKE:
@@ -515,19 +637,45 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
             continue
         last = state.last_issued(name, rec["key_id"])
         if last is not None and parse_ts(last) > now:
-            silent.append(Diagnostic("pki.yaml", None, None, "authorities",
-                                     f"'{name}' was removed, but certificates it signed are valid until {last}: its CRL would leave out/ "
-                                     "and their revocation would go silent",
-                                     f"keep it and revoke it in place (authorities.{name}.revoke: cessation_of_operation): it then "
-                                     "revokes everything below it and signs its CRL until the last of it expires; remove it after that"))
+            silent.append(
+                Diagnostic(
+                    "pki.yaml",
+                    None,
+                    None,
+                    "authorities",
+                    f"'{name}' was removed, but certificates it signed are valid until {last}: its CRL would leave out/ "
+                    "and their revocation would go silent",
+                    f"keep it and revoke it in place (authorities.{name}.revoke: cessation_of_operation): it then "
+                    "revokes everything below it and signs its CRL until the last of it expires; remove it after that",
+                )
+            )
     if silent:
         raise PkicError(silent)
     for name in sorted(state.active_names()):
         if name in entries or name in moved_from:
             continue
         rec = state.active(name)
-        plan.changes.append(Change(name, rec["kind"], REVOKE, [Reason("removed", "no longer in pki.yaml")], None, rec.get("issuer"), rec["spec"].get("key"), rec["serial"],
-                                   revokes=[{"name": name, "serial": rec["serial"], "reason": "cessation_of_operation", "invalidity": None, "public_key_sha256": rec["public_key_sha256"]}]))
+        plan.changes.append(
+            Change(
+                name,
+                rec["kind"],
+                REVOKE,
+                [Reason("removed", "no longer in pki.yaml")],
+                None,
+                rec.get("issuer"),
+                rec["spec"].get("key"),
+                rec["serial"],
+                revokes=[
+                    {
+                        "name": name,
+                        "serial": rec["serial"],
+                        "reason": "cessation_of_operation",
+                        "invalidity": None,
+                        "public_key_sha256": rec["public_key_sha256"],
+                    }
+                ],
+            )
+        )
     signing = revoked_below(plan, spec, state, now)
     if plan.orphans:
         plan.warnings.append(f"below a revoked authority (and revoked with it), these need a new issuer: {', '.join(plan.orphans)}")
@@ -581,16 +729,27 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
             if entry.revoke != was:
                 plan.warnings.append(
                     f"{name} was revoked as {was}; pki.yaml now says {entry.revoke}. A revocation's reason is not changed: "
-                    + ("its key is treated as compromised from now on (one final CRL and OCSP responses, then the key is no longer used); "
-                       "the entry on its issuer's CRL keeps the recorded reason" if escalated
-                       else f"{was} stays recorded")
+                    + (
+                        "its key is treated as compromised from now on (one final CRL and OCSP responses, then the key is no longer used); "
+                        "the entry on its issuer's CRL keeps the recorded reason"
+                        if escalated
+                        else f"{was} stays recorded"
+                    )
                 )
-            roots.append((name, rec, was in COMPROMISE or escalated or bool(entry.key_compromised),
-                          entry.key_compromised or rec.get("invalidity_date")))
+            roots.append(
+                (
+                    name,
+                    rec,
+                    was in COMPROMISE or escalated or bool(entry.key_compromised),
+                    entry.key_compromised or rec.get("invalidity_date"),
+                )
+            )
     for name in state.revoked_signers():
         if name not in entries and (last := state.last_issued(name, state.certificates[name][0]["key_id"])) and parse_ts(last) > now:
-            plan.warnings.append(f"{name} is revoked and no longer in pki.yaml, but what it signed is unexpired until {last}: its CRL and "
-                                 "OCSP responses are no longer re-signed (keep its entry, with revoke:, until then)")
+            plan.warnings.append(
+                f"{name} is revoked and no longer in pki.yaml, but what it signed is unexpired until {last}: its CRL and "
+                "OCSP responses are no longer re-signed (keep its entry, with revoke:, until then)"
+            )
     if not roots:
         return {}
     by_issuer: dict[str, list[dict]] = {}
@@ -621,8 +780,13 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
                 stack.append((r["name"], r, comp, invalidity))
             if r["status"] == "revoked" or (r["name"], r["serial"]) in planned:
                 continue
-            revoke = {"name": r["name"], "serial": r["serial"], "reason": "ca_compromise" if comp else "unspecified",
-                      "invalidity": invalidity if comp else None, "public_key_sha256": r["public_key_sha256"]}
+            revoke = {
+                "name": r["name"],
+                "serial": r["serial"],
+                "reason": "ca_compromise" if comp else "unspecified",
+                "invalidity": invalidity if comp else None,
+                "public_key_sha256": r["public_key_sha256"],
+            }
             if latest:
                 revoke["keeps_signing"] = True
             found.setdefault(r["name"], []).append(revoke)
@@ -631,23 +795,33 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
 
     # the authority's own earlier certificates (a rekey superseded them, unexpired): revoked
     # with it, on its issuer's CRL; a verifier must not find an older key of it still trusted
-    for name, rec, comp, invalidity in roots:
+    for name, _rec, comp, invalidity in roots:
         entry = entries[name]
         if not entry.revoke or state.active(name) is None:
             continue
         for r in state.certificates[name][1:]:
             if r["status"] == "revoked" or parse_ts(r["not_after"]) <= now or (r["name"], r["serial"]) in planned:
                 continue
-            found.setdefault(name, []).append({"name": name, "serial": r["serial"], "reason": entry.revoke,
-                                               "invalidity": invalidity if comp else None, "public_key_sha256": r["public_key_sha256"]})
+            found.setdefault(name, []).append(
+                {
+                    "name": name,
+                    "serial": r["serial"],
+                    "reason": entry.revoke,
+                    "invalidity": invalidity if comp else None,
+                    "public_key_sha256": r["public_key_sha256"],
+                }
+            )
             cause[name] = (name, comp)
 
     by_name = {c.name: c for c in plan.changes}
     for n in found:
         issuer, comp = cause[n]
         revokes = sorted(found[n], key=lambda r: r["serial"])
-        why = Reason("issuer_revoked", f"issued by {issuer}, which is revoked: {len(revokes)} unexpired certificate(s) revoked with it"
-                     + (" (cACompromise: its key is compromised)" if comp else " (no reason code)"))
+        why = Reason(
+            "issuer_revoked",
+            f"issued by {issuer}, which is revoked: {len(revokes)} unexpired certificate(s) revoked with it"
+            + (" (cACompromise: its key is compromised)" if comp else " (no reason code)"),
+        )
         c = by_name.get(n)
         if c is not None:  # e.g. moved to a new issuer: the one signed by the revoked authority is revoked
             c.revokes.extend(revokes)
@@ -656,7 +830,17 @@ def revoked_below(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) 
         recs = state.certificates[n]
         rec = recs[0]
         entry = entries.get(n)
-        c = Change(n, rec["kind"], REVOKE, [why], None, rec.get("issuer"), entry.key_type if entry else rec["spec"].get("key"), revokes[0]["serial"], revokes=revokes)
+        c = Change(
+            n,
+            rec["kind"],
+            REVOKE,
+            [why],
+            None,
+            rec.get("issuer"),
+            entry.key_type if entry else rec["spec"].get("key"),
+            revokes[0]["serial"],
+            revokes=revokes,
+        )
         plan.changes.append(c)
         by_name[n] = c
     return signing
@@ -756,8 +940,11 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
             r.removed = sorted(masters(old) - masters(rule))
         plan.reencrypt.append(r)
     if problems:
-        raise fail(".sops.yaml", "pkic cannot tell who would decrypt these key files: " + "; ".join(sorted(set(problems))[:5]),
-                   "give every out/keys/ file a creation rule (path_regex in plain syntax) naming its master keys")
+        raise fail(
+            ".sops.yaml",
+            "pkic cannot tell who would decrypt these key files: " + "; ".join(sorted(set(problems))[:5]),
+            "give every out/keys/ file a creation rule (path_regex in plain syntax) naming its master keys",
+        )
     if rules is None and any(c.key == "new" for c in plan.changes):
         plan.warnings.append("there is no .sops.yaml: apply cannot encrypt the new keys (pkic init writes one)")
 
@@ -773,18 +960,30 @@ def bind_content(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, u
     # a removed master key keeps what it could decrypt: every key file in git history
     removed = {m for r in plan.reencrypt for m in r.removed}
     if removed:
-        live = [(n, r) for n, recs in state.certificates.items() for r in recs
-                if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
-        live += [(f"{a} OCSP responder", r) for a, recs in state.responders.items() for r in recs
-                 if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
+        live = [
+            (n, r) for n, recs in state.certificates.items() for r in recs if r["status"] != "revoked" and parse_ts(r["not_after"]) > now
+        ]
+        live += [
+            (f"{a} OCSP responder", r)
+            for a, recs in state.responders.items()
+            for r in recs
+            if r["status"] != "revoked" and parse_ts(r["not_after"]) > now
+        ]
         for m in sorted(removed):
             hit = sorted({n for n, r in live for d in (r.get("key_rules") or []) if m in masters(state.rules.get(d) or {"groups": []})})
             if hit:
                 plan.exposed[m] = hit
 
 
-def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: datetime, changes: dict[str, Change], unusable: set[str],
-                      signing: dict[str, dict] | None = None) -> None:
+def plan_publications(
+    plan: Plan,
+    spec: EffectiveSpec,
+    state: State,
+    now: datetime,
+    changes: dict[str, Change],
+    unusable: set[str],
+    signing: dict[str, dict] | None = None,
+) -> None:
     """CRLs, delegated OCSP responders and OCSP responses that must be (re-)signed;
     ``signing``: revoked authorities that keep signing for what they issued (see
     revoked_below)."""
@@ -834,9 +1033,13 @@ def plan_publications(plan: Plan, spec: EffectiveSpec, state: State, now: dateti
             if kid is None or crl.get("key_id") != kid:
                 reasons.append(Reason("authority_rekeyed", "the authority has a new key"))
             listed = set(crl.get("serials", []))
-            added = [r for r in revoked_by.get(name, []) if r.get("issuer_key_id") == crl.get("key_id") and r["serial"] not in listed and not r.get("crl_listed_after_expiry")]
+            added = [
+                r
+                for r in revoked_by.get(name, [])
+                if r.get("issuer_key_id") == crl.get("key_id") and r["serial"] not in listed and not r.get("crl_listed_after_expiry")
+            ]
             if added:
-                reasons.append(Reason("revocations", f"{len(added)} newly revoked: " + ", ".join(sorted({r['name'] for r in added}))))
+                reasons.append(Reason("revocations", f"{len(added)} newly revoked: " + ", ".join(sorted({r["name"] for r in added}))))
             next_update = parse_ts(crl["next_update"])
             if now >= next_update:
                 reasons.append(Reason("expired", f"the CRL expired at {crl['next_update']}"))
@@ -921,9 +1124,13 @@ def _revoked_crl(plan: Plan, name: str, ca, state: State, now: datetime, held: d
         reasons.append(Reason("new", "no CRL yet"))
     else:
         listed = set(crl.get("serials", []))
-        added = [r for r in revoked_by.get(name, []) if r.get("issuer_key_id") == kid and r["serial"] not in listed and not r.get("crl_listed_after_expiry")]
+        added = [
+            r
+            for r in revoked_by.get(name, [])
+            if r.get("issuer_key_id") == kid and r["serial"] not in listed and not r.get("crl_listed_after_expiry")
+        ]
         if added:
-            reasons.append(Reason("revocations", f"{len(added)} newly revoked: " + ", ".join(sorted({r['name'] for r in added}))))
+            reasons.append(Reason("revocations", f"{len(added)} newly revoked: " + ", ".join(sorted({r["name"] for r in added}))))
         if crl.get("key_id") != kid:
             reasons.append(Reason("authority_rekeyed", "signed with another key of the authority"))
         next_update = parse_ts(crl["next_update"])
@@ -935,9 +1142,17 @@ def _revoked_crl(plan: Plan, name: str, ca, state: State, now: datetime, held: d
         elif now >= next_update - ca.crl_renew_before:
             reasons.append(Reason("due", f"next update {crl['next_update']}: inside the refresh window"))
     if reasons:
-        reasons.append(Reason("revoked_authority", f"{name} is revoked: " + (
-            f"its key is compromised: this CRL is its last, valid until {until}, after the last certificate it signed expires ({last})" if held["compromised"]
-            else f"it re-signs its CRL until the last certificate it signed expires ({last})")))
+        reasons.append(
+            Reason(
+                "revoked_authority",
+                f"{name} is revoked: "
+                + (
+                    f"its key is compromised: this CRL is its last, valid until {until}, after the last certificate it signed expires ({last})"
+                    if held["compromised"]
+                    else f"it re-signs its CRL until the last certificate it signed expires ({last})"
+                ),
+            )
+        )
         plan.crls.append(Publication("crl", name, reasons, until=until))
 
 
@@ -986,6 +1201,7 @@ def lifecycle_settings(spec: EffectiveSpec) -> dict:
     """What decides when and how pkic signs, besides the certificates' content:
     publication lifetimes and refresh windows, the OCSP signer, revoke_superseded, each
     entry's renewal window and key reuse, and the publish settings."""
+
     def secs(td) -> int:
         return int(td.total_seconds())
 
@@ -995,14 +1211,26 @@ def lifecycle_settings(spec: EffectiveSpec) -> dict:
         if e.ca is not None:
             ca = e.ca
             authorities[name] = {
-                "crl_lifetime": secs(ca.crl_lifetime), "crl_renew_before": secs(ca.crl_renew_before), "ocsp_signer": ca.ocsp_signer,
-                "ocsp_lifetime": secs(ca.ocsp_lifetime), "ocsp_renew_before": secs(ca.ocsp_renew_before),
-                "responder_lifetime": secs(ca.responder_lifetime), "revoke_superseded": ca.revoke_superseded,
+                "crl_lifetime": secs(ca.crl_lifetime),
+                "crl_renew_before": secs(ca.crl_renew_before),
+                "ocsp_signer": ca.ocsp_signer,
+                "ocsp_lifetime": secs(ca.ocsp_lifetime),
+                "ocsp_renew_before": secs(ca.ocsp_renew_before),
+                "responder_lifetime": secs(ca.responder_lifetime),
+                "revoke_superseded": ca.revoke_superseded,
                 "renew_before": secs(e.renew_before),
             }
         elif e.reuse_key or e.renew_before != e.lifetime / 3:  # only what differs from the defaults
             leaves[name] = [secs(e.renew_before), e.reuse_key]
     return {"publish": {"ocsp": spec.publish.ocsp, "ocsp_dir": spec.publish.ocsp_dir}, "authorities": authorities, "certificates": leaves}
+
+
+def _days(x: object) -> str:
+    return f"{x // 86400}d" if isinstance(x, int) and not isinstance(x, bool) and x % 86400 == 0 else str(x)
+
+
+def _leaf_setting(v: list | None) -> str:
+    return "defaults" if v is None else f"renew_before {v[0] // 86400}d, reuse_key {v[1]}"
 
 
 def settings_diff(old: dict | None, new: dict, names: set[str]) -> list[str]:
@@ -1022,14 +1250,12 @@ def settings_diff(old: dict | None, new: dict, names: set[str]) -> list[str]:
         before = was[name]
         for k, v in now.items():
             if before.get(k) != v:
-                fmt = (lambda x: f"{x // 86400}d" if isinstance(x, int) and not isinstance(x, bool) and x % 86400 == 0 else str(x))
-                out.append(f"{name}: {k} {fmt(before.get(k))} -> {fmt(v)}")
+                out.append(f"{name}: {k} {_days(before.get(k))} -> {_days(v)}")
     was_leaves = old.get("certificates") if isinstance(old.get("certificates"), dict) else {}
     for name in sorted(names & (set(was_leaves) | set(new["certificates"]))):
         a, b = was_leaves.get(name), new["certificates"].get(name)
         if a != b:
-            fmt = (lambda v: "defaults" if v is None else f"renew_before {v[0] // 86400}d, reuse_key {v[1]}")
-            out.append(f"{name}: {fmt(a)} -> {fmt(b)}")
+            out.append(f"{name}: {_leaf_setting(a)} -> {_leaf_setting(b)}")
     if len(out) > 30:
         out[30:] = [f"… and {len(out) - 30} more settings changed"]
     return out
@@ -1053,4 +1279,3 @@ def blast_radius(plan: Plan, spec: EffectiveSpec) -> dict[str, list[str]]:
         if below:
             out[c.name] = sorted(below)
     return out
-

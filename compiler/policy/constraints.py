@@ -125,14 +125,18 @@ def cn_violations(entry, nc: dict) -> list[tuple[str, str]]:
                 name = dns_name(cn)
             except ValueError:
                 if permitted:
-                    out.append((cn, f"{who} as a DNS name when there is no dns SAN, and it is not one (permitted_dns: {', '.join(permitted)})"))
+                    out.append(
+                        (cn, f"{who} as a DNS name when there is no dns SAN, and it is not one (permitted_dns: {', '.join(permitted)})")
+                    )
                 continue
         elif openssl_hostlike(cn):
             who, name = "OpenSSL checks a CN that looks like a host name", cn.lower()
         else:
             continue
         if permitted and not any(dns_within(name, s) for s in permitted):
-            out.append((cn, f"{who} against the DNS name constraints when there is no dns SAN: not within permitted_dns: {', '.join(permitted)}"))
+            out.append(
+                (cn, f"{who} against the DNS name constraints when there is no dns SAN: not within permitted_dns: {', '.join(permitted)}")
+            )
             continue
         hit = next((s for s in excluded if dns_within(name, s)), None)
         if hit:
@@ -151,9 +155,18 @@ def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
             if nc:
                 for cn, why in cn_violations(entry, nc):
                     own = ((loc.doc or {}).get("certificates") or {}).get(name) or {}
-                    path = ("certificates", name, "subject", "CN") if isinstance(own, dict) and isinstance(own.get("subject"), dict) and "CN" in own["subject"] else ("defaults", "subject", "CN")
-                    diags.append(loc.diag(path, f"CN {quote(cn)} would be refused under '{anc}': {why}",
-                                          "drop the CN, add a dns: name (verifiers then check the SAN only), or use a CN inside the constraints"))
+                    path = (
+                        ("certificates", name, "subject", "CN")
+                        if isinstance(own, dict) and isinstance(own.get("subject"), dict) and "CN" in own["subject"]
+                        else ("defaults", "subject", "CN")
+                    )
+                    diags.append(
+                        loc.diag(
+                            path,
+                            f"CN {quote(cn)} would be refused under '{anc}': {why}",
+                            "drop the CN, add a dns: name (verifiers then check the SAN only), or use a CN inside the constraints",
+                        )
+                    )
                 for kind, value, why in violations(entry.spec, nc):
                     from compiler.spec.spec import raw_index
 

@@ -37,8 +37,8 @@ from pydantic_core import PydanticCustomError
 
 from compiler.model import names
 from compiler.model.bounded import quote
-from compiler.policy.constraints import openssl_hostlike
 from compiler.model.errors import Diagnostic, PkicError
+from compiler.policy.constraints import openssl_hostlike
 from compiler.spec.spec import Duration, EffectiveSpec, IpNetwork, KeyType, Locator, Profile, _pydantic_diags, read_document
 
 POLICY_DIR = "policies"
@@ -56,7 +56,9 @@ def _dns_pattern(value: Any) -> str:
         try:
             out.append(names.dns_name(label, allow_wildcard=False, label_only=True))
         except ValueError:
-            raise PydanticCustomError("pattern", "{shown} is not a DNS name pattern ('*' stands for one whole label)", {"shown": quote(value)}) from None
+            raise PydanticCustomError(
+                "pattern", "{shown} is not a DNS name pattern ('*' stands for one whole label)", {"shown": quote(value)}
+            ) from None
     return ".".join(out)
 
 
@@ -65,11 +67,15 @@ def _uri_pattern(value: Any) -> str:
         raise PydanticCustomError("pattern", "{shown} is not a URI pattern", {"shown": quote(value)})
     parts = urlsplit(value.strip())
     if not parts.scheme or not parts.netloc or "*" in parts.netloc or "*" in parts.scheme:
-        raise PydanticCustomError("pattern", "{shown} is not a URI pattern (scheme://host/path, '*' only in the path)", {"shown": quote(value)})
+        raise PydanticCustomError(
+            "pattern", "{shown} is not a URI pattern (scheme://host/path, '*' only in the path)", {"shown": quote(value)}
+        )
     return value.strip()
 
 
-DnsPattern = Annotated[str, BeforeValidator(_dns_pattern), WithJsonSchema({"type": "string", "examples": ["*.svc.internal", "api.example.com"]})]
+DnsPattern = Annotated[
+    str, BeforeValidator(_dns_pattern), WithJsonSchema({"type": "string", "examples": ["*.svc.internal", "api.example.com"]})
+]
 UriPattern = Annotated[str, BeforeValidator(_uri_pattern), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/*"]})]
 SubjectField = Literal["C", "ST", "L", "O", "OU", "CN"]
 SubjectPattern = Annotated[str, Field(min_length=1, max_length=128)]
@@ -103,9 +109,12 @@ class Policy(BaseModel):
     max_sans: Annotated[int, Field(ge=0)] | None = None
     required_subject: list[SubjectField] = []
     allowed_subject: dict[SubjectField, list[SubjectPattern]] | None = Field(
-        None, description="per subject field, the values allowed ('*' matches any run of characters; case-insensitive); a field not listed: any")
+        None,
+        description="per subject field, the values allowed ('*' matches any run of characters; case-insensitive); a field not listed: any",
+    )
     forbidden_subject: dict[SubjectField, list[SubjectPattern]] = Field(
-        {}, description="per subject field, values never allowed ('*' matches any run of characters; case-insensitive; wins over allowed)")
+        {}, description="per subject field, values never allowed ('*' matches any run of characters; case-insensitive; wins over allowed)"
+    )
     require_csr: bool = Field(False, description="leaves must come from a CSR (the key never leaves its host)")
     reject_csr_extra_names: bool = Field(False, description="refuse a CSR that asks for names pki.yaml does not list")
 
@@ -142,7 +151,9 @@ def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[st
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or not path.is_file():
             available = sorted(p.stem for p in (repo / POLICY_DIR).glob("*.yaml")) if (repo / POLICY_DIR).is_dir() else []
             for ref in refs.get(name, []):
-                diags.append(spec_loc.diag(ref, f"no policy '{name}' ({rel} does not exist)", f"available: {', '.join(available) or 'none'}"))
+                diags.append(
+                    spec_loc.diag(ref, f"no policy '{name}' ({rel} does not exist)", f"available: {', '.join(available) or 'none'}")
+                )
             continue
         try:
             doc, loc = read_document(path, rel)
@@ -163,7 +174,7 @@ def dns_matches(name: str, pattern: str) -> bool:
     a, b = name.lower().split("."), pattern.lower().split(".")
     if len(a) != len(b):
         return False
-    for x, p in zip(a, b):
+    for x, p in zip(a, b, strict=True):
         if p == "*":
             continue  # one whole label (a literal '*' in a wildcard name included)
         if x != p:
@@ -175,7 +186,7 @@ def dns_overlaps(name: str, pattern: str) -> bool:
     """Whether a certificate name could stand for a name the pattern covers: a wildcard
     name (``*.example.com``) overlaps ``admin.example.com`` (for forbidden rules)."""
     a, b = name.lower().split("."), pattern.lower().split(".")
-    return len(a) == len(b) and all(x == p or p == "*" or x == "*" for x, p in zip(a, b))
+    return len(a) == len(b) and all(x == p or p == "*" or x == "*" for x, p in zip(a, b, strict=True))
 
 
 def uri_matches(value: str, pattern: str) -> bool:
@@ -247,9 +258,11 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
         if p.require_csr and not spec.get("csr_key"):
             out.append(("csr", None, entry.name, f"must come from a CSR: {w('require_csr')} (require_csr: true)"))
         if csr_names and p.reject_csr_extra_names:
-            for kind, values in csr_names.items():
+            for _kind, values in csr_names.items():
                 for v in values:
-                    out.append(("csr", None, v, f"is asked for by the CSR but not listed in pki.yaml, refused by {w('reject_csr_extra_names')}"))
+                    out.append(
+                        ("csr", None, v, f"is asked for by the CSR but not listed in pki.yaml, refused by {w('reject_csr_extra_names')}")
+                    )
     if p.max_lifetime is not None and entry.lifetime > p.max_lifetime:
         bad("lifetime", None, spec["lifetime"], "max_lifetime", _fmt(p.max_lifetime))
     key = spec["key"]
@@ -262,7 +275,14 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
         if hit:
             out.append(("subject", None, f"{k}={v}", f"is not allowed by {w('forbidden_subject')} (forbidden_subject.{k}: '{hit}')"))
         elif p.allowed_subject is not None and k in p.allowed_subject and not any(subject_matches(v, pat) for pat in p.allowed_subject[k]):
-            out.append(("subject", None, f"{k}={v}", f"is not allowed by {w('allowed_subject')} (allowed_subject.{k}: {_quote(p.allowed_subject[k]) or 'none'})"))
+            out.append(
+                (
+                    "subject",
+                    None,
+                    f"{k}={v}",
+                    f"is not allowed by {w('allowed_subject')} (allowed_subject.{k}: {_quote(p.allowed_subject[k]) or 'none'})",
+                )
+            )
     if leaf:  # a CN that is a host name is one to OpenSSL (and to people): the DNS rules hold for it
         for k, v in spec["subject"]:
             n = v.lower().rstrip(".")  # a trailing dot names the same host
@@ -272,9 +292,18 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
             if hit:
                 out.append(("subject", None, f"CN={v}", f"is a host name not allowed by {w('forbidden_dns')} (forbidden_dns: '{hit}')"))
             elif n.startswith("*.") and not p.allow_wildcards:
-                out.append(("subject", None, f"CN={v}", f"is a wildcard host name, not allowed by {w('allow_wildcards')} (allow_wildcards: false)"))
+                out.append(
+                    ("subject", None, f"CN={v}", f"is a wildcard host name, not allowed by {w('allow_wildcards')} (allow_wildcards: false)")
+                )
             elif p.allowed_dns is not None and not any(dns_matches(n, pat) for pat in p.allowed_dns):
-                out.append(("subject", None, f"CN={v}", f"is a host name not allowed by {w('allowed_dns')} (allowed_dns: {_quote(p.allowed_dns) or 'none'})"))
+                out.append(
+                    (
+                        "subject",
+                        None,
+                        f"CN={v}",
+                        f"is a host name not allowed by {w('allowed_dns')} (allowed_dns: {_quote(p.allowed_dns) or 'none'})",
+                    )
+                )
     present = {k for k, _ in spec["subject"]}
     for f in p.required_subject:
         if f not in present:
@@ -318,7 +347,13 @@ def check_state(spec: EffectiveSpec, state, loc: Locator) -> list[Diagnostic]:
     for name, e in spec.entries.items():
         if e.spec.get("csr_key") and e.spec["csr_key"] in bad:
             c = bad[e.spec["csr_key"]]
-            diags.append(loc.diag(("certificates", name, "csr"), f"{e.csr_path}: its key was declared compromised ({c['name']}, {c['at']}) and is refused forever", "generate a new key and CSR on the host (`pkic csr`)"))
+            diags.append(
+                loc.diag(
+                    ("certificates", name, "csr"),
+                    f"{e.csr_path}: its key was declared compromised ({c['name']}, {c['at']}) and is refused forever",
+                    "generate a new key and CSR on the host (`pkic csr`)",
+                )
+            )
     return diags
 
 

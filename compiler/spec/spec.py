@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,21 +31,26 @@ from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from compiler.layout import name_problem
 from compiler.model import names
-from compiler.model.durations import DURATION_HINT, DURATION_PATTERN, format_duration, parse_duration
-from compiler.model.errors import Diagnostic, PkicError
 from compiler.model.bounded import Locator, check_yaml, quote, yaml_nodes
 from compiler.model.bounded import dotted as _dotted
 from compiler.model.bounded import yaml_error as _yaml_error
-from compiler.layout import name_problem
+from compiler.model.durations import DURATION_PATTERN, format_duration, parse_duration
+from compiler.model.errors import Diagnostic, PkicError
 
 SPEC_FILE = "pki.yaml"
 
 KeyType = Literal["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
 Profile = Literal["server", "client", "peer"]
 RevokeReason = Literal[
-    "unspecified", "key_compromise", "ca_compromise", "affiliation_changed", "superseded",
-    "cessation_of_operation", "privilege_withdrawn",
+    "unspecified",
+    "key_compromise",
+    "ca_compromise",
+    "affiliation_changed",
+    "superseded",
+    "cessation_of_operation",
+    "privilege_withdrawn",
 ]
 OcspSigner = Literal["delegated", "self"]
 SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")
@@ -82,17 +87,31 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["90d", "12h", "3y", "P90D"]}),
 ]
-DnsName = Annotated[str, BeforeValidator(_wrap(names.dns_name)), WithJsonSchema({"type": "string", "examples": ["web.example.com", "*.svc.internal"]})]
-IpAddress = Annotated[str, BeforeValidator(_wrap(names.ip_address)), WithJsonSchema({"type": "string", "examples": ["10.0.0.5", "fd00::5"]})]
+DnsName = Annotated[
+    str, BeforeValidator(_wrap(names.dns_name)), WithJsonSchema({"type": "string", "examples": ["web.example.com", "*.svc.internal"]})
+]
+IpAddress = Annotated[
+    str, BeforeValidator(_wrap(names.ip_address)), WithJsonSchema({"type": "string", "examples": ["10.0.0.5", "fd00::5"]})
+]
 Uri = Annotated[str, BeforeValidator(_wrap(names.uri)), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/payments"]})]
 Email = Annotated[str, BeforeValidator(_wrap(names.email)), WithJsonSchema({"type": "string", "examples": ["ops@example.com"]})]
-DnsDomain = Annotated[str, BeforeValidator(_wrap(names.dns_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".svc.internal"]})]
+DnsDomain = Annotated[
+    str, BeforeValidator(_wrap(names.dns_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".svc.internal"]})
+]
 IpNetwork = Annotated[str, BeforeValidator(_wrap(names.ip_network)), WithJsonSchema({"type": "string", "examples": ["10.0.0.0/8"]})]
-EmailConstraint = Annotated[str, BeforeValidator(_wrap(names.email_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com", "ops@example.com"]})]
-UriHost = Annotated[str, BeforeValidator(_wrap(names.uri_host)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com"]})]
+EmailConstraint = Annotated[
+    str,
+    BeforeValidator(_wrap(names.email_domain)),
+    WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com", "ops@example.com"]}),
+]
+UriHost = Annotated[
+    str, BeforeValidator(_wrap(names.uri_host)), WithJsonSchema({"type": "string", "examples": ["example.com", ".example.com"]})
+]
 RefName = Annotated[str, Field(min_length=1, max_length=64)]
 PolicyRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-def raw_index(loc: "Locator", section: str, name: str, field_name: str, value: str, fallback: int | None = None) -> int | None:
+
+
+def raw_index(loc: Locator, section: str, name: str, field_name: str, value: str, fallback: int | None = None) -> int | None:
     """The index of a normalised ``value`` in the list as written in pki.yaml."""
     raw = ((loc.doc or {}).get(section) or {}).get(name) or {}
     items = raw.get(field_name) if isinstance(raw, dict) else None
@@ -108,10 +127,18 @@ def raw_index(loc: "Locator", section: str, name: str, field_name: str, value: s
 
 
 def _relpath(value: Any) -> str:
-    if (not isinstance(value, str) or len(value) > 255 or not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or value.startswith("/")
-            or ".." in value.split("/")):
-        raise PydanticCustomError("path", "{shown} is not a relative path inside the repo (at most 255 of letters, digits, '.', '_', '-', '/'; no '..')",
-                                  {"shown": quote(value)})
+    if (
+        not isinstance(value, str)
+        or len(value) > 255
+        or not re.fullmatch(r"[A-Za-z0-9._/-]+", value)
+        or value.startswith("/")
+        or ".." in value.split("/")
+    ):
+        raise PydanticCustomError(
+            "path",
+            "{shown} is not a relative path inside the repo (at most 255 of letters, digits, '.', '_', '-', '/'; no '..')",
+            {"shown": quote(value)},
+        )
     return value
 
 
@@ -129,25 +156,29 @@ CsrPath = Annotated[str, BeforeValidator(_relpath), WithJsonSchema({"type": "str
 
 
 def _timestamp(value: Any) -> str:
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
 
     if isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
     elif isinstance(value, date):
-        dt = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        dt = datetime(value.year, value.month, value.day, tzinfo=UTC)
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise PydanticCustomError("timestamp", "'{value}' is not a date or time (use 2026-11-20 or 2026-11-20T08:00:00Z)", {"value": value}) from None
+            raise PydanticCustomError(
+                "timestamp", "'{value}' is not a date or time (use 2026-11-20 or 2026-11-20T08:00:00Z)", {"value": value}
+            ) from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
     else:
         raise PydanticCustomError("timestamp", "'{value}' is not a date or time (use 2026-11-20 or 2026-11-20T08:00:00Z)", {"value": value})
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-Timestamp = Annotated[str, BeforeValidator(_timestamp), WithJsonSchema({"type": "string", "examples": ["2026-11-20", "2026-11-20T08:00:00Z"]})]
+Timestamp = Annotated[
+    str, BeforeValidator(_timestamp), WithJsonSchema({"type": "string", "examples": ["2026-11-20", "2026-11-20T08:00:00Z"]})
+]
 
 
 class _Model(BaseModel):
@@ -206,14 +237,24 @@ class Authority(_Model):
     ca_issuers_url: Uri | None = Field(None, description="URL of this authority's DER certificate (AIA caIssuers) put into what it issues")
     crl_lifetime: Duration | None = Field(None, description="validity of its CRLs; default 7d (intermediates), 90d (roots)")
     crl_renew_before: Duration | None = Field(None, description="re-sign the CRL when this much is left; default half its lifetime")
-    ocsp_signer: OcspSigner = Field("delegated", description="who signs OCSP responses: a delegated responder certificate, or the authority itself")
+    ocsp_signer: OcspSigner = Field(
+        "delegated", description="who signs OCSP responses: a delegated responder certificate, or the authority itself"
+    )
     ocsp_lifetime: Duration | None = Field(None, description="validity of its OCSP responses; default 4d")
-    ocsp_renew_before: Duration | None = Field(None, description="re-sign OCSP responses when this much is left; default half their lifetime")
-    ocsp_responder_lifetime: Duration | None = Field(None, description="lifetime of the delegated responder certificate; default 30d (intermediates), 365d (roots)")
+    ocsp_renew_before: Duration | None = Field(
+        None, description="re-sign OCSP responses when this much is left; default half their lifetime"
+    )
+    ocsp_responder_lifetime: Duration | None = Field(
+        None, description="lifetime of the delegated responder certificate; default 30d (intermediates), 365d (roots)"
+    )
     revoke_superseded: bool = Field(False, description="revoke (reason superseded) the old certificate when a child is renewed or reissued")
     revoke: RevokeReason | None = Field(None, description="revoke this authority (on its parent's CRL) with this reason; it stays revoked")
-    policy: PolicyRef | list[PolicyRef] | None = Field(None, description="policies/<name>.yaml constraining everything this authority signs")
-    key_compromised: Timestamp | None = Field(None, description="date the key was compromised: revoke everything with this key, reissue with a new key")
+    policy: PolicyRef | list[PolicyRef] | None = Field(
+        None, description="policies/<name>.yaml constraining everything this authority signs"
+    )
+    key_compromised: Timestamp | None = Field(
+        None, description="date the key was compromised: revoke everything with this key, reissue with a new key"
+    )
 
 
 class Certificate(_Model):
@@ -234,7 +275,9 @@ class Certificate(_Model):
     description: str | None = None
     revoke: RevokeReason | None = Field(None, description="revoke this certificate with this reason; it stays revoked")
     csr: CsrPath | None = Field(None, description="a CSR (PEM or DER), path relative to the repo: only its public key is used")
-    key_compromised: Timestamp | None = Field(None, description="date the key was compromised: revoke everything with this key, reissue with a new key")
+    key_compromised: Timestamp | None = Field(
+        None, description="date the key was compromised: revoke everything with this key, reissue with a new key"
+    )
 
 
 class Moved(_Model):
@@ -437,7 +480,7 @@ def _pydantic_diags(exc: ValidationError, loc: Locator, model: type[BaseModel]) 
             continue
         if kind == "literal_error":
             msg = f"{_show(err['input'])} is not allowed: {msg[0].lower()}{msg[1:]}"
-        elif kind.endswith("_type") or kind.endswith("_parsing") or kind in ("model_type", "dict_type", "list_type"):
+        elif kind.endswith(("_type", "_parsing")) or kind in ("model_type", "dict_type", "list_type"):
             msg = f"{msg[0].lower()}{msg[1:]} (got {_kind_of(err['input'])} {_show(err['input'])})"
         elif kind in ("string_pattern_mismatch", "greater_than_equal", "less_than_equal", "string_too_long", "string_too_short"):
             msg = f"{_show(err['input'])}: {msg[0].lower()}{msg[1:]}"
@@ -555,32 +598,46 @@ def _cache_path(path: Path, data: bytes) -> Path:
     return cache_dir(path.parent) / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
 
 
-
 def _td(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _dump_effective(eff: "EffectiveSpec", csrs: dict[str, str]) -> str:
+def _dump_effective(eff: EffectiveSpec, csrs: dict[str, str]) -> str:
     from compiler import __version__
 
     def entry(e: Entry) -> dict:
         return {
-            "name": e.name, "kind": e.kind, "issuer": e.issuer, "spec": e.spec,
-            "lifetime": e.lifetime.total_seconds(), "renew_before": e.renew_before.total_seconds(),
-            "reuse_key": e.reuse_key, "depth": e.depth, "revoke": e.revoke, "key_compromised": e.key_compromised,
+            "name": e.name,
+            "kind": e.kind,
+            "issuer": e.issuer,
+            "spec": e.spec,
+            "lifetime": e.lifetime.total_seconds(),
+            "renew_before": e.renew_before.total_seconds(),
+            "reuse_key": e.reuse_key,
+            "depth": e.depth,
+            "revoke": e.revoke,
+            "key_compromised": e.key_compromised,
             "ca": None if e.ca is None else {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in e.ca.__dict__.items()},
-            "policies": list(e.policies), "csr_path": e.csr_path, "csr_extra_names": e.csr_extra_names,
+            "policies": list(e.policies),
+            "csr_path": e.csr_path,
+            "csr_extra_names": e.csr_extra_names,
         }
 
-    return json.dumps({
-        "format": CACHE_FORMAT, "pkic": __version__, "code": _code_digest(), "csrs": csrs,
-        "entries": [entry(e) for e in eff.entries.values()],
-        "moved": eff.moved, "children": eff.children,
-        "publish": {"ocsp": eff.publish.ocsp, "ocsp_dir": eff.publish.ocsp_dir},
-    })
+    return json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "pkic": __version__,
+            "code": _code_digest(),
+            "csrs": csrs,
+            "entries": [entry(e) for e in eff.entries.values()],
+            "moved": eff.moved,
+            "children": eff.children,
+            "publish": {"ocsp": eff.publish.ocsp, "ocsp_dir": eff.publish.ocsp_dir},
+        }
+    )
 
 
-def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
+def _load_effective(text: bytes, repo: Path) -> EffectiveSpec | None:
     from compiler import __version__
 
     body = json.loads(text)  # callers catch ValueError and RecursionError
@@ -599,14 +656,27 @@ def _load_effective(text: bytes, repo: Path) -> "EffectiveSpec | None":
         ca = d["ca"]
         if ca is not None:
             ca = CaSettings(**{k: (_td(v) if k not in ("ocsp_signer", "revoke_superseded") else v) for k, v in ca.items()})
-        entries[d["name"]] = Entry(d["name"], d["kind"], d["issuer"], d["spec"], _td(d["lifetime"]), _td(d["renew_before"]),
-                                   d["reuse_key"], d["depth"], d["revoke"], d["key_compromised"], ca, tuple(d["policies"]),
-                                   d["csr_path"], d["csr_extra_names"])
+        entries[d["name"]] = Entry(
+            d["name"],
+            d["kind"],
+            d["issuer"],
+            d["spec"],
+            _td(d["lifetime"]),
+            _td(d["renew_before"]),
+            d["reuse_key"],
+            d["depth"],
+            d["revoke"],
+            d["key_compromised"],
+            ca,
+            tuple(d["policies"]),
+            d["csr_path"],
+            d["csr_extra_names"],
+        )
     publish = PublishSettings(body["publish"]["ocsp"], body["publish"]["ocsp_dir"])
     return EffectiveSpec(entries, body["moved"], body["children"], publish, Locator(SPEC_FILE, {}))
 
 
-def _store_cache(path: Path, data: bytes, eff: "EffectiveSpec", repo: Path) -> None:
+def _store_cache(path: Path, data: bytes, eff: EffectiveSpec, repo: Path) -> None:
     """Keep the resolved spec, keyed by the bytes of pki.yaml (and of its CSRs inside)."""
     from compiler import layout
 
@@ -754,7 +824,7 @@ class Entry:
     depth: int = 0
     revoke: str | None = None  # revoked in place, with this reason
     key_compromised: str | None = None  # timestamp of a declared key compromise
-    ca: "CaSettings | None" = None  # lifecycle settings of an authority
+    ca: CaSettings | None = None  # lifecycle settings of an authority
     policies: tuple[str, ...] = ()  # authorities: policies on what they sign
     csr_path: str | None = None  # leaves from a CSR: the key is external
     csr_extra_names: dict | None = None  # names the CSR asks for that pki.yaml does not list
@@ -802,7 +872,7 @@ class EffectiveSpec:
     moved: dict[str, str] = field(default_factory=dict)  # from -> to
     children: dict[str, list[str]] = field(default_factory=dict)
     publish: PublishSettings = field(default_factory=PublishSettings)
-    locator: "Locator | None" = None
+    locator: Locator | None = None
     # the other reviewed inputs, set by the caller that plans (not from the cache):
     # .sops.yaml's creation rules (None: no .sops.yaml) and the policies in use, as data
     sops_rules: list | None = None
@@ -870,11 +940,22 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
 
     for section, items in (("authorities", auths), ("certificates", certs)):
         for name in items:
-            problem = "use letters, digits, '.', '_' and '-' (it becomes a file name)" if not NAME_RE.match(name) or ".." in name else name_problem(name)
+            problem = (
+                "use letters, digits, '.', '_' and '-' (it becomes a file name)"
+                if not NAME_RE.match(name) or ".." in name
+                else name_problem(name)
+            )
             if problem:
                 diags.append(loc.diag((section, name), f"{quote(name)} is not a valid name", problem, key=True))
     for name in sorted(set(auths) & set(certs)):
-        diags.append(loc.diag(("certificates", name), f"duplicate name '{name}': it is also an authority", "names are shared by authorities and certificates; rename one", key=True))
+        diags.append(
+            loc.diag(
+                ("certificates", name),
+                f"duplicate name '{name}': it is also an authority",
+                "names are shared by authorities and certificates; rename one",
+                key=True,
+            )
+        )
 
     unresolved: set[str] = set()
 
@@ -884,7 +965,13 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
         unresolved.add(name)
         path = (section, name, "issuer")
         if issuer in certs:
-            diags.append(loc.diag(path, f"'{issuer}' is a certificate, not an authority: a leaf cannot issue", "move it to authorities, or pick an authority as issuer"))
+            diags.append(
+                loc.diag(
+                    path,
+                    f"'{issuer}' is a certificate, not an authority: a leaf cannot issue",
+                    "move it to authorities, or pick an authority as issuer",
+                )
+            )
         else:
             close = difflib.get_close_matches(issuer, list(auths), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"known authorities: {', '.join(sorted(auths)) or 'none'}"
@@ -894,7 +981,9 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
         check_issuer("authorities", name, a.issuer)
         if a.issuer == name:
             unresolved.add(name)
-            diags.append(loc.diag(("authorities", name, "issuer"), "an authority cannot name itself as issuer", "omit issuer for a self-signed root"))
+            diags.append(
+                loc.diag(("authorities", name, "issuer"), "an authority cannot name itself as issuer", "omit issuer for a self-signed root")
+            )
     for name, c in certs.items():
         check_issuer("certificates", name, c.issuer)
 
@@ -907,14 +996,20 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
             path.append(node)
             node = auths[node].issuer
         if node is not None and node in path:
-            cycle = path[path.index(node):]
+            cycle = path[path.index(node) :]
             if len(cycle) > 1 and frozenset(cycle) not in reported:
                 reported.add(frozenset(cycle))
                 unresolved.update(cycle)
                 first = min(cycle)
                 i = cycle.index(first)
                 ring = cycle[i:] + cycle[:i] + [first]
-                diags.append(loc.diag(("authorities", first, "issuer"), "issuer cycle: " + " -> ".join(ring), "one authority in the cycle must be a root (no issuer)"))
+                diags.append(
+                    loc.diag(
+                        ("authorities", first, "issuer"),
+                        "issuer cycle: " + " -> ".join(ring),
+                        "one authority in the cycle must be a root (no issuer)",
+                    )
+                )
     for name in set(auths) & set(certs):
         certs.pop(name)
     prune(unresolved)
@@ -965,14 +1060,29 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
             responder_lifetime=a.ocsp_responder_lifetime or (timedelta(days=365) if is_root else timedelta(days=30)),
             revoke_superseded=a.revoke_superseded,
         )
-        for fname, short, longer in (("crl_renew_before", ca.crl_renew_before, crl_lifetime), ("ocsp_renew_before", ca.ocsp_renew_before, ocsp_lifetime)):
+        for fname, short, longer in (
+            ("crl_renew_before", ca.crl_renew_before, crl_lifetime),
+            ("ocsp_renew_before", ca.ocsp_renew_before, ocsp_lifetime),
+        ):
             if short >= longer:
-                diags.append(loc.diag(("authorities", name, fname), f"{fname} ({format_duration(short)}) must be shorter than the lifetime it refreshes ({format_duration(longer)})"))
+                diags.append(
+                    loc.diag(
+                        ("authorities", name, fname),
+                        f"{fname} ({format_duration(short)}) must be shorter than the lifetime it refreshes ({format_duration(longer)})",
+                    )
+                )
         renew_before = a.renew_before or lifetime / 3
         if renew_before >= lifetime:
-            diags.append(loc.diag(("authorities", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
+            diags.append(
+                loc.diag(
+                    ("authorities", name, "renew_before"),
+                    f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})",
+                )
+            )
         pols = tuple([a.policy] if isinstance(a.policy, str) else (a.policy or []))
-        entries_unordered[name] = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name), a.revoke, a.key_compromised, ca, pols)
+        entries_unordered[name] = Entry(
+            name, "authority", a.issuer, body, lifetime, renew_before, False, depth_of(name), a.revoke, a.key_compromised, ca, pols
+        )
         if a.issuer:
             children.setdefault(a.issuer, []).append(name)
 
@@ -1000,22 +1110,62 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
                 try:
                     info = load_csr(repo / c.csr, repo)
                 except CsrError as exc:
-                    diags.append(loc.diag(("certificates", name, "csr"), f"{c.csr}: {exc}", "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it"))
+                    diags.append(
+                        loc.diag(
+                            ("certificates", name, "csr"),
+                            f"{c.csr}: {exc}",
+                            "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it",
+                        )
+                    )
             if info is not None:
                 if c.key is not None and c.key != info.key_type:
-                    diags.append(loc.diag(("certificates", name, "key"), f"key {c.key} does not match the CSR's {info.key_type} key", "remove `key`: a CSR brings its own"))
+                    diags.append(
+                        loc.diag(
+                            ("certificates", name, "key"),
+                            f"key {c.key} does not match the CSR's {info.key_type} key",
+                            "remove `key`: a CSR brings its own",
+                        )
+                    )
                 body["key"] = info.key_type
                 body["csr_key"] = info.public_key_sha256
                 extra = {k: [v for v in vals if v not in body.get(k, [])] for k, vals in info.names.items()}
                 extra = {k: v for k, v in extra.items() if v} or None
         renew_before = c.renew_before or lifetime / 3
         if renew_before >= lifetime:
-            diags.append(loc.diag(("certificates", name, "renew_before"), f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})"))
+            diags.append(
+                loc.diag(
+                    ("certificates", name, "renew_before"),
+                    f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})",
+                )
+            )
         if c.profile in ("server", "peer") and not (c.dns or c.ip):
-            diags.append(loc.diag(("certificates", name), f"a {c.profile} certificate needs at least one dns or ip name", "add dns: [host.example.com] (clients check names against the SAN, not the CN)"))
+            diags.append(
+                loc.diag(
+                    ("certificates", name),
+                    f"a {c.profile} certificate needs at least one dns or ip name",
+                    "add dns: [host.example.com] (clients check names against the SAN, not the CN)",
+                )
+            )
         if not (c.dns or c.ip or c.uri or c.email or any(k == "CN" for k, _ in subject)):
-            diags.append(loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email"))
-        entries_unordered[name] = Entry(name, "certificate", c.issuer, body, lifetime, c.renew_before or lifetime / 3, c.reuse_key, depth_of(name), c.revoke, c.key_compromised, None, (), c.csr, extra)
+            diags.append(
+                loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email")
+            )
+        entries_unordered[name] = Entry(
+            name,
+            "certificate",
+            c.issuer,
+            body,
+            lifetime,
+            c.renew_before or lifetime / 3,
+            c.reuse_key,
+            depth_of(name),
+            c.revoke,
+            c.key_compromised,
+            None,
+            (),
+            c.csr,
+            extra,
+        )
         children.setdefault(c.issuer, []).append(name)
 
     # lifetimes never beyond the issuer's, path lengths respected
@@ -1026,13 +1176,25 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
         parent = entries_unordered[e.issuer]
         if e.lifetime > parent.lifetime:
             field_path = (section, name, "lifetime") if (auths.get(name) or certs.get(name)).lifetime else (section, name)
-            diags.append(loc.diag(field_path, f"lifetime {e.spec['lifetime']} is longer than its issuer '{e.issuer}' ({parent.spec['lifetime']}): a certificate never outlives its issuer", f"shorten it, or lengthen {e.issuer}'s lifetime"))
+            diags.append(
+                loc.diag(
+                    field_path,
+                    f"lifetime {e.spec['lifetime']} is longer than its issuer '{e.issuer}' ({parent.spec['lifetime']}): a certificate never outlives its issuer",
+                    f"shorten it, or lengthen {e.issuer}'s lifetime",
+                )
+            )
         if e.kind == "authority":
             hops, anc = 1, e.issuer
             while anc is not None:
                 pl = entries_unordered[anc].spec["path_length"]
                 if pl is not None and hops > pl:
-                    diags.append(loc.diag((section, name, "issuer"), f"path length exceeded: '{anc}' has path_length {pl}, and '{name}' would be authority number {hops} below it", f"raise path_length on '{anc}' or issue '{name}' from higher up"))
+                    diags.append(
+                        loc.diag(
+                            (section, name, "issuer"),
+                            f"path length exceeded: '{anc}' has path_length {pl}, and '{name}' would be authority number {hops} below it",
+                            f"raise path_length on '{anc}' or issue '{name}' from higher up",
+                        )
+                    )
                     break
                 hops += 1
                 anc = entries_unordered[anc].issuer
@@ -1069,7 +1231,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
     return EffectiveSpec(ordered, moved, {k: sorted(v) for k, v in children.items()}, publish, loc)
 
 
-def _issuer_urls(issuer: "Authority | None") -> dict:
+def _issuer_urls(issuer: Authority | None) -> dict:
     """The issuer's CRL/OCSP/caIssuers URLs, which go into what it issues (only when set,
     so specs without them keep their digests)."""
     if issuer is None:
@@ -1130,7 +1292,8 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
                 # an entry checked without its wrong fields: keep only what its issuer says,
                 # not follow-ons of the fields left out (defaults standing in for them)
                 diags += [
-                    d for d in more.diagnostics
+                    d
+                    for d in more.diagnostics
                     if not any(d.path == t or d.path.startswith(t + ".") for t in partial[2]) or d.path.endswith(".issuer")
                 ]
         raise PkicError(sorted(set(diags), key=lambda d: (d.line or 0, d.column or 0, d.path))) from None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import os
 import stat
@@ -43,9 +44,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from compiler import layout
+from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from compiler.model.bounded import json_depth_ok, quote
 from compiler.model.errors import Diagnostic, PkicError, fail
-from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from compiler.state.store import MAX_STATE
 
 SEAL_FORMAT = "pkic-seal"
@@ -54,9 +55,23 @@ KEY_PREFIX = "PKIC-SEAL-KEY-1:"
 PUB_PREFIX = "ed25519:"
 MAX_SEAL = 64 * 1024
 MAX_OUT_FILE = 256 * 1024 * 1024  # a CRL of a million entries is ~40 MiB
-FIELDS = ("format", "version", "lineage", "serial", "prev", "out_tree", "object_format", "state_serial", "sops_rules", "public_key", "sealed_at")
-EMPTY_TREE = {"sha1": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
-              "sha256": "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"}
+FIELDS = (
+    "format",
+    "version",
+    "lineage",
+    "serial",
+    "prev",
+    "out_tree",
+    "object_format",
+    "state_serial",
+    "sops_rules",
+    "public_key",
+    "sealed_at",
+)
+EMPTY_TREE = {
+    "sha1": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+    "sha256": "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321",
+}
 REVERT_HINT = "revert the merge that changed out/ or out.seal (`git revert -m 1 <merge>`), so the newest sealed out/ is back; then apply"
 
 
@@ -79,7 +94,7 @@ def _parse_key(text: str, where: str) -> Ed25519PrivateKey:
         line = line.strip()
         if line.startswith(KEY_PREFIX):
             try:
-                raw = base64.b64decode(line[len(KEY_PREFIX):], validate=True)
+                raw = base64.b64decode(line[len(KEY_PREFIX) :], validate=True)
                 return Ed25519PrivateKey.from_private_bytes(raw)
             except (ValueError, binascii.Error):
                 break
@@ -112,8 +127,10 @@ def new_key_file(path: Path, label: str) -> tuple[Ed25519PrivateKey, bool]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        text = (f"# pkic seal key: signs out.seal for {label}. Keep it secret; CI gets it as PKIC_SEAL_KEY.\n"
-                f"# public key: {public_text(key.public_key())}\n{KEY_PREFIX}{base64.b64encode(raw).decode()}\n")
+        text = (
+            f"# pkic seal key: signs out.seal for {label}. Keep it secret; CI gets it as PKIC_SEAL_KEY.\n"
+            f"# public key: {public_text(key.public_key())}\n{KEY_PREFIX}{base64.b64encode(raw).decode()}\n"
+        )
         os.write(fd, text.encode())
     finally:
         os.close(fd)
@@ -128,7 +145,7 @@ def _public_from_text(text: str) -> Ed25519PublicKey | None:
     if not text.startswith(PUB_PREFIX):
         return None
     try:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PUB_PREFIX):], validate=True))
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PUB_PREFIX) :], validate=True))
     except (ValueError, binascii.Error):
         return None
 
@@ -156,9 +173,19 @@ class Seal:
         return hashlib.sha256(self.raw).hexdigest()
 
     def body(self) -> dict:
-        body = {"format": SEAL_FORMAT, "version": SEAL_VERSION, "lineage": self.lineage, "serial": self.serial, "prev": self.prev,
-                "out_tree": self.out_tree, "object_format": self.object_format, "state_serial": self.state_serial,
-                "sops_rules": self.sops_rules, "public_key": self.public_key, "sealed_at": self.sealed_at}
+        body = {
+            "format": SEAL_FORMAT,
+            "version": SEAL_VERSION,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "prev": self.prev,
+            "out_tree": self.out_tree,
+            "object_format": self.object_format,
+            "state_serial": self.state_serial,
+            "sops_rules": self.sops_rules,
+            "public_key": self.public_key,
+            "sealed_at": self.sealed_at,
+        }
         if self.rotation is not None:
             body["rotation"] = self.rotation
         return body
@@ -174,7 +201,9 @@ class Seal:
             return False
         pub = _public_from_text(previous_key)
         try:
-            return pub is not None and (pub.verify(base64.b64decode(str(rot.get("signature")), validate=True), _rotation_bytes(self.public_key, self.prev)) is None)
+            return pub is not None and (
+                pub.verify(base64.b64decode(str(rot.get("signature")), validate=True), _rotation_bytes(self.public_key, self.prev)) is None
+            )
         except (InvalidSignature, ValueError, binascii.Error):
             return False
 
@@ -202,6 +231,7 @@ def _signed_bytes(body: dict) -> bytes:
 
 def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
     """A seal file, strictly: a JSON object with exactly the known fields, typed."""
+
     def bad(why: str) -> PkicError:
         return fail(where, f"not a pkic seal: {why}", "restore it from git; never edit it by hand")
 
@@ -216,17 +246,41 @@ def parse(raw: bytes, where: str = SEAL_PATH) -> Seal:
     if not isinstance(body, dict) or not set(FIELDS) | {"signature"} <= set(body) <= set(FIELDS) | {"signature", "rotation"}:
         raise bad("unexpected fields")
     rotation = body.get("rotation")
-    if "rotation" in body and not (isinstance(rotation, dict) and set(rotation) == {"from", "signature"} and all(isinstance(v, str) for v in rotation.values())):
+    if "rotation" in body and not (
+        isinstance(rotation, dict) and set(rotation) == {"from", "signature"} and all(isinstance(v, str) for v in rotation.values())
+    ):
         raise bad("rotation has the wrong form")
     if body["format"] != SEAL_FORMAT or body["version"] != SEAL_VERSION:
         raise bad(f"format {quote(body.get('format'))} version {quote(body.get('version'))}")
-    types = {"lineage": (str, type(None)), "serial": int, "prev": (str, type(None)), "out_tree": str, "object_format": str,
-             "state_serial": int, "sops_rules": str, "public_key": str, "sealed_at": str, "signature": str}
+    types = {
+        "lineage": (str, type(None)),
+        "serial": int,
+        "prev": (str, type(None)),
+        "out_tree": str,
+        "object_format": str,
+        "state_serial": int,
+        "sops_rules": str,
+        "public_key": str,
+        "sealed_at": str,
+        "signature": str,
+    }
     for k, t in types.items():
         if not isinstance(body[k], t) or isinstance(body[k], bool):
             raise bad(f"{k} has the wrong type")
-    return Seal(body["lineage"], body["serial"], body["prev"], body["out_tree"], body["object_format"], body["state_serial"],
-                body["sops_rules"], body["public_key"], body["sealed_at"], body["signature"], raw, rotation)
+    return Seal(
+        body["lineage"],
+        body["serial"],
+        body["prev"],
+        body["out_tree"],
+        body["object_format"],
+        body["state_serial"],
+        body["sops_rules"],
+        body["public_key"],
+        body["sealed_at"],
+        body["signature"],
+        raw,
+        rotation,
+    )
 
 
 def render(key: Ed25519PrivateKey, body: dict) -> bytes:
@@ -277,7 +331,11 @@ def scan_out(repo: Path, algo: str) -> Listing:
                 for name, link, is_dir, is_file in entries:
                     rel = f"{rel_dir}/{name}"
                     if link:
-                        raise fail(rel, "is a symlink inside out/: pkic never writes one, and never follows one", "remove it (`git rm`), and find out who added it")
+                        raise fail(
+                            rel,
+                            "is a symlink inside out/: pkic never writes one, and never follows one",
+                            "remove it (`git rm`), and find out who added it",
+                        )
                     if is_dir:
                         stack.append((rel, os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)))
                         continue
@@ -289,7 +347,11 @@ def scan_out(repo: Path, algo: str) -> Listing:
                         if not stat.S_ISREG(st.st_mode):
                             raise fail(rel, "is not a regular file inside out/", "remove it, and find out who added it")
                         if st.st_size > MAX_OUT_FILE:
-                            raise fail(rel, f"is {st.st_size} bytes: no file pkic writes is this large", "remove it (`git rm`), and find out who added it")
+                            raise fail(
+                                rel,
+                                f"is {st.st_size} bytes: no file pkic writes is this large",
+                                "remove it (`git rm`), and find out who added it",
+                            )
                         data = os.read(fd, st.st_size + 1)
                         while len(data) < st.st_size:  # a short read (large file): read on
                             more = os.read(fd, 1 << 20)
@@ -315,7 +377,7 @@ def tree_id(listing: Listing, algo: str, prefix: str = OUT_DIR + "/") -> str:
     """git's tree id of the directory holding ``listing`` (paths below ``prefix``)."""
     root: dict = {}
     for path, (mode, blob) in listing.items():
-        parts = path[len(prefix):].split("/")
+        parts = path[len(prefix) :].split("/")
         node = root
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -362,7 +424,7 @@ class GitView:
     shallow: bool = False  # a shallow clone: the seal's history cannot be checked
 
     @classmethod
-    def of(cls, repo: Path) -> "GitView":
+    def of(cls, repo: Path) -> GitView:
         fmt = _git(repo, "rev-parse", "--show-object-format", "--is-shallow-repository")
         if fmt.returncode != 0:
             stderr = fmt.stderr.decode(errors="replace").strip()
@@ -384,7 +446,9 @@ class GitView:
         proc = _git(repo, "rev-parse", "--verify", "-q", f"{rev}:{OUT_DIR}")
         return proc.stdout.decode().strip() if proc.returncode == 0 else EMPTY_TREE[self.object_format]
 
-    def history(self, repo: Path, since: str | None = None, first_parent: bool = False, tip: str = "HEAD") -> list[tuple[str, bytes | None]]:
+    def history(
+        self, repo: Path, since: str | None = None, first_parent: bool = False, tip: str = "HEAD"
+    ) -> list[tuple[str, bytes | None]]:
         """Each version of out.seal in any commit reachable from HEAD that changed it,
         parents before children (topological order: commit dates are the author's to
         choose): (commit, bytes, or None if it is not a file there). All of HEAD's
@@ -407,7 +471,7 @@ class GitView:
             pos = nl + 1
             if len(header) == 3:  # "<oid> <type> <size>", then the object, whatever its type (a tree too)
                 size = int(header[2])
-                content = data[pos:pos + size]
+                content = data[pos : pos + size]
                 pos += size + 1
                 out.append((c, content if header[1] == b"blob" and len(content) == size else None))
             else:  # "<name> missing" and the like: no object
@@ -485,10 +549,16 @@ class Report:
         return f"sealed: seal serial {s.serial}, state serial {s.state_serial}, key {s.public_key[:20]}…{extra}" if s else "sealed"
 
     def to_json(self) -> dict:
-        return {"mode": self.mode, "ok": not self.problems, "summary": self.summary(), "public_key": self.public_key,
-                "sops_rules": {"file": ".sops.yaml", "changed": self.sops_change is not None, "now": self.sops_change},
-                "serial": self.seal.serial if self.seal else None, "digest": self.seal.digest if self.seal else None,
-                "problems": [{"path": d.path or d.file, "message": d.message} for d in self.problems]}
+        return {
+            "mode": self.mode,
+            "ok": not self.problems,
+            "summary": self.summary(),
+            "public_key": self.public_key,
+            "sops_rules": {"file": ".sops.yaml", "changed": self.sops_change is not None, "now": self.sops_change},
+            "serial": self.seal.serial if self.seal else None,
+            "digest": self.seal.digest if self.seal else None,
+            "problems": [{"path": d.path or d.file, "message": d.message} for d in self.problems],
+        }
 
     def problem(self, where: str, message: str, hint: str = REVERT_HINT) -> None:
         self.problems.append(Diagnostic(where, None, None, "", message, hint))  # render() escapes odd names
@@ -516,13 +586,19 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         if public_key is None and disk_raw is None:
             return r  # unsealed, and git has nothing to say about it
         r.mode = "sealed"
-        r.problem("git", f"cannot check the seal against git's history: {r.git.error}",
-                  "fix what git says (e.g. `git config --global --add safe.directory DIR` for a repository owned by another user)")
+        r.problem(
+            "git",
+            f"cannot check the seal against git's history: {r.git.error}",
+            "fix what git says (e.g. `git config --global --add safe.directory DIR` for a repository owned by another user)",
+        )
         return r
     if r.git.shallow and (public_key is not None or disk_raw is not None):
         r.mode = "sealed"
-        r.problem("git", "this is a shallow clone: the seal's history (is out.seal the newest?) cannot be checked",
-                  "fetch the whole history (`git fetch --unshallow`; actions/checkout: fetch-depth: 0)")
+        r.problem(
+            "git",
+            "this is a shallow clone: the seal's history (is out.seal the newest?) cannot be checked",
+            "fetch the whole history (`git fetch --unshallow`; actions/checkout: fetch-depth: 0)",
+        )
         return r
     history = r.git.history(repo)
     sealed_before = [(c, raw) for c, raw in history if raw is not None]
@@ -530,8 +606,11 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         if disk_raw is None and not sealed_before:
             return r
         r.mode = "sealed"
-        r.problem(SEAL_PATH, "this repository is sealed, and no seal key is set",
-                  "apply needs the seal key: set PKIC_SEAL_KEY (CI) or PKIC_SEAL_KEY_FILE (see docs/security.md)")
+        r.problem(
+            SEAL_PATH,
+            "this repository is sealed, and no seal key is set",
+            "apply needs the seal key: set PKIC_SEAL_KEY (CI) or PKIC_SEAL_KEY_FILE (see docs/security.md)",
+        )
         return r
     head_raw = r.git.blob(repo, f"HEAD:{SEAL_PATH}")
     if disk_raw is None:
@@ -540,8 +619,11 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
             r.mode = "sealed"
             r.problem(SEAL_PATH, f"is missing, but commit {sealed_before[-1][0][:12]} has one: out/ was replaced or its seal removed")
         elif layout.exists(repo, STATE_PATH) or layout.exists(repo, "out/keys"):
-            r.problem(OUT_DIR, "is not sealed: nothing proves that the apply identity wrote it",
-                      "adopt it once: `pkic verify --keys`, then `pkic seal init` (see docs/security.md)")
+            r.problem(
+                OUT_DIR,
+                "is not sealed: nothing proves that the apply identity wrote it",
+                "adopt it once: `pkic verify --keys`, then `pkic seal init` (see docs/security.md)",
+            )
         else:
             r.mode = "new"
         return r
@@ -550,8 +632,11 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
     if not seal.valid_under(public_key):
         _check_history(r, public_key, history, head_raw)
         why = "signed by another key" if seal.public_key != public_key else "its signature is not valid"
-        r.problem(SEAL_PATH, f"is not sealed by the seal key {public_key[:24]}…: {why} (it names {seal.public_key[:24]}…)",
-                  "a seal is made only by pkic apply with the seal key; " + REVERT_HINT)
+        r.problem(
+            SEAL_PATH,
+            f"is not sealed by the seal key {public_key[:24]}…: {why} (it names {seal.public_key[:24]}…)",
+            "a seal is made only by pkic apply with the seal key; " + REVERT_HINT,
+        )
         return r
     r.seal = r.newest_valid = seal
     if seal.object_format != r.git.object_format:
@@ -570,8 +655,11 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
                 r.problem("HEAD:out", "the committed out/ is not the sealed tree (checked against git's objects)")
                 _name_changes(r, repo, r.git.listing(repo, committed), seal.out_tree)
         elif seal.prev != head.digest or seal.serial <= head.serial or seal.lineage != head.lineage:
-            r.problem(SEAL_PATH, f"is neither HEAD's seal (serial {head.serial}) nor a later apply of it (serial {seal.serial})",
-                      "restore it and out/ from git (`git checkout -- out.seal out/`)")
+            r.problem(
+                SEAL_PATH,
+                f"is neither HEAD's seal (serial {head.serial}) nor a later apply of it (serial {seal.serial})",
+                "restore it and out/ from git (`git checkout -- out.seal out/`)",
+            )
     if seal.sops_rules != sops_rules_digest(repo):
         r.sops_change = sops_rule_summary(repo)
     if not scan:
@@ -617,20 +705,29 @@ def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | 
         except PkicError:
             head = None
     if head_raw is None:
-        r.problem(SEAL_PATH, f"is not in HEAD, but commit {top_commit[:12]} has a seal (serial {top.serial}): out/ was replaced or its seal removed")
+        r.problem(
+            SEAL_PATH,
+            f"is not in HEAD, but commit {top_commit[:12]} has a seal (serial {top.serial}): out/ was replaced or its seal removed",
+        )
     elif head is None or not head.valid_under(public_key):
         r.problem(SEAL_PATH, f"HEAD's seal is not made with the seal key; commit {top_commit[:12]} has seal serial {top.serial}")
     elif head.serial < top.serial:
-        r.problem(SEAL_PATH, f"restores an older out/: its seal has serial {head.serial}, but commit {top_commit[:12]} already has serial {top.serial}")
+        r.problem(
+            SEAL_PATH,
+            f"restores an older out/: its seal has serial {head.serial}, but commit {top_commit[:12]} already has serial {top.serial}",
+        )
     elif head.serial == top.serial and head.raw != top.raw:
         r.problem(SEAL_PATH, f"two different seals have serial {top.serial} (HEAD's and commit {top_commit[:12]}'s): out/ was forked")
     chain: dict[str, tuple[str, Seal]] = {}
     for commit, s in valid:
         chain.setdefault(s.digest, (commit, s))
     ordered = sorted(chain.values(), key=lambda cs: cs[1].serial)
-    for (ca, a), (cb, b) in zip(ordered, ordered[1:]):
+    for (ca, a), (cb, b) in itertools.pairwise(ordered):
         if b.prev != a.digest or b.lineage != a.lineage and a.lineage is not None:
-            r.problem(SEAL_PATH, f"the seal of commit {cb[:12]} (serial {b.serial}) does not follow the one of commit {ca[:12]} (serial {a.serial}): replayed from another branch or PKI?")
+            r.problem(
+                SEAL_PATH,
+                f"the seal of commit {cb[:12]} (serial {b.serial}) does not follow the one of commit {ca[:12]} (serial {a.serial}): replayed from another branch or PKI?",
+            )
             break
 
 
@@ -674,8 +771,11 @@ def _name_changes(r: Report, repo: Path, have: Listing | None, sealed_tree: str)
     shown = len(r.changed)
     r.changed += fresh
     for path, what in fresh[: max(0, 20 - shown)]:
-        r.problem(path, f"edited by hand ({what}): not what the seal covers",
-                  "restore it from git (`git checkout -- out/`); change pki.yaml instead")
+        r.problem(
+            path,
+            f"edited by hand ({what}): not what the seal covers",
+            "restore it from git (`git checkout -- out/`); change pki.yaml instead",
+        )
     if len(r.changed) > 20 and shown <= 20:
         r.problem(OUT_DIR, "more files are not what the seal covers", "restore out/ from git (`git checkout -- out/`)")
 
@@ -698,20 +798,36 @@ def update_listing(repo: Path, listing: Listing, touched: set[str], algo: str, k
     return new
 
 
-def write(repo: Path, key: Ed25519PrivateKey, report: Report, listing: Listing, *, lineage: str | None, state_serial: int, at: str,
-          endorse_with: Ed25519PrivateKey | None = None) -> Seal:
+def write(
+    repo: Path,
+    key: Ed25519PrivateKey,
+    report: Report,
+    listing: Listing,
+    *,
+    lineage: str | None,
+    state_serial: int,
+    at: str,
+    endorse_with: Ed25519PrivateKey | None = None,
+) -> Seal:
     """Seal ``listing`` (out/ as it now is) as the next seal after ``report``'s. A
     rotation is endorsed by the previous seal key (``endorse_with``) where it is at hand."""
     algo = report.git.object_format
     body: dict = {
-        "lineage": lineage, "serial": report.next_serial, "prev": report.prev_for_next,
-        "out_tree": tree_id(listing, algo), "object_format": algo, "state_serial": state_serial,
-        "sops_rules": sops_rules_digest(repo), "sealed_at": at,
+        "lineage": lineage,
+        "serial": report.next_serial,
+        "prev": report.prev_for_next,
+        "out_tree": tree_id(listing, algo),
+        "object_format": algo,
+        "state_serial": state_serial,
+        "sops_rules": sops_rules_digest(repo),
+        "sealed_at": at,
     }
     if endorse_with is not None:
         new_public = public_text(key.public_key())
-        body["rotation"] = {"from": public_text(endorse_with.public_key()),
-                            "signature": base64.b64encode(endorse_with.sign(_rotation_bytes(new_public, body["prev"]))).decode()}
+        body["rotation"] = {
+            "from": public_text(endorse_with.public_key()),
+            "signature": base64.b64encode(endorse_with.sign(_rotation_bytes(new_public, body["prev"]))).decode(),
+        }
     raw = render(key, body)
     layout.write_atomic(repo, SEAL_PATH, raw)
     return parse(raw)
@@ -731,8 +847,10 @@ class Invariants:
     crl_numbers: tuple[tuple[str, int], ...]
 
     @classmethod
-    def of(cls, state) -> "Invariants":
-        revoked = frozenset(f"{r.get('issuer_key_id')}:{r['serial']}" for recs in state.certificates.values() for r in recs if r["status"] == "revoked")
+    def of(cls, state) -> Invariants:
+        revoked = frozenset(
+            f"{r.get('issuer_key_id')}:{r['serial']}" for recs in state.certificates.values() for r in recs if r["status"] == "revoked"
+        )
         compromised = frozenset(json.dumps({k: v for k, v in c.items() if k != "name"}, sort_keys=True) for c in state.compromised)
         numbers: dict[str, int] = {}
         for a, i in state.crls.items():
@@ -741,7 +859,7 @@ class Invariants:
                 numbers[name] = max(numbers.get(name, 0), int(i.get("number", 0)))
         return cls(state.lineage, state.serial, revoked, compromised, tuple(sorted(numbers.items())))
 
-    def broken_by(self, new: "Invariants", growth: bool = True) -> list[str]:
+    def broken_by(self, new: Invariants, growth: bool = True) -> list[str]:
         out = []
         if self.lineage is not None and new.lineage != self.lineage:
             out.append(f"the lineage changed ({self.lineage} -> {new.lineage})")
@@ -797,8 +915,11 @@ class Sealing:
             return
         sealed = begin.get("listing")
         if begin.get("seal") != (self.report.seal.digest if self.report.seal else None) or not isinstance(sealed, dict):
-            raise fail(OUT_DIR, "is not what the seal covers, and the interrupted apply's journal does not say why",
-                       "restore out/ from git (`git checkout -- out/ out.seal`), remove .pkic/journal.jsonl, and apply again")
+            raise fail(
+                OUT_DIR,
+                "is not what the seal covers, and the interrupted apply's journal does not say why",
+                "restore out/ from git (`git checkout -- out/ out.seal`), remove .pkic/journal.jsonl, and apply again",
+            )
         was = {p: tuple(v.split(" ", 1)) for p, v in sealed.items() if isinstance(v, str)}
         now = self.report.listing or {}
 
@@ -808,8 +929,19 @@ class Sealing:
 
         strange = sorted(p for p in set(was) | set(now) if was.get(p) != now.get(p) and p not in touched and not staging(p))
         if strange:
-            raise PkicError([Diagnostic(p, None, None, "", "changed since the interrupted apply began, and not by it: not what the seal covers",
-                                        "restore it from git (`git checkout -- out/`); then apply again") for p in strange[:20]])
+            raise PkicError(
+                [
+                    Diagnostic(
+                        p,
+                        None,
+                        None,
+                        "",
+                        "changed since the interrupted apply began, and not by it: not what the seal covers",
+                        "restore it from git (`git checkout -- out/`); then apply again",
+                    )
+                    for p in strange[:20]
+                ]
+            )
 
     def recover(self, repo: Path, before: Invariants, state, at: str) -> None:
         """After a killed apply's journal was replayed (check_recovery passed): seal it."""
@@ -859,7 +991,11 @@ def recorded_public_key(repo: Path, base: str | None = None) -> tuple[str | None
     if base is not None:
         tip = _git(repo, "rev-parse", "--verify", "-q", f"{base}^{{commit}}")
         if tip.returncode != 0:
-            raise fail("--base", f"{base[:80]!r} is not a commit here", "pass the pull request's target branch, e.g. --base origin/main (with fetch-depth: 0)")
+            raise fail(
+                "--base",
+                f"{base[:80]!r} is not a commit here",
+                "pass the pull request's target branch, e.g. --base origin/main (with fetch-depth: 0)",
+            )
         base_tip = tip.stdout.decode().strip()
         if usable:
             current, rotated = _follow(git.history(repo, first_parent=True, tip=base_tip), None)
@@ -904,13 +1040,30 @@ def sealed_findings(repo: Path, report: Report) -> list[Diagnostic]:
     out: list[Diagnostic] = []
 
     def records(body: dict) -> dict[str, dict]:
-        return {r.get("serial"): r for recs in (body.get("certificates") or {}).values() if isinstance(recs, list) for r in recs if isinstance(r, dict)}
+        return {
+            r.get("serial"): r
+            for recs in (body.get("certificates") or {}).values()
+            if isinstance(recs, list)
+            for r in recs
+            if isinstance(r, dict)
+        }
 
     was, now = records(sealed), records(current if isinstance(current, dict) else {})
     for serial, r in sorted(was.items(), key=lambda kv: str(kv[0])):
         if r.get("status") == "revoked" and (now.get(serial) or {}).get("status") != "revoked":
-            out.append(Diagnostic(STATE_PATH, None, None, "", f"{r.get('name')} serial {serial} was revoked in the sealed state and is not any more", REVERT_HINT))
-    roots = {r.get("sha256") for r in was.values() if r.get("status") == "active" and r.get("kind") == "authority" and r.get("issuer") is None}
+            out.append(
+                Diagnostic(
+                    STATE_PATH,
+                    None,
+                    None,
+                    "",
+                    f"{r.get('name')} serial {serial} was revoked in the sealed state and is not any more",
+                    REVERT_HINT,
+                )
+            )
+    roots = {
+        r.get("sha256") for r in was.values() if r.get("status") == "active" and r.get("kind") == "authority" and r.get("issuer") is None
+    }
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes
@@ -921,5 +1074,14 @@ def sealed_findings(repo: Path, report: Report) -> list[Diagnostic]:
         have = None
     if have is not None and have != roots:
         extra, missing = len(have - roots), len(roots - have)
-        out.append(Diagnostic("out/trust/bundle.pem", None, None, "", f"is not the sealed roots: {extra} certificate(s) added, {missing} missing", REVERT_HINT))
+        out.append(
+            Diagnostic(
+                "out/trust/bundle.pem",
+                None,
+                None,
+                "",
+                f"is not the sealed roots: {extra} certificate(s) added, {missing} missing",
+                REVERT_HINT,
+            )
+        )
     return out

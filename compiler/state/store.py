@@ -21,12 +21,12 @@ import os
 import stat
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from compiler.model.bounded import MAX_DEPTH, json_depth_ok, quote
-from compiler.model.errors import Diagnostic, PkicError, fail
+from compiler.model.errors import fail
 
 STATE_FORMAT = "pkic-state"
 STATE_VERSION = 1
@@ -40,7 +40,7 @@ REQUIRED = frozenset({"status", "serial", "kind", "not_after", "spec"})
 
 
 def ts(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 _ts_cache: dict[str, datetime] = {}
@@ -52,7 +52,7 @@ def parse_ts(text: str) -> datetime:
     if dt is None:
         if len(text) != 20 or text[10] != "T" or text[19] != "Z":
             raise ValueError(f"not a UTC timestamp: {text!r}")
-        dt = datetime.fromisoformat(text[:19]).replace(tzinfo=timezone.utc)
+        dt = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
         if len(_ts_cache) < 100_000:
             _ts_cache[text] = dt
     return dt
@@ -108,8 +108,11 @@ class State:
 
     def revoked_signers(self) -> list[str]:
         """Authorities revoked in place that keep signing their CRL and OCSP responses."""
-        return [n for n, recs in self.certificates.items()
-                if recs and recs[0]["status"] == REVOKED and recs[0]["kind"] == "authority" and recs[0].get("keeps_signing")]
+        return [
+            n
+            for n, recs in self.certificates.items()
+            if recs and recs[0]["status"] == REVOKED and recs[0]["kind"] == "authority" and recs[0].get("keeps_signing")
+        ]
 
     def last_issued(self, name: str, key_id: str) -> str | None:
         """The latest notAfter among the certificates ``name`` signed with ``key_id``."""
@@ -182,7 +185,9 @@ class State:
     def record_issued(self, name: str, record: dict, at: str) -> None:
         self._push(self.certificates.setdefault(name, []), record, at)
 
-    def record_revoked(self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None, keeps_signing: bool = False) -> None:
+    def record_revoked(
+        self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None, keeps_signing: bool = False
+    ) -> None:
         for r in self.certificates.get(name, []):
             if r["serial"] == serial and r["status"] != REVOKED:
                 r["status"] = REVOKED
@@ -270,7 +275,14 @@ class State:
         if kind == "issued":
             self.record_issued(op["name"], op["record"], op["at"])
         elif kind == "revoked":
-            self.record_revoked(op["name"], op["serial"], op["reason"], op.get("revoked_at") or op["at"], op.get("invalidity"), bool(op.get("keeps_signing")))
+            self.record_revoked(
+                op["name"],
+                op["serial"],
+                op["reason"],
+                op.get("revoked_at") or op["at"],
+                op.get("invalidity"),
+                bool(op.get("keeps_signing")),
+            )
         elif kind == "crl":
             self.record_crl(op["authority"], op["info"])
         elif kind == "ocsp":
@@ -296,8 +308,8 @@ MAX_STATE = 1 << 30
 
 
 def load_state(repo: Path) -> State:
-    from compiler.model.bounded import loads_json
     from compiler.layout import read_file
+    from compiler.model.bounded import loads_json
 
     try:
         data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
@@ -307,21 +319,35 @@ def load_state(repo: Path) -> State:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
     body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand", what="the state")
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
-        raise fail(STATE_PATH, "this is not a pkic state file (no \"format\": \"pkic-state\")", "out/ belongs to pkic; move other files elsewhere or restore it from git")
+        raise fail(
+            STATE_PATH,
+            'this is not a pkic state file (no "format": "pkic-state")',
+            "out/ belongs to pkic; move other files elsewhere or restore it from git",
+        )
     if body.get("version") != STATE_VERSION:
-        raise fail(STATE_PATH, f"state version {quote(body.get('version'))} is not supported by this pkic (it reads version {STATE_VERSION})", "upgrade pkic")
+        raise fail(
+            STATE_PATH,
+            f"state version {quote(body.get('version'))} is not supported by this pkic (it reads version {STATE_VERSION})",
+            "upgrade pkic",
+        )
     certs = body.get("certificates")
     if not isinstance(certs, dict) or not isinstance(body.get("serial"), int):
         raise fail(STATE_PATH, "the state is damaged (certificates or serial missing)", "restore it from git")
     for name, recs in certs.items():
         if not (isinstance(recs, list) and recs and all(isinstance(r, dict) and REQUIRED <= r.keys() for r in recs)):
-            raise fail(STATE_PATH, f"the state is damaged at certificates.{name}", "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
+            raise fail(
+                STATE_PATH,
+                f"the state is damaged at certificates.{name}",
+                "restore it from git (`git checkout -- out/state.json`); never edit it by hand",
+            )
     crls, responders = body.get("crls") or {}, body.get("responders") or {}
     if not isinstance(crls, dict) or not isinstance(responders, dict) or not isinstance(body.get("compromised") or [], list):
         raise fail(STATE_PATH, "the state is damaged (crls, responders or compromised)", "restore it from git")
     _check_names(certs, crls, responders, body.get("compromised") or [])
     rules = body.get("sops_rules") or {}
-    if not isinstance(rules, dict) or not all(isinstance(d, str) and isinstance(r, dict) and isinstance(r.get("groups"), list) for d, r in rules.items()):
+    if not isinstance(rules, dict) or not all(
+        isinstance(d, str) and isinstance(r, dict) and isinstance(r.get("groups"), list) for d, r in rules.items()
+    ):
         raise fail(STATE_PATH, "the state is damaged (sops_rules)", "restore it from git")
     settings = body.get("settings")
     if settings is not None and not isinstance(settings, dict):
@@ -378,16 +404,31 @@ def _check_names(certs: dict, crls: dict, responders: dict, compromised: list | 
                 for old in moved:
                     check_name(old, where + ".moved_from")
                 if f is not None and not (isinstance(f, str) and any(is_ocsp_file(f, n, serial) for n in (name, *moved))):
-                    raise fail(where, f"records an OCSP response at {str(f)[:80]!r}, which is not where pkic puts it", "restore the state from git; never edit it by hand")
+                    raise fail(
+                        where,
+                        f"records an OCSP response at {str(f)[:80]!r}, which is not where pkic puts it",
+                        "restore the state from git; never edit it by hand",
+                    )
     for a in list(crls) + list(responders):
         check_name(a, f"{STATE_PATH}: {str(a)[:40]}")
     for a, info in crls.items():
-        if not (isinstance(info, dict) and isinstance(info.get("number"), int) and not isinstance(info.get("number"), bool)
-                and stamp(info.get("this_update")) and stamp(info.get("next_update")) and isinstance(info.get("serials", []), list)):
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("number"), int)
+            and not isinstance(info.get("number"), bool)
+            and stamp(info.get("this_update"))
+            and stamp(info.get("next_update"))
+            and isinstance(info.get("serials", []), list)
+        ):
             raise damaged(f"{STATE_PATH}: crls.{a}", "number, this_update, next_update or serials")
     for a, recs in responders.items():
-        if not (isinstance(recs, list) and all(isinstance(r, dict) and r.get("status") in _STATUSES and stamp(r.get("not_after"))
-                                                 and isinstance(r.get("serial"), str) for r in recs)):
+        if not (
+            isinstance(recs, list)
+            and all(
+                isinstance(r, dict) and r.get("status") in _STATUSES and stamp(r.get("not_after")) and isinstance(r.get("serial"), str)
+                for r in recs
+            )
+        ):
             raise damaged(f"{STATE_PATH}: responders.{a}", "a responder record")
     if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("at"), str) for c in compromised or []):
         raise damaged(f"{STATE_PATH}: compromised", "an entry")
@@ -409,8 +450,11 @@ def read_journal(repo: Path) -> list[dict]:
         if not line.strip():
             continue
         if not json_depth_ok(line):
-            raise fail(JOURNAL_PATH, f"a step is nested more than {MAX_DEPTH} levels deep: not a journal pkic wrote",
-                       "delete the .pkic/ directory (it is never committed) and plan again")
+            raise fail(
+                JOURNAL_PATH,
+                f"a step is nested more than {MAX_DEPTH} levels deep: not a journal pkic wrote",
+                "delete the .pkic/ directory (it is never committed) and plan again",
+            )
         try:
             ops.append(json.loads(line))
         except (ValueError, RecursionError):
@@ -441,8 +485,13 @@ def _check_work_dir(repo: Path) -> None:
         except FileNotFoundError:
             continue
         if stat.S_ISLNK(st.st_mode) or (rel == WORK_DIR) != stat.S_ISDIR(st.st_mode):
-            raise fail(rel, "is not a plain " + ("directory" if rel == WORK_DIR else "file") + " (a symlink?): .pkic/ is pkic's own working directory on this machine",
-                       f"remove it (`rm {rel}`; if git tracks it, `git rm --cached {rel}` too), and find out who added it")
+            raise fail(
+                rel,
+                "is not a plain "
+                + ("directory" if rel == WORK_DIR else "file")
+                + " (a symlink?): .pkic/ is pkic's own working directory on this machine",
+                f"remove it (`rm {rel}`; if git tracks it, `git rm --cached {rel}` too), and find out who added it",
+            )
 
 
 def _check_not_committed(repo: Path) -> None:
@@ -460,9 +509,12 @@ def _check_not_committed(repo: Path) -> None:
     elif proc.returncode != 0 and b"not a git repository" not in proc.stderr:
         why = "cannot be checked against git (" + proc.stderr.decode(errors="replace").strip().splitlines()[0] + ")"
     if why:
-        raise fail(JOURNAL_PATH, f"{why}: a journal is this machine's record of an interrupted apply, and finishing it "
-                   "writes its certificates into out/ unsigned by anyone here",
-                   f"never commit .pkic/ (`git rm -r --cached {WORK_DIR}`), and find out who added it; fix what git says, if it says something")
+        raise fail(
+            JOURNAL_PATH,
+            f"{why}: a journal is this machine's record of an interrupted apply, and finishing it "
+            "writes its certificates into out/ unsigned by anyone here",
+            f"never commit .pkic/ (`git rm -r --cached {WORK_DIR}`), and find out who added it; fix what git says, if it says something",
+        )
 
 
 class Journal:
@@ -505,7 +557,7 @@ class RepoLock:
 
     held: set[int] = set()  # lock fds of this process: forked workers close their copies
 
-    def __enter__(self) -> "RepoLock":
+    def __enter__(self) -> RepoLock:
         _check_work_dir(self.path.parent.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -519,7 +571,11 @@ class RepoLock:
                     holder = self.path.read_text().strip()
                 except OSError:
                     pass
-                raise fail(LOCK_PATH, f"another pkic apply is running on this repo{f' ({holder})' if holder else ''}", "wait for it to finish; the lock is released when it exits") from None
+                raise fail(
+                    LOCK_PATH,
+                    f"another pkic apply is running on this repo{f' ({holder})' if holder else ''}",
+                    "wait for it to finish; the lock is released when it exits",
+                ) from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
@@ -533,4 +589,3 @@ class RepoLock:
             os.close(self._fd)
             RepoLock.held.discard(self._fd)
             self._fd = None
-

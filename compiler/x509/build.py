@@ -46,7 +46,7 @@ class IssuerRef:
     key_type: str
 
     @classmethod
-    def from_certificate(cls, cert: x509.Certificate, key_type: str) -> "IssuerRef":
+    def from_certificate(cls, cert: x509.Certificate, key_type: str) -> IssuerRef:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
         return cls(cert.subject, ski, key_type)
 
@@ -153,7 +153,9 @@ def issuer_pointers(builder: x509.CertificateBuilder, spec: dict) -> x509.Certif
     if spec.get("ocsp_url"):
         access.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(spec["ocsp_url"])))
     if spec.get("ca_issuers_url"):
-        access.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(spec["ca_issuers_url"])))
+        access.append(
+            x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(spec["ca_issuers_url"]))
+        )
     if access:
         builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
     return builder
@@ -180,7 +182,9 @@ class Revoked:
     invalidity: datetime | None = None
 
 
-def crl(issuer: IssuerRef, number: int, revoked: list[Revoked], this_update: datetime, next_update: datetime) -> x509.CertificateRevocationListBuilder:
+def crl(
+    issuer: IssuerRef, number: int, revoked: list[Revoked], this_update: datetime, next_update: datetime
+) -> x509.CertificateRevocationListBuilder:
     """An unsigned CRL (RFC 5280 §5): CRL number, AKI; reason codes (never 'unspecified',
     which RFC 5280 says to omit) and invalidity dates for key compromise. No entry's
     revocationDate is later than the CRL's thisUpdate (a CRL cannot know of a revocation
@@ -203,7 +207,9 @@ def crl(issuer: IssuerRef, number: int, revoked: list[Revoked], this_update: dat
     return builder
 
 
-def responder_certificate(authority: Entry, authority_subject: list[list[str]], public_key, issuer: IssuerRef, serial: int, now: datetime, lifetime: timedelta) -> x509.CertificateBuilder:
+def responder_certificate(
+    authority: Entry, authority_subject: list[list[str]], public_key, issuer: IssuerRef, serial: int, now: datetime, lifetime: timedelta
+) -> x509.CertificateBuilder:
     """A delegated OCSP responder (RFC 6960 §4.2.2.2): id-kp-OCSPSigning, id-pkix-ocsp-nocheck."""
     attrs = [[k, v] for k, v in authority_subject if k != "CN"]
     cn = next((v for k, v in authority_subject if k == "CN"), authority.name)
@@ -241,13 +247,13 @@ def ocsp_response(
     set by cryptography when it signs: the wall clock."""
     import hashlib
 
-    name_hash = hashlib.sha1(issuer.subject.public_bytes()).digest()  # noqa: S324 - RFC 6960 CertID
+    name_hash = hashlib.sha1(issuer.subject.public_bytes()).digest()
     status = ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD
     builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
         issuer_name_hash=name_hash,
         issuer_key_hash=issuer.key_id,  # SHA-1 of the issuer's subjectPublicKey: the SKI (RFC 5280 method 1)
         serial_number=serial,
-        algorithm=hashes.SHA1(),  # noqa: S303
+        algorithm=hashes.SHA1(),
         cert_status=status,
         this_update=this_update,
         next_update=next_update,

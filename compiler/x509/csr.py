@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from compiler.model.errors import PkicError
 from compiler.keys.keystore import key_type_of, public_key_sha256
+from compiler.model.errors import PkicError
 
 MIN_RSA_BITS = 2048
 
@@ -75,8 +75,10 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
     try:
         extensions = csr.extensions
     except Exception as exc:  # DuplicateExtension, UnsupportedGeneralNameType, a malformed value...
-        raise CsrError(f"its extensions cannot be read ({type(exc).__name__}): pkic names the certificate's extensions itself, "
-                       "but refuses a CSR it cannot read whole") from None
+        raise CsrError(
+            f"its extensions cannot be read ({type(exc).__name__}): pkic names the certificate's extensions itself, "
+            "but refuses a CSR it cannot read whole"
+        ) from None
     try:
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         asked["dns"] = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
