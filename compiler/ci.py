@@ -102,7 +102,7 @@ class GitHub:
                 "use https (plain http is accepted only on the loopback interface, for tests)",
             )
         if not token:
-            raise refuse("no GitHub token: set GITHUB_TOKEN (or GH_TOKEN)", "in a workflow: env: GITHUB_TOKEN: ${{ github.token }}")
+            raise refuse("no GitHub token: set[Any] GITHUB_TOKEN (or GH_TOKEN)", "in a workflow: env: GITHUB_TOKEN: ${{ github.token }}")
         self.base = api_url.rstrip("/")
         self._token = token
         self.timeout = timeout
@@ -119,7 +119,7 @@ class GitHub:
         self,
         method: str,
         path: str,
-        params: dict | None = None,
+        params: dict[str, Any] | None = None,
         body: Any = None,
         limit: int = MAX_JSON,
         accept: str = "application/vnd.github+json",
@@ -149,9 +149,9 @@ class GitHub:
             raise refuse(f"{what}: cannot reach {self.base} ({reason})", "check GITHUB_API_URL and the network") from None
         if len(raw) > limit:
             raise refuse(f"{what}: the response is over the {limit}-byte limit")
-        return raw
+        return bytes(raw)
 
-    def json(self, method: str, path: str, params: dict | None = None, body: Any = None) -> Any:
+    def json(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         raw = self.request(method, path, params, body)
         try:
             return json.loads(raw) if raw else None
@@ -161,10 +161,10 @@ class GitHub:
     def get(self, path: str, **params: Any) -> Any:
         return self.json("GET", path, params or None)
 
-    def pages(self, path: str, key: str | None = None, **params: Any) -> list:
+    def pages(self, path: str, key: str | None = None, **params: Any) -> list[Any]:
         """Every item of a paginated list, at most MAX_PAGES pages of PER_PAGE. Page
         URLs are built here, never taken from a response's Link header."""
-        items: list = []
+        items: list[Any] = []
         for page in range(1, MAX_PAGES + 1):
             body = self.get(path, **params, per_page=PER_PAGE, page=page)
             chunk = body.get(key) if key and isinstance(body, dict) else body
@@ -253,7 +253,9 @@ def get_pull(gh: GitHub, repo: str, number: int) -> PullRequest:
     return PullRequest.of(gh.get(f"{_repo_path(repo)}/pulls/{int(number)}"))
 
 
-def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list | None = None, head_ref: str | None = None) -> PullRequest:
+def find_pr(
+    gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list[Any] | None = None, head_ref: str | None = None
+) -> PullRequest:
     """The one open pull request into ``repo`` whose head is ``head_sha`` from ``head_repo``.
 
     ``listed`` is ``workflow_run.pull_requests``: GitHub fills it for pull requests from
@@ -264,7 +266,13 @@ def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list |
     check_sha(head_sha, "head SHA")
     check_repo(head_repo, "head repository")
     if listed:
-        numbers = sorted({p.get("number") for p in listed if isinstance(p, dict) and (p.get("head") or {}).get("sha") == head_sha})
+        numbers = sorted(
+            {
+                p["number"]
+                for p in listed
+                if isinstance(p, dict) and isinstance(p.get("number"), int) and (p.get("head") or {}).get("sha") == head_sha
+            }
+        )
         if not numbers:
             raise refuse(
                 f"none of the run's pull requests ({_numbers(listed)}) has head {head_sha[:12]}",
@@ -298,7 +306,7 @@ def find_pr(gh: GitHub, repo: str, head_sha: str, head_repo: str, listed: list |
     return matches[0]
 
 
-def _numbers(listed: list) -> str:
+def _numbers(listed: list[Any]) -> str:
     return ", ".join(f"#{p.get('number')}" for p in listed if isinstance(p, dict)) or "none"
 
 
@@ -312,13 +320,13 @@ def pr_of_workflow_run(gh: GitHub, repo: str, event: Any) -> PullRequest:
             f"the run that finished was triggered by {run.get('event')!r}, not by a pull request", "only pull request runs are planned"
         )
     head_repo = (run.get("head_repository") or {}).get("full_name")
-    return find_pr(gh, repo, run.get("head_sha"), head_repo, run.get("pull_requests") or [], run.get("head_branch"))
+    return find_pr(gh, repo, str(run.get("head_sha") or ""), str(head_repo or ""), run.get("pull_requests") or [], run.get("head_branch"))
 
 
 # --------------------------------------------------------------------------- the trusted record
 
 
-def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any, base_ref: str = "") -> dict:
+def record(repo: str, pr: int, head_sha: str, head_repo: str, plan: Any, base_ref: str = "") -> dict[str, Any]:
     """The provenance record the trusted plan job uploads: which pull request and head it
     planned, and the plan's reviewed digest."""
     check_repo(repo)
@@ -494,7 +502,7 @@ def plan_run_id(gh: GitHub, repo: str, pr: int, bot: str = BOT) -> int:
     return ids.pop()
 
 
-def check_run(gh: GitHub, repo: str, run_id: int, workflow: str, default_branch: str) -> dict:
+def check_run(gh: GitHub, repo: str, run_id: int, workflow: str, default_branch: str) -> dict[str, Any]:
     run = gh.get(f"{_repo_path(repo)}/actions/runs/{int(run_id)}")
     if not isinstance(run, dict):
         raise refuse(f"run {run_id}: the API's answer is not a run")
@@ -519,7 +527,7 @@ def check_run(gh: GitHub, repo: str, run_id: int, workflow: str, default_branch:
     return run
 
 
-def read_provenance(gh: GitHub, repo: str, run_id: int) -> dict:
+def read_provenance(gh: GitHub, repo: str, run_id: int) -> dict[str, Any]:
     """provenance.json from the run's ``pkic-trusted-plan`` artifact, read with caps."""
     base = _repo_path(repo)
     listing = gh.get(f"{base}/actions/runs/{int(run_id)}/artifacts", name=ARTIFACT, per_page=PER_PAGE)
@@ -549,7 +557,7 @@ def read_provenance(gh: GitHub, repo: str, run_id: int) -> dict:
     return _provenance_from_zip(raw, run_id)
 
 
-def _provenance_from_zip(raw: bytes, run_id: int) -> dict:
+def _provenance_from_zip(raw: bytes, run_id: int) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             files: dict[str, bytes] = {}

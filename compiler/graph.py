@@ -6,6 +6,8 @@ label can never close its node or carry markup, whatever validation lets through
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from compiler.model.errors import printable
 from compiler.spec.spec import EffectiveSpec
 
@@ -27,7 +29,7 @@ def _dot_text(text: str) -> str:
     return printable(str(text)).replace("\\", "\\\\").replace('"', '\\"')
 
 
-def mermaid(spec: EffectiveSpec, revoked: set[str] = frozenset()) -> str:
+def mermaid(spec: EffectiveSpec, revoked: Set[str] = frozenset()) -> str:
     lines = ["graph TD"]
     for name, e in spec.entries.items():
         label = f"{_mermaid_text(name)}<br/>{_mermaid_text(e.kind)}, {_mermaid_text(e.key_type)}"
@@ -42,7 +44,7 @@ def mermaid(spec: EffectiveSpec, revoked: set[str] = frozenset()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dot(spec: EffectiveSpec, revoked: set[str] = frozenset()) -> str:
+def dot(spec: EffectiveSpec, revoked: Set[str] = frozenset()) -> str:
     lines = ["digraph pki {", "  rankdir=TB;", '  node [fontname="Helvetica"];']
     for name, e in spec.entries.items():
         shape = "box3d" if e.kind == "authority" else "box"

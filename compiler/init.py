@@ -14,6 +14,7 @@ import subprocess
 from datetime import datetime
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyrage
@@ -122,8 +123,10 @@ def ci_requirement(version: str | None, direct_url: str | None) -> tuple[str | N
         return None, f"pkic was installed from {url} with {vcs.get('vcs')}, at no commit SHA"
     archive = info.get("archive_info")
     if isinstance(archive, dict):
-        hashes = archive.get("hashes") if isinstance(archive.get("hashes"), dict) else {}
-        legacy = archive.get("hash") if isinstance(archive.get("hash"), str) else ""
+        hashes = archive.get("hashes")
+        hashes = hashes if isinstance(hashes, dict) else {}
+        legacy = archive.get("hash")
+        legacy = legacy if isinstance(legacy, str) else ""
         digest = hashes.get("sha256") or (legacy[len("sha256=") :] if legacy.startswith("sha256=") else None)
         pinned = f"#sha256={digest}" if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) else ""
         return f"pkic @ {url}{pinned}", "the archive pkic was installed from"
@@ -134,7 +137,8 @@ def requirements_file() -> tuple[str, str | None, str]:
     """(.github/pkic-requirements.txt, the requirement in it or None, where it comes from)."""
     try:
         dist = metadata.distribution("pkic")
-        version, direct_url = dist.version, dist.read_text("direct_url.json")
+        version: str | None = dist.version
+        direct_url = dist.read_text("direct_url.json")
     except metadata.PackageNotFoundError:
         version = direct_url = None
     requirement, source = ci_requirement(version, direct_url)
@@ -174,7 +178,7 @@ def _outside(target: Path, secret: Path, what: str, variable: str) -> None:
         )
 
 
-def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> dict:
+def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> dict[str, Any]:
     from compiler.state import seal
 
     if (target / "pki.yaml").exists():

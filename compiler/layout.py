@@ -340,7 +340,7 @@ def write_atomic(repo: Path, rel: str, data: bytes, *, new_in_place: bool = Fals
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 20)
         if not chunk:

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from cryptography.hazmat.primitives import hashes
@@ -51,7 +52,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from compiler import layout
-from compiler.apply import bundle
 from compiler.layout import STATE_PATH
 from compiler.model.bounded import json_depth_ok
 from compiler.model.errors import PkicError
@@ -97,10 +97,10 @@ class Index:
     def __init__(self, repo: Path):
         self.repo = repo
         self._lock = threading.Lock()
-        self._stamp: tuple | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._map: dict[tuple[bytes, int], str] = {}
 
-    def _current_stamp(self) -> tuple | None:
+    def _current_stamp(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.repo / STATE_PATH)
             return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -165,13 +165,13 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
             else:
                 super().setup()
 
-        def log_message(self, format: str, *args) -> None:
+        def log_message(self, format: str, *args: Any) -> None:
             log(f"{self.client_address[0]} {clean(format % args)}")
 
         def parse_request(self) -> bool:
             """The base parser, within this server's bounds: the request line and its target
             (414), the number and size of header fields (431)."""
-            raw = self.raw_requestline
+            raw: bytes = self.raw_requestline  # type: ignore[attr-defined]  # set by handle_one_request; typeshed does not declare it
             if len(raw) > MAX_LINE:
                 self.requestline, self.request_version, self.command = str(raw[:256], "iso-8859-1"), "", ""
                 self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
@@ -227,12 +227,12 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
                 m = re.fullmatch(rf"/crl/({NAME})\.crl(\.pem)?", path)
                 if m and ".." not in m.group(1):
                     pem = bool(m.group(2))
-                    self._file(bundle.crl_path(m.group(1), pem), "application/x-pem-file" if pem else "application/pkix-crl")
+                    self._file(layout.crl_path(m.group(1), pem), "application/x-pem-file" if pem else "application/pkix-crl")
                     return
                 m = re.fullmatch(rf"/certs/({NAME})\.(pem|der)", path)
                 if m and ".." not in m.group(1):
                     name, ext = m.groups()
-                    rel = bundle.cert_path(name) if ext == "pem" else bundle.der_path(name)
+                    rel = layout.cert_path(name) if ext == "pem" else layout.der_path(name)
                     self._file(rel, "application/x-pem-file" if ext == "pem" else "application/pkix-cert")
                     return
                 m = re.fullmatch(r"/(?:ocsp/)?([A-Za-z0-9+/=%_-]{8,})", path)
@@ -287,7 +287,7 @@ class Pending:
 
     __slots__ = ("addr", "data", "deadline", "drained", "line_end", "lingering", "need", "scanned", "sock", "truncated")
 
-    def __init__(self, sock: socket.socket, addr, deadline: float):
+    def __init__(self, sock: socket.socket, addr: Any, deadline: float):
         self.sock, self.addr, self.deadline = sock, addr, deadline
         self.data = bytearray()
         self.lingering = self.truncated = False
@@ -304,7 +304,7 @@ class _Writer(io.BufferedIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:
+    def write(self, b: Any) -> int:
         self._sock.sendall(b)
         with memoryview(b) as view:
             return view.nbytes
@@ -348,14 +348,14 @@ class Server(HTTPServer):
 
     def __init__(
         self,
-        address,
-        handler,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
         log: Callable[[str], None],
         *,
         timeout: float = TIMEOUT,
         threads: int = THREADS,
         max_connections: int = MAX_CONNECTIONS,
-    ):
+    ) -> None:
         self.request_timeout = timeout
         self.threads = max(1, threads)
         self.max_connections = max(1, max_connections)
@@ -424,7 +424,7 @@ class Server(HTTPServer):
         self._stop.set()
         self._done.wait()
 
-    def _drop(self, sel: selectors.BaseSelector, conns: dict, c: Pending) -> None:
+    def _drop(self, sel: selectors.BaseSelector, conns: dict[socket.socket, Pending], c: Pending) -> None:
         conns.pop(c.sock, None)
         try:
             sel.unregister(c.sock)
@@ -432,7 +432,7 @@ class Server(HTTPServer):
             pass
         c.sock.close()
 
-    def _accept(self, sel: selectors.BaseSelector, conns: dict) -> None:
+    def _accept(self, sel: selectors.BaseSelector, conns: dict[socket.socket, Pending]) -> None:
         for _ in range(64):
             try:
                 sock, addr = self.socket.accept()
@@ -461,11 +461,11 @@ class Server(HTTPServer):
             sel.register(sock, selectors.EVENT_READ, c)
 
     @staticmethod
-    def _oldest(conns: dict) -> Pending | None:
+    def _oldest(conns: dict[socket.socket, Pending]) -> Pending | None:
         """A lingering connection first (its answer is sent), else the longest waiting."""
         return next((c for c in conns.values() if c.lingering), None) or next(iter(conns.values()), None)
 
-    def _receive(self, sel: selectors.BaseSelector, conns: dict, c: Pending) -> None:
+    def _receive(self, sel: selectors.BaseSelector, conns: dict[socket.socket, Pending], c: Pending) -> None:
         try:
             chunk = c.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -489,7 +489,7 @@ class Server(HTTPServer):
                 self._busy += 1
             self._jobs.put(c)
 
-    def _take_returned(self, sel: selectors.BaseSelector, conns: dict) -> None:
+    def _take_returned(self, sel: selectors.BaseSelector, conns: dict[socket.socket, Pending]) -> None:
         while self._returned:
             c = self._returned.popleft()
             with self._lock:
@@ -502,7 +502,7 @@ class Server(HTTPServer):
     def _work(self) -> None:
         while (c := self._jobs.get()) is not None:
             try:
-                self.finish_request(c, c.addr)  # the handler reads c.data, writes to c.sock
+                self.finish_request(c, c.addr)  # type: ignore[arg-type]  # a Pending, not a socket: the handler reads c.data, writes to c.sock
             except Exception as exc:  # a write timed out, the client reset: never the server's end
                 self._note(c, f"answer not sent: {exc!r}")
             try:  # the answer is sent: FIN, then drain what the client still sends (no reset)

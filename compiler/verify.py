@@ -10,10 +10,13 @@ import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
+from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.state.store import State, parse_ts
@@ -25,24 +28,32 @@ class Finding:
     problem: str
 
 
+def _rec(state: State, name: str) -> dict[str, Any]:
+    """The active record of a name known to be active (from ``state.active_names()``)."""
+    rec = state.active(name)
+    if rec is None:  # a programming error, not a user's
+        raise KeyError(name)
+    return rec
+
+
 def _load_pems(text: str) -> list[x509.Certificate]:
     return x509.load_pem_x509_certificates(text.encode()) if text.strip() else []
 
 
 def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystore | None = None) -> tuple[int, list[Finding]]:
     findings: list[Finding] = []
-    roots_text = bundle.read_text(repo, bundle.TRUST_BUNDLE) or ""
+    roots_text = bundle.read_text(repo, layout.TRUST_BUNDLE) or ""
     roots = {c.subject.public_bytes(): c for c in _load_pems(roots_text)}
     names = sorted(state.active_names())
     for name in names:
-        rec = state.active(name)
-        pem = bundle.read_text(repo, bundle.cert_path(name))
+        rec = _rec(state, name)
+        pem = bundle.read_text(repo, layout.cert_path(name))
         if pem is None:
-            findings.append(Finding(name, f"{bundle.cert_path(name)} is missing"))
+            findings.append(Finding(name, f"{layout.cert_path(name)} is missing"))
             continue
         cert = x509.load_pem_x509_certificate(pem.encode())
         if cert.fingerprint(hashes.SHA256()).hex() != rec["sha256"]:
-            findings.append(Finding(name, f"{bundle.cert_path(name)} is not the certificate the state records"))
+            findings.append(Finding(name, f"{layout.cert_path(name)} is not the certificate the state records"))
             continue
         if not (parse_ts(rec["not_before"]) <= now < parse_ts(rec["not_after"])):
             findings.append(Finding(name, f"not valid at {now:%Y-%m-%dT%H:%M:%SZ} ({rec['not_before']} .. {rec['not_after']})"))
@@ -58,10 +69,10 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
                     )
                 elif parse_ts(info["next_update"]) <= now:
                     findings.append(Finding(name, f"its OCSP response expired at {info['next_update']}: run `pkic apply`"))
-        chain_text = bundle.read_text(repo, bundle.chain_path(name))
+        chain_text = bundle.read_text(repo, layout.chain_path(name))
         chain = _load_pems(chain_text or "")
         if not chain or chain[0] != cert:
-            findings.append(Finding(name, f"{bundle.chain_path(name)} does not start with the certificate"))
+            findings.append(Finding(name, f"{layout.chain_path(name)} does not start with the certificate"))
             continue
         problem = _walk(chain, roots)
         if problem:
@@ -75,7 +86,7 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
                 findings.append(Finding(name, str(exc).splitlines()[0]))
                 continue
             if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
-                findings.append(Finding(name, f"{keystore.key_path(name)} holds a key that does not match the certificate"))
+                findings.append(Finding(name, f"{layout.key_path(name)} holds a key that does not match the certificate"))
     problem = bundle_problem(repo, state, roots_text)
     if names and problem:
         findings.append(Finding("trust bundle", problem))
@@ -85,15 +96,17 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         info = state.crls[authority]
         retired = crl_retired(state, authority, now)
         try:
-            crl = x509.load_der_x509_crl((repo / bundle.crl_path(authority)).read_bytes())
+            crl = x509.load_der_x509_crl((repo / layout.crl_path(authority)).read_bytes())
         except (OSError, ValueError):
-            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is missing or not a CRL"))
+            findings.append(Finding(authority, f"{layout.crl_path(authority)} is missing or not a CRL"))
             continue
         if hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest() != info.get("sha256"):
-            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not the CRL the state records"))
-        pem = bundle.read_text(repo, bundle.cert_path(authority))
-        if pem and not crl.is_signature_valid(x509.load_pem_x509_certificate(pem.encode()).public_key()):
-            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not signed by {authority}"))
+            findings.append(Finding(authority, f"{layout.crl_path(authority)} is not the CRL the state records"))
+        pem = bundle.read_text(repo, layout.cert_path(authority))
+        if pem and not crl.is_signature_valid(
+            cast(CertificateIssuerPublicKeyTypes, x509.load_pem_x509_certificate(pem.encode()).public_key())
+        ):
+            findings.append(Finding(authority, f"{layout.crl_path(authority)} is not signed by {authority}"))
         if crl.next_update_utc is not None and crl.next_update_utc <= now and not retired:
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
         if crl.last_update_utc > now:
@@ -128,12 +141,12 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
     authorities = bundle.crl_bundle_authorities(state)
     wanted = [state.crls[a].get("sha256") for a in authorities]
     try:
-        data = bundle.read_bytes(repo, bundle.CRL_BUNDLE)
+        data = bundle.read_bytes(repo, layout.CRL_BUNDLE)
     except Exception:  # a symlink or a directory in its place (PkicError, OSError)
-        return f"{bundle.CRL_BUNDLE} is not a regular file"
+        return f"{layout.CRL_BUNDLE} is not a regular file"
     if data is None:
         if any(state.crls[a].get("bundled") for a in authorities):
-            return f"{bundle.CRL_BUNDLE} is missing ({len(wanted)} CRL(s) expected): restore it from git"
+            return f"{layout.CRL_BUNDLE} is missing ({len(wanted)} CRL(s) expected): restore it from git"
         return None
     text = data.decode("ascii", "replace")
     try:
@@ -147,7 +160,7 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
         return None
     have = {hashlib.sha256(d).hexdigest() for d in ders}
     return (
-        f"{bundle.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
+        f"{layout.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
         f"({len(have - set(wanted))} other, {len(set(wanted) - have)} missing)"
     )
 
@@ -155,17 +168,17 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
 def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
     """Why out/trust/bundle.pem is not exactly the roots the state records (None: it is).
     An extra root in the trust bundle would be trusted by every client that uses it."""
-    roots = [n for n in sorted(state.active_names()) if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
+    roots = [n for n in sorted(state.active_names()) if _rec(state, n)["kind"] == "authority" and _rec(state, n)["issuer"] is None]
     if text is None:
-        text = bundle.read_text(repo, bundle.TRUST_BUNDLE) or ""
-    wanted = {state.active(n)["sha256"] for n in roots}
+        text = bundle.read_text(repo, layout.TRUST_BUNDLE) or ""
+    wanted = {_rec(state, n)["sha256"] for n in roots}
     try:
         have = {c.fingerprint(hashes.SHA256()).hex() for c in _load_pems(text)}
     except ValueError:
         have = set()
-    if have == wanted and text == "".join(bundle.read_text(repo, bundle.cert_path(n)) or "" for n in roots):
+    if have == wanted and text == "".join(bundle.read_text(repo, layout.cert_path(n)) or "" for n in roots):
         return None
-    return f"{bundle.TRUST_BUNDLE} is not exactly the roots the state records ({len(have - wanted)} other certificate(s), {len(wanted - have)} missing)"
+    return f"{layout.TRUST_BUNDLE} is not exactly the roots the state records ({len(have - wanted)} other certificate(s), {len(wanted - have)} missing)"
 
 
 def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -> str | None:
@@ -178,7 +191,7 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     last = chain[-1]
     root = roots.get(last.issuer.public_bytes())
     if root is None:
-        return f"no root in {bundle.TRUST_BUNDLE} issued '{last.subject.rfc4514_string()}'"
+        return f"no root in {layout.TRUST_BUNDLE} issued '{last.subject.rfc4514_string()}'"
     try:
         last.verify_directly_issued_by(root)
     except Exception as exc:
@@ -214,25 +227,25 @@ def hand_edits(repo: Path, state: State) -> list[str]:
 
     names = sorted(state.active_names())
     for name in names:
-        rec = state.active(name)
-        rel = bundle.cert_path(name)
+        rec = _rec(state, name)
+        rel = layout.cert_path(name)
         data = read(rel)
         try:
             der = _der_of(data.decode("ascii")) if data else None
         except (IndexError, ValueError, UnicodeDecodeError):
             der = None
-        if der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != _pem_of(der):
+        if data is None or der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != _pem_of(der):
             bad.append(rel)
             continue
         pems[name] = data.decode("ascii")
         if rec["kind"] == "authority":
-            dpath = bundle.der_path(name)
+            dpath = layout.der_path(name)
             d = read(dpath)
             if d is not None and d != der:
                 bad.append(dpath)
         want = rec.get("key_file_sha256")
         if want and rec.get("key_source") != "csr":
-            krel = keystore.key_path(name)
+            krel = layout.key_path(name)
             k = read(krel)
             if k is None or hashlib.sha256(k).hexdigest() != want:
                 bad.append(krel)
@@ -245,37 +258,37 @@ def hand_edits(repo: Path, state: State) -> list[str]:
     for name in names:  # chains: the certificate and its intermediates, not the root
         if name not in pems:
             continue
-        parts, issuer = [pems[name]], state.active(name)["issuer"]
-        while issuer is not None and state.active(issuer) is not None and state.active(issuer)["issuer"] is not None:
+        parts, issuer = [pems[name]], _rec(state, name)["issuer"]
+        while issuer is not None and state.active(issuer) is not None and _rec(state, issuer)["issuer"] is not None:
             parts.append(pems.get(issuer, ""))
-            issuer = state.active(issuer)["issuer"]
-        crel = bundle.chain_path(name)
+            issuer = _rec(state, issuer)["issuer"]
+        crel = layout.chain_path(name)
         c = read(crel)
         if c is not None and c.decode("ascii", "replace") != "".join(parts):
             bad.append(crel)
-    roots = [n for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
-    b = read(bundle.TRUST_BUNDLE)
+    roots = [n for n in names if _rec(state, n)["kind"] == "authority" and _rec(state, n)["issuer"] is None]
+    b = read(layout.TRUST_BUNDLE)
     if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
-        bad.append(bundle.TRUST_BUNDLE)
+        bad.append(layout.TRUST_BUNDLE)
     for authority, info in sorted(state.crls.items()):
         if state.signer_record(authority) is None:
             continue
-        rel = bundle.crl_path(authority)
+        rel = layout.crl_path(authority)
         d = read(rel)
         if d is None or hashlib.sha256(d).hexdigest() != info.get("sha256"):
             bad.append(rel)
             continue
-        prel = bundle.crl_path(authority, pem=True)
+        prel = layout.crl_path(authority, pem=True)
         p = read(prel)
         if p is not None and p.decode("ascii", "replace") != _pem_of(d, "X509 CRL"):
             bad.append(prel)
     if crl_bundle_problem(repo, state):
-        bad.append(bundle.CRL_BUNDLE)
+        bad.append(layout.CRL_BUNDLE)
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:
             continue
-        rel = bundle.responder_cert_path(authority)
+        rel = layout.responder_cert_path(authority)
         d = read(rel)
         try:
             ok = (
@@ -288,7 +301,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
         if not ok:
             bad.append(rel)
         if resp.get("key_file_sha256"):
-            k = read(keystore.responder_key_path(authority))
+            k = read(layout.responder_key_path(authority))
             if k is None or hashlib.sha256(k).hexdigest() != resp["key_file_sha256"]:
-                bad.append(keystore.responder_key_path(authority))
+                bad.append(layout.responder_key_path(authority))
     return bad

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -50,7 +51,7 @@ def _read(path: Path, what: str, limit: int = MAX_INPUT) -> str:
         raise fail(str(path), f"the {what} is not UTF-8 text") from None
 
 
-def _json(path: Path, what: str):
+def _json(path: Path, what: str) -> Any:
     try:
         text = _read(path, what)
         if not json_depth_ok(text.encode("utf-8")):

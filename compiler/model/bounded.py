@@ -68,7 +68,7 @@ def _pos(mark: Any) -> tuple[int | None, int | None]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
 
 
-def _walk(events: Any, classes: tuple) -> int:
+def _walk(events: Any, classes: tuple[Any, ...]) -> int:
     """Check one event stream; raise _Limit at the first thing over a limit. Returns the
     number of nodes written (aliases not expanded)."""
     scalar, alias, map_start, seq_start, map_end, seq_end = classes
@@ -142,7 +142,7 @@ def _walk(events: Any, classes: tuple) -> int:
     return own
 
 
-def _pyyaml_events(text: str) -> tuple[Any, tuple] | None:
+def _pyyaml_events(text: str) -> tuple[Any, tuple[Any, ...]] | None:
     try:
         import yaml
     except ImportError:
@@ -155,15 +155,15 @@ def _pyyaml_events(text: str) -> tuple[Any, tuple] | None:
     return yaml.parse(text, Loader=yaml.CSafeLoader), classes
 
 
-def _ruamel_classes() -> tuple:
+def _ruamel_classes() -> tuple[Any, ...]:
     from ruamel.yaml import events as ev
 
     return (ev.ScalarEvent, ev.AliasEvent, ev.MappingStartEvent, ev.SequenceStartEvent, ev.MappingEndEvent, ev.SequenceEndEvent)
 
 
-def _ruamel_c_events(text: str) -> tuple[Any, tuple] | None:
+def _ruamel_c_events(text: str) -> tuple[Any, tuple[Any, ...]] | None:
     try:
-        from ruamel.yaml.cyaml import CParser
+        from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]  # re-exported from _ruamel_yaml, untyped
     except ImportError:
         return None
 
@@ -178,7 +178,7 @@ def _ruamel_c_events(text: str) -> tuple[Any, tuple] | None:
     return events(), _ruamel_classes()
 
 
-def _ruamel_events(text: str) -> tuple[Any, tuple]:
+def _ruamel_events(text: str) -> tuple[Any, tuple[Any, ...]]:
     from ruamel.yaml import YAML
 
     return YAML(typ="safe", pure=True).parse(text), _ruamel_classes()
@@ -257,7 +257,7 @@ class Locator:
     def positioned(self) -> bool:
         return self.nodes is not None or isinstance(self.doc, (CommentedMap, CommentedSeq))
 
-    def at(self, path: tuple, *, key: bool = False) -> tuple[int | None, int | None]:
+    def at(self, path: tuple[Any, ...], *, key: bool = False) -> tuple[int | None, int | None]:
         if self.nodes is not None:
             return _node_at(self.nodes, path, key)
         node, pos = self.doc, (1, 1)
@@ -274,12 +274,12 @@ class Locator:
                 break
         return pos
 
-    def diag(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
+    def diag(self, path: tuple[Any, ...], message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
         line, col = self.at(path, key=key)
         return Diagnostic(self.filename, line, col, dotted(path), message, hint)
 
 
-def _node_at(node: Any, path: tuple, key: bool) -> tuple[int | None, int | None]:
+def _node_at(node: Any, path: tuple[Any, ...], key: bool) -> tuple[int | None, int | None]:
     import yaml
 
     pos: tuple[int | None, int | None] = (1, 1)
@@ -321,7 +321,7 @@ def yaml_nodes(text: str) -> Any:
         loader.dispose()
 
 
-def dotted(path: tuple) -> str:
+def dotted(path: tuple[Any, ...]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
