@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from compiler.state.store import State, parse_ts, ts
+from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3

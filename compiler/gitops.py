@@ -22,7 +22,7 @@ from pathlib import Path
 
 from compiler.model.errors import fail, printable
 from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
-from compiler.state.store import State
+from compiler.state import State
 
 TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State|Seal): (.*)$")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from html import escape
 
-from compiler.state.store import State, parse_ts, ts
+from compiler.state import State, parse_ts, ts
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#1f2328;max-width:1200px}

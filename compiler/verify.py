@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from compiler.apply import bundle
 from compiler.keys import keystore
-from compiler.state.store import State, parse_ts
+from compiler.state import State, parse_ts
 
 
 @dataclass(frozen=True)
