@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from compiler.state.store import State, parse_ts, ts
+from compiler.spec.spec import EffectiveSpec
+from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -32,7 +34,7 @@ class Item:
     level: int
     message: str
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["level"] = LEVEL_NAMES[self.level]
         return d
@@ -61,7 +63,7 @@ def _left(d: timedelta) -> str:
     return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h"
 
 
-def run_check(state: State, spec, now: datetime, warn: timedelta, critical: timedelta) -> list[Item]:
+def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: timedelta, critical: timedelta) -> list[Item]:
     """``spec`` (an EffectiveSpec or None) supplies renew_before and refresh settings."""
     entries = spec.entries if spec is not None else {}
     items: list[Item] = []

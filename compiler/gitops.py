@@ -19,15 +19,19 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from compiler.model.errors import fail, printable
 from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
-from compiler.state.store import State
+from compiler.state import Op, Seal, State
+
+if TYPE_CHECKING:  # the executor is imported only where an apply runs
+    from compiler.apply.executor import ApplyResult
 
 TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State|Seal): (.*)$")
 
 
-def git(repo: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+def git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
     except FileNotFoundError:
@@ -130,7 +134,9 @@ class CommitResult:
     files: int
 
 
-def commit_message(plan: Plan, state: State, result, reviewed: str, recovered: list | None = None, seal=None) -> str:
+def commit_message(
+    plan: Plan, state: State, result: ApplyResult, reviewed: str, recovered: list[Op] | None = None, seal: Seal | None = None
+) -> str:
     n = plan.counts()
     parts = [f"{n[a]} {a}" for a in (ISSUE, REISSUE, RENEW, REVOKE) if n[a]]
     if plan.moves:
@@ -219,7 +225,7 @@ def stage_exact(repo: Path, paths: list[str]) -> None:
         git(repo, "update-index", "--force-remove", "--", *gone[i : i + 500])
 
 
-def commit_out(repo: Path, paths: list[str], message: str, author: str | None, seal=None) -> CommitResult:
+def commit_out(repo: Path, paths: list[str], message: str, author: str | None, seal: Seal | None = None) -> CommitResult:
     """Commit exactly ``paths``: the files this apply wrote, removed or renamed (never a
     stray file that happens to sit in out/). A path may be gone (an OCSP response
     renamed and then removed as expired in the same apply): its removal is staged."""
@@ -261,14 +267,26 @@ def commit_out(repo: Path, paths: list[str], message: str, author: str | None, s
     return CommitResult(sha, len(staged))
 
 
-def history(repo: Path, name: str) -> list[dict]:
+class Event(TypedDict):
+    """One version of a certificate in pkic's commit trailers."""
+
+    commit: str
+    date: str
+    author: str
+    action: str  # issue | reissue | renew | revoke | move
+    serial: str | None
+    sha256: str | None
+    reason: str | None
+
+
+def history(repo: Path, name: str) -> list[Event]:
     """Every version of a certificate, newest first, from pkic's commit trailers."""
     if not is_repo(repo):
         raise fail(str(repo), "not a git repository", "history reads the git log of out/")
     proc = git(repo, "log", "--format=%H%x1f%aI%x1f%an <%ae>%x1f%B%x1e", "--", "out/state.json", check=False)
     if proc.returncode != 0:
         return []
-    events = []
+    events: list[Event] = []
     for chunk in proc.stdout.split("\x1e"):
         chunk = chunk.strip("\n")
         if not chunk:
@@ -311,7 +329,8 @@ def history(repo: Path, name: str) -> list[dict]:
     return events
 
 
-def recent_commits(repo: Path, limit: int = 20) -> list[dict]:
+def recent_commits(repo: Path, limit: int = 20) -> list[dict[str, str]]:
+    """The last commits that changed the state: commit, date, author, subject."""
     if not is_repo(repo):
         return []
     proc = git(repo, "log", f"-{limit}", "--format=%H%x1f%aI%x1f%an%x1f%s%x1e", "--", "out/state.json", check=False)
@@ -347,7 +366,15 @@ def is_pki_input(path: str) -> bool:
     return path.startswith("csrs/") and path.endswith((".pem", ".csr"))
 
 
-def review_context(repo: Path, base: str) -> dict:
+class ReviewContext(TypedDict):
+    base: str  # the merge base
+    changed: list[str]
+    outside: list[str]  # not planned by pkic: review as code (the risky ones first)
+    policy_diffs: dict[str, str]
+    sops_rules_diff: str | None
+
+
+def review_context(repo: Path, base: str) -> ReviewContext:
     """What a pull request changes besides what pkic plans, for its reviewer: paths
     outside the PKI inputs (a workflow runs with the CA identity after merge: "not
     planned: review as code"), and the diffs of the policies and of .sops.yaml's rules
@@ -367,7 +394,7 @@ def review_context(repo: Path, base: str) -> dict:
     changed = sorted({p for p in out if p})
     outside = [p for p in changed if not is_pki_input(p)]
     outside.sort(key=lambda p: not is_risky(p))  # workflows and the like first: a cut list never hides them
-    policy_diffs = {}
+    policy_diffs: dict[str, str] = {}
     for p in changed:
         if p.startswith("policies/") and is_pki_input(p):
             # --text: a .gitattributes `-diff` must not turn a policy's diff into "Binary files differ"

@@ -179,7 +179,7 @@ def _outside(target: Path, secret: Path, what: str, variable: str) -> None:
 
 
 def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> dict[str, Any]:
-    from compiler.state import seal
+    from compiler.state import examine, load_key, new_key_file, seal_key_file, write_seal
 
     if (target / "pki.yaml").exists():
         raise fail(str(target / "pki.yaml"), "already exists: this is a pkic repo", "run pkic plan there, or pick a new directory")
@@ -189,7 +189,7 @@ def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> d
     _outside(target, age_key_file(), "age identity", "SOPS_AGE_KEY_FILE (or XDG_CONFIG_HOME)")
     seal_env = os.environ.get("PKIC_SEAL_KEY")
     if not seal_env:
-        _outside(target, seal.key_file(), "seal key", "PKIC_SEAL_KEY_FILE (or SOPS_AGE_KEY_FILE, beside which it goes)")
+        _outside(target, seal_key_file(), "seal key", "PKIC_SEAL_KEY_FILE (or SOPS_AGE_KEY_FILE, beside which it goes)")
     requirements, requirement, source = requirements_file()
     templates = resources.files("compiler")
     files: dict[str, tuple[str, bool]] = {  # path: (text, replace an existing file)
@@ -219,13 +219,13 @@ def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> d
             raise fail(str(target), f"git init failed: {exc}", "install git, or run git init yourself") from None
     # the seal: out/ is sealed from the first apply on (see seal.py and docs/security.md)
     if seal_env:
-        seal_key, seal_file, created = seal.load_key(), "PKIC_SEAL_KEY", False
+        seal_key, seal_file, created = load_key(), "PKIC_SEAL_KEY", False
     else:
-        seal_key, created = seal.new_key_file(seal.key_file(), str(target.resolve()))
-        seal_file = str(seal.key_file())
+        seal_key, created = new_key_file(seal_key_file(), str(target.resolve()))
+        seal_file = str(seal_key_file())
     assert seal_key is not None
-    first = seal.write(
-        target, seal_key, seal.examine(target, None, scan=False), {}, lineage=None, state_serial=0, at=now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = write_seal(
+        target, seal_key, examine(target, None, scan=False), {}, lineage=None, state_serial=0, at=now.strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     return {
         "recipient": recipient,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from html import escape
 
-from compiler.state.store import State, parse_ts, ts
+from compiler.spec.spec import EffectiveSpec
+from compiler.state import Record, State, parse_ts, ts
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#1f2328;max-width:1200px}
@@ -34,8 +35,8 @@ def _h(value: object) -> str:
     return escape(str(value))
 
 
-def render_report(state: State, spec, commits: list[dict], now: datetime) -> str:
-    active = {n: state.active(n) for n in state.active_names()}
+def render_report(state: State, spec: EffectiveSpec | None, commits: list[dict[str, str]], now: datetime) -> str:
+    active = {n: r for n in state.active_names() if (r := state.active(n)) is not None}
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<title>PKI report</title>",
@@ -53,7 +54,7 @@ def render_report(state: State, spec, commits: list[dict], now: datetime) -> str
     return "\n".join(parts)
 
 
-def _tree(active: dict[str, dict]) -> str:
+def _tree(active: dict[str, Record]) -> str:
     children: dict[str | None, list[str]] = {}
     for name, rec in active.items():
         parent = rec.get("issuer") if rec.get("issuer") in active else None
@@ -76,7 +77,7 @@ def _tree(active: dict[str, dict]) -> str:
     return f"<h2>Hierarchy</h2><ul class=tree id=hierarchy>{body}</ul>"
 
 
-def _timeline(active: dict[str, dict], spec, now: datetime) -> str:
+def _timeline(active: dict[str, Record], spec: EffectiveSpec | None, now: datetime) -> str:
     start, end = now - timedelta(days=90), now + timedelta(days=365)
     width, label_w, row_h = 1000, 180, 22
     names = sorted(active, key=lambda n: (active[n]["kind"] != "authority", n))
@@ -155,7 +156,7 @@ def _crls(state: State, now: datetime) -> str:
     )
 
 
-def _changes(commits: list[dict]) -> str:
+def _changes(commits: list[dict[str, str]]) -> str:
     rows = (
         "".join(
             f"<tr><td>{_h(c['date'])}</td><td><code>{_h(c['commit'][:12])}</code></td><td>{_h(c['author'])}</td><td>{_h(c['subject'])}</td></tr>"

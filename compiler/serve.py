@@ -55,7 +55,7 @@ from compiler import layout
 from compiler.layout import STATE_PATH
 from compiler.model.bounded import json_depth_ok
 from compiler.model.errors import PkicError
-from compiler.state.store import MAX_STATE
+from compiler.state import MAX_STATE
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 MAX_BODY = 10 * 1024  # an OCSP request is ~100 bytes; a POST body above this is 413

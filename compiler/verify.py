@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
-from compiler.state.store import State, parse_ts
+from compiler.state import State, parse_ts
 
 
 @dataclass(frozen=True)

@@ -800,7 +800,7 @@ def test_a_crash_log_is_private_and_never_written_through_a_symlink(tmp_path, pk
     victim.write_text("precious\n")
     for pid in range(1, 200):  # the old scheme's names, all planted
         (tmp_path / f"pkic-crash-{pid}.log").symlink_to(victim)
-    script = ("import sys\nimport compiler.state.store as st\n"
+    script = ("import sys\nimport compiler.state as st\n"
               "def boom(*a, **k):\n    raise RuntimeError('simulated bug')\n"
               "st.load_with_journal = boom\nimport compiler.cli as cli\nsys.argv = ['pkic', 'status']\nsys.exit(cli.main())\n")
     p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=pkic.env, capture_output=True, text=True)

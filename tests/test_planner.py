@@ -10,7 +10,7 @@ import pytest
 
 from compiler.plan.planner import make_plan
 from compiler.spec.spec import Locator, Spec, parse_yaml, resolve
-from compiler.state.store import State, ts
+from compiler.state import State, ts
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -14,9 +14,8 @@ import pytest
 from conftest import NOW, init_applied_committed, snapshot, unsealed
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from compiler.state import seal
 from compiler.model.errors import PkicError
-from compiler.state.store import State
+from compiler.state import EMPTY_TREE, Invariants, State, parse_seal, public_text, render_seal, scan_out, tree_id
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -49,15 +48,15 @@ def test_tree_id_is_gits_write_tree(tmp_path, algo):
         (repo / rel).write_bytes(data)
     (repo / "out/run.sh").write_bytes(b"#!/bin/sh\n")
     (repo / "out/run.sh").chmod(0o755)
-    listing = seal.scan_out(repo, algo)
+    listing = scan_out(repo, algo)
     git(repo, "add", "-A", "out")
-    assert seal.tree_id(listing, algo) == git(repo, "write-tree", "--prefix=out/")
+    assert tree_id(listing, algo) == git(repo, "write-tree", "--prefix=out/")
     assert listing["out/run.sh"][0] == "100755" and listing["out/a.b"][0] == "100644"
     # the empty tree, and a changed byte changes the id
     empty = subprocess.run(["git", "-C", str(repo), "hash-object", "-t", "tree", "--stdin"], input=b"", capture_output=True, check=True).stdout
-    assert seal.tree_id({}, algo) == seal.EMPTY_TREE[algo] == empty.decode().strip()
+    assert tree_id({}, algo) == EMPTY_TREE[algo] == empty.decode().strip()
     (repo / "out/a.b").write_bytes(b"file a.B\n")
-    assert seal.tree_id(seal.scan_out(repo, algo), algo) != seal.tree_id(listing, algo)
+    assert tree_id(scan_out(repo, algo), algo) != tree_id(listing, algo)
 
 
 def test_tree_id_is_of_the_bytes_on_disk_not_what_gitattributes_make_of_them(tmp_path):
@@ -70,7 +69,7 @@ def test_tree_id_is_of_the_bytes_on_disk_not_what_gitattributes_make_of_them(tmp
     (repo / ".gitattributes").write_text("*.pem text\n")
     (repo / "out").mkdir()
     (repo / "out/x.pem").write_bytes(b"line\r\n")
-    mine = seal.tree_id(seal.scan_out(repo, "sha1"), "sha1")
+    mine = tree_id(scan_out(repo, "sha1"), "sha1")
     git(repo, "add", "out")
     assert git(repo, "write-tree", "--prefix=out/") != mine  # git normalised the line ending
     blob = git(repo, "hash-object", "-w", "--no-filters", "out/x.pem")
@@ -88,7 +87,7 @@ def test_scan_refuses_links_and_special_files(tmp_path, kind):
     else:
         os.mkfifo(target)
     with pytest.raises(PkicError) as exc:
-        seal.scan_out(repo, "sha1")
+        scan_out(repo, "sha1")
     assert "out/certs/evil.pem" in exc.value.diagnostics[0].render()
 
 
@@ -98,32 +97,32 @@ def test_out_itself_as_a_symlink_is_refused(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (repo / "out").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(PkicError):
-        seal.scan_out(repo, "sha1")
+        scan_out(repo, "sha1")
 
 
 # --------------------------------------------------------------------------- the seal file
 
 
 def make(key: Ed25519PrivateKey, **over) -> bytes:
-    body = {"lineage": "L", "serial": 3, "prev": "ab" * 32, "out_tree": seal.EMPTY_TREE["sha1"], "object_format": "sha1",
+    body = {"lineage": "L", "serial": 3, "prev": "ab" * 32, "out_tree": EMPTY_TREE["sha1"], "object_format": "sha1",
             "state_serial": 2, "sops_rules": "none", "sealed_at": NOW, **over}
-    return seal.render(key, body)
+    return render_seal(key, body)
 
 
 def test_a_seal_verifies_only_under_its_key_and_only_unchanged():
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     raw = make(key)
-    s = seal.parse(raw)
-    assert s.valid_under(seal.public_text(key.public_key()))
-    assert not s.valid_under(seal.public_text(other.public_key()))
+    s = parse_seal(raw)
+    assert s.valid_under(public_text(key.public_key()))
+    assert not s.valid_under(public_text(other.public_key()))
     # every field is signed: change one, keep the signature
     body = json.loads(raw)
     for field, value in (("serial", 4), ("out_tree", "0" * 40), ("prev", None), ("lineage", "M"), ("state_serial", 9), ("sops_rules", "x")):
-        forged = seal.parse(json.dumps({**body, field: value}).encode())
-        assert not forged.valid_under(seal.public_text(key.public_key())), field
+        forged = parse_seal(json.dumps({**body, field: value}).encode())
+        assert not forged.valid_under(public_text(key.public_key())), field
     # an attacker's own key, named in the file, is still not the key apply derives
-    mine = seal.parse(make(other))
-    assert mine.valid_under(mine.public_key) and not mine.valid_under(seal.public_text(key.public_key()))
+    mine = parse_seal(make(other))
+    assert mine.valid_under(mine.public_key) and not mine.valid_under(public_text(key.public_key()))
 
 
 @pytest.mark.parametrize("raw", [
@@ -132,7 +131,7 @@ def test_a_seal_verifies_only_under_its_key_and_only_unchanged():
 ])
 def test_a_damaged_seal_is_an_error_not_a_crash(raw):
     with pytest.raises(PkicError) as exc:
-        seal.parse(raw)
+        parse_seal(raw)
     assert "not a pkic seal" in exc.value.diagnostics[0].message
 
 
@@ -140,7 +139,7 @@ def test_extra_or_mistyped_fields_are_refused():
     body = json.loads(make(Ed25519PrivateKey.generate()))
     for bad in ({**body, "extra": 1}, {**body, "serial": "3"}, {**body, "serial": True}, {k: v for k, v in body.items() if k != "prev"}):
         with pytest.raises(PkicError):
-            seal.parse(json.dumps(bad).encode())
+            parse_seal(json.dumps(bad).encode())
 
 
 # --------------------------------------------------------------------------- invariants
@@ -153,13 +152,13 @@ def state_with(serial: int, revoked: list[str], crl: int, lineage: str = "L") ->
 
 
 def test_invariants():
-    before = seal.Invariants.of(state_with(5, ["01"], 3))
-    assert before.broken_by(seal.Invariants.of(state_with(6, ["01", "02"], 4))) == []
-    assert "no longer revoked" in " ".join(before.broken_by(seal.Invariants.of(state_with(6, [], 4))))
-    assert "went back" in " ".join(before.broken_by(seal.Invariants.of(state_with(6, ["01"], 2))))
-    assert "did not grow" in " ".join(before.broken_by(seal.Invariants.of(state_with(5, ["01"], 3))))
-    assert before.broken_by(seal.Invariants.of(state_with(5, ["01"], 3)), growth=False) == []
-    assert "lineage" in " ".join(before.broken_by(seal.Invariants.of(state_with(6, ["01"], 3, "M"))))
+    before = Invariants.of(state_with(5, ["01"], 3))
+    assert before.broken_by(Invariants.of(state_with(6, ["01", "02"], 4))) == []
+    assert "no longer revoked" in " ".join(before.broken_by(Invariants.of(state_with(6, [], 4))))
+    assert "went back" in " ".join(before.broken_by(Invariants.of(state_with(6, ["01"], 2))))
+    assert "did not grow" in " ".join(before.broken_by(Invariants.of(state_with(5, ["01"], 3))))
+    assert before.broken_by(Invariants.of(state_with(5, ["01"], 3)), growth=False) == []
+    assert "lineage" in " ".join(before.broken_by(Invariants.of(state_with(6, ["01"], 3, "M"))))
 
 
 # --------------------------------------------------------------------------- the commands
@@ -169,7 +168,7 @@ def test_init_seals_and_never_puts_a_secret_in_the_repo(tmp_path, pkic):
     p = pkic.ok("init", str(tmp_path / "pki"))
     assert "seal key made" in p.stdout
     body = json.loads((tmp_path / "pki/out.seal").read_text())
-    assert body["serial"] == 1 and body["out_tree"] == seal.EMPTY_TREE["sha1"] and body["public_key"].startswith("ed25519:")
+    assert body["serial"] == 1 and body["out_tree"] == EMPTY_TREE["sha1"] and body["public_key"].startswith("ed25519:")
     key_file = Path(pkic.env["PKIC_SEAL_KEY_FILE"])
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert body["public_key"] in key_file.read_text()  # the file says which seal it makes

@@ -23,11 +23,11 @@ from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.keys.sops import rule_digest
+from compiler.layout import JOURNAL_PATH
 from compiler.model.errors import PkicError, fail
 from compiler.plan.planner import REVOKE, Plan
 from compiler.spec.spec import EffectiveSpec
-from compiler.state.seal import Invariants, Seal, Sealing
-from compiler.state.store import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
+from compiler.state import Invariants, Journal, Seal, Sealing, State, listing_json, load_state, load_with_journal, new_lineage, parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, build, ocsp_response, responder_certificate
 from compiler.x509.build import crl as build_crl
 from compiler.x509.csr import CsrError, load_csr
@@ -424,7 +424,7 @@ def execute(
     if sealing is not None:
         # what recovery needs to tell our own unfinished writes from anyone else's
         begin["seal"] = sealing.report.seal.digest if sealing.report.seal else None
-        begin["listing"] = {p: f"{m} {b}" for p, (m, b) in sealing.listing(repo).items()}
+        begin["listing"] = listing_json(sealing.listing(repo))
     journal.append(begin)
     state.lineage = lineage
     done = [False]
@@ -755,7 +755,7 @@ def _worker_init(parent: int) -> None:
         pass
     if os.getppid() != parent:  # the parent died before prctl
         os._exit(1)
-    from compiler.state.store import RepoLock
+    from compiler.state import RepoLock
 
     for fd in RepoLock.held:  # a killed parent's lock must not outlive it in us
         try:

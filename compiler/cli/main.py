@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from compiler import __version__
 from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
-from compiler.state.store import ts
+from compiler.state import ts
 
 app = typer.Typer(
     add_completion=False,
@@ -88,7 +88,7 @@ def _load(now: datetime):
     from compiler.plan.planner import make_plan
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
-    from compiler.state.store import load_with_journal
+    from compiler.state import load_with_journal
 
     effective = spec_mod.load(_repo)
     state, _ops = load_with_journal(_repo)
@@ -261,15 +261,14 @@ def _sops_warning(report) -> None:
 
 def _seal_inspect(repo: Path, base: str | None):
     """The seal as plan sees it, without a secret: checked against the recorded public key."""
-    from compiler.state import seal
-    from compiler.state.store import read_journal
+    from compiler.state import examine, read_journal, recorded_public_key, sealed_findings
 
-    public, source = seal.recorded_public_key(repo, base)
+    public, source = recorded_public_key(repo, base)
     journal = read_journal(repo)
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = seal.examine(repo, public, journal_seal=journal_seal)
+    report = examine(repo, public, journal_seal=journal_seal)
     report.key_source = source
-    return report, seal.sealed_findings(repo, report)
+    return report, sealed_findings(repo, report)
 
 
 @app.command()
@@ -297,8 +296,7 @@ def apply(
     from compiler.plan.planner import make_plan
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
-    from compiler.state import seal
-    from compiler.state.store import RepoLock, load_state, read_journal
+    from compiler.state import Invariants, RepoLock, load_state, read_journal
 
     when = parse_now(now)
     _time_travel_gate(when, time_travel, os.environ.get("PKIC_TIME_TRAVEL") == "1")
@@ -325,7 +323,7 @@ def apply(
             err.print("[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
         state = load_state(_repo)
         if sealing is not None:
-            sealing.invariants = seal.Invariants.of(state)
+            sealing.invariants = Invariants.of(state)
         elif commit:
             from compiler.verify import hand_edits
 
@@ -428,19 +426,19 @@ def apply(
 
 def _seal_gate(repo: Path, journal: list[dict]):
     """Before apply reads anything in out/ or starts sops: prove that out/ is the newest
-    output the seal key sealed (see seal.py). Returns the apply's hold on the seal, or
+    output the seal key sealed (see compiler/state/sealcheck.py). Returns the apply's hold on the seal, or
     None for a repository used without one (local experiments)."""
-    from compiler.state import seal
+    from compiler.state import Sealing, examine, load_key, public_text
 
-    key = seal.load_key()
-    public = seal.public_text(key.public_key()) if key is not None else None
+    key = load_key()
+    public = public_text(key.public_key()) if key is not None else None
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = seal.examine(repo, public, journal_seal=journal_seal)
+    report = examine(repo, public, journal_seal=journal_seal)
     if report.problems:
         raise PkicError(report.problems)
     if key is None:
         return None  # said with the plan: "seal: unsealed"
-    return seal.Sealing(key, report)
+    return Sealing(key, report)
 
 
 def _commit(the_plan, state, result, reviewed: str, effective, author: str | None, recovered=None, sealing=None) -> None:
@@ -514,7 +512,7 @@ def status(
 ) -> None:
     """The inventory: every certificate, its issuer, serial, validity and days left."""
     from compiler.cli.render import crl_rows, crl_table, status_plain, status_rows, status_table
-    from compiler.state.store import load_with_journal
+    from compiler.state import load_with_journal
 
     state, _ = load_with_journal(_repo)
     when = parse_now(now)
@@ -551,13 +549,13 @@ def status(
 def _seal_status(repo: Path) -> str:
     """One line for status: what out.seal says (not verified: `verify --seal` does that)."""
     from compiler import layout
-    from compiler.state import seal
+    from compiler.state import MAX_SEAL, parse_seal
 
     try:
-        raw = layout.read_file(repo, layout.SEAL_PATH, seal.MAX_SEAL + 1)
+        raw = layout.read_file(repo, layout.SEAL_PATH, MAX_SEAL + 1)
         if raw is None:
             return "unsealed: no out.seal; nothing proves who wrote out/ (see docs/security.md)"
-        s = seal.parse(raw)
+        s = parse_seal(raw)
     except PkicError as exc:
         return f"out.seal is unreadable: {exc.diagnostics[0].message}"
     return f"sealed: seal serial {s.serial}, state serial {s.state_serial}, key {s.public_key} (`pkic verify --seal` checks it)"
@@ -577,22 +575,22 @@ def verify(
 ) -> None:
     """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match, (--seal) the seal holds."""
     from compiler.keys.keystore import Keystore
-    from compiler.state.store import load_state
+    from compiler.state import load_state
     from compiler.verify import verify_repo
 
     if check_seal or seal_key:
-        from compiler.state import seal
+        from compiler.state import examine, parsed_seals, recorded_public_key, sealed_findings
 
-        public, source = (seal_key, "--seal-key") if seal_key else seal.recorded_public_key(_repo, base)
-        report = seal.examine(_repo, public)
-        problems = report.problems + seal.sealed_findings(_repo, report)
+        public, source = (seal_key, "--seal-key") if seal_key else recorded_public_key(_repo, base)
+        report = examine(_repo, public)
+        problems = report.problems + sealed_findings(_repo, report)
         if report.mode == "unsealed":
             raise PkicError("this repository is unsealed: no out.seal to verify", "`pkic seal init` seals it (see docs/security.md)")
         for d in problems:
             err.print(f"[bold red]✗[/] {_escape_lines(d.render())}")
         if problems:
             raise typer.Exit(1)
-        versions = len({s.digest for _c, s in seal.parsed(report.git.history(_repo)) if public is not None and s.valid_under(public)})
+        versions = len({s.digest for _c, s in parsed_seals(report.git.history(_repo)) if public is not None and s.valid_under(public)})
         chain = f"{versions} seal(s) made with it in history form one chain" if versions else "no sealed commit yet"
         out.print(
             f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {_escape(public)} (from {_escape(source)}); {chain}."
@@ -623,7 +621,7 @@ def check(
     from compiler.model.durations import parse_duration
     from compiler.model.errors import printable
     from compiler.spec import spec as spec_mod
-    from compiler.state.store import load_with_journal
+    from compiler.state import load_with_journal
 
     fmt = "json" if as_json else fmt
     if fmt not in ("text", "json", "prometheus"):
@@ -749,7 +747,7 @@ def report(
     from compiler.gitops import recent_commits
     from compiler.report import render_report
     from compiler.spec import spec as spec_mod
-    from compiler.state.store import load_with_journal
+    from compiler.state import load_with_journal
 
     state, _ = load_with_journal(_repo)
     try:
@@ -830,29 +828,42 @@ def seal_init(
     """Seal out/ as it is now, once `verify --keys` passes: adopting an unsealed repository (trust on first use), or rotating the seal key."""
     from compiler import layout
     from compiler.keys.keystore import Keystore
-    from compiler.state import seal
-    from compiler.state.store import RepoLock, load_state, read_journal
+    from compiler.state import (
+        MAX_SEAL,
+        RepoLock,
+        Report,
+        examine,
+        load_key,
+        load_state,
+        parse_key,
+        parse_seal,
+        public_text,
+        read_journal,
+        scan_out,
+        seal_key_file,
+        write_seal,
+    )
     from compiler.verify import verify_repo
 
-    key = seal.load_key()
+    key = load_key()
     if key is None:
         raise PkicError(
             "no seal key: set PKIC_SEAL_KEY or PKIC_SEAL_KEY_FILE",
-            f"make one with `pkic init` in a scratch directory, or put it at {seal.key_file()}",
+            f"make one with `pkic init` in a scratch directory, or put it at {seal_key_file()}",
         )
-    public = seal.public_text(key.public_key())
+    public = public_text(key.public_key())
     when = parse_now(now)
     with RepoLock(_repo):
         if read_journal(_repo):
             raise PkicError("an interrupted apply is pending", "run `pkic apply` first; it finishes it")
-        report = seal.examine(_repo, public)
+        report = examine(_repo, public)
         if not report.problems and report.mode == "sealed":
             out.print(f"out/ is already sealed with this key ({public}); nothing to do.")
             return
         git = report.git
         head_raw = git.blob(_repo, f"HEAD:{layout.SEAL_PATH}")
-        disk_raw = layout.read_file(_repo, layout.SEAL_PATH, seal.MAX_SEAL + 1)
-        earlier = [seal.parse(r) for r in (head_raw, disk_raw) if r is not None]
+        disk_raw = layout.read_file(_repo, layout.SEAL_PATH, MAX_SEAL + 1)
+        earlier = [parse_seal(r) for r in (head_raw, disk_raw) if r is not None]
         if any(s.public_key != public for s in earlier) and not rotate:
             raise PkicError(
                 f"out.seal is made with another seal key ({earlier[0].public_key}), not this one ({public})",
@@ -863,10 +874,10 @@ def seal_init(
             if not rotate:
                 raise PkicError("--old-key-file goes with --rotate")
             try:
-                endorse = seal._parse_key(old_key_file.read_text(encoding="ascii"), str(old_key_file))
+                endorse = parse_key(old_key_file.read_text(encoding="ascii"), str(old_key_file))
             except (OSError, UnicodeDecodeError) as exc:
                 raise fail(str(old_key_file), f"cannot read the old seal key: {exc}") from None
-            old_public = seal.public_text(endorse.public_key())
+            old_public = public_text(endorse.public_key())
             if earlier and earlier[-1].public_key != old_public:
                 raise fail(
                     str(old_key_file),
@@ -882,12 +893,12 @@ def seal_init(
                     for f in findings[:20]
                 ]
             )
-        fresh = seal.Report(git=git, head_seal=seal.parse(head_raw) if head_raw else None, seal=seal.parse(disk_raw) if disk_raw else None)
-        made = seal.write(
+        fresh = Report(git=git, head_seal=parse_seal(head_raw) if head_raw else None, seal=parse_seal(disk_raw) if disk_raw else None)
+        made = write_seal(
             _repo,
             key,
             fresh,
-            seal.scan_out(_repo, git.object_format),
+            scan_out(_repo, git.object_format),
             lineage=state.lineage,
             state_serial=state.serial,
             at=ts(when),

@@ -37,7 +37,7 @@ from compiler.model.bounded import quote
 from compiler.model.durations import format_duration
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.spec.spec import EffectiveSpec, spec_digest
-from compiler.state.store import State, parse_ts, ts
+from compiler.state import State, parse_ts, ts
 
 ISSUE, REISSUE, RENEW, REVOKE = "issue", "reissue", "renew", "revoke"
 PLAN_FORMAT_VERSION = 1

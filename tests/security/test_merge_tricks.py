@@ -97,22 +97,22 @@ def test_plan_without_base_is_not_anchored_by_a_backdated_root_with_an_attacker_
     from the oldest commit by date (a date is the author's to choose)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from compiler.state import seal as seal_mod
+    from compiler.state import EMPTY_TREE, render_seal, scan_out, tree_id
 
     repo, tip = _restore_old_out_and_unrevoke(tmp_path, pkic)
     git(repo, "commit", "-q", "-m", "restore")
     attacker = Ed25519PrivateKey.generate()
-    body = {"lineage": None, "serial": 1, "prev": None, "out_tree": seal_mod.EMPTY_TREE["sha1"], "object_format": "sha1",
+    body = {"lineage": None, "serial": 1, "prev": None, "out_tree": EMPTY_TREE["sha1"], "object_format": "sha1",
             "state_serial": 0, "sops_rules": "none", "sealed_at": "1971-01-01T00:00:00Z"}
-    blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=seal_mod.render(attacker, body), capture_output=True, check=True).stdout.decode().strip()
+    blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=render_seal(attacker, body), capture_output=True, check=True).stdout.decode().strip()
     tree = subprocess.run(["git", "-C", str(repo), "mktree"], input=f"100644 blob {blob}\tout.seal\n".encode(), capture_output=True, check=True).stdout.decode().strip()
     env = {"GIT_AUTHOR_DATE": "1971-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "1971-01-01T00:00:00Z"}
     root = subprocess.run(["git", "-C", str(repo), "commit-tree", tree, "-m", "history"], env={**pkic.env, **env}, capture_output=True, check=True, text=True).stdout.strip()
     # re-seal the restored out/ with the attacker key, chained to the backdated root's seal
-    listing = seal_mod.scan_out(repo, "sha1")
-    body2 = {**body, "serial": 10, "prev": __import__("hashlib").sha256(seal_mod.render(attacker, body)).hexdigest(),
-             "out_tree": seal_mod.tree_id(listing, "sha1"), "sealed_at": NOW}
-    (repo / "out.seal").write_bytes(seal_mod.render(attacker, body2))
+    listing = scan_out(repo, "sha1")
+    body2 = {**body, "serial": 10, "prev": __import__("hashlib").sha256(render_seal(attacker, body)).hexdigest(),
+             "out_tree": tree_id(listing, "sha1"), "sealed_at": NOW}
+    (repo / "out.seal").write_bytes(render_seal(attacker, body2))
     git(repo, "add", "-A")
     merged = git(repo, "commit-tree", git(repo, "write-tree"), "-p", "HEAD", "-p", root, "-m", "Merge history")
     git(repo, "reset", "-q", "--hard", merged)
@@ -129,7 +129,7 @@ def test_the_pr_check_does_not_take_the_seal_key_from_an_attackers_merge_base(tm
     against whatever key X's seal names."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from compiler.state import seal as seal_mod
+    from compiler.state import render_seal
 
     repo = init_applied_committed(pkic, tmp_path / "pki")
     genuine = (repo / "out.seal").read_bytes()
@@ -137,7 +137,7 @@ def test_the_pr_check_does_not_take_the_seal_key_from_an_attackers_merge_base(tm
     attacker = Ed25519PrivateKey.generate()
     body = {k: v for k, v in json.loads(genuine).items() if k not in ("signature", "public_key", "format", "version")}
     body.update(serial=50, prev=__import__("hashlib").sha256(genuine).hexdigest())
-    (repo / "out.seal").write_bytes(seal_mod.render(attacker, body))
+    (repo / "out.seal").write_bytes(render_seal(attacker, body))
     git(repo, "commit", "-q", "-am", "X: tidy")
     x = git(repo, "rev-parse", "HEAD")
     (repo / "out.seal").write_bytes(genuine)

@@ -1,0 +1,153 @@
+"""The apply journal (``.pkic/journal.jsonl``) and pkic's working directory ``.pkic/``.
+
+An apply never rewrites the whole state per certificate: it appends one line per
+completed step to the journal and folds the journal into ``out/state.json`` (written
+atomically) at the end. A journal left by a killed apply is folded by the next apply
+(and reported by the next plan); folding is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+from compiler.layout import JOURNAL_PATH, LOCK_PATH, WORK_DIR, read_file
+from compiler.model.bounded import MAX_DEPTH, json_depth_ok, quote
+from compiler.model.errors import fail
+from compiler.state.records import Op, State
+from compiler.state.store import MAX_STATE, load_state
+
+# Every step an apply journals. A step of another kind was written by a newer pkic (or is
+# not a journal at all): folding it would silently drop what that apply did.
+OPS = frozenset(
+    {
+        "begin",
+        "commit",
+        "settings",
+        "reencrypted",
+        "issued",
+        "revoked",
+        "crl",
+        "ocsp",
+        "responder",
+        "responder_retired",
+        "compromised",
+        "moved",
+    }
+)
+
+
+def read_journal(repo: Path) -> list[Op]:
+    """Every complete line of the journal (a torn last line from a kill is ignored)."""
+    check_work_dir(repo)
+    data = read_file(repo, JOURNAL_PATH, max_size=MAX_STATE)  # bounded, never through a symlink
+    if data is None:
+        return []
+    ops: list[Op] = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        if not json_depth_ok(line):
+            raise fail(
+                JOURNAL_PATH,
+                f"a step is nested more than {MAX_DEPTH} levels deep: not a journal pkic wrote",
+                "delete the .pkic/ directory (it is never committed) and plan again",
+            )
+        try:
+            op = json.loads(line)
+        except (ValueError, RecursionError):
+            break  # the torn tail of a killed write: that step never completed
+        if not isinstance(op, dict) or op.get("op") not in OPS:
+            kind = op.get("op") if isinstance(op, dict) else None
+            raise fail(
+                JOURNAL_PATH,
+                f"step {len(ops) + 1} is not one this pkic knows (op {quote(kind)}): written by a newer pkic, or not a journal pkic wrote",
+                "finish the interrupted apply with the pkic that began it (upgrade pkic), or delete the .pkic/ directory and plan again",
+            )
+        ops.append(op)
+    return ops
+
+
+def load_with_journal(repo: Path) -> tuple[State, list[Op]]:
+    """The state as the last (possibly interrupted) apply left it."""
+    state = load_state(repo)
+    ops = read_journal(repo)
+    if ops:
+        _check_not_committed(repo)
+        if ops[0].get("op") != "begin" or (state.lineage and ops[0].get("lineage") != state.lineage):
+            raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
+        for op in ops:
+            state.apply_op(op)
+        state.pending = sum(1 for op in ops if op["op"] not in ("begin", "commit"))
+    return state, ops
+
+
+def check_work_dir(repo: Path) -> None:
+    """.pkic/ is this machine's own working directory: a plain directory, never a link
+    (a symlink committed in a pull request would point the journal somewhere else)."""
+    for rel in (WORK_DIR, JOURNAL_PATH, LOCK_PATH):
+        try:
+            st = os.lstat(repo / rel)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or (rel == WORK_DIR) != stat.S_ISDIR(st.st_mode):
+            raise fail(
+                rel,
+                "is not a plain "
+                + ("directory" if rel == WORK_DIR else "file")
+                + " (a symlink?): .pkic/ is pkic's own working directory on this machine",
+                f"remove it (`rm {rel}`; if git tracks it, `git rm --cached {rel}` too), and find out who added it",
+            )
+
+
+def _check_not_committed(repo: Path) -> None:
+    """Refuse a journal that came from git: nothing under .pkic/ may be tracked."""
+    try:
+        proc = subprocess.run(["git", "ls-files", "-z", "--", WORK_DIR], cwd=repo, capture_output=True)
+    except OSError:  # no git on this machine: the journal cannot have come from git
+        return
+    why = None
+    if proc.returncode == 0 and proc.stdout:
+        tracked = proc.stdout.decode(errors="replace").strip("\0").split("\0")
+        why = f"is committed to git ({', '.join(tracked[:3])})"
+    elif proc.returncode != 0 and b"not a git repository" not in proc.stderr:
+        why = "cannot be checked against git (" + proc.stderr.decode(errors="replace").strip().splitlines()[0] + ")"
+    if why:
+        raise fail(
+            JOURNAL_PATH,
+            f"{why}: a journal is this machine's record of an interrupted apply, and finishing it "
+            "writes its certificates into out/ unsigned by anyone here",
+            f"never commit .pkic/ (`git rm -r --cached {WORK_DIR}`), and find out who added it; fix what git says, if it says something",
+        )
+
+
+class Journal:
+    """Append-only, one JSON line per completed step; flushed (not fsynced) per line."""
+
+    def __init__(self, repo: Path) -> None:
+        check_work_dir(repo)
+        self.path = repo / JOURNAL_PATH
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "ab")
+
+    def append(self, op: Op) -> None:
+        self._fh.write(json.dumps(op, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def discard(self) -> None:
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def new_lineage() -> str:
+    return str(uuid.uuid4())

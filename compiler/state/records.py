@@ -1,0 +1,300 @@
+"""The recorded state in memory: every certificate ever issued, grouped by name, newest first.
+
+A record is what ``out/state.json`` holds for one certificate: serial, fingerprints,
+validity, issuer, the effective spec it was built from (and its digest) and its status
+(active, superseded, revoked). The state also carries a lineage (a stable id for this
+PKI) and a serial that grows with every apply that changed something, so a saved plan
+can be checked against the state it was made from.
+
+Records stay JSON objects (:data:`Record`): they are read from and written to the file
+as they are, and an older pkic's fields pass through untouched. Every mutation is
+idempotent, so that folding a journal twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+STATE_FORMAT = "pkic-state"
+# The state's format version: the "version" field of out/state.json, written by every
+# release so far as 1. A change to what a record means is a new version, with a step in
+# migrate.py that brings the previous one up to it.
+STATE_VERSION = 1
+
+ACTIVE, SUPERSEDED, REVOKED = "active", "superseded", "revoked"
+
+# A certificate, responder or CRL record, a compromise entry, a journal step: JSON objects
+# as the state file and the journal hold them (open: an older pkic's fields pass through).
+Record = dict[str, Any]
+Op = dict[str, Any]
+_V = TypeVar("_V")
+
+
+def ts(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_ts_cache: dict[str, datetime] = {}
+
+
+def parse_ts(text: str) -> datetime:
+    """``2026-11-27T12:00:00Z`` -> an aware datetime (memoised: states repeat them a lot)."""
+    dt = _ts_cache.get(text)
+    if dt is None:
+        if len(text) != 20 or text[10] != "T" or text[19] != "Z":
+            raise ValueError(f"not a UTC timestamp: {text!r}")
+        dt = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+        if len(_ts_cache) < 100_000:
+            _ts_cache[text] = dt
+    return dt
+
+
+@dataclass
+class State:
+    lineage: str | None = None
+    serial: int = 0
+    # name -> records, newest first
+    certificates: dict[str, list[Record]] = field(default_factory=dict)
+    pending: int = 0  # journal records folded in memory but not yet written to state.json
+    # authority -> the last CRL: number, this_update, next_update, key_id, serials, sha256
+    crls: dict[str, Record] = field(default_factory=dict)
+    # authority -> delegated OCSP responder certificates, newest first
+    responders: dict[str, list[Record]] = field(default_factory=dict)
+    # declared key compromises that have been carried out: name, at, public_key_sha256
+    compromised: list[Record] = field(default_factory=list)
+    # SOPS rules key files were ever encrypted under: digest -> normalised rule. A record
+    # names its key's rules in ``key_rules`` (oldest first; the last is the file's now)
+    rules: dict[str, Record] = field(default_factory=dict)
+    # the lifecycle settings the last apply acted under (publication lifetimes, renewal
+    # windows, revoke_superseded, publish...): a change of them is spec-driven work
+    settings: Record | None = None
+
+    def compromised_keys(self) -> set[str]:
+        return {c["public_key_sha256"] for c in self.compromised if c.get("public_key_sha256")}
+
+    def compromise_done(self, name: str, at: str) -> bool:
+        return any(c["name"] == name and c["at"] == at for c in self.compromised)
+
+    def responder(self, authority: str) -> Record | None:
+        recs = self.responders.get(authority)
+        return recs[0] if recs and recs[0]["status"] == ACTIVE else None
+
+    def active(self, name: str) -> Record | None:
+        recs = self.certificates.get(name)
+        if recs and recs[0]["status"] == ACTIVE:
+            return recs[0]
+        return None
+
+    def signer_record(self, name: str) -> Record | None:
+        """The record whose key signs ``name``'s CRL and OCSP responses: the active one,
+        or, for an authority revoked in place, its revoked record (``keeps_signing``):
+        it keeps vouching for what it issued until the last of it expires."""
+        recs = self.certificates.get(name)
+        if not recs:
+            return None
+        r = recs[0]
+        if r["status"] == ACTIVE or (r["status"] == REVOKED and r["kind"] == "authority" and r.get("keeps_signing")):
+            return r
+        return None
+
+    def revoked_signers(self) -> list[str]:
+        """Authorities revoked in place that keep signing their CRL and OCSP responses."""
+        return [
+            n
+            for n, recs in self.certificates.items()
+            if recs and recs[0]["status"] == REVOKED and recs[0]["kind"] == "authority" and recs[0].get("keeps_signing")
+        ]
+
+    def last_issued(self, name: str, key_id: str) -> str | None:
+        """The latest notAfter among the certificates ``name`` signed with ``key_id``."""
+        last = None
+        for recs in self.certificates.values():
+            for r in recs:
+                if r.get("issuer") == name and r.get("issuer_key_id") == key_id and (last is None or r["not_after"] > last):
+                    last = r["not_after"]
+        return last
+
+    def latest(self, name: str) -> Record | None:
+        recs = self.certificates.get(name)
+        return recs[0] if recs else None
+
+    def active_names(self) -> list[str]:
+        return [n for n, recs in self.certificates.items() if recs and recs[0]["status"] == ACTIVE]
+
+    def to_json(self) -> str:
+        """Sorted, one record per line: a change to a certificate is a change to its
+        line in git, and writing 10,000 records takes a fraction of a second."""
+
+        def rec(r: Record) -> str:
+            return json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+        def section(items: dict[str, Any], many: bool) -> str:
+            if not items:
+                return "{}"
+            parts = []
+            for n in sorted(items):
+                value = items[n]
+                if many:
+                    inner = ",\n".join(f"   {rec(r)}" for r in value)
+                    parts.append(f"  {json.dumps(n, ensure_ascii=False)}: [\n{inner}\n  ]")
+                else:
+                    parts.append(f"  {json.dumps(n, ensure_ascii=False)}: {rec(value)}")
+            return "{\n" + ",\n".join(parts) + "\n }"
+
+        compromised = ",\n".join(f"  {rec(c)}" for c in self.compromised)
+        return (
+            "{\n"
+            f' "certificates": {section(self.certificates, True)},\n'
+            f' "compromised": [' + (f"\n{compromised}\n ]" if compromised else "]") + ",\n"
+            f' "crls": {section(self.crls, False)},\n'
+            f' "format": {json.dumps(STATE_FORMAT)},\n'
+            f' "lineage": {json.dumps(self.lineage)},\n'
+            f' "responders": {section(self.responders, True)},\n'
+            f' "serial": {self.serial},\n'
+            f' "settings": {json.dumps(self.settings, sort_keys=True, ensure_ascii=False)},\n'
+            f' "sops_rules": {section(self.rules, False)},\n'
+            f' "version": {STATE_VERSION}\n'
+            "}\n"
+        )
+
+    # ------------------------------------------------------------------ mutations
+    # Each mutation is idempotent so that folding a journal twice changes nothing.
+
+    @staticmethod
+    def _push(recs: list[Record], record: Record, at: str) -> bool:
+        """Put ``record`` first, superseding the active one; False if already there."""
+        if any(r["serial"] == record["serial"] for r in recs):
+            return False
+        for r in recs:
+            if r["status"] == ACTIVE:
+                r["status"] = SUPERSEDED
+                r["superseded_at"] = at
+                r["superseded_by"] = record["serial"]
+        recs.insert(0, record)
+        return True
+
+    def record_issued(self, name: str, record: Record, at: str) -> None:
+        self._push(self.certificates.setdefault(name, []), record, at)
+
+    def record_revoked(
+        self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None, keeps_signing: bool = False
+    ) -> None:
+        for r in self.certificates.get(name, []):
+            if r["serial"] == serial and r["status"] != REVOKED:
+                r["status"] = REVOKED
+                r["revoked_at"] = at
+                r["revocation_reason"] = reason
+                if invalidity:
+                    r["invalidity_date"] = invalidity
+                if keeps_signing:  # an authority: signs its CRL and OCSP responses on
+                    r["keeps_signing"] = True
+
+    def record_crl(self, authority: str, info: Record) -> None:
+        self.crls[authority] = info
+        # a serial listed on a CRL issued after its certificate expired may drop off the next one
+        listed = set(info["serials"])
+        for recs in (self.certificates.get(n, []) for n in info.get("names", [])):
+            for r in recs:
+                if r["serial"] in listed and r["not_after"] < info["this_update"]:
+                    r["crl_listed_after_expiry"] = True
+
+    def record_ocsp(self, name: str, serial: str, info: Record) -> None:
+        for r in self.certificates.get(name, []):
+            if r["serial"] == serial:
+                r["ocsp"] = info
+
+    def record_responder(self, authority: str, record: Record, at: str) -> None:
+        recs = self.responders.setdefault(authority, [])
+        if self._push(recs, record, at):
+            del recs[3:]  # responders are short-lived; keep the last few
+
+    def record_responder_retired(self, authority: str, at: str) -> None:
+        """publish.ocsp was turned off: the authority's delegated responder is no longer
+        in use (its files are removed); a re-enable makes a new one."""
+        for r in self.responders.get(authority, []):
+            if r["status"] == ACTIVE:
+                r["status"] = SUPERSEDED
+                r["superseded_at"] = r["retired_at"] = at
+
+    def record_compromised(self, entry: Record) -> None:
+        if entry not in self.compromised:
+            self.compromised.append(entry)
+
+    def record_moved(self, old: str, new: str) -> None:
+        if old in self.certificates and new not in self.certificates:
+            recs = self.certificates.pop(old)
+            for r in recs:
+                r["name"] = new
+                if old not in r.setdefault("moved_from", []):
+                    r["moved_from"].append(old)
+            self.certificates[new] = recs
+        # an authority's CRL (its number keeps growing: RFC 5280 5.2.3) and responders follow
+        _rename(self.crls, old, new)
+        _rename(self.responders, old, new)
+        for info in self.crls.values():
+            if old in info.get("names", []):
+                info["names"] = sorted(new if n == old else n for n in info["names"])
+        # children name their issuer: follow the rename
+        for recs in self.certificates.values():
+            for r in recs:
+                if r.get("issuer") == old:
+                    r["issuer"] = new
+                if r.get("spec", {}).get("issuer") == old:
+                    r["spec"]["issuer"] = new
+
+    def record_reencrypted(self, name: str, authority: str | None, digest: str, public_key_sha256: str, file_sha256: str | None) -> None:
+        """A key file re-encrypted under the rule ``digest``: its key's records say so."""
+        recs = self.responders.get(authority, []) if authority else self.certificates.get(name, [])
+        for r in recs:
+            if r.get("public_key_sha256") == public_key_sha256:
+                kr = r.setdefault("key_rules", [])
+                if not kr or kr[-1] != digest:
+                    kr.append(digest)
+                if file_sha256:
+                    r["key_file_sha256"] = file_sha256
+
+    def apply_op(self, op: Op) -> None:
+        kind = op["op"]
+        if op.get("rules"):
+            for d, rule in op["rules"].items():
+                self.rules.setdefault(d, rule)
+        if kind == "settings":
+            self.settings = op["settings"]
+        elif kind == "reencrypted":
+            self.record_reencrypted(op["name"], op.get("authority"), op["rule"], op["public_key_sha256"], op.get("key_file_sha256"))
+        if kind == "issued":
+            self.record_issued(op["name"], op["record"], op["at"])
+        elif kind == "revoked":
+            self.record_revoked(
+                op["name"],
+                op["serial"],
+                op["reason"],
+                op.get("revoked_at") or op["at"],
+                op.get("invalidity"),
+                bool(op.get("keeps_signing")),
+            )
+        elif kind == "crl":
+            self.record_crl(op["authority"], op["info"])
+        elif kind == "ocsp":
+            self.record_ocsp(op["name"], op["serial"], op["info"])
+        elif kind == "responder":
+            self.record_responder(op["authority"], op["record"], op["at"])
+        elif kind == "responder_retired":
+            self.record_responder_retired(op["authority"], op["at"])
+        elif kind == "compromised":
+            self.record_compromised(op["entry"])
+        elif kind == "moved":
+            self.record_moved(op["from"], op["to"])
+        elif kind == "begin":
+            if self.lineage is None:
+                self.lineage = op["lineage"]
+        elif kind == "commit":
+            self.serial = max(self.serial, op["serial"])
+
+
+def _rename(table: dict[str, _V], old: str, new: str) -> None:
+    if old in table and new not in table:
+        table[new] = table.pop(old)

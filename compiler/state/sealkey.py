@@ -1,0 +1,94 @@
+"""The seal key: an Ed25519 key that never lives in the repository, not even SOPS-encrypted.
+
+Anyone can encrypt to a public recipient, so decrypting proves nothing about who wrote a
+file; only a signature does. CI gets the key as the secret ``PKIC_SEAL_KEY``; on a
+laptop ``pkic init`` writes it beside the age identity (``PKIC_SEAL_KEY_FILE``). Apply
+derives the public key from the secret; it never trusts the recorded one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from compiler.model.errors import fail
+
+KEY_PREFIX = "PKIC-SEAL-KEY-1:"
+PUB_PREFIX = "ed25519:"
+
+
+def seal_key_file() -> Path:
+    """Where this machine keeps its seal key: $PKIC_SEAL_KEY_FILE, else beside the age
+    identity (``pkic-seal.key`` in the directory of the age key file)."""
+    from compiler.keys.sops import age_key_file
+
+    explicit = os.environ.get("PKIC_SEAL_KEY_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    return age_key_file().parent / "pkic-seal.key"
+
+
+def parse_key(text: str, where: str) -> Ed25519PrivateKey:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(KEY_PREFIX):
+            try:
+                raw = base64.b64decode(line[len(KEY_PREFIX) :], validate=True)
+                return Ed25519PrivateKey.from_private_bytes(raw)
+            except (ValueError, binascii.Error):
+                break
+    raise fail(where, "holds no pkic seal key", "it is the file `pkic init` wrote (one line starting with PKIC-SEAL-KEY-1:)")
+
+
+def load_key() -> Ed25519PrivateKey | None:
+    """The seal key from $PKIC_SEAL_KEY (CI), else from the key file; None if neither."""
+    text = os.environ.get("PKIC_SEAL_KEY")
+    if text:
+        return parse_key(text, "PKIC_SEAL_KEY")
+    path = seal_key_file()
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(str(path), f"cannot read the seal key: {exc}", "fix its permissions, or set PKIC_SEAL_KEY") from None
+    return parse_key(text, str(path))
+
+
+def new_key_file(path: Path, label: str) -> tuple[Ed25519PrivateKey, bool]:
+    """The seal key in ``path``, made (mode 0600) if there is none: (key, created)."""
+    try:
+        return parse_key(path.read_text(encoding="ascii"), str(path)), False
+    except FileNotFoundError:
+        pass
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        text = (
+            f"# pkic seal key: signs out.seal for {label}. Keep it secret; CI gets it as PKIC_SEAL_KEY.\n"
+            f"# public key: {public_text(key.public_key())}\n{KEY_PREFIX}{base64.b64encode(raw).decode()}\n"
+        )
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return key, True
+
+
+def public_text(public: Ed25519PublicKey) -> str:
+    return PUB_PREFIX + base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def public_from_text(text: str) -> Ed25519PublicKey | None:
+    if not text.startswith(PUB_PREFIX):
+        return None
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text[len(PUB_PREFIX) :], validate=True))
+    except (ValueError, binascii.Error):
+        return None
