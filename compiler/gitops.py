@@ -355,7 +355,8 @@ def review_context(repo: Path, base: str) -> dict:
     import difflib
     import json
 
-    from compiler.keys.sops import RuleError, _checked_rules, normalise
+    from compiler.spec.sops_config import RuleError, checked_rules
+    from compiler.spec.sops_rules import normalise
 
     mb = git(repo, "merge-base", base, "HEAD", check=False).stdout.strip()
     if not mb:
@@ -380,7 +381,7 @@ def review_context(repo: Path, base: str) -> dict:
         if data is None:
             return ["(no .sops.yaml)"]
         try:
-            rules = _checked_rules(data)
+            rules = checked_rules(data)
         except Exception as exc:  # PkicError: a broken file at the base
             return [f"(unreadable: {exc})"]
         shown = []

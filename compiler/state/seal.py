@@ -81,7 +81,7 @@ REVERT_HINT = "revert the merge that changed out/ or out.seal (`git revert -m 1 
 def key_file() -> Path:
     """Where this machine keeps its seal key: $PKIC_SEAL_KEY_FILE, else beside the age
     identity (``pkic-seal.key`` in the directory of the age key file)."""
-    from compiler.keys.sops import age_key_file
+    from compiler.keys.sops_age import age_key_file
 
     explicit = os.environ.get("PKIC_SEAL_KEY_FILE")
     if explicit:
@@ -497,7 +497,7 @@ class GitView:
 def sops_rule_summary(repo: Path) -> str:
     """Who can decrypt keys pkic writes now: every creation rule of .sops.yaml, one after
     the other (path_regex included: a rule may aim at some key files only)."""
-    from compiler.keys.sops import creation_rules
+    from compiler.spec.sops_config import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:
@@ -509,7 +509,7 @@ def sops_rule_summary(repo: Path) -> str:
 
 def sops_rules_digest(repo: Path) -> str:
     """SHA-256 of .sops.yaml's creation rules as data: comments, anchors and layout don't count."""
-    from compiler.keys.sops import creation_rules
+    from compiler.spec.sops_config import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:
