@@ -2,10 +2,13 @@
 
 Callers hold opaque :class:`KeyHandle` objects. They can ask for the public key, have a
 certificate builder signed, or have the key sealed into a SOPS document; they never see
-private key bytes. Keys are written only SOPS-encrypted, by the real ``sops`` binary
-following the repo's ``.sops.yaml`` creation rules (any backend, key groups, Shamir),
-fed through a pipe: the clear key never touches the disk. Authority keys are decrypted
-(again through a pipe) only when an apply needs them to sign.
+private key bytes. Keys are written only SOPS-encrypted, following the repo's
+``.sops.yaml`` creation rules: a plain age rule in-process (:mod:`sops_age`), any other
+(any backend, key groups, Shamir) by the real ``sops`` binary fed through a pipe
+(:mod:`sops_process`): the clear key never touches the disk. Authority keys are
+decrypted (again in memory or through a pipe) only when an apply needs them to sign.
+The one exception is `pkic csr` (:func:`write_host_key`), which writes a new key where
+the host's user asks, outside the repository.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def key_fields(name: str, handle: KeyHandle) -> list[tuple[str, str]]:
     """The fields of a key document, in order: readable metadata, then the key."""
     return [
         ("name", name),
-        ("key_type", handle.key_type or "unknown"),
+        ("key_type", str(handle.key_type or "unknown")),
         ("public_key_sha256", public_key_sha256(handle.public_key())),
         ("private_key", _pem(handle)),
     ]

@@ -56,13 +56,13 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
         public_key = csr.public_key()
     except (ValueError, TypeError):
         raise CsrError("its public key is of an unsupported type or curve") from None
+    kt = KeyType.of(public_key)  # None: of no type pkic issues for; the checks below say why
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
         raise CsrError(f"its RSA key has {public_key.key_size} bits: weak (at least {MIN_RSA_BITS})")
-    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and kt is None:
         raise CsrError(f"its key is on the unsupported curve {public_key.curve.name} (use P-256, P-384 or P-521)")
     if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
         raise CsrError("its public key is of an unsupported type (use ECDSA, Ed25519 or RSA)")
-    kt = KeyType.of(public_key)
     if kt is None:
         raise CsrError(f"its RSA key size ({getattr(public_key, 'key_size', '?')}) is not one pkic issues for (2048, 3072, 4096)")
     try:
