@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,6 +387,7 @@ def review_context(repo: Path, base: str) -> dict:
             return [f"(unreadable: {exc})"]
         shown = []
         for i, r in enumerate(rules):
+            norm: Mapping[str, object]
             try:
                 norm = normalise(r)
             except RuleError as exc:
