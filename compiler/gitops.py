@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -382,7 +383,8 @@ def review_context(repo: Path, base: str) -> ReviewContext:
     import difflib
     import json
 
-    from compiler.keys.sops import RuleError, _checked_rules, normalise
+    from compiler.spec.sops_config import RuleError, checked_rules
+    from compiler.spec.sops_rules import normalise
 
     mb = git(repo, "merge-base", base, "HEAD", check=False).stdout.strip()
     if not mb:
@@ -407,11 +409,12 @@ def review_context(repo: Path, base: str) -> ReviewContext:
         if data is None:
             return ["(no .sops.yaml)"]
         try:
-            rules = _checked_rules(data)
+            rules = checked_rules(data)
         except Exception as exc:  # PkicError: a broken file at the base
             return [f"(unreadable: {exc})"]
         shown = []
         for i, r in enumerate(rules):
+            norm: Mapping[str, object]
             try:
                 norm = normalise(r)
             except RuleError as exc:

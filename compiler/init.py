@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pyrage
 
 from compiler import layout
-from compiler.keys.sops import age_key_file
+from compiler.keys.sops_age import age_key_file
 from compiler.model.errors import fail
 
 SOPS_YAML = """\

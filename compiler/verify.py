@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
+from compiler.model.keytype import public_key_sha256
 from compiler.state import State, parse_ts
 
 
@@ -85,7 +86,7 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
             except Exception as exc:  # PkicError: report and go on
                 findings.append(Finding(name, str(exc).splitlines()[0]))
                 continue
-            if keystore.public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
+            if public_key_sha256(handle.public_key()) != rec["public_key_sha256"]:
                 findings.append(Finding(name, f"{layout.key_path(name)} holds a key that does not match the certificate"))
     problem = bundle_problem(repo, state, roots_text)
     if names and problem:

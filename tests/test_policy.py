@@ -528,13 +528,14 @@ def test_names_outside_constraints_are_refused_at_plan_time(applied, pkic):
 
 def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkeypatch, tmp_path):
     from compiler.keys import keystore
+    from compiler.model.keytype import KeyType
     from compiler.spec.spec import Entry
     from compiler.x509.build import IssuerRef, build
 
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", pkic.env["SOPS_AGE_KEY_FILE"])
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
     signer = keystore.Keystore(applied).load("services-ca")
-    issuer = IssuerRef.from_certificate(cert(applied, "services-ca"), "ecdsa-p256")
+    issuer = IssuerRef.from_certificate(cert(applied, "services-ca"), KeyType.ECDSA_P256)
     now = datetime.fromisoformat(NOW.replace("Z", "+00:00"))
     at = str(int(epoch(NOW)) + 60)
 
@@ -542,7 +543,7 @@ def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkey
         spec = {"kind": "certificate", "issuer": "services-ca", "profile": "server", "subject": [["O", "Example Corp"]],
                 "dns": dns, "ip": [], "uri": [], "email": [], "key": "ecdsa-p256", "lifetime": "30d", "rekey": 0}
         entry = Entry(name, "certificate", "services-ca", spec, timedelta(days=30), timedelta(days=10))
-        leaf = keystore.sign(build(entry, keystore.generate("ecdsa-p256").public_key(), issuer, x509.random_serial_number(), now), signer)
+        leaf = keystore.sign(build(entry, keystore.generate(KeyType.ECDSA_P256).public_key(), issuer, x509.random_serial_number(), now), signer)
         path = tmp_path / f"{name}.pem"
         path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
         return subprocess.run(["openssl", "verify", "-attime", at, "-CAfile", str(applied / "out/trust/bundle.pem"),

@@ -241,12 +241,13 @@ def test_crls_and_ocsp_start_a_minute_before_signing_and_no_revocation_is_later(
 def test_revocation_dates_are_clamped_to_this_update():
     """Unit: a revocation recorded after the CRL's or response's thisUpdate (an older
     pkic recorded the signing time itself) is listed at thisUpdate."""
+    from compiler.model.keytype import KeyType
     from compiler.x509.build import IssuerRef, Revoked, crl, ocsp_response
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
     kid = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
-    issuer = IssuerRef(name, kid, "ecdsa-p256")
+    issuer = IssuerRef(name, kid, KeyType.ECDSA_P256)
     this_update = NOW_DT - BACKDATE
     late = Revoked(5, NOW_DT, "key_compromise")
     early = Revoked(6, NOW_DT - timedelta(days=1), "superseded")

@@ -9,7 +9,8 @@ import pyrage
 import pytest
 
 from compiler.keys import keystore
-from compiler.keys import sops as sopsfile
+from compiler.keys import sops_age
+from compiler.model.keytype import KeyType
 from helpers import SOPS
 
 
@@ -35,10 +36,10 @@ def sops_decrypt(path: Path, key: str = "private_key", env=None) -> subprocess.C
 
 @pytest.mark.parametrize("regex,mac_only", [("^private_key$", False), (None, False), ("^private_key$", True)], ids=["encrypted_regex", "encrypt-all", "mac_only_encrypted"])
 def test_in_process_files_decrypt_with_real_sops(tmp_path, ident, regex, mac_only):
-    rule = sopsfile.AgeRule((str(ident.to_public()),), regex, None, mac_only)
-    handle = keystore.generate("ecdsa-p256")
+    rule = sops_age.AgeRule((str(ident.to_public()),), regex, None, mac_only)
+    handle = keystore.generate(KeyType.ECDSA_P256)
     fields = keystore.key_fields("web", handle)
-    doc = sopsfile.write_document(fields, rule)
+    doc = sops_age.write_document(fields, rule)
     f = tmp_path / "web.sops.yaml"
     f.write_text(doc)
     proc = sops_decrypt(f)
@@ -46,49 +47,49 @@ def test_in_process_files_decrypt_with_real_sops(tmp_path, ident, regex, mac_onl
     assert proc.stdout == dict(fields)["private_key"]
     # the readable fields stay readable (or are encrypted when no regex selects)
     assert ("name: web" in doc) == (regex is not None)
-    assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) == dict(fields)["private_key"]
+    assert sops_age.read_value(f.read_text(), "private_key", sops_age.identities()) == dict(fields)["private_key"]
     full = subprocess.run([SOPS, "decrypt", str(f)], capture_output=True, text=True)
     assert full.returncode == 0 and "public_key_sha256" in full.stdout
 
 
 def test_two_recipients_each_decrypt(tmp_path, monkeypatch):
     a, b = pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()
-    rule = sopsfile.AgeRule((str(a.to_public()), str(b.to_public())), "^private_key$", None, False)
+    rule = sops_age.AgeRule((str(a.to_public()), str(b.to_public())), "^private_key$", None, False)
     f = tmp_path / "k.sops.yaml"
-    f.write_text(sopsfile.write_document([("name", "k"), ("private_key", "secret\n")], rule))
+    f.write_text(sops_age.write_document([("name", "k"), ("private_key", "secret\n")], rule))
     for ident in (a, b):
         keys = tmp_path / "one.txt"
         keys.write_text(f"{ident}\n")
         monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(keys))
         assert sops_decrypt(f).stdout == "secret\n"
-        assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) == "secret\n"
+        assert sops_age.read_value(f.read_text(), "private_key", sops_age.identities()) == "secret\n"
 
 
 def test_files_written_by_sops_load_in_process(tmp_path, ident):
     cfg = rules_file(tmp_path, f"creation_rules:\n  - path_regex: .*\n    encrypted_regex: ^private_key$\n    age: {ident.to_public()}\n")
-    handle = keystore.generate("ed25519")
+    handle = keystore.generate(KeyType.ED25519)
     proc = subprocess.run([SOPS, "--config", str(cfg), "encrypt", "--filename-override", "out/keys/x.sops.yaml", "--input-type", "yaml", "--output-type", "yaml"],
                           input=keystore.key_document("x", handle), capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     f = tmp_path / "x.sops.yaml"
     f.write_text(proc.stdout)
-    assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) == dict(keystore.key_fields("x", handle))["private_key"]
+    assert sops_age.read_value(f.read_text(), "private_key", sops_age.identities()) == dict(keystore.key_fields("x", handle))["private_key"]
 
 
 def test_tampering_is_caught_by_both(tmp_path, ident):
-    rule = sopsfile.AgeRule((str(ident.to_public()),), "^private_key$", None, False)
+    rule = sops_age.AgeRule((str(ident.to_public()),), "^private_key$", None, False)
     f = tmp_path / "t.sops.yaml"
-    f.write_text(sopsfile.write_document([("name", "t"), ("private_key", "secret\n")], rule).replace("name: t", "name: u"))
+    f.write_text(sops_age.write_document([("name", "t"), ("private_key", "secret\n")], rule).replace("name: t", "name: u"))
     assert sops_decrypt(f).returncode != 0
     with pytest.raises(ValueError, match="MAC"):
-        sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities())
+        sops_age.read_value(f.read_text(), "private_key", sops_age.identities())
 
 
 def test_wrong_identity_falls_back(tmp_path, ident, monkeypatch):
-    rule = sopsfile.AgeRule((str(pyrage.x25519.Identity.generate().to_public()),), "^private_key$", None, False)
+    rule = sops_age.AgeRule((str(pyrage.x25519.Identity.generate().to_public()),), "^private_key$", None, False)
     f = tmp_path / "w.sops.yaml"
-    f.write_text(sopsfile.write_document([("private_key", "secret\n")], rule))
-    assert sopsfile.read_value(f.read_text(), "private_key", sopsfile.identities()) is None  # the binary then reports it
+    f.write_text(sops_age.write_document([("private_key", "secret\n")], rule))
+    assert sops_age.read_value(f.read_text(), "private_key", sops_age.identities()) is None  # the binary then reports it
 
 
 @pytest.mark.parametrize("rule,path,age_only", [
@@ -103,7 +104,7 @@ def test_wrong_identity_falls_back(tmp_path, ident, monkeypatch):
 def test_only_plain_age_rules_are_written_in_process(tmp_path, rule, path, age_only):
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     cfg = rules_file(tmp_path, "creation_rules:\n  " + rule.replace("AGE", recipient))
-    got = sopsfile.rule_for(cfg, path)
+    got = sops_age.rule_for(cfg, path)
     assert (got is not None) == age_only
     if got:
         assert got.recipients == (recipient,)
@@ -111,6 +112,6 @@ def test_only_plain_age_rules_are_written_in_process(tmp_path, rule, path, age_o
 
 def test_apply_writes_in_process_and_sops_reads_it(applied, pkic):
     doc = (applied / "out/keys/web.sops.yaml").read_text()
-    assert f"version: {sopsfile.SOPS_VERSION}" in doc
+    assert f"version: {sops_age.SOPS_VERSION}" in doc
     proc = subprocess.run([SOPS, "decrypt", "--extract", '["private_key"]', "out/keys/web.sops.yaml"], cwd=applied, env=pkic.env, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("-----BEGIN PRIVATE KEY-----")

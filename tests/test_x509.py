@@ -845,3 +845,71 @@ def test_wildcard_dns_name_respects_the_length_limit():
     assert names.dns_name(host) == host
     with pytest.raises(ValueError):
         names.dns_name("*." + host)  # 255 characters
+
+
+# --------------------------------------------------------------------------- KeyType
+
+
+def test_key_type_is_the_spec_spelling():
+    """The enum and the spec's Literal (kept so pydantic's messages and the JSON Schema
+    stay plain strings) list the same key types, in the same order."""
+    from typing import get_args
+
+    from compiler.model.keytype import KeyType
+    from compiler.spec.spec import KeyTypeName
+
+    assert list(get_args(KeyTypeName)) == [k.value for k in KeyType]
+    assert json.dumps({"key": KeyType.ECDSA_P384}) == '{"key": "ecdsa-p384"}' and f"{KeyType.ED25519}" == "ed25519"
+
+
+@pytest.mark.parametrize(
+    "private,want",
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "ecdsa-p256"),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), "ecdsa-p384"),
+        (lambda: ec.generate_private_key(ec.SECP521R1()), "ecdsa-p521"),
+        (lambda: ed25519.Ed25519PrivateKey.generate(), "ed25519"),
+        (lambda: rsa.generate_private_key(65537, 2048), "rsa-2048"),
+        (lambda: ec.generate_private_key(ec.SECP256K1()), None),  # a curve pkic does not issue for
+        (lambda: rsa.generate_private_key(65537, 1536), None),  # an RSA size not listed
+    ],
+    ids=["p256", "p384", "p521", "ed25519", "rsa-2048", "secp256k1", "rsa-1536"],
+)
+def test_key_type_of_a_public_key(private, want):
+    from compiler.keys import keystore
+    from compiler.model.keytype import KeyType
+
+    got = KeyType.of(private().public_key())
+    assert got == want
+    if got is not None and not got.is_rsa:  # generation round-trips (RSA: covered by the PKI above)
+        assert KeyType.of(keystore.generate(got).public_key()) is got
+
+
+def test_key_type_parameters_and_hashes():
+    from compiler.model.keytype import KeyType
+
+    assert [k.rsa_bits for k in KeyType if k.is_rsa] == [2048, 3072, 4096]
+    assert {k: type(k.curve).__name__ for k in KeyType if k.curve} == {
+        KeyType.ECDSA_P256: "SECP256R1",
+        KeyType.ECDSA_P384: "SECP384R1",
+        KeyType.ECDSA_P521: "SECP521R1",
+    }
+    hashes_ = {k: type(k.signature_hash()).__name__ for k in KeyType}
+    assert hashes_ == {
+        KeyType.ECDSA_P256: "SHA256",
+        KeyType.ECDSA_P384: "SHA384",
+        KeyType.ECDSA_P521: "SHA512",
+        KeyType.ED25519: "NoneType",
+        KeyType.RSA_2048: "SHA256",
+        KeyType.RSA_3072: "SHA256",
+        KeyType.RSA_4096: "SHA256",
+    }
+
+
+def test_fingerprints_are_of_the_subject_public_key_info():
+    from compiler.model.keytype import key_id, public_key_sha256
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert public_key_sha256(public) == hashlib.sha256(der).hexdigest()
+    assert key_id(public) == x509.SubjectKeyIdentifier.from_public_key(public).digest

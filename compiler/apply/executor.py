@@ -22,10 +22,12 @@ from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle, Keystore
-from compiler.keys.sops import rule_digest
 from compiler.layout import JOURNAL_PATH
 from compiler.model.errors import PkicError, fail
+from compiler.model.keytype import key_id as public_key_id
+from compiler.model.keytype import public_key_sha256
 from compiler.plan.planner import REVOKE, Plan
+from compiler.spec.sops_rules import rule_digest
 from compiler.spec.spec import EffectiveSpec
 from compiler.state import Invariants, Journal, Seal, Sealing, State, listing_json, load_state, load_with_journal, new_lineage, parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, build, ocsp_response, responder_certificate
@@ -139,7 +141,7 @@ def make_record(
         "key_id": _hex(ski),
         "key_type": entry.key_type,
         "key_source": key_source,
-        "public_key_sha256": public_sha256 or keystore.public_key_sha256(cert.public_key()),
+        "public_key_sha256": public_sha256 or public_key_sha256(cert.public_key()),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
         "not_before": ts(cert.not_valid_before_utc),
         "not_after": ts(cert.not_valid_after_utc),
@@ -497,7 +499,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
                 "key_doc": doc,
                 "rule": digest,
                 "rules": {digest: plan.rules[digest]},
-                "public_key_sha256": keystore.public_key_sha256(handle.public_key()),
+                "public_key_sha256": public_key_sha256(handle.public_key()),
                 "key_file_sha256": hashlib.sha256(doc.encode()).hexdigest(),
                 "at": at,
             },
@@ -558,7 +560,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         else:
             handle = None
             public = certs.get(name).public_key()
-            if keystore.public_key_sha256(public) != state.active(name)["public_key_sha256"]:
+            if public_key_sha256(public) != state.active(name)["public_key_sha256"]:
                 raise fail(bundle.cert_path(name), f"the certificate of '{name}' does not match the state", "restore out/ from git")
         if entry.issuer is None:
             signer = handle if handle is not None else store.load(name)
@@ -583,7 +585,7 @@ def _issued(
     name = change.name
     at = ts(now)
     issuer_rec = state.active(entry.issuer) if entry.issuer else None
-    key_id = x509.SubjectKeyIdentifier.from_public_key(public).digest
+    key_id = public_key_id(public)
     issuer_key_id = issuer_ref.key_id if issuer_ref else key_id
     record = make_record(
         name,
@@ -594,7 +596,7 @@ def _issued(
         [r.code for r in change.reasons],
         source,
         now,
-        keystore.public_key_sha256(public),
+        public_key_sha256(public),
         key_id,
         issuer_key_id,
     )
@@ -888,7 +890,7 @@ def _publish(repo, plan, spec, state, store, now, journal, certs, result, done, 
             "not_before": ts(cert.not_valid_before_utc),
             "not_after": ts(cert.not_valid_after_utc),
             "issuer_key_id": state.active(a)["key_id"],
-            "public_key_sha256": keystore.public_key_sha256(cert.public_key()),
+            "public_key_sha256": public_key_sha256(cert.public_key()),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(),
             "issued_at": at,
             "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),

@@ -132,8 +132,8 @@ def ts_text(when: datetime) -> str:
 
 def _reviewed_inputs(effective) -> None:
     """The inputs besides pki.yaml that a plan binds: .sops.yaml's rules and the policies."""
-    from compiler.keys.sops import creation_rules
     from compiler.policy import rules as policy
+    from compiler.spec.sops_config import creation_rules
 
     effective.sops_rules = creation_rules(_repo)
     effective.policy_data = policy.snapshot(effective, _repo)
@@ -304,8 +304,8 @@ def apply(
     effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
-    from compiler.keys.sops import creation_rules
     from compiler.plan.planner import check_horizon
+    from compiler.spec.sops_config import creation_rules
 
     creation_rules(_repo)
     check_horizon(effective, when)
@@ -916,10 +916,10 @@ def seal_init(
 @app.command()
 def validate() -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
-    from compiler.keys.sops import creation_rules
     from compiler.plan.planner import check_horizon
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
+    from compiler.spec.sops_config import creation_rules
 
     diags: list[Diagnostic] = []
     effective = None
@@ -948,7 +948,7 @@ def csr(
 ) -> None:
     """Host side: generate a key and a CSR for a certificate in the spec; the key stays here."""
     from compiler import layout
-    from compiler.keys.keystore import write_host_key_and_csr
+    from compiler.keys.keystore import write_csr_outside, write_host_key
     from compiler.spec import spec as spec_mod
 
     effective = spec_mod.load(_repo)
@@ -980,9 +980,11 @@ def csr(
         layout.check_input_target(_repo, csr_in_repo)
     elif csr_rel.is_symlink():
         raise fail(str(csr_rel), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out")
-    write_host_key_and_csr(
-        entry, key_target, None if csr_in_repo is not None else csr_rel, lambda data: layout.write_input(_repo, str(csr_in_repo), data)
-    )
+    pem = write_host_key(entry, key_target)
+    if csr_in_repo is not None:
+        layout.write_input(_repo, csr_in_repo, pem)
+    else:
+        write_csr_outside(csr_rel, pem)
     out.print(f"[green]Wrote[/] the key to {_escape(key_out)} (mode 0600; it never goes into the repo) and the CSR to {_escape(csr_rel)}")
     out.print(f"Next: add `csr: {_escape(csr_rel)}` to certificates.{name} in pki.yaml, commit the CSR, and open a pull request.")
 

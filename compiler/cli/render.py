@@ -157,8 +157,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
 
 def keys_by_rule(plan: Plan) -> list[tuple[str, list[str]]]:
     """New keys grouped by the SOPS rule that encrypts them (who can decrypt them)."""
-    from compiler.keys.sops import rule_digest
     from compiler.layout import responder_key_path
+    from compiler.spec.sops_rules import rule_digest
 
     groups: dict[str, list[str]] = {}
     for c in plan.changes:

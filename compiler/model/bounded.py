@@ -22,7 +22,7 @@ crashed interpreter:
 * :func:`quote` shows at most ~80 characters of a value in a message, control
   characters escaped.
 
-Nothing here knows what the documents mean; the callers (spec, policy, sopsfile,
+Nothing here knows what the documents mean; the callers (spec, policy, sops_config,
 state) do.
 """
 

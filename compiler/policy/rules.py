@@ -39,7 +39,7 @@ from compiler.model import names
 from compiler.model.bounded import quote
 from compiler.model.errors import Diagnostic, PkicError
 from compiler.policy.constraints import openssl_hostlike
-from compiler.spec.spec import Duration, EffectiveSpec, IpNetwork, KeyType, Locator, Profile, _pydantic_diags, read_document
+from compiler.spec.spec import Duration, EffectiveSpec, IpNetwork, KeyTypeName, Locator, Profile, _pydantic_diags, read_document
 
 POLICY_DIR = "policies"
 
@@ -103,7 +103,7 @@ class Policy(BaseModel):
     forbidden_uri: list[UriPattern] = []
     allowed_email_domains: list[Annotated[str, BeforeValidator(lambda v: names.dns_name(v, allow_wildcard=False))]] | None = None
     max_lifetime: Duration | None = None
-    allowed_key_types: list[KeyType] | None = None
+    allowed_key_types: list[KeyTypeName] | None = None
     min_rsa_bits: Annotated[int, Field(ge=1024)] | None = None
     allowed_profiles: list[Profile] | None = None
     max_sans: Annotated[int, Field(ge=0)] | None = None

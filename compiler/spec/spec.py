@@ -38,10 +38,13 @@ from compiler.model.bounded import dotted as _dotted
 from compiler.model.bounded import yaml_error as _yaml_error
 from compiler.model.durations import DURATION_PATTERN, format_duration, parse_duration
 from compiler.model.errors import Diagnostic, PkicError
+from compiler.model.keytype import KeyType
 
 SPEC_FILE = "pki.yaml"
 
-KeyType = Literal["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
+# the values of model.keytype.KeyType (a test holds them equal), as a Literal: pydantic's
+# messages ("Input should be 'ecdsa-p256', ...") and the JSON Schema stay plain strings
+KeyTypeName = Literal["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
 Profile = Literal["server", "client", "peer"]
 RevokeReason = Literal[
     "unspecified",
@@ -225,7 +228,7 @@ class Authority(_Model):
 
     issuer: RefName | None = Field(None, description="the authority that signs this one; omit for a root")
     subject: Subject | None = None
-    key: KeyType | None = Field(None, description="key type; defaults.key when omitted")
+    key: KeyTypeName | None = Field(None, description="key type; defaults.key when omitted")
     lifetime: Duration | None = Field(None, description="validity; default 10y for roots, 5y for intermediates")
     renew_before: Duration | None = Field(None, description="renew when this much life is left; default a third of the lifetime")
     path_length: Annotated[int, Field(ge=0, le=100)] | None = Field(None, description="how many authorities may follow below this one")
@@ -267,7 +270,7 @@ class Certificate(_Model):
     ip: list[IpAddress] = []
     uri: list[Uri] = []
     email: list[Email] = []
-    key: KeyType | None = None
+    key: KeyTypeName | None = None
     lifetime: Duration | None = Field(None, description="validity; default 90d")
     renew_before: Duration | None = Field(None, description="renew when this much life is left; default a third of the lifetime")
     rekey: Annotated[int, Field(ge=0, le=1_000_000)] = Field(0, description="bump to force a new key at the next apply")
@@ -288,7 +291,7 @@ class Moved(_Model):
 
 
 class Defaults(_Model):
-    key: KeyType = "ecdsa-p256"
+    key: KeyTypeName = "ecdsa-p256"
     subject: Subject | None = None
 
 
@@ -834,8 +837,8 @@ class Entry:
         return self.issuer is None
 
     @property
-    def key_type(self) -> str:
-        return self.spec["key"]
+    def key_type(self) -> KeyType:
+        return KeyType(self.spec["key"])
 
     @property
     def digest(self) -> str:

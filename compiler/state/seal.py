@@ -197,7 +197,7 @@ def parsed_seals(versions: list[tuple[str, bytes | None]]) -> list[tuple[str, Se
 def sops_rule_summary(repo: Path) -> str:
     """Who can decrypt keys pkic writes now: every creation rule of .sops.yaml, one after
     the other (path_regex included: a rule may aim at some key files only)."""
-    from compiler.keys.sops import creation_rules
+    from compiler.spec.sops_config import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:
@@ -209,7 +209,7 @@ def sops_rule_summary(repo: Path) -> str:
 
 def sops_rules_digest(repo: Path) -> str:
     """SHA-256 of .sops.yaml's creation rules as data: comments, anchors and layout don't count."""
-    from compiler.keys.sops import creation_rules
+    from compiler.spec.sops_config import creation_rules
 
     rules = creation_rules(repo)
     if rules is None:

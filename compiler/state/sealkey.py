@@ -25,7 +25,7 @@ PUB_PREFIX = "ed25519:"
 def seal_key_file() -> Path:
     """Where this machine keeps its seal key: $PKIC_SEAL_KEY_FILE, else beside the age
     identity (``pkic-seal.key`` in the directory of the age key file)."""
-    from compiler.keys.sops import age_key_file
+    from compiler.keys.sops_age import age_key_file
 
     explicit = os.environ.get("PKIC_SEAL_KEY_FILE")
     if explicit:

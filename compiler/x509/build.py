@@ -9,13 +9,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from compiler.spec.spec import Entry
+from compiler.model.keytype import KeyType, key_id
 
 # Everything pkic signs starts a minute before it is signed: a certificate's notBefore,
 # a CRL's and an OCSP response's thisUpdate, and a revocation's date. A verifier whose
@@ -37,39 +39,44 @@ EKU = {
 }
 
 
+class SpecEntry(Protocol):
+    """What X.509 building reads of a resolved spec entry (``spec.Entry`` is one). A
+    protocol, so that x509/ depends on nothing above the model layer."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # "authority" or "certificate"
+    @property
+    def spec(self) -> dict[str, Any]: ...  # the canonical spec: subject, names, profile, URLs...
+    @property
+    def lifetime(self) -> timedelta: ...
+    @property
+    def key_type(self) -> KeyType: ...
+
+
 @dataclass(frozen=True)
 class IssuerRef:
     """What a child needs of its issuer: the exact subject and the key identifier."""
 
     subject: x509.Name
     key_id: bytes
-    key_type: str
+    key_type: KeyType
 
     @classmethod
-    def from_certificate(cls, cert: x509.Certificate, key_type: str) -> IssuerRef:
+    def from_certificate(cls, cert: x509.Certificate, key_type: KeyType) -> IssuerRef:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
         return cls(cert.subject, ski, key_type)
-
-
-def signature_hash(key_type: str) -> hashes.HashAlgorithm | None:
-    """The hash matched to the signing key: P-384 -> SHA-384, P-521 -> SHA-512, Ed25519 -> none."""
-    if key_type == "ed25519":
-        return None
-    if key_type == "ecdsa-p384":
-        return hashes.SHA384()
-    if key_type == "ecdsa-p521":
-        return hashes.SHA512()
-    return hashes.SHA256()
 
 
 def subject_name(subject: list[list[str]]) -> x509.Name:
     return x509.Name([x509.NameAttribute(_ATTR[k], v) for k, v in subject])
 
 
-def key_usage(entry: Entry) -> x509.KeyUsage:
+def key_usage(entry: SpecEntry) -> x509.KeyUsage:
     ca = entry.kind == "authority"
     self_ocsp = ca and entry.spec.get("ocsp_signer") == "self"
-    rsa_encipher = entry.key_type.startswith("rsa-") and entry.spec.get("profile") in ("server", "peer")
+    rsa_encipher = entry.key_type.is_rsa and entry.spec.get("profile") in ("server", "peer")
     return x509.KeyUsage(
         digital_signature=not ca or self_ocsp,
         content_commitment=False,
@@ -83,13 +90,13 @@ def key_usage(entry: Entry) -> x509.KeyUsage:
     )
 
 
-def basic_constraints(entry: Entry) -> x509.BasicConstraints:
+def basic_constraints(entry: SpecEntry) -> x509.BasicConstraints:
     if entry.kind == "authority":
         return x509.BasicConstraints(ca=True, path_length=entry.spec.get("path_length"))
     return x509.BasicConstraints(ca=False, path_length=None)
 
 
-def subject_alt_names(spec: dict) -> list[x509.GeneralName]:
+def subject_alt_names(spec: dict[str, Any]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in spec.get("dns", [])]
     names += [x509.IPAddress(ipaddress.ip_address(n)) for n in spec.get("ip", [])]
     names += [x509.UniformResourceIdentifier(n) for n in spec.get("uri", [])]
@@ -97,7 +104,7 @@ def subject_alt_names(spec: dict) -> list[x509.GeneralName]:
     return names
 
 
-def name_constraints(nc: dict) -> x509.NameConstraints:
+def name_constraints(nc: dict[str, Any]) -> x509.NameConstraints:
     def subtrees(prefix: str) -> list[x509.GeneralName] | None:
         out: list[x509.GeneralName] = []
         out += [x509.DNSName(v) for v in nc.get(f"{prefix}_dns", [])]
@@ -110,15 +117,15 @@ def name_constraints(nc: dict) -> x509.NameConstraints:
 
 
 def build(
-    entry: Entry,
-    public_key,
+    entry: SpecEntry,
+    public_key: CertificatePublicKeyTypes,
     issuer: IssuerRef | None,
     serial: int,
     now: datetime,
 ) -> x509.CertificateBuilder:
     """The unsigned certificate for ``entry``; ``issuer`` None means self-signed."""
     subject = subject_name(entry.spec["subject"])
-    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    ski = x509.SubjectKeyIdentifier(key_id(public_key))
     aki_id = issuer.key_id if issuer else ski.digest
     builder = (
         x509.CertificateBuilder()
@@ -144,7 +151,7 @@ def build(
     return builder
 
 
-def issuer_pointers(builder: x509.CertificateBuilder, spec: dict) -> x509.CertificateBuilder:
+def issuer_pointers(builder: x509.CertificateBuilder, spec: dict[str, Any]) -> x509.CertificateBuilder:
     """The issuer's CRL distribution point and AIA (OCSP, caIssuers), when it declares them."""
     if spec.get("crl_url"):
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(spec["crl_url"])], None, None, None)
@@ -208,13 +215,19 @@ def crl(
 
 
 def responder_certificate(
-    authority: Entry, authority_subject: list[list[str]], public_key, issuer: IssuerRef, serial: int, now: datetime, lifetime: timedelta
+    authority: SpecEntry,
+    authority_subject: list[list[str]],
+    public_key: CertificatePublicKeyTypes,
+    issuer: IssuerRef,
+    serial: int,
+    now: datetime,
+    lifetime: timedelta,
 ) -> x509.CertificateBuilder:
     """A delegated OCSP responder (RFC 6960 §4.2.2.2): id-kp-OCSPSigning, id-pkix-ocsp-nocheck."""
     attrs = [[k, v] for k, v in authority_subject if k != "CN"]
     cn = next((v for k, v in authority_subject if k == "CN"), authority.name)
     attrs.append(["CN", (cn[:49] + " OCSP Responder")])
-    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    ski = x509.SubjectKeyIdentifier(key_id(public_key))
     return (
         x509.CertificateBuilder()
         .serial_number(serial)
@@ -266,7 +279,7 @@ def ocsp_response(
     return builder
 
 
-def csr_builder(entry: Entry) -> x509.CertificateSigningRequestBuilder:
+def csr_builder(entry: SpecEntry) -> x509.CertificateSigningRequestBuilder:
     """A CSR for a leaf in the spec (subject and names; the compiler ignores the rest)."""
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject_name(entry.spec["subject"]))
     sans = subject_alt_names(entry.spec)

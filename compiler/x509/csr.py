@@ -13,9 +13,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from compiler.keys.keystore import key_type_of, public_key_sha256
+from compiler.layout import read_input
 from compiler.model.errors import PkicError
+from compiler.model.keytype import KeyType, public_key_sha256
 
 MIN_RSA_BITS = 2048
 
@@ -26,10 +28,10 @@ class CsrError(ValueError):
 
 @dataclass(frozen=True)
 class CsrInfo:
-    public_key: object
-    key_type: str
+    public_key: CertificatePublicKeyTypes
+    key_type: KeyType
     public_key_sha256: str
-    names: dict = field(default_factory=dict)  # dns/ip/uri/email the CSR asks for
+    names: dict[str, list[str]] = field(default_factory=dict)  # dns/ip/uri/email the CSR asks for
 
 
 def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
@@ -37,8 +39,6 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
     following symlinks, and only if it is a regular file."""
     try:
         if repo is not None:
-            from compiler.layout import read_input
-
             data = read_input(repo, path.relative_to(repo).as_posix())
         else:
             data = path.read_bytes()
@@ -56,13 +56,13 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
         public_key = csr.public_key()
     except (ValueError, TypeError):
         raise CsrError("its public key is of an unsupported type or curve") from None
+    kt = KeyType.of(public_key)  # None: of no type pkic issues for; the checks below say why
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
         raise CsrError(f"its RSA key has {public_key.key_size} bits: weak (at least {MIN_RSA_BITS})")
-    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and kt is None:
         raise CsrError(f"its key is on the unsupported curve {public_key.curve.name} (use P-256, P-384 or P-521)")
     if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
         raise CsrError("its public key is of an unsupported type (use ECDSA, Ed25519 or RSA)")
-    kt = key_type_of(public_key)
     if kt is None:
         raise CsrError(f"its RSA key size ({getattr(public_key, 'key_size', '?')}) is not one pkic issues for (2048, 3072, 4096)")
     try:
@@ -82,7 +82,8 @@ def load_csr(path: Path, repo: Path | None = None) -> CsrInfo:
     try:
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         asked["dns"] = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
-        asked["ip"] = [str(ipaddress.ip_address(a)) for a in san.get_values_for_type(x509.IPAddress)]
+        # an address with a mask (a network) is no name: ip_address refuses it (ValueError)
+        asked["ip"] = [str(ipaddress.ip_address(str(a))) for a in san.get_values_for_type(x509.IPAddress)]
         asked["uri"] = list(san.get_values_for_type(x509.UniformResourceIdentifier))
         asked["email"] = list(san.get_values_for_type(x509.RFC822Name))
     except x509.ExtensionNotFound:

@@ -231,7 +231,7 @@ def test_an_unsealed_state_cannot_vouch_for_a_foreign_backend(local):
     from seclib import read_state, write_state
     from test_reviewed import Listener
 
-    from compiler.keys.sops import rule_digest
+    from compiler.spec.sops_rules import rule_digest
 
     pkic, repo = local
     listener = Listener()

@@ -352,7 +352,7 @@ def test_no_core_dump_can_hold_a_key(local, tmp_path):
     assert lines and set(lines) == {"core 0"}, lines
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import ctypes, resource\nfrom pathlib import Path\nfrom compiler.keystore import Keystore\n"
+         "import ctypes, resource\nfrom pathlib import Path\nfrom compiler.keys.keystore import Keystore\n"
          "resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\nKeystore(Path('.'))\n"
          "print(resource.getrlimit(resource.RLIMIT_CORE), ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"],
         env=pkic.env, capture_output=True, text=True, cwd=repo)
