@@ -51,7 +51,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from compiler import layout
-from compiler.apply import bundle
 from compiler.layout import STATE_PATH
 from compiler.model.bounded import json_depth_ok
 from compiler.model.errors import PkicError
@@ -227,12 +226,12 @@ def make_handler(repo: Path, log: Callable[[str], None], timeout: float = TIMEOU
                 m = re.fullmatch(rf"/crl/({NAME})\.crl(\.pem)?", path)
                 if m and ".." not in m.group(1):
                     pem = bool(m.group(2))
-                    self._file(bundle.crl_path(m.group(1), pem), "application/x-pem-file" if pem else "application/pkix-crl")
+                    self._file(layout.crl_path(m.group(1), pem), "application/x-pem-file" if pem else "application/pkix-crl")
                     return
                 m = re.fullmatch(rf"/certs/({NAME})\.(pem|der)", path)
                 if m and ".." not in m.group(1):
                     name, ext = m.groups()
-                    rel = bundle.cert_path(name) if ext == "pem" else bundle.der_path(name)
+                    rel = layout.cert_path(name) if ext == "pem" else layout.der_path(name)
                     self._file(rel, "application/x-pem-file" if ext == "pem" else "application/pkix-cert")
                     return
                 m = re.fullmatch(r"/(?:ocsp/)?([A-Za-z0-9+/=%_-]{8,})", path)

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.state.store import State, parse_ts
@@ -31,18 +32,18 @@ def _load_pems(text: str) -> list[x509.Certificate]:
 
 def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystore | None = None) -> tuple[int, list[Finding]]:
     findings: list[Finding] = []
-    roots_text = bundle.read_text(repo, bundle.TRUST_BUNDLE) or ""
+    roots_text = bundle.read_text(repo, layout.TRUST_BUNDLE) or ""
     roots = {c.subject.public_bytes(): c for c in _load_pems(roots_text)}
     names = sorted(state.active_names())
     for name in names:
         rec = state.active(name)
-        pem = bundle.read_text(repo, bundle.cert_path(name))
+        pem = bundle.read_text(repo, layout.cert_path(name))
         if pem is None:
-            findings.append(Finding(name, f"{bundle.cert_path(name)} is missing"))
+            findings.append(Finding(name, f"{layout.cert_path(name)} is missing"))
             continue
         cert = x509.load_pem_x509_certificate(pem.encode())
         if cert.fingerprint(hashes.SHA256()).hex() != rec["sha256"]:
-            findings.append(Finding(name, f"{bundle.cert_path(name)} is not the certificate the state records"))
+            findings.append(Finding(name, f"{layout.cert_path(name)} is not the certificate the state records"))
             continue
         if not (parse_ts(rec["not_before"]) <= now < parse_ts(rec["not_after"])):
             findings.append(Finding(name, f"not valid at {now:%Y-%m-%dT%H:%M:%SZ} ({rec['not_before']} .. {rec['not_after']})"))
@@ -58,10 +59,10 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
                     )
                 elif parse_ts(info["next_update"]) <= now:
                     findings.append(Finding(name, f"its OCSP response expired at {info['next_update']}: run `pkic apply`"))
-        chain_text = bundle.read_text(repo, bundle.chain_path(name))
+        chain_text = bundle.read_text(repo, layout.chain_path(name))
         chain = _load_pems(chain_text or "")
         if not chain or chain[0] != cert:
-            findings.append(Finding(name, f"{bundle.chain_path(name)} does not start with the certificate"))
+            findings.append(Finding(name, f"{layout.chain_path(name)} does not start with the certificate"))
             continue
         problem = _walk(chain, roots)
         if problem:
@@ -85,15 +86,15 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         info = state.crls[authority]
         retired = crl_retired(state, authority, now)
         try:
-            crl = x509.load_der_x509_crl((repo / bundle.crl_path(authority)).read_bytes())
+            crl = x509.load_der_x509_crl((repo / layout.crl_path(authority)).read_bytes())
         except (OSError, ValueError):
-            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is missing or not a CRL"))
+            findings.append(Finding(authority, f"{layout.crl_path(authority)} is missing or not a CRL"))
             continue
         if hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest() != info.get("sha256"):
-            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not the CRL the state records"))
-        pem = bundle.read_text(repo, bundle.cert_path(authority))
+            findings.append(Finding(authority, f"{layout.crl_path(authority)} is not the CRL the state records"))
+        pem = bundle.read_text(repo, layout.cert_path(authority))
         if pem and not crl.is_signature_valid(x509.load_pem_x509_certificate(pem.encode()).public_key()):
-            findings.append(Finding(authority, f"{bundle.crl_path(authority)} is not signed by {authority}"))
+            findings.append(Finding(authority, f"{layout.crl_path(authority)} is not signed by {authority}"))
         if crl.next_update_utc is not None and crl.next_update_utc <= now and not retired:
             findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
         if crl.last_update_utc > now:
@@ -128,12 +129,12 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
     authorities = bundle.crl_bundle_authorities(state)
     wanted = [state.crls[a].get("sha256") for a in authorities]
     try:
-        data = bundle.read_bytes(repo, bundle.CRL_BUNDLE)
+        data = bundle.read_bytes(repo, layout.CRL_BUNDLE)
     except Exception:  # a symlink or a directory in its place (PkicError, OSError)
-        return f"{bundle.CRL_BUNDLE} is not a regular file"
+        return f"{layout.CRL_BUNDLE} is not a regular file"
     if data is None:
         if any(state.crls[a].get("bundled") for a in authorities):
-            return f"{bundle.CRL_BUNDLE} is missing ({len(wanted)} CRL(s) expected): restore it from git"
+            return f"{layout.CRL_BUNDLE} is missing ({len(wanted)} CRL(s) expected): restore it from git"
         return None
     text = data.decode("ascii", "replace")
     try:
@@ -147,7 +148,7 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
         return None
     have = {hashlib.sha256(d).hexdigest() for d in ders}
     return (
-        f"{bundle.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
+        f"{layout.CRL_BUNDLE} is not exactly the current CRLs the state records, by authority name "
         f"({len(have - set(wanted))} other, {len(set(wanted) - have)} missing)"
     )
 
@@ -157,15 +158,15 @@ def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | N
     An extra root in the trust bundle would be trusted by every client that uses it."""
     roots = [n for n in sorted(state.active_names()) if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
     if text is None:
-        text = bundle.read_text(repo, bundle.TRUST_BUNDLE) or ""
+        text = bundle.read_text(repo, layout.TRUST_BUNDLE) or ""
     wanted = {state.active(n)["sha256"] for n in roots}
     try:
         have = {c.fingerprint(hashes.SHA256()).hex() for c in _load_pems(text)}
     except ValueError:
         have = set()
-    if have == wanted and text == "".join(bundle.read_text(repo, bundle.cert_path(n)) or "" for n in roots):
+    if have == wanted and text == "".join(bundle.read_text(repo, layout.cert_path(n)) or "" for n in roots):
         return None
-    return f"{bundle.TRUST_BUNDLE} is not exactly the roots the state records ({len(have - wanted)} other certificate(s), {len(wanted - have)} missing)"
+    return f"{layout.TRUST_BUNDLE} is not exactly the roots the state records ({len(have - wanted)} other certificate(s), {len(wanted - have)} missing)"
 
 
 def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -> str | None:
@@ -178,7 +179,7 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     last = chain[-1]
     root = roots.get(last.issuer.public_bytes())
     if root is None:
-        return f"no root in {bundle.TRUST_BUNDLE} issued '{last.subject.rfc4514_string()}'"
+        return f"no root in {layout.TRUST_BUNDLE} issued '{last.subject.rfc4514_string()}'"
     try:
         last.verify_directly_issued_by(root)
     except Exception as exc:
@@ -215,7 +216,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
     names = sorted(state.active_names())
     for name in names:
         rec = state.active(name)
-        rel = bundle.cert_path(name)
+        rel = layout.cert_path(name)
         data = read(rel)
         try:
             der = _der_of(data.decode("ascii")) if data else None
@@ -226,7 +227,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             continue
         pems[name] = data.decode("ascii")
         if rec["kind"] == "authority":
-            dpath = bundle.der_path(name)
+            dpath = layout.der_path(name)
             d = read(dpath)
             if d is not None and d != der:
                 bad.append(dpath)
@@ -249,33 +250,33 @@ def hand_edits(repo: Path, state: State) -> list[str]:
         while issuer is not None and state.active(issuer) is not None and state.active(issuer)["issuer"] is not None:
             parts.append(pems.get(issuer, ""))
             issuer = state.active(issuer)["issuer"]
-        crel = bundle.chain_path(name)
+        crel = layout.chain_path(name)
         c = read(crel)
         if c is not None and c.decode("ascii", "replace") != "".join(parts):
             bad.append(crel)
     roots = [n for n in names if state.active(n)["kind"] == "authority" and state.active(n)["issuer"] is None]
-    b = read(bundle.TRUST_BUNDLE)
+    b = read(layout.TRUST_BUNDLE)
     if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
-        bad.append(bundle.TRUST_BUNDLE)
+        bad.append(layout.TRUST_BUNDLE)
     for authority, info in sorted(state.crls.items()):
         if state.signer_record(authority) is None:
             continue
-        rel = bundle.crl_path(authority)
+        rel = layout.crl_path(authority)
         d = read(rel)
         if d is None or hashlib.sha256(d).hexdigest() != info.get("sha256"):
             bad.append(rel)
             continue
-        prel = bundle.crl_path(authority, pem=True)
+        prel = layout.crl_path(authority, pem=True)
         p = read(prel)
         if p is not None and p.decode("ascii", "replace") != _pem_of(d, "X509 CRL"):
             bad.append(prel)
     if crl_bundle_problem(repo, state):
-        bad.append(bundle.CRL_BUNDLE)
+        bad.append(layout.CRL_BUNDLE)
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:
             continue
-        rel = bundle.responder_cert_path(authority)
+        rel = layout.responder_cert_path(authority)
         d = read(rel)
         try:
             ok = (
