@@ -121,8 +121,8 @@ def unlock(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Key
         else:
             store.load(name, rel)
     for c in plan.changes:  # CSRs and certificates whose key is kept must be readable now
-        entry = spec.entries[c.name]
         if c.key == "external":
+            entry = spec.entries[c.name]  # (a revocation may be of a name no longer in the spec)
             assert entry.csr_path is not None  # an external key comes from a CSR
             try:
                 load_csr(repo / entry.csr_path, repo)
