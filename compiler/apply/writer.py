@@ -86,7 +86,7 @@ class AtomicWriter:
 
     def remove(self, rel: str) -> bool:
         self.flush()
-        gone: bool = layout.remove(self.repo, rel)
+        gone = layout.remove(self.repo, rel)
         if gone:
             self.touched.add(rel)
             self.blobs.pop(rel, None)
@@ -119,8 +119,7 @@ class DirectWriter:
 
     def remove(self, rel: str) -> bool:
         self.touched.add(rel)
-        gone: bool = layout.remove(self.repo, rel)
-        return gone
+        return layout.remove(self.repo, rel)
 
 
 class PathRecorder:

@@ -286,7 +286,7 @@ def apply(
 
     when = parse_now(now)
     _time_travel_gate(when, time_travel, os.environ.get("PKIC_TIME_TRAVEL") == "1")
-    options = ApplyOptions(when, plan_file, yes, reviewed, _GitCommit(author) if commit else None)
+    options = ApplyOptions(when=when, plan_file=plan_file, yes=yes, reviewed=reviewed, commit=_GitCommit(author) if commit else None)
     applied = run_apply(_repo, options, _ApplyConsole())
     if applied is None:
         return
