@@ -24,7 +24,6 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     import click
 
 from compiler import __version__
-from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state import ts
 
@@ -85,6 +84,7 @@ def parse_now(value: str | None) -> datetime:
 
 
 def _load(now: datetime):
+    from compiler.apply import reviewed_inputs
     from compiler.plan.planner import make_plan
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
@@ -93,7 +93,7 @@ def _load(now: datetime):
     effective = spec_mod.load(_repo)
     state, _ops = load_with_journal(_repo)
     policy.check_all(effective, _repo, state)
-    _reviewed_inputs(effective)
+    reviewed_inputs(_repo, effective)
     return effective, state, make_plan(effective, state, now)
 
 
@@ -128,15 +128,6 @@ def _time_travel_gate(when: datetime, flag: bool, env: bool) -> None:
 
 def ts_text(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _reviewed_inputs(effective) -> None:
-    """The inputs besides pki.yaml that a plan binds: .sops.yaml's rules and the policies."""
-    from compiler.policy import rules as policy
-    from compiler.spec.sops_config import creation_rules
-
-    effective.sops_rules = creation_rules(_repo)
-    effective.policy_data = policy.snapshot(effective, _repo)
 
 
 @app.command()
@@ -290,121 +281,15 @@ def apply(
     ),
 ) -> None:
     """Issue, renew, reissue and revoke as planned; write keys (SOPS), certificates and state to out/."""
-    from compiler.apply.executor import execute, finish_interrupted
-    from compiler.cli.render import plan_text
-    from compiler.keys.keystore import Keystore
-    from compiler.plan.planner import make_plan
-    from compiler.policy import rules as policy
-    from compiler.spec import spec as spec_mod
-    from compiler.state import Invariants, RepoLock, load_state, read_journal
+    from compiler.apply import ApplyOptions, run_apply
 
     when = parse_now(now)
     _time_travel_gate(when, time_travel, os.environ.get("PKIC_TIME_TRAVEL") == "1")
-    saved = _read_saved_plan(plan_file) if plan_file else None
-    effective = spec_mod.load(_repo, use_cache=False)  # spec errors before anything else; never the cache
-    # .sops.yaml and every validity checked before any key is decrypted (even to finish
-    # an interrupted apply): a broken input is an error, never a crash holding a CA key
-    from compiler.plan.planner import check_horizon
-    from compiler.spec.sops_config import creation_rules
-
-    creation_rules(_repo)
-    check_horizon(effective, when)
-    store = Keystore(_repo)
-    with RepoLock(_repo):
-        # Every check that can fail runs before the first signature: a failure after
-        # it would leave certificates signed and recorded nowhere (in CI: every day).
-        if commit:
-            from compiler.gitops import preflight_commit
-
-            preflight_commit(_repo, sorted({e.csr_path for e in effective.entries.values() if e.csr_path}), author)
-        sealing = _seal_gate(_repo, read_journal(_repo))
-        recovered = finish_interrupted(_repo, sealing, when)
-        if recovered:
-            err.print("[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
-        state = load_state(_repo)
-        if sealing is not None:
-            sealing.invariants = Invariants.of(state)
-        elif commit:
-            from compiler.verify import hand_edits
-
-            edited = hand_edits(_repo, state)  # reads every file: without a seal, the audit path only
-            if edited:
-                raise PkicError(
-                    [
-                        Diagnostic(
-                            rel,
-                            None,
-                            None,
-                            "",
-                            "edited by hand: its content is not what the state records",
-                            "restore it from git (`git checkout -- out/`); change pki.yaml instead",
-                        )
-                        for rel in edited[:20]
-                    ]
-                )
-        policy.check_all(effective, _repo, state)
-        _reviewed_inputs(effective)
-        the_plan = make_plan(effective, state, when)
-        if saved is not None:
-            _check_saved(saved, the_plan)
-        if reviewed == "none" and the_plan.needs_review:
-            _show(plan_text(the_plan, effective))
-            raise PkicError(
-                [
-                    Diagnostic(
-                        "plan",
-                        None,
-                        None,
-                        "",
-                        "this plan has spec-driven work (issue, reissue, revoke, move, re-encrypt, or a renewal whose content or "
-                        "recipients changed), and there is no reviewed plan for it",
-                        "open a pull request: its reviewed plan's digest lets apply do it",
-                    )
-                ]
-            )
-        if reviewed not in (None, "none") and reviewed != the_plan.reviewed_digest:
-            _show(plan_text(the_plan, effective))
-            raise PkicError(
-                [
-                    Diagnostic(
-                        "plan",
-                        None,
-                        None,
-                        "",
-                        f"the spec-driven part of the plan is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
-                        "pki.yaml, a policy, .sops.yaml or the state changed after review: re-run the plan on the pull request and review it again",
-                    )
-                ]
-            )
-        _show(plan_text(the_plan, effective))
-        if sealing is not None:
-            _sops_warning(sealing.report)
-        if sealing is None:
-            out.print(
-                "[yellow]seal: unsealed[/]: no seal key and no out.seal; nothing proves who wrote out/ (fine for local experiments; see docs/security.md)"
-            )
-        if the_plan.empty:
-            if commit and recovered:
-                _commit(the_plan, state, None, the_plan.reviewed_digest, effective, author, recovered, sealing)
-            return
-        store.check_config()
-        if commit:
-            from compiler.apply.executor import planned_paths
-            from compiler.gitops import check_attributes
-
-            existing = list(sealing.listing(_repo)) if sealing is not None else []
-            check_attributes(_repo, planned_paths(the_plan, effective) + existing)
-        if not yes and saved is None:
-            if not sys.stdin.isatty():
-                raise PkicError(
-                    "refusing to apply without confirmation: no terminal to ask on", "pass --yes (as CI does), or run it in a terminal"
-                )
-            if not typer.confirm("Apply these changes?", default=False):
-                err.print("Cancelled; nothing was changed.")
-                raise typer.Exit(1)
-        result = execute(_repo, the_plan, effective, state, store, when, sealing)
-        if commit:
-            _commit(the_plan, state, result, the_plan.reviewed_digest, effective, author, recovered, sealing)
+    options = ApplyOptions(when=when, plan_file=plan_file, yes=yes, reviewed=reviewed, commit=_GitCommit(author) if commit else None)
+    applied = run_apply(_repo, options, _ApplyConsole())
+    if applied is None:
+        return
+    result = applied.result
     parts = []
     if result.issued:
         parts.append(f"{len(result.issued)} issued")
@@ -420,88 +305,69 @@ def apply(
         parts.append(
             f"OCSP off: {result.ocsp_removed} published response(s) removed, {len(result.responders_retired)} responder(s) retired"
         )
-    sealed = f"; sealed (seal serial {result.seal.serial})" if result.seal else ("; unsealed" if sealing is None else "")
+    sealed = f"; sealed (seal serial {result.seal.serial})" if result.seal else ("; unsealed" if not applied.sealed else "")
     out.print(f"[green]Apply complete:[/] {', '.join(parts) or 'chain files updated'}; state serial {result.state_serial}{sealed}.")
 
 
-def _seal_gate(repo: Path, journal: list[dict]):
-    """Before apply reads anything in out/ or starts sops: prove that out/ is the newest
-    output the seal key sealed (see compiler/state/sealcheck.py). Returns the apply's hold on the seal, or
-    None for a repository used without one (local experiments)."""
-    from compiler.state import Sealing, examine, load_key, public_text
+class _ApplyConsole:
+    """What `pkic apply` shows and asks (compiler.apply.Console)."""
 
-    key = load_key()
-    public = public_text(key.public_key()) if key is not None else None
-    journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = examine(repo, public, journal_seal=journal_seal)
-    if report.problems:
-        raise PkicError(report.problems)
-    if key is None:
-        return None  # said with the plan: "seal: unsealed"
-    return Sealing(key, report)
+    def recovered(self) -> None:
+        err.print("[yellow]Finished an interrupted apply[/] (its steps were recovered from the journal).")
 
+    def plan(self, plan, spec) -> None:
+        from compiler.cli.render import plan_text
 
-def _commit(the_plan, state, result, reviewed: str, effective, author: str | None, recovered=None, sealing=None) -> None:
-    from compiler.apply.executor import ApplyResult
-    from compiler.gitops import commit_message, commit_out
-    from compiler.layout import SEAL_PATH
+        _show(plan_text(plan, spec))
 
-    result = result or ApplyResult()
-    paths = set(result.touched) | (set(recovered.touched) if recovered else set())
-    the_seal = sealing.report.seal if sealing is not None else None
-    if the_seal is not None:
-        paths.add(SEAL_PATH)
-    message = commit_message(the_plan, state, result, reviewed, recovered.ops if recovered else None, the_seal)
-    done = commit_out(_repo, sorted(paths), message, author, the_seal)
-    if done.sha:
-        out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {_escape(message.splitlines()[0])}")
-    else:
-        out.print("Nothing to commit.")
+    def sealing(self, report) -> None:
+        if report is not None:
+            _sops_warning(report)
+        else:
+            out.print(
+                "[yellow]seal: unsealed[/]: no seal key and no out.seal; nothing proves who wrote out/ (fine for local experiments; see docs/security.md)"
+            )
+
+    def confirm(self) -> None:
+        if not sys.stdin.isatty():
+            raise PkicError(
+                "refusing to apply without confirmation: no terminal to ask on", "pass --yes (as CI does), or run it in a terminal"
+            )
+        if not typer.confirm("Apply these changes?", default=False):
+            err.print("Cancelled; nothing was changed.")
+            raise typer.Exit(1)
 
 
-def _read_saved_plan(path: Path) -> dict:
-    target = path if path.is_absolute() else _repo / path
-    try:
-        raw = target.read_bytes()
-        if len(raw) > MAX_BYTES or not json_depth_ok(raw):
-            raise ValueError("too large or nested too deeply")
-        data = json.loads(raw)
-    except FileNotFoundError:
-        raise fail(str(path), "no such plan file", "save one with `pkic plan --out FILE`") from None
-    except (OSError, ValueError, RecursionError) as exc:
-        raise fail(str(path), f"not a saved plan: {type(exc).__name__}", "save one with `pkic plan --out FILE`") from None
-    if not isinstance(data, dict) or data.get("format_version") != 1 or "digest" not in data:
-        raise fail(str(path), "not a saved pkic plan", "save one with `pkic plan --out FILE`")
-    return data
+class _GitCommit:
+    """`pkic apply --commit`: git and the audit of an unsealed out/ (compiler.apply.Commit)."""
 
+    def __init__(self, author: str | None):
+        self.author = author
 
-def _check_saved(saved: dict, current) -> None:
-    if saved.get("lineage") != current.lineage or saved.get("state_serial") != current.state_serial:
-        raise PkicError(
-            [
-                Diagnostic(
-                    "plan",
-                    None,
-                    None,
-                    "",
-                    f"stale plan: it was made against state serial {saved.get('state_serial')}, but the state is now at serial {current.state_serial}",
-                    "run `pkic plan --out FILE` again and review the new plan",
-                )
-            ]
-        )
-    if saved.get("digest") != current.digest:
-        raise PkicError(
-            [
-                Diagnostic(
-                    "plan",
-                    None,
-                    None,
-                    "",
-                    "stale plan: pki.yaml or the clock changed what would be done since the plan was saved",
-                    "run `pkic plan --out FILE` again and review the new plan",
-                )
-            ]
-        )
+    def preflight(self, csr_paths: list[str]) -> None:
+        from compiler.gitops import preflight_commit
+
+        preflight_commit(_repo, csr_paths, self.author)
+
+    def hand_edits(self, state) -> list[str]:
+        from compiler.verify import hand_edits
+
+        return hand_edits(_repo, state)
+
+    def check_attributes(self, paths: list[str]) -> None:
+        from compiler.gitops import check_attributes
+
+        check_attributes(_repo, paths)
+
+    def commit(self, plan, state, result, recovered, seal, paths: list[str]) -> None:
+        from compiler.gitops import commit_message, commit_out
+
+        message = commit_message(plan, state, result, plan.reviewed_digest, recovered.ops if recovered else None, seal)
+        done = commit_out(_repo, paths, message, self.author, seal)
+        if done.sha:
+            out.print(f"[green]Committed[/] {done.files} file(s) as {done.sha[:12]}: {_escape(message.splitlines()[0])}")
+        else:
+            out.print("Nothing to commit.")
 
 
 @app.command()
@@ -675,7 +541,7 @@ def check(
             + "".join(f"  {LEVEL_NAMES[i.level]:<8} {i.kind:<11} {printable(i.name)}: {printable(i.message)}\n" for i in items if i.level)
         )
     if save is not None:
-        from compiler.apply.bundle import write_atomic
+        from compiler.layout import write_atomic
 
         target = save if save.is_absolute() else _repo / save
         try:

@@ -18,11 +18,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificateIssuerPublicKeyTypes
+from cryptography.x509 import ocsp
 
 from compiler import layout
 from compiler.keys import sops_age, sops_meta, sops_process
@@ -101,7 +103,16 @@ def generate(key_type: KeyType) -> KeyHandle:
     return KeyHandle(key, key_type)
 
 
-def sign(builder: x509.CertificateBuilder, signer: KeyHandle) -> x509.Certificate:
+@overload
+def sign(builder: x509.CertificateBuilder, signer: KeyHandle) -> x509.Certificate: ...
+@overload
+def sign(builder: x509.CertificateRevocationListBuilder, signer: KeyHandle) -> x509.CertificateRevocationList: ...
+@overload
+def sign(builder: ocsp.OCSPResponseBuilder, signer: KeyHandle) -> ocsp.OCSPResponse: ...
+def sign(
+    builder: x509.CertificateBuilder | x509.CertificateRevocationListBuilder | ocsp.OCSPResponseBuilder, signer: KeyHandle
+) -> x509.Certificate | x509.CertificateRevocationList | ocsp.OCSPResponse:
+    """A certificate, CRL or OCSP response signed with ``signer``'s key and hash."""
     return builder.sign(signer._key, signer.signature_hash())
 
 

