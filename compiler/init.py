@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pyrage
 
-from compiler import layout
+from compiler import layout, settings
 from compiler.keys.sops_age import age_key_file
 from compiler.model.errors import fail
 
@@ -187,7 +187,7 @@ def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> d
         raise fail(str(target), "exists and is not a directory")
     owners_text = codeowners(list(owners or []))
     _outside(target, age_key_file(), "age identity", "SOPS_AGE_KEY_FILE (or XDG_CONFIG_HOME)")
-    seal_env = os.environ.get("PKIC_SEAL_KEY")
+    seal_env = settings.seal_key_text()
     if not seal_env:
         _outside(target, seal_key_file(), "seal key", "PKIC_SEAL_KEY_FILE (or SOPS_AGE_KEY_FILE, beside which it goes)")
     requirements, requirement, source = requirements_file()

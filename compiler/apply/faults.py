@@ -19,6 +19,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Literal
 
+from compiler import settings
+
 Point = Literal["journal", "interrupt", "files", "worker"]
 
 _counts: dict[str, int] = {}
@@ -27,7 +29,7 @@ _counts: dict[str, int] = {}
 @cache
 def _armed() -> tuple[str, str] | None:
     """(point, n) from PKIC_FAULT, or None (the production case)."""
-    spec = os.environ.get("PKIC_FAULT")
+    spec = settings.fault()
     if not spec:
         return None
     where, _, n = spec.partition(":")

@@ -9,13 +9,12 @@ apply rewrites its files from it) or nothing at all for that step.
 from __future__ import annotations
 
 import hashlib
-import os
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from compiler import layout
+from compiler import layout, settings
 from compiler.apply import faults, issue, workers
 from compiler.apply.bundle import Certs, chain_pem, trust_bundle, write_crl_bundle
 from compiler.apply.context import ApplyResult, Context, Op, Steps
@@ -52,7 +51,7 @@ def execute(
     state.lineage = lineage
     # every file below is written after its journal step, or (chains, trust bundle)
     # rewritten by recovery from the state: new ones may be created in place
-    writer = AtomicWriter(repo, int(os.environ.get("PKIC_WRITE_THREADS", "0")), new_in_place=True)
+    writer = AtomicWriter(repo, settings.write_threads(), new_in_place=True)
     writer.blob_algo = sealing.algo if sealing is not None else None
     apply = Apply(ctx, journal, writer)
     try:

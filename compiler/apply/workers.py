@@ -21,6 +21,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from compiler import settings
 from compiler.apply import faults
 from compiler.apply.context import Context
 from compiler.apply.signers import authority_signer
@@ -50,21 +51,11 @@ _work: _Work | None = None
 def jobs() -> int:
     """Worker processes for signing: PKIC_JOBS, or one fewer than the available cores
     (the main process is busy too: it journals and writes every file). 0: none."""
-    value = os.environ.get("PKIC_JOBS")
-    if value:
-        try:
-            return max(0, int(value))
-        except ValueError:
-            raise fail(
-                "PKIC_JOBS",
-                f"'{value}' is not a number",
-                "set PKIC_JOBS to a whole number of worker processes (0: sign in the main process)",
-            ) from None
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return cores - 1 if _can_fork() else 0
+    return settings.jobs(cores - 1 if _can_fork() else 0)
 
 
 def _can_fork() -> bool:
@@ -75,13 +66,7 @@ def _can_fork() -> bool:
 
 def parallel_min() -> int:
     """The shortest run of leaves worth a pool (starting workers costs ~20 ms)."""
-    value = os.environ.get("PKIC_PARALLEL_MIN", "64")
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise fail(
-            "PKIC_PARALLEL_MIN", f"'{value}' is not a number", "set it to a whole number of leaves (it is a testing knob; unset is 64)"
-        ) from None
+    return settings.parallel_min()
 
 
 def parallel_run(changes: Sequence[Change], i: int, spec: EffectiveSpec) -> int:

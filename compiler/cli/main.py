@@ -23,7 +23,7 @@ try:  # typer >= 0.20 vendors its own click
 except ImportError:  # pragma: no cover - older typer uses click itself
     import click
 
-from compiler import __version__
+from compiler import __version__, settings
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state import ts
 
@@ -284,7 +284,7 @@ def apply(
     from compiler.apply import ApplyOptions, run_apply
 
     when = parse_now(now)
-    _time_travel_gate(when, time_travel, os.environ.get("PKIC_TIME_TRAVEL") == "1")
+    _time_travel_gate(when, time_travel, settings.time_travel())
     options = ApplyOptions(when=when, plan_file=plan_file, yes=yes, reviewed=reviewed, commit=_GitCommit(author) if commit else None)
     applied = run_apply(_repo, options, _ApplyConsole())
     if applied is None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificateIssuerPublicKeyTypes
 from cryptography.x509 import ocsp
 
-from compiler import layout
+from compiler import layout, settings
 from compiler.keys import sops_age, sops_meta, sops_process
 from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported (apply, verify)
 from compiler.model.errors import PkicError, fail
@@ -199,7 +199,7 @@ class Keystore:
         groups, Shamir, KMS, PGP, Vault...) goes through the real `sops encrypt`."""
         rel = rel or key_path(name)
         want = self.planned.get(rel)
-        if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
+        if settings.sops_inprocess():
             rule = sops_age.rule_for(self.repo / SOPS_CONFIG, rel)
             if rule is not None:
                 if want is not None and _age_rule(rule) != sops_rules.comparable(want):
@@ -232,7 +232,7 @@ class Keystore:
         other rule is tried once with a throwaway key through the real sops."""
         tried: set[int | None] = set()
         config = self.repo / SOPS_CONFIG
-        inprocess = os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0"
+        inprocess = settings.sops_inprocess()
         for rel in rels:
             rule = sops_age.rule_for(config, rel) if inprocess else None
             if rule is not None:
@@ -265,7 +265,7 @@ class Keystore:
             raise fail(rel, f"the key of '{name}' is missing", f"restore {rel} from git, or bump `rekey` on '{name}' to replace it")
         recorded = self._check_masters(rel, name, data)
         key = None
-        if os.environ.get("PKIC_SOPS_INPROCESS", "1") != "0":
+        if settings.sops_inprocess():
             if self._identities is None:
                 self._identities = sops_age.identities()
             try:

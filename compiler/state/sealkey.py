@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from compiler import settings
 from compiler.model.errors import fail
 
 KEY_PREFIX = "PKIC-SEAL-KEY-1:"
@@ -27,9 +28,9 @@ def seal_key_file() -> Path:
     identity (``pkic-seal.key`` in the directory of the age key file)."""
     from compiler.keys.sops_age import age_key_file
 
-    explicit = os.environ.get("PKIC_SEAL_KEY_FILE")
-    if explicit:
-        return Path(explicit).expanduser()
+    explicit = settings.seal_key_file()
+    if explicit is not None:
+        return explicit
     return age_key_file().parent / "pkic-seal.key"
 
 
@@ -47,7 +48,7 @@ def parse_key(text: str, where: str) -> Ed25519PrivateKey:
 
 def load_key() -> Ed25519PrivateKey | None:
     """The seal key from $PKIC_SEAL_KEY (CI), else from the key file; None if neither."""
-    text = os.environ.get("PKIC_SEAL_KEY")
+    text = settings.seal_key_text()
     if text:
         return parse_key(text, "PKIC_SEAL_KEY")
     path = seal_key_file()
