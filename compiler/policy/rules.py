@@ -54,7 +54,7 @@ def _dns_pattern(value: Any) -> str:
             out.append("*")
             continue
         try:
-            out.append(names.dns_name(label, allow_wildcard=False, label_only=True))
+            out.append(names.dns_label(label))
         except ValueError:
             raise PydanticCustomError(
                 "pattern", "{shown} is not a DNS name pattern ('*' stands for one whole label)", {"shown": quote(value)}
