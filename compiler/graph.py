@@ -7,7 +7,7 @@ label can never close its node or carry markup, whatever validation lets through
 from __future__ import annotations
 
 from compiler.model.errors import printable
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 
 
 def _id(name: str) -> str:

@@ -25,7 +25,7 @@ from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.keys.sops import rule_digest
 from compiler.model.errors import PkicError, fail
 from compiler.plan.planner import REVOKE, Plan
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state.seal import Invariants, Seal, Sealing
 from compiler.state.store import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, build, ocsp_response, responder_certificate

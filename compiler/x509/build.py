@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from compiler.spec.spec import Entry
+from compiler.spec import Entry
 
 # Everything pkic signs starts a minute before it is signed: a certificate's notBefore,
 # a CRL's and an OCSP response's thisUpdate, and a revocation's date. A verifier whose
