@@ -6,7 +6,8 @@
 * :mod:`~compiler.spec.loading`: pki.yaml to a document with positions, then to the
   effective spec (:func:`load`, the entry point);
 * :mod:`~compiler.spec.diagnostics`: problems turned into file:line:col diagnostics;
-* :mod:`~compiler.spec.resolution`: defaults, issuers, cross-field checks, canonical order;
+* :mod:`~compiler.spec.resolution`: issuers, cross-field checks, canonical order;
+* :mod:`~compiler.spec.entries`: one entry with its defaults applied and its own checks;
 * :mod:`~compiler.spec.effective`: the effective spec's classes;
 * :mod:`~compiler.spec.cache`: the resolved-spec cache in the user's cache directory.
 

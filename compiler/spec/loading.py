@@ -39,7 +39,8 @@ def _read(path: Path, display: str) -> bytes:
 # of at most this many nodes (~5 s), and a larger one is left to the C loaders
 ROUND_TRIP_NODES = 50_000
 # ... and when check_yaml cannot count the nodes (a syntax error stops it), the size
-# stands in: 256 KiB of pki.yaml is about as many nodes (~5 bytes a node)
+# stands in: 256 KiB is far beyond a hand-written pki.yaml, and even at ~5 bytes a node
+# it is about that many nodes
 ROUND_TRIP_BYTES = 256 * 1024
 
 

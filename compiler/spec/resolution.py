@@ -10,33 +10,19 @@ not again as follow-ons.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from compiler.layout import name_problem
 from compiler.model.bounded import Locator, quote
-from compiler.model.durations import default_refresh_before, default_renew_before, format_duration
 from compiler.model.errors import Diagnostic, PkicError
 from compiler.spec.diagnostics import sorted_diagnostics
-from compiler.spec.effective import CaSettings, EffectiveSpec, Entry, PublishSettings
-from compiler.spec.models import Authority, Certificate, Defaults, Moved, Spec, Subject
+from compiler.spec.effective import EffectiveSpec, Entry, PublishSettings
+from compiler.spec.entries import authority_entry, certificate_entry
+from compiler.spec.models import Authority, Certificate, Moved, Spec
 
-SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DEFAULT_LIFETIME = {
-    "root": timedelta(days=3650),
-    "intermediate": timedelta(days=1825),
-    "certificate": timedelta(days=90),
-}
-# A root's CRL is signed by an offline-ish key, rarely: it lives long; an intermediate's
-# is re-signed often, so a revocation reaches relying parties within days
-DEFAULT_CRL_LIFETIME = {"root": timedelta(days=90), "intermediate": timedelta(days=7)}
-DEFAULT_OCSP_LIFETIME = timedelta(days=4)
-DEFAULT_RESPONDER_LIFETIME = {"root": timedelta(days=365), "intermediate": timedelta(days=30)}
 
 
 @dataclass
@@ -91,11 +77,15 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
     entries: dict[str, Entry] = {}
     children: dict[str, list[str]] = {}
     for name, a in w.auths.items():
-        entries[name] = _authority(w, name, a, spec.defaults)
+        issuer = w.auths.get(a.issuer) if a.issuer else None
+        entries[name], diags = authority_entry(loc, name, a, defaults=spec.defaults, issuer=issuer, depth=w.depth_of(name))
+        w.diags += diags
         if a.issuer:
             children.setdefault(a.issuer, []).append(name)
     for name, c in w.certs.items():
-        entries[name] = _certificate(w, name, c, spec.defaults, repo)
+        issuer = w.auths.get(c.issuer)
+        entries[name], diags = certificate_entry(loc, name, c, defaults=spec.defaults, issuer=issuer, depth=w.depth_of(name), repo=repo)
+        w.diags += diags
         children.setdefault(c.issuer, []).append(name)
 
     _check_lifetimes(w, entries)
@@ -197,193 +187,6 @@ def _check_cycles(w: _Work) -> set[str]:
                     )
                 )
     return in_cycles
-
-
-# --------------------------------------------------------------------------- one entry
-
-
-def _subject(defaults: Subject | None, own: Subject | None) -> list[list[str]]:
-    """The entry's subject over the default one (a null value removes a default), in
-    X.500 order."""
-    values: dict[str, str] = {}
-    if defaults is not None:
-        values.update({k: v for k, v in defaults.model_dump().items() if v is not None})
-    if own is not None:
-        for k in own.model_fields_set:
-            v = getattr(own, k)
-            if v is None:
-                values.pop(k, None)
-            else:
-                values[k] = v
-    return [[k, values[k]] for k in SUBJECT_ORDER if k in values]
-
-
-def _ip_key(value: str) -> tuple[int, int]:
-    ip = ipaddress.ip_address(value)
-    return (ip.version, int(ip))
-
-
-def _issuer_urls(issuer: Authority | None) -> dict[str, str]:
-    """The issuer's CRL/OCSP/caIssuers URLs, which go into what it issues (only when set,
-    so specs without them keep their digests)."""
-    if issuer is None:
-        return {}
-    urls = {"crl_url": issuer.crl_url, "ocsp_url": issuer.ocsp_url, "ca_issuers_url": issuer.ca_issuers_url}
-    return {k: v for k, v in urls.items() if v}
-
-
-def _check_renew_before(w: _Work, path: tuple[str, str], renew_before: timedelta, lifetime: timedelta) -> None:
-    if renew_before >= lifetime:
-        w.diags.append(
-            w.loc.diag(
-                (*path, "renew_before"),
-                f"renew_before ({format_duration(renew_before)}) must be shorter than the lifetime ({format_duration(lifetime)})",
-            )
-        )
-
-
-def _name_constraints(a: Authority) -> dict[str, list[str]] | None:
-    """The authority's name constraints, each list sorted and unique, empty ones left out."""
-    if a.name_constraints is None:
-        return None
-    nc = {k: sorted(set(v)) for k, v in a.name_constraints.model_dump().items() if v}
-    return nc or None
-
-
-def _ca_settings(w: _Work, name: str, a: Authority) -> CaSettings:
-    """How the authority publishes revocation: its CRL and OCSP lifetimes and refresh."""
-    tier = "root" if a.issuer is None else "intermediate"
-    crl_lifetime = a.crl_lifetime or DEFAULT_CRL_LIFETIME[tier]
-    ocsp_lifetime = a.ocsp_lifetime or DEFAULT_OCSP_LIFETIME
-    ca = CaSettings(
-        crl_lifetime=crl_lifetime,
-        crl_renew_before=a.crl_renew_before or default_refresh_before(crl_lifetime),
-        ocsp_signer=a.ocsp_signer,
-        ocsp_lifetime=ocsp_lifetime,
-        ocsp_renew_before=a.ocsp_renew_before or default_refresh_before(ocsp_lifetime),
-        responder_lifetime=a.ocsp_responder_lifetime or DEFAULT_RESPONDER_LIFETIME[tier],
-        revoke_superseded=a.revoke_superseded,
-    )
-    for fname, short, longer in (
-        ("crl_renew_before", ca.crl_renew_before, crl_lifetime),
-        ("ocsp_renew_before", ca.ocsp_renew_before, ocsp_lifetime),
-    ):
-        if short >= longer:
-            w.diags.append(
-                w.loc.diag(
-                    ("authorities", name, fname),
-                    f"{fname} ({format_duration(short)}) must be shorter than the lifetime it refreshes ({format_duration(longer)})",
-                )
-            )
-    return ca
-
-
-def _authority(w: _Work, name: str, a: Authority, defaults: Defaults) -> Entry:
-    lifetime = a.lifetime or DEFAULT_LIFETIME["root" if a.issuer is None else "intermediate"]
-    subject = _subject(defaults.subject, a.subject)
-    if not any(k == "CN" for k, _ in subject):
-        w.diags.append(w.loc.diag(("authorities", name, "subject"), "an authority needs a subject CN", "add subject: {CN: ...}"))
-    body: dict[str, Any] = {
-        "kind": "authority",
-        "issuer": a.issuer,
-        "subject": subject,
-        "key": a.key or defaults.key,
-        "lifetime": format_duration(lifetime),
-        "path_length": a.path_length,
-        "name_constraints": _name_constraints(a),
-        "rekey": a.rekey,
-    }
-    if a.ocsp_signer == "self":
-        body["ocsp_signer"] = "self"
-    body.update(_issuer_urls(w.auths.get(a.issuer) if a.issuer else None))
-    ca = _ca_settings(w, name, a)
-    renew_before = a.renew_before or default_renew_before(lifetime)
-    _check_renew_before(w, ("authorities", name), renew_before, lifetime)
-    pols = tuple([a.policy] if isinstance(a.policy, str) else (a.policy or []))
-    return Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, w.depth_of(name), a.revoke, a.key_compromised, ca, pols)
-
-
-def _csr_names(w: _Work, name: str, c: Certificate, body: dict[str, Any], repo: Path | None) -> dict[str, list[str]] | None:
-    """Take the key from the certificate's CSR (into ``body``); returns the names the CSR
-    asks for that pki.yaml does not list (None: none). A CSR that cannot be read, or
-    whose key contradicts ``key``, is a problem of the spec."""
-    from compiler.x509.csr import CsrError, load_csr  # lazy: x509 imports compiler.spec
-
-    if c.csr is None or repo is None:
-        return None
-    try:
-        info = load_csr(repo / c.csr, repo)
-    except CsrError as exc:
-        w.diags.append(
-            w.loc.diag(
-                ("certificates", name, "csr"),
-                f"{c.csr}: {exc}",
-                "regenerate it on the host (`pkic csr` or `openssl req -new`) and commit it",
-            )
-        )
-        return None
-    if c.key is not None and c.key != info.key_type:
-        w.diags.append(
-            w.loc.diag(
-                ("certificates", name, "key"),
-                f"key {c.key} does not match the CSR's {info.key_type} key",
-                "remove `key`: a CSR brings its own",
-            )
-        )
-    body["key"] = info.key_type
-    body["csr_key"] = info.public_key_sha256
-    extra = {k: [v for v in vals if v not in body.get(k, [])] for k, vals in info.names.items()}
-    return {k: v for k, v in extra.items() if v} or None
-
-
-def _certificate(w: _Work, name: str, c: Certificate, defaults: Defaults, repo: Path | None) -> Entry:
-    lifetime = c.lifetime or DEFAULT_LIFETIME["certificate"]
-    subject = _subject(defaults.subject, c.subject)
-    body: dict[str, Any] = {
-        "kind": "certificate",
-        "issuer": c.issuer,
-        "profile": c.profile,
-        "subject": subject,
-        "dns": sorted(set(c.dns)),
-        "ip": sorted(set(c.ip), key=_ip_key),
-        "uri": sorted(set(c.uri)),
-        "email": sorted(set(c.email)),
-        "key": c.key or defaults.key,
-        "lifetime": format_duration(lifetime),
-        "rekey": c.rekey,
-    }
-    body.update(_issuer_urls(w.auths.get(c.issuer)))
-    extra = _csr_names(w, name, c, body, repo)
-    renew_before = c.renew_before or default_renew_before(lifetime)
-    _check_renew_before(w, ("certificates", name), renew_before, lifetime)
-    if c.profile in ("server", "peer") and not (c.dns or c.ip):
-        w.diags.append(
-            w.loc.diag(
-                ("certificates", name),
-                f"a {c.profile} certificate needs at least one dns or ip name",
-                "add dns: [host.example.com] (clients check names against the SAN, not the CN)",
-            )
-        )
-    if not (c.dns or c.ip or c.uri or c.email or any(k == "CN" for k, _ in subject)):
-        w.diags.append(
-            w.loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email")
-        )
-    return Entry(
-        name,
-        "certificate",
-        c.issuer,
-        body,
-        lifetime,
-        renew_before,
-        c.reuse_key,
-        w.depth_of(name),
-        c.revoke,
-        c.key_compromised,
-        None,
-        (),
-        c.csr,
-        extra,
-    )
 
 
 # --------------------------------------------------------------------------- between entries
