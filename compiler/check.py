@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
 

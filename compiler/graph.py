@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Set
 
 from compiler.model.errors import printable
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 
 
 def _id(name: str) -> str:

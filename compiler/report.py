@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from html import escape
 
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state import Record, State, parse_ts, ts
 
 CSS = """

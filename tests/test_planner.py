@@ -4,15 +4,17 @@ the action and reasons the plan must give. The clock is fixed; no key, no file."
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from compiler.model.bounded import Locator
 from compiler.plan.planner import make_plan
-from compiler.spec.spec import Locator, Spec, parse_yaml, resolve
+from compiler.model.bounded import Locator
+from compiler.spec import Spec, parse_yaml, resolve
 from compiler.state import State, ts
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 BASE = """
 version: 1

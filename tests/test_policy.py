@@ -529,7 +529,7 @@ def test_names_outside_constraints_are_refused_at_plan_time(applied, pkic):
 def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkeypatch, tmp_path):
     from compiler.keys import keystore
     from compiler.model.keytype import KeyType
-    from compiler.spec.spec import Entry
+    from compiler.spec import Entry
     from compiler.x509.build import IssuerRef, build
 
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", pkic.env["SOPS_AGE_KEY_FILE"])

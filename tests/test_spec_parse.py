@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from ruamel.yaml.cyaml import CSafeLoader
 
-from compiler.spec.spec import _quick_compose
+from compiler.spec.parse import _quick_compose
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))

@@ -856,7 +856,7 @@ def test_key_type_is_the_spec_spelling():
     from typing import get_args
 
     from compiler.model.keytype import KeyType
-    from compiler.spec.spec import KeyTypeName
+    from compiler.spec import KeyTypeName
 
     assert list(get_args(KeyTypeName)) == [k.value for k in KeyType]
     assert json.dumps({"key": KeyType.ECDSA_P384}) == '{"key": "ecdsa-p384"}' and f"{KeyType.ED25519}" == "ed25519"

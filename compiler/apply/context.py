@@ -13,7 +13,7 @@ from typing import Any
 from compiler.apply.bundle import Certs
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.plan.planner import Plan
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state import Seal, State, ts
 
 Op = dict[str, Any]  # one journal step (JSON), as State.apply_op folds it

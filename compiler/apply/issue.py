@@ -22,8 +22,8 @@ from compiler.model.errors import fail
 from compiler.model.keytype import key_id as key_id_of
 from compiler.model.keytype import public_key_sha256
 from compiler.plan.planner import Change
+from compiler.spec import Entry
 from compiler.spec.sops_rules import rule_digest
-from compiler.spec.spec import Entry
 from compiler.state import parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, build
 from compiler.x509.csr import CsrError, load_csr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from compiler import layout
 from compiler.plan.planner import Plan
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 
 
 def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:

@@ -26,7 +26,7 @@ from compiler.keys.keystore import Keystore
 from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
 from compiler.plan.planner import REVOKE, Plan, Reencrypt
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state import Invariants, Journal, Sealing, State, listing_json, new_lineage, ts
 
 

@@ -16,7 +16,7 @@ from compiler.apply.bundle import Certs
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.model.errors import fail
 from compiler.plan.planner import REVOKE, Plan
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state import State
 from compiler.x509.csr import CsrError, load_csr
 

@@ -29,7 +29,7 @@ from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.plan.planner import REVOKE, Change
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.x509.build import IssuerRef, build
 
 Issuers = dict[str, tuple[KeyHandle, IssuerRef]]  # issuer -> its signing handle and reference

@@ -84,10 +84,10 @@ def parse_now(value: str | None) -> datetime:
 
 
 def _load(now: datetime):
+    from compiler import spec as spec_mod
     from compiler.apply import reviewed_inputs
     from compiler.plan.planner import make_plan
     from compiler.policy import rules as policy
-    from compiler.spec import spec as spec_mod
     from compiler.state import load_with_journal
 
     effective = spec_mod.load(_repo)
@@ -483,10 +483,10 @@ def check(
     save: Path | None = typer.Option(None, "--out", help="write the output to this file (atomically; for textfile collectors)"),
 ) -> None:
     """Expiry monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
+    from compiler import spec as spec_mod
     from compiler.check import LEVEL_NAMES, UNKNOWN, overall, prometheus, run_check, summary_line
     from compiler.model.durations import parse_duration
     from compiler.model.errors import printable
-    from compiler.spec import spec as spec_mod
     from compiler.state import load_with_journal
 
     fmt = "json" if as_json else fmt
@@ -592,7 +592,7 @@ def graph(
 ) -> None:
     """The hierarchy as a Mermaid or Graphviz diagram."""
     from compiler import graph as graph_mod
-    from compiler.spec import spec as spec_mod
+    from compiler import spec as spec_mod
 
     effective = spec_mod.load(_repo)
     revoked = {n for n, e in effective.entries.items() if e.revoke}
@@ -610,9 +610,9 @@ def report(
     now: str | None = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """A self-contained HTML report for auditors: hierarchy, validity timeline, revocations, recent changes."""
+    from compiler import spec as spec_mod
     from compiler.gitops import recent_commits
     from compiler.report import render_report
-    from compiler.spec import spec as spec_mod
     from compiler.state import load_with_journal
 
     state, _ = load_with_journal(_repo)
@@ -672,7 +672,7 @@ def schema(
     if for_policy:
         from compiler.policy.rules import json_schema
     else:
-        from compiler.spec.spec import json_schema
+        from compiler.spec import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
 
@@ -782,9 +782,9 @@ def seal_init(
 @app.command()
 def validate() -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
+    from compiler import spec as spec_mod
     from compiler.plan.planner import check_horizon
     from compiler.policy import rules as policy
-    from compiler.spec import spec as spec_mod
     from compiler.spec.sops_config import creation_rules
 
     diags: list[Diagnostic] = []
@@ -814,8 +814,8 @@ def csr(
 ) -> None:
     """Host side: generate a key and a CSR for a certificate in the spec; the key stays here."""
     from compiler import layout
+    from compiler import spec as spec_mod
     from compiler.keys.keystore import write_csr_outside, write_host_key
-    from compiler.spec import spec as spec_mod
 
     effective = spec_mod.load(_repo)
     entry = effective.entries.get(name)
@@ -873,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0
     except PkicError as exc:
-        from compiler.spec.spec import locate
+        from compiler.spec import locate
 
         for d in locate(_repo, exc.diagnostics):
             err.print(f"[bold red]error:[/] {_escape_lines(d.render())}")

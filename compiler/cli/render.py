@@ -15,7 +15,7 @@ from rich.text import Text
 
 from compiler.model.errors import printable as _p
 from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
-from compiler.spec.spec import EffectiveSpec
+from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
 

@@ -61,3 +61,15 @@ def format_duration(delta: timedelta) -> str:
             n, total = divmod(total, size)
             parts.append(f"{n}{unit}")
     return "".join(parts) or "0s"
+
+
+def default_renew_before(lifetime: timedelta) -> timedelta:
+    """When a certificate is renewed unless pki.yaml says otherwise: with a third of its
+    lifetime left, time enough to notice and mend a failed renewal before it expires."""
+    return lifetime / 3
+
+
+def default_refresh_before(lifetime: timedelta) -> timedelta:
+    """When a CRL or OCSP response is re-signed unless pki.yaml says otherwise: at half
+    its lifetime, so relying parties never hold one about to expire."""
+    return lifetime / 2

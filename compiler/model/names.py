@@ -42,7 +42,36 @@ def _looks_like_ip(text: str) -> bool:
         return False
 
 
-def dns_name(value: str, *, allow_wildcard: bool = True, label_only: bool = False) -> str:
+# RFC 1035 2.3.4: at most 255 octets on the wire, which is 253 characters written out
+MAX_DNS_NAME_CHARS = 253
+
+
+def _idna(value: str, text: str) -> str:
+    """``text`` (``value`` stripped) IDNA 2008 encoded and lower-cased."""
+    lowered = text.lower()
+    if _ASCII_HOST.match(lowered) and "xn--" not in lowered:
+        return lowered  # plain LDH names: IDNA would change nothing but the case
+    try:
+        encoded = idna.encode(text, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{quote(value)} is not a valid DNS name ({exc})") from None
+    return encoded.lower()
+
+
+def _check_ldh(value: str, labels: list[str]) -> None:
+    if any(not _LABEL.match(label) for label in labels):
+        raise ValueError(f"{quote(value)} is not a valid DNS name (letters, digits and '-' per label)")
+
+
+def _check_length(value: str, result: str) -> str:
+    if len(result) > MAX_DNS_NAME_CHARS:
+        raise ValueError(f"{quote(value)} is longer than {MAX_DNS_NAME_CHARS} characters")
+    return result
+
+
+def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
+    """A host name for a SAN or name constraint: an IP address in any spelling, or a name
+    ending in an all-digit label, is refused (clients would read it as an address)."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{quote(value)} is not a DNS name")
     text = value.strip().rstrip(".")
@@ -53,28 +82,33 @@ def dns_name(value: str, *, allow_wildcard: bool = True, label_only: bool = Fals
         wildcard, text = True, text[2:]
     if "*" in text:
         raise ValueError(f"{quote(value)} is not a DNS name: '*' may only be the whole leftmost label")
-    if not wildcard and not label_only and _looks_like_ip(text):
+    if not wildcard and _looks_like_ip(text):
         raise ValueError(f"{quote(value)} is an IP address, not a DNS name: put it under ip: (clients match it against IP SANs only)")
-    lowered = text.lower()
-    if _ASCII_HOST.match(lowered) and "xn--" not in lowered:
-        encoded = lowered  # plain LDH names: IDNA would change nothing but the case
-    else:
-        try:
-            encoded = idna.encode(text, uts46=True).decode("ascii")
-        except idna.IDNAError as exc:
-            raise ValueError(f"{quote(value)} is not a valid DNS name ({exc})") from None
-        encoded = encoded.lower()
+    encoded = _idna(value, text)
     labels = encoded.split(".")
-    if labels[-1].isdigit() and not label_only:
+    if labels[-1].isdigit():
         raise ValueError(f"{quote(value)} ends in an all-digit label, which resolvers read as an IPv4 address: put an address under ip:")
-    if any(not _LABEL.match(label) for label in labels):
-        raise ValueError(f"{quote(value)} is not a valid DNS name (letters, digits and '-' per label)")
+    _check_ldh(value, labels)
     if wildcard and len(labels) < 2:
         raise ValueError(f"{quote(value)} is a wildcard over a top-level domain")
-    result = ("*." if wildcard else "") + encoded
-    if len(result) > 253:
-        raise ValueError(f"{quote(value)} is longer than 253 characters")
-    return result
+    return _check_length(value, ("*." if wildcard else "") + encoded)
+
+
+def dns_label(value: str) -> str:
+    """One label of a DNS name pattern (policies check ``*.svc.example.com`` label by
+    label), IDNA encoded and lower-cased. Unlike a whole name it may be all digits or
+    look like an address (``10`` in ``10.svc.example.com``): only a whole name is read
+    as one."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{quote(value)} is not a DNS name")
+    text = value.strip().rstrip(".")
+    if text.startswith("*."):
+        raise ValueError(f"{quote(value)} is a wildcard, which is not allowed here")
+    if "*" in text:
+        raise ValueError(f"{quote(value)} is not a DNS name: '*' may only be the whole leftmost label")
+    encoded = _idna(value, text)
+    _check_ldh(value, encoded.split("."))
+    return _check_length(value, encoded)
 
 
 def dns_domain(value: str) -> str:

@@ -35,9 +35,9 @@ from compiler.layout import key_path, responder_key_path
 from compiler.model.bounded import quote
 from compiler.model.durations import format_duration
 from compiler.model.errors import Diagnostic, PkicError, fail
+from compiler.spec import EffectiveSpec, spec_digest
 from compiler.spec.sops_config import RuleError
 from compiler.spec.sops_rules import masters, resolved_from, rule_digest, rules_digest
-from compiler.spec.spec import EffectiveSpec, spec_digest
 from compiler.state import State, parse_ts, ts
 
 ISSUE, REISSUE, RENEW, REVOKE = "issue", "reissue", "renew", "revoke"

@@ -168,7 +168,7 @@ def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
                         )
                     )
                 for kind, value, why in violations(entry.spec, nc):
-                    from compiler.spec.spec import raw_index
+                    from compiler.spec.diagnostics import raw_index
 
                     i = raw_index(loc, "certificates", name, kind, value)
                     diags.append(

@@ -36,10 +36,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from compiler.model import names
-from compiler.model.bounded import quote
+from compiler.model.bounded import Locator, quote
 from compiler.model.errors import Diagnostic, PkicError
 from compiler.policy.constraints import openssl_hostlike
-from compiler.spec.spec import Duration, EffectiveSpec, IpNetwork, KeyTypeName, Locator, Profile, _pydantic_diags, read_document
+from compiler.spec import Duration, EffectiveSpec, IpNetwork, KeyTypeName, Profile, pydantic_diags, read_document
 
 POLICY_DIR = "policies"
 
@@ -54,7 +54,7 @@ def _dns_pattern(value: Any) -> str:
             out.append("*")
             continue
         try:
-            out.append(names.dns_name(label, allow_wildcard=False, label_only=True))
+            out.append(names.dns_label(label))
         except ValueError:
             raise PydanticCustomError(
                 "pattern", "{shown} is not a DNS name pattern ('*' stands for one whole label)", {"shown": quote(value)}
@@ -159,7 +159,7 @@ def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[st
             doc, loc = read_document(path, rel)
             out[name] = LoadedPolicy(name, rel, Policy.model_validate(doc), loc)
         except ValidationError as exc:
-            diags.extend(_pydantic_diags(exc, loc, Policy))
+            diags.extend(pydantic_diags(exc, loc, Policy))
         except PkicError as exc:
             diags.extend(exc.diagnostics)
     if diags:
@@ -321,7 +321,7 @@ def _located(repo: Path, loc: Locator) -> Locator:
     """The fast loader keeps no positions: re-read pki.yaml with them, only when needed."""
     if loc.positioned:
         return loc
-    from compiler.spec.spec import SPEC_FILE
+    from compiler.spec import SPEC_FILE
 
     return read_document(repo / SPEC_FILE)[1]
 
@@ -397,7 +397,7 @@ def _hint(field: str) -> str | None:
 
 
 def original_index(loc: Locator, section: str, name: str, f: str, value: str, fallback: int) -> int:
-    from compiler.spec.spec import raw_index
+    from compiler.spec import raw_index
 
     return raw_index(loc, section, name, f, value, fallback)
 

@@ -354,7 +354,7 @@ def test_a_backtracking_encrypted_regex_cannot_stall_apply(pkic, applied):
 def test_a_quoted_tagged_huge_int_is_an_error_not_a_crash(pkic, repo, where):
     """Attack: `!!int "0xfff...f"` (5,000 hex digits). The number check skips quoted
     scalars (ev.style) and the explicit tag makes the loader build the int anyway (hex has
-    no digit limit); the first repr() of it (spec._show, bounded.quote) raises ValueError
+    no digit limit); the first repr() of it (spec.diagnostics._show, bounded.quote) raises ValueError
     ("Exceeds the limit (4300 digits)"): "pkic crashed", exit 3. Expected: refused where
     it stands, like a plain 5,000-character number (check tagged scalars too, whatever
     their style), exit 1."""

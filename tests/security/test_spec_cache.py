@@ -1,7 +1,7 @@
 """Attack: a resolved-spec cache standing in for pki.yaml.
 
 plan keeps the resolved spec in ``$XDG_CACHE_HOME/pkic/spec/<repo>/pki.yaml.<sha256 of
-pki.yaml>.json`` (see compiler/spec.py: cache_dir, _cache_path, _dump_effective). On a
+pki.yaml>.json`` (see compiler/spec/cache.py: cache_dir, _cache_path, _dump_effective). On a
 shared or persistent runner, anything that can write there (an earlier job running a
 pull request's code, another user of a world-writable cache) could plant one that
 claims an extra leaf for the exact bytes of the reviewed pki.yaml. apply must never

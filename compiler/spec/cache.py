@@ -1,0 +1,190 @@
+"""The resolved-spec cache: a spec that resolved once loads again without parsing.
+
+At 10,000 entries, parsing, validating and resolving pki.yaml takes seconds; the cache
+(keyed by the SHA-256 of pki.yaml, the pkic version and the resolving code, checked
+against every CSR it read) makes that a fraction. It lives in the user's cache
+directory, private to the user, never in the repository; apply does not use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from compiler import __version__, layout
+from compiler.model.bounded import Locator
+from compiler.model.errors import PkicError
+from compiler.spec.effective import CaSettings, EffectiveSpec, Entry, PublishSettings
+from compiler.spec.models import SPEC_FILE
+
+
+def cache_dir(repo: Path) -> Path:
+    """Where resolved specs of ``repo`` are cached: in the user's cache directory, never
+    in the repository. A cache file committed in a pull request would otherwise stand in
+    for pki.yaml: the plan and the apply would follow it, not the reviewed spec."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    where = hashlib.sha256(os.fsencode(os.path.realpath(repo))).hexdigest()[:32]
+    return Path(base) / "pkic" / "spec" / where
+
+
+CACHE_FORMAT = 2
+_CODE_DIGEST: str | None = None
+# Besides compiler/spec/ itself, the modules whose rules decide what a spec resolves to
+_RESOLVING_CODE = ("model/names.py", "model/durations.py", "policy/constraints.py", "x509/csr.py")
+
+
+def _code_digest() -> str:
+    """The digest of the code that resolves a spec: a cache never outlives a change to it."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        h = hashlib.sha256()
+        root = Path(__file__).parent.parent  # compiler/
+        mods = sorted(p.relative_to(root).as_posix() for p in Path(__file__).parent.glob("*.py")) + list(_RESOLVING_CODE)
+        for mod in mods:
+            try:
+                h.update((root / mod).read_bytes())
+            except OSError:
+                h.update(mod.encode())
+        _CODE_DIGEST = h.hexdigest()
+    return _CODE_DIGEST
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` and its cache parents, mode 0700; refuse one that is not ours alone."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{path} is not a private directory of this user")
+
+
+def _read_cache(cache: Path) -> bytes:
+    """A cache file, only from a private directory of ours (another user could plant one)."""
+    st = os.lstat(cache.parent)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError("not a private cache directory")
+    fd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _cache_path(path: Path, data: bytes) -> Path:
+    """The cache file of ``path`` (pki.yaml) with these bytes."""
+    return cache_dir(path.parent) / f"{path.name}.{hashlib.sha256(data).hexdigest()}.json"
+
+
+def _td(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def _dump_effective(eff: EffectiveSpec, csrs: dict[str, str]) -> str:
+    """The cache file's text: ``csrs`` maps each CSR read to its SHA-256."""
+
+    def entry(e: Entry) -> dict[str, Any]:
+        return {
+            "name": e.name,
+            "kind": e.kind,
+            "issuer": e.issuer,
+            "spec": e.spec,
+            "lifetime": e.lifetime.total_seconds(),
+            "renew_before": e.renew_before.total_seconds(),
+            "reuse_key": e.reuse_key,
+            "depth": e.depth,
+            "revoke": e.revoke,
+            "key_compromised": e.key_compromised,
+            "ca": None if e.ca is None else {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in e.ca.__dict__.items()},
+            "policies": list(e.policies),
+            "csr_path": e.csr_path,
+            "csr_extra_names": e.csr_extra_names,
+        }
+
+    return json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "pkic": __version__,
+            "code": _code_digest(),
+            "csrs": csrs,
+            "entries": [entry(e) for e in eff.entries.values()],
+            "moved": eff.moved,
+            "children": eff.children,
+            "publish": {"ocsp": eff.publish.ocsp, "ocsp_dir": eff.publish.ocsp_dir},
+        }
+    )
+
+
+def _load_effective(text: bytes, repo: Path) -> EffectiveSpec | None:
+    """The cached spec, or None when it was made by other code or a CSR changed since.
+    A file that is not what :func:`_dump_effective` wrote raises ValueError, KeyError or
+    TypeError (the caller treats that as a miss)."""
+    body = json.loads(text)  # callers catch ValueError and RecursionError
+    if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != _code_digest():
+        return None
+    for rel, digest in body["csrs"].items():  # a CSR changed: resolve again
+        try:
+            if hashlib.sha256(layout.read_input(repo, rel)).hexdigest() != digest:
+                return None
+        except (OSError, PkicError):
+            return None
+    entries = {}
+    for d in body["entries"]:
+        entries[d["name"]] = Entry(
+            d["name"],
+            d["kind"],
+            d["issuer"],
+            d["spec"],
+            _td(d["lifetime"]),
+            _td(d["renew_before"]),
+            d["reuse_key"],
+            d["depth"],
+            d["revoke"],
+            d["key_compromised"],
+            None if d["ca"] is None else _load_ca(d["ca"]),
+            tuple(d["policies"]),
+            d["csr_path"],
+            d["csr_extra_names"],
+        )
+    publish = PublishSettings(body["publish"]["ocsp"], body["publish"]["ocsp_dir"])
+    return EffectiveSpec(entries, body["moved"], body["children"], publish, Locator(SPEC_FILE, {}))
+
+
+def _load_ca(ca: dict[str, Any]) -> CaSettings:
+    """An authority's CaSettings as _dump_effective wrote them (durations in seconds)."""
+    if set(ca) != set(CaSettings.__dataclass_fields__) or ca["ocsp_signer"] not in ("delegated", "self"):
+        raise ValueError("not the CaSettings this code writes")
+    return CaSettings(
+        crl_lifetime=_td(ca["crl_lifetime"]),
+        crl_renew_before=_td(ca["crl_renew_before"]),
+        ocsp_signer=ca["ocsp_signer"],
+        ocsp_lifetime=_td(ca["ocsp_lifetime"]),
+        ocsp_renew_before=_td(ca["ocsp_renew_before"]),
+        responder_lifetime=_td(ca["responder_lifetime"]),
+        revoke_superseded=ca["revoke_superseded"],
+    )
+
+
+def read_cached(path: Path, data: bytes, repo: Path) -> EffectiveSpec | None:
+    """The resolved spec kept for pki.yaml (``path``) with these bytes, or None: none
+    kept, made by other code, a CSR changed, or a file that is not ours to trust."""
+    try:
+        return _load_effective(_read_cache(_cache_path(path, data)), repo)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def store(path: Path, data: bytes, eff: EffectiveSpec, repo: Path) -> None:
+    """Keep the resolved spec, keyed by the bytes of pki.yaml (and of its CSRs inside)."""
+    cache = _cache_path(path, data)
+    try:
+        csrs = {e.csr_path: hashlib.sha256(layout.read_input(repo, e.csr_path)).hexdigest() for e in eff.entries.values() if e.csr_path}
+        _private_dir(cache.parent)
+        for old in cache.parent.glob(f"{path.name}.*.json"):
+            old.unlink()
+        staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+        staging.write_text(_dump_effective(eff, csrs), encoding="utf-8")
+        os.replace(staging, cache)
+    except (OSError, TypeError, ValueError, PkicError):
+        pass

@@ -1,0 +1,95 @@
+"""The effective spec: what pki.yaml asks for once defaults are applied, names
+normalised and issuers resolved. Everything after :mod:`compiler.spec` (policy, plan,
+apply, the commands) works on these classes, never on the YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from compiler.model.bounded import Locator
+from compiler.model.keytype import KeyType
+from compiler.spec.models import OcspSigner
+
+EntryKind = Literal["authority", "certificate"]
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """SHA-256 of canonical JSON: a certificate is reissued when its entry's digest changes."""
+    data = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    """How an authority publishes revocation information (not part of its certificate)."""
+
+    crl_lifetime: timedelta
+    crl_renew_before: timedelta
+    ocsp_signer: OcspSigner
+    ocsp_lifetime: timedelta
+    ocsp_renew_before: timedelta
+    responder_lifetime: timedelta
+    revoke_superseded: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One certificate as it must be: the spec with defaults applied, names normalised."""
+
+    name: str
+    kind: EntryKind
+    issuer: str | None  # None: a self-signed root
+    # canonical and JSON-able: everything the certificate is built from. Open JSON on
+    # purpose: it is digested, stored in the state and shown in plans as a whole
+    spec: dict[str, Any]
+    lifetime: timedelta
+    renew_before: timedelta
+    reuse_key: bool = False
+    depth: int = 0
+    revoke: str | None = None  # revoked in place, with this reason
+    key_compromised: str | None = None  # timestamp of a declared key compromise
+    ca: CaSettings | None = None  # lifecycle settings of an authority
+    policies: tuple[str, ...] = ()  # authorities: policies on what they sign
+    csr_path: str | None = None  # leaves from a CSR: the key is external
+    csr_extra_names: dict[str, list[str]] | None = None  # names the CSR asks for that pki.yaml does not list
+
+    @property
+    def is_root(self) -> bool:
+        return self.issuer is None
+
+    @property
+    def key_type(self) -> KeyType:
+        return KeyType(self.spec["key"])
+
+    @property
+    def digest(self) -> str:
+        return spec_digest(self.spec)
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    ocsp: bool = True
+    ocsp_dir: str = "out/ocsp"
+
+
+@dataclass
+class EffectiveSpec:
+    entries: dict[str, Entry]  # parents first, deterministic
+    moved: dict[str, str] = field(default_factory=dict)  # from -> to
+    children: dict[str, list[str]] = field(default_factory=dict)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    locator: Locator | None = None
+    # the other reviewed inputs, set by the caller that plans (not from the cache):
+    # .sops.yaml's creation rules (None: no .sops.yaml) and the policies in use, as data
+    sops_rules: list[dict[str, Any]] | None = None
+    policy_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        data = {"entries": {n: e.spec for n, e in self.entries.items()}, "moved": sorted(self.moved.items())}
+        return spec_digest(data)
