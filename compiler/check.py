@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
+from compiler.plan import PublicationKind
 from compiler.state.store import State, parse_ts, ts
 from compiler.verify import crl_retired
 
@@ -25,7 +26,7 @@ LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNK
 
 @dataclass
 class Item:
-    kind: str  # certificate | crl | ocsp | responder
+    kind: str  # "certificate" or a PublicationKind
     name: str
     issuer: str | None
     expires: str
@@ -83,7 +84,16 @@ def run_check(state: State, spec, now: datetime, warn: timedelta, critical: time
             s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
             refresh = e - (ca.ocsp_renew_before if ca else (e - s) / 2)
             level, msg = _level(now, s, e, refresh, None, critical)
-            items.append(Item("ocsp", name if r is rec else f"{name}@{r['serial'][:12]}", r.get("issuer"), info["next_update"], level, msg))
+            items.append(
+                Item(
+                    PublicationKind.OCSP,
+                    name if r is rec else f"{name}@{r['serial'][:12]}",
+                    r.get("issuer"),
+                    info["next_update"],
+                    level,
+                    msg,
+                )
+            )
     for authority in sorted(state.crls):
         if state.signer_record(authority) is None or crl_retired(state, authority, now):
             continue
@@ -92,7 +102,7 @@ def run_check(state: State, spec, now: datetime, warn: timedelta, critical: time
         s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
         refresh = e - (ca.crl_renew_before if ca else (e - s) / 2)
         level, msg = _level(now, s, e, refresh, None, critical)
-        items.append(Item("crl", authority, authority, info["next_update"], level, msg))
+        items.append(Item(PublicationKind.CRL, authority, authority, info["next_update"], level, msg))
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:
@@ -101,7 +111,7 @@ def run_check(state: State, spec, now: datetime, warn: timedelta, critical: time
         ca = entries[authority].ca if authority in entries and entries[authority].ca else None
         window = max((e - s) / 3, ca.ocsp_lifetime if ca else timedelta(0))
         level, msg = _level(now, s, e, e - window, None, critical)
-        items.append(Item("responder", authority, authority, resp["not_after"], level, msg))
+        items.append(Item(PublicationKind.RESPONDER, authority, authority, resp["not_after"], level, msg))
     return items
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from compiler.plan.planner import make_plan
+from compiler.plan import make_plan
 from compiler.spec.spec import Locator, Spec, parse_yaml, resolve
 from compiler.state.store import State, ts
 
@@ -195,7 +195,7 @@ def test_to_json_carries_every_field():
     dataclasses.asdict gives, so a new field cannot be left out of plans and digests."""
     from dataclasses import asdict
 
-    from compiler.plan.planner import Change, Publication, Reason
+    from compiler.plan import Change, Publication, Reason
 
     c = Change("web", "certificate", "reissue", [Reason("dns_changed", "dns: +x")], "new", "ca", "ecdsa-p256", "0a", "2027-01-01T00:00:00Z",
                [{"name": "web", "serial": "0a", "reason": "superseded", "invalidity": None}])

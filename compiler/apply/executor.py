@@ -24,7 +24,7 @@ from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.keys.sops import rule_digest
 from compiler.model.errors import PkicError, fail
-from compiler.plan.planner import REVOKE, Plan
+from compiler.plan import Action, KeyDisposition, Plan, PublicationKind
 from compiler.spec.spec import EffectiveSpec
 from compiler.state.seal import Invariants, Seal, Sealing
 from compiler.state.store import JOURNAL_PATH, Journal, State, load_state, load_with_journal, new_lineage, parse_ts, ts
@@ -355,7 +355,7 @@ def _fault(point: str) -> None:
 def _signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
     """Existing keys this plan signs with, as (name, key file): decrypted up front, so a
     missing identity fails before anything is written."""
-    changes = {c.name: c for c in plan.changes if c.action != REVOKE}
+    changes = {c.name: c for c in plan.changes if c.action != Action.REVOKE}
     new_keys = {n for n, c in changes.items() if c.key == "new"}
     needed: list[tuple[str, str]] = []
 
@@ -397,7 +397,7 @@ def execute(
     if spec.publish.ocsp:
         layout.check_dir(repo, spec.publish.ocsp_dir)
     store.check_encrypts(
-        [keystore.key_path(c.name) for c in plan.changes if c.action != REVOKE and c.key == "new"]
+        [keystore.key_path(c.name) for c in plan.changes if c.action != Action.REVOKE and c.key == KeyDisposition.NEW]
         + [keystore.responder_key_path(p.name) for p in plan.responders]
         + [r.path for r in plan.reencrypt]
     )
@@ -416,7 +416,7 @@ def execute(
                 load_csr(repo / spec.entries[c.name].csr_path, repo)
             except CsrError as exc:
                 raise fail(spec.entries[c.name].csr_path, str(exc)) from None
-        if c.action != REVOKE and c.key == "keep":
+        if c.action != Action.REVOKE and c.key == KeyDisposition.KEEP:
             certs.get(c.name)
     lineage = state.lineage or new_lineage()
     journal = Journal(repo)
@@ -541,7 +541,7 @@ def _run(repo, plan, spec, state, store, now, journal, certs, result, done, writ
         change = changes[i]
         i += 1
         name = change.name
-        if change.action == REVOKE:
+        if change.action == Action.REVOKE:
             _revoke_steps(change, journal, writer, state, done, at, remove_own_files=True)
             result.revoked.append(name)
             continue
@@ -710,7 +710,7 @@ def _parallel_run(changes: list, i: int, spec: EffectiveSpec) -> int:
     that no change inside the run touches: only leaves are in it)."""
     n = 0
     for c in changes[i:]:
-        if c.action == REVOKE or c.key != "new" or c.kind == "authority" or spec.entries[c.name].issuer is None:
+        if c.action == Action.REVOKE or c.key != KeyDisposition.NEW or c.kind == "authority" or spec.entries[c.name].issuer is None:
             break
         n += 1
     return n
@@ -1040,7 +1040,7 @@ def _ocsp_off(plan, state, journal, writer, done, at: str, result) -> None:
     """publish.ocsp is false: remove every published response (the state keeps its last
     record, with no file) and retire the delegated responders (certificate and key)."""
     for pub in plan.ocsp_off:
-        if pub.kind == "responder":
+        if pub.kind == PublicationKind.RESPONDER:
             _step(journal, writer, state, {"op": "responder_retired", "authority": pub.name, "at": at}, done)
             result.responders_retired.append(pub.name)
             continue

@@ -85,7 +85,7 @@ def parse_now(value: str | None) -> datetime:
 
 
 def _load(now: datetime):
-    from compiler.plan.planner import make_plan
+    from compiler.plan import make_plan
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
     from compiler.state.store import load_with_journal
@@ -294,7 +294,7 @@ def apply(
     from compiler.apply.executor import execute, finish_interrupted
     from compiler.cli.render import plan_text
     from compiler.keys.keystore import Keystore
-    from compiler.plan.planner import make_plan
+    from compiler.plan import make_plan
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
     from compiler.state import seal
@@ -307,7 +307,7 @@ def apply(
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
     from compiler.keys.sops import creation_rules
-    from compiler.plan.planner import check_horizon
+    from compiler.plan import check_horizon
 
     creation_rules(_repo)
     check_horizon(effective, when)
@@ -906,7 +906,7 @@ def seal_init(
 def validate() -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
     from compiler.keys.sops import creation_rules
-    from compiler.plan.planner import check_horizon
+    from compiler.plan import check_horizon
     from compiler.policy import rules as policy
     from compiler.spec import spec as spec_mod
 
