@@ -230,8 +230,8 @@ class Plan:
             or any(not c.time_driven for c in self.changes)
         )
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = dict.fromkeys(Action, 0)
+    def counts(self) -> dict[Action, int]:
+        out = dict.fromkeys(Action, 0)
         for c in self.changes:
             out[c.action] += 1
         return out
