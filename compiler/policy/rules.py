@@ -24,13 +24,12 @@ an empty list allows nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -39,7 +38,8 @@ from compiler.layout import SPEC_FILE
 from compiler.model import names
 from compiler.model.bounded import Locator, quote
 from compiler.model.errors import Diagnostic, PkicError
-from compiler.policy.constraints import openssl_hostlike
+from compiler.policy.constraints import ip_within, openssl_hostlike
+from compiler.policy.matching import dns_matches, dns_overlaps, subject_matches, uri_matches
 from compiler.spec.spec import Duration, EffectiveSpec, Entry, IpNetwork, KeyType, Profile, _pydantic_diags, read_document
 
 POLICY_DIR = "policies"
@@ -90,13 +90,6 @@ DnsPattern = Annotated[
 UriPattern = Annotated[str, BeforeValidator(_uri_pattern), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/*"]})]
 SubjectField = Literal["C", "ST", "L", "O", "OU", "CN"]
 SubjectPattern = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-def subject_matches(value: str, pattern: str) -> bool:
-    """A subject value against a policy pattern: '*' is any run of characters, the rest
-    literal; compared case-insensitively (``System:Masters`` is ``system:masters``)."""
-    regex = ".*".join(re.escape(part) for part in pattern.casefold().split("*"))
-    return re.fullmatch(regex, value.casefold(), flags=re.DOTALL) is not None
 
 
 class Policy(BaseModel):
@@ -178,52 +171,6 @@ def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[st
     return out
 
 
-# --------------------------------------------------------------------------- matching
-
-
-def dns_matches(name: str, pattern: str) -> bool:
-    a, b = name.lower().split("."), pattern.lower().split(".")
-    if len(a) != len(b):
-        return False
-    for x, p in zip(a, b, strict=True):
-        if p == "*":
-            continue  # one whole label (a literal '*' in a wildcard name included)
-        if x != p:
-            return False
-    return True
-
-
-def dns_overlaps(name: str, pattern: str) -> bool:
-    """Whether a certificate name could stand for a name the pattern covers: a wildcard
-    name (``*.example.com``) overlaps ``admin.example.com`` (for forbidden rules)."""
-    a, b = name.lower().split("."), pattern.lower().split(".")
-    return len(a) == len(b) and all(x == p or p == "*" or x == "*" for x, p in zip(a, b, strict=True))
-
-
-def uri_matches(value: str, pattern: str) -> bool:
-    """Exact scheme, host and port; then the rest (path, query, fragment) against the
-    pattern, where only ``*`` is special (any run of characters)."""
-    try:
-        v, p = urlsplit(value), urlsplit(pattern)
-        if v.scheme.lower() != p.scheme.lower() or (v.hostname or "") != (p.hostname or "") or v.port != p.port:
-            return False
-    except ValueError:
-        return False
-    if v.username or v.password:
-        return False
-
-    def rest(u: SplitResult) -> str:
-        return u.path + (f"?{u.query}" if u.query else "") + (f"#{u.fragment}" if u.fragment else "")
-
-    regex = ".*".join(re.escape(part) for part in rest(p).split("*"))
-    return re.fullmatch(regex, rest(v), flags=re.DOTALL) is not None
-
-
-def ip_in(value: str, network: str) -> bool:
-    ip, net = ipaddress.ip_address(value), ipaddress.ip_network(network)
-    return ip.version == net.version and ip in net
-
-
 def _quote(items: list[str]) -> str:
     return ", ".join(f"'{i}'" for i in items)
 
@@ -250,10 +197,10 @@ def check_entry(
             elif p.allowed_dns is not None and not any(dns_matches(n, pat) for pat in p.allowed_dns):
                 bad("dns", i, n, "allowed_dns", _quote(p.allowed_dns) or "none")
         for i, n in enumerate(spec.get("ip", [])):
-            hit = next((net for net in p.forbidden_ip if ip_in(n, net)), None)
+            hit = next((net for net in p.forbidden_ip if ip_within(n, net)), None)
             if hit:
                 bad("ip", i, n, "forbidden_ip", hit)
-            elif p.allowed_ip is not None and not any(ip_in(n, net) for net in p.allowed_ip):
+            elif p.allowed_ip is not None and not any(ip_within(n, net) for net in p.allowed_ip):
                 bad("ip", i, n, "allowed_ip", ", ".join(p.allowed_ip) or "none")
         for i, n in enumerate(spec.get("uri", [])):
             hit = next((pat for pat in p.forbidden_uri if uri_matches(n, pat)), None)
