@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from compiler.plan import PublicationKind
 from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
@@ -27,7 +28,7 @@ LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNK
 
 @dataclass
 class Item:
-    kind: str  # certificate | crl | ocsp | responder
+    kind: str  # "certificate" or a PublicationKind
     name: str
     issuer: str | None
     expires: str
@@ -85,7 +86,16 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
             s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
             refresh = e - (ca.ocsp_renew_before if ca else (e - s) / 2)
             level, msg = _level(now, s, e, refresh, None, critical)
-            items.append(Item("ocsp", name if r is rec else f"{name}@{r['serial'][:12]}", r.get("issuer"), info["next_update"], level, msg))
+            items.append(
+                Item(
+                    PublicationKind.OCSP,
+                    name if r is rec else f"{name}@{r['serial'][:12]}",
+                    r.get("issuer"),
+                    info["next_update"],
+                    level,
+                    msg,
+                )
+            )
     for authority in sorted(state.crls):
         if state.signer_record(authority) is None or crl_retired(state, authority, now):
             continue
@@ -94,7 +104,7 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
         s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
         refresh = e - (ca.crl_renew_before if ca else (e - s) / 2)
         level, msg = _level(now, s, e, refresh, None, critical)
-        items.append(Item("crl", authority, authority, info["next_update"], level, msg))
+        items.append(Item(PublicationKind.CRL, authority, authority, info["next_update"], level, msg))
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:
@@ -103,7 +113,7 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
         ca = entries[authority].ca if authority in entries and entries[authority].ca else None
         window = max((e - s) / 3, ca.ocsp_lifetime if ca else timedelta(0))
         level, msg = _level(now, s, e, e - window, None, critical)
-        items.append(Item("responder", authority, authority, resp["not_after"], level, msg))
+        items.append(Item(PublicationKind.RESPONDER, authority, authority, resp["not_after"], level, msg))
     return items
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from compiler.model.errors import fail, printable
-from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan
+from compiler.plan import Action, Plan
 from compiler.state import Op, Seal, State
 
-if TYPE_CHECKING:  # the executor is imported only where an apply runs
-    from compiler.apply.executor import ApplyResult
+if TYPE_CHECKING:  # the apply package is imported only where an apply runs
+    from compiler.apply import ApplyResult
 
 TRAILER = re.compile(r"^Pki-(Issued|Reissued|Renewed|Revoked|Moved|CRL|Plan|State|Seal): (.*)$")
 
@@ -139,7 +139,7 @@ def commit_message(
     plan: Plan, state: State, result: ApplyResult, reviewed: str, recovered: list[Op] | None = None, seal: Seal | None = None
 ) -> str:
     n = plan.counts()
-    parts = [f"{n[a]} {a}" for a in (ISSUE, REISSUE, RENEW, REVOKE) if n[a]]
+    parts = [f"{n[a]} {a}" for a in Action if n[a]]
     if plan.moves:
         parts.append(f"{len(plan.moves)} move")
     if result.crls:
@@ -151,7 +151,7 @@ def commit_message(
     subject = "pkic apply: " + (", ".join(parts) or "refresh")
     body = []
     for c in plan.changes:  # one line each: a subject in pki.yaml never writes a line (a Pki-* trailer) of its own
-        if c.action == REVOKE:
+        if c.action == Action.REVOKE:
             body.append(f"- revoke {c.name}: " + "; ".join(printable(r.message) for r in c.reasons))
         else:
             body.append(f"- {c.action} {c.name}: " + "; ".join(printable(r.message) for r in c.reasons))
@@ -164,9 +164,9 @@ def commit_message(
 
         body.append(f"- {ocsp_off_summary(plan)}" + (f" ({', '.join(result.responders_retired)})" if result.responders_retired else ""))
     trailers = []
-    label = {ISSUE: "Issued", REISSUE: "Reissued", RENEW: "Renewed"}
+    label = {Action.ISSUE: "Issued", Action.REISSUE: "Reissued", Action.RENEW: "Renewed"}
     for c in plan.changes:
-        if c.action == REVOKE:
+        if c.action == Action.REVOKE:
             for r in c.revokes:
                 trailers.append(f"Pki-Revoked: {r['name']} {r['serial']} {r['reason']}")
             continue
@@ -180,7 +180,7 @@ def commit_message(
     for op in recovered or []:  # the steps of an interrupted apply, finished now
         if op["op"] == "issued":
             rec = op["record"]
-            verb = {ISSUE: "Issued", REISSUE: "Reissued", RENEW: "Renewed"}.get(rec.get("action"), "Issued")
+            verb = {Action.ISSUE: "Issued", Action.REISSUE: "Reissued", Action.RENEW: "Renewed"}.get(rec.get("action"), "Issued")
             trailers.append(f"Pki-{verb}: {op['name']} {rec['serial']} {rec['sha256'][:16]}")
         elif op["op"] == "revoked":
             trailers.append(f"Pki-Revoked: {op['name']} {op['serial']} {op['reason']}")
@@ -305,7 +305,7 @@ def history(repo: Path, name: str) -> list[Event]:
                         "commit": sha,
                         "date": when,
                         "author": author,
-                        "action": kind.lower().replace("reissued", "reissue").replace("issued", "issue").replace("renewed", "renew"),
+                        "action": {"Issued": Action.ISSUE, "Reissued": Action.REISSUE, "Renewed": Action.RENEW}[kind],
                         "serial": fields[1] if len(fields) > 1 else None,
                         "sha256": fields[2] if len(fields) > 2 else None,
                         "reason": None,
@@ -317,7 +317,7 @@ def history(repo: Path, name: str) -> list[Event]:
                         "commit": sha,
                         "date": when,
                         "author": author,
-                        "action": "revoke",
+                        "action": Action.REVOKE,
                         "serial": fields[1] if len(fields) > 1 else None,
                         "sha256": None,
                         "reason": fields[2] if len(fields) > 2 else None,

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from compiler.model.bounded import Locator
-from compiler.plan.planner import make_plan
-from compiler.model.bounded import Locator
+from compiler.plan import make_plan
 from compiler.spec import Spec, parse_yaml, resolve
 from compiler.state import State, ts
 
@@ -197,12 +196,24 @@ def test_to_json_carries_every_field():
     dataclasses.asdict gives, so a new field cannot be left out of plans and digests."""
     from dataclasses import asdict
 
-    from compiler.plan.planner import Change, Publication, Reason
+    from compiler.plan import Action, Change, KeyDisposition, Publication, PublicationCode, PublicationKind, Reason, ReasonCode
 
-    c = Change("web", "certificate", "reissue", [Reason("dns_changed", "dns: +x")], "new", "ca", "ecdsa-p256", "0a", "2027-01-01T00:00:00Z",
-               [{"name": "web", "serial": "0a", "reason": "superseded", "invalidity": None}])
-    p = Publication("ocsp", "web", [Reason("issued", "new certificate")], "ca", "0b")
+    c = Change("web", "certificate", Action.REISSUE, [Reason(ReasonCode.DNS_CHANGED, "dns: +x")], KeyDisposition.NEW, "ca", "ecdsa-p256",
+               "0a", "2027-01-01T00:00:00Z",
+               [{"name": "web", "serial": "0a", "reason": "superseded", "invalidity": None, "public_key_sha256": "ab"}])
+    p = Publication(PublicationKind.OCSP, "web", [Reason(PublicationCode.NEW, "new certificate")], "ca", "0b")
     for obj in (c, p):
         expected = asdict(obj)
         expected["reasons"] = [asdict(r) for r in obj.reasons]
         assert obj.to_json() == expected
+
+
+def test_every_code_has_a_description():
+    """The reference tables in the docs are generated from the codes' descriptions: a
+    code added without one would be a blank row."""
+    from compiler.plan import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
+
+    for enum in (Action, KeyDisposition, ReasonCode, PublicationKind, PublicationCode):
+        for member in enum:
+            assert member.description and "\n" not in member.description, member
+            assert enum(member.value) is member  # looked up by the string a plan carries

@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from helpers import active, cert, epoch, openssl_verify, scan_for_leaks, state
 
 from compiler.policy import constraints
-from compiler.policy.rules import dns_matches, uri_matches
+from compiler.policy.matching import dns_matches, uri_matches
 
 ERROR_RE = re.compile(r"^error: (?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+): (?P<msg>.*)$")
 WEB_DNS = "dns: [web.example.com, www.example.com]"

@@ -24,7 +24,7 @@ from compiler.apply.run import execute
 from compiler.layout import SEAL_PATH
 from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
-from compiler.plan.planner import Plan
+from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
 from compiler.state import Invariants, Report, Seal, Sealing, State, examine, load_key, public_text
 
@@ -84,7 +84,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     """The apply command. None: the plan was empty (nothing signed, nothing to report)."""
     from compiler import spec as spec_mod
     from compiler.keys.keystore import Keystore
-    from compiler.plan.planner import check_horizon, make_plan
+    from compiler.plan import check_horizon, make_plan
     from compiler.policy import rules as policy
     from compiler.spec.sops_config import creation_rules
     from compiler.state import RepoLock, load_state, read_journal

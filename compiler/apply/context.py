@@ -12,7 +12,7 @@ from typing import Any
 
 from compiler.apply.bundle import Certs
 from compiler.keys.keystore import KeyHandle, Keystore
-from compiler.plan.planner import Plan
+from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
 from compiler.state import Seal, State, ts
 

@@ -21,7 +21,7 @@ from compiler.keys.keystore import KeyHandle
 from compiler.model.errors import fail
 from compiler.model.keytype import key_id as key_id_of
 from compiler.model.keytype import public_key_sha256
-from compiler.plan.planner import Change
+from compiler.plan import Change, KeyDisposition
 from compiler.spec import Entry
 from compiler.spec.sops_rules import rule_digest
 from compiler.state import parse_ts, ts
@@ -97,10 +97,10 @@ def sign(ctx: Context, change: Change) -> Steps:
     entry = ctx.spec.entries[name]
     handle: KeyHandle | None = None
     public: CertificatePublicKeyTypes
-    if change.key == "new":
+    if change.key == KeyDisposition.NEW:
         handle = keystore.generate(entry.key_type)
         public = handle.public_key()
-    elif change.key == "external":
+    elif change.key == KeyDisposition.EXTERNAL:
         assert entry.csr_path is not None  # an external key comes from a CSR
         try:
             public = load_csr(ctx.repo / entry.csr_path, ctx.repo).public_key
@@ -162,7 +162,7 @@ def issued(
         digest = rule_digest(rule)
         record["key_rules"] = [digest]
         rules = {digest: rule}
-    elif change.key == "keep" and (prev := state.active(name)):
+    elif change.key == KeyDisposition.KEEP and (prev := state.active(name)):
         if prev.get("key_file_sha256"):
             record["key_file_sha256"] = prev["key_file_sha256"]
         if prev.get("key_rules"):

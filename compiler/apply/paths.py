@@ -5,7 +5,7 @@ certificates signed and recorded nowhere)."""
 from __future__ import annotations
 
 from compiler import layout
-from compiler.plan.planner import Plan
+from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
 
 

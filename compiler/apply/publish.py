@@ -19,6 +19,7 @@ from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle
 from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
+from compiler.plan import PublicationKind
 from compiler.state import parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, ocsp_response, responder_certificate
 from compiler.x509.build import crl as build_crl
@@ -230,7 +231,7 @@ def _ocsp_off(ctx: Context) -> Steps:
     record, with no file) and retire the delegated responders (certificate and key)."""
     at, result = ctx.at, ctx.result
     for pub in ctx.plan.ocsp_off:
-        if pub.kind == "responder":
+        if pub.kind == PublicationKind.RESPONDER:
             yield {"op": "responder_retired", "authority": pub.name, "at": at}
             result.responders_retired.append(pub.name)
             continue

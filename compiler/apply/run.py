@@ -25,7 +25,7 @@ from compiler.apply.writer import AtomicWriter
 from compiler.keys.keystore import Keystore
 from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
-from compiler.plan.planner import REVOKE, Plan, Reencrypt
+from compiler.plan import Action, Plan, Reencrypt
 from compiler.spec import EffectiveSpec
 from compiler.state import Invariants, Journal, Sealing, State, listing_json, new_lineage, ts
 
@@ -159,7 +159,7 @@ class Apply:
                 continue
             change = changes[i]
             i += 1
-            if change.action == REVOKE:
+            if change.action == Action.REVOKE:
                 self.steps(issue.revocations(ctx, change, remove_own_files=True))
                 result.revoked.append(change.name)
                 continue

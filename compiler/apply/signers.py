@@ -15,8 +15,9 @@ from compiler import layout
 from compiler.apply.bundle import Certs
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.model.errors import fail
-from compiler.plan.planner import REVOKE, Plan
+from compiler.plan import Action, KeyDisposition, Plan
 from compiler.spec import EffectiveSpec
+from compiler.spec.sops_rules import SopsRule
 from compiler.state import State
 from compiler.x509.csr import CsrError, load_csr
 
@@ -26,8 +27,8 @@ Record = dict[str, Any]  # a state record (JSON)
 def signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:
     """Existing keys this plan signs with, as (name, key file): decrypted up front, so a
     missing identity fails before anything is written."""
-    changes = {c.name: c for c in plan.changes if c.action != REVOKE}
-    new_keys = {n for n, c in changes.items() if c.key == "new"}
+    changes = {c.name: c for c in plan.changes if c.action != Action.REVOKE}
+    new_keys = {n for n, c in changes.items() if c.key == KeyDisposition.NEW}
     needed: list[tuple[str, str]] = []
 
     def need(name: str, rel: str) -> None:
@@ -73,13 +74,13 @@ def recorded_key_files(state: State, moves: Sequence[tuple[str, str]] = ()) -> d
     return out
 
 
-def recorded_rules(state: State, moves: Sequence[tuple[str, str]] = ()) -> dict[str, dict[str, Any] | None]:
+def recorded_rules(state: State, moves: Sequence[tuple[str, str]] = ()) -> dict[str, SopsRule | None]:
     """Key file -> the SOPS rule the state records it was encrypted under (None: not
     recorded by an older pkic). A key file whose own metadata names any other master
     key is refused before sops is started: it would contact that backend with CI's
     credentials."""
 
-    def rule(rec: Record) -> dict[str, Any] | None:
+    def rule(rec: Record) -> SopsRule | None:
         kr = rec.get("key_rules")
         return state.rules.get(kr[-1]) if isinstance(kr, list) and kr else None
 
@@ -108,7 +109,7 @@ def unlock(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Key
     if spec.publish.ocsp:
         layout.check_dir(repo, spec.publish.ocsp_dir)
     store.check_encrypts(
-        [layout.key_path(c.name) for c in plan.changes if c.action != REVOKE and c.key == "new"]
+        [layout.key_path(c.name) for c in plan.changes if c.action != Action.REVOKE and c.key == KeyDisposition.NEW]
         + [layout.responder_key_path(p.name) for p in plan.responders]
         + [r.path for r in plan.reencrypt]
     )
@@ -128,5 +129,5 @@ def unlock(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Key
                 load_csr(repo / entry.csr_path, repo)
             except CsrError as exc:
                 raise fail(entry.csr_path, str(exc)) from None
-        if c.action != REVOKE and c.key == "keep":
+        if c.action != Action.REVOKE and c.key == KeyDisposition.KEEP:
             certs.get(c.name)

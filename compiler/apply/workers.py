@@ -28,7 +28,7 @@ from compiler.apply.signers import authority_signer
 from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.model.errors import Diagnostic, PkicError, fail
-from compiler.plan.planner import REVOKE, Change
+from compiler.plan import Action, Change, KeyDisposition
 from compiler.spec import EffectiveSpec
 from compiler.x509.build import IssuerRef, build
 
@@ -74,7 +74,7 @@ def parallel_run(changes: Sequence[Change], i: int, spec: EffectiveSpec) -> int:
     that no change inside the run touches: only leaves are in it)."""
     n = 0
     for c in changes[i:]:
-        if c.action == REVOKE or c.key != "new" or c.kind == "authority" or spec.entries[c.name].issuer is None:
+        if c.action == Action.REVOKE or c.key != KeyDisposition.NEW or c.kind == "authority" or spec.entries[c.name].issuer is None:
             break
         n += 1
     return n

@@ -86,7 +86,7 @@ def parse_now(value: str | None) -> datetime:
 def _load(now: datetime):
     from compiler import spec as spec_mod
     from compiler.apply import reviewed_inputs
-    from compiler.plan.planner import make_plan
+    from compiler.plan import make_plan
     from compiler.policy import rules as policy
     from compiler.state import load_with_journal
 
@@ -783,7 +783,7 @@ def seal_init(
 def validate() -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
     from compiler import spec as spec_mod
-    from compiler.plan.planner import check_horizon
+    from compiler.plan import check_horizon
     from compiler.policy import rules as policy
     from compiler.spec.sops_config import creation_rules
 

@@ -14,12 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from compiler.model.errors import printable as _p
-from compiler.plan.planner import ISSUE, REISSUE, RENEW, REVOKE, Plan, blast_radius
+from compiler.plan import Action, KeyDisposition, Plan, PublicationKind, ReasonCode, blast_radius
 from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
 
-STYLE = {ISSUE: ("+", "green"), REISSUE: ("~", "yellow"), RENEW: ("↻", "cyan"), REVOKE: ("-", "red")}
+STYLE = {Action.ISSUE: ("+", "green"), Action.REISSUE: ("~", "yellow"), Action.RENEW: ("↻", "cyan"), Action.REVOKE: ("-", "red")}
 
 
 def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
@@ -52,21 +52,28 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         t.append(f"{c.action:<8} ", style=f"bold {colour}")
         t.append(f"{c.name:<{width}}", style="bold")
         t.append(f"  {c.kind:<11}", style="dim")
-        if c.action != REVOKE:
-            key = {"new": f"new {c.key_type} key", "keep": "same key", "external": f"{c.key_type} key from its CSR"}[c.key]
+        if c.action != Action.REVOKE:
+            key = {
+                KeyDisposition.NEW: f"new {c.key_type} key",
+                KeyDisposition.KEEP: "same key",
+                KeyDisposition.EXTERNAL: f"{c.key_type} key from its CSR",
+            }[c.key]
             until = f", until {c.not_after[:10]}" if c.not_after else ""
             t.append(f"  ({key}{until}, issuer {c.issuer or 'self'})", style="dim")
         else:
             t.append(f"  (serial {c.serial})", style="dim")
         lines.append(t)
         for r in c.reasons:
-            lines.append(Text(f"      · {_p(r.message)}", style="dim" if r.code in ("new",) else ""))
+            lines.append(Text(f"      · {_p(r.message)}", style="dim" if r.code == ReasonCode.NEW else ""))
         if c.name in radius:
             below = radius[c.name]
             lines.append(
                 Text(f"      blast radius: {len(below)} certificate(s) below must be reissued: {', '.join(below)}", style="magenta")
             )
-    for label, what, pubs in (("responder", "delegated OCSP responder certificate", plan.responders), ("crl", "re-sign CRL", plan.crls)):
+    for label, what, pubs in (
+        (PublicationKind.RESPONDER, "delegated OCSP responder certificate", plan.responders),
+        (PublicationKind.CRL, "re-sign CRL", plan.crls),
+    ):
         for pub in pubs:
             t = Text("  ✎ ", style="blue")
             t.append(f"{label:<8} ", style="bold blue")
@@ -88,7 +95,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         lines.append(t)
     off = ocsp_off_summary(plan)
     if off:
-        retired = [p.name for p in plan.ocsp_off if p.kind == "responder"]
+        retired = [p.name for p in plan.ocsp_off if p.kind == PublicationKind.RESPONDER]
         t = Text("  ✎ ", style="blue")
         t.append(f"{'ocsp':<8} ", style="bold blue")
         t.append(off, style="bold")
@@ -101,7 +108,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         lines.append(t)
     for c in plan.changes:
         for r in c.revokes:
-            if r["name"] != c.name or c.action != REVOKE:
+            if r["name"] != c.name or c.action != Action.REVOKE:
                 lines.append(Text(f"  - revokes {r['name']} serial {r['serial']} ({_p(r['reason'])})", style="red"))
     for change in plan.settings_changes:
         lines.append(Text(f"  ⚙ setting: {_p(change)}", style="bold"))
@@ -138,7 +145,7 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         lines.append(Text(f"  the interrupted apply's {plan.pending_journal} step(s) are finished first", style="yellow"))
     n = plan.counts()
     summary = Text("\nPlan: ", style="bold")
-    summary.append(f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke")
+    summary.append(f"{n[Action.ISSUE]} to issue, {n[Action.REISSUE]} to reissue, {n[Action.RENEW]} to renew, {n[Action.REVOKE]} to revoke")
     if plan.moves:
         summary.append(f", {len(plan.moves)} to move")
     if plan.reencrypt:
@@ -208,8 +215,8 @@ def ocsp_off_summary(plan: Plan) -> str:
     """'OCSP off: N published responses removed[, M delegated responders retired]' ('' if none)."""
     if not plan.ocsp_off:
         return ""
-    responses = sum(1 for p in plan.ocsp_off if p.kind == "ocsp")
-    retired = sum(1 for p in plan.ocsp_off if p.kind == "responder")
+    responses = sum(1 for p in plan.ocsp_off if p.kind == PublicationKind.OCSP)
+    retired = sum(1 for p in plan.ocsp_off if p.kind == PublicationKind.RESPONDER)
     return f"OCSP off: {responses} published response(s) removed" + (f", {retired} delegated responder(s) retired" if retired else "")
 
 
@@ -326,7 +333,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     their counts, and the comment points to the full plan in the job summary; the digest
     at the end always covers the full plan."""
     n = plan.counts()
-    icon = {ISSUE: "🟢", REISSUE: "🟡", RENEW: "🔵", REVOKE: "🔴"}
+    icon = {Action.ISSUE: "🟢", Action.REISSUE: "🟡", Action.RENEW: "🔵", Action.REVOKE: "🔴"}
     head = ["<!-- pkic-plan -->"]
     sections: list[tuple[list[str], list[str], list[str]]] = []  # (lines before, rows that may be cut, lines after)
     if plan.empty:
@@ -336,7 +343,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
             "The certificates match `pki.yaml`, none is due for renewal, CRLs and OCSP responses are fresh.",
         ]
     else:
-        title = f"{n[ISSUE]} to issue, {n[REISSUE]} to reissue, {n[RENEW]} to renew, {n[REVOKE]} to revoke"
+        title = f"{n[Action.ISSUE]} to issue, {n[Action.REISSUE]} to reissue, {n[Action.RENEW]} to renew, {n[Action.REVOKE]} to revoke"
         if plan.moves:
             title += f", {len(plan.moves)} to move"
         if plan.reencrypt:
@@ -376,14 +383,19 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     if plan.changes or plan.moves:
         rows = [f"| ➡️ | {_code(new)} | | move | same | renamed from {_code(old)}: nothing revoked or reissued |" for old, new in plan.moves]
         for c in plan.changes:
-            key = {"new": f"new {c.key_type}", "keep": "same", "external": f"{c.key_type} (CSR)", None: ""}[c.key]
+            key = {
+                KeyDisposition.NEW: f"new {c.key_type}",
+                KeyDisposition.KEEP: "same",
+                KeyDisposition.EXTERNAL: f"{c.key_type} (CSR)",
+                None: "",
+            }[c.key]
             why = "<br>".join(_md(r.message) for r in c.reasons)
             for r in c.revokes:
-                if r["name"] != c.name or c.action != REVOKE:
+                if r["name"] != c.name or c.action != Action.REVOKE:
                     why += f"<br>revokes {_code(r['name'])} ({_md(r['reason'])})"
             rows.append(f"| {icon[c.action]} | {_code(c.name)} | {_md(c.kind)} | **{c.action}** | {_md(key)} | {why} |")
         sections.append((["| | certificate | kind | action | key | why |", "|---|---|---|---|---|---|"], rows, [""]))
-        content = [_content_row(c, plan) for c in plan.changes if c.action != REVOKE and c.new_spec is not None]
+        content = [_content_row(c, plan) for c in plan.changes if c.action != Action.REVOKE and c.new_spec is not None]
         if content:
             sections.append(
                 (
@@ -430,7 +442,7 @@ def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = 
     if pubs:
         sections.append((["To sign: " + _md(", ".join(pubs)) + ".", ""], [], []))
     if plan.ocsp_off:
-        retired = [p.name for p in plan.ocsp_off if p.kind == "responder"]
+        retired = [p.name for p in plan.ocsp_off if p.kind == PublicationKind.RESPONDER]
         sections.append(
             (
                 [

@@ -16,10 +16,15 @@ of its excluded subtrees. Subtree semantics follow RFC 5280 and OpenSSL:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from compiler.model.bounded import quote
+from compiler.model.bounded import Locator, quote
 from compiler.model.errors import Diagnostic
+
+if TYPE_CHECKING:  # spec calls check_name_constraints: at run time, no import back
+    from compiler.spec.effective import Entry
 
 
 def dns_within(name: str, subtree: str) -> bool:
@@ -55,10 +60,10 @@ def email_within(address: str, subtree: str) -> bool:
 
 def uri_within(value: str, subtree: str) -> bool:
     host = urlsplit(value).hostname
-    return bool(host) and host_within(host, subtree)
+    return host_within(host, subtree) if host else False
 
 
-MATCHERS = {
+MATCHERS: dict[str, tuple[str, str, Callable[[str, str], bool]]] = {
     "dns": ("permitted_dns", "excluded_dns", dns_within),
     "ip": ("permitted_ip", "excluded_ip", ip_within),
     "email": ("permitted_email", "excluded_email", email_within),
@@ -66,7 +71,7 @@ MATCHERS = {
 }
 
 
-def violations(names: dict[str, list[str]], constraints: dict) -> list[tuple[str, str, str]]:
+def violations(names: dict[str, Any], constraints: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(san type, name, why) for each name outside the constraints."""
     out = []
     for kind, (permitted_key, excluded_key, within) in MATCHERS.items():
@@ -101,7 +106,7 @@ def openssl_hostlike(cn: str) -> bool:
     return dotted
 
 
-def cn_violations(entry, nc: dict) -> list[tuple[str, str]]:
+def cn_violations(entry: Entry, nc: dict[str, Any]) -> list[tuple[str, str]]:
     """(CN, why) for each subject CN of a leaf that a verifier would check against the DNS
     name constraints ``nc`` and refuse. Only when the leaf has no DNS SAN (with one,
     neither OpenSSL nor GnuTLS looks at the CN):
@@ -144,7 +149,7 @@ def cn_violations(entry, nc: dict) -> list[tuple[str, str]]:
     return out
 
 
-def check_name_constraints(entries: dict, loc) -> list[Diagnostic]:
+def check_name_constraints(entries: dict[str, Entry], loc: Locator) -> list[Diagnostic]:
     diags = []
     for name, entry in entries.items():
         if entry.kind != "certificate":

@@ -24,24 +24,35 @@ an empty list allows nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from compiler.layout import SPEC_FILE
 from compiler.model import names
 from compiler.model.bounded import Locator, quote
 from compiler.model.errors import Diagnostic, PkicError
-from compiler.policy.constraints import openssl_hostlike
-from compiler.spec import Duration, EffectiveSpec, IpNetwork, KeyTypeName, Profile, pydantic_diags, read_document
+from compiler.policy.constraints import ip_within, openssl_hostlike
+from compiler.policy.matching import dns_matches, dns_overlaps, subject_matches, uri_matches
+from compiler.spec import Duration, EffectiveSpec, Entry, IpNetwork, KeyTypeName, Profile, pydantic_diags, read_document
 
 POLICY_DIR = "policies"
+# a path through a YAML document: keys and list indexes (Locator.diag)
+YamlPath = tuple[str | int, ...]
+
+
+class Compromises(Protocol):
+    """What check_state reads of the state: the declared key compromises (a Protocol,
+    not the State: policy sits below state)."""
+
+    @property
+    def compromised(self) -> list[dict[str, Any]]: ...
 
 
 def _dns_pattern(value: Any) -> str:
@@ -81,13 +92,6 @@ SubjectField = Literal["C", "ST", "L", "O", "OU", "CN"]
 SubjectPattern = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-def subject_matches(value: str, pattern: str) -> bool:
-    """A subject value against a policy pattern: '*' is any run of characters, the rest
-    literal; compared case-insensitively (``System:Masters`` is ``system:masters``)."""
-    regex = ".*".join(re.escape(part) for part in pattern.casefold().split("*"))
-    return re.fullmatch(regex, value.casefold(), flags=re.DOTALL) is not None
-
-
 class Policy(BaseModel):
     """policies/<name>.yaml"""
 
@@ -119,7 +123,7 @@ class Policy(BaseModel):
     reject_csr_extra_names: bool = Field(False, description="refuse a CSR that asks for names pki.yaml does not list")
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     schema = Policy.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "pkic policy"
@@ -141,7 +145,7 @@ class LoadedPolicy:
         return f"{self.file}:{line}" if line else self.file
 
 
-def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[str, list[tuple]]) -> dict[str, LoadedPolicy]:
+def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[str, list[YamlPath]]) -> dict[str, LoadedPolicy]:
     """Load every policy named in pki.yaml; unknown names and bad files are diagnostics."""
     diags: list[Diagnostic] = []
     out: dict[str, LoadedPolicy] = {}
@@ -167,59 +171,16 @@ def load_policies(repo: Path, wanted: set[str], spec_loc: Locator, refs: dict[st
     return out
 
 
-# --------------------------------------------------------------------------- matching
-
-
-def dns_matches(name: str, pattern: str) -> bool:
-    a, b = name.lower().split("."), pattern.lower().split(".")
-    if len(a) != len(b):
-        return False
-    for x, p in zip(a, b, strict=True):
-        if p == "*":
-            continue  # one whole label (a literal '*' in a wildcard name included)
-        if x != p:
-            return False
-    return True
-
-
-def dns_overlaps(name: str, pattern: str) -> bool:
-    """Whether a certificate name could stand for a name the pattern covers: a wildcard
-    name (``*.example.com``) overlaps ``admin.example.com`` (for forbidden rules)."""
-    a, b = name.lower().split("."), pattern.lower().split(".")
-    return len(a) == len(b) and all(x == p or p == "*" or x == "*" for x, p in zip(a, b, strict=True))
-
-
-def uri_matches(value: str, pattern: str) -> bool:
-    """Exact scheme, host and port; then the rest (path, query, fragment) against the
-    pattern, where only ``*`` is special (any run of characters)."""
-    try:
-        v, p = urlsplit(value), urlsplit(pattern)
-        if v.scheme.lower() != p.scheme.lower() or (v.hostname or "") != (p.hostname or "") or v.port != p.port:
-            return False
-    except ValueError:
-        return False
-    if v.username or v.password:
-        return False
-
-    def rest(u) -> str:
-        return u.path + (f"?{u.query}" if u.query else "") + (f"#{u.fragment}" if u.fragment else "")
-
-    regex = ".*".join(re.escape(part) for part in rest(p).split("*"))
-    return re.fullmatch(regex, rest(v), flags=re.DOTALL) is not None
-
-
-def ip_in(value: str, network: str) -> bool:
-    ip, net = ipaddress.ip_address(value), ipaddress.ip_network(network)
-    return ip.version == net.version and ip in net
-
-
 def _quote(items: list[str]) -> str:
     return ", ".join(f"'{i}'" for i in items)
 
 
-def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> list[tuple[str, int | None, str, str]]:
+def check_entry(
+    entry: Entry, policy: LoadedPolicy, csr_names: dict[str, list[str]] | None = None
+) -> list[tuple[str, int | None, str, str]]:
     """Violations as (field, index in the effective list or None, value, why)."""
-    p, spec, out = policy.policy, entry.spec, []
+    p, spec = policy.policy, entry.spec
+    out: list[tuple[str, int | None, str, str]] = []
     leaf = entry.kind == "certificate"
     w = policy.where
 
@@ -236,10 +197,10 @@ def check_entry(entry, policy: LoadedPolicy, csr_names: dict | None = None) -> l
             elif p.allowed_dns is not None and not any(dns_matches(n, pat) for pat in p.allowed_dns):
                 bad("dns", i, n, "allowed_dns", _quote(p.allowed_dns) or "none")
         for i, n in enumerate(spec.get("ip", [])):
-            hit = next((net for net in p.forbidden_ip if ip_in(n, net)), None)
+            hit = next((net for net in p.forbidden_ip if ip_within(n, net)), None)
             if hit:
                 bad("ip", i, n, "forbidden_ip", hit)
-            elif p.allowed_ip is not None and not any(ip_in(n, net) for net in p.allowed_ip):
+            elif p.allowed_ip is not None and not any(ip_within(n, net) for net in p.allowed_ip):
                 bad("ip", i, n, "allowed_ip", ", ".join(p.allowed_ip) or "none")
         for i, n in enumerate(spec.get("uri", [])):
             hit = next((pat for pat in p.forbidden_uri if uri_matches(n, pat)), None)
@@ -321,27 +282,26 @@ def _located(repo: Path, loc: Locator) -> Locator:
     """The fast loader keeps no positions: re-read pki.yaml with them, only when needed."""
     if loc.positioned:
         return loc
-    from compiler.spec import SPEC_FILE
-
     return read_document(repo / SPEC_FILE)[1]
 
 
-def check_all(spec: EffectiveSpec, repo: Path, state=None) -> None:
+def check_all(spec: EffectiveSpec, repo: Path, state: Compromises | None = None) -> None:
     """Policies, and the state's memory of compromised keys: raise every violation at once."""
-    loc = spec.locator
+    loc = spec.locator or Locator(SPEC_FILE, {})  # (resolve always sets it; unpositioned, it is re-read below)
     try:
         diags = check(spec, repo, loc)
         if state is not None:
             diags += check_state(spec, state, loc)
+        again = bool(diags)
     except PkicError:
-        diags = ["again, with positions"]  # e.g. a missing policy file: locate it below
-    if diags:
+        again = True  # e.g. a missing policy file: locate it below
+    if again:
         loc = _located(repo, loc)
         diags = check(spec, repo, loc) + (check_state(spec, state, loc) if state is not None else [])
         raise PkicError(sorted(set(diags), key=lambda d: (d.file != "pki.yaml", d.file, d.line or 0, d.column or 0, d.path)))
 
 
-def check_state(spec: EffectiveSpec, state, loc: Locator) -> list[Diagnostic]:
+def check_state(spec: EffectiveSpec, state: Compromises, loc: Locator) -> list[Diagnostic]:
     bad = {c["public_key_sha256"]: c for c in state.compromised if c.get("public_key_sha256")}
     diags = []
     for name, e in spec.entries.items():
@@ -359,7 +319,7 @@ def check_state(spec: EffectiveSpec, state, loc: Locator) -> list[Diagnostic]:
 
 def check(spec: EffectiveSpec, repo: Path, loc: Locator) -> list[Diagnostic]:
     """Every policy violation of the effective spec, located in pki.yaml and the policy."""
-    refs: dict[str, list[tuple]] = {}
+    refs: dict[str, list[YamlPath]] = {}
     for name, e in spec.entries.items():
         for i, pol in enumerate(e.policies):
             refs.setdefault(pol, []).append(("authorities", name, "policy") if len(e.policies) == 1 else ("authorities", name, "policy", i))
@@ -376,10 +336,10 @@ def check(spec: EffectiveSpec, repo: Path, loc: Locator) -> list[Diagnostic]:
                 if pol in seen:
                     continue
                 seen.add(pol)
-                for f, i, value, why in check_entry(entry, policies[pol], entry.csr_extra_names):
-                    path = (section, name, f)
-                    if i is not None:
-                        path = (section, name, f, original_index(loc, section, name, f, value, i))
+                for f, index, value, why in check_entry(entry, policies[pol], entry.csr_extra_names):
+                    path: YamlPath = (section, name, f)
+                    if index is not None:
+                        path = (section, name, f, original_index(loc, section, name, f, value, index))
                     if f == "csr" and entry.csr_path is None:
                         path = (section, name)
                     diags.append(loc.diag(path, f"{quote(value)} {why}", _hint(f)))
@@ -399,14 +359,15 @@ def _hint(field: str) -> str | None:
 def original_index(loc: Locator, section: str, name: str, f: str, value: str, fallback: int) -> int:
     from compiler.spec import raw_index
 
-    return raw_index(loc, section, name, f, value, fallback)
+    i = raw_index(loc, section, name, f, value, fallback)
+    return fallback if i is None else i  # (raw_index gives the fallback back: never None here)
 
 
-def snapshot(spec: EffectiveSpec, repo: Path) -> dict[str, dict]:
+def snapshot(spec: EffectiveSpec, repo: Path) -> dict[str, dict[str, Any]]:
     """The policies pki.yaml uses, as data (comments and layout don't count): bound into
     the reviewed digest, so a policy loosened after review makes that review stale."""
     wanted = {p for e in spec.entries.values() for p in e.policies}
     if not wanted:
         return {}
-    loaded = load_policies(repo, wanted, spec.locator, {})
+    loaded = load_policies(repo, wanted, spec.locator or Locator(SPEC_FILE, {}), {})  # (no refs: the locator goes unused)
     return {name: lp.policy.model_dump(mode="json") for name, lp in sorted(loaded.items())}

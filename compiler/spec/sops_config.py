@@ -169,7 +169,7 @@ def re2_compile(regex: str) -> Re2Pattern | None:
     Python's backtracking engine took minutes on a path_regex like ``(a|aa)+$x`` against
     a 60-letter name (both written by the same pull request)."""
     if regex not in _RE2:
-        import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+        import re2
 
         options = re2.Options()
         options.log_errors = False

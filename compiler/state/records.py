@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from compiler.spec.sops_rules import SopsRule
+
 STATE_FORMAT = "pkic-state"
 # The state's format version: the "version" field of out/state.json, written by every
 # release so far as 1. A change to what a record means is a new version, with a step in
@@ -67,7 +69,7 @@ class State:
     compromised: list[Record] = field(default_factory=list)
     # SOPS rules key files were ever encrypted under: digest -> normalised rule. A record
     # names its key's rules in ``key_rules`` (oldest first; the last is the file's now)
-    rules: dict[str, Record] = field(default_factory=dict)
+    rules: dict[str, SopsRule] = field(default_factory=dict)  # their shape is checked on load (state.store)
     # the lifecycle settings the last apply acted under (publication lifetimes, renewal
     # windows, revoke_superseded, publish...): a change of them is spec-driven work
     settings: Record | None = None
