@@ -327,9 +327,10 @@ def pkic_invocations() -> list[tuple[str, str, list[str]]]:
 def _formats(command: str) -> set[str]:
     import inspect
 
-    from compiler.cli import main as cli
+    from compiler.cli import app
 
-    source = inspect.getsource(getattr(cli, command))
+    callback = next(c.callback for c in app.registered_commands if (c.name or c.callback.__name__) == command)
+    source = inspect.getsource(callback)
     return set(re.findall(r'"(\w+)"', re.search(r"if fmt not in \(([^)]*)\)", source).group(1)))
 
 

@@ -8,6 +8,7 @@ markup) by ``_p`` (control characters shown as ``\\n``, ``\\x1b``); for markdown
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
@@ -18,6 +19,10 @@ from compiler.plan import Action, KeyDisposition, Plan, PublicationKind, ReasonC
 from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
 from compiler.verify import crl_retired
+
+if TYPE_CHECKING:
+    from compiler.gitops import ReviewContext
+
 
 STYLE = {Action.ISSUE: ("+", "green"), Action.REISSUE: ("~", "yellow"), Action.RENEW: ("↻", "cyan"), Action.REVOKE: ("-", "red")}
 
@@ -323,7 +328,9 @@ def _cells(*values) -> list[Text]:
     return [Text(_p(str(v))) for v in values]
 
 
-def plan_markdown(plan: Plan, spec: EffectiveSpec | None, review: dict | None = None, tail: str = "", max_chars: int | None = None) -> str:
+def plan_markdown(
+    plan: Plan, spec: EffectiveSpec | None, review: ReviewContext | None = None, tail: str = "", max_chars: int | None = None
+) -> str:
     """The plan as a pull request comment: what is issued and why, what each certificate
     will contain and who can decrypt its key, re-encryptions, what a removed recipient
     keeps, the policies' and .sops.yaml's diffs, and the changed paths pkic does not plan

@@ -1,0 +1,151 @@
+"""The command line's shared parts: the typer app, the two consoles, the repository
+given by ``-C``, and the helpers every command prints and writes with.
+
+Only cli/ prints. Every string that comes from an input is escaped here before rich
+sees it (``escape``); ``--out`` files are never written through a symlink.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import typer
+from rich.console import Console, RenderableType
+
+from compiler import __version__
+from compiler.model.errors import PkicError, fail
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="pkic: a GitOps PKI compiler. Declare the PKI in pki.yaml; plan; apply.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _width(stream: TextIO) -> int | None:
+    if stream.isatty():
+        return None
+    try:
+        return int(os.environ.get("COLUMNS", "120"))
+    except ValueError:
+        return 120
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+
+
+class _Options:
+    """What the top-level options set for the command that runs (``-C``)."""
+
+    repo: Path = Path(".")
+
+
+opts = _Options()
+
+
+@app.callback()
+def _main(
+    directory: Path | None = typer.Option(None, "-C", help="run as if pkic was started in this directory (like git -C)"),
+    version: bool = typer.Option(False, "--version", help="print the version and exit"),
+) -> None:
+    if version:
+        out.print(f"pkic {__version__}")
+        raise typer.Exit(0)
+    if directory is not None:
+        if not directory.is_dir():
+            raise PkicError(f"-C {directory}: no such directory")
+        opts.repo = directory
+    else:
+        opts.repo = Path(".")
+
+
+NOW_HELP = "pretend it is this time (RFC 3339, e.g. 2027-01-01T00:00:00Z); for testing renewals"
+
+
+def parse_now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail("--now", f"'{value}' is not a time", "use RFC 3339, e.g. 2027-01-01T00:00:00Z") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).replace(microsecond=0)
+
+
+def ts_text(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_out_file(path: Path, data: bytes, what: str) -> None:
+    """``--out FILE``: never written through a symlink. A relative path is inside the repo
+    (which a pull request writes): no component of it may be a symlink, and no '..'."""
+    from compiler import layout
+
+    try:
+        if path.is_absolute():  # an absolute path into the repo is a path in the repo
+            for base in (os.path.abspath(opts.repo), os.path.realpath(opts.repo)):
+                if os.path.abspath(path).startswith(base.rstrip("/") + "/"):
+                    path = Path(os.path.relpath(os.path.abspath(path), base))
+                    break
+        if not path.is_absolute():
+            rel = path.as_posix()
+            if ".." in path.parts or not rel or rel == ".":
+                raise fail(str(path), "is not a file path inside the repository", "pass a path like plan.json, or an absolute one")
+            if not (opts.repo / path).parent.is_dir():
+                raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+            layout.write_input(opts.repo, rel, data)
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise fail(str(path), f"is a symlink: pkic never writes {what} through one", "remove it, or pick another path") from None
+            raise
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise fail(str(path), f"cannot write {what}: {exc.strerror}", "pass a file path in an existing directory") from None
+
+
+def write_json(body: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a rendering. Rich lays out about 20,000 lines a second, so a 10,000-change
+    plan in a CI log (no terminal, so no colour) is written as its plain text instead."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if out.color_system is None and isinstance(renderable, Group) and all(isinstance(r, Text) for r in renderable.renderables):
+        sys.stdout.write("".join(t.plain + "\n" for t in renderable.renderables if isinstance(t, Text)))
+        sys.stdout.flush()
+    else:
+        out.print(renderable)
+
+
+def escape(text: object) -> str:
+    """A value for rich's markup, on one line: shown as the text it is (``[bold]`` with its
+    brackets, never interpreted), control characters as their escapes (``\\n``, ``\\x1b``)."""
+    from rich.markup import escape
+
+    from compiler.model.errors import printable
+
+    return escape(printable(str(text)))
+
+
+def escape_lines(text: str) -> str:
+    """Like escape, for text whose lines are its own (a diff, a diagnostic and its hint)."""
+    return "\n".join(escape(line) for line in text.split("\n"))
