@@ -1,0 +1,40 @@
+"""The README's tables of plan codes are generated from the planner's enums
+(compiler/plan/codes.py): a code added, renamed or redescribed shows up here, so the
+docs cannot go stale. ``PKIC_UPDATE_GOLDEN=1`` rewrites the section."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+
+from compiler.plan import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- generated: plan codes -->\n", "<!-- /generated -->\n"
+
+
+def _table(title: str, head: str, enum: type[Enum]) -> str:
+    rows = "".join(f"| `{m.value}` | {m.description} |\n" for m in enum)
+    return f"{title}\n\n| {head} | meaning |\n| --- | --- |\n{rows}\n"
+
+
+def generated() -> str:
+    return (
+        _table("**Actions**", "action", Action)
+        + _table("**Keys** (each change says what happens to its key)", "key", KeyDisposition)
+        + _table("**Reason codes** of a change", "reason code", ReasonCode)
+        + _table("**Publications** (what apply signs or removes besides certificates)", "kind", PublicationKind)
+        + _table("**Publication codes**", "code", PublicationCode)
+    )
+
+
+def test_readme_lists_every_plan_code_as_the_enums_describe_it():
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    body, tail = rest.split(END, 1)
+    want = generated()
+    if os.environ.get("PKIC_UPDATE_GOLDEN") and body != want:
+        README.write_text(head + START + want + END + tail)
+        body = want
+    assert body == want, "README.md's plan codes differ from compiler/plan/codes.py: run with PKIC_UPDATE_GOLDEN=1"
