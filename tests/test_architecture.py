@@ -39,6 +39,7 @@ _LAYER_OF_PACKAGE = {
     "state": "state",
     "plan": "plan",
     "apply": "apply",
+    "ci": "commands",  # pkic ci: GitHub provenance, a command module grown into a package
     "cli": "cli",
 }
 _LAYER_OF_MODULE = {
