@@ -46,7 +46,7 @@ _LAYER_OF_MODULE = {
     "compiler": "model",  # the package itself: only __version__
     "compiler.layout": "layout",
     "compiler.settings": "layout",  # every PKIC_* variable, read and parsed
-    **{f"compiler.{m}": "commands" for m in ("check", "verify", "report", "graph", "serve", "init", "gitops", "ci")},
+    **{f"compiler.{m}": "commands" for m in ("check", "verify", "report", "graph", "serve", "serve_http", "init", "gitops", "ci")},
 }
 
 # Edges that close a cycle today, each owned by a rework in progress: (importer, imported).
