@@ -87,17 +87,38 @@ def ts_text(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def repo_relative(path: Path) -> str | None:
+    """``path`` as a path inside the repository (which a pull request writes), or None when
+    it is outside. A relative path is inside; an absolute one is inside when it starts
+    with the repository's path as given or as resolved (through a symlinked parent)."""
+    if not path.is_absolute():
+        return path.as_posix()
+    for base in (os.path.abspath(opts.repo), os.path.realpath(opts.repo)):
+        if os.path.abspath(path).startswith(base.rstrip("/") + "/"):
+            return os.path.relpath(os.path.abspath(path), base)
+    # a path outside on its face that a symlink on the way leads back into the repo: never
+    # written through (inside, every component is checked; this route would skip that)
+    repo_real = os.path.realpath(opts.repo).rstrip("/")
+    for ancestor in Path(os.path.abspath(path)).parents:
+        real = os.path.realpath(ancestor)
+        if real == repo_real or real.startswith(repo_real + "/"):
+            raise fail(
+                str(path),
+                "leads into the repository through a symlink",
+                "pass the path inside the repository itself (e.g. csrs/web.csr.pem)",
+            )
+    return None
+
+
 def write_out_file(path: Path, data: bytes, what: str) -> None:
     """``--out FILE``: never written through a symlink. A relative path is inside the repo
     (which a pull request writes): no component of it may be a symlink, and no '..'."""
     from compiler import layout
 
     try:
-        if path.is_absolute():  # an absolute path into the repo is a path in the repo
-            for base in (os.path.abspath(opts.repo), os.path.realpath(opts.repo)):
-                if os.path.abspath(path).startswith(base.rstrip("/") + "/"):
-                    path = Path(os.path.relpath(os.path.abspath(path), base))
-                    break
+        inside = repo_relative(path)
+        if inside is not None:
+            path = Path(inside)
         if not path.is_absolute():
             rel = path.as_posix()
             if ".." in path.parts or not rel or rel == ".":

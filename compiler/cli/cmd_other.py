@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from compiler.cli.app import NOW_HELP, app, err, escape, opts, out, parse_now
+from compiler.cli.app import NOW_HELP, app, err, escape, opts, out, parse_now, repo_relative
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state import ts
 
@@ -182,11 +181,7 @@ def csr(
         )
     csr_rel = csr_out or Path("csrs") / f"{name}.csr.pem"
     # the CSR goes into the repo: never through a symlink there (checked before the key is made)
-    csr_in_repo: str | None = None
-    if not csr_rel.is_absolute():
-        csr_in_repo = csr_rel.as_posix()
-    elif os.path.abspath(csr_rel).startswith(str(repo_real).rstrip("/") + "/"):
-        csr_in_repo = os.path.relpath(os.path.abspath(csr_rel), repo_real)
+    csr_in_repo = repo_relative(csr_rel)
     if csr_in_repo is not None:
         if csr_in_repo.startswith(("../", "/")) or "/../" in f"/{csr_in_repo}/":
             raise fail(str(csr_rel), "is not a path inside the repository", "use csrs/<name>.csr.pem")

@@ -323,6 +323,18 @@ def test_pkic_csr_refuses_a_planted_symlink_and_writes_no_key(pkic, repo, tmp_pa
     link.symlink_to(victim)
     proc = pkic("csr", "web", "--key-out", str(key), "--csr-out", str(link), cwd=repo)
     assert proc.returncode == 1 and "symlink" in proc.stderr and victim.read_text() == "precious\n" and not key.exists()
+    # an absolute --csr-out that reaches into the repo through a symlinked directory
+    # elsewhere (csrs/ inside is itself a symlink): refused, not written past the checks
+    (tmp_path / "elsewhere2").mkdir()
+    (repo / "csrs").symlink_to(tmp_path / "elsewhere2")
+    (tmp_path / "door").symlink_to(repo)
+    proc = pkic("csr", "web", "--key-out", str(key), "--csr-out", str(tmp_path / "door" / "csrs" / "web.csr.pem"), cwd=repo)
+    assert proc.returncode == 1 and "symlink" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not key.exists() and not list((tmp_path / "elsewhere2").iterdir())
+    # the same repo named through the door as -C: an absolute path through it is inside
+    proc = pkic("-C", str(tmp_path / "door"), "csr", "web", "--key-out", str(key), "--csr-out", str(tmp_path / "door" / "csrs" / "web.csr.pem"))
+    assert proc.returncode == 1 and "symlink" in proc.stderr and not key.exists() and not list((tmp_path / "elsewhere2").iterdir())
+    (repo / "csrs").unlink()
     # and a key path that is a (dangling) symlink is never followed
     key.parent.mkdir()
     key.symlink_to(tmp_path / "stolen.key")
