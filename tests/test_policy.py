@@ -32,10 +32,9 @@ import pytest
 from conftest import NOW, Pkic, make_pkic, snapshot, write_spec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from helpers import active, cert, epoch, openssl_verify, scan_for_leaks, state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import active, cert, epoch, openssl_verify, scan_for_leaks, state
 
 from compiler.policy import constraints
 from compiler.policy.matching import dns_matches, uri_matches
@@ -225,7 +224,7 @@ def row(sentence: str, policies: dict | str, edits: tuple, *expect: Expect, atta
     return pytest.param(Row(policies, edits, expect, attach), id=sentence, marks=marks)
 
 
-def E(path, fragment, rule, needle=None, policy="services"):  # noqa: N802 - a table cell
+def E(path, fragment, rule, needle=None, policy="services"):
     return Expect(path, fragment, policy, rule, needle)
 
 
@@ -529,7 +528,7 @@ def test_names_outside_constraints_are_refused_at_plan_time(applied, pkic):
 def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkeypatch, tmp_path):
     from compiler.keys import keystore
     from compiler.model.keytype import KeyType
-    from compiler.spec import Entry
+    from compiler.spec import LeafEntry
     from compiler.x509.build import IssuerRef, build
 
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", pkic.env["SOPS_AGE_KEY_FILE"])
@@ -542,7 +541,7 @@ def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkey
     def forge(name: str, dns: list[str]) -> subprocess.CompletedProcess:
         spec = {"kind": "certificate", "issuer": "services-ca", "profile": "server", "subject": [["O", "Example Corp"]],
                 "dns": dns, "ip": [], "uri": [], "email": [], "key": "ecdsa-p256", "lifetime": "30d", "rekey": 0}
-        entry = Entry(name, "certificate", "services-ca", spec, timedelta(days=30), timedelta(days=10))
+        entry = LeafEntry(name=name, issuer="services-ca", spec=spec, lifetime=timedelta(days=30), renew_before=timedelta(days=10))
         leaf = keystore.sign(build(entry, keystore.generate(KeyType.ECDSA_P256).public_key(), issuer, x509.random_serial_number(), now), signer)
         path = tmp_path / f"{name}.pem"
         path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))

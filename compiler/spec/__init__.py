@@ -16,7 +16,7 @@ Import from ``compiler.spec``, not from its modules: they may move.
 
 from compiler.spec.cache import cache_dir
 from compiler.spec.diagnostics import pydantic_diags, raw_index, sorted_diagnostics
-from compiler.spec.effective import CaSettings, EffectiveSpec, Entry, EntryKind, PublishSettings, spec_digest
+from compiler.spec.effective import AuthorityEntry, CaSettings, EffectiveSpec, Entry, EntryKind, LeafEntry, PublishSettings, spec_digest
 from compiler.spec.loading import load, load_spec, locate, read_document
 from compiler.spec.models import (
     SPEC_FILE,
@@ -41,6 +41,7 @@ from compiler.spec.resolution import resolve
 __all__ = [
     "SPEC_FILE",
     "Authority",
+    "AuthorityEntry",
     "CaSettings",
     "Certificate",
     "Defaults",
@@ -50,6 +51,7 @@ __all__ = [
     "EntryKind",
     "IpNetwork",
     "KeyTypeName",
+    "LeafEntry",
     "Moved",
     "OcspSigner",
     "Profile",

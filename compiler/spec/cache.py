@@ -131,21 +131,21 @@ def _load_effective(text: bytes, repo: Path) -> EffectiveSpec | None:
             return None
     entries = {}
     for d in body["entries"]:
-        entries[d["name"]] = Entry(
-            d["name"],
-            d["kind"],
-            d["issuer"],
-            d["spec"],
-            _td(d["lifetime"]),
-            _td(d["renew_before"]),
-            d["reuse_key"],
-            d["depth"],
-            d["revoke"],
-            d["key_compromised"],
-            None if d["ca"] is None else _load_ca(d["ca"]),
-            tuple(d["policies"]),
-            d["csr_path"],
-            d["csr_extra_names"],
+        entries[d["name"]] = Entry.make(
+            name=d["name"],
+            kind=d["kind"],
+            issuer=d["issuer"],
+            spec=d["spec"],
+            lifetime=_td(d["lifetime"]),
+            renew_before=_td(d["renew_before"]),
+            reuse_key=d["reuse_key"],
+            depth=d["depth"],
+            revoke=d["revoke"],
+            key_compromised=d["key_compromised"],
+            ca=None if d["ca"] is None else _load_ca(d["ca"]),
+            policies=tuple(d["policies"]),
+            csr_path=d["csr_path"],
+            csr_extra_names=d["csr_extra_names"],
         )
     publish = PublishSettings(body["publish"]["ocsp"], body["publish"]["ocsp_dir"])
     return EffectiveSpec(entries, body["moved"], body["children"], publish, Locator(SPEC_FILE, {}))

@@ -37,9 +37,11 @@ class CaSettings:
     revoke_superseded: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Entry:
-    """One certificate as it must be: the spec with defaults applied, names normalised."""
+    """One certificate as it must be: the spec with defaults applied, names normalised.
+    Made as an :class:`AuthorityEntry` or a :class:`LeafEntry`; the fields both share live here,
+    and what only one of them has is None (or empty) on the other."""
 
     name: str
     kind: EntryKind
@@ -62,6 +64,11 @@ class Entry:
     def is_root(self) -> bool:
         return self.issuer is None
 
+    @staticmethod
+    def make(**fields: Any) -> Entry:
+        """An AuthorityEntry or a LeafEntry, by ``kind``."""
+        return AuthorityEntry(**fields) if fields.get("kind") == "authority" else LeafEntry(**fields)
+
     @property
     def key_type(self) -> KeyType:
         return KeyType(self.spec["key"])
@@ -69,6 +76,22 @@ class Entry:
     @property
     def digest(self) -> str:
         return spec_digest(self.spec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthorityEntry(Entry):
+    """A certificate authority: signs certificates, CRLs and (through its delegated
+    responder, or itself) OCSP responses; carries its lifecycle settings and policies."""
+
+    kind: EntryKind = "authority"
+    ca: CaSettings | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeafEntry(Entry):
+    """An end-entity certificate: its key is made by pkic or comes from a CSR."""
+
+    kind: EntryKind = "certificate"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 from compiler.model.bounded import Locator
 from compiler.model.durations import default_refresh_before, default_renew_before, format_duration
 from compiler.model.errors import Diagnostic
-from compiler.spec.effective import CaSettings, Entry
+from compiler.spec.effective import AuthorityEntry, CaSettings, Entry, LeafEntry
 from compiler.spec.models import Authority, Certificate, Defaults, Subject
 
 SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")
@@ -136,7 +136,18 @@ def authority_entry(
     renew_before = a.renew_before or default_renew_before(lifetime)
     diags += _check_renew_before(loc, ("authorities", name), renew_before, lifetime)
     pols = tuple([a.policy] if isinstance(a.policy, str) else (a.policy or []))
-    entry = Entry(name, "authority", a.issuer, body, lifetime, renew_before, False, depth, a.revoke, a.key_compromised, ca, pols)
+    entry = AuthorityEntry(
+        name=name,
+        issuer=a.issuer,
+        spec=body,
+        lifetime=lifetime,
+        renew_before=renew_before,
+        depth=depth,
+        revoke=a.revoke,
+        key_compromised=a.key_compromised,
+        ca=ca,
+        policies=pols,
+    )
     return entry, diags
 
 
@@ -210,20 +221,17 @@ def certificate_entry(
         )
     if not (c.dns or c.ip or c.uri or c.email or any(k == "CN" for k, _ in subject)):
         diags.append(loc.diag(("certificates", name), "a certificate needs a name: a subject CN or at least one of dns, ip, uri, email"))
-    entry = Entry(
-        name,
-        "certificate",
-        c.issuer,
-        body,
-        lifetime,
-        renew_before,
-        c.reuse_key,
-        depth,
-        c.revoke,
-        c.key_compromised,
-        None,
-        (),
-        c.csr,
-        extra,
+    entry = LeafEntry(
+        name=name,
+        issuer=c.issuer,
+        spec=body,
+        lifetime=lifetime,
+        renew_before=renew_before,
+        reuse_key=c.reuse_key,
+        depth=depth,
+        revoke=c.revoke,
+        key_compromised=c.key_compromised,
+        csr_path=c.csr,
+        csr_extra_names=extra,
     )
     return entry, diags
