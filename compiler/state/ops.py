@@ -386,23 +386,7 @@ class MovedOp(JournalOp):
 
 # Every kind of step an apply journals. A step of another kind was written by a newer
 # pkic (or is not a journal at all): folding it would silently drop what that apply did.
-KINDS: dict[str, type[JournalOp]] = {
-    c.kind: c
-    for c in (
-        BeginOp,
-        CommitOp,
-        SettingsOp,
-        ReencryptedOp,
-        IssuedOp,
-        RevokedOp,
-        CrlOp,
-        OcspOp,
-        ResponderOp,
-        ResponderRetiredOp,
-        CompromisedOp,
-        MovedOp,
-    )
-}
+KINDS: dict[str, type[JournalOp]] = {c.kind: c for c in JournalOp.__subclasses__()}  # every class above
 
 _HINT = "finish the interrupted apply with the pkic that began it (upgrade pkic), or delete the .pkic/ directory and plan again"
 
