@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, TypedDict
 
 from compiler.model.errors import fail, printable
 from compiler.plan import Action, Plan
-from compiler.state import Op, Seal, State
+from compiler.state import JournalOp, Seal, State
+from compiler.state.ops import ACTION_OF_TRAILER, issued_trailer, moved_trailer, revoked_trailer
 
 if TYPE_CHECKING:  # the apply package is imported only where an apply runs
     from compiler.apply import ApplyResult
@@ -136,7 +137,7 @@ class CommitResult:
 
 
 def commit_message(
-    plan: Plan, state: State, result: ApplyResult, reviewed: str, recovered: list[Op] | None = None, seal: Seal | None = None
+    plan: Plan, state: State, result: ApplyResult, reviewed: str, recovered: list[JournalOp] | None = None, seal: Seal | None = None
 ) -> str:
     n = plan.counts()
     parts = [f"{n[a]} {a}" for a in Action if n[a]]
@@ -164,28 +165,17 @@ def commit_message(
 
         body.append(f"- {ocsp_off_summary(plan)}" + (f" ({', '.join(result.responders_retired)})" if result.responders_retired else ""))
     trailers = []
-    label = {Action.ISSUE: "Issued", Action.REISSUE: "Reissued", Action.RENEW: "Renewed"}
     for c in plan.changes:
-        if c.action == Action.REVOKE:
-            for r in c.revokes:
-                trailers.append(f"Pki-Revoked: {r['name']} {r['serial']} {r['reason']}")
-            continue
-        rec = state.active(c.name)
+        rec = state.active(c.name) if c.action != Action.REVOKE else None
         if rec is not None:
-            trailers.append(f"Pki-{label[c.action]}: {c.name} {rec['serial']} {rec['sha256'][:16]}")
+            trailers.append(issued_trailer(c.name, rec, c.action))
         for r in c.revokes:
-            trailers.append(f"Pki-Revoked: {r['name']} {r['serial']} {r['reason']}")
+            trailers.append(revoked_trailer(r["name"], r["serial"], r["reason"]))
     for old, new in plan.moves:
-        trailers.append(f"Pki-Moved: {old} -> {new}")
+        trailers.append(moved_trailer(old, new))
     for op in recovered or []:  # the steps of an interrupted apply, finished now
-        if op["op"] == "issued":
-            rec = op["record"]
-            verb = {Action.ISSUE: "Issued", Action.REISSUE: "Reissued", Action.RENEW: "Renewed"}.get(rec.get("action"), "Issued")
-            trailers.append(f"Pki-{verb}: {op['name']} {rec['serial']} {rec['sha256'][:16]}")
-        elif op["op"] == "revoked":
-            trailers.append(f"Pki-Revoked: {op['name']} {op['serial']} {op['reason']}")
-        elif op["op"] == "moved":
-            trailers.append(f"Pki-Moved: {op['from']} -> {op['to']}")
+        if (trailer := op.trailer()) is not None:
+            trailers.append(trailer)
     if recovered:
         body.append(f"- finished an interrupted apply ({len(recovered)} step(s))")
     for a in result.crls:
@@ -305,7 +295,7 @@ def history(repo: Path, name: str) -> list[Event]:
                         "commit": sha,
                         "date": when,
                         "author": author,
-                        "action": {"Issued": Action.ISSUE, "Reissued": Action.REISSUE, "Renewed": Action.RENEW}[kind],
+                        "action": Action(ACTION_OF_TRAILER[kind]),
                         "serial": fields[1] if len(fields) > 1 else None,
                         "sha256": fields[2] if len(fields) > 2 else None,
                         "reason": None,

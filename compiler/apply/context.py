@@ -8,16 +8,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from compiler.apply.bundle import Certs
 from compiler.keys.keystore import KeyHandle, Keystore
 from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
-from compiler.state import Seal, State, ts
+from compiler.state import JournalOp, Seal, State, ts
 
-Op = dict[str, Any]  # one journal step (JSON), as State.apply_op folds it
-Steps = Iterator[Op]  # steps, each journaled, written and folded before the next is made
+Steps = Iterator[JournalOp]  # steps, each journaled, written and folded before the next is made
 
 
 @dataclass

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from compiler import layout
 from compiler.apply.bundle import pem
-from compiler.apply.context import Context, Op, Steps
+from compiler.apply.context import Context, Steps
 from compiler.apply.signers import authority_signer
 from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle
@@ -24,7 +24,7 @@ from compiler.model.keytype import public_key_sha256
 from compiler.plan import Change, KeyDisposition
 from compiler.spec import Entry
 from compiler.spec.sops_rules import rule_digest
-from compiler.state import parse_ts, ts
+from compiler.state import IssuedOp, RevokedOp, parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, build
 from compiler.x509.csr import CsrError, load_csr
 
@@ -167,13 +167,17 @@ def issued(
             record["key_file_sha256"] = prev["key_file_sha256"]
         if prev.get("key_rules"):
             record["key_rules"] = list(prev["key_rules"])
-    op: Op = {"op": "issued", "name": name, "record": record, "cert_pem": pem(cert), "key_doc": key_doc, "at": ctx.at}
-    if rules:
-        op["rules"] = rules
-    if change.key == "external":
-        op["remove_key"] = True  # the key lives on its host; an old generated one goes
-    if entry.kind == "authority":
-        op["cert_der"] = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode("ascii")
+    der = cert.public_bytes(serialization.Encoding.DER) if entry.kind == "authority" else None  # authorities: a .der too
+    op = IssuedOp(
+        name=name,
+        record=record,
+        cert_pem=pem(cert),
+        key_doc=key_doc,
+        rules=rules,
+        remove_key=change.key == "external",  # the key lives on its host; an old generated one goes
+        cert_der=base64.b64encode(der).decode("ascii") if der is not None else None,
+        at=ctx.at,
+    )
     ctx.certs.put(name, cert)
     yield op
     ctx.result.issued.append(name)
@@ -189,23 +193,21 @@ def revocations(ctx: Context, change: Change, remove_own_files: bool) -> Steps:
     revoked_at = ts(parse_ts(ctx.at) - BACKDATE)
     certificates = ctx.state.certificates
     for r in change.revokes:
-        op: Op = {
-            "op": "revoked",
-            "name": r["name"],
-            "serial": r["serial"],
-            "reason": r["reason"],
-            "invalidity": r.get("invalidity"),
+        yield RevokedOp(
+            name=r["name"],
+            serial=r["serial"],
+            reason=r["reason"],
+            invalidity=r.get("invalidity"),
             # the files are the latest record's: an earlier certificate revoked with it takes none along
-            "remove_files": (
+            remove_files=(
                 remove_own_files
                 and r["name"] == change.name
                 and not r.get("keeps_signing")
                 and bool(certificates.get(r["name"]))
                 and certificates[r["name"]][0]["serial"] == r["serial"]
             ),
-            "revoked_at": revoked_at,
-            "at": ctx.at,
-        }
-        if r.get("keeps_signing"):  # an authority: its certificate and key stay, to sign its CRL and OCSP on
-            op["keeps_signing"] = True
-        yield op
+            revoked_at=revoked_at,
+            # an authority: its certificate and key stay, to sign its CRL and OCSP on
+            keeps_signing=bool(r.get("keeps_signing")),
+            at=ctx.at,
+        )

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from compiler import layout
 from compiler.apply.bundle import pem, read_text
-from compiler.apply.context import Context, Op, Steps
+from compiler.apply.context import Context, Steps
 from compiler.apply.issue import hex_serial
 from compiler.apply.signers import authority_signer
 from compiler.keys import keystore
@@ -20,7 +20,7 @@ from compiler.keys.keystore import KeyHandle
 from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
 from compiler.plan import PublicationKind
-from compiler.state import parse_ts, ts
+from compiler.state import CrlOp, OcspOp, ResponderOp, ResponderRetiredOp, parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, ocsp_response, responder_certificate
 from compiler.x509.build import crl as build_crl
 
@@ -74,15 +74,8 @@ def _responders(ctx: Context, made: dict[str, tuple[x509.Certificate, KeyHandle]
             "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),
             "key_rules": [plan.rule_of[rel]],
         }
-        yield {
-            "op": "responder",
-            "authority": a,
-            "record": record,
-            "cert_pem": pem(cert),
-            "key_doc": key_doc,
-            "at": at,
-            "rules": {plan.rule_of[rel]: plan.rules[plan.rule_of[rel]]},
-        }
+        rules = {plan.rule_of[rel]: plan.rules[plan.rule_of[rel]]}
+        yield ResponderOp(authority=a, record=record, cert_pem=pem(cert), key_doc=key_doc, rules=rules, at=at)
         ctx.result.responders.append(a)
 
 
@@ -137,7 +130,7 @@ def _crls(ctx: Context) -> Steps:
             "sha256": hashlib.sha256(der).hexdigest(),
             "bundled": True,  # out/trust/crls.pem holds it (written at the end of this apply)
         }
-        yield {"op": "crl", "authority": a, "info": info, "der": _b64(der), "at": ctx.at}
+        yield CrlOp(authority=a, info=info, der=_b64(der), at=ctx.at)
         ctx.result.crls.append(a)
 
 
@@ -153,14 +146,7 @@ def _ocsp_layout(ctx: Context) -> Steps:
                 continue
             want = layout.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
             if info["file"] != want and info["file"].startswith(ocsp_dir + "/"):
-                yield {
-                    "op": "ocsp",
-                    "name": name,
-                    "serial": r["serial"],
-                    "info": {**info, "file": want},
-                    "moved_from": info["file"],
-                    "at": ctx.at,
-                }
+                yield OcspOp(name=name, serial=r["serial"], info={**info, "file": want}, moved_from=info["file"], at=ctx.at)
 
 
 def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]]) -> Steps:
@@ -202,11 +188,10 @@ def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]
             "file": layout.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
         }
-        op: Op = {"op": "ocsp", "name": pub.name, "serial": rec["serial"], "info": info, "der": _b64(der), "at": ctx.at}
         previous = (rec.get("ocsp") or {}).get("file")
-        if previous and previous != info["file"] and not previous.startswith(ocsp_dir + "/"):
-            op["removed"] = previous  # publish.ocsp_dir moved: the old file goes
-        yield op
+        # publish.ocsp_dir moved: the old file goes
+        removed = previous if previous and previous != info["file"] and not previous.startswith(ocsp_dir + "/") else None
+        yield OcspOp(name=pub.name, serial=rec["serial"], info=info, der=_b64(der), removed=removed, at=ctx.at)
         ctx.result.ocsp += 1
 
 
@@ -216,14 +201,7 @@ def _ocsp_expired(ctx: Context) -> Steps:
         for r in recs:
             info = r.get("ocsp")
             if info and info.get("file") and parse_ts(r["not_after"]) <= ctx.now:
-                yield {
-                    "op": "ocsp",
-                    "name": name,
-                    "serial": r["serial"],
-                    "info": {**info, "file": None},
-                    "removed": info["file"],
-                    "at": ctx.at,
-                }
+                yield OcspOp(name=name, serial=r["serial"], info={**info, "file": None}, removed=info["file"], at=ctx.at)
 
 
 def _ocsp_off(ctx: Context) -> Steps:
@@ -232,21 +210,16 @@ def _ocsp_off(ctx: Context) -> Steps:
     at, result = ctx.at, ctx.result
     for pub in ctx.plan.ocsp_off:
         if pub.kind == PublicationKind.RESPONDER:
-            yield {"op": "responder_retired", "authority": pub.name, "at": at}
+            yield ResponderRetiredOp(authority=pub.name, at=at)
             result.responders_retired.append(pub.name)
             continue
         rec = next((r for r in ctx.state.certificates.get(pub.name, []) if r["serial"] == pub.serial), None)
         info = (rec or {}).get("ocsp") or {}
         if not info.get("file"):
             continue
-        yield {
-            "op": "ocsp",
-            "name": pub.name,
-            "serial": pub.serial,
-            "removed": info["file"],
-            "at": at,
-            "info": {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"},
-        }
+        assert pub.serial is not None  # a response to remove names its certificate's serial
+        gone = {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}
+        yield OcspOp(name=pub.name, serial=pub.serial, info=gone, removed=info["file"], at=at)
         result.ocsp_removed += 1
 
 

@@ -17,9 +17,8 @@ from cryptography import x509
 from compiler import layout, settings
 from compiler.apply import faults, issue, workers
 from compiler.apply.bundle import Certs, chain_pem, trust_bundle, write_crl_bundle
-from compiler.apply.context import ApplyResult, Context, Op, Steps
+from compiler.apply.context import ApplyResult, Context, Steps
 from compiler.apply.publish import publish
-from compiler.apply.replay import replay
 from compiler.apply.signers import unlock
 from compiler.apply.writer import AtomicWriter
 from compiler.keys.keystore import Keystore
@@ -27,7 +26,23 @@ from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
 from compiler.plan import Action, Plan, Reencrypt
 from compiler.spec import EffectiveSpec
-from compiler.state import Invariants, Journal, Sealing, State, listing_json, new_lineage, ts
+from compiler.state import (
+    BeginOp,
+    CommitOp,
+    CompromisedOp,
+    Invariants,
+    IssuedOp,
+    Journal,
+    JournalOp,
+    MovedOp,
+    ReencryptedOp,
+    Sealing,
+    SettingsOp,
+    State,
+    listing_json,
+    new_lineage,
+    ts,
+)
 
 
 def execute(
@@ -42,12 +57,12 @@ def execute(
     ctx = Context(repo, plan, spec, state, store, now, certs)
     lineage = state.lineage or new_lineage()
     journal = Journal(repo)
-    begin: Op = {"op": "begin", "lineage": lineage, "base_serial": state.serial, "plan": plan.digest, "at": ctx.at}
+    seal, listing = None, None
     if sealing is not None:
         # what recovery needs to tell our own unfinished writes from anyone else's
-        begin["seal"] = sealing.report.seal.digest if sealing.report.seal else None
-        begin["listing"] = listing_json(sealing.listing(repo))
-    journal.append(begin)
+        seal = sealing.report.seal.digest if sealing.report.seal else None
+        listing = listing_json(sealing.listing(repo))
+    journal.append(BeginOp(lineage=lineage, base_serial=state.serial, plan=plan.digest, seal=seal, listing=listing, at=ctx.at))
     state.lineage = lineage
     # every file below is written after its journal step, or (chains, trust bundle)
     # rewritten by recovery from the state: new ones may be created in place
@@ -82,20 +97,20 @@ class Apply:
         self.journal = journal
         self.writer = writer
         self.started = False  # a step is in the journal: the apply must be finished, not discarded
-        self.pending: Op | None = None  # journaled, not yet folded into the state (Ctrl-C in between)
+        self.pending: JournalOp | None = None  # journaled, not yet folded into the state (Ctrl-C in between)
 
-    def step(self, op: Op) -> None:
+    def step(self, op: JournalOp) -> None:
         """Journal a step, then write its files, then fold it into the state in memory."""
         self.journal.append(op)
         self.started = True
         self.pending = op
-        issued = op["op"] == "issued"
+        issued = isinstance(op, IssuedOp)
         if issued:
             faults.journaled()
-        replay(self.writer, op)
+        op.files(self.writer)
         if issued:
             faults.written(self.writer.flush)
-        self.ctx.state.apply_op(op)
+        op.fold(self.ctx.state)
         self.pending = None
 
     def steps(self, ops: Steps) -> None:
@@ -108,35 +123,34 @@ class Apply:
         ctx = self.ctx
         plan, at, result = ctx.plan, ctx.at, ctx.result
         for old, new in plan.moves:
-            self.step({"op": "moved", "from": old, "to": new, "at": at})
+            self.step(MovedOp(old=old, new=new, at=at))
             result.moved.append((old, new))
         for comp in plan.compromises:
-            self.step({"op": "compromised", "entry": {**comp, "applied_at": at}, "at": at})
+            self.step(CompromisedOp(entry={**comp, "applied_at": at}, at=at))
         if plan.settings != ctx.state.settings:  # new authorities and moves too: every entry's settings stay recorded
-            self.step({"op": "settings", "settings": plan.settings, "at": at})
+            self.step(SettingsOp(settings=plan.settings, at=at))
         for r in plan.reencrypt:  # under a fresh data key, for the rule's master keys only
             self.step(self._reencrypted(r))
             result.reencrypted.append(r.path)
         self._changes()
         self.steps(publish(ctx))
 
-    def _reencrypted(self, r: Reencrypt) -> Op:
+    def _reencrypted(self, r: Reencrypt) -> ReencryptedOp:
         ctx = self.ctx
         handle = ctx.store.load(r.name, r.path)
         authority = r.name[: -len(" OCSP responder")] if r.path.startswith(layout.KEYS_DIR + "/ocsp-responders/") else None
         doc = ctx.store.seal(r.name, handle, r.path)
         digest = ctx.plan.rule_of[r.path]
-        return {
-            "op": "reencrypted",
-            "name": r.name if authority is None else authority,
-            "authority": authority,
-            "key_doc": doc,
-            "rule": digest,
-            "rules": {digest: ctx.plan.rules[digest]},
-            "public_key_sha256": public_key_sha256(handle.public_key()),
-            "key_file_sha256": hashlib.sha256(doc.encode()).hexdigest(),
-            "at": ctx.at,
-        }
+        return ReencryptedOp(
+            name=r.name if authority is None else authority,
+            authority=authority,
+            key_doc=doc,
+            rule=digest,
+            rules={digest: ctx.plan.rules[digest]},
+            public_key_sha256=public_key_sha256(handle.public_key()),
+            key_file_sha256=hashlib.sha256(doc.encode()).hexdigest(),
+            at=ctx.at,
+        )
 
     def _changes(self) -> None:
         ctx = self.ctx
@@ -170,10 +184,10 @@ class Apply:
         op = self.pending
         if op is None:
             return
-        replay(self.writer, op)
-        self.ctx.state.apply_op(op)
-        if op["op"] == "issued" and op["name"] not in self.ctx.result.issued:
-            self.ctx.result.issued.append(op["name"])  # its chain file is written below
+        op.files(self.writer)
+        op.fold(self.ctx.state)
+        if isinstance(op, IssuedOp) and op.name not in self.ctx.result.issued:
+            self.ctx.result.issued.append(op.name)  # its chain file is written below
         self.pending = None
 
     def finish(self, sealing: Sealing | None) -> None:
@@ -205,7 +219,7 @@ class Apply:
                     "refusing to seal a state that " + "; ".join(broken),
                     "this is a bug in pkic: report it; out/ is left unsealed",
                 )
-        self.journal.append({"op": "commit", "serial": state.serial, "at": ts(ctx.now)})
+        self.journal.append(CommitOp(serial=state.serial, at=ts(ctx.now)))
         writer.write("out/state.json", state.to_json().encode(), staged=True)  # recovery reads it: never half-written
         writer.flush()
         if sealing is not None:  # last: the seal covers every file above

@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Protocol
 
 from compiler import layout
+from compiler.state import FileSink
 
 
-class Writer(Protocol):
-    """What replaying a journal step needs; ``touched``: every path written, removed or renamed."""
+class Writer(FileSink, Protocol):
+    """Where a journal step's files go (:meth:`JournalOp.files`); ``touched``: every path
+    written, removed or renamed."""
 
     touched: set[str]
-
-    def write(self, rel: str, data: bytes) -> None: ...
-
-    def rename(self, old: str, new: str) -> None: ...
 
     def remove(self, rel: str) -> bool: ...
 

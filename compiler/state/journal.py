@@ -16,33 +16,16 @@ import uuid
 from pathlib import Path
 
 from compiler.layout import JOURNAL_PATH, LOCK_PATH, WORK_DIR, read_file
-from compiler.model.bounded import MAX_DEPTH, json_depth_ok, quote
+from compiler.model.bounded import MAX_DEPTH, json_depth_ok
 from compiler.model.errors import fail
-from compiler.state.records import Op, State
+from compiler.state.ops import KINDS, JournalOp, Op, parse_op, unknown_step
+from compiler.state.records import State
 from compiler.state.store import MAX_STATE, load_state
-
-# Every step an apply journals. A step of another kind was written by a newer pkic (or is
-# not a journal at all): folding it would silently drop what that apply did.
-OPS = frozenset(
-    {
-        "begin",
-        "commit",
-        "settings",
-        "reencrypted",
-        "issued",
-        "revoked",
-        "crl",
-        "ocsp",
-        "responder",
-        "responder_retired",
-        "compromised",
-        "moved",
-    }
-)
 
 
 def read_journal(repo: Path) -> list[Op]:
-    """Every complete line of the journal (a torn last line from a kill is ignored)."""
+    """Every complete line of the journal as JSON (a torn last line from a kill is ignored),
+    each of a kind this pkic knows; :func:`load_with_journal` reads them into their steps."""
     check_work_dir(repo)
     data = read_file(repo, JOURNAL_PATH, max_size=MAX_STATE)  # bounded, never through a symlink
     if data is None:
@@ -61,28 +44,26 @@ def read_journal(repo: Path) -> list[Op]:
             op = json.loads(line)
         except (ValueError, RecursionError):
             break  # the torn tail of a killed write: that step never completed
-        if not isinstance(op, dict) or op.get("op") not in OPS:
-            kind = op.get("op") if isinstance(op, dict) else None
-            raise fail(
-                JOURNAL_PATH,
-                f"step {len(ops) + 1} is not one this pkic knows (op {quote(kind)}): written by a newer pkic, or not a journal pkic wrote",
-                "finish the interrupted apply with the pkic that began it (upgrade pkic), or delete the .pkic/ directory and plan again",
-            )
+        if not isinstance(op, dict) or op.get("op") not in KINDS:
+            raise unknown_step(op.get("op") if isinstance(op, dict) else None, len(ops) + 1)
         ops.append(op)
     return ops
 
 
-def load_with_journal(repo: Path) -> tuple[State, list[Op]]:
-    """The state as the last (possibly interrupted) apply left it."""
+def load_with_journal(repo: Path) -> tuple[State, list[JournalOp]]:
+    """The state as the last (possibly interrupted) apply left it, and that apply's steps
+    (the first a :class:`~compiler.state.ops.BeginOp`)."""
     state = load_state(repo)
-    ops = read_journal(repo)
-    if ops:
-        _check_not_committed(repo)
-        if ops[0].get("op") != "begin" or (state.lineage and ops[0].get("lineage") != state.lineage):
-            raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
-        for op in ops:
-            state.apply_op(op)
-        state.pending = sum(1 for op in ops if op["op"] not in ("begin", "commit"))
+    lines = read_journal(repo)
+    if not lines:
+        return state, []
+    _check_not_committed(repo)  # before anything else is said of a journal from git
+    if lines[0].get("op") != "begin" or (state.lineage and lines[0].get("lineage") != state.lineage):
+        raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
+    ops = [parse_op(line, i + 1) for i, line in enumerate(lines)]
+    for op in ops:
+        op.fold(state)
+    state.pending = sum(1 for op in ops if op.changes)
     return state, ops
 
 
@@ -134,8 +115,8 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "ab")
 
-    def append(self, op: Op) -> None:
-        self._fh.write(json.dumps(op, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    def append(self, op: JournalOp) -> None:
+        self._fh.write(json.dumps(op.to_json(), sort_keys=True, separators=(",", ":")).encode() + b"\n")
         self._fh.flush()
 
     def close(self) -> None:

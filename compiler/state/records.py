@@ -8,7 +8,8 @@ can be checked against the state it was made from.
 
 Records stay JSON objects (:data:`Record`): they are read from and written to the file
 as they are, and an older pkic's fields pass through untouched. Every mutation is
-idempotent, so that folding a journal twice changes nothing.
+idempotent, so that folding a journal twice changes nothing (each journal step folds
+itself in through them: ops.py).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ STATE_VERSION = 1
 
 ACTIVE, SUPERSEDED, REVOKED = "active", "superseded", "revoked"
 
-# A certificate, responder or CRL record, a compromise entry, a journal step: JSON objects
-# as the state file and the journal hold them (open: an older pkic's fields pass through).
+# A certificate, responder or CRL record, a compromise entry: JSON objects as the state
+# file and the journal hold them (open: an older pkic's fields pass through).
 Record = dict[str, Any]
-Op = dict[str, Any]
 _V = TypeVar("_V")
 
 
@@ -257,44 +257,6 @@ class State:
                     kr.append(digest)
                 if file_sha256:
                     r["key_file_sha256"] = file_sha256
-
-    def apply_op(self, op: Op) -> None:
-        kind = op["op"]
-        if op.get("rules"):
-            for d, rule in op["rules"].items():
-                self.rules.setdefault(d, rule)
-        if kind == "settings":
-            self.settings = op["settings"]
-        elif kind == "reencrypted":
-            self.record_reencrypted(op["name"], op.get("authority"), op["rule"], op["public_key_sha256"], op.get("key_file_sha256"))
-        if kind == "issued":
-            self.record_issued(op["name"], op["record"], op["at"])
-        elif kind == "revoked":
-            self.record_revoked(
-                op["name"],
-                op["serial"],
-                op["reason"],
-                op.get("revoked_at") or op["at"],
-                op.get("invalidity"),
-                bool(op.get("keeps_signing")),
-            )
-        elif kind == "crl":
-            self.record_crl(op["authority"], op["info"])
-        elif kind == "ocsp":
-            self.record_ocsp(op["name"], op["serial"], op["info"])
-        elif kind == "responder":
-            self.record_responder(op["authority"], op["record"], op["at"])
-        elif kind == "responder_retired":
-            self.record_responder_retired(op["authority"], op["at"])
-        elif kind == "compromised":
-            self.record_compromised(op["entry"])
-        elif kind == "moved":
-            self.record_moved(op["from"], op["to"])
-        elif kind == "begin":
-            if self.lineage is None:
-                self.lineage = op["lineage"]
-        elif kind == "commit":
-            self.serial = max(self.serial, op["serial"])
 
 
 def _rename(table: dict[str, _V], old: str, new: str) -> None:

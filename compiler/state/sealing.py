@@ -14,8 +14,9 @@ from compiler import layout
 from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state.invariants import Invariants
+from compiler.state.ops import BeginOp
 from compiler.state.outtree import Listing, listing_from_json, save_listing, scan_out, tree_id, update_listing
-from compiler.state.records import Op, State
+from compiler.state.records import State
 from compiler.state.seal import Seal, parse_seal, render_seal, rotation_bytes, sops_rules_digest
 from compiler.state.sealcheck import Report
 from compiler.state.sealkey import public_text
@@ -85,13 +86,13 @@ class Sealing:
         self.report.seal, self.report.listing, self.report.recovering = new, listing, False
         return new
 
-    def check_recovery(self, begin: Op, touched: set[str]) -> None:
+    def check_recovery(self, begin: BeginOp, touched: set[str]) -> None:
         """Before a killed apply's journal is replayed: out/ may differ from the seal only
         in files that apply was writing (``touched``) and its staging files."""
         if not self.report.recovering:
             return
-        sealed = begin.get("listing")
-        if begin.get("seal") != (self.report.seal.digest if self.report.seal else None) or not isinstance(sealed, dict):
+        sealed = begin.listing
+        if begin.seal != (self.report.seal.digest if self.report.seal else None) or sealed is None:
             raise fail(
                 OUT_DIR,
                 "is not what the seal covers, and the interrupted apply's journal does not say why",
