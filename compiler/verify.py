@@ -21,6 +21,7 @@ from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.model.keytype import public_key_sha256
 from compiler.state import State, parse_ts
+from compiler.state.revocation import crl_retired
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,6 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
     return len(names), findings
 
 
-def crl_retired(state: State, authority: str, now: datetime) -> bool:
-    """A revoked authority's CRL once everything it signed has expired: no longer
-    re-signed (its last one stays in out/), and no longer due."""
-    rec = state.signer_record(authority)
-    if rec is None or rec["status"] == "active":
-        return False
-    last = state.last_issued(authority, rec["key_id"])
-    return last is None or parse_ts(last) <= now
-
-
 def crl_bundle_problem(repo: Path, state: State) -> str | None:
     """Why out/trust/crls.pem is not exactly the current CRLs the state records, in order
     (None: it is, or a state from a pkic that did not write it yet has none)."""
@@ -169,7 +160,7 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
 def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
     """Why out/trust/bundle.pem is not exactly the roots the state records (None: it is).
     An extra root in the trust bundle would be trusted by every client that uses it."""
-    roots = [n for n in sorted(state.active_names()) if _rec(state, n)["kind"] == "authority" and _rec(state, n)["issuer"] is None]
+    roots = bundle.root_names(state)
     if text is None:
         text = bundle.read_text(repo, layout.TRUST_BUNDLE) or ""
     wanted = {_rec(state, n)["sha256"] for n in roots}
@@ -259,15 +250,11 @@ def hand_edits(repo: Path, state: State) -> list[str]:
     for name in names:  # chains: the certificate and its intermediates, not the root
         if name not in pems:
             continue
-        parts, issuer = [pems[name]], _rec(state, name)["issuer"]
-        while issuer is not None and state.active(issuer) is not None and _rec(state, issuer)["issuer"] is not None:
-            parts.append(pems.get(issuer, ""))
-            issuer = _rec(state, issuer)["issuer"]
         crel = layout.chain_path(name)
         c = read(crel)
-        if c is not None and c.decode("ascii", "replace") != "".join(parts):
+        if c is not None and c.decode("ascii", "replace") != "".join(pems.get(n, "") for n in bundle.chain_names(state, name)):
             bad.append(crel)
-    roots = [n for n in names if _rec(state, n)["kind"] == "authority" and _rec(state, n)["issuer"] is None]
+    roots = bundle.root_names(state)
     b = read(layout.TRUST_BUNDLE)
     if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
         bad.append(layout.TRUST_BUNDLE)
