@@ -148,7 +148,7 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
         ]
     except ValueError:
         ders = []
-    if [hashlib.sha256(d).hexdigest() for d in ders] == wanted and text == "".join(_pem_of(d, "X509 CRL") for d in ders) and wanted:
+    if [hashlib.sha256(d).hexdigest() for d in ders] == wanted and text == "".join(bundle.pem_of(d, "X509 CRL") for d in ders) and wanted:
         return None
     have = {hashlib.sha256(d).hexdigest() for d in ders}
     return (
@@ -191,9 +191,6 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     return None
 
 
-_pem_of = bundle.pem_of
-
-
 def _der_of(text: str) -> bytes:
     import base64
 
@@ -226,7 +223,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             der = _der_of(data.decode("ascii")) if data else None
         except (IndexError, ValueError, UnicodeDecodeError):
             der = None
-        if data is None or der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != _pem_of(der):
+        if data is None or der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != bundle.pem_of(der):
             bad.append(rel)
             continue
         pems[name] = data.decode("ascii")
@@ -268,7 +265,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             continue
         prel = layout.crl_path(authority, pem=True)
         p = read(prel)
-        if p is not None and p.decode("ascii", "replace") != _pem_of(d, "X509 CRL"):
+        if p is not None and p.decode("ascii", "replace") != bundle.pem_of(d, "X509 CRL"):
             bad.append(prel)
     if crl_bundle_problem(repo, state):
         bad.append(layout.CRL_BUNDLE)
@@ -282,7 +279,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             ok = (
                 d is not None
                 and hashlib.sha256(_der_of(d.decode("ascii"))).hexdigest() == resp["sha256"]
-                and d.decode("ascii") == _pem_of(_der_of(d.decode("ascii")))
+                and d.decode("ascii") == bundle.pem_of(_der_of(d.decode("ascii")))
             )
         except (IndexError, ValueError, UnicodeDecodeError):
             ok = False
