@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from compiler.model.durations import default_renew_before, responder_renew_before
 from compiler.plan import PublicationKind
-from compiler.spec import EffectiveSpec
+from compiler.spec import CaSettings, EffectiveSpec, Entry
 from compiler.state import State, parse_ts, ts
-from compiler.verify import crl_retired
+from compiler.state.revocation import crl_retired, refresh_point
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -54,7 +55,7 @@ def _level(
         return CRITICAL, f"expires {ts(end)} ({_left(end - now)} left)"
     if now >= refresh_at:
         return WARNING, f"past its renewal point {ts(refresh_at)}, nothing done yet (expires {ts(end)})"
-    if warn is not None and now >= end - min(warn, life / 3):
+    if warn is not None and now >= end - min(warn, default_renew_before(life)):
         return WARNING, f"expires {ts(end)} ({_left(end - now)} left)"
     return OK, f"fine until {ts(refresh_at)}"
 
@@ -62,6 +63,12 @@ def _level(
 def _left(d: timedelta) -> str:
     hours = int(d.total_seconds() // 3600)
     return f"{hours // 24}d {hours % 24}h" if hours >= 24 else f"{hours}h"
+
+
+def _ca(entries: dict[str, Entry], name: str | None) -> CaSettings | None:
+    """The publication settings of authority ``name`` in pki.yaml (None: not at hand)."""
+    entry = entries.get(name) if name is not None else None
+    return entry.ca if entry is not None else None
 
 
 def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: timedelta, critical: timedelta) -> list[Item]:
@@ -75,17 +82,16 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
             continue
         start, end = parse_ts(rec["not_before"]), parse_ts(rec["not_after"])
         entry = entries.get(name)
-        renew_before = entry.renew_before if entry is not None else (end - start) / 3
+        renew_before = entry.renew_before if entry is not None else default_renew_before(end - start)
         level, msg = _level(now, start, end, end - renew_before, warn, critical)
         items.append(Item("certificate", name, rec.get("issuer"), rec["not_after"], level, msg))
         for r in recs:
             info = r.get("ocsp")
             if not info or not info.get("file") or parse_ts(r["not_after"]) <= now:
                 continue
-            ca = entries[r["issuer"]].ca if r.get("issuer") in entries and entries[r["issuer"]].ca else None
+            ca = _ca(entries, r.get("issuer"))
             s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
-            refresh = e - (ca.ocsp_renew_before if ca else (e - s) / 2)
-            level, msg = _level(now, s, e, refresh, None, critical)
+            level, msg = _level(now, s, e, refresh_point(info, ca.ocsp_renew_before if ca else None), None, critical)
             items.append(
                 Item(
                     PublicationKind.OCSP,
@@ -100,18 +106,17 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
         if state.signer_record(authority) is None or crl_retired(state, authority, now):
             continue
         info = state.crls[authority]
-        ca = entries[authority].ca if authority in entries and entries[authority].ca else None
+        ca = _ca(entries, authority)
         s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
-        refresh = e - (ca.crl_renew_before if ca else (e - s) / 2)
-        level, msg = _level(now, s, e, refresh, None, critical)
+        level, msg = _level(now, s, e, refresh_point(info, ca.crl_renew_before if ca else None), None, critical)
         items.append(Item(PublicationKind.CRL, authority, authority, info["next_update"], level, msg))
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:
             continue
         s, e = parse_ts(resp["not_before"]), parse_ts(resp["not_after"])
-        ca = entries[authority].ca if authority in entries and entries[authority].ca else None
-        window = max((e - s) / 3, ca.ocsp_lifetime if ca else timedelta(0))
+        ca = _ca(entries, authority)
+        window = responder_renew_before(e - s, ca.ocsp_lifetime if ca else timedelta(0))
         level, msg = _level(now, s, e, e - window, None, critical)
         items.append(Item(PublicationKind.RESPONDER, authority, authority, resp["not_after"], level, msg))
     return items

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 import pyrage
 
 from compiler import layout, settings
-from compiler.keys.sops_age import age_key_file
 from compiler.model.errors import fail
 
 SOPS_YAML = """\
@@ -156,7 +155,7 @@ def new_identity(label: str, now: datetime) -> tuple[str, Path]:
     """Append a fresh age identity to the key file; return (recipient, key file)."""
     ident = pyrage.x25519.Identity.generate()
     recipient = str(ident.to_public())
-    path = age_key_file()
+    path = settings.age_key_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -186,7 +185,7 @@ def init_repo(target: Path, now: datetime, owners: list[str] | None = None) -> d
     if target.exists() and not target.is_dir():
         raise fail(str(target), "exists and is not a directory")
     owners_text = codeowners(list(owners or []))
-    _outside(target, age_key_file(), "age identity", "SOPS_AGE_KEY_FILE (or XDG_CONFIG_HOME)")
+    _outside(target, settings.age_key_file(), "age identity", "SOPS_AGE_KEY_FILE (or XDG_CONFIG_HOME)")
     seal_env = settings.seal_key_text()
     if not seal_env:
         _outside(target, seal_key_file(), "seal key", "PKIC_SEAL_KEY_FILE (or SOPS_AGE_KEY_FILE, beside which it goes)")

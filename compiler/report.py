@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from html import escape
 
+from compiler.model.durations import default_renew_before
 from compiler.spec import EffectiveSpec
 from compiler.state import Record, State, parse_ts, ts
 
@@ -99,7 +100,7 @@ def _timeline(active: dict[str, Record], spec: EffectiveSpec | None, now: dateti
         y = 28 + i * row_h
         nb, na = parse_ts(rec["not_before"]), parse_ts(rec["not_after"])
         entry = spec.entries.get(name) if spec is not None else None
-        renew = na - (entry.renew_before if entry is not None else (na - nb) / 3)
+        renew = na - (entry.renew_before if entry is not None else default_renew_before(na - nb))
         colour = "#0969da" if rec["kind"] == "authority" else "#1a7f37"
         svg.append(f'<text x="4" y="{y + 12}" font-size="12">{_h(name)}</text>')
         svg.append(

@@ -18,6 +18,9 @@ one caller that parses it and never kept or shown.
                            (test suites and benchmarks)
 ``PKIC_FAULT``             test-only fault injection (``journal:2``, ``files:1``, ...)
 =========================  ==========================================================
+
+Beside them, one variable of sops's own that pkic must agree with sops about: where the
+age identity is kept (``SOPS_AGE_KEY_FILE``, see :func:`age_key_file`).
 """
 
 from __future__ import annotations
@@ -75,3 +78,14 @@ def time_travel() -> bool:
 def fault() -> str | None:
     """Test-only: where the crash-safety tests make an apply die (see apply's faults)."""
     return os.environ.get("PKIC_FAULT") or None
+
+
+def age_key_file() -> Path:
+    """Where sops looks for age identities: $SOPS_AGE_KEY_FILE, else
+    $XDG_CONFIG_HOME/sops/age/keys.txt (~/.config/sops/age/keys.txt). ``pkic init``
+    appends to it, apply reads it, and the seal key goes beside it."""
+    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
+    if explicit:
+        return Path(explicit).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "sops" / "age" / "keys.txt"

@@ -21,6 +21,7 @@ from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.model.keytype import public_key_sha256
 from compiler.state import State, parse_ts
+from compiler.state.revocation import crl_retired
 
 
 @dataclass(frozen=True)
@@ -123,16 +124,6 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
     return len(names), findings
 
 
-def crl_retired(state: State, authority: str, now: datetime) -> bool:
-    """A revoked authority's CRL once everything it signed has expired: no longer
-    re-signed (its last one stays in out/), and no longer due."""
-    rec = state.signer_record(authority)
-    if rec is None or rec["status"] == "active":
-        return False
-    last = state.last_issued(authority, rec["key_id"])
-    return last is None or parse_ts(last) <= now
-
-
 def crl_bundle_problem(repo: Path, state: State) -> str | None:
     """Why out/trust/crls.pem is not exactly the current CRLs the state records, in order
     (None: it is, or a state from a pkic that did not write it yet has none)."""
@@ -157,7 +148,7 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
         ]
     except ValueError:
         ders = []
-    if [hashlib.sha256(d).hexdigest() for d in ders] == wanted and text == "".join(_pem_of(d, "X509 CRL") for d in ders) and wanted:
+    if [hashlib.sha256(d).hexdigest() for d in ders] == wanted and text == "".join(bundle.pem_of(d, "X509 CRL") for d in ders) and wanted:
         return None
     have = {hashlib.sha256(d).hexdigest() for d in ders}
     return (
@@ -169,7 +160,7 @@ def crl_bundle_problem(repo: Path, state: State) -> str | None:
 def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | None:
     """Why out/trust/bundle.pem is not exactly the roots the state records (None: it is).
     An extra root in the trust bundle would be trusted by every client that uses it."""
-    roots = [n for n in sorted(state.active_names()) if _rec(state, n)["kind"] == "authority" and _rec(state, n)["issuer"] is None]
+    roots = bundle.root_names(state)
     if text is None:
         text = bundle.read_text(repo, layout.TRUST_BUNDLE) or ""
     wanted = {_rec(state, n)["sha256"] for n in roots}
@@ -198,9 +189,6 @@ def _walk(chain: list[x509.Certificate], roots: dict[bytes, x509.Certificate]) -
     except Exception as exc:
         return f"not signed by the trusted root '{root.subject.rfc4514_string()}': {type(exc).__name__}"
     return None
-
-
-_pem_of = bundle.pem_of
 
 
 def _der_of(text: str) -> bytes:
@@ -235,7 +223,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             der = _der_of(data.decode("ascii")) if data else None
         except (IndexError, ValueError, UnicodeDecodeError):
             der = None
-        if data is None or der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != _pem_of(der):
+        if data is None or der is None or hashlib.sha256(der).hexdigest() != rec["sha256"] or data.decode("ascii") != bundle.pem_of(der):
             bad.append(rel)
             continue
         pems[name] = data.decode("ascii")
@@ -259,15 +247,11 @@ def hand_edits(repo: Path, state: State) -> list[str]:
     for name in names:  # chains: the certificate and its intermediates, not the root
         if name not in pems:
             continue
-        parts, issuer = [pems[name]], _rec(state, name)["issuer"]
-        while issuer is not None and state.active(issuer) is not None and _rec(state, issuer)["issuer"] is not None:
-            parts.append(pems.get(issuer, ""))
-            issuer = _rec(state, issuer)["issuer"]
         crel = layout.chain_path(name)
         c = read(crel)
-        if c is not None and c.decode("ascii", "replace") != "".join(parts):
+        if c is not None and c.decode("ascii", "replace") != "".join(pems.get(n, "") for n in bundle.chain_names(state, name)):
             bad.append(crel)
-    roots = [n for n in names if _rec(state, n)["kind"] == "authority" and _rec(state, n)["issuer"] is None]
+    roots = bundle.root_names(state)
     b = read(layout.TRUST_BUNDLE)
     if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
         bad.append(layout.TRUST_BUNDLE)
@@ -281,7 +265,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             continue
         prel = layout.crl_path(authority, pem=True)
         p = read(prel)
-        if p is not None and p.decode("ascii", "replace") != _pem_of(d, "X509 CRL"):
+        if p is not None and p.decode("ascii", "replace") != bundle.pem_of(d, "X509 CRL"):
             bad.append(prel)
     if crl_bundle_problem(repo, state):
         bad.append(layout.CRL_BUNDLE)
@@ -295,7 +279,7 @@ def hand_edits(repo: Path, state: State) -> list[str]:
             ok = (
                 d is not None
                 and hashlib.sha256(_der_of(d.decode("ascii"))).hexdigest() == resp["sha256"]
-                and d.decode("ascii") == _pem_of(_der_of(d.decode("ascii")))
+                and d.decode("ascii") == bundle.pem_of(_der_of(d.decode("ascii")))
             )
         except (IndexError, ValueError, UnicodeDecodeError):
             ok = False

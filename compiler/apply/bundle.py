@@ -71,28 +71,41 @@ class Certs:
         return self._pems[name]
 
 
-def chain_pem(state: State, certs: Certs, name: str) -> str:
-    """out/chains/<name>.pem: the certificate and its issuers, the root left out."""
-    parts = [certs.pem(name)]
+def chain_names(state: State, name: str) -> list[str]:
+    """Whose certificates out/chains/<name>.pem holds, in order: ``name`` and its active
+    issuers up to the root, the root left out (a client has it in its trust store).
+    Apply writes the chain from this and ``verify`` checks it against the same."""
+    names = [name]
     rec = state.active(name)
     issuer = rec["issuer"] if rec else None
     while issuer is not None:
         irec = state.active(issuer)
         if irec is None or irec["issuer"] is None:  # stop before the root
             break
-        parts.append(certs.pem(issuer))
+        names.append(issuer)
         issuer = irec["issuer"]
-    return "".join(parts)
+    return names
 
 
-def trust_bundle(state: State, certs: Certs) -> str:
-    """out/trust/bundle.pem: every active root, by name."""
+def root_names(state: State) -> list[str]:
+    """Whose certificates out/trust/bundle.pem holds: every active root, by name (what
+    apply writes and ``verify`` checks)."""
     roots = []
     for n in sorted(state.active_names()):
         rec = state.active(n)
         if rec is not None and rec["kind"] == "authority" and rec["issuer"] is None:
             roots.append(n)
-    return "".join(certs.pem(n) for n in roots)
+    return roots
+
+
+def chain_pem(state: State, certs: Certs, name: str) -> str:
+    """out/chains/<name>.pem: the certificate and its issuers, the root left out."""
+    return "".join(certs.pem(n) for n in chain_names(state, name))
+
+
+def trust_bundle(state: State, certs: Certs) -> str:
+    """out/trust/bundle.pem: every active root, by name."""
+    return "".join(certs.pem(n) for n in root_names(state))
 
 
 def crl_bundle_authorities(state: State) -> list[str]:

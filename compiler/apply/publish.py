@@ -21,6 +21,7 @@ from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
 from compiler.plan import PublicationKind
 from compiler.state import CrlOp, OcspOp, ResponderOp, ResponderRetiredOp, parse_ts, ts
+from compiler.state.revocation import crl_entries, revoked_by_issuer
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, ocsp_response, responder_certificate
 from compiler.x509.build import crl as build_crl
 
@@ -89,16 +90,7 @@ def _crls(ctx: Context) -> Steps:
         arec = state.signer_record(a)  # a revoked authority signs with its revoked record's key
         assert arec is not None  # the planner plans CRLs for signing authorities only
         issuer_ref = IssuerRef.from_certificate(ctx.certs.get(a), entry.key_type)
-        listed: list[tuple[str, dict[str, str]]] = []
-        for n, recs in state.certificates.items():
-            for r in recs:
-                if (
-                    r["status"] == "revoked"
-                    and r.get("issuer") == a
-                    and r.get("issuer_key_id") == arec["key_id"]
-                    and not r.get("crl_listed_after_expiry")
-                ):
-                    listed.append((n, r))
+        listed = crl_entries(revoked_by_issuer(state).get(a, []), arec["key_id"])
         revoked = [
             Revoked(
                 int(r["serial"], 16),
@@ -106,7 +98,7 @@ def _crls(ctx: Context) -> Steps:
                 r["revocation_reason"],
                 parse_ts(r["invalidity_date"]) if r.get("invalidity_date") else None,
             )
-            for _, r in listed
+            for r in listed
         ]
         previous = state.crls.get(a)
         number = (previous["number"] + 1) if previous else 1
@@ -125,8 +117,8 @@ def _crls(ctx: Context) -> Steps:
             "next_update": ts(next_update),
             "key_id": arec["key_id"],
             "refresh_at": ts(next_update - entry.ca.crl_renew_before),
-            "serials": sorted(r["serial"] for _, r in listed),
-            "names": sorted({n for n, _ in listed}),
+            "serials": sorted(r["serial"] for r in listed),
+            "names": sorted({r["name"] for r in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
             "bundled": True,  # out/trust/crls.pem holds it (written at the end of this apply)
         }

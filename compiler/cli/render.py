@@ -8,7 +8,7 @@ markup) by ``_p`` (control characters shown as ``\\n``, ``\\x1b``); for markdown
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.table import Table
@@ -18,7 +18,7 @@ from compiler.model.errors import printable as _p
 from compiler.plan import Action, KeyDisposition, Plan, PublicationKind, ReasonCode, blast_radius
 from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
-from compiler.verify import crl_retired
+from compiler.state.revocation import crl_retired, crl_status
 
 if TYPE_CHECKING:
     from compiler.gitops import ReviewContext
@@ -279,19 +279,15 @@ def status_table(rows: list[dict]) -> Table:
     return table
 
 
-def crl_rows(state: State, now: datetime, refresh: dict | None = None) -> list[dict]:
+def crl_rows(state: State, now: datetime) -> list[dict[str, Any]]:
     """Every authority's last CRL: its number, next update and whether it is fresh, due
-    for re-signing (past its refresh point) or expired (every client rejects everything)."""
+    for re-signing (past the refresh point it recorded) or expired (every client rejects
+    everything)."""
     rows = []
     for name in sorted(state.crls):
         info = state.crls[name]
-        this_update, next_update = parse_ts(info["this_update"]), parse_ts(info["next_update"])
-        if info.get("refresh_at"):
-            window = next_update - parse_ts(info["refresh_at"])
-        else:
-            window = (refresh or {}).get(name) or (next_update - this_update) / 2
-        left = (next_update - now).total_seconds()
-        status = "expired" if left <= 0 else "due" if now >= next_update - window else "fresh"
+        left = (parse_ts(info["next_update"]) - now).total_seconds()
+        status: str = crl_status(info, now)
         if state.signer_record(name) is None:
             status = "withdrawn"  # the authority left: its CRL left out/ with it
         elif crl_retired(state, name, now):
@@ -310,7 +306,7 @@ def crl_rows(state: State, now: datetime, refresh: dict | None = None) -> list[d
     return rows
 
 
-def crl_table(rows: list[dict]) -> Table:
+def crl_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="CRLs", title_justify="left", header_style="bold")
     for col in ("authority", "number", "revoked", "next update", "left", "status"):
         table.add_column(col, justify="right" if col in ("number", "revoked", "left") else "left")

@@ -31,6 +31,7 @@ from typing import Any
 import pyrage
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from compiler import settings
 from compiler.keys.sops_meta import sops_doc
 from compiler.spec.sops_config import go_agrees, load_rules, path_matches, re2_compile
 
@@ -96,16 +97,6 @@ def rule_for(config: Path, rel_path: str) -> AgeRule | None:
             return None  # RE2 (Go's syntax) cannot read it: let sops decide
         return AgeRule(recipients, encrypted_regex, rule.get("unencrypted_suffix"), bool(rule.get("mac_only_encrypted")))
     return None
-
-
-def age_key_file() -> Path:
-    """Where sops looks for age identities: $SOPS_AGE_KEY_FILE, else
-    $XDG_CONFIG_HOME/sops/age/keys.txt (~/.config/sops/age/keys.txt)."""
-    explicit = os.environ.get("SOPS_AGE_KEY_FILE")
-    if explicit:
-        return Path(explicit).expanduser()
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "sops" / "age" / "keys.txt"
 
 
 def _armor(data: bytes) -> str:
@@ -191,7 +182,7 @@ def identities() -> list[AgeIdentity]:
     if os.environ.get("SOPS_AGE_KEY"):
         texts.append(os.environ["SOPS_AGE_KEY"])
     try:
-        texts.append(age_key_file().read_text(encoding="utf-8"))
+        texts.append(settings.age_key_file().read_text(encoding="utf-8"))
     except OSError:
         pass
     out = []

@@ -73,3 +73,10 @@ def default_refresh_before(lifetime: timedelta) -> timedelta:
     """When a CRL or OCSP response is re-signed unless pki.yaml says otherwise: at half
     its lifetime, so relying parties never hold one about to expire."""
     return lifetime / 2
+
+
+def responder_renew_before(lifetime: timedelta, ocsp_lifetime: timedelta) -> timedelta:
+    """When a delegated OCSP responder certificate is renewed: with a third of its
+    lifetime left, as a certificate, but never later than an OCSP lifetime before it
+    expires, so no response it signs outlives it."""
+    return max(default_renew_before(lifetime), ocsp_lifetime)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from compiler.layout import key_path, responder_key_path
+from compiler.model.durations import default_renew_before
 from compiler.model.errors import fail
 from compiler.plan.codes import Action, KeyDisposition
 from compiler.plan.model import Change, Plan, Record, Reencrypt, Rule
@@ -44,7 +45,7 @@ def lifecycle_settings(spec: EffectiveSpec) -> dict[str, Any]:
                 "revoke_superseded": ca.revoke_superseded,
                 "renew_before": secs(e.renew_before),
             }
-        elif e.reuse_key or e.renew_before != e.lifetime / 3:  # only what differs from the defaults
+        elif e.reuse_key or e.renew_before != default_renew_before(e.lifetime):  # only what differs from the defaults
             leaves[name] = [secs(e.renew_before), e.reuse_key]
     return {"publish": {"ocsp": spec.publish.ocsp, "ocsp_dir": spec.publish.ocsp_dir}, "authorities": authorities, "certificates": leaves}
 

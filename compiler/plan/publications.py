@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from compiler.model.durations import responder_renew_before
 from compiler.plan.codes import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
 from compiler.plan.model import Change, Plan, Publication, Reason, Record
 from compiler.plan.revocation import RevokedSigner
 from compiler.spec import CaSettings, EffectiveSpec
 from compiler.state import State, parse_ts, ts
+from compiler.state.revocation import crl_entries, crl_status, refresh_point, revoked_by_issuer
 
 Reasons = list[Reason[PublicationCode]]
 
@@ -22,7 +24,7 @@ Reasons = list[Reason[PublicationCode]]
 def _newly_revoked(crl: Record, revoked: list[Record], key_id: str | None) -> Reasons:
     """Certificates revoked (signed with ``key_id``) that the CRL does not list yet."""
     listed = set(crl.get("serials", []))
-    added = [r for r in revoked if r.get("issuer_key_id") == key_id and r["serial"] not in listed and not r.get("crl_listed_after_expiry")]
+    added = [r for r in crl_entries(revoked, key_id) if r["serial"] not in listed]
     if not added:
         return []
     return [Reason(PublicationCode.REVOCATIONS, f"{len(added)} newly revoked: " + ", ".join(sorted({r["name"] for r in added})))]
@@ -30,10 +32,10 @@ def _newly_revoked(crl: Record, revoked: list[Record], key_id: str | None) -> Re
 
 def _crl_due(crl: Record, ca: CaSettings, now: datetime) -> Reasons:
     """Past its next update, or inside its refresh window (crl_renew_before)."""
-    next_update = parse_ts(crl["next_update"])
-    if now >= next_update:
+    status = crl_status(crl, now, ca.crl_renew_before)
+    if status == "expired":
         return [Reason(PublicationCode.EXPIRED, f"the CRL expired at {crl['next_update']}")]
-    if now >= next_update - ca.crl_renew_before:
+    if status == "due":
         return [Reason(PublicationCode.DUE, f"next update {crl['next_update']}: inside the refresh window")]
     return []
 
@@ -61,7 +63,7 @@ def responder_reasons(resp: Record | None, ca: CaSettings, kid: str | None, chan
     elif change is not None and any(r.code == ReasonCode.SUBJECT_CHANGED for r in change.reasons):
         reasons.append(Reason(PublicationCode.AUTHORITY_REISSUED, "the authority has a new subject"))
     not_after = parse_ts(resp["not_after"])
-    window = max(ca.responder_lifetime / 3, ca.ocsp_lifetime)
+    window = responder_renew_before(ca.responder_lifetime, ca.ocsp_lifetime)
     if now >= not_after:
         reasons.append(Reason(PublicationCode.EXPIRED, f"expired at {resp['not_after']}"))
     elif now >= not_after - window:
@@ -82,8 +84,7 @@ def ocsp_reasons(r: Record, status: str, ca: CaSettings, ocsp_dir: str, now: dat
         reasons.append(Reason(PublicationCode.STATUS_CHANGED, f"now {status}"))
     if info.get("signer") != ca.ocsp_signer:
         reasons.append(Reason(PublicationCode.SIGNER_CHANGED, f"signed by {ca.ocsp_signer} now"))
-    next_update = parse_ts(info["next_update"])
-    if now >= next_update - ca.ocsp_renew_before:
+    if now >= refresh_point(info, ca.ocsp_renew_before):
         reasons.append(Reason(PublicationCode.DUE, f"next update {info['next_update']}"))
     return reasons
 
@@ -103,16 +104,8 @@ def plan_publications(
     signing = signing or {}
     entries = spec.entries
     revoked_now = {(r["name"], r["serial"]) for c in plan.changes for r in c.revokes}
-    # one pass over every record ever issued: what each authority has revoked, and who needs OCSP
-    revoked_by: dict[str, list[Record]] = {}
-    live: list[Record] = []
-    for recs in state.certificates.values():
-        for r in recs:
-            if r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now:
-                if r.get("issuer") is not None:
-                    revoked_by.setdefault(r["issuer"], []).append(r)
-            if r.get("issuer") is not None and parse_ts(r["not_after"]) > now:
-                live.append(r)
+    revoked_by = revoked_by_issuer(state, revoked_now)
+    live = [r for recs in state.certificates.values() for r in recs if r.get("issuer") is not None and parse_ts(r["not_after"]) > now]
 
     def key_after(name: str) -> str | None:
         """The key id an authority signs with after this plan (None: a new key)."""
@@ -226,7 +219,7 @@ def _revoked_ocsp(plan: Plan, r: Record, ca: CaSettings, now: datetime, held: Re
         if held.compromised:
             if next_update < parse_ts(r["not_after"]) and not reasons:
                 reasons.append(Reason(PublicationCode.FINAL, f"its issuer's key is compromised: one last response, valid until {until}"))
-        elif now >= next_update - ca.ocsp_renew_before:
+        elif now >= refresh_point(info, ca.ocsp_renew_before):
             reasons.append(Reason(PublicationCode.DUE, f"next update {info['next_update']}"))
     if reasons:
         plan.ocsp.append(Publication(PublicationKind.OCSP, r["name"], reasons, r["issuer"], r["serial"], signer="self", until=until))

@@ -26,12 +26,10 @@ PUB_PREFIX = "ed25519:"
 def seal_key_file() -> Path:
     """Where this machine keeps its seal key: $PKIC_SEAL_KEY_FILE, else beside the age
     identity (``pkic-seal.key`` in the directory of the age key file)."""
-    from compiler.keys.sops_age import age_key_file
-
     explicit = settings.seal_key_file()
     if explicit is not None:
         return explicit
-    return age_key_file().parent / "pkic-seal.key"
+    return settings.age_key_file().parent / "pkic-seal.key"
 
 
 def parse_key(text: str, where: str) -> Ed25519PrivateKey:

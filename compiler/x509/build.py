@@ -7,6 +7,7 @@ No private key ever reaches this module: it returns an unsigned
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -116,6 +117,41 @@ def name_constraints(nc: dict[str, Any]) -> x509.NameConstraints:
     return x509.NameConstraints(permitted_subtrees=subtrees("permitted"), excluded_subtrees=subtrees("excluded"))
 
 
+# an extension and whether it is critical
+Extension = tuple[x509.ExtensionType, bool]
+
+
+def skeleton(
+    subject: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    issuer: IssuerRef | None,
+    serial: int,
+    now: datetime,
+    lifetime: timedelta,
+    extensions: Sequence[Extension],
+) -> x509.CertificateBuilder:
+    """What every certificate pkic signs shares: ``serial``, ``subject``, the issuer's
+    subject (``issuer`` None: self-signed), the public key, a validity from a minute
+    back (``BACKDATE``) to ``now + lifetime``; then ``extensions`` (first the critical
+    BasicConstraints and KeyUsage, by RFC 5280 habit), then the subject and authority
+    key identifiers (a self-signed one names its own key). Callers add what follows."""
+    ski = x509.SubjectKeyIdentifier(key_id(public_key))
+    builder = (
+        x509.CertificateBuilder()
+        .serial_number(serial)
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer else subject)
+        .public_key(public_key)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + lifetime)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.add_extension(ski, critical=False).add_extension(
+        x509.AuthorityKeyIdentifier(issuer.key_id if issuer else ski.digest, None, None), critical=False
+    )
+
+
 def build(
     entry: SpecEntry,
     public_key: CertificatePublicKeyTypes,
@@ -125,21 +161,8 @@ def build(
 ) -> x509.CertificateBuilder:
     """The unsigned certificate for ``entry``; ``issuer`` None means self-signed."""
     subject = subject_name(entry.spec["subject"])
-    ski = x509.SubjectKeyIdentifier(key_id(public_key))
-    aki_id = issuer.key_id if issuer else ski.digest
-    builder = (
-        x509.CertificateBuilder()
-        .serial_number(serial)
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer else subject)
-        .public_key(public_key)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + entry.lifetime)
-        .add_extension(basic_constraints(entry), critical=True)
-        .add_extension(key_usage(entry), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier(aki_id, None, None), critical=False)
-    )
+    constraints: list[Extension] = [(basic_constraints(entry), True), (key_usage(entry), True)]
+    builder = skeleton(subject, public_key, issuer, serial, now, entry.lifetime, constraints)
     builder = issuer_pointers(builder, entry.spec)
     if entry.kind == "certificate":
         builder = builder.add_extension(x509.ExtendedKeyUsage(EKU[entry.spec["profile"]]), critical=False)
@@ -227,22 +250,24 @@ def responder_certificate(
     attrs = [[k, v] for k, v in authority_subject if k != "CN"]
     cn = next((v for k, v in authority_subject if k == "CN"), authority.name)
     attrs.append(["CN", (cn[:49] + " OCSP Responder")])
-    ski = x509.SubjectKeyIdentifier(key_id(public_key))
-    return (
-        x509.CertificateBuilder()
-        .serial_number(serial)
-        .subject_name(subject_name(attrs))
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + lifetime)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
-        .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier(issuer.key_id, None, None), critical=False)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
     )
+    extensions: list[Extension] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (usage, True),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
+        (x509.OCSPNoCheck(), False),
+    ]
+    return skeleton(subject_name(attrs), public_key, issuer, serial, now, lifetime, extensions)
 
 
 def ocsp_response(
