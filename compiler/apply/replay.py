@@ -70,10 +70,13 @@ def replay(writer: Writer, op: Op) -> None:
         rel = layout.responder_key_path(op["authority"]) if op.get("authority") else layout.key_path(op["name"])
         writer.write(rel, op["key_doc"].encode())
     elif kind == "crl":
-        der = _unb64(op["der"])
-        writer.write(layout.crl_path(op["authority"]), der)
-        crl_obj = x509.load_der_x509_crl(der)
-        writer.write(layout.crl_path(op["authority"], pem=True), crl_obj.public_bytes(serialization.Encoding.PEM))
+        if op.get("der"):
+            der = _unb64(op["der"])
+            writer.write(layout.crl_path(op["authority"]), der)
+            crl_obj = x509.load_der_x509_crl(der)
+            writer.write(layout.crl_path(op["authority"], pem=True), crl_obj.public_bytes(serialization.Encoding.PEM))
+        for rel in op.get("removed", []):  # an authority that signs no more (planned cleanup)
+            writer.remove(rel)
     elif kind == "ocsp":
         if op.get("moved_from"):
             writer.rename(op["moved_from"], op["info"]["file"])
