@@ -26,6 +26,7 @@ class ApplyResult:
     revoked: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
     crls: list[str] = field(default_factory=list)
+    crls_removed: list[str] = field(default_factory=list)  # authorities whose CRL files went (planned cleanup)
     responders: list[str] = field(default_factory=list)
     ocsp: int = 0
     ocsp_removed: int = 0  # published responses removed: publish.ocsp is false

@@ -32,4 +32,5 @@ def planned_paths(plan: Plan, spec: EffectiveSpec) -> list[str]:
     for p in plan.ocsp:
         paths += [layout.ocsp_path(ocsp_dir, p.name)] + ([layout.ocsp_path(ocsp_dir, p.name, p.serial)] if p.serial else [])
     paths += [r.path for r in plan.reencrypt]
+    paths += [p for c in plan.cleanup for p in (c.file, c.to) if p is not None]
     return paths

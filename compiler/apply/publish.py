@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from compiler import layout
+from compiler.apply import cleanup
 from compiler.apply.bundle import pem, read_text
 from compiler.apply.context import Context, Steps
 from compiler.apply.issue import hex_serial
@@ -31,16 +32,18 @@ def _b64(data: bytes) -> str:
 
 
 def publish(ctx: Context) -> Steps:
-    """Delegated responders, then CRLs, then OCSP responses."""
+    """Delegated responders, then CRLs, then OCSP responses (the planned renames before
+    them, the planned removals of expired ones after), then the planned removals of CRLs."""
     responders: dict[str, tuple[x509.Certificate, KeyHandle]] = {}
     yield from _responders(ctx, responders)
     yield from _crls(ctx)
-    if not ctx.spec.publish.ocsp:
+    if ctx.spec.publish.ocsp:
+        yield from cleanup.responses_renamed(ctx)
+        yield from _ocsp(ctx, responders)
+        yield from cleanup.responses_removed(ctx)
+    else:
         yield from _ocsp_off(ctx)
-        return
-    yield from _ocsp_layout(ctx)
-    yield from _ocsp(ctx, responders)
-    yield from _ocsp_expired(ctx)
+    yield from cleanup.crls_removed(ctx)
 
 
 def _responders(ctx: Context, made: dict[str, tuple[x509.Certificate, KeyHandle]]) -> Steps:
@@ -126,21 +129,6 @@ def _crls(ctx: Context) -> Steps:
         ctx.result.crls.append(a)
 
 
-def _ocsp_layout(ctx: Context) -> Steps:
-    """A name's latest response at <name>.der, older ones by serial, so a new certificate's
-    response never overwrites the previous one's (renamed ones too)."""
-    ocsp_dir = ctx.spec.publish.ocsp_dir
-    result, state = ctx.result, ctx.state
-    for name in sorted(set(result.issued) | {new for _, new in result.moved}):
-        for i, r in enumerate(state.certificates[name]):
-            info = r.get("ocsp")
-            if not info or not info.get("file"):
-                continue
-            want = layout.ocsp_path(ocsp_dir, name, None if i == 0 else r["serial"])
-            if info["file"] != want and info["file"].startswith(ocsp_dir + "/"):
-                yield OcspOp(name=name, serial=r["serial"], info={**info, "file": want}, moved_from=info["file"], at=ctx.at)
-
-
 def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]]) -> Steps:
     """An OCSP response for each certificate planned, signed by its authority or its
     delegated responder."""
@@ -185,15 +173,6 @@ def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]
         removed = previous if previous and previous != info["file"] and not previous.startswith(ocsp_dir + "/") else None
         yield OcspOp(name=pub.name, serial=rec["serial"], info=info, der=_b64(der), removed=removed, at=ctx.at)
         ctx.result.ocsp += 1
-
-
-def _ocsp_expired(ctx: Context) -> Steps:
-    """The responses of expired certificates are removed (the state keeps their record)."""
-    for name, recs in ctx.state.certificates.items():
-        for r in recs:
-            info = r.get("ocsp")
-            if info and info.get("file") and parse_ts(r["not_after"]) <= ctx.now:
-                yield OcspOp(name=name, serial=r["serial"], info={**info, "file": None}, removed=info["file"], at=ctx.at)
 
 
 def _ocsp_off(ctx: Context) -> Steps:

@@ -199,13 +199,7 @@ class Apply:
             if state.active(name):
                 writer.write(layout.chain_path(name), chain_pem(state, ctx.certs, name).encode())
         writer.write(layout.TRUST_BUNDLE, trust_bundle(state, ctx.certs).encode())
-        # authorities that left the spec take their CRLs along (a revoked one keeps signing its own)
-        left = False
-        for name in list(state.crls):
-            if state.signer_record(name) is None:
-                left |= writer.remove(layout.crl_path(name))
-                left |= writer.remove(layout.crl_path(name, pem=True))
-        if result.crls or left or plan.moves or not layout.exists(repo, layout.CRL_BUNDLE):
+        if result.crls or result.crls_removed or plan.moves or not layout.exists(repo, layout.CRL_BUNDLE):
             writer.flush()  # the CRLs signed above are on disk: the bundle is made from them
             write_crl_bundle(repo, state, writer)
         writer.flush()  # every file in place before the state says so

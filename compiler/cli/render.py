@@ -7,6 +7,7 @@ markup) by ``_p`` (control characters shown as ``\\n``, ``\\x1b``); for markdown
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from compiler.model.errors import printable as _p
-from compiler.plan import Action, KeyDisposition, Plan, PublicationKind, ReasonCode, blast_radius
+from compiler.plan import Action, Cleanup, KeyDisposition, Plan, PublicationKind, ReasonCode, blast_radius
 from compiler.spec import EffectiveSpec
 from compiler.state import State, parse_ts, ts
 from compiler.state.revocation import crl_retired, crl_status
@@ -111,6 +112,14 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
             style="dim",
         )
         lines.append(t)
+    for item in plan.cleanup[:CLEANUP_SHOWN]:
+        t = Text("  ✎ ", style="blue")
+        t.append(f"{'cleanup':<8} ", style="bold blue")
+        t.append(cleanup_line(item, _p), style="bold")
+        t.append("  (" + "; ".join(_p(r.message) for r in item.reasons) + ")", style="dim")
+        lines.append(t)
+    if len(plan.cleanup) > CLEANUP_SHOWN:
+        lines.append(Text(f"  ✎ cleanup  … and {len(plan.cleanup) - CLEANUP_SHOWN} more file(s)", style="blue"))
     for c in plan.changes:
         for r in c.revokes:
             if r["name"] != c.name or c.action != Action.REVOKE:
@@ -162,6 +171,8 @@ def plan_text(plan: Plan, spec: EffectiveSpec | None) -> Group:
         summary.append("; to sign: " + ", ".join(pubs))
     if plan.ocsp_off:
         summary.append("; " + ocsp_off_summary(plan))
+    if plan.cleanup:
+        summary.append("; " + cleanup_summary(plan))
     summary.append(".")
     lines.append(summary)
     return Group(*lines)
@@ -214,6 +225,30 @@ def publications_summary(plan: Plan, names: bool = False) -> list[str]:
     if plan.responders:
         pubs.append(f"{len(plan.responders)} OCSP responder(s)")
     return pubs
+
+
+CLEANUP_SHOWN = 20  # cleanup lines in the text plan; the rest are counted
+
+
+def cleanup_line(item: Cleanup, escape: Callable[[str], str]) -> str:
+    """'rename A -> B' or 'remove A', the paths escaped for the output they go to."""
+    if item.to is None:
+        return f"remove {escape(item.file)}"
+    return f"rename {escape(item.file)} -> {escape(item.to)}"
+
+
+def cleanup_counts(plan: Plan) -> str:
+    """'R to rename, M to remove': the published files apply renames or removes."""
+    renamed = sum(1 for c in plan.cleanup if c.to is not None)
+    parts = [f"{renamed} to rename"] if renamed else []
+    if len(plan.cleanup) - renamed:
+        parts.append(f"{len(plan.cleanup) - renamed} to remove")
+    return ", ".join(parts)
+
+
+def cleanup_summary(plan: Plan) -> str:
+    """'N file(s) to clean up (R to rename, M to remove)' ('' if none)."""
+    return f"{len(plan.cleanup)} file(s) to clean up ({cleanup_counts(plan)})" if plan.cleanup else ""
 
 
 def ocsp_off_summary(plan: Plan) -> str:
@@ -459,6 +494,8 @@ def plan_markdown(
                 [],
             )
         )
+    if plan.cleanup:
+        sections.append(([f"To clean up (nothing signed): {len(plan.cleanup)} file(s), {cleanup_counts(plan)}.", ""], [], []))
     radius = blast_radius(plan, spec) if spec else {}
     for name, below in sorted(radius.items()):
         details.append(
@@ -470,6 +507,7 @@ def plan_markdown(
         )
     details += [f"- ⚠️ {_md(w)}" for w in plan.warnings] + [f"- {_md(note)}" for note in plan.notices]
     details += [f"- CRL {_code(pub.name)}: " + "; ".join(_md(r.message) for r in pub.reasons) for pub in plan.crls]
+    details += [f"- cleanup: {cleanup_line(c, _code)}: " + "; ".join(_md(r.message) for r in c.reasons) for c in plan.cleanup]
     if details:
         sections.append((["<details><summary>Details</summary>", ""], details, ["", "</details>", ""]))
     foot = [f"<sub>{_code('Pki-Plan: ' + plan.reviewed_digest)} · state serial {_md(plan.state_serial)}</sub>"]

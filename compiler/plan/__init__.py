@@ -2,7 +2,7 @@
 recorded state and a clock. Pure: no key is read, nothing is signed, no file is touched.
 
 The package's public names; its modules are ``codes`` (the vocabulary), ``model`` (the
-plan's data), ``entries``, ``revocation``, ``publications``, ``content`` and ``limits``
+plan's data), ``entries``, ``revocation``, ``publications``, ``cleanup``, ``content`` and ``limits``
 (the decisions) and ``planner`` (their order).
 """
 
@@ -10,7 +10,7 @@ from compiler.plan.codes import Action, Code, KeyDisposition, PublicationCode, P
 from compiler.plan.content import lifecycle_settings, settings_diff
 from compiler.plan.entries import spec_reasons
 from compiler.plan.limits import LAST_X509_TIME, check_horizon, verifier_caveats
-from compiler.plan.model import PLAN_FORMAT_VERSION, Change, Compromise, Plan, Publication, Reason, Reencrypt, Revocation
+from compiler.plan.model import PLAN_FORMAT_VERSION, Change, Cleanup, Compromise, Plan, Publication, Reason, Reencrypt, Revocation
 from compiler.plan.planner import blast_radius, make_plan
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "PLAN_FORMAT_VERSION",
     "Action",
     "Change",
+    "Cleanup",
     "Code",
     "Compromise",
     "KeyDisposition",

@@ -87,7 +87,8 @@ class PublicationKind(Code):
 
 
 class PublicationCode(Code):
-    """Why a CRL, an OCSP response or a responder certificate is (re-)signed or removed."""
+    """Why a CRL, an OCSP response or a responder certificate is (re-)signed or removed,
+    or (the last four) why a published file is renamed or removed with nothing signed."""
 
     NEW = "new", "none signed yet (or none published)"
     AUTHORITY_REKEYED = "authority_rekeyed", "the authority signs with a new key"
@@ -101,3 +102,14 @@ class PublicationCode(Code):
     STATUS_CHANGED = "status_changed", "the certificate's status (good or revoked) changed"
     SIGNER_CHANGED = "signer_changed", "another key signs the response now (self or delegated)"
     OCSP_OFF = "ocsp_off", "publish.ocsp is false: the response is removed, the responder retired"
+    # cleanup: files apply renames or removes, nothing signed (Plan.cleanup)
+    MOVED_RESPONSE_RENAMED = "moved_response_renamed", "the certificate was renamed (moved:): its published response follows it"
+    REPLACED_RESPONSE_RENAMED = (
+        "replaced_response_renamed",
+        "the certificate is replaced: its response moves to name.serial.der, the new one takes name.der",
+    )
+    EXPIRED_RESPONSE_REMOVED = "expired_response_removed", "the certificate expired: its response leaves out/ (the state keeps its record)"
+    CRL_OF_REMOVED_AUTHORITY = (
+        "crl_of_removed_authority",
+        "the authority no longer signs (removed from pki.yaml): its CRL files leave out/ (the state keeps its number)",
+    )

@@ -166,6 +166,34 @@ class Publication:
 
 
 @dataclass
+class Cleanup:
+    """A published file apply renames or removes, signing nothing: the response of a
+    renamed or replaced certificate moved to where it belongs, an expired certificate's
+    response removed, the CRL files of an authority that no longer signs removed.
+
+    Time-driven housekeeping, or the consequence of a change the reviewer already
+    approves (a move, a reissue, a revocation): like CRL and OCSP re-signing, it is in
+    :attr:`Plan.digest` (a saved plan without it is stale) but not in the reviewed digest."""
+
+    kind: PublicationKind  # the file's kind: OCSP (a response) or CRL
+    name: str  # the certificate (ocsp) or the authority (crl)
+    reasons: list[Reason[PublicationCode]]
+    file: str  # the file in out/ as the apply finds it
+    to: str | None = None  # renamed to (None: removed)
+    serial: str | None = None  # for ocsp: the certificate whose response it is
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+            "serial": self.serial,
+            "file": self.file,
+            "to": self.to,
+        }
+
+
+@dataclass
 class Plan:
     now: datetime
     lineage: str | None
@@ -183,6 +211,8 @@ class Plan:
     # publish.ocsp is false: published responses to remove ("ocsp": name, issuer, serial)
     # and delegated responders to retire ("responder": the authority)
     ocsp_off: list[Publication] = field(default_factory=list)
+    # published files renamed or removed, nothing signed (plan.cleanup)
+    cleanup: list[Cleanup] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)  # below a revoked authority: need a new issuer
     compromises: list[Compromise] = field(default_factory=list)
     reencrypt: list[Reencrypt] = field(default_factory=list)
@@ -213,6 +243,7 @@ class Plan:
             or self.responders
             or self.ocsp
             or self.ocsp_off
+            or self.cleanup
             or self.reencrypt
             or self.settings_changes
         )
@@ -220,7 +251,8 @@ class Plan:
     @property
     def needs_review(self) -> bool:
         """Spec-driven work: anything but renewals of unchanged content under unchanged
-        rules, and CRL/OCSP re-signing."""
+        rules, CRL/OCSP re-signing and cleanup (a cleanup follows from time or from a
+        change that needs review on its own)."""
         return bool(
             self.moves
             or self.reencrypt
@@ -243,8 +275,8 @@ class Plan:
         it signs with, who can decrypt its new key, what it revokes (reason and public
         key); re-encryptions; moves; declared compromises; the policies and the SOPS rules
         as data. No serial, no date, no state serial: time-driven work (renewals of
-        unchanged content, CRL and OCSP re-signing) that comes due between review and
-        merge does not change it."""
+        unchanged content, CRL and OCSP re-signing, cleanup of published files) that
+        comes due between review and merge does not change it."""
         return {
             "format": 2,
             "lineage": self.lineage,
@@ -277,6 +309,8 @@ class Plan:
             "lineage": self.lineage,
             "state_serial": self.state_serial,
         }
+        if self.cleanup:  # absent when there is none: a plan saved before cleanup was planned keeps its digest
+            body["cleanup"] = [p.to_json() for p in self.cleanup]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
@@ -297,6 +331,7 @@ class Plan:
             "responders": [p.to_json() for p in self.responders],
             "ocsp": [p.to_json() for p in self.ocsp],
             "ocsp_off": [p.to_json() for p in self.ocsp_off],
+            "cleanup": [p.to_json() for p in self.cleanup],
             "reencrypt": [r.to_json() for r in self.reencrypt],
             "responder_keys": [{"authority": a, "rule": self.rules.get(d)} for a, d in self.responder_keys],
             "settings_changes": self.settings_changes,

@@ -8,6 +8,7 @@ signs nothing and touches no file.
   "does this certificate need reissuing?"), and entries removed from pki.yaml;
 * ``revocation``: declared key compromises, and what a revoked authority takes with it;
 * ``publications``: CRLs, delegated OCSP responders and OCSP responses;
+* ``cleanup``: published files renamed or removed, nothing signed;
 * ``content``: what the reviewer approves (specs, recipients, re-encryptions, settings).
 
 The vocabulary is in ``codes``: ``Action`` (issue, reissue, renew, revoke),
@@ -21,6 +22,7 @@ import copy
 from dataclasses import replace
 from datetime import datetime
 
+from compiler.plan.cleanup import plan_cleanup
 from compiler.plan.codes import Action, ReasonCode
 from compiler.plan.content import bind_content
 from compiler.plan.entries import csr_warnings, entry_changes, outlived_by_child, removed_entries
@@ -100,6 +102,7 @@ def make_plan(spec: EffectiveSpec, state: State, now: datetime) -> Plan:
     _chain_updates(plan, spec, changes)
     csr_warnings(plan, spec)
     plan_publications(plan, spec, state, now, changes, unusable, signing)
+    plan_cleanup(plan, spec, state, now)
     bind_content(plan, spec, state, now, unusable)
     return plan
 

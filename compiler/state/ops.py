@@ -273,22 +273,29 @@ class RevokedOp(JournalOp):
 
 @dataclass(frozen=True, kw_only=True)
 class CrlOp(JournalOp):
-    """An authority's CRL signed: its state record (``info``) and its DER (base64)."""
+    """An authority's CRL signed: its state record (``info``) and its DER (base64); or,
+    planned cleanup of an authority that signs no more, its CRL files ``removed``."""
 
     kind = "crl"
     authority: str
     info: Record
     der: str | None = None
-    sparse = frozenset({"der"})
+    removed: list[str] | None = None
+    sparse = frozenset({"der", "removed"})
 
     def fold(self, state: State) -> None:
         state.record_crl(self.authority, self.info)
 
     def files(self, sink: FileSink) -> None:
-        der = base64.b64decode(self._need(self.der, "der"))
-        sink.write(layout.crl_path(self.authority), der)
-        pem = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
-        sink.write(layout.crl_path(self.authority, pem=True), pem)
+        if self.removed is None or self.der is not None:
+            der = base64.b64decode(self._need(self.der, "der"))
+            sink.write(layout.crl_path(self.authority), der)
+            pem = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+            sink.write(layout.crl_path(self.authority, pem=True), pem)
+        own = {layout.crl_path(self.authority), layout.crl_path(self.authority, pem=True)}
+        for rel in self.removed or []:
+            if rel in own:  # only this authority's own CRL files, whatever the line says
+                sink.remove(rel)
 
 
 @dataclass(frozen=True, kw_only=True)
