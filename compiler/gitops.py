@@ -161,7 +161,7 @@ def commit_message(
     if plan.ocsp:
         body.append(f"- sign {len(plan.ocsp)} OCSP response(s)")
     if plan.ocsp_off:
-        from compiler.cli.render import ocsp_off_summary
+        from compiler.plan.summary import ocsp_off_summary
 
         body.append(f"- {ocsp_off_summary(plan)}" + (f" ({', '.join(result.responders_retired)})" if result.responders_retired else ""))
     trailers = []

@@ -111,7 +111,8 @@ def plan(
     ),
 ) -> None:
     """Show what apply would issue, reissue, renew or revoke, and why. Needs no secret."""
-    from compiler.cli.render import plan_markdown, plan_text
+    from compiler.cli.markdown import plan_markdown
+    from compiler.cli.render import plan_text
 
     if fmt not in ("text", "json", "markdown"):
         raise PkicError(f"--format {fmt}: not a format", "use text, json or markdown")
@@ -146,7 +147,7 @@ def plan(
     if as_json:
         write_json(body)
     elif fmt == "markdown":
-        from compiler.cli.render import seal_markdown
+        from compiler.cli.markdown import seal_markdown
 
         sys.stdout.write(plan_markdown(the_plan, effective, review, seal_markdown(sealed, findings), max_chars))
     else:

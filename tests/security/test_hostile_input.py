@@ -12,7 +12,6 @@ attacks cost before (a minute and 2-4 GB for a 7-level bomb; a segfault for a de
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -399,6 +398,6 @@ def test_control_characters_never_go_into_a_certificate(pkic, repo, field, value
 
 
 def test_a_value_in_the_markdown_plan_cannot_mention_people():
-    from compiler.cli.render import _md
+    from compiler.cli.markdown import _md
 
     assert "@" not in _md("ping @org/security-team")
