@@ -28,7 +28,7 @@ from cryptography.x509 import ocsp
 
 from compiler import layout, settings
 from compiler.keys import sops_age, sops_meta, sops_process
-from compiler.layout import KEYS_DIR, SOPS_CONFIG, key_path, responder_key_path  # noqa: F401 - re-exported (apply, verify)
+from compiler.layout import SOPS_CONFIG, key_path
 from compiler.model.errors import PkicError, fail
 from compiler.model.keytype import KeyType, SignatureHash, public_key_sha256
 from compiler.spec import sops_config, sops_rules
