@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from compiler.cli.app import NOW_HELP, app, err, escape, escape_lines, opts, out, parse_now, write_json, write_out_file
+from compiler.cli.app import NOW_HELP, app, err, escape, escape_lines, opts, out, parse_now, repo_relative, write_json, write_out_file
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state import ts
 
@@ -186,9 +186,14 @@ def check(
     if save is not None:
         from compiler.layout import write_atomic
 
-        target = save if save.is_absolute() else opts.repo / save
+        inside = repo_relative(save)  # in the repo (which a pull request writes): no component followed
+        if inside is not None and (".." in Path(inside).parts or inside in ("", ".")):
+            raise fail(str(save), "is not a file path inside the repository", "pass a path like metrics/pkic.prom, or an absolute one")
         try:
-            write_atomic(target.parent, target.name, text.encode())
+            if inside is not None:
+                write_atomic(opts.repo, inside, text.encode())
+            else:
+                write_atomic(save.parent, save.name, text.encode())
         except OSError as exc:
             raise fail(str(save), f"cannot write: {exc.strerror}") from None
         out.print(escape(summary))

@@ -44,8 +44,9 @@ def read_journal(repo: Path) -> list[Op]:
             op = json.loads(line)
         except (ValueError, RecursionError):
             break  # the torn tail of a killed write: that step never completed
-        if not isinstance(op, dict) or op.get("op") not in KINDS:
-            raise unknown_step(op.get("op") if isinstance(op, dict) else None, len(ops) + 1)
+        kind = op.get("op") if isinstance(op, dict) else None
+        if not isinstance(kind, str) or kind not in KINDS:  # (a list or a mapping is no kind either)
+            raise unknown_step(kind if isinstance(kind, str) else None, len(ops) + 1)
         ops.append(op)
     return ops
 

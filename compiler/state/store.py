@@ -59,11 +59,21 @@ def load_state(repo: Path) -> State:
     _check_names(certs, crls, responders, body.get("compromised") or [])
     rules = body.get("sops_rules") or {}
     if not isinstance(rules, dict) or not all(
-        isinstance(d, str) and isinstance(r, dict) and isinstance(r.get("groups"), list) for d, r in rules.items()
+        isinstance(d, str)
+        and isinstance(r, dict)
+        and isinstance(r.get("groups"), list)
+        and all(isinstance(g, list) and all(isinstance(m, str) for m in g) for g in r["groups"])
+        for d, r in rules.items()
     ):
         raise fail(STATE_PATH, "the state is damaged (sops_rules)", "restore it from git")
     settings = body.get("settings")
-    if settings is not None and not isinstance(settings, dict):
+    if settings is not None and not (
+        isinstance(settings, dict)
+        and isinstance(settings.get("authorities") or {}, dict)
+        and all(isinstance(v, dict) for v in (settings.get("authorities") or {}).values())
+        and isinstance(settings.get("certificates") or {}, dict)
+        and all(isinstance(v, list) or v is None for v in (settings.get("certificates") or {}).values())
+    ):
         raise fail(STATE_PATH, "the state is damaged (settings)", "restore it from git")
     return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [], rules, settings)
 
@@ -87,6 +97,7 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
         except ValueError:
             return False
 
+    claimed: dict[str, str] = {}  # OCSP file -> the name whose record names it
     for name, recs in certs.items():
         where = f"{STATE_PATH}: certificates.{str(name)[:40]}"
         check_name(name, where)
@@ -94,9 +105,13 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
             serial = r["serial"]
             if not isinstance(serial, str) or not SERIAL.fullmatch(serial):
                 raise fail(where, f"serial {str(serial)[:40]!r} is not hex", "restore the state from git")
-            if r["status"] not in _STATUSES or r["kind"] not in ("authority", "certificate") or not isinstance(r["spec"], dict):
-                raise damaged(where, "status, kind or spec")
-            for k in ("not_after", "not_before", "revoked_at", "superseded_at", "invalidity_date"):
+            if not (isinstance(r["status"], str) and r["status"] in _STATUSES and r["kind"] in ("authority", "certificate")):
+                raise damaged(where, "status or kind")
+            if not isinstance(r["spec"], dict):
+                raise damaged(where, "spec")
+            if not stamp(r["not_after"]) or ("not_before" in r and not stamp(r["not_before"])):
+                raise damaged(where, "not_after or not_before is not a UTC timestamp")
+            for k in ("revoked_at", "superseded_at", "invalidity_date"):
                 if k in r and r[k] is not None and not stamp(r[k]):
                     raise damaged(where, f"{k} is not a UTC timestamp")
             for k in ("key_id", "issuer_key_id", "public_key_sha256", "sha256"):
@@ -114,10 +129,17 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
                     raise damaged(where, "moved_from")
                 for old in moved:
                     check_name(old, where + ".moved_from")
-                if f is not None and not (isinstance(f, str) and any(is_ocsp_file(f, n, serial) for n in (name, *moved))):
+                gone = [old for old in moved if old not in certs]  # a name still in use is not this record's
+                if f is not None and not (isinstance(f, str) and any(is_ocsp_file(f, n, serial) for n in (name, *gone))):
                     raise fail(
                         where,
                         f"records an OCSP response at {str(f)[:80]!r}, which is not where pkic puts it",
+                        "restore the state from git; never edit it by hand",
+                    )
+                if f is not None and claimed.setdefault(f, name) != name:  # never another name's response
+                    raise fail(
+                        where,
+                        f"records an OCSP response at {str(f)[:80]!r}, which certificates.{claimed[f]} records too",
                         "restore the state from git; never edit it by hand",
                     )
     for a in list(crls) + list(responders):
@@ -130,13 +152,18 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
             and stamp(info.get("this_update"))
             and stamp(info.get("next_update"))
             and isinstance(info.get("serials", []), list)
+            and (info.get("refresh_at") is None or stamp(info.get("refresh_at")))
         ):
             raise damaged(f"{STATE_PATH}: crls.{a}", "number, this_update, next_update or serials")
     for a, recs in responders.items():
         if not (
             isinstance(recs, list)
             and all(
-                isinstance(r, dict) and r.get("status") in _STATUSES and stamp(r.get("not_after")) and isinstance(r.get("serial"), str)
+                isinstance(r, dict)
+                and isinstance(r.get("status"), str)
+                and r.get("status") in _STATUSES
+                and stamp(r.get("not_after"))
+                and isinstance(r.get("serial"), str)
                 for r in recs
             )
         ):
