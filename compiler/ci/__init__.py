@@ -16,11 +16,24 @@ their members are read with size caps; the token is sent only to the API host (n
 along a redirect) and never appears in an error. Nothing here prints: the CLI does.
 """
 
-from compiler.ci.api import BOT, DEFAULT_API, DEFAULT_SERVER, PROVENANCE, TRUSTED_WORKFLOW, GitHub, check_repo, check_sha, refuse, same_repo
+from compiler.ci.api import (
+    ARTIFACT,
+    BOT,
+    DEFAULT_API,
+    DEFAULT_SERVER,
+    PROVENANCE,
+    TRUSTED_WORKFLOW,
+    GitHub,
+    check_repo,
+    check_sha,
+    refuse,
+    same_repo,
+)
 from compiler.ci.pulls import PullRequest, check_comments, comment_body, find_pr, get_pull, post_comment, pr_of_workflow_run, record
 from compiler.ci.reviewed import Reviewed, override, reviewed_digest
 
 __all__ = [
+    "ARTIFACT",
     "BOT",
     "DEFAULT_API",
     "DEFAULT_SERVER",
