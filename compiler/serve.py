@@ -49,20 +49,17 @@ from compiler import layout
 from compiler.layout import STATE_PATH
 from compiler.model.bounded import json_depth_ok
 from compiler.model.errors import PkicError
-from compiler.serve_http import (  # noqa: F401  (tests reach them here)
-    LINGER,
+from compiler.serve_http import (
     MAX_BODY,
     MAX_CONNECTIONS,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_LINE,
-    MAX_LOG,
     MAX_TARGET,
     THREADS,
     TIMEOUT,
     Pending,
     Server,
-    _complete,
     _Writer,
     clean,
 )

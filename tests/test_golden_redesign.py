@@ -224,9 +224,7 @@ def _scenario(tmp: Path) -> dict:
         step["plan.md"] = _mask_run(_run(env, repo, seed, "plan", "--format", "markdown", "--now", now).stdout)
         step["plan.txt"] = _mask_run(_run(env, repo, seed, "plan", "--now", now).stdout)
         if seed == "a2":  # a journal: the apply is killed after its 2nd issued step, then finished
-            killed = subprocess.run(
-                [sys.executable, str(DRIVER), "apply", "--yes", "--now", now], cwd=repo,
-                env={**env, "PKIC_GOLDEN_SEED": seed, "PKIC_FAULT": "journal:2"}, capture_output=True, text=True)
+            killed = _run({**env, "PKIC_FAULT": "journal:2"}, repo, seed, "apply", "--yes", "--now", now, ok=False)
             assert killed.returncode != 0
             step["journal.jsonl"] = _journal((repo / ".pkic" / "journal.jsonl").read_text())
             step["apply.txt"] = _mask_seal(_mask_run(_run(env, repo, seed + "r", "apply", "--yes", "--commit", "--now", now).stdout))

@@ -33,6 +33,7 @@ from cryptography.x509 import ocsp
 from helpers import ocsp_request
 
 from compiler import serve as responder
+from compiler import serve_http
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -251,13 +252,13 @@ def test_a_request_sent_in_pieces_within_the_timeout_is_answered(served):
 def test_a_request_is_complete_exactly_at_its_last_byte_however_it_arrives(request_bytes):
     """The selector loop's reading (searching only new bytes each time): fed one byte at
     a time or all at once, a request is handed to a worker at its last byte, not before."""
-    one = responder.Pending(None, None, 0.0)
+    one = serve_http.Pending(None, None, 0.0)
     for i, byte in enumerate(request_bytes):
         one.data += bytes([byte])
-        assert responder._complete(one) == (i == len(request_bytes) - 1), (i, request_bytes[: i + 1])
-    whole = responder.Pending(None, None, 0.0)
+        assert serve_http._complete(one) == (i == len(request_bytes) - 1), (i, request_bytes[: i + 1])
+    whole = serve_http.Pending(None, None, 0.0)
     whole.data += request_bytes
-    assert responder._complete(whole)
+    assert serve_http._complete(whole)
 
 
 def test_the_default_timeout_is_ten_seconds():

@@ -179,32 +179,18 @@ def _check_reviewed(reviewed: str | None, the_plan: Plan, effective: EffectiveSp
     pull request ('none': there was no review, so only time-driven work may be done)."""
     if reviewed == "none" and the_plan.needs_review:
         console.plan(the_plan, effective)
-        raise PkicError(
-            [
-                Diagnostic(
-                    "plan",
-                    None,
-                    None,
-                    "",
-                    "this plan has spec-driven work (issue, reissue, revoke, move, re-encrypt, or a renewal whose content or "
-                    "recipients changed), and there is no reviewed plan for it",
-                    "open a pull request: its reviewed plan's digest lets apply do it",
-                )
-            ]
+        raise fail(
+            "plan",
+            "this plan has spec-driven work (issue, reissue, revoke, move, re-encrypt, or a renewal whose content or "
+            "recipients changed), and there is no reviewed plan for it",
+            "open a pull request: its reviewed plan's digest lets apply do it",
         )
     if reviewed not in (None, "none") and reviewed != the_plan.reviewed_digest:
         console.plan(the_plan, effective)
-        raise PkicError(
-            [
-                Diagnostic(
-                    "plan",
-                    None,
-                    None,
-                    "",
-                    f"the spec-driven part of the plan is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
-                    "pki.yaml, a policy, .sops.yaml or the state changed after review: re-run the plan on the pull request and review it again",
-                )
-            ]
+        raise fail(
+            "plan",
+            f"the spec-driven part of the plan is not the reviewed one: reviewed {reviewed[:16]}…, now {the_plan.reviewed_digest[:16]}…",
+            "pki.yaml, a policy, .sops.yaml or the state changed after review: re-run the plan on the pull request and review it again",
         )
 
 

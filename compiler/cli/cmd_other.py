@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from compiler import serve_http
 from compiler.cli.app import NOW_HELP, app, err, escape, opts, out, parse_now, repo_relative
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state import ts
@@ -16,15 +17,15 @@ def serve(
     port: int = typer.Option(8080, "--port", help="TCP port"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     timeout: float = typer.Option(
-        10.0,
+        serve_http.TIMEOUT,
         "--timeout",
         min=0.1,
         max=3600,
         help="seconds a connection has to send its whole request (and to take each write of the answer)",
     ),
-    threads: int = typer.Option(32, "--threads", min=1, max=1024, help="worker threads answering complete requests"),
+    threads: int = typer.Option(serve_http.THREADS, "--threads", min=1, max=1024, help="worker threads answering complete requests"),
     max_connections: int = typer.Option(
-        512,
+        serve_http.MAX_CONNECTIONS,
         "--max-connections",
         min=1,
         max=65536,
