@@ -169,6 +169,11 @@ def bundle_problem(repo: Path, state: State, text: str | None = None) -> str | N
     except ValueError:
         have = set()
     if have == wanted and text == "".join(bundle.read_text(repo, layout.cert_path(n)) or "" for n in roots):
+        for cert in _load_pems(text):  # a trust anchor is self-signed, or it is no root
+            try:
+                cert.verify_directly_issued_by(cert)
+            except Exception:  # InvalidSignature, ValueError (issuer is not subject), a key type mismatch
+                return f"{layout.TRUST_BUNDLE} holds '{cert.subject.rfc4514_string()[:80]}', which is not a self-signed root"
         return None
     return f"{layout.TRUST_BUNDLE} is not exactly the roots the state records ({len(have - wanted)} other certificate(s), {len(wanted - have)} missing)"
 

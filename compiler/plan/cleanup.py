@@ -43,10 +43,12 @@ def _responses_renamed(plan: Plan, ocsp_dir: str, state: State) -> dict[tuple[st
     where: dict[tuple[str, str], str] = {}
     for name in sorted(set(issued) | set(moved_from)):
         first = 1 if name in issued else 0  # the new certificate takes the first place
+        seen: set[str] = set()
         for i, r in enumerate(state.certificates.get(name, [])):
             info = r.get("ocsp")
-            if not info or not info.get("file"):
-                continue
+            if not info or not info.get("file") or info["file"] in seen:
+                continue  # (an older record naming a newer one's file: that file is the newer one's)
+            seen.add(info["file"])
             want = layout.ocsp_path(ocsp_dir, name, None if i + first == 0 else r["serial"])
             if info["file"] == want or not info["file"].startswith(ocsp_dir + "/"):
                 continue  # in place, or in an older ocsp_dir (re-signed there: dir_changed)
@@ -63,11 +65,13 @@ def _responses_renamed(plan: Plan, ocsp_dir: str, state: State) -> dict[tuple[st
 
 
 def _expired_responses(plan: Plan, state: State, now: datetime, where: dict[tuple[str, str], str]) -> None:
-    """The published responses of expired certificates (renamed first, if so planned)."""
+    """The published responses of expired certificates (renamed first, if so planned);
+    never a file an unexpired record names too (that file holds that record's response)."""
     for name, recs in state.certificates.items():
+        live = {(r.get("ocsp") or {}).get("file") for r in recs if parse_ts(r["not_after"]) > now}
         for r in recs:
             info = r.get("ocsp")
-            if info and info.get("file") and parse_ts(r["not_after"]) <= now:
+            if info and info.get("file") and parse_ts(r["not_after"]) <= now and info["file"] not in live:
                 file = where.get((name, r["serial"]), info["file"])
                 why = Reason(PublicationCode.EXPIRED_RESPONSE_REMOVED, f"the certificate expired at {r['not_after']}")
                 plan.cleanup.append(Cleanup(PublicationKind.OCSP, name, [why], file, None, r["serial"]))

@@ -10,6 +10,7 @@ is refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,21 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
     for name, recs in certs.items():
         where = f"{STATE_PATH}: certificates.{str(name)[:40]}"
         check_name(name, where)
+        serials: set[str] = set()
         for r in recs:
             serial = r["serial"]
             if not isinstance(serial, str) or not SERIAL.fullmatch(serial):
                 raise fail(where, f"serial {str(serial)[:40]!r} is not hex", "restore the state from git")
+            if serial in serials:
+                raise damaged(where, f"serial {serial[:40]} is recorded twice")
+            serials.add(serial)
             if not (isinstance(r["status"], str) and r["status"] in _STATUSES and r["kind"] in ("authority", "certificate")):
                 raise damaged(where, "status or kind")
             if not isinstance(r["spec"], dict):
                 raise damaged(where, "spec")
+            for k in ("dns", "ip", "uri", "email"):
+                if not isinstance(r["spec"].get(k, []), list) or not all(isinstance(v, str) for v in r["spec"].get(k, [])):
+                    raise damaged(where, f"spec.{k} is not a list of names")
             if not stamp(r["not_after"]) or ("not_before" in r and not stamp(r["not_before"])):
                 raise damaged(where, "not_after or not_before is not a UTC timestamp")
             for k in ("revoked_at", "superseded_at", "invalidity_date"):
@@ -119,8 +127,12 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
                     raise damaged(where, f"{k} is not hex")
             if r.get("issuer") is not None:
                 check_name(r["issuer"], where + ".issuer")
+            if r.get("issuer") != r["spec"].get("issuer", r.get("issuer")):
+                raise damaged(where, "its issuer is not the one its spec names")
             info = r.get("ocsp")
             if info is not None:
+                if isinstance(info, dict) and not all(info.get(k) is None or stamp(info.get(k)) for k in ("this_update", "next_update")):
+                    raise damaged(where, "ocsp.this_update or ocsp.next_update is not a UTC timestamp")
                 f = info.get("file") if isinstance(info, dict) else 0
                 # (a moved name's response is renamed later in the apply that moved it: an
                 # interrupted one leaves it under the old name until its journal is finished)
@@ -142,6 +154,7 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
                         f"records an OCSP response at {str(f)[:80]!r}, which certificates.{claimed[f]} records too",
                         "restore the state from git; never edit it by hand",
                     )
+    _check_issuer_chains(certs, damaged)
     for a in list(crls) + list(responders):
         check_name(a, f"{STATE_PATH}: {str(a)[:40]}")
     for a, info in crls.items():
@@ -152,6 +165,7 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
             and stamp(info.get("this_update"))
             and stamp(info.get("next_update"))
             and isinstance(info.get("serials", []), list)
+            and all(isinstance(x, str) for x in info.get("serials", []))
             and (info.get("refresh_at") is None or stamp(info.get("refresh_at")))
         ):
             raise damaged(f"{STATE_PATH}: crls.{a}", "number, this_update, next_update or serials")
@@ -170,3 +184,21 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
             raise damaged(f"{STATE_PATH}: responders.{a}", "a responder record")
     if not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("at"), str) for c in compromised):
         raise damaged(f"{STATE_PATH}: compromised", "an entry")
+
+
+def _check_issuer_chains(certs: dict[str, list[Record]], damaged: Callable[[str, str], PkicError]) -> None:
+    """Every name's latest record leads, issuer by issuer, to a root: an issuer cycle
+    would make every chain walk (apply's chain files, the trust bundle) endless."""
+    ok: set[str] = set()
+    for name in certs:
+        path: list[str] = []
+        at: str | None = name
+        while at is not None and at not in ok:
+            if at in path:
+                raise damaged(
+                    f"{STATE_PATH}: certificates.{str(name)[:40]}", f"its issuers go round in a circle ({' -> '.join(path[-5:])} -> {at})"
+                )
+            path.append(at)
+            recs = certs.get(at)
+            at = recs[0].get("issuer") if recs else None
+        ok.update(path)

@@ -61,7 +61,10 @@ def test_two_records_of_one_name_sharing_an_ocsp_file_let_cleanup_remove_the_liv
     assert (repo / "out" / "ocsp" / "web.der").is_file(), (
         "apply removed the response of web's current certificate as an expired one's:\n" + applied.stdout + applied.stderr)
     assert (repo / "out" / "ocsp" / "web.der").read_bytes() == live
-    assert plan.returncode == 1 and "out/state.json" in plan.stderr, plan.stdout + plan.stderr
+    # refused, or the file left to the newest record that names it (a killed apply can
+    # leave an older record naming <name>.der after the new response took it: pkic itself
+    # wrote such a state, so the plan never removes or renames a file a newer record names)
+    assert (plan.returncode == 1 and "out/state.json" in plan.stderr) or "out/ocsp/web.der" not in plan.stdout, plan.stdout + plan.stderr
 
 
 def test_a_serial_twice_in_one_names_records_is_refused_not_a_crash_in_cleanup(local):
