@@ -105,11 +105,11 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
     for authority in sorted(state.crls):
         if state.signer_record(authority) is None or crl_retired(state, authority, now):
             continue
-        info = state.crls[authority]
+        crl = state.crls[authority]
         ca = _ca(entries, authority)
-        s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
-        level, msg = _level(now, s, e, refresh_point(info, ca.crl_renew_before if ca else None), None, critical)
-        items.append(Item(PublicationKind.CRL, authority, authority, info["next_update"], level, msg))
+        s, e = parse_ts(crl["this_update"]), parse_ts(crl["next_update"])
+        level, msg = _level(now, s, e, refresh_point(crl, ca.crl_renew_before if ca else None), None, critical)
+        items.append(Item(PublicationKind.CRL, authority, authority, crl["next_update"], level, msg))
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:

@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +20,7 @@ from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.model.keytype import public_key_sha256
-from compiler.state import State, parse_ts
+from compiler.state import Record, State, parse_ts
 from compiler.state.revocation import crl_retired
 
 
@@ -30,7 +30,7 @@ class Finding:
     problem: str
 
 
-def _rec(state: State, name: str) -> dict[str, Any]:
+def _rec(state: State, name: str) -> Record:
     """The active record of a name known to be active (from ``state.active_names()``)."""
     rec = state.active(name)
     if rec is None:  # a programming error, not a user's
@@ -95,14 +95,14 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
     for authority in sorted(state.crls):
         if state.signer_record(authority) is None:
             continue  # an authority that left: its CRL left with it (the state keeps the number)
-        info = state.crls[authority]
+        recorded = state.crls[authority]
         retired = crl_retired(state, authority, now)
         try:
             crl = x509.load_der_x509_crl((repo / layout.crl_path(authority)).read_bytes())
         except (OSError, ValueError):
             findings.append(Finding(authority, f"{layout.crl_path(authority)} is missing or not a CRL"))
             continue
-        if hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest() != info.get("sha256"):
+        if hashlib.sha256(crl.public_bytes(serialization.Encoding.DER)).hexdigest() != recorded.get("sha256"):
             findings.append(Finding(authority, f"{layout.crl_path(authority)} is not the CRL the state records"))
         pem = bundle.read_text(repo, layout.cert_path(authority))
         if pem and not crl.is_signature_valid(
@@ -110,12 +110,12 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         ):
             findings.append(Finding(authority, f"{layout.crl_path(authority)} is not signed by {authority}"))
         if crl.next_update_utc is not None and crl.next_update_utc <= now and not retired:
-            findings.append(Finding(authority, f"the CRL expired at {info['next_update']}: run `pkic apply`"))
+            findings.append(Finding(authority, f"the CRL expired at {recorded['next_update']}: run `pkic apply`"))
         if crl.last_update_utc > now:
             findings.append(
                 Finding(
                     authority,
-                    f"the CRL is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one",
+                    f"the CRL is not valid yet (thisUpdate {recorded['this_update']}): signed with a clock, or --now, ahead of this one",
                 )
             )
     problem = crl_bundle_problem(repo, state)
@@ -245,10 +245,11 @@ def hand_edits(repo: Path, state: State) -> list[str]:
                 bad.append(krel)
         for r in state.certificates[name]:
             info = r.get("ocsp") or {}
-            if info.get("file") and info.get("sha256"):
-                o = read(info["file"])
+            file = info.get("file")
+            if file and info.get("sha256"):
+                o = read(file)
                 if o is None or hashlib.sha256(o).hexdigest() != info["sha256"]:
-                    bad.append(info["file"])
+                    bad.append(file)
     for name in names:  # chains: the certificate and its intermediates, not the root
         if name not in pems:
             continue
@@ -260,12 +261,12 @@ def hand_edits(repo: Path, state: State) -> list[str]:
     b = read(layout.TRUST_BUNDLE)
     if b is not None and all(n in pems for n in roots) and b.decode("ascii", "replace") != "".join(pems[n] for n in roots):
         bad.append(layout.TRUST_BUNDLE)
-    for authority, info in sorted(state.crls.items()):
+    for authority, crl in sorted(state.crls.items()):
         if state.signer_record(authority) is None:
             continue
         rel = layout.crl_path(authority)
         d = read(rel)
-        if d is None or hashlib.sha256(d).hexdigest() != info.get("sha256"):
+        if d is None or hashlib.sha256(d).hexdigest() != crl.get("sha256"):
             bad.append(rel)
             continue
         prel = layout.crl_path(authority, pem=True)

@@ -4,20 +4,18 @@ killed apply is finished from its journal; publish.py places them among its step
 
 from __future__ import annotations
 
-from typing import Any
-
 from compiler.apply.context import Context, Steps
 from compiler.plan import Cleanup, PublicationKind
-from compiler.state import CrlOp, OcspOp
+from compiler.state import CrlOp, OcspInfo, OcspOp
 
 
-def _response(ctx: Context, item: Cleanup) -> tuple[str, dict[str, Any]]:
+def _response(ctx: Context, item: Cleanup) -> tuple[str, OcspInfo]:
     """The serial and response record the plan's ``item`` is about, as the state holds it now."""
     assert item.serial is not None, f"{item.name}: an OCSP cleanup names its certificate's serial"
     rec = next(r for r in ctx.state.certificates[item.name] if r["serial"] == item.serial)
     info = rec.get("ocsp") or {}
     assert info.get("file") == item.file, f"{item.name}: the plan's {item.file} is not the response the state records"
-    return item.serial, dict(info)
+    return item.serial, OcspInfo(**info)
 
 
 def responses_renamed(ctx: Context) -> Steps:

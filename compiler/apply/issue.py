@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,11 +23,9 @@ from compiler.model.keytype import public_key_sha256
 from compiler.plan import Change, KeyDisposition
 from compiler.spec import Entry
 from compiler.spec.sops_rules import rule_digest
-from compiler.state import IssuedOp, RevokedOp, parse_ts, ts
+from compiler.state import IssuedOp, Record, RevokedOp, parse_ts, ts
 from compiler.x509.build import BACKDATE, IssuerRef, build
 from compiler.x509.csr import CsrError, load_csr
-
-Record = dict[str, Any]  # a state record (JSON)
 
 
 def hex_serial(value: bytes | int) -> str:

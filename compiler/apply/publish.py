@@ -21,7 +21,7 @@ from compiler.keys.keystore import KeyHandle
 from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
 from compiler.plan import PublicationKind
-from compiler.state import CrlOp, OcspOp, ResponderOp, ResponderRetiredOp, parse_ts, ts
+from compiler.state import CertRecord, CrlInfo, CrlOp, OcspInfo, OcspOp, ResponderOp, ResponderRetiredOp, parse_ts, ts
 from compiler.state.revocation import crl_entries, revoked_by_issuer
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, ocsp_response, responder_certificate
 from compiler.x509.build import crl as build_crl
@@ -65,7 +65,7 @@ def _responders(ctx: Context, made: dict[str, tuple[x509.Certificate, KeyHandle]
         made[a] = (cert, handle)
         authority = state.active(a)
         assert authority is not None  # the planner plans responders for active authorities only
-        record = {
+        record: CertRecord = {
             "serial": hex_serial(cert.serial_number),
             "status": "active",
             "subject": cert.subject.rfc4514_string(),
@@ -114,7 +114,7 @@ def _crls(ctx: Context) -> Steps:
             build_crl(issuer_ref, number, revoked, this_update, next_update), authority_signer(a, ctx.store, ctx.handles)
         )
         der = crl_obj.public_bytes(serialization.Encoding.DER)
-        info = {
+        info: CrlInfo = {
             "number": number,
             "this_update": ts(this_update),
             "next_update": ts(next_update),
@@ -160,7 +160,7 @@ def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]
         )
         der = response.public_bytes(serialization.Encoding.DER)
         latest = recs[0]["serial"] == rec["serial"]
-        info = {
+        info: OcspInfo = {
             "status": "revoked" if revoked else "good",
             "signer": pub.signer or ca.ocsp_signer,
             "this_update": ts(this_update),
@@ -189,7 +189,7 @@ def _ocsp_off(ctx: Context) -> Steps:
         if not info.get("file"):
             continue
         assert pub.serial is not None  # a response to remove names its certificate's serial
-        gone = {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}
+        gone: OcspInfo = {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}
         yield OcspOp(name=pub.name, serial=pub.serial, info=gone, removed=info["file"], at=at)
         result.ocsp_removed += 1
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from compiler import layout
 from compiler.apply.bundle import Certs
@@ -18,10 +17,8 @@ from compiler.model.errors import fail
 from compiler.plan import Action, KeyDisposition, Plan
 from compiler.spec import EffectiveSpec
 from compiler.spec.sops_rules import SopsRule
-from compiler.state import State
+from compiler.state import Record, State
 from compiler.x509.csr import CsrError, load_csr
-
-Record = dict[str, Any]  # a state record (JSON)
 
 
 def signers_needed(plan: Plan, spec: EffectiveSpec) -> list[tuple[str, str]]:

@@ -45,12 +45,12 @@ def _responses_renamed(plan: Plan, ocsp_dir: str, state: State) -> dict[tuple[st
         first = 1 if name in issued else 0  # the new certificate takes the first place
         seen: set[str] = set()
         for i, r in enumerate(state.certificates.get(name, [])):
-            info = r.get("ocsp")
-            if not info or not info.get("file") or info["file"] in seen:
+            file = (r.get("ocsp") or {}).get("file")
+            if not file or file in seen:
                 continue  # (an older record naming a newer one's file: that file is the newer one's)
-            seen.add(info["file"])
+            seen.add(file)
             want = layout.ocsp_path(ocsp_dir, name, None if i + first == 0 else r["serial"])
-            if info["file"] == want or not info["file"].startswith(ocsp_dir + "/"):
+            if file == want or not file.startswith(ocsp_dir + "/"):
                 continue  # in place, or in an older ocsp_dir (re-signed there: dir_changed)
             reasons: list[Reason[PublicationCode]] = []
             if name in moved_from:
@@ -59,7 +59,7 @@ def _responses_renamed(plan: Plan, ocsp_dir: str, state: State) -> dict[tuple[st
                 reasons.append(
                     Reason(PublicationCode.REPLACED_RESPONSE_RENAMED, f"{name} is {issued[name]}: this response keeps its serial's name")
                 )
-            plan.cleanup.append(Cleanup(PublicationKind.OCSP, name, reasons, info["file"], want, r["serial"]))
+            plan.cleanup.append(Cleanup(PublicationKind.OCSP, name, reasons, file, want, r["serial"]))
             where[(name, r["serial"])] = want
     return where
 
@@ -70,9 +70,9 @@ def _expired_responses(plan: Plan, state: State, now: datetime, where: dict[tupl
     for name, recs in state.certificates.items():
         live = {(r.get("ocsp") or {}).get("file") for r in recs if parse_ts(r["not_after"]) > now}
         for r in recs:
-            info = r.get("ocsp")
-            if info and info.get("file") and parse_ts(r["not_after"]) <= now and info["file"] not in live:
-                file = where.get((name, r["serial"]), info["file"])
+            published = (r.get("ocsp") or {}).get("file")
+            if published and parse_ts(r["not_after"]) <= now and published not in live:
+                file = where.get((name, r["serial"]), published)
                 why = Reason(PublicationCode.EXPIRED_RESPONSE_REMOVED, f"the certificate expired at {r['not_after']}")
                 plan.cleanup.append(Cleanup(PublicationKind.OCSP, name, [why], file, None, r["serial"]))
 

@@ -15,11 +15,11 @@ from compiler.layout import key_path, responder_key_path
 from compiler.model.durations import default_renew_before
 from compiler.model.errors import fail
 from compiler.plan.codes import Action, KeyDisposition
-from compiler.plan.model import Change, Plan, Record, Reencrypt, Rule
+from compiler.plan.model import Change, Plan, Reencrypt, Rule
 from compiler.spec import EffectiveSpec, spec_digest
 from compiler.spec.sops_config import RuleError
 from compiler.spec.sops_rules import masters, resolved_from, rule_digest, rules_digest
-from compiler.state import State, parse_ts
+from compiler.state import Record, State, parse_ts
 
 
 def lifecycle_settings(spec: EffectiveSpec) -> dict[str, Any]:

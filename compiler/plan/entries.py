@@ -14,9 +14,9 @@ from typing import Any
 from compiler.model.bounded import quote
 from compiler.model.errors import Diagnostic, PkicError
 from compiler.plan.codes import Action, KeyDisposition, ReasonCode
-from compiler.plan.model import Change, Plan, Reason, Record, Revocation
+from compiler.plan.model import Change, Plan, Reason, Revocation
 from compiler.spec import EffectiveSpec, Entry
-from compiler.state import State, parse_ts, ts
+from compiler.state import Record, State, parse_ts, ts
 
 # what a certificate is built from, in the order the reasons are listed, with the code a
 # change of it gives

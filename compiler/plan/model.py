@@ -17,8 +17,6 @@ from compiler.state import ts
 
 PLAN_FORMAT_VERSION = 1
 
-# a state record (certificate, CRL, responder): open JSON as the state stores it
-Record = dict[str, Any]
 # a normalised SOPS creation rule (keys.sops): open JSON
 Rule = SopsRule  # a normalised .sops.yaml rule (spec.sops_rules)
 

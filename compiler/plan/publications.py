@@ -12,16 +12,16 @@ from datetime import datetime
 
 from compiler.model.durations import responder_renew_before
 from compiler.plan.codes import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
-from compiler.plan.model import Change, Plan, Publication, Reason, Record
+from compiler.plan.model import Change, Plan, Publication, Reason
 from compiler.plan.revocation import RevokedSigner
 from compiler.spec import CaSettings, EffectiveSpec
-from compiler.state import State, parse_ts, ts
+from compiler.state import CrlInfo, Record, State, parse_ts, ts
 from compiler.state.revocation import crl_entries, crl_status, refresh_point, revoked_by_issuer
 
 Reasons = list[Reason[PublicationCode]]
 
 
-def _newly_revoked(crl: Record, revoked: list[Record], key_id: str | None) -> Reasons:
+def _newly_revoked(crl: CrlInfo, revoked: list[Record], key_id: str | None) -> Reasons:
     """Certificates revoked (signed with ``key_id``) that the CRL does not list yet."""
     listed = set(crl.get("serials", []))
     added = [r for r in crl_entries(revoked, key_id) if r["serial"] not in listed]
@@ -30,7 +30,7 @@ def _newly_revoked(crl: Record, revoked: list[Record], key_id: str | None) -> Re
     return [Reason(PublicationCode.REVOCATIONS, f"{len(added)} newly revoked: " + ", ".join(sorted({r["name"] for r in added})))]
 
 
-def _crl_due(crl: Record, ca: CaSettings, now: datetime) -> Reasons:
+def _crl_due(crl: CrlInfo, ca: CaSettings, now: datetime) -> Reasons:
     """Past its next update, or inside its refresh window (crl_renew_before)."""
     status = crl_status(crl, now, ca.crl_renew_before)
     if status == "expired":
@@ -40,7 +40,7 @@ def _crl_due(crl: Record, ca: CaSettings, now: datetime) -> Reasons:
     return []
 
 
-def crl_reasons(crl: Record | None, ca: CaSettings, kid: str | None, revoked: list[Record], now: datetime) -> Reasons:
+def crl_reasons(crl: CrlInfo | None, ca: CaSettings, kid: str | None, revoked: list[Record], now: datetime) -> Reasons:
     """The CRL of an authority in use: none yet, a new key (``kid`` None: made by this
     plan), new revocations, expired or due."""
     if crl is None:
@@ -77,7 +77,8 @@ def ocsp_reasons(r: Record, status: str, ca: CaSettings, ocsp_dir: str, now: dat
     info = r.get("ocsp")
     if info is None or ("file" in info and info["file"] is None):  # never signed, or removed while OCSP was off
         return [Reason(PublicationCode.NEW, "no response yet" if info is None else "no response published")]
-    if info.get("file") and not info["file"].startswith(ocsp_dir + "/"):
+    file = info.get("file")
+    if file and not file.startswith(ocsp_dir + "/"):
         return [Reason(PublicationCode.DIR_CHANGED, f"moves to {ocsp_dir}/")]
     reasons: Reasons = []
     if info.get("status") != status:

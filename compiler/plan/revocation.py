@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from compiler.plan.codes import Action, ReasonCode
-from compiler.plan.model import Change, Plan, Reason, Record, Revocation
+from compiler.plan.model import Change, Plan, Reason, Revocation
 from compiler.spec import EffectiveSpec
-from compiler.state import State, parse_ts
+from compiler.state import Record, State, parse_ts
 
 # the revoke: reasons that say the authority's key is compromised
 COMPROMISE = ("key_compromise", "ca_compromise")
@@ -140,8 +140,9 @@ def _below(
     by_issuer: dict[str, list[Record]] = {}
     for recs in state.certificates.values():
         for r in recs:
-            if r.get("issuer") is not None:
-                by_issuer.setdefault(r["issuer"], []).append(r)
+            issuer = r.get("issuer")
+            if issuer is not None:
+                by_issuer.setdefault(issuer, []).append(r)
     signing: dict[str, RevokedSigner] = {}
     found: dict[str, list[Revocation]] = {}
     cause: dict[str, tuple[str, bool]] = {}

@@ -25,6 +25,7 @@ an empty list allows nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -52,7 +53,7 @@ class Compromises(Protocol):
     not the State: policy sits below state)."""
 
     @property
-    def compromised(self) -> list[dict[str, Any]]: ...
+    def compromised(self) -> Sequence[Mapping[str, object]]: ...
 
 
 def _dns_pattern(value: Any) -> str:

@@ -36,7 +36,22 @@ from compiler.state.ops import (
     parse_op,
 )
 from compiler.state.outtree import EMPTY_TREE, Listing, listing_json, scan_out, tree_id
-from compiler.state.records import ACTIVE, REVOKED, STATE_FORMAT, STATE_VERSION, SUPERSEDED, Record, State, parse_ts, ts
+from compiler.state.records import (
+    ACTIVE,
+    REVOKED,
+    STATE_FORMAT,
+    STATE_VERSION,
+    SUPERSEDED,
+    CertRecord,
+    Compromised,
+    CrlInfo,
+    OcspInfo,
+    Record,
+    Settings,
+    State,
+    parse_ts,
+    ts,
+)
 from compiler.state.seal import MAX_SEAL, Seal, parse_seal, parsed_seals, render_seal
 from compiler.state.sealcheck import REVERT_HINT, Report, examine
 from compiler.state.sealing import Sealing, write_seal
@@ -74,7 +89,12 @@ __all__ = [
     "Journal",
     "Listing",
     "Op",
+    "CertRecord",
+    "Compromised",
+    "CrlInfo",
+    "OcspInfo",
     "Record",
+    "Settings",
     "RepoLock",
     "Report",
     "Seal",

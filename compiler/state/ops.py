@@ -31,7 +31,7 @@ from compiler.layout import JOURNAL_PATH
 from compiler.model.bounded import quote
 from compiler.model.errors import PkicError, fail
 from compiler.spec.sops_rules import SopsRule
-from compiler.state.records import Record, State
+from compiler.state.records import Compromised, CrlInfo, OcspInfo, Record, Settings, State
 
 Op = dict[str, Any]  # one journal line as JSON, before parse_op
 Rules = dict[str, SopsRule]  # rule digest -> the normalised SOPS rule a key file was encrypted under
@@ -146,7 +146,7 @@ class BeginOp(JournalOp):
     plan: str | None = None  # the plan's digest (absent in a journal of an early pkic)
     # both set under a seal (the seal's digest may be null: a first seal), else both absent
     seal: str | None = None
-    listing: Record | None = None  # path -> "mode blob" (outtree.listing_json)
+    listing: dict[str, str] | None = None  # path -> "mode blob" (outtree.listing_json)
     sparse = frozenset({"plan"})
 
     @classmethod
@@ -182,7 +182,7 @@ class SettingsOp(JournalOp):
     """The lifecycle settings this apply acts under."""
 
     kind = "settings"
-    settings: Record | None
+    settings: Settings | None
 
     def fold(self, state: State) -> None:
         state.settings = self.settings
@@ -278,7 +278,7 @@ class CrlOp(JournalOp):
 
     kind = "crl"
     authority: str
-    info: Record
+    info: CrlInfo
     der: str | None = None
     removed: list[str] | None = None
     sparse = frozenset({"der", "removed"})
@@ -306,7 +306,7 @@ class OcspOp(JournalOp):
     kind = "ocsp"
     name: str
     serial: str
-    info: Record
+    info: OcspInfo
     der: str | None = None
     moved_from: str | None = None
     removed: str | None = None
@@ -317,9 +317,9 @@ class OcspOp(JournalOp):
 
     def files(self, sink: FileSink) -> None:
         if self.moved_from:
-            sink.rename(self.moved_from, self.info["file"])
+            sink.rename(self.moved_from, self._need(self.info.get("file"), "info.file"))
         if self.der:
-            sink.write(self.info["file"], base64.b64decode(self.der))
+            sink.write(self._need(self.info.get("file"), "info.file"), base64.b64decode(self.der))
         if self.removed:
             sink.remove(self.removed)
 
@@ -365,7 +365,7 @@ class CompromisedOp(JournalOp):
     """A declared key compromise carried out (``entry``: name, at, key, applied_at)."""
 
     kind = "compromised"
-    entry: Record
+    entry: Compromised
 
     def fold(self, state: State) -> None:
         state.record_compromised(self.entry)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from compiler import layout
@@ -164,7 +165,7 @@ def listing_json(listing: Listing) -> dict[str, str]:
     return {p: f"{m} {b}" for p, (m, b) in sorted(listing.items())}
 
 
-def listing_from_json(files: dict[str, object]) -> Listing:
+def listing_from_json(files: Mapping[str, object]) -> Listing:
     """:func:`listing_json` read back (an entry that is not a string is left out)."""
     out: Listing = {}
     for p, v in files.items():

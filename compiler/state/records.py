@@ -6,18 +6,23 @@ validity, issuer, the effective spec it was built from (and its digest) and its 
 PKI) and a serial that grows with every apply that changed something, so a saved plan
 can be checked against the state it was made from.
 
-Records stay JSON objects (:data:`Record`): they are read from and written to the file
-as they are, and an older pkic's fields pass through untouched. Every mutation is
-idempotent, so that folding a journal twice changes nothing (each journal step folds
-itself in through them: ops.py).
+Records stay JSON objects, typed key by key (:class:`CertRecord`, :class:`OcspInfo`,
+:class:`CrlInfo`, :class:`Compromised`): they are read from and written to the file as
+they are, so the file and the journal keep their bytes, and an older pkic's fields pass
+through untouched. Their values keep the file's text forms: serials in lower-case hex
+(the form every file pkic writes names them by) and times as ``2026-11-27T12:00:00Z``
+stamps (which sort as the times do; :func:`parse_ts` reads one into a datetime). Every
+mutation is idempotent, so that folding a journal twice changes nothing (each journal
+step folds itself in through them: ops.py).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from compiler.spec.sops_rules import SopsRule
 
@@ -29,9 +34,92 @@ STATE_VERSION = 1
 
 ACTIVE, SUPERSEDED, REVOKED = "active", "superseded", "revoked"
 
-# A certificate, responder or CRL record, a compromise entry: JSON objects as the state
-# file and the journal hold them (open: an older pkic's fields pass through).
-Record = dict[str, Any]
+
+class Published(TypedDict, total=False):
+    """A signed publication's window: a CRL's or an OCSP response's (state/revocation.py
+    tells from it when it is re-signed)."""
+
+    this_update: str
+    next_update: str
+    refresh_at: str  # when it is re-signed (written for CRLs; a response's comes from pki.yaml)
+
+
+class OcspInfo(Published, total=False):
+    """A certificate's last published OCSP response (its record's ``ocsp``)."""
+
+    status: str  # good | revoked
+    signer: str  # self | delegated
+    file: str | None  # out/ocsp/<name>.der, <name>-<serial>.der for an older one; None once removed
+    sha256: str
+    removed_at: str  # publish.ocsp was turned off: when, and why
+    removed_because: str
+
+
+class CertRecord(TypedDict, total=False):
+    """One certificate ever issued, as ``certificates.<name>`` lists them (newest first);
+    a delegated OCSP responder's certificate too (``responders.<authority>``), which has
+    no name, kind or spec. The state's loader (store.py) checks every field the code
+    reads before anything uses it."""
+
+    name: str
+    kind: str  # authority | certificate
+    status: str  # active | superseded | revoked
+    serial: str  # lower-case hex, even length
+    subject: str  # RFC 4514
+    issuer: str | None  # the issuing authority's name; None for a root
+    issuer_serial: str | None
+    issuer_key_id: str
+    key_id: str
+    key_type: str
+    key_source: str  # generated | kept | csr
+    public_key_sha256: str
+    sha256: str  # of the certificate's DER
+    not_before: str
+    not_after: str
+    issued_at: str
+    action: str  # issue | reissue | renew
+    reasons: list[str]
+    spec: dict[str, Any]  # the effective spec it was built from (open JSON: spec/effective.py)
+    spec_digest: str
+    key_rules: list[str]  # the SOPS rules its key file was encrypted under, oldest first
+    key_file_sha256: str
+    ocsp: OcspInfo
+    superseded_at: str
+    superseded_by: str
+    retired_at: str  # a responder: publish.ocsp was turned off
+    revoked_at: str
+    revocation_reason: str
+    invalidity_date: str
+    keeps_signing: bool  # an authority revoked in place: signs its CRL and OCSP on
+    moved_from: list[str]  # its earlier names
+    crl_listed_after_expiry: bool
+
+
+class CrlInfo(Published, total=False):
+    """An authority's last CRL (``crls.<authority>``)."""
+
+    number: int
+    key_id: str  # the key that signed it
+    serials: list[str]  # the serials it lists, sorted
+    names: list[str]  # whose certificates those are
+    sha256: str
+    bundled: bool  # out/trust/crls.pem holds it
+    removed_at: str  # the authority signs no more: its CRL files were removed then
+
+
+class Compromised(TypedDict, total=False):
+    """A declared key compromise that has been carried out (``compromised``)."""
+
+    name: str
+    at: str  # as pki.yaml declares it
+    public_key_sha256: str | None  # None: no certificate was active, nothing was revoked
+    applied_at: str  # the apply that carried it out
+
+
+# A certificate or responder record: the name most of the code knows it by
+Record = CertRecord
+# The lifecycle settings an apply acted under (open JSON: plan/planner.py writes them)
+Settings = dict[str, Any]
 _V = TypeVar("_V")
 
 
@@ -62,20 +150,20 @@ class State:
     certificates: dict[str, list[Record]] = field(default_factory=dict)
     pending: int = 0  # journal records folded in memory but not yet written to state.json
     # authority -> the last CRL: number, this_update, next_update, key_id, serials, sha256
-    crls: dict[str, Record] = field(default_factory=dict)
+    crls: dict[str, CrlInfo] = field(default_factory=dict)
     # authority -> delegated OCSP responder certificates, newest first
     responders: dict[str, list[Record]] = field(default_factory=dict)
     # declared key compromises that have been carried out: name, at, public_key_sha256
-    compromised: list[Record] = field(default_factory=list)
+    compromised: list[Compromised] = field(default_factory=list)
     # SOPS rules key files were ever encrypted under: digest -> normalised rule. A record
     # names its key's rules in ``key_rules`` (oldest first; the last is the file's now)
     rules: dict[str, SopsRule] = field(default_factory=dict)  # their shape is checked on load (state.store)
     # the lifecycle settings the last apply acted under (publication lifetimes, renewal
     # windows, revoke_superseded, publish...): a change of them is spec-driven work
-    settings: Record | None = None
+    settings: Settings | None = None
 
     def compromised_keys(self) -> set[str]:
-        return {c["public_key_sha256"] for c in self.compromised if c.get("public_key_sha256")}
+        return {k for c in self.compromised if (k := c.get("public_key_sha256"))}
 
     def compromise_done(self, name: str, at: str) -> bool:
         return any(c["name"] == name and c["at"] == at for c in self.compromised)
@@ -130,7 +218,7 @@ class State:
         """Sorted, one record per line: a change to a certificate is a change to its
         line in git, and writing 10,000 records takes a fraction of a second."""
 
-        def rec(r: Record) -> str:
+        def rec(r: Mapping[str, object]) -> str:
             return json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
 
         def section(items: dict[str, Any], many: bool) -> str:
@@ -194,7 +282,7 @@ class State:
                 if keeps_signing:  # an authority: signs its CRL and OCSP responses on
                     r["keeps_signing"] = True
 
-    def record_crl(self, authority: str, info: Record) -> None:
+    def record_crl(self, authority: str, info: CrlInfo) -> None:
         self.crls[authority] = info
         # a serial listed on a CRL issued after its certificate expired may drop off the next one
         listed = set(info["serials"])
@@ -203,7 +291,7 @@ class State:
                 if r["serial"] in listed and r["not_after"] < info["this_update"]:
                     r["crl_listed_after_expiry"] = True
 
-    def record_ocsp(self, name: str, serial: str, info: Record) -> None:
+    def record_ocsp(self, name: str, serial: str, info: OcspInfo) -> None:
         for r in self.certificates.get(name, []):
             if r["serial"] == serial:
                 r["ocsp"] = info
@@ -221,7 +309,7 @@ class State:
                 r["status"] = SUPERSEDED
                 r["superseded_at"] = r["retired_at"] = at
 
-    def record_compromised(self, entry: Record) -> None:
+    def record_compromised(self, entry: Compromised) -> None:
         if entry not in self.compromised:
             self.compromised.append(entry)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from compiler.model.durations import default_refresh_before
-from compiler.state.records import ACTIVE, REVOKED, Record, State, parse_ts
+from compiler.state.records import ACTIVE, REVOKED, Published, Record, State, parse_ts
 
 CrlStatus = Literal["fresh", "due", "expired"]
 
@@ -25,8 +25,9 @@ def revoked_by_issuer(state: State, also: Set[tuple[str, str]] = frozenset()) ->
     by_issuer: dict[str, list[Record]] = {}
     for recs in state.certificates.values():
         for r in recs:
-            if r.get("issuer") is not None and (r["status"] == REVOKED or (also and (r["name"], r["serial"]) in also)):
-                by_issuer.setdefault(r["issuer"], []).append(r)
+            issuer = r.get("issuer")
+            if issuer is not None and (r["status"] == REVOKED or (also and (r["name"], r["serial"]) in also)):
+                by_issuer.setdefault(issuer, []).append(r)
     return by_issuer
 
 
@@ -38,7 +39,7 @@ def crl_entries(revoked: Iterable[Record], key_id: str | None) -> list[Record]:
     return [r for r in revoked if r.get("issuer_key_id") == key_id and not r.get("crl_listed_after_expiry")]
 
 
-def refresh_point(published: Record, renew_before: timedelta | None = None) -> datetime:
+def refresh_point(published: Published, renew_before: timedelta | None = None) -> datetime:
     """When a CRL or OCSP response (its record: ``this_update``, ``next_update``) is
     re-signed: ``renew_before`` before its next update (pki.yaml's ``crl_renew_before`` or
     ``ocsp_renew_before``, when at hand); else at the refresh point recorded when it was
@@ -46,12 +47,13 @@ def refresh_point(published: Record, renew_before: timedelta | None = None) -> d
     next_update = parse_ts(published["next_update"])
     if renew_before is not None:
         return next_update - renew_before
-    if published.get("refresh_at"):
-        return parse_ts(published["refresh_at"])
+    refresh_at = published.get("refresh_at")
+    if refresh_at:
+        return parse_ts(refresh_at)
     return next_update - default_refresh_before(next_update - parse_ts(published["this_update"]))
 
 
-def crl_status(crl: Record, now: datetime, renew_before: timedelta | None = None) -> CrlStatus:
+def crl_status(crl: Published, now: datetime, renew_before: timedelta | None = None) -> CrlStatus:
     """``expired`` past its next update (every client then rejects what it covers),
     ``due`` past its refresh point (:func:`refresh_point`), else ``fresh``."""
     if now >= parse_ts(crl["next_update"]):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_file
 from compiler.model.bounded import loads_json
 from compiler.model.errors import PkicError, fail
 from compiler.state.migrate import upgrade
-from compiler.state.records import ACTIVE, REVOKED, STATE_FORMAT, SUPERSEDED, Record, State, parse_ts
+from compiler.state.records import ACTIVE, REVOKED, STATE_FORMAT, SUPERSEDED, CertRecord, Compromised, CrlInfo, State, parse_ts
 
 REQUIRED = frozenset({"status", "serial", "kind", "not_after", "spec"})
 
@@ -76,13 +76,25 @@ def load_state(repo: Path) -> State:
         and all(isinstance(v, list) or v is None for v in (settings.get("certificates") or {}).values())
     ):
         raise fail(STATE_PATH, "the state is damaged (settings)", "restore it from git")
-    return State(body.get("lineage"), body["serial"], certs, 0, crls, responders, body.get("compromised") or [], rules, settings)
+    # checked as data above: from here on the records are what their types say
+    return State(
+        body.get("lineage"),
+        body["serial"],
+        cast(dict[str, list[CertRecord]], certs),
+        0,
+        cast(dict[str, CrlInfo], crls),
+        cast(dict[str, list[CertRecord]], responders),
+        cast(list[Compromised], body.get("compromised") or []),
+        rules,
+        settings,
+    )
 
 
 _STATUSES = frozenset({ACTIVE, SUPERSEDED, REVOKED})
+_Json = dict[str, Any]  # a record as read, before it is checked
 
 
-def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responders: dict[str, Any], compromised: list[Any]) -> None:
+def _check_names(certs: dict[str, list[_Json]], crls: dict[str, Any], responders: dict[str, Any], compromised: list[Any]) -> None:
     """The state as data: names in it become paths, so each must be a valid name, each
     serial hex, each recorded OCSP file exactly where pkic puts that name's response
     (paths are computed from validated names, never taken from the state as they
@@ -186,7 +198,7 @@ def _check_names(certs: dict[str, list[Record]], crls: dict[str, Any], responder
         raise damaged(f"{STATE_PATH}: compromised", "an entry")
 
 
-def _check_issuer_chains(certs: dict[str, list[Record]], damaged: Callable[[str, str], PkicError]) -> None:
+def _check_issuer_chains(certs: dict[str, list[_Json]], damaged: Callable[[str, str], PkicError]) -> None:
     """Every name's latest record leads, issuer by issuer, to a root: an issuer cycle
     would make every chain walk (apply's chain files, the trust bundle) endless."""
     ok: set[str] = set()
