@@ -80,24 +80,24 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
         rec = recs[0]
         if rec["status"] != "active":
             continue
-        start, end = parse_ts(rec["not_before"]), parse_ts(rec["not_after"])
+        start, end = rec["not_before"], rec["not_after"]
         entry = entries.get(name)
         renew_before = entry.renew_before if entry is not None else default_renew_before(end - start)
         level, msg = _level(now, start, end, end - renew_before, warn, critical)
-        items.append(Item("certificate", name, rec.get("issuer"), rec["not_after"], level, msg))
+        items.append(Item("certificate", name, rec.get("issuer"), str(rec["not_after"]), level, msg))
         for r in recs:
             info = r.get("ocsp")
-            if not info or not info.get("file") or parse_ts(r["not_after"]) <= now:
+            if not info or not info.get("file") or r["not_after"] <= now:
                 continue
             ca = _ca(entries, r.get("issuer"))
-            s, e = parse_ts(info["this_update"]), parse_ts(info["next_update"])
+            s, e = info["this_update"], info["next_update"]
             level, msg = _level(now, s, e, refresh_point(info, ca.ocsp_renew_before if ca else None), None, critical)
             items.append(
                 Item(
                     PublicationKind.OCSP,
                     name if r is rec else f"{name}@{r['serial'][:12]}",
                     r.get("issuer"),
-                    info["next_update"],
+                    str(info["next_update"]),
                     level,
                     msg,
                 )
@@ -107,18 +107,18 @@ def run_check(state: State, spec: EffectiveSpec | None, now: datetime, warn: tim
             continue
         crl = state.crls[authority]
         ca = _ca(entries, authority)
-        s, e = parse_ts(crl["this_update"]), parse_ts(crl["next_update"])
+        s, e = crl["this_update"], crl["next_update"]
         level, msg = _level(now, s, e, refresh_point(crl, ca.crl_renew_before if ca else None), None, critical)
-        items.append(Item(PublicationKind.CRL, authority, authority, crl["next_update"], level, msg))
+        items.append(Item(PublicationKind.CRL, authority, authority, str(crl["next_update"]), level, msg))
     for authority in sorted(state.responders):
         resp = state.responder(authority)
         if resp is None or state.active(authority) is None:
             continue
-        s, e = parse_ts(resp["not_before"]), parse_ts(resp["not_after"])
+        s, e = resp["not_before"], resp["not_after"]
         ca = _ca(entries, authority)
         window = responder_renew_before(e - s, ca.ocsp_lifetime if ca else timedelta(0))
         level, msg = _level(now, s, e, e - window, None, critical)
-        items.append(Item(PublicationKind.RESPONDER, authority, authority, resp["not_after"], level, msg))
+        items.append(Item(PublicationKind.RESPONDER, authority, authority, str(resp["not_after"]), level, msg))
     return items
 
 

@@ -16,7 +16,7 @@ from html import escape
 
 from compiler.model.durations import default_renew_before
 from compiler.spec import EffectiveSpec
-from compiler.state import Record, State, parse_ts, ts
+from compiler.state import Record, State, ts
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem;color:#1f2328;max-width:1200px}
@@ -68,7 +68,7 @@ def _tree(active: dict[str, Record]) -> str:
         return (
             f'<li data-name="{_h(name)}"><strong>{_h(name)}</strong>'
             f'<span class="kind {_h(rec["kind"])}">{_h(rec["kind"])}</span> '
-            f"<code>{_h(rec.get('key_type', ''))}</code> · until {_h(rec['not_after'][:10])} · serial <code>{_h(rec['serial'][:16])}</code>"
+            f"<code>{_h(rec.get('key_type', ''))}</code> · until {_h(str(rec['not_after'])[:10])} · serial <code>{_h(rec['serial'][:16])}</code>"
             + (f"<ul>{inner}</ul>" if inner else "")
             + "</li>"
         )
@@ -98,7 +98,7 @@ def _timeline(active: dict[str, Record], spec: EffectiveSpec | None, now: dateti
     for i, name in enumerate(names):
         rec = active[name]
         y = 28 + i * row_h
-        nb, na = parse_ts(rec["not_before"]), parse_ts(rec["not_after"])
+        nb, na = rec["not_before"], rec["not_after"]
         entry = spec.entries.get(name) if spec is not None else None
         renew = na - (entry.renew_before if entry is not None else default_renew_before(na - nb))
         colour = "#0969da" if rec["kind"] == "authority" else "#1a7f37"
@@ -145,7 +145,7 @@ def _crls(state: State, now: datetime) -> str:
     rows = []
     for a in sorted(state.crls):
         info = state.crls[a]
-        fresh = parse_ts(info["next_update"]) > now
+        fresh = info["next_update"] > now
         rows.append(
             f'<tr data-name="{_h(a)}"><td>{_h(a)}</td><td>{_h(info["number"])}</td><td>{len(info.get("serials", []))}</td>'
             f'<td>{_h(info["this_update"])}</td><td class="{"" if fresh else "status-expired"}">{_h(info["next_update"])}</td></tr>'

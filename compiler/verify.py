@@ -20,7 +20,7 @@ from compiler import layout
 from compiler.apply import bundle
 from compiler.keys import keystore
 from compiler.model.keytype import public_key_sha256
-from compiler.state import Record, State, parse_ts
+from compiler.state import Record, State
 from compiler.state.revocation import crl_retired
 
 
@@ -57,19 +57,19 @@ def verify_repo(repo: Path, state: State, now: datetime, store: keystore.Keystor
         if cert.fingerprint(hashes.SHA256()).hex() != rec["sha256"]:
             findings.append(Finding(name, f"{layout.cert_path(name)} is not the certificate the state records"))
             continue
-        if not (parse_ts(rec["not_before"]) <= now < parse_ts(rec["not_after"])):
+        if not (rec["not_before"] <= now < rec["not_after"]):
             findings.append(Finding(name, f"not valid at {now:%Y-%m-%dT%H:%M:%SZ} ({rec['not_before']} .. {rec['not_after']})"))
         else:
             info = rec.get("ocsp") or {}
             if info.get("file") and info.get("this_update") and info.get("next_update"):
-                if parse_ts(info["this_update"]) > now:
+                if info["this_update"] > now:
                     findings.append(
                         Finding(
                             name,
                             f"its OCSP response is not valid yet (thisUpdate {info['this_update']}): signed with a clock, or --now, ahead of this one",
                         )
                     )
-                elif parse_ts(info["next_update"]) <= now:
+                elif info["next_update"] <= now:
                     findings.append(Finding(name, f"its OCSP response expired at {info['next_update']}: run `pkic apply`"))
         chain_text = bundle.read_text(repo, layout.chain_path(name))
         chain = _load_pems(chain_text or "")

@@ -11,7 +11,8 @@ import pytest
 from compiler.model.bounded import Locator
 from compiler.plan import make_plan
 from compiler.spec import Spec, parse_yaml, resolve
-from compiler.state import State, ts
+from compiler.model.stamp import Stamp
+from compiler.state import State
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -43,7 +44,7 @@ def fake_apply(spec, state: State, plan, now: datetime) -> None:
         state.settings = plan.settings
     for c in plan.changes:
         if c.action == "revoke":
-            state.record_revoked(c.name, c.serial, "cessation_of_operation", ts(now))
+            state.record_revoked(c.name, c.serial, "cessation_of_operation", Stamp.of(now))
             continue
         e = spec.entries[c.name]
         prev = state.active(c.name)
@@ -52,25 +53,25 @@ def fake_apply(spec, state: State, plan, now: datetime) -> None:
         state.record_issued(c.name, {
             "name": c.name, "kind": e.kind, "status": "active", "serial": f"{c.name}-{counter}",
             "issuer": e.issuer, "key_id": key_id, "issuer_key_id": issuer_key,
-            "not_before": ts(now), "not_after": ts(now + e.lifetime), "spec": e.spec,
+            "not_before": Stamp.of(now), "not_after": Stamp.of(now + e.lifetime), "spec": e.spec,
             "public_key_sha256": key_id,
-        }, ts(now))
+        }, Stamp.of(now))
     # publications: CRLs, responders, OCSP responses, as an apply records them
     for pub in plan.crls:
         e = spec.entries[pub.name]
         on = [(r["name"], r["serial"]) for recs in state.certificates.values() for r in recs if r["status"] == "revoked" and r.get("issuer") == pub.name]
-        state.record_crl(pub.name, {"number": counter, "this_update": ts(now), "next_update": ts(now + e.ca.crl_lifetime),
+        state.record_crl(pub.name, {"number": counter, "this_update": Stamp.of(now), "next_update": Stamp.of(now + e.ca.crl_lifetime),
                                     "key_id": state.active(pub.name)["key_id"], "serials": [s for _, s in on], "names": sorted({n for n, _ in on})})
     for pub in plan.responders:
         e = spec.entries[pub.name]
-        state.record_responder(pub.name, {"serial": f"ocsp-{pub.name}-{counter}", "status": "active", "not_after": ts(now + e.ca.responder_lifetime),
-                                          "issuer_key_id": state.active(pub.name)["key_id"]}, ts(now))
+        state.record_responder(pub.name, {"serial": f"ocsp-{pub.name}-{counter}", "status": "active", "not_after": Stamp.of(now + e.ca.responder_lifetime),
+                                          "issuer_key_id": state.active(pub.name)["key_id"]}, Stamp.of(now))
     for pub in plan.ocsp:
         serial = pub.serial or state.active(pub.name)["serial"]
         rec = next(r for r in state.certificates[pub.name] if r["serial"] == serial)
         ca = spec.entries[pub.issuer].ca
         state.record_ocsp(pub.name, serial, {"status": "revoked" if rec["status"] == "revoked" else "good", "signer": ca.ocsp_signer,
-                                             "this_update": ts(now), "next_update": ts(now + ca.ocsp_lifetime)})
+                                             "this_update": Stamp.of(now), "next_update": Stamp.of(now + ca.ocsp_lifetime)})
     state.serial += 1
 
 

@@ -25,6 +25,7 @@ from compiler import settings
 from compiler.apply.bundle import chain_names, root_names
 from compiler.model.durations import default_refresh_before, default_renew_before, responder_renew_before
 from compiler.model.keytype import KeyType, key_id
+from compiler.model.stamp import Stamp
 from compiler.state import State
 from compiler.state.revocation import crl_entries, crl_retired, crl_status, refresh_point, revoked_by_issuer
 from compiler.x509.build import BACKDATE, IssuerRef, build, responder_certificate, skeleton
@@ -33,8 +34,9 @@ NOW = datetime(2027, 1, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
-def at(days: float) -> str:
-    return (NOW + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def at(days: float) -> Stamp:
+    """A time as the state holds it once read (compiler/model/stamp.py)."""
+    return Stamp.of(NOW + timedelta(days=days))
 
 
 def rec(name: str, **fields: Any) -> dict[str, Any]:

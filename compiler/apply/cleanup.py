@@ -5,6 +5,7 @@ killed apply is finished from its journal; publish.py places them among its step
 from __future__ import annotations
 
 from compiler.apply.context import Context, Steps
+from compiler.model.stamp import Stamp
 from compiler.plan import Cleanup, PublicationKind
 from compiler.state import CrlOp, OcspInfo, OcspOp
 
@@ -44,5 +45,5 @@ def crls_removed(ctx: Context) -> Steps:
         if item.kind == PublicationKind.CRL:
             files.setdefault(item.name, []).append(item.file)
     for a, removed in files.items():
-        yield CrlOp(authority=a, info={**ctx.state.crls[a], "removed_at": ctx.at}, removed=removed, at=ctx.at)
+        yield CrlOp(authority=a, info={**ctx.state.crls[a], "removed_at": Stamp.of(ctx.now)}, removed=removed, at=ctx.at)
         ctx.result.crls_removed.append(a)

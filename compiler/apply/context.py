@@ -53,6 +53,8 @@ class Context:
     certs: Certs
     result: ApplyResult = field(default_factory=ApplyResult)
     handles: dict[str, KeyHandle] = field(default_factory=dict)  # authority keys made in this apply
+    # RFC 4514 subjects by the spec's subject: each computed once per apply (leaves share them)
+    subjects: dict[tuple[tuple[str, ...], ...], str] = field(default_factory=dict)
     at: str = field(init=False)  # the apply's time as journal steps record it
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from compiler.keys.keystore import KeyHandle
 from compiler.model.errors import fail
 from compiler.model.keytype import key_id as key_id_of
 from compiler.model.keytype import public_key_sha256
+from compiler.model.stamp import Stamp
 from compiler.plan import Change, KeyDisposition
 from compiler.spec import Entry
 from compiler.spec.sops_rules import rule_digest
@@ -36,15 +37,13 @@ def hex_serial(value: bytes | int) -> str:
     return value.hex()
 
 
-_subjects: dict[tuple[tuple[str, ...], ...], str] = {}
-
-
-def _subject_string(cert: x509.Certificate, spec_subject: list[list[str]]) -> str:
-    """RFC 4514 form of the subject, once per distinct subject (many leaves share one)."""
+def _subject_string(cert: x509.Certificate, spec_subject: list[list[str]], known: dict[tuple[tuple[str, ...], ...], str]) -> str:
+    """RFC 4514 form of the subject, once per distinct subject in ``known`` (the apply's:
+    many leaves share one)."""
     key = tuple(tuple(a) for a in spec_subject)
-    if key not in _subjects:
-        _subjects[key] = cert.subject.rfc4514_string()
-    return _subjects[key]
+    if key not in known:
+        known[key] = cert.subject.rfc4514_string()
+    return known[key]
 
 
 def make_record(
@@ -59,6 +58,7 @@ def make_record(
     public_sha256: str | None = None,
     key_id: bytes | None = None,
     issuer_key_id: bytes | None = None,
+    subjects: dict[tuple[tuple[str, ...], ...], str] | None = None,
 ) -> Record:
     """The state's record of a certificate just signed."""
     ski = key_id or cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -69,7 +69,7 @@ def make_record(
         "kind": entry.kind,
         "status": "active",
         "serial": hex_serial(cert.serial_number),
-        "subject": _subject_string(cert, entry.spec["subject"]),
+        "subject": _subject_string(cert, entry.spec["subject"], {} if subjects is None else subjects),
         "issuer": entry.issuer,
         "issuer_serial": issuer_rec["serial"] if issuer_rec else None,
         "issuer_key_id": hex_serial(aki),
@@ -78,9 +78,9 @@ def make_record(
         "key_source": key_source,
         "public_key_sha256": public_sha256 or public_key_sha256(cert.public_key()),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(),
-        "not_before": ts(cert.not_valid_before_utc),
-        "not_after": ts(cert.not_valid_after_utc),
-        "issued_at": ts(now),
+        "not_before": Stamp.of(cert.not_valid_before_utc),
+        "not_after": Stamp.of(cert.not_valid_after_utc),
+        "issued_at": Stamp.of(now),
         "action": action,
         "reasons": reasons,
         "spec": entry.spec,
@@ -151,6 +151,7 @@ def issued(
         public_key_sha256(public),
         key_id,
         issuer_key_id,
+        ctx.subjects,
     )
     rules = None
     if key_doc is not None:

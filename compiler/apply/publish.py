@@ -20,8 +20,9 @@ from compiler.keys import keystore
 from compiler.keys.keystore import KeyHandle
 from compiler.model.errors import fail
 from compiler.model.keytype import public_key_sha256
+from compiler.model.stamp import Stamp
 from compiler.plan import PublicationKind
-from compiler.state import CertRecord, CrlInfo, CrlOp, OcspInfo, OcspOp, ResponderOp, ResponderRetiredOp, parse_ts, ts
+from compiler.state import CertRecord, CrlInfo, CrlOp, OcspInfo, OcspOp, ResponderOp, ResponderRetiredOp, parse_ts
 from compiler.state.revocation import crl_entries, revoked_by_issuer
 from compiler.x509.build import BACKDATE, IssuerRef, Revoked, ocsp_response, responder_certificate
 from compiler.x509.build import crl as build_crl
@@ -69,12 +70,12 @@ def _responders(ctx: Context, made: dict[str, tuple[x509.Certificate, KeyHandle]
             "serial": hex_serial(cert.serial_number),
             "status": "active",
             "subject": cert.subject.rfc4514_string(),
-            "not_before": ts(cert.not_valid_before_utc),
-            "not_after": ts(cert.not_valid_after_utc),
+            "not_before": Stamp.of(cert.not_valid_before_utc),
+            "not_after": Stamp.of(cert.not_valid_after_utc),
             "issuer_key_id": authority["key_id"],
             "public_key_sha256": public_key_sha256(cert.public_key()),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(),
-            "issued_at": at,
+            "issued_at": Stamp.of(ctx.now),
             "key_file_sha256": hashlib.sha256(key_doc.encode()).hexdigest(),
             "key_rules": [plan.rule_of[rel]],
         }
@@ -97,9 +98,9 @@ def _crls(ctx: Context) -> Steps:
         revoked = [
             Revoked(
                 int(r["serial"], 16),
-                parse_ts(r["revoked_at"]),
+                r["revoked_at"],
                 r["revocation_reason"],
-                parse_ts(r["invalidity_date"]) if r.get("invalidity_date") else None,
+                r["invalidity_date"] if r.get("invalidity_date") else None,
             )
             for r in listed
         ]
@@ -116,10 +117,10 @@ def _crls(ctx: Context) -> Steps:
         der = crl_obj.public_bytes(serialization.Encoding.DER)
         info: CrlInfo = {
             "number": number,
-            "this_update": ts(this_update),
-            "next_update": ts(next_update),
+            "this_update": Stamp.of(this_update),
+            "next_update": Stamp.of(next_update),
             "key_id": arec["key_id"],
-            "refresh_at": ts(next_update - entry.ca.crl_renew_before),
+            "refresh_at": Stamp.of(next_update - entry.ca.crl_renew_before),
             "serials": sorted(r["serial"] for r in listed),
             "names": sorted({r["name"] for r in listed}),
             "sha256": hashlib.sha256(der).hexdigest(),
@@ -145,7 +146,7 @@ def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]
         issuer_ref = IssuerRef(issuer_cert.subject, bytes.fromhex(rec["issuer_key_id"]), spec.entries[a].key_type)
         revoked = None
         if rec["status"] == "revoked":
-            revoked = Revoked(int(rec["serial"], 16), parse_ts(rec["revoked_at"]), rec["revocation_reason"])
+            revoked = Revoked(int(rec["serial"], 16), rec["revoked_at"], rec["revocation_reason"])
         if ca.ocsp_signer == "self" or pub.signer == "self":
             signer_cert, signer, delegated = issuer_cert, authority_signer(a, ctx.store, ctx.handles), False
         else:
@@ -163,8 +164,8 @@ def _ocsp(ctx: Context, responders: dict[str, tuple[x509.Certificate, KeyHandle]
         info: OcspInfo = {
             "status": "revoked" if revoked else "good",
             "signer": pub.signer or ca.ocsp_signer,
-            "this_update": ts(this_update),
-            "next_update": ts(next_update),
+            "this_update": Stamp.of(this_update),
+            "next_update": Stamp.of(next_update),
             "file": layout.ocsp_path(ocsp_dir, pub.name, None if latest else rec["serial"]),
             "sha256": hashlib.sha256(der).hexdigest(),
         }
@@ -189,7 +190,7 @@ def _ocsp_off(ctx: Context) -> Steps:
         if not info.get("file"):
             continue
         assert pub.serial is not None  # a response to remove names its certificate's serial
-        gone: OcspInfo = {**info, "file": None, "removed_at": at, "removed_because": "ocsp_off"}
+        gone: OcspInfo = {**info, "file": None, "removed_at": Stamp.of(ctx.now), "removed_because": "ocsp_off"}
         yield OcspOp(name=pub.name, serial=pub.serial, info=gone, removed=info["file"], at=at)
         result.ocsp_removed += 1
 

@@ -17,7 +17,7 @@ from rich.text import Text
 from compiler.model.errors import printable as _p
 from compiler.plan import Action, KeyDisposition, Plan, PublicationKind, ReasonCode, blast_radius
 from compiler.spec import EffectiveSpec
-from compiler.state import State, parse_ts, ts
+from compiler.state import State, ts
 from compiler.state.revocation import crl_retired, crl_status
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
     rows = []
     for name in sorted(state.certificates):
         rec = state.certificates[name][0]
-        not_after = parse_ts(rec["not_after"])
+        not_after = rec["not_after"]
         days = (not_after - now).total_seconds() / 86400
         status = rec["status"]
         if status == "active" and days <= 0:
@@ -207,8 +207,8 @@ def status_rows(state: State, now: datetime) -> list[dict[str, Any]]:
                 "kind": rec["kind"],
                 "issuer": rec.get("issuer") or "(self)",
                 "serial": rec["serial"],
-                "not_before": rec["not_before"],
-                "not_after": rec["not_after"],
+                "not_before": str(rec["not_before"]),
+                "not_after": str(rec["not_after"]),
                 "days_left": int(days // 1) if days > 0 else 0,
                 "status": status,
                 "subject": rec["subject"],
@@ -253,7 +253,7 @@ def crl_rows(state: State, now: datetime) -> list[dict[str, Any]]:
     rows = []
     for name in sorted(state.crls):
         info = state.crls[name]
-        left = (parse_ts(info["next_update"]) - now).total_seconds()
+        left = (info["next_update"] - now).total_seconds()
         status: str = crl_status(info, now)
         if state.signer_record(name) is None:
             status = "withdrawn"  # the authority left: its CRL left out/ with it
@@ -263,8 +263,8 @@ def crl_rows(state: State, now: datetime) -> list[dict[str, Any]]:
             {
                 "authority": name,
                 "number": info["number"],
-                "this_update": info["this_update"],
-                "next_update": info["next_update"],
+                "this_update": str(info["this_update"]),
+                "next_update": str(info["next_update"]),
                 "hours_left": max(0, int(left // 3600)),
                 "revoked": len(info.get("serials", [])),
                 "status": status,

@@ -22,7 +22,7 @@ from compiler import layout
 from compiler.plan.codes import Action, PublicationCode, PublicationKind
 from compiler.plan.model import Cleanup, Plan, Reason
 from compiler.spec import EffectiveSpec
-from compiler.state import State, parse_ts
+from compiler.state import State
 
 
 def plan_cleanup(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) -> None:
@@ -68,10 +68,10 @@ def _expired_responses(plan: Plan, state: State, now: datetime, where: dict[tupl
     """The published responses of expired certificates (renamed first, if so planned);
     never a file an unexpired record names too (that file holds that record's response)."""
     for name, recs in state.certificates.items():
-        live = {(r.get("ocsp") or {}).get("file") for r in recs if parse_ts(r["not_after"]) > now}
+        live = {(r.get("ocsp") or {}).get("file") for r in recs if r["not_after"] > now}
         for r in recs:
             published = (r.get("ocsp") or {}).get("file")
-            if published and parse_ts(r["not_after"]) <= now and published not in live:
+            if published and r["not_after"] <= now and published not in live:
                 file = where.get((name, r["serial"]), published)
                 why = Reason(PublicationCode.EXPIRED_RESPONSE_REMOVED, f"the certificate expired at {r['not_after']}")
                 plan.cleanup.append(Cleanup(PublicationKind.OCSP, name, [why], file, None, r["serial"]))

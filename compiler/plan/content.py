@@ -19,7 +19,7 @@ from compiler.plan.model import Change, Plan, Reencrypt, Rule
 from compiler.spec import EffectiveSpec, spec_digest
 from compiler.spec.sops_config import RuleError
 from compiler.spec.sops_rules import masters, resolved_from, rule_digest, rules_digest
-from compiler.state import Record, State, parse_ts
+from compiler.state import Record, State
 
 
 def lifecycle_settings(spec: EffectiveSpec) -> dict[str, Any]:
@@ -200,14 +200,12 @@ def _who_can_decrypt(plan: Plan, state: State, now: datetime) -> None:
 
     removed = {m for r in plan.reencrypt for m in r.removed}
     if removed:
-        live = [
-            (n, r) for n, recs in state.certificates.items() for r in recs if r["status"] != "revoked" and parse_ts(r["not_after"]) > now
-        ]
+        live = [(n, r) for n, recs in state.certificates.items() for r in recs if r["status"] != "revoked" and r["not_after"] > now]
         live += [
             (f"{a} OCSP responder", r)
             for a, recs in state.responders.items()
             for r in recs
-            if r["status"] != "revoked" and parse_ts(r["not_after"]) > now
+            if r["status"] != "revoked" and r["not_after"] > now
         ]
         for m in sorted(removed):
             hit = sorted(

@@ -16,7 +16,7 @@ from compiler.model.errors import Diagnostic, PkicError
 from compiler.plan.codes import Action, KeyDisposition, ReasonCode
 from compiler.plan.model import Change, Plan, Reason, Revocation
 from compiler.spec import EffectiveSpec, Entry
-from compiler.state import Record, State, parse_ts, ts
+from compiler.state import Record, State, ts
 
 # what a certificate is built from, in the order the reasons are listed, with the code a
 # change of it gives
@@ -107,7 +107,7 @@ def issuer_reasons(entry: Entry, rec: Record, state: State, issuer_change: Chang
 
 def time_reasons(entry: Entry, rec: Record, now: datetime) -> list[Reason[ReasonCode]]:
     """Past notAfter (``expired``) or inside the renewal window (``renewal_due``)."""
-    not_after = parse_ts(rec["not_after"])
+    not_after = rec["not_after"]
     renew_at = not_after - entry.renew_before
     if now >= not_after:
         return [Reason(ReasonCode.EXPIRED, f"expired at {rec['not_after']}")]
@@ -221,7 +221,7 @@ def outlived_by_child(changes: dict[str, Change], spec: EffectiveSpec, state: St
             return now + entries[name].lifetime
         rec = state.active(name)
         assert rec is not None  # an entry with an issued child has a record or a change
-        return parse_ts(rec["not_after"])
+        return rec["not_after"]
 
     for name in reversed(list(entries)):
         entry = entries[name]
@@ -261,7 +261,7 @@ def removed_entries(plan: Plan, spec: EffectiveSpec, state: State, now: datetime
         if rec["kind"] != "authority":
             continue
         last = state.last_issued(name, rec["key_id"])
-        if last is not None and parse_ts(last) > now:
+        if last is not None and last > now:
             silent.append(
                 Diagnostic(
                     "pki.yaml",

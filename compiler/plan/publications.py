@@ -15,7 +15,7 @@ from compiler.plan.codes import Action, KeyDisposition, PublicationCode, Publica
 from compiler.plan.model import Change, Plan, Publication, Reason
 from compiler.plan.revocation import RevokedSigner
 from compiler.spec import CaSettings, EffectiveSpec
-from compiler.state import CrlInfo, Record, State, parse_ts, ts
+from compiler.state import CrlInfo, Record, State, ts
 from compiler.state.revocation import crl_entries, crl_status, refresh_point, revoked_by_issuer
 
 Reasons = list[Reason[PublicationCode]]
@@ -62,7 +62,7 @@ def responder_reasons(resp: Record | None, ca: CaSettings, kid: str | None, chan
         reasons.append(Reason(PublicationCode.AUTHORITY_REKEYED, "the authority has a new key"))
     elif change is not None and any(r.code == ReasonCode.SUBJECT_CHANGED for r in change.reasons):
         reasons.append(Reason(PublicationCode.AUTHORITY_REISSUED, "the authority has a new subject"))
-    not_after = parse_ts(resp["not_after"])
+    not_after = resp["not_after"]
     window = responder_renew_before(ca.responder_lifetime, ca.ocsp_lifetime)
     if now >= not_after:
         reasons.append(Reason(PublicationCode.EXPIRED, f"expired at {resp['not_after']}"))
@@ -106,7 +106,7 @@ def plan_publications(
     entries = spec.entries
     revoked_now = {(r["name"], r["serial"]) for c in plan.changes for r in c.revokes}
     revoked_by = revoked_by_issuer(state, revoked_now)
-    live = [r for recs in state.certificates.values() for r in recs if r.get("issuer") is not None and parse_ts(r["not_after"]) > now]
+    live = [r for recs in state.certificates.values() for r in recs if r.get("issuer") is not None and r["not_after"] > now]
 
     def key_after(name: str) -> str | None:
         """The key id an authority signs with after this plan (None: a new key)."""
@@ -168,11 +168,11 @@ def _revoked_crl(
     signed with that key is unexpired; for a compromised key, signed once more, valid
     until after the last of it expires (no further use of the key)."""
     last = held.last
-    if last is None or parse_ts(last) <= now:
+    if last is None or last <= now:
         return  # nothing it signed is unexpired: its last CRL is its final one
     crl = state.crls.get(name)
     kid = held.key_id
-    until = ts(max(now, parse_ts(last)) + ca.crl_lifetime) if held.compromised else None
+    until = ts(max(now, last) + ca.crl_lifetime) if held.compromised else None
     reasons: Reasons = []
     if crl is None:
         reasons.append(Reason(PublicationCode.NEW, "no CRL yet"))
@@ -182,7 +182,7 @@ def _revoked_crl(
             reasons.append(Reason(PublicationCode.AUTHORITY_REKEYED, "signed with another key of the authority"))
         if not held.compromised:
             reasons += _crl_due(crl, ca, now)
-        elif parse_ts(crl["next_update"]) < parse_ts(last) and not reasons:
+        elif crl["next_update"] < last and not reasons:
             reasons.append(
                 Reason(PublicationCode.FINAL, f"valid until {crl['next_update']}, before the last certificate it signed expires ({last})")
             )
@@ -207,7 +207,7 @@ def _revoked_ocsp(plan: Plan, r: Record, ca: CaSettings, now: datetime, held: Re
     certificate); for a compromised key, once, valid until the certificate expires."""
     info = r.get("ocsp")
     status = "revoked" if (r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now) else "good"
-    until = ts(max(now + ca.ocsp_lifetime, parse_ts(r["not_after"]))) if held.compromised else None
+    until = ts(max(now + ca.ocsp_lifetime, r["not_after"])) if held.compromised else None
     reasons: Reasons = []
     if info is None:
         reasons.append(Reason(PublicationCode.NEW, "no response yet"))
@@ -216,9 +216,9 @@ def _revoked_ocsp(plan: Plan, r: Record, ca: CaSettings, now: datetime, held: Re
             reasons.append(Reason(PublicationCode.STATUS_CHANGED, f"now {status}"))
         if info.get("signer") != "self":
             reasons.append(Reason(PublicationCode.SIGNER_CHANGED, "signed by the revoked authority itself now"))
-        next_update = parse_ts(info["next_update"])
+        next_update = info["next_update"]
         if held.compromised:
-            if next_update < parse_ts(r["not_after"]) and not reasons:
+            if next_update < r["not_after"] and not reasons:
                 reasons.append(Reason(PublicationCode.FINAL, f"its issuer's key is compromised: one last response, valid until {until}"))
         elif now >= refresh_point(info, ca.ocsp_renew_before):
             reasons.append(Reason(PublicationCode.DUE, f"next update {info['next_update']}"))

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from compiler.model.stamp import Stamp
 from compiler.plan.codes import Action, ReasonCode
 from compiler.plan.model import Change, Plan, Reason, Revocation
 from compiler.spec import EffectiveSpec
-from compiler.state import Record, State, parse_ts
+from compiler.state import Record, State
 
 # the revoke: reasons that say the authority's key is compromised
 COMPROMISE = ("key_compromise", "ca_compromise")
@@ -21,6 +22,10 @@ COMPROMISE = ("key_compromise", "ca_compromise")
 _Root = tuple[str, Record, bool, str | None]
 
 
+def _text(stamp: Stamp | None) -> str | None:
+    return str(stamp) if stamp is not None else None
+
+
 @dataclass(frozen=True)
 class RevokedSigner:
     """A revoked authority that keeps signing its CRL and OCSP responses for what it
@@ -28,7 +33,7 @@ class RevokedSigner:
 
     key_id: str
     compromised: bool  # then: one final CRL and responses, and the key is used no more
-    last: str | None  # the latest notAfter of what that key signed (None: nothing)
+    last: Stamp | None  # the latest notAfter of what that key signed (None: nothing)
 
 
 def declared_compromises(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) -> dict[str, list[Revocation]]:
@@ -51,7 +56,7 @@ def declared_compromises(plan: Plan, spec: EffectiveSpec, state: State, now: dat
                 for r in recs:
                     by_key.setdefault(r["public_key_sha256"], []).append(r)
         pk = rec["public_key_sha256"]
-        hits = [r for r in by_key.get(pk, []) if r["status"] != "revoked" and parse_ts(r["not_after"]) > now]
+        hits = [r for r in by_key.get(pk, []) if r["status"] != "revoked" and r["not_after"] > now]
         compromised[name] = [
             {
                 "name": r["name"],
@@ -118,11 +123,11 @@ def _revoked_authorities(plan: Plan, spec: EffectiveSpec, state: State, now: dat
                     name,
                     rec,
                     was in COMPROMISE or escalated or bool(entry.key_compromised),
-                    entry.key_compromised or rec.get("invalidity_date"),
+                    entry.key_compromised or _text(rec.get("invalidity_date")),
                 )
             )
     for name in state.revoked_signers():
-        if name not in entries and (last := state.last_issued(name, state.certificates[name][0]["key_id"])) and parse_ts(last) > now:
+        if name not in entries and (last := state.last_issued(name, state.certificates[name][0]["key_id"])) and last > now:
             plan.warnings.append(
                 f"{name} is revoked and no longer in pki.yaml, but what it signed is unexpired until {last}: its CRL and "
                 "OCSP responses are no longer re-signed (keep its entry, with revoke:, until then)"
@@ -152,13 +157,13 @@ def _below(
         if name in signing:
             continue
         kid = rec["key_id"]
-        last: str | None = None
+        last: Stamp | None = None
         for r in by_issuer.get(name, []):
             if r.get("issuer_key_id") != kid:
                 continue  # signed by an earlier key of the authority: not what is revoked
             if last is None or r["not_after"] > last:
                 last = r["not_after"]
-            if parse_ts(r["not_after"]) <= now:
+            if r["not_after"] <= now:
                 continue
             latest = r["kind"] == "authority" and state.certificates[r["name"]][0] is r
             if latest:
@@ -197,7 +202,7 @@ def _earlier_certificates(
         if not entry.revoke or state.active(name) is None:
             continue
         for r in state.certificates[name][1:]:
-            if r["status"] == "revoked" or parse_ts(r["not_after"]) <= now or (r["name"], r["serial"]) in planned:
+            if r["status"] == "revoked" or r["not_after"] <= now or (r["name"], r["serial"]) in planned:
                 continue
             found.setdefault(name, []).append(
                 {

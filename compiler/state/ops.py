@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from functools import cache
 from typing import Any, ClassVar, Protocol, Self
@@ -30,8 +30,9 @@ from compiler import layout
 from compiler.layout import JOURNAL_PATH
 from compiler.model.bounded import quote
 from compiler.model.errors import PkicError, fail
+from compiler.model.stamp import Stamp
 from compiler.spec.sops_rules import SopsRule
-from compiler.state.records import Compromised, CrlInfo, OcspInfo, Record, Settings, State
+from compiler.state.records import Compromised, CrlInfo, OcspInfo, Record, Settings, State, as_json, cert_record, crl_info, ocsp_info
 
 Op = dict[str, Any]  # one journal line as JSON, before parse_op
 Rules = dict[str, SopsRule]  # rule digest -> the normalised SOPS rule a key file was encrypted under
@@ -94,6 +95,10 @@ class JournalOp(ABC):
     # always written, null included, as pkic always wrote them
     sparse: ClassVar[frozenset[str]] = frozenset()
     renamed: ClassVar[Mapping[str, str]] = {}  # field -> its key in the line, where they differ
+    # fields holding a record as JSON, and the reader that parses its times (once: the
+    # record is the state's from then on)
+    records: ClassVar[Mapping[str, Callable[[dict[str, Any]], object]]] = {}
+    times: ClassVar[frozenset[str]] = frozenset({"at"})  # fields holding a time (kept as text, checked)
     at: str
 
     @classmethod
@@ -106,6 +111,12 @@ class JournalOp(ABC):
                 values[name] = d[key]
             elif required:
                 raise KeyError(key)
+        for name in cls.times:  # a time that is not one: ValueError, refused by parse_op
+            if values.get(name) is not None:
+                Stamp.parse(values[name])
+        for name, read in cls.records.items():
+            if isinstance(values.get(name), dict):
+                values[name] = read(dict(values[name]))  # (a copy: the line is left as read)
         return cls(**values)
 
     def to_json(self) -> Op:
@@ -114,7 +125,7 @@ class JournalOp(ABC):
         for name, key, _ in _keys(type(self)):
             value = getattr(self, name)
             if name not in self.sparse or (value is not None and value is not False):
-                d[key] = value
+                d[key] = as_json(value) if name in self.records and isinstance(value, dict) else value
         return d
 
     @abstractmethod
@@ -218,6 +229,7 @@ class IssuedOp(JournalOp):
     its key file when the key is new (``remove_key``: the key is a CSR's now)."""
 
     kind = "issued"
+    records = {"record": cert_record}
     name: str
     record: Record  # handed to the state as it is: the state's record from then on
     cert_pem: str | None = None
@@ -229,7 +241,7 @@ class IssuedOp(JournalOp):
 
     def fold(self, state: State) -> None:
         _fold_rules(state, self.rules)
-        state.record_issued(self.name, self.record, self.at)
+        state.record_issued(self.name, self.record, Stamp.parse(self.at))
 
     def files(self, sink: FileSink) -> None:
         if self.remove_key:
@@ -258,9 +270,11 @@ class RevokedOp(JournalOp):
     revoked_at: str | None = None  # absent in a journal of an early pkic: ``at`` then
     keeps_signing: bool = False
     sparse = frozenset({"revoked_at", "keeps_signing"})
+    times = frozenset({"at", "revoked_at", "invalidity"})
 
     def fold(self, state: State) -> None:
-        state.record_revoked(self.name, self.serial, self.reason, self.revoked_at or self.at, self.invalidity, self.keeps_signing)
+        at, invalidity = Stamp.parse(self.revoked_at or self.at), self.invalidity
+        state.record_revoked(self.name, self.serial, self.reason, at, Stamp.parse(invalidity) if invalidity else None, self.keeps_signing)
 
     def files(self, sink: FileSink) -> None:
         if self.remove_files:
@@ -277,6 +291,7 @@ class CrlOp(JournalOp):
     planned cleanup of an authority that signs no more, its CRL files ``removed``."""
 
     kind = "crl"
+    records = {"info": crl_info}
     authority: str
     info: CrlInfo
     der: str | None = None
@@ -304,6 +319,7 @@ class OcspOp(JournalOp):
     file), its file renamed (``moved_from``) or removed (``removed``)."""
 
     kind = "ocsp"
+    records = {"info": ocsp_info}
     name: str
     serial: str
     info: OcspInfo
@@ -329,6 +345,7 @@ class ResponderOp(JournalOp):
     """A delegated OCSP responder made for ``authority``: its record, certificate and key."""
 
     kind = "responder"
+    records = {"record": cert_record}
     authority: str
     record: Record  # handed to the state as it is
     cert_pem: str | None = None
@@ -338,7 +355,7 @@ class ResponderOp(JournalOp):
 
     def fold(self, state: State) -> None:
         _fold_rules(state, self.rules)
-        state.record_responder(self.authority, self.record, self.at)
+        state.record_responder(self.authority, self.record, Stamp.parse(self.at))
 
     def files(self, sink: FileSink) -> None:
         sink.write(layout.responder_cert_path(self.authority), self._need(self.cert_pem, "cert_pem").encode())
@@ -353,7 +370,7 @@ class ResponderRetiredOp(JournalOp):
     authority: str
 
     def fold(self, state: State) -> None:
-        state.record_responder_retired(self.authority, self.at)
+        state.record_responder_retired(self.authority, Stamp.parse(self.at))
 
     def files(self, sink: FileSink) -> None:
         sink.remove(layout.responder_cert_path(self.authority))
@@ -417,3 +434,5 @@ def parse_op(d: Op, step: int = 1) -> JournalOp:
         return cls.from_json(d)
     except KeyError as exc:
         raise fail(JOURNAL_PATH, f"step {step} ({kind}) has no {exc.args[0]!r}: not a journal pkic wrote", _HINT) from None
+    except (ValueError, TypeError):  # a time that is not one (model/stamp.py)
+        raise fail(JOURNAL_PATH, f"step {step} ({kind}) holds a time that is not one: not a journal pkic wrote", _HINT) from None

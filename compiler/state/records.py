@@ -6,14 +6,16 @@ validity, issuer, the effective spec it was built from (and its digest) and its 
 PKI) and a serial that grows with every apply that changed something, so a saved plan
 can be checked against the state it was made from.
 
-Records stay JSON objects, typed key by key (:class:`CertRecord`, :class:`OcspInfo`,
-:class:`CrlInfo`, :class:`Compromised`): they are read from and written to the file as
-they are, so the file and the journal keep their bytes, and an older pkic's fields pass
-through untouched. Their values keep the file's text forms: serials in lower-case hex
-(the form every file pkic writes names them by) and times as ``2026-11-27T12:00:00Z``
-stamps (which sort as the times do; :func:`parse_ts` reads one into a datetime). Every
-mutation is idempotent, so that folding a journal twice changes nothing (each journal
-step folds itself in through them: ops.py).
+Records are JSON objects typed key by key (:class:`CertRecord`, :class:`OcspInfo`,
+:class:`CrlInfo`, :class:`Compromised`), so the file and the journal keep their bytes and
+an older pkic's fields pass through untouched. Their times are parsed once, when the
+state or a journal step is read (:func:`cert_record`, :func:`crl_info`,
+:func:`ocsp_info`), into stamps (:class:`~compiler.model.stamp.Stamp`), which compare as times
+and print as the file's text, and written back as text (:meth:`State.to_json`,
+:func:`as_json`). Serials stay lower-case hex: the form every file pkic writes names a
+certificate by (plan, journal, trailers, CRL lists, OCSP file names); only the X.509
+builders need the integer. Every mutation is idempotent, so that folding a journal twice
+changes nothing (each journal step folds itself in through them: ops.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypedDict, TypeVar
+from datetime import datetime
+from typing import Any, TypedDict, TypeVar, cast
 
+from compiler.model.stamp import Stamp, stamp_json
 from compiler.spec.sops_rules import SopsRule
 
 STATE_FORMAT = "pkic-state"
@@ -39,9 +42,9 @@ class Published(TypedDict, total=False):
     """A signed publication's window: a CRL's or an OCSP response's (state/revocation.py
     tells from it when it is re-signed)."""
 
-    this_update: str
-    next_update: str
-    refresh_at: str  # when it is re-signed (written for CRLs; a response's comes from pki.yaml)
+    this_update: Stamp
+    next_update: Stamp
+    refresh_at: Stamp  # when it is re-signed (written for CRLs; a response's comes from pki.yaml)
 
 
 class OcspInfo(Published, total=False):
@@ -51,7 +54,7 @@ class OcspInfo(Published, total=False):
     signer: str  # self | delegated
     file: str | None  # out/ocsp/<name>.der, <name>-<serial>.der for an older one; None once removed
     sha256: str
-    removed_at: str  # publish.ocsp was turned off: when, and why
+    removed_at: Stamp  # publish.ocsp was turned off: when, and why
     removed_because: str
 
 
@@ -74,9 +77,9 @@ class CertRecord(TypedDict, total=False):
     key_source: str  # generated | kept | csr
     public_key_sha256: str
     sha256: str  # of the certificate's DER
-    not_before: str
-    not_after: str
-    issued_at: str
+    not_before: Stamp
+    not_after: Stamp
+    issued_at: Stamp
     action: str  # issue | reissue | renew
     reasons: list[str]
     spec: dict[str, Any]  # the effective spec it was built from (open JSON: spec/effective.py)
@@ -84,12 +87,12 @@ class CertRecord(TypedDict, total=False):
     key_rules: list[str]  # the SOPS rules its key file was encrypted under, oldest first
     key_file_sha256: str
     ocsp: OcspInfo
-    superseded_at: str
+    superseded_at: Stamp
     superseded_by: str
-    retired_at: str  # a responder: publish.ocsp was turned off
-    revoked_at: str
+    retired_at: Stamp  # a responder: publish.ocsp was turned off
+    revoked_at: Stamp
     revocation_reason: str
-    invalidity_date: str
+    invalidity_date: Stamp
     keeps_signing: bool  # an authority revoked in place: signs its CRL and OCSP on
     moved_from: list[str]  # its earlier names
     crl_listed_after_expiry: bool
@@ -104,7 +107,7 @@ class CrlInfo(Published, total=False):
     names: list[str]  # whose certificates those are
     sha256: str
     bundled: bool  # out/trust/crls.pem holds it
-    removed_at: str  # the authority signs no more: its CRL files were removed then
+    removed_at: Stamp  # the authority signs no more: its CRL files were removed then
 
 
 class Compromised(TypedDict, total=False):
@@ -124,22 +127,60 @@ _V = TypeVar("_V")
 
 
 def ts(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A time as the state and every report write it: ``2026-11-27T12:00:00Z``."""
+    return str(Stamp.of(dt))
 
 
-_ts_cache: dict[str, datetime] = {}
+def parse_ts(text: str) -> Stamp:
+    """``2026-11-27T12:00:00Z`` (a time pkic wrote: a plan's, a journal step's) -> its stamp."""
+    return Stamp.parse(text)
 
 
-def parse_ts(text: str) -> datetime:
-    """``2026-11-27T12:00:00Z`` -> an aware datetime (memoised: states repeat them a lot)."""
-    dt = _ts_cache.get(text)
-    if dt is None:
-        if len(text) != 20 or text[10] != "T" or text[19] != "Z":
-            raise ValueError(f"not a UTC timestamp: {text!r}")
-        dt = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
-        if len(_ts_cache) < 100_000:
-            _ts_cache[text] = dt
-    return dt
+# The fields that hold times, parsed into stamps when a record is read (state, journal)
+CERT_STAMPS = ("not_before", "not_after", "issued_at", "superseded_at", "retired_at", "revoked_at", "invalidity_date")
+PUBLISHED_STAMPS = ("this_update", "next_update", "refresh_at", "removed_at")
+
+
+def _stamped(d: dict[str, Any], keys: tuple[str, ...], memo: dict[str, Stamp]) -> None:
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, str):
+            s = memo.get(v)
+            if s is None:
+                s = memo[v] = Stamp.parse(v)
+            d[k] = s
+
+
+def cert_record(d: dict[str, Any], memo: dict[str, Stamp] | None = None) -> CertRecord:
+    """A certificate or responder record read as JSON (the state, a journal step), its
+    times parsed into stamps, in place (ValueError: one is not a stamp). ``memo``: the
+    stamps parsed so far (a state's records share most of their times)."""
+    memo = {} if memo is None else memo
+    _stamped(d, CERT_STAMPS, memo)
+    if isinstance(d.get("ocsp"), dict):
+        d["ocsp"] = ocsp = dict(d["ocsp"])  # (its own: a journal step's line is left as read)
+        _stamped(ocsp, PUBLISHED_STAMPS, memo)
+    return cast(CertRecord, d)
+
+
+def as_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record (certificate, responder, CRL, OCSP) as JSON: a copy, its stamps as text."""
+    d: dict[str, Any] = {k: str(v) if isinstance(v, Stamp) else v for k, v in record.items()}
+    if isinstance(d.get("ocsp"), dict):
+        d["ocsp"] = as_json(d["ocsp"])
+    return d
+
+
+def crl_info(d: dict[str, Any], memo: dict[str, Stamp] | None = None) -> CrlInfo:
+    """A CRL's record read as JSON, its times parsed, in place."""
+    _stamped(d, PUBLISHED_STAMPS, {} if memo is None else memo)
+    return cast(CrlInfo, d)
+
+
+def ocsp_info(d: dict[str, Any]) -> OcspInfo:
+    """An OCSP response's record read as JSON (a journal step's), its times parsed, in place."""
+    _stamped(d, PUBLISHED_STAMPS, {})
+    return cast(OcspInfo, d)
 
 
 @dataclass
@@ -198,9 +239,9 @@ class State:
             if recs and recs[0]["status"] == REVOKED and recs[0]["kind"] == "authority" and recs[0].get("keeps_signing")
         ]
 
-    def last_issued(self, name: str, key_id: str) -> str | None:
+    def last_issued(self, name: str, key_id: str) -> Stamp | None:
         """The latest notAfter among the certificates ``name`` signed with ``key_id``."""
-        last = None
+        last: Stamp | None = None
         for recs in self.certificates.values():
             for r in recs:
                 if r.get("issuer") == name and r.get("issuer_key_id") == key_id and (last is None or r["not_after"] > last):
@@ -218,8 +259,16 @@ class State:
         """Sorted, one record per line: a change to a certificate is a change to its
         line in git, and writing 10,000 records takes a fraction of a second."""
 
+        texts: dict[object, str] = {}  # each time's text, once (records share most of them)
+
+        def text(value: object) -> str:
+            t = texts.get(value)
+            if t is None:
+                t = texts[value] = stamp_json(value)
+            return t
+
         def rec(r: Mapping[str, object]) -> str:
-            return json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+            return json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=text)
 
         def section(items: dict[str, Any], many: bool) -> str:
             if not items:
@@ -254,7 +303,7 @@ class State:
     # Each mutation is idempotent so that folding a journal twice changes nothing.
 
     @staticmethod
-    def _push(recs: list[Record], record: Record, at: str) -> bool:
+    def _push(recs: list[Record], record: Record, at: Stamp) -> bool:
         """Put ``record`` first, superseding the active one; False if already there."""
         if any(r["serial"] == record["serial"] for r in recs):
             return False
@@ -266,11 +315,11 @@ class State:
         recs.insert(0, record)
         return True
 
-    def record_issued(self, name: str, record: Record, at: str) -> None:
+    def record_issued(self, name: str, record: Record, at: Stamp) -> None:
         self._push(self.certificates.setdefault(name, []), record, at)
 
     def record_revoked(
-        self, name: str, serial: str, reason: str, at: str, invalidity: str | None = None, keeps_signing: bool = False
+        self, name: str, serial: str, reason: str, at: Stamp, invalidity: Stamp | None = None, keeps_signing: bool = False
     ) -> None:
         for r in self.certificates.get(name, []):
             if r["serial"] == serial and r["status"] != REVOKED:
@@ -296,12 +345,12 @@ class State:
             if r["serial"] == serial:
                 r["ocsp"] = info
 
-    def record_responder(self, authority: str, record: Record, at: str) -> None:
+    def record_responder(self, authority: str, record: Record, at: Stamp) -> None:
         recs = self.responders.setdefault(authority, [])
         if self._push(recs, record, at):
             del recs[3:]  # responders are short-lived; keep the last few
 
-    def record_responder_retired(self, authority: str, at: str) -> None:
+    def record_responder_retired(self, authority: str, at: Stamp) -> None:
         """publish.ocsp was turned off: the authority's delegated responder is no longer
         in use (its files are removed); a re-enable makes a new one."""
         for r in self.responders.get(authority, []):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from compiler.model.durations import default_refresh_before
-from compiler.state.records import ACTIVE, REVOKED, Published, Record, State, parse_ts
+from compiler.state.records import ACTIVE, REVOKED, Published, Record, State
 
 CrlStatus = Literal["fresh", "due", "expired"]
 
@@ -44,19 +44,19 @@ def refresh_point(published: Published, renew_before: timedelta | None = None) -
     re-signed: ``renew_before`` before its next update (pki.yaml's ``crl_renew_before`` or
     ``ocsp_renew_before``, when at hand); else at the refresh point recorded when it was
     signed; else half-way through its validity (the default refresh window)."""
-    next_update = parse_ts(published["next_update"])
+    next_update = published["next_update"]
     if renew_before is not None:
         return next_update - renew_before
     refresh_at = published.get("refresh_at")
     if refresh_at:
-        return parse_ts(refresh_at)
-    return next_update - default_refresh_before(next_update - parse_ts(published["this_update"]))
+        return refresh_at
+    return next_update - default_refresh_before(next_update - published["this_update"])
 
 
 def crl_status(crl: Published, now: datetime, renew_before: timedelta | None = None) -> CrlStatus:
     """``expired`` past its next update (every client then rejects what it covers),
     ``due`` past its refresh point (:func:`refresh_point`), else ``fresh``."""
-    if now >= parse_ts(crl["next_update"]):
+    if now >= crl["next_update"]:
         return "expired"
     return "due" if now >= refresh_point(crl, renew_before) else "fresh"
 
@@ -68,4 +68,4 @@ def crl_retired(state: State, authority: str, now: datetime) -> bool:
     if rec is None or rec["status"] == ACTIVE:
         return False
     last = state.last_issued(authority, rec["key_id"])
-    return last is None or parse_ts(last) <= now
+    return last is None or last <= now

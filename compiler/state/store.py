@@ -17,8 +17,21 @@ from typing import Any, cast
 from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_file
 from compiler.model.bounded import loads_json
 from compiler.model.errors import PkicError, fail
+from compiler.model.stamp import Stamp
 from compiler.state.migrate import upgrade
-from compiler.state.records import ACTIVE, REVOKED, STATE_FORMAT, SUPERSEDED, CertRecord, Compromised, CrlInfo, State, parse_ts
+from compiler.state.records import (
+    ACTIVE,
+    REVOKED,
+    STATE_FORMAT,
+    SUPERSEDED,
+    CertRecord,
+    Compromised,
+    CrlInfo,
+    State,
+    cert_record,
+    crl_info,
+    parse_ts,
+)
 
 REQUIRED = frozenset({"status", "serial", "kind", "not_after", "spec"})
 
@@ -76,6 +89,15 @@ def load_state(repo: Path) -> State:
         and all(isinstance(v, list) or v is None for v in (settings.get("certificates") or {}).values())
     ):
         raise fail(STATE_PATH, "the state is damaged (settings)", "restore it from git")
+    try:  # their times parsed, once (every one the code reads was checked above)
+        memo: dict[str, Stamp] = {}
+        for recs in (*certs.values(), *responders.values()):
+            for r in recs:
+                cert_record(r, memo)
+        for info in crls.values():
+            crl_info(info, memo)
+    except ValueError:
+        raise fail(STATE_PATH, "the state is damaged: a time in it is not a UTC timestamp", "restore it from git") from None
     # checked as data above: from here on the records are what their types say
     return State(
         body.get("lineage"),
@@ -104,11 +126,18 @@ def _check_names(certs: dict[str, list[_Json]], crls: dict[str, Any], responders
     def damaged(where: str, what: str) -> PkicError:
         return fail(where, f"the state is damaged: {what}", "restore it from git (`git checkout -- out/state.json`); never edit it by hand")
 
+    valid: set[str] = set()  # the times seen so far (a state's records share most of them)
+
     def stamp(value: object) -> bool:
-        try:
-            return isinstance(value, str) and parse_ts(value) is not None
-        except ValueError:
+        if not isinstance(value, str):
             return False
+        if value not in valid:
+            try:
+                parse_ts(value)
+            except ValueError:
+                return False
+            valid.add(value)
+        return True
 
     claimed: dict[str, str] = {}  # OCSP file -> the name whose record names it
     for name, recs in certs.items():
