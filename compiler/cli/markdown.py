@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from compiler.model.errors import printable as _p
 from compiler.plan import Action, KeyDisposition, Plan, PublicationKind, blast_radius
 from compiler.spec import EffectiveSpec
+from compiler.spec.effective import san_lists
 
 if TYPE_CHECKING:
     from compiler.gitops import ReviewContext
@@ -209,7 +210,7 @@ def plan_markdown(
 def _content_row(c: Change, plan: Plan) -> str:
     sp = c.new_spec or {}
     subject = ", ".join(f"{k}={v}" for k, v in sp.get("subject", []))
-    names = [f"{k}:{v}" for k in ("dns", "ip", "uri", "email") for v in sp.get(k, [])]
+    names = [f"{k}:{v}" for k, vals in san_lists(sp).items() for v in vals]
     shown = "<br>".join(_md(x) for x in names[:20]) + (f"<br>… {len(names) - 20} more" if len(names) > 20 else "")
     if sp.get("kind") == "authority":
         profile = f"CA, path length {sp.get('path_length') if sp.get('path_length') is not None else 'unlimited'}"

@@ -8,6 +8,7 @@ none, a time-driven one (expired, renewal due) makes a ``renew``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from compiler.model.errors import Diagnostic, PkicError
 from compiler.plan.codes import Action, KeyDisposition, ReasonCode
 from compiler.plan.model import Change, Plan, Reason, Revocation
 from compiler.spec import EffectiveSpec, Entry
+from compiler.spec.effective import san_lists
 from compiler.state import Record, State, ts
 
 # what a certificate is built from, in the order the reasons are listed, with the code a
@@ -51,7 +53,7 @@ def _fmt(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def spec_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[Reason[ReasonCode]]:
+def spec_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Reason[ReasonCode]]:
     """The effective spec differs from the one the certificate was built from:
     ``<field>_changed``, ``csr_key_changed``, ``rekey_requested``."""
     reasons: list[Reason[ReasonCode]] = []
@@ -157,7 +159,8 @@ def _replaced(plan: Plan, spec: EffectiveSpec, change: Change, entry: Entry, rec
     if issuer_ca is not None and issuer_ca.revoke_superseded and not any(r["serial"] == rec["serial"] for r in change.revokes):
         change.revokes.append(revocation(entry.name, rec, "superseded"))
     elif change.action == Action.REISSUE:
-        narrowed = [x for f in SAN_FIELDS for x in rec["spec"].get(f, []) if x not in entry.spec.get(f, [])]
+        old, new = san_lists(rec["spec"]), san_lists(entry.spec)
+        narrowed = [x for f in SAN_FIELDS for x in old.get(f, []) if x not in new.get(f, [])]
         if narrowed and not change.revokes:
             plan.warnings.append(
                 f"{entry.name}: the reissue drops {', '.join(narrowed)}, but the old certificate stays valid until {rec['not_after']} (set revoke_superseded on {entry.issuer} to revoke it)"

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar
 
 from compiler.plan.codes import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
+from compiler.spec import EntrySpec
 from compiler.spec.sops_rules import SopsRule, rule_digest
 from compiler.state import ts
 
@@ -65,8 +66,8 @@ class Change:
     # what the reviewer approves (see Plan.reviewed_body): the spec before and after,
     # the key the issuer signs with ("new": a key made by this plan), and who can
     # decrypt the new key (a normalised SOPS rule; None: no key written)
-    old_spec: dict[str, Any] | None = None
-    new_spec: dict[str, Any] | None = None
+    old_spec: EntrySpec | None = None
+    new_spec: EntrySpec | None = None
     issuer_key: str | None = None
     recipients: Rule | None = None
     # a renewal of unchanged content under an unchanged rule: may run unreviewed

@@ -16,7 +16,7 @@ of its excluded subtrees. Subtree semantics follow RFC 5280 and OpenSSL:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -71,7 +71,7 @@ MATCHERS: dict[str, tuple[str, str, Callable[[str, str], bool]]] = {
 }
 
 
-def violations(names: dict[str, Any], constraints: dict[str, Any]) -> list[tuple[str, str, str]]:
+def violations(names: Mapping[str, Any], constraints: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(san type, name, why) for each name outside the constraints."""
     out = []
     for kind, (permitted_key, excluded_key, within) in MATCHERS.items():

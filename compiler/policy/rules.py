@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
@@ -42,6 +42,7 @@ from compiler.model.errors import Diagnostic, PkicError
 from compiler.policy.constraints import ip_within, openssl_hostlike
 from compiler.policy.matching import dns_matches, dns_overlaps, subject_matches, uri_matches
 from compiler.spec import Duration, EffectiveSpec, Entry, IpNetwork, KeyTypeName, Profile, pydantic_diags, read_document
+from compiler.spec.effective import san_lists
 
 POLICY_DIR = "policies"
 # a path through a YAML document: keys and list indexes (Locator.diag)
@@ -214,7 +215,7 @@ def check_entry(
                 bad("email", i, n, "allowed_email_domains", _quote(p.allowed_email_domains) or "none")
         if p.allowed_profiles is not None and spec["profile"] not in p.allowed_profiles:
             bad("profile", None, spec["profile"], "allowed_profiles", ", ".join(p.allowed_profiles))
-        count = sum(len(spec.get(k, [])) for k in ("dns", "ip", "uri", "email"))
+        count = sum(len(v) for v in san_lists(spec).values())
         if p.max_sans is not None and count > p.max_sans:
             out.append(("dns", None, f"{count} names", f"are more than {w('max_sans')} allows (max_sans: {p.max_sans})"))
         if p.require_csr and not spec.get("csr_key"):
@@ -233,7 +234,9 @@ def check_entry(
     if p.min_rsa_bits is not None and key.startswith("rsa-") and int(key[4:]) < p.min_rsa_bits:
         bad("key", None, key, "min_rsa_bits", str(p.min_rsa_bits))
     for k, v in spec["subject"]:
-        hit = next((pat for pat in p.forbidden_subject.get(k, []) if subject_matches(v, pat)), None)
+        hit = next(
+            (pat for pat in cast(Mapping[str, list[SubjectPattern]], p.forbidden_subject).get(k, []) if subject_matches(v, pat)), None
+        )
         if hit:
             out.append(("subject", None, f"{k}={v}", f"is not allowed by {w('forbidden_subject')} (forbidden_subject.{k}: '{hit}')"))
         elif p.allowed_subject is not None and k in p.allowed_subject and not any(subject_matches(v, pat) for pat in p.allowed_subject[k]):

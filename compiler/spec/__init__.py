@@ -16,7 +16,17 @@ Import from ``compiler.spec``, not from its modules: they may move.
 
 from compiler.spec.cache import cache_dir
 from compiler.spec.diagnostics import pydantic_diags, raw_index, sorted_diagnostics
-from compiler.spec.effective import AuthorityEntry, CaSettings, EffectiveSpec, Entry, EntryKind, LeafEntry, PublishSettings, spec_digest
+from compiler.spec.effective import (
+    AuthorityEntry,
+    CaSettings,
+    EffectiveSpec,
+    Entry,
+    EntryKind,
+    EntrySpec,
+    LeafEntry,
+    PublishSettings,
+    spec_digest,
+)
 from compiler.spec.loading import load, load_spec, locate, read_document
 from compiler.spec.models import (
     SPEC_FILE,
@@ -49,6 +59,7 @@ __all__ = [
     "EffectiveSpec",
     "Entry",
     "EntryKind",
+    "EntrySpec",
     "IpNetwork",
     "KeyTypeName",
     "LeafEntry",

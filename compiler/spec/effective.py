@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from compiler.model.bounded import Locator
 from compiler.model.keytype import KeyType
@@ -18,7 +19,44 @@ from compiler.spec.models import OcspSigner
 EntryKind = Literal["authority", "certificate"]
 
 
-def spec_digest(spec: dict[str, Any]) -> str:
+class EntrySpec(TypedDict, total=False):
+    """An entry's effective spec as JSON: everything its certificate is built from,
+    canonical (defaults applied, names normalised and sorted). It is digested (a change
+    reissues), stored in the state with each certificate (``CertRecord.spec``) and shown
+    in plans as a whole, so it stays a JSON object; this says what its keys hold. A key
+    absent here is absent in the object (the URLs when unset, ``ocsp_signer`` unless
+    ``self``, ``csr_key`` without a CSR), so that adding one never changes the digest of
+    a spec without it."""
+
+    kind: EntryKind
+    issuer: str | None
+    subject: list[list[str]]  # [attribute, value] pairs, X.500 order
+    key: str  # a KeyType's value
+    lifetime: str  # a duration as pki.yaml writes them
+    rekey: int  # bumped to force a new key
+    # authorities
+    path_length: int | None
+    name_constraints: dict[str, list[str]] | None  # permitted_dns, excluded_ip...: sorted, unique
+    ocsp_signer: str  # "self" (absent: delegated)
+    # leaves
+    profile: str  # server | client | peer | ...
+    dns: list[str]
+    ip: list[str]
+    uri: list[str]
+    email: list[str]
+    csr_key: str  # the CSR's public key SHA-256 (the key is the host's)
+    # what the issuer writes into what it signs
+    crl_url: str
+    ocsp_url: str
+    ca_issuers_url: str
+
+
+def san_lists(spec: EntrySpec) -> dict[str, list[str]]:
+    """A spec's subject alternative names by kind: dns, ip, uri, email (each may be empty)."""
+    return {"dns": spec.get("dns", []), "ip": spec.get("ip", []), "uri": spec.get("uri", []), "email": spec.get("email", [])}
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
     """SHA-256 of canonical JSON: a certificate is reissued when its entry's digest changes."""
     data = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()
@@ -46,9 +84,7 @@ class Entry:
     name: str
     kind: EntryKind
     issuer: str | None  # None: a self-signed root
-    # canonical and JSON-able: everything the certificate is built from. Open JSON on
-    # purpose: it is digested, stored in the state and shown in plans as a whole
-    spec: dict[str, Any]
+    spec: EntrySpec  # canonical and JSON-able: everything the certificate is built from
     lifetime: timedelta
     renew_before: timedelta
     reuse_key: bool = False

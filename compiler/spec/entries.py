@@ -6,14 +6,14 @@ checks between entries are :mod:`compiler.spec.resolution`'s.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from compiler.model.bounded import Locator
 from compiler.model.durations import default_refresh_before, default_renew_before, format_duration
 from compiler.model.errors import Diagnostic
-from compiler.spec.effective import AuthorityEntry, CaSettings, Entry, LeafEntry
+from compiler.spec.effective import AuthorityEntry, CaSettings, Entry, EntrySpec, LeafEntry
 from compiler.spec.models import Authority, Certificate, Defaults, Subject
 
 SUBJECT_ORDER = ("C", "ST", "L", "O", "OU", "CN")
@@ -50,13 +50,17 @@ def _ip_key(value: str) -> tuple[int, int]:
     return (ip.version, int(ip))
 
 
-def _issuer_urls(issuer: Authority | None) -> dict[str, str]:
+def _issuer_urls(body: EntrySpec, issuer: Authority | None) -> None:
     """The issuer's CRL/OCSP/caIssuers URLs, which go into what it issues (only when set,
     so specs without them keep their digests)."""
     if issuer is None:
-        return {}
-    urls = {"crl_url": issuer.crl_url, "ocsp_url": issuer.ocsp_url, "ca_issuers_url": issuer.ca_issuers_url}
-    return {k: v for k, v in urls.items() if v}
+        return
+    if issuer.crl_url:
+        body["crl_url"] = issuer.crl_url
+    if issuer.ocsp_url:
+        body["ocsp_url"] = issuer.ocsp_url
+    if issuer.ca_issuers_url:
+        body["ca_issuers_url"] = issuer.ca_issuers_url
 
 
 def _check_renew_before(loc: Locator, path: tuple[str, str], renew_before: timedelta, lifetime: timedelta) -> list[Diagnostic]:
@@ -118,7 +122,7 @@ def authority_entry(
     subject = _subject(defaults.subject, a.subject)
     if not any(k == "CN" for k, _ in subject):
         diags.append(loc.diag(("authorities", name, "subject"), "an authority needs a subject CN", "add subject: {CN: ...}"))
-    body: dict[str, Any] = {
+    body: EntrySpec = {
         "kind": "authority",
         "issuer": a.issuer,
         "subject": subject,
@@ -130,7 +134,7 @@ def authority_entry(
     }
     if a.ocsp_signer == "self":
         body["ocsp_signer"] = "self"
-    body.update(_issuer_urls(issuer))
+    _issuer_urls(body, issuer)
     ca, more = _ca_settings(loc, name, a)
     diags += more
     renew_before = a.renew_before or default_renew_before(lifetime)
@@ -152,7 +156,7 @@ def authority_entry(
 
 
 def _csr_names(
-    loc: Locator, diags: list[Diagnostic], name: str, c: Certificate, body: dict[str, Any], repo: Path | None
+    loc: Locator, diags: list[Diagnostic], name: str, c: Certificate, body: EntrySpec, repo: Path | None
 ) -> dict[str, list[str]] | None:
     """Take the key from the certificate's CSR (into ``body``); returns the names the CSR
     asks for that pki.yaml does not list (None: none). A CSR that cannot be read, or
@@ -182,7 +186,8 @@ def _csr_names(
         )
     body["key"] = info.key_type
     body["csr_key"] = info.public_key_sha256
-    extra = {k: [v for v in vals if v not in body.get(k, [])] for k, vals in info.names.items()}
+    listed: Mapping[str, list[str]] = body  # type: ignore[assignment]  # (by the CSR's kinds of name: dns, ip, uri, email)
+    extra = {k: [v for v in vals if v not in listed.get(k, [])] for k, vals in info.names.items()}
     return {k: v for k, v in extra.items() if v} or None
 
 
@@ -194,7 +199,7 @@ def certificate_entry(
     diags: list[Diagnostic] = []
     lifetime = c.lifetime or DEFAULT_LIFETIME["certificate"]
     subject = _subject(defaults.subject, c.subject)
-    body: dict[str, Any] = {
+    body: EntrySpec = {
         "kind": "certificate",
         "issuer": c.issuer,
         "profile": c.profile,
@@ -207,7 +212,7 @@ def certificate_entry(
         "lifetime": format_duration(lifetime),
         "rekey": c.rekey,
     }
-    body.update(_issuer_urls(issuer))
+    _issuer_urls(body, issuer)
     extra = _csr_names(loc, diags, name, c, body, repo)
     renew_before = c.renew_before or default_renew_before(lifetime)
     diags += _check_renew_before(loc, ("certificates", name), renew_before, lifetime)

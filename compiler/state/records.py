@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, TypedDict, TypeVar, cast
 
 from compiler.model.stamp import Stamp, stamp_json
+from compiler.spec.effective import EntrySpec
 from compiler.spec.sops_rules import SopsRule
 
 STATE_FORMAT = "pkic-state"
@@ -82,7 +83,7 @@ class CertRecord(TypedDict, total=False):
     issued_at: Stamp
     action: str  # issue | reissue | renew
     reasons: list[str]
-    spec: dict[str, Any]  # the effective spec it was built from (open JSON: spec/effective.py)
+    spec: EntrySpec  # the effective spec it was built from (spec/effective.py)
     spec_digest: str
     key_rules: list[str]  # the SOPS rules its key file was encrypted under, oldest first
     key_file_sha256: str

@@ -7,7 +7,7 @@ No private key ever reaches this module: it returns an unsigned
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -49,7 +49,7 @@ class SpecEntry(Protocol):
     @property
     def kind(self) -> str: ...  # "authority" or "certificate"
     @property
-    def spec(self) -> dict[str, Any]: ...  # the canonical spec: subject, names, profile, URLs...
+    def spec(self) -> Mapping[str, Any]: ...  # the canonical spec: subject, names, profile, URLs...
     @property
     def lifetime(self) -> timedelta: ...
     @property
@@ -97,7 +97,7 @@ def basic_constraints(entry: SpecEntry) -> x509.BasicConstraints:
     return x509.BasicConstraints(ca=False, path_length=None)
 
 
-def subject_alt_names(spec: dict[str, Any]) -> list[x509.GeneralName]:
+def subject_alt_names(spec: Mapping[str, Any]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in spec.get("dns", [])]
     names += [x509.IPAddress(ipaddress.ip_address(n)) for n in spec.get("ip", [])]
     names += [x509.UniformResourceIdentifier(n) for n in spec.get("uri", [])]
@@ -174,7 +174,7 @@ def build(
     return builder
 
 
-def issuer_pointers(builder: x509.CertificateBuilder, spec: dict[str, Any]) -> x509.CertificateBuilder:
+def issuer_pointers(builder: x509.CertificateBuilder, spec: Mapping[str, Any]) -> x509.CertificateBuilder:
     """The issuer's CRL distribution point and AIA (OCSP, caIssuers), when it declares them."""
     if spec.get("crl_url"):
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(spec["crl_url"])], None, None, None)
