@@ -35,14 +35,17 @@ def plan_cleanup(plan: Plan, spec: EffectiveSpec, state: State, now: datetime) -
 
 
 def _responses_renamed(plan: Plan, ocsp_dir: str, state: State) -> dict[tuple[str, str], str]:
-    """The responses of the names this plan issues or moves that are not where they
-    belong once it is done. Returns (name, serial) -> the file's new path."""
+    """The responses that are not where they belong once this plan is done: those of the
+    names it issues or moves, and an older certificate's still at ``<name>.der`` (an
+    apply killed after it issued, before it renamed). Returns (name, serial) -> the
+    file's new path."""
     done = {Action.ISSUE: "issued", Action.REISSUE: "reissued", Action.RENEW: "renewed"}
     issued = {c.name: done[c.action] for c in plan.changes if c.action != Action.REVOKE}
     moved_from = {new: old for old, new in plan.moves}
     where: dict[tuple[str, str], str] = {}
-    for name in sorted(set(issued) | set(moved_from)):
+    for name in sorted(state.certificates.keys() | issued.keys() | moved_from.keys()):
         first = 1 if name in issued else 0  # the new certificate takes the first place
+        listed = name in issued or name in moved_from
         seen: set[str] = set()
         for i, r in enumerate(state.certificates.get(name, [])):
             file = (r.get("ocsp") or {}).get("file")
@@ -50,9 +53,13 @@ def _responses_renamed(plan: Plan, ocsp_dir: str, state: State) -> dict[tuple[st
                 continue  # (an older record naming a newer one's file: that file is the newer one's)
             seen.add(file)
             want = layout.ocsp_path(ocsp_dir, name, None if i + first == 0 else r["serial"])
-            if file == want or not file.startswith(ocsp_dir + "/"):
+            if file == want or not file.startswith(ocsp_dir + "/") or not (listed or i > 0):
                 continue  # in place, or in an older ocsp_dir (re-signed there: dir_changed)
             reasons: list[Reason[PublicationCode]] = []
+            if not listed:
+                reasons.append(
+                    Reason(PublicationCode.REPLACED_RESPONSE_RENAMED, f"{name} was replaced: this response keeps its serial's name")
+                )
             if name in moved_from:
                 reasons.append(Reason(PublicationCode.MOVED_RESPONSE_RENAMED, f"renamed from {moved_from[name]}"))
             if name in issued:

@@ -90,6 +90,22 @@ def ocsp_reasons(r: Record, status: str, ca: CaSettings, ocsp_dir: str, now: dat
     return reasons
 
 
+def _overwritten(state: State) -> set[tuple[str, str]]:
+    """(name, serial) of each older certificate whose recorded response file a newer
+    certificate of its name records too: the file holds the newer one's response (an
+    apply killed after it signed the new response, before it renamed the old one)."""
+    out: set[tuple[str, str]] = set()
+    for name, recs in state.certificates.items():
+        if len(recs) > 1:
+            files = {(recs[0].get("ocsp") or {}).get("file")}
+            for r in recs[1:]:
+                file = (r.get("ocsp") or {}).get("file")
+                if file and file in files:
+                    out.add((name, r["serial"]))
+                files.add(file)
+    return out
+
+
 def plan_publications(
     plan: Plan,
     spec: EffectiveSpec,
@@ -140,6 +156,7 @@ def plan_publications(
     for c in plan.changes:
         if c.action != Action.REVOKE and c.issuer is not None and c.issuer not in unusable:
             plan.ocsp.append(Publication(PublicationKind.OCSP, c.name, [Reason(PublicationCode.NEW, "new certificate")], c.issuer, None))
+    overwritten = _overwritten(state)
     for r in sorted(live, key=lambda r: (r["name"], r["serial"])):
         issuer = r["issuer"]
         if issuer not in entries or entries[issuer].kind != "authority":
@@ -157,6 +174,8 @@ def plan_publications(
             continue  # signed by a key the authority no longer has: nobody can vouch for it
         status = "revoked" if (r["status"] == "revoked" or (r["name"], r["serial"]) in revoked_now) else "good"
         reasons = ocsp_reasons(r, status, ca, spec.publish.ocsp_dir, now)
+        if (r["name"], r["serial"]) in overwritten:
+            reasons = [Reason(PublicationCode.NEW, "its published response was replaced by a newer certificate's (an interrupted apply)")]
         if reasons:
             plan.ocsp.append(Publication(PublicationKind.OCSP, r["name"], reasons, issuer, r["serial"]))
 

@@ -14,6 +14,7 @@ refused"; "a damaged state is an error naming the place, never a crash").
 from __future__ import annotations
 
 import copy
+import json
 import resource
 import subprocess
 import sys
@@ -65,6 +66,42 @@ def test_two_records_of_one_name_sharing_an_ocsp_file_let_cleanup_remove_the_liv
     # leave an older record naming <name>.der after the new response took it: pkic itself
     # wrote such a state, so the plan never removes or renames a file a newer record names)
     assert (plan.returncode == 1 and "out/state.json" in plan.stderr) or "out/ocsp/web.der" not in plan.stdout, plan.stdout + plan.stderr
+
+
+OVERWRITTEN = "its published response was replaced by a newer certificate's (an interrupted apply)"
+
+
+def test_an_older_certificate_whose_response_a_newer_one_overwrote_gets_its_own_again(local):
+    """The state an apply killed between signing a new certificate's response and
+    renaming the old one's could leave (before the plan listed that rename): web's older,
+    unexpired certificate records `out/ocsp/web.der`, which holds the newer one's
+    response. The plan signs the older one a response of its own, at
+    `web.<serial>.der`; web.der keeps the newer one's; verify is clean afterwards."""
+    pk, repo = local
+    body = read_state(repo)
+    recs = body["certificates"]["web"]
+    old = copy.deepcopy(recs[0])
+    old.update(serial="abcdef0123456789abcd", status="superseded", superseded_at=NOW)
+    recs.append(old)  # same file as recs[0], unexpired
+    write_state(repo, body)
+    live = (repo / "out" / "ocsp" / "web.der").read_bytes()
+    plan = pk("plan", "--now", T1, "--json", cwd=repo)
+    no_crash(plan)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    body = json.loads(plan.stdout)
+    signed = [(p["name"], p["serial"], [r["message"] for r in p["reasons"]]) for p in body["ocsp"]]
+    assert signed == [("web", "abcdef0123456789abcd", [OVERWRITTEN])], signed
+    assert not body.get("cleanup"), body["cleanup"]  # web.der is the newer one's: not renamed, not removed
+    applied = pk("apply", "--yes", "--now", T1, cwd=repo)
+    no_crash(applied)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert (repo / "out" / "ocsp" / "web.der").read_bytes() == live
+    assert (repo / "out" / "ocsp" / "web.abcdef0123456789abcd.der").is_file()
+    after = read_state(repo)["certificates"]["web"]
+    assert [r["ocsp"]["file"] for r in after] == ["out/ocsp/web.der", "out/ocsp/web.abcdef0123456789abcd.der"]
+    verified = pk("verify", "--now", T1, cwd=repo)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "No changes" in pk("plan", "--now", T1, cwd=repo).stdout
 
 
 def test_a_serial_twice_in_one_names_records_is_refused_not_a_crash_in_cleanup(local):
