@@ -27,6 +27,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="pkic: a GitOps PKI compiler. Declare the PKI in pki.yaml; plan; apply.",
     pretty_exceptions_enable=False,
+    # plain help, as click prints it: flags as flags (rich's layout shows each as <bool>),
+    # choices as [a|b|c], and it reads well in a CI log
+    rich_markup_mode=None,
 )
 
 
@@ -52,14 +55,19 @@ class _Options:
 opts = _Options()
 
 
-@app.callback()
-def _main(
-    directory: Path | None = typer.Option(None, "-C", help="run as if pkic was started in this directory (like git -C)"),
-    version: bool = typer.Option(False, "--version", help="print the version and exit"),
-) -> None:
-    if version:
+def _version(value: bool) -> None:
+    if value:
         out.print(f"pkic {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    directory: Path | None = typer.Option(
+        None, "-C", metavar="DIR", help="run as if pkic was started in this directory (like git -C); before or after the command"
+    ),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
+) -> None:
     if directory is not None:
         if not directory.is_dir():
             raise PkicError(f"-C {directory}: no such directory")
@@ -137,6 +145,12 @@ def write_out_file(path: Path, data: bytes, what: str) -> None:
             fh.write(data)
     except OSError as exc:
         raise fail(str(path), f"cannot write {what}: {exc.strerror}", "pass a file path in an existing directory") from None
+
+
+def output_format(as_json: bool, fmt: str) -> None:
+    """``--json`` is ``--format json``: with any other format asked for, the two conflict."""
+    if as_json and fmt not in ("text", "json"):
+        raise fail("--json", f"conflicts with --format {fmt}", "pass one of them")
 
 
 def write_json(body: dict[str, Any]) -> None:

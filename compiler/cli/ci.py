@@ -20,6 +20,7 @@ from compiler.model.errors import fail, printable
 
 ci_app = typer.Typer(
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="GitHub provenance for CI: find a run's pull request, post the plan comment, prove the reviewed plan of a merge.",
 )
 

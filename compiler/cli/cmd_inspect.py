@@ -5,10 +5,24 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 
-from compiler.cli.app import NOW_HELP, app, err, escape, escape_lines, opts, out, parse_now, repo_relative, write_json, write_out_file
+from compiler.cli.app import (
+    NOW_HELP,
+    app,
+    err,
+    escape,
+    escape_lines,
+    opts,
+    out,
+    output_format,
+    parse_now,
+    repo_relative,
+    write_json,
+    write_out_file,
+)
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state import ts
 
@@ -81,6 +95,7 @@ def verify(
         None, "--seal-key", help="the seal public key to check against (ed25519:...), e.g. from your own records"
     ),
     base: str | None = typer.Option(None, "--base", help="take the seal public key from the merge base with this branch"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (exit codes as without it)"),
 ) -> None:
     """Check out/: certificates match the state, chains lead to a trusted root, (--keys) keys match, (--seal) the seal holds."""
     from compiler.keys.keystore import Keystore
@@ -95,25 +110,50 @@ def verify(
         problems = report.problems + sealed_findings(opts.repo, report)
         if report.mode == "unsealed":
             raise PkicError("this repository is unsealed: no out.seal to verify", "`pkic seal init` seals it (see docs/security.md)")
-        for d in problems:
+        if as_json and problems:
+            write_json({"ok": False, "seal": {"ok": False, "problems": [_diag_json(d) for d in problems]}})
+        for d in [] if as_json else problems:
             err.print(f"[bold red]✗[/] {escape_lines(d.render())}")
         if problems:
             raise typer.Exit(1)
         versions = len({s.digest for _c, s in parsed_seals(report.git.history(opts.repo)) if public is not None and s.valid_under(public)})
         chain = f"{versions} seal(s) made with it in history form one chain" if versions else "no sealed commit yet"
-        out.print(
-            f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {escape(public)} (from {escape(source)}); {chain}."
-        )
+        seal_json = {
+            "ok": True,
+            "serial": report.seal.serial if report.seal else None,
+            "key": public,
+            "key_from": source,
+            "seals_in_history": versions,
+        }
+        if not as_json:
+            out.print(
+                f"[green]✓[/] out/ is sealed: seal serial {report.seal.serial if report.seal else '?'}, key {escape(public)} (from {escape(source)}); {chain}."
+            )
     state = load_state(opts.repo)
     count, findings = verify_repo(opts.repo, state, parse_now(now), Keystore(opts.repo) if keys else None)
     if not count:
         raise PkicError("nothing to verify: no certificate has been issued yet", "run `pkic apply` first")
-    for f in findings:
+    if as_json:
+        body: dict[str, Any] = {
+            "ok": not findings,
+            "verified": count,
+            "keys": keys,
+            "findings": [{"name": f.name, "problem": f.problem} for f in findings],
+        }
+        if check_seal or seal_key:
+            body["seal"] = seal_json
+        write_json(body)
+    for f in [] if as_json else findings:
         err.print(f"[bold red]✗[/] {escape(f.name)}: {escape(f.problem)}")
     if findings:
         raise typer.Exit(1)
-    what = "certificates, chains, CRLs and keys" if keys else "certificates, chains and CRLs"
-    out.print(f"[green]✓[/] {count} {what} verified.")
+    if not as_json:
+        what = "certificates, chains, CRLs and keys" if keys else "certificates, chains and CRLs"
+        out.print(f"[green]✓[/] {count} {what} verified.")
+
+
+def _diag_json(d: Diagnostic) -> dict[str, Any]:
+    return {"file": d.file, "line": d.line, "column": d.column, "field": d.path, "message": d.message, "hint": d.hint}
 
 
 @app.command()
@@ -121,9 +161,11 @@ def check(
     warn: str = typer.Option("30d", "--warn", help="warn when a certificate expires within this (at most a third of its lifetime)"),
     critical: str = typer.Option("7d", "--critical", help="critical when anything expires within this (or a quarter of its lifetime)"),
     now: str | None = typer.Option(None, "--now", help=NOW_HELP),
-    as_json: bool = typer.Option(False, "--json", help="print every item as JSON"),
-    fmt: str = typer.Option("text", "--format", help="text, json, or prometheus (textfile collector)"),
-    save: Path | None = typer.Option(None, "--out", help="write the output to this file (atomically; for textfile collectors)"),
+    as_json: bool = typer.Option(False, "--json", help="print every item as JSON (the same as --format json)"),
+    fmt: Literal["text", "json", "prometheus"] = typer.Option("text", "--format", help="text, json, or prometheus (textfile collector)"),
+    save: Path | None = typer.Option(
+        None, "--out", metavar="FILE", help="write the output to this file (atomically; for textfile collectors)"
+    ),
 ) -> None:
     """Expiry monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios convention)."""
     from compiler import spec as spec_mod
@@ -132,9 +174,8 @@ def check(
     from compiler.model.errors import printable
     from compiler.state import load_with_journal
 
+    output_format(as_json, fmt)
     fmt = "json" if as_json else fmt
-    if fmt not in ("text", "json", "prometheus"):
-        raise PkicError(f"--format {fmt}: not a format", "use text, json or prometheus")
     try:
         try:
             warn_d, crit_d = parse_duration(warn), parse_duration(critical)
@@ -236,7 +277,8 @@ def history(
 
 @app.command()
 def graph(
-    fmt: str = typer.Option("mermaid", "--format", help="mermaid or dot"),
+    fmt: Literal["mermaid", "dot"] = typer.Option("mermaid", "--format", help="mermaid or dot (Graphviz)"),
+    save: Path | None = typer.Option(None, "--out", metavar="FILE", help="write the diagram to this file"),
 ) -> None:
     """The hierarchy as a Mermaid or Graphviz diagram."""
     from compiler import graph as graph_mod
@@ -244,12 +286,12 @@ def graph(
 
     effective = spec_mod.load(opts.repo)
     revoked = {n for n, e in effective.entries.items() if e.revoke}
-    if fmt == "mermaid":
-        sys.stdout.write(graph_mod.mermaid(effective, revoked))
-    elif fmt == "dot":
-        sys.stdout.write(graph_mod.dot(effective, revoked))
+    text = graph_mod.mermaid(effective, revoked) if fmt == "mermaid" else graph_mod.dot(effective, revoked)
+    if save is None:
+        sys.stdout.write(text)
     else:
-        raise PkicError(f"--format {fmt}: not a format", "use mermaid or dot")
+        write_out_file(save, text.encode("utf-8"), "the diagram")
+        out.print(f"[green]Wrote[/] {escape(save)}.")
 
 
 @app.command()
@@ -287,7 +329,9 @@ def schema(
 
 
 @app.command()
-def validate() -> None:
+def validate(
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (exit 1 when invalid, as without it)"),
+) -> None:
     """Check pki.yaml, policies/, CSRs and .sops.yaml alone: fast, no state, no secret (pre-commit, PR checks)."""
     from compiler import spec as spec_mod
     from compiler.plan import check_horizon
@@ -306,8 +350,16 @@ def validate() -> None:
         rules = creation_rules(opts.repo)
     except PkicError as exc:
         diags += exc.diagnostics
+    if diags and as_json:
+        from compiler.spec import locate
+
+        write_json({"ok": False, "errors": [_diag_json(d) for d in locate(opts.repo, diags)]})
+        raise typer.Exit(1)
     if diags:
         raise PkicError(diags)
     assert effective is not None
+    if as_json:
+        write_json({"ok": True, "entries": len(effective.entries), "sops_rules": None if rules is None else len(rules)})
+        return
     sops = "no .sops.yaml (pkic init writes one)" if rules is None else f".sops.yaml has {len(rules)} creation rule(s)"
     out.print(f"[green]✓[/] pki.yaml is valid: {len(effective.entries)} entries; every policy holds; {sops}.")

@@ -6,12 +6,26 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import typer
 
 from compiler import settings
-from compiler.cli.app import NOW_HELP, app, err, escape, escape_lines, opts, out, parse_now, show, ts_text, write_json, write_out_file
+from compiler.cli.app import (
+    NOW_HELP,
+    app,
+    err,
+    escape,
+    escape_lines,
+    opts,
+    out,
+    output_format,
+    parse_now,
+    show,
+    ts_text,
+    write_json,
+    write_out_file,
+)
 from compiler.model.errors import Diagnostic, PkicError, fail
 
 if TYPE_CHECKING:
@@ -94,9 +108,11 @@ def init(
 @app.command()
 def plan(
     now: str | None = typer.Option(None, "--now", help=NOW_HELP),
-    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
-    fmt: str = typer.Option("text", "--format", help="text, json, or markdown (a pull request comment)"),
-    save: Path | None = typer.Option(None, "--out", help="save the plan to this file, for `pkic apply FILE`"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON (the same as --format json)"),
+    fmt: Literal["text", "json", "markdown"] = typer.Option("text", "--format", help="text, json, or markdown (a pull request comment)"),
+    save: Path | None = typer.Option(
+        None, "--save", "--out", metavar="FILE", help="save the plan to this file, for `pkic apply FILE` (--out: the older name)"
+    ),
     detailed_exitcode: bool = typer.Option(False, "--detailed-exitcode", help="exit 0 with no changes, 2 with changes, 1 on error"),
     base: str | None = typer.Option(
         None,
@@ -114,8 +130,7 @@ def plan(
     from compiler.cli.markdown import plan_markdown
     from compiler.cli.render import plan_text
 
-    if fmt not in ("text", "json", "markdown"):
-        raise PkicError(f"--format {fmt}: not a format", "use text, json or markdown")
+    output_format(as_json, fmt)
     as_json = as_json or fmt == "json"
 
     sealed, findings = _seal_inspect(opts.repo, base)  # first: a forged out/ may not even load

@@ -29,6 +29,29 @@ from compiler.model.errors import PkicError
 app.add_typer(ci_app, name="ci")
 
 
+def directory_first(argv: list[str]) -> list[str]:
+    """``-C DIR`` where the user put it, before or after the command (``pkic plan -C
+    DIR``): moved to the front, where the app reads it. Nothing after ``--`` moves."""
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest += argv[i:]
+            break
+        if a == "-C" and i + 1 < len(argv):
+            moved += argv[i : i + 2]
+            i += 2
+            continue
+        if a.startswith("-C") and not a.startswith("--") and len(a) > 2:
+            moved.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return moved + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     # A run builds large trees of short-lived, acyclic objects (a 10,000-leaf spec is
     # ~300,000 containers). With the default thresholds the cyclic collector ran
@@ -37,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # (and for the long-running `pkic serve`) at a fraction of the cost.
     gc.set_threshold(100_000, 50, 100)
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=directory_first(sys.argv[1:] if argv is None else argv), standalone_mode=False)
         if rc == 130:  # typer turns Ctrl-C into this return value
             err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0
