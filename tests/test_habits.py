@@ -1,0 +1,70 @@
+"""The habits of a well-kept project (issue 15): the version is written once, in
+compiler/__init__.py; contributors' pre-commit hooks run tools the test extras install;
+users' pre-commit hook (`pkic validate`) passes on the worked example."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+import compiler
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def tracked_files() -> list[str]:
+    p = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip("not a git checkout")
+    return [f for f in p.stdout.split("\0") if f]
+
+
+# --------------------------------------------------------------------------- the version
+
+
+def test_the_version_is_written_once_in_compiler_init():
+    version = compiler.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+([.-]?\w+)*", version), version
+    # the version, not a piece of an address such as 10.1.0.5
+    literal = re.compile(rb"(?<![\d.])" + re.escape(version.encode()) + rb"(?![\d.])")
+    found = []
+    for name in tracked_files():
+        if name.startswith("tests/") or name in ("CHANGELOG.md", "compiler/__init__.py"):
+            continue
+        path = ROOT / name
+        if path.is_file() and not path.is_symlink() and literal.search(path.read_bytes()):
+            found.append(name)
+    assert found == [], f"{version} is written in {found}: compiler/__init__.py is its only source"
+    assert literal.search((ROOT / "compiler" / "__init__.py").read_bytes())
+
+
+def test_pyproject_reads_the_version_from_compiler_init():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "compiler.__version__"}
+
+
+def test_init_pins_the_installed_version_not_a_literal(monkeypatch):
+    """`pkic init` writes CI's requirement from the installed distribution's metadata."""
+    from compiler import init
+
+    class Dist:
+        version = "9.8.7"
+
+        def read_text(self, name: str) -> str | None:
+            return None
+
+    monkeypatch.setattr(init.metadata, "distribution", lambda name: Dist())
+    text, requirement, _source = init.requirements_file()
+    assert requirement == "pkic==9.8.7" and "pkic==9.8.7\n" in text
