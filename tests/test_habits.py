@@ -68,3 +68,58 @@ def test_init_pins_the_installed_version_not_a_literal(monkeypatch):
     monkeypatch.setattr(init.metadata, "distribution", lambda name: Dist())
     text, requirement, _source = init.requirements_file()
     assert requirement == "pkic==9.8.7" and "pkic==9.8.7\n" in text
+
+
+# --------------------------------------------------------------------------- pre-commit
+
+
+def load(name: str):
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def hooks(config: dict) -> list[dict]:
+    return [hook for repo in config["repos"] for hook in repo["hooks"]]
+
+
+def in_venv(command: str) -> str | None:
+    exe = VENV_BIN / command
+    return str(exe) if exe.exists() else shutil.which(command)
+
+
+def test_the_contributors_hooks_are_local_and_run_tools_the_venv_has():
+    config = load(".pre-commit-config.yaml")
+    assert [repo["repo"] for repo in config["repos"]] == ["local"], "installing the hooks must download nothing"
+    ids = [hook["id"] for hook in hooks(config)]
+    assert len(ids) == len(set(ids))
+    assert {"ruff", "ruff-format", "mypy", "actionlint", "zizmor", "pkic-validate"} <= set(ids)
+    for hook in hooks(config):
+        assert hook["language"] == "system", hook["id"]
+        command = shlex.split(hook["entry"])[0]
+        assert command == "pkic" or in_venv(command), f"{hook['id']}: {command} is not in {VENV_BIN}"
+
+
+def test_the_users_hook_is_pkic_validate_on_the_files_it_reads():
+    manifest = load(".pre-commit-hooks.yaml")
+    assert [hook["id"] for hook in manifest] == ["pkic-validate"]
+    (hook,) = manifest
+    assert hook["entry"] == "pkic validate" and hook["language"] == "python" and hook["pass_filenames"] is False
+    files = re.compile(hook["files"])
+    for name in ("pki.yaml", ".sops.yaml", "policies/services.yaml", "csrs/db.csr.pem"):
+        assert files.search(name), name
+    for name in ("README.md", "out/state.json", "sub/pki.yaml", "compiler/policy/__init__.py"):
+        assert not files.search(name), name
+    # the contributors' copy checks this repository's example on the same files
+    (own,) = [h for h in hooks(load(".pre-commit-config.yaml")) if h["id"] == "pkic-validate"]
+    assert (own["entry"], own["files"], own["pass_filenames"]) == (hook["entry"], hook["files"], False)
+
+
+def test_the_users_hook_passes_on_the_worked_example():
+    (hook,) = load(".pre-commit-hooks.yaml")
+    command, *args = shlex.split(hook["entry"])
+    exe = in_venv(command)
+    assert exe, f"{command} is not installed"
+    # this checkout's compiler/, as the other tests run it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.run([exe, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "pki.yaml is valid" in p.stdout + p.stderr
