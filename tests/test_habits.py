@@ -123,3 +123,20 @@ def test_the_users_hook_passes_on_the_worked_example():
     p = subprocess.run([exe, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "pki.yaml is valid" in p.stdout + p.stderr
+
+
+# --------------------------------------------------------------------------- CI
+
+
+def test_ci_runs_every_python_from_the_oldest_pyproject_allows_with_that_python():
+    ci = load(".github/workflows/ci.yml")
+    job = ci["jobs"]["test"]
+    pythons = job["strategy"]["matrix"]["python"]
+    assert all(isinstance(v, str) for v in pythons), "quote the versions: YAML reads 3.10 as 3.1"
+    oldest = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert oldest == ">=" + pythons[0], (oldest, pythons)
+    (setup,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
+    assert setup["with"]["python-version"] == "${{ matrix.python }}"
+    # sudo resets PATH: without it passed on, .ci/run's python3 would be the runner's own
+    (run,) = [s["run"] for s in job["steps"] if "run" in s]
+    assert run.strip() == 'sudo env "PATH=$PATH" bash .ci/run'
