@@ -1,4 +1,4 @@
-"""The README's tables of plan codes are generated from the planner's enums
+"""The tables of plan codes in docs/plan-apply.md are generated from the planner's enums
 (compiler/plan/codes.py): a code added, renamed or redescribed shows up here, so the
 docs cannot go stale. ``PKIC_UPDATE_GOLDEN=1`` rewrites the section."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from compiler.plan import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "plan-apply.md"
 START, END = "<!-- generated: plan codes -->\n", "<!-- /generated -->\n"
 
 
@@ -29,12 +29,12 @@ def generated() -> str:
     )
 
 
-def test_readme_lists_every_plan_code_as_the_enums_describe_it():
-    text = README.read_text()
+def test_docs_list_every_plan_code_as_the_enums_describe_it():
+    text = PAGE.read_text()
     head, rest = text.split(START, 1)
     body, tail = rest.split(END, 1)
     want = generated()
     if os.environ.get("PKIC_UPDATE_GOLDEN") and body != want:
-        README.write_text(head + START + want + END + tail)
+        PAGE.write_text(head + START + want + END + tail)
         body = want
-    assert body == want, "README.md's plan codes differ from compiler/plan/codes.py: run with PKIC_UPDATE_GOLDEN=1"
+    assert body == want, "docs/plan-apply.md's plan codes differ from compiler/plan/codes.py: run with PKIC_UPDATE_GOLDEN=1"

@@ -73,6 +73,14 @@ IpAddress = Annotated[
     str, BeforeValidator(_wrap(names.ip_address)), WithJsonSchema({"type": "string", "examples": ["10.0.0.5", "fd00::5"]})
 ]
 Uri = Annotated[str, BeforeValidator(_wrap(names.uri)), WithJsonSchema({"type": "string", "examples": ["spiffe://example.com/payments"]})]
+# The URLs an authority puts into what it issues: the schema's examples are HTTP, as clients fetch them
+CrlUrl = Annotated[
+    str, BeforeValidator(_wrap(names.uri)), WithJsonSchema({"type": "string", "examples": ["http://pki.example.com/crl/root-ca.crl"]})
+]
+OcspUrl = Annotated[str, BeforeValidator(_wrap(names.uri)), WithJsonSchema({"type": "string", "examples": ["http://pki.example.com/ocsp"]})]
+CaIssuersUrl = Annotated[
+    str, BeforeValidator(_wrap(names.uri)), WithJsonSchema({"type": "string", "examples": ["http://pki.example.com/certs/root-ca.der"]})
+]
 Email = Annotated[str, BeforeValidator(_wrap(names.email)), WithJsonSchema({"type": "string", "examples": ["ops@example.com"]})]
 DnsDomain = Annotated[
     str, BeforeValidator(_wrap(names.dns_domain)), WithJsonSchema({"type": "string", "examples": ["example.com", ".svc.internal"]})
@@ -198,9 +206,11 @@ class Authority(_Model):
     name_constraints: NameConstraints | None = None
     rekey: Annotated[int, Field(ge=0, le=1_000_000)] = Field(0, description="bump to force a new key at the next apply")
     description: str | None = None
-    crl_url: Uri | None = Field(None, description="CRL distribution point put into what this authority issues")
-    ocsp_url: Uri | None = Field(None, description="OCSP responder URL (AIA) put into what this authority issues")
-    ca_issuers_url: Uri | None = Field(None, description="URL of this authority's DER certificate (AIA caIssuers) put into what it issues")
+    crl_url: CrlUrl | None = Field(None, description="CRL distribution point put into what this authority issues")
+    ocsp_url: OcspUrl | None = Field(None, description="OCSP responder URL (AIA) put into what this authority issues")
+    ca_issuers_url: CaIssuersUrl | None = Field(
+        None, description="URL of this authority's DER certificate (AIA caIssuers) put into what it issues"
+    )
     crl_lifetime: Duration | None = Field(None, description="validity of its CRLs; default 7d (intermediates), 90d (roots)")
     crl_renew_before: Duration | None = Field(None, description="re-sign the CRL when this much is left; default half its lifetime")
     ocsp_signer: OcspSigner = Field(
