@@ -183,7 +183,7 @@ class Keystore:
             raise fail(
                 SOPS_CONFIG,
                 "missing: apply cannot encrypt keys without creation rules",
-                f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see the README)",
+                f"create {SOPS_CONFIG} (pkic init writes one with an age recipient; see docs/keys.md)",
             )
 
     def _env(self, rule: SopsRule | None) -> dict[str, str]:
@@ -212,7 +212,7 @@ class Keystore:
             msg = sops_process.clean_stderr(proc.stderr)
             hint = "check the creation_rules in .sops.yaml: one must match out/keys/<name>.sops.yaml"
             if "no matching creation rules" in msg or "has no creation rules" in msg:
-                hint = "add a creation rule whose path_regex matches out/keys/ (see the README)"
+                hint = "add a creation rule whose path_regex matches out/keys/ (see docs/keys.md)"
             raise fail(SOPS_CONFIG, f"sops could not encrypt the key of '{name}': {msg}", hint)
         text = _require_encrypted(proc.stdout.decode("utf-8"), rel)
         if want is not None and sops_meta.file_rule(text) != sops_rules.comparable(want):

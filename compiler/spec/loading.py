@@ -85,7 +85,7 @@ def read_document(path: Path, display: str = SPEC_FILE, *, fast: bool = False) -
         doc = parse_yaml(text, display, checked=True)
     loc = Locator(display, doc, nodes)
     if doc is None:
-        raise PkicError([Diagnostic(display, 1, 1, "", "the file is empty", "start from `pkic init` or the README example")])
+        raise PkicError([Diagnostic(display, 1, 1, "", "the file is empty", "start from `pkic init`, or see docs/spec.md")])
     if not isinstance(doc, dict):
         raise PkicError([loc.diag((), "the top level must be a mapping (version, defaults, authorities, certificates)")])
     return doc, loc

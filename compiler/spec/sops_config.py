@@ -22,7 +22,7 @@ from compiler.layout import SOPS_CONFIG
 from compiler.model.bounded import Locator, load_yaml, quote, yaml_nodes
 from compiler.model.errors import PkicError, fail
 
-SOPS_HINT = "fix .sops.yaml (see the README: Keys, SOPS and identities)"
+SOPS_HINT = "fix .sops.yaml (see docs/keys.md)"
 
 # one creation rule as written (a YAML mapping): open data, checked field by field
 CreationRule = dict[str, Any]
