@@ -13,6 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Self, overload
 
 _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# No time pkic records is before X.509's UTCTime begins (1950): an earlier one is damage,
+# and would take the arithmetic on it (a refresh point, a window) below datetime's range
+FIRST_YEAR = "1950"
 
 
 class Stamp(datetime):
@@ -29,7 +32,7 @@ class Stamp(datetime):
     @classmethod
     def parse(cls, text: str) -> Self:
         """``2026-11-27T12:00:00Z`` -> a stamp; ValueError for anything else."""
-        if not isinstance(text, str) or len(text) != 20 or text[10] != "T" or text[19] != "Z":
+        if not isinstance(text, str) or len(text) != 20 or text[10] != "T" or text[19] != "Z" or text[:4] < FIRST_YEAR:
             raise ValueError(f"not a UTC timestamp: {text!r}"[:80])
         return cls.of(datetime.fromisoformat(text[:19]).replace(tzinfo=UTC))
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from compiler.layout import JOURNAL_PATH, LOCK_PATH, WORK_DIR, read_file
 from compiler.model.bounded import MAX_DEPTH, json_depth_ok
-from compiler.model.errors import fail
+from compiler.model.errors import PkicError, fail
 from compiler.state.ops import KINDS, JournalOp, Op, parse_op, unknown_step
 from compiler.state.records import State
-from compiler.state.store import MAX_STATE, load_state
+from compiler.state.store import MAX_STATE, load_state, state_from_json
 
 
 def read_journal(repo: Path) -> list[Op]:
@@ -62,9 +62,17 @@ def load_with_journal(repo: Path) -> tuple[State, list[JournalOp]]:
     if lines[0].get("op") != "begin" or (state.lineage and lines[0].get("lineage") != state.lineage):
         raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
     ops = [parse_op(line, i + 1) for i, line in enumerate(lines)]
-    for op in ops:
-        op.fold(state)
-    state.pending = sum(1 for op in ops if op.changes)
+    hint = f"delete {WORK_DIR}/ (it is never committed) and plan again; if an apply was interrupted here, restore out/ from git first"
+    try:  # a journal is untrusted input like the state: what its steps leave is checked as the state is
+        for op in ops:
+            op.fold(state)
+        pending = sum(1 for op in ops if op.changes)
+        state = state_from_json(state.to_json().encode())
+    except PkicError as exc:
+        raise fail(JOURNAL_PATH, f"its steps leave a damaged state ({exc.diagnostics[0].message[:200]})", hint) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise fail(JOURNAL_PATH, "holds a step pkic did not write (a record of the wrong shape)", hint) from None
+    state.pending = pending
     return state, ops
 
 

@@ -115,8 +115,10 @@ class JournalOp(ABC):
             if values.get(name) is not None:
                 Stamp.parse(values[name])
         for name, read in cls.records.items():
-            if isinstance(values.get(name), dict):
-                values[name] = read(dict(values[name]))  # (a copy: the line is left as read)
+            if name in values:  # (a copy: the line is left as read)
+                if not isinstance(values[name], dict):
+                    raise TypeError(f"{name} is not a record")
+                values[name] = read(dict(values[name]))
         return cls(**values)
 
     def to_json(self) -> Op:
@@ -434,5 +436,5 @@ def parse_op(d: Op, step: int = 1) -> JournalOp:
         return cls.from_json(d)
     except KeyError as exc:
         raise fail(JOURNAL_PATH, f"step {step} ({kind}) has no {exc.args[0]!r}: not a journal pkic wrote", _HINT) from None
-    except (ValueError, TypeError):  # a time that is not one (model/stamp.py)
-        raise fail(JOURNAL_PATH, f"step {step} ({kind}) holds a time that is not one: not a journal pkic wrote", _HINT) from None
+    except (ValueError, TypeError):  # a time that is not one (model/stamp.py), a record that is no mapping
+        raise fail(JOURNAL_PATH, f"step {step} ({kind}) holds a time or a record pkic did not write", _HINT) from None

@@ -33,7 +33,11 @@ from compiler.state.records import (
     parse_ts,
 )
 
-REQUIRED = frozenset({"status", "serial", "kind", "not_after", "spec"})
+REQUIRED = frozenset({"status", "serial", "kind", "not_before", "not_after", "spec"})
+# pkic's serials are random 159-bit numbers: 40 hex digits, and never fewer than 16 (the
+# odds are 2^-95). A shorter one would let <name>.<serial>.der, an older certificate's
+# OCSP file, be another name's <name>.der (a name may not end in '.' and 16 hex digits).
+MIN_SERIAL_DIGITS = 16
 
 
 # The state grows with the PKI (~1.5 KB a certificate): it cannot share the 10 MiB cap
@@ -49,6 +53,11 @@ def load_state(repo: Path) -> State:
             return State()
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
+    return state_from_json(data)
+
+
+def state_from_json(data: bytes) -> State:
+    """A state file's bytes, checked as data and in this pkic's format (errors name out/state.json)."""
     body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand", what="the state")
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
         raise fail(
@@ -148,6 +157,8 @@ def _check_names(certs: dict[str, list[_Json]], crls: dict[str, Any], responders
             serial = r["serial"]
             if not isinstance(serial, str) or not SERIAL.fullmatch(serial):
                 raise fail(where, f"serial {str(serial)[:40]!r} is not hex", "restore the state from git")
+            if len(serial) < MIN_SERIAL_DIGITS:
+                raise damaged(where, f"serial {serial} is shorter than any pkic makes ({MIN_SERIAL_DIGITS} hex digits or more)")
             if serial in serials:
                 raise damaged(where, f"serial {serial[:40]} is recorded twice")
             serials.add(serial)
@@ -158,7 +169,7 @@ def _check_names(certs: dict[str, list[_Json]], crls: dict[str, Any], responders
             for k in ("dns", "ip", "uri", "email"):
                 if not isinstance(r["spec"].get(k, []), list) or not all(isinstance(v, str) for v in r["spec"].get(k, [])):
                     raise damaged(where, f"spec.{k} is not a list of names")
-            if not stamp(r["not_after"]) or ("not_before" in r and not stamp(r["not_before"])):
+            if not stamp(r["not_after"]) or not stamp(r["not_before"]):
                 raise damaged(where, "not_after or not_before is not a UTC timestamp")
             for k in ("revoked_at", "superseded_at", "invalidity_date"):
                 if k in r and r[k] is not None and not stamp(r[k]):
@@ -172,7 +183,7 @@ def _check_names(certs: dict[str, list[_Json]], crls: dict[str, Any], responders
                 raise damaged(where, "its issuer is not the one its spec names")
             info = r.get("ocsp")
             if info is not None:
-                if isinstance(info, dict) and not all(info.get(k) is None or stamp(info.get(k)) for k in ("this_update", "next_update")):
+                if isinstance(info, dict) and not all(stamp(info.get(k)) for k in ("this_update", "next_update")):
                     raise damaged(where, "ocsp.this_update or ocsp.next_update is not a UTC timestamp")
                 f = info.get("file") if isinstance(info, dict) else 0
                 # (a moved name's response is renamed later in the apply that moved it: an
@@ -218,7 +229,9 @@ def _check_names(certs: dict[str, list[_Json]], crls: dict[str, Any], responders
                 and isinstance(r.get("status"), str)
                 and r.get("status") in _STATUSES
                 and stamp(r.get("not_after"))
+                and stamp(r.get("not_before"))
                 and isinstance(r.get("serial"), str)
+                and len(r["serial"]) >= MIN_SERIAL_DIGITS
                 for r in recs
             )
         ):
