@@ -139,3 +139,17 @@ def tls_exchange(server_ctx, client_ctx, hostname: str) -> dict:
     thread.join(15)
     assert not thread.is_alive()
     return out
+
+
+def assert_generated(page: Path, start: str, end: str, want: str, what: str) -> None:
+    """The part of ``page`` between ``start`` and ``end`` is ``want`` (``what`` says
+    where it comes from); PKIC_UPDATE_GOLDEN=1 writes it there instead."""
+    import os
+
+    text = page.read_text()
+    head, rest = text.split(start, 1)
+    body, tail = rest.split(end, 1)
+    if os.environ.get("PKIC_UPDATE_GOLDEN") and body != want:
+        page.write_text(head + start + want + end + tail)
+        body = want
+    assert body == want, f"{page.name}'s generated part differs from {what}: run with PKIC_UPDATE_GOLDEN=1"

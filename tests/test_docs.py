@@ -6,13 +6,13 @@ so a command or option added, renamed or redescribed shows up there.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from helpers import assert_generated
 
 from compiler.cli import app
 
@@ -140,11 +140,4 @@ def command_reference() -> str:
 
 
 def test_docs_commands_reference_is_generated_from_the_app():
-    text = COMMANDS.read_text()
-    head, rest = text.split(START, 1)
-    body, tail = rest.split(END, 1)
-    want = command_reference()
-    if os.environ.get("PKIC_UPDATE_GOLDEN") and body != want:
-        COMMANDS.write_text(head + START + want + END + tail)
-        body = want
-    assert body == want, "docs/commands.md's command reference differs from the typer app: run with PKIC_UPDATE_GOLDEN=1"
+    assert_generated(COMMANDS, START, END, command_reference(), "the typer app")

@@ -4,9 +4,10 @@ docs cannot go stale. ``PKIC_UPDATE_GOLDEN=1`` rewrites the section."""
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
+
+from helpers import assert_generated
 
 from compiler.plan import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
 
@@ -30,11 +31,4 @@ def generated() -> str:
 
 
 def test_docs_list_every_plan_code_as_the_enums_describe_it():
-    text = PAGE.read_text()
-    head, rest = text.split(START, 1)
-    body, tail = rest.split(END, 1)
-    want = generated()
-    if os.environ.get("PKIC_UPDATE_GOLDEN") and body != want:
-        PAGE.write_text(head + START + want + END + tail)
-        body = want
-    assert body == want, "docs/plan-apply.md's plan codes differ from compiler/plan/codes.py: run with PKIC_UPDATE_GOLDEN=1"
+    assert_generated(PAGE, START, END, generated(), "compiler/plan/codes.py")
