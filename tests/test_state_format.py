@@ -59,7 +59,7 @@ def test_a_state_of_the_previous_release_plans_verifies_and_applies(pkic, old_re
     plan = pkic.ok("plan", "--now", NOW, cwd=old_repo)
     assert "No changes" in plan.stdout, plan.stdout
     pkic.ok("verify", "--now", NOW, cwd=old_repo)
-    pkic.ok("verify", "--seal", cwd=old_repo)
+    pkic.ok("verify", "--seal", "--now", NOW, cwd=old_repo)
     assert (old_repo / "out" / "state.json").read_bytes() == before  # reading migrates in memory only
 
     spec = (old_repo / "pki.yaml").read_text()

@@ -324,14 +324,17 @@ def pkic_invocations() -> list[tuple[str, str, list[str]]]:
     return found
 
 
-def _formats(command: str) -> set[str]:
-    import inspect
+def _formats(cmd, option) -> set[str]:
+    """The choices the command's --format option declares: the Literal in the callback's
+    annotation (read from the signature, not from typer's internals, which change)."""
+    import typing
 
-    from compiler.cli import app
-
-    callback = next(c.callback for c in app.registered_commands if (c.name or c.callback.__name__) == command)
-    source = inspect.getsource(callback)
-    return set(re.findall(r'"(\w+)"', re.search(r"if fmt not in \(([^)]*)\)", source).group(1)))
+    hints = typing.get_type_hints(cmd.callback, include_extras=True)
+    annotation = hints[option.name]
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    assert typing.get_origin(annotation) is typing.Literal, f"--format of {cmd.name} is not a choice list: {annotation!r}"
+    return {str(c) for c in typing.get_args(annotation)}
 
 
 def test_every_pkic_call_in_the_workflows_is_a_real_command():
@@ -378,7 +381,7 @@ def test_every_pkic_call_in_the_workflows_is_a_real_command():
                     i += 1
                     assert i < len(rest) and not rest[i].startswith("--"), f"{where}: {tok} needs a value"
                     if tok == "--format":
-                        assert rest[i] in _formats(cmd.name), f"{where}: --format {rest[i]}"
+                        assert rest[i] in _formats(cmd, p), f"{where}: --format {rest[i]}"
             else:
                 args.append(tok)
             i += 1

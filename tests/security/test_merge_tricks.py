@@ -44,7 +44,8 @@ def test_a_crafted_merge_fast_forwarded_cannot_restore_an_older_out(tmp_path, pk
     p = pkic("plan", "--json", "--now", LATER, cwd=repo)
     findings = json.loads(p.stdout)["seal"]["findings"]
     assert any("payments" in f["message"] and "revoked" in f["message"] for f in findings), findings
-    assert pkic("verify", "--seal", cwd=repo).returncode == 1
+    v = pkic("verify", "--seal", "--now", LATER, cwd=repo)
+    assert v.returncode == 1 and "restores an older out/" in v.stderr, v.stdout + v.stderr
 
     # the way back: undo the crafted merge's content; apply carries on from the newest seal
     git(repo, "rm", "-r", "-q", "out", "out.seal")
