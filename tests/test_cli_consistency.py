@@ -93,3 +93,22 @@ def test_formats_are_choices_shown_in_help_and_checked(pkic, repo):
     proc = pkic("plan", "--format", "xml", cwd=repo)
     assert proc.returncode == 1 and "'xml' is not one of 'text', 'json', 'markdown'" in proc.stderr, proc.stderr
     assert "mermaid|dot" in pkic.ok("graph", "--help").stdout
+
+
+def test_now_takes_a_time_or_an_offset_from_the_clock():
+    from datetime import UTC, datetime, timedelta
+
+    from compiler.cli.app import parse_now
+    from compiler.model.errors import PkicError
+
+    assert parse_now("2027-01-01T00:00:00Z") == datetime(2027, 1, 1, tzinfo=UTC)
+    assert parse_now("2027-01-01T01:00:00+01:00") == datetime(2027, 1, 1, tzinfo=UTC)
+    before = datetime.now(UTC).replace(microsecond=0)
+    ahead, behind = parse_now("+66d"), parse_now("-12h")
+    after = datetime.now(UTC).replace(microsecond=0)
+    assert before + timedelta(days=66) <= ahead <= after + timedelta(days=66)
+    assert before - timedelta(hours=12) <= behind <= after - timedelta(hours=12)
+    assert parse_now("+1y2d") - parse_now("+2d") >= timedelta(days=365) - timedelta(seconds=2)
+    for bad in ("+", "+x", "+0d", "-1q", "+99999y", "yesterday", "2027-13-01"):
+        with pytest.raises(PkicError, match="--now"):
+            parse_now(bad)

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console, RenderableType
 
 from compiler import __version__
+from compiler.model.durations import parse_duration
 from compiler.model.errors import PkicError, fail
 
 app = typer.Typer(
@@ -76,16 +77,23 @@ def _main(
         opts.repo = Path(".")
 
 
-NOW_HELP = "pretend it is this time (RFC 3339, e.g. 2027-01-01T00:00:00Z); for testing renewals"
+NOW_HELP = "pretend it is this time: RFC 3339 (2027-01-01T00:00:00Z) or an offset from the clock (+65d, -12h); for previewing renewals"
 
 
 def parse_now(value: str | None) -> datetime:
+    clock = datetime.now(UTC).replace(microsecond=0)
     if value is None:
-        return datetime.now(UTC).replace(microsecond=0)
+        return clock
+    if value[:1] in ("+", "-"):
+        try:
+            delta = parse_duration(value[1:])
+            return clock + delta if value[0] == "+" else clock - delta
+        except (ValueError, OverflowError):
+            raise fail("--now", f"'{value}' is not an offset", "use +65d, -12h, +1y (a duration after + or -)") from None
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise fail("--now", f"'{value}' is not a time", "use RFC 3339, e.g. 2027-01-01T00:00:00Z") from None
+        raise fail("--now", f"'{value}' is not a time", "use RFC 3339 (2027-01-01T00:00:00Z) or an offset from the clock (+65d)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).replace(microsecond=0)
