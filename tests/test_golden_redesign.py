@@ -195,7 +195,7 @@ def _mask_run(text: str) -> str:
     return re.sub(r"seal serial \d+, state serial \d+, key ed25519:\S+", "seal <masked>", text)
 
 
-def _scenario(tmp: Path) -> dict:
+def _scenario(tmp: Path, spec: str = SPEC, hash_seed: str = "0") -> dict:
     home = tmp / "home"
     home.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PKIC_", "SOPS_", "GIT_"))}
@@ -203,13 +203,13 @@ def _scenario(tmp: Path) -> dict:
                SOPS_AGE_KEY_FILE=str(home / "age.txt"), PKIC_SEAL_KEY_FILE=str(home / "seal.key"),
                GIT_AUTHOR_NAME="Golden", GIT_AUTHOR_EMAIL="golden@example.test", GIT_COMMITTER_NAME="Golden",
                GIT_COMMITTER_EMAIL="golden@example.test", GIT_AUTHOR_DATE="2026-11-27T12:00:00Z",
-               GIT_COMMITTER_DATE="2026-11-27T12:00:00Z", PYTHONPATH=str(REPO_ROOT))
+               GIT_COMMITTER_DATE="2026-11-27T12:00:00Z", PYTHONPATH=str(REPO_ROOT), PYTHONHASHSEED=hash_seed)
     repo = tmp / "pki"
     _run(env, tmp, "init", "init", str(repo))
-    (repo / "pki.yaml").write_text(SPEC)
+    (repo / "pki.yaml").write_text(spec)
     subprocess.run(["git", "add", "-A"], cwd=repo, env=env, check=True, capture_output=True)
     subprocess.run(["git", "commit", "-qm", "golden spec"], cwd=repo, env=env, check=True, capture_output=True)
-    edited = SPEC
+    edited = spec
     for old, new in EDIT:
         assert old in edited
         edited = edited.replace(old, new, 1)
@@ -264,9 +264,56 @@ def test_outputs_match_the_goldens_recorded_before_the_redesign(tmp_path):
         assert flat[rel] == expected[rel], f"{rel} differs from its golden"
 
 
+def _permuted(text: str, seed: int) -> str:
+    """The same spec written differently: the top-level sections and every mapping's keys
+    in another order (certificates stay last, where the scenario appends to them; a
+    subject keeps its order, which is the order of the RDNs in the name)."""
+    import io
+    import random
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    rng = random.Random(seed)
+    yaml = YAML()
+    yaml.width = 4096
+
+    def shuffle(node):
+        if isinstance(node, dict):
+            keys = list(node)
+            rng.shuffle(keys)
+            if "certificates" in keys:
+                keys.remove("certificates")
+                keys.append("certificates")
+            fresh = CommentedMap()
+            for k in keys:
+                fresh[k] = node[k] if k == "subject" else shuffle(node[k])
+            if hasattr(node, "fa") and node.fa.flow_style():
+                fresh.fa.set_flow_style()
+            return fresh
+        return node
+
+    data = shuffle(yaml.load(text))
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
 def test_the_scenario_is_deterministic(tmp_path):
-    """Two runs give the same record: what the goldens hold is not left to chance."""
+    """Two runs give the same record: what the goldens hold is not left to chance. The
+    second runs with another PYTHONHASHSEED (so set and dict-of-str orders differ) and the
+    spec written in another order (sections, entries, fields): the output may depend on
+    what the spec says, not on how it is laid out or on the process's hash seed."""
+    permuted = _permuted(SPEC, seed=7)
+    assert permuted != SPEC and yaml_equal(permuted, SPEC)
     a = _flatten(_scenario(tmp_path / "a"))
-    b = _flatten(_scenario(tmp_path / "b"))
+    b = _flatten(_scenario(tmp_path / "b", spec=permuted, hash_seed="4242"))
     diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     assert not diff, diff
+
+
+def yaml_equal(x: str, y: str) -> bool:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt", pure=True)  # as pkic reads it (ruamel's C scanner refuses spiffe:// in [ ])
+    return json.dumps(yaml.load(x), sort_keys=True) == json.dumps(yaml.load(y), sort_keys=True)
