@@ -153,3 +153,23 @@ def assert_generated(page: Path, start: str, end: str, want: str, what: str) -> 
         page.write_text(head + start + want + end + tail)
         body = want
     assert body == want, f"{page.name}'s generated part differs from {what}: run with PKIC_UPDATE_GOLDEN=1"
+
+
+LINTMANY = Path(__file__).parent / "interop" / "lintmany.py"
+
+
+def pkilint_many(calls: list[list[str]]) -> list[dict]:
+    """Run many pkilint command lines (``[tool, "lint", ...]``) in one process and return
+    each one's JSON report, in order. One linter start costs about 0.6 s of imports; a
+    test that lints twenty files pays it once. Each report is what the tool itself
+    printed with ``--format JSON --severity WARNING``."""
+    import sys
+
+    argv = [[tool, "lint", "--format", "JSON", "--severity", "WARNING", *args] for tool, *args in calls]
+    proc = subprocess.run([sys.executable, str(LINTMANY)], input=json.dumps(argv), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    reports = []
+    for call, result in zip(calls, json.loads(proc.stdout), strict=True):
+        assert result["stdout"].strip(), f"no output from {call} (exit {result['exit']}): {result['stderr']}"
+        reports.append(json.loads(result["stdout"]))
+    return reports

