@@ -36,8 +36,11 @@ def test_the_page_has_the_steps_it_promises():
 def test_a_newcomer_following_the_tutorial_gets_a_reviewed_change_and_a_renewal(tmp_path: Path):
     home = tmp_path / "home"
     home.mkdir()
+    steps = blocks(PAGE.read_text())
+    firsts = [body.splitlines()[0] for body in steps]
+    assert len(set(firsts)) == len(firsts), "each block is looked up by its first line: they must differ"
     script = ["set -euo pipefail"]
-    for i, body in enumerate(blocks(PAGE.read_text())):
+    for i, body in enumerate(steps):
         script += [f"echo '@@@ block {i}'", body]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOPS_", "PKIC_", "XDG_", "GIT_"))}
     env.update(HOME=str(home), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1", COLUMNS="200",
@@ -49,8 +52,7 @@ def test_a_newcomer_following_the_tutorial_gets_a_reviewed_change_and_a_renewal(
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr, proc.stderr
 
-    steps = blocks(PAGE.read_text())
-    said = {body.splitlines()[0]: out[str(i)] for i, body in enumerate(steps)}
+    said = {first: out[str(i)] for i, first in enumerate(firsts)}
     assert "pki.yaml is valid" in said["pkic validate"]
     assert "Plan: 4 to issue" in said["pkic plan"]
     assert "+ issue    api" in said["git switch -q -c add-api"] and "Plan: 1 to issue" in said["git switch -q -c add-api"]
