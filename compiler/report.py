@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from html import escape
 
 from compiler.model.durations import default_renew_before
+from compiler.plan.limits import LAST_X509_TIME
 from compiler.spec import EffectiveSpec
 from compiler.state import Record, State, ts
 
@@ -79,7 +80,10 @@ def _tree(active: dict[str, Record]) -> str:
 
 
 def _timeline(active: dict[str, Record], spec: EffectiveSpec | None, now: datetime) -> str:
-    start, end = now - timedelta(days=90), now + timedelta(days=365)
+    # 90 days back, a year ahead; near the last date X.509 (and, a second later, datetime)
+    # can carry, the same width ending there
+    end = now + min(timedelta(days=365), LAST_X509_TIME - now)
+    start = end - timedelta(days=90 + 365)
     width, label_w, row_h = 1000, 180, 22
     names = sorted(active, key=lambda n: (active[n]["kind"] != "authority", n))
     height = 40 + row_h * max(1, len(names))

@@ -21,6 +21,8 @@ from rich.console import Console, RenderableType
 from compiler import __version__
 from compiler.model.durations import parse_duration
 from compiler.model.errors import PkicError, fail
+from compiler.model.stamp import FIRST_YEAR
+from compiler.plan.limits import LAST_X509_TIME
 
 app = typer.Typer(
     add_completion=False,
@@ -80,6 +82,12 @@ def _main(
 NOW_HELP = "pretend it is this time: RFC 3339 (2027-01-01T00:00:00Z) or an offset from the clock (+65d, -12h); for previewing renewals"
 
 
+# The times X.509 can carry (UTCTime begins in 1950, as the state's times do; GeneralizedTime
+# ends in 9999): no certificate is dated outside them, and datetime arithmetic near its own
+# ends overflows
+FIRST_NOW = datetime(int(FIRST_YEAR), 1, 1, tzinfo=UTC)
+
+
 def parse_now(value: str | None) -> datetime:
     clock = datetime.now(UTC).replace(microsecond=0)
     if value is None:
@@ -87,16 +95,26 @@ def parse_now(value: str | None) -> datetime:
     if value[:1] in ("+", "-"):
         try:
             delta = parse_duration(value[1:])
-            return clock + delta if value[0] == "+" else clock - delta
+            dt = clock + delta if value[0] == "+" else clock - delta
         except (ValueError, OverflowError):
             raise fail("--now", f"'{value}' is not an offset", "use +65d, -12h, +1y (a duration after + or -)") from None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail("--now", f"'{value}' is not a time", "use RFC 3339 (2027-01-01T00:00:00Z) or an offset from the clock (+65d)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).replace(microsecond=0)
+    else:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            dt = dt.astimezone(UTC).replace(microsecond=0)
+        except ValueError:
+            raise fail(
+                "--now", f"'{value}' is not a time", "use RFC 3339 (2027-01-01T00:00:00Z) or an offset from the clock (+65d)"
+            ) from None
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0
+            dt = datetime.min.replace(tzinfo=UTC)
+    if not FIRST_NOW <= dt <= LAST_X509_TIME:
+        raise fail(
+            "--now", f"'{value}' is not between 1950 and 9999, the years X.509 dates can carry", "use a time from 1950-01-01 to 9999-12-31"
+        )
+    return dt
 
 
 def ts_text(when: datetime) -> str:
