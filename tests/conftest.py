@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import forkrun
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -20,14 +20,9 @@ class Pkic:
         self.home = home
 
     def __call__(self, *args: str, cwd: Path | None = None, check: bool | None = None, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "compiler.cli", *args],
-            cwd=cwd,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            input=input,
-        )
+        # a process of its own, forked from this one (tests/forkrun.py explains why and
+        # when it falls back to a new interpreter)
+        proc = forkrun.run(list(args), cwd, {**self.env, **(env or {})}, input)
         if check or (check is None and False):
             assert proc.returncode == 0, f"pkic {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         return proc

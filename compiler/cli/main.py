@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     # (and for the long-running `pkic serve`) at a fraction of the cost.
     gc.set_threshold(100_000, 50, 100)
     try:
-        rc = app(args=directory_first(sys.argv[1:] if argv is None else argv), standalone_mode=False)
+        # "pkic" in usage lines however it was started (`python -m compiler.cli` included)
+        rc = app(args=directory_first(sys.argv[1:] if argv is None else argv), prog_name="pkic", standalone_mode=False)
         if rc == 130:  # typer turns Ctrl-C into this return value
             err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0
