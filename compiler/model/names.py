@@ -22,6 +22,9 @@ from compiler.model.bounded import quote
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+# a plain host name with a letter no number form of inet_aton can hold (g-z but x): the
+# common case, answered without trying to parse an address
+_NOT_AN_ADDRESS = re.compile(r"^[a-z0-9.-]*[g-wyz-][a-z0-9.-]*$")
 _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
 
 
@@ -30,6 +33,8 @@ def _looks_like_ip(text: str) -> bool:
     ``2130706433``) or an IPv6 literal (bracketed or not)."""
     import socket
 
+    if _NOT_AN_ADDRESS.match(text):
+        return False
     try:
         socket.inet_aton(text)
         return True
