@@ -223,7 +223,7 @@ def status_plain(rows: list[dict[str, Any]]) -> str:
     cols = ("name", "kind", "issuer", "serial", "not_after", "days_left", "status")
     head = ("name", "kind", "issuer", "serial", "not after", "days left", "status")
     cells = [[_p(str(r[c])[:16] if c == "serial" else str(r[c])) for c in cols] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines) + "\n"
