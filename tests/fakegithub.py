@@ -19,9 +19,20 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from forkrun import FORK_SAFE
+
 TOKEN = "ghs_FAKEtoken0123456789abcdefSECRET"
 BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
 TRUSTED = ".github/workflows/plan-trusted.yml"
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer whose request threads carry forkrun's fork-safe name."""
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True, name=f"{FORK_SAFE}fake GitHub request"
+        ).start()
 
 
 def sha(n: int | str) -> str:
@@ -54,8 +65,12 @@ class FakeGitHub:
         self.log: list[tuple[str, str, dict[str, str]]] = []
         self.override: dict[str, tuple[int, bytes]] = {}  # path -> (status, raw body)
         self._ids = 9000
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server(("127.0.0.1", 0), self._handler())
+        # named so that tests/forkrun.py may fork pkic beside it (it holds no lock the
+        # child needs; the child only talks to it over the socket)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True, name=f"{FORK_SAFE}fake GitHub"
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> FakeGitHub:

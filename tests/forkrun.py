@@ -17,7 +17,8 @@ process imports them once; each command then runs in a child made by ``os.fork()
 What a fork cannot give falls back to a real ``python -m compiler.cli``: an environment
 that changes how the interpreter itself starts (``PYTHONHASHSEED`` for the determinism
 tests, any other ``PYTHON*`` variable than PYTHONPATH), a test process running threads
-(a fork copies their locks, not the threads), or ``PKIC_TEST_SUBPROCESS=1`` in the
+other than its own loopback servers named ``FORK_SAFE`` (a fork copies their locks, not
+the threads), or ``PKIC_TEST_SUBPROCESS=1`` in the
 environment of pytest (the whole suite as before, to rule the fork out).
 """
 
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 from collections.abc import Callable
 
 import compiler
@@ -66,8 +68,20 @@ def _forget_process_state() -> None:
     faults._counts.clear()
 
 
+# A thread whose name starts with this is a test's own server on loopback (tests/
+# fakegithub.py, a stand-in Vault...): it holds no lock the child needs, and the child
+# never touches it (the parent's thread answers the child over the socket while the
+# parent waits), so forking beside it is safe. Any other thread makes the fork fall back.
+FORK_SAFE = "forkrun-safe: "
+
+
+def _unsafe_threads() -> bool:
+    main = threading.main_thread()
+    return any(t is not main and not t.name.startswith(FORK_SAFE) for t in threading.enumerate())
+
+
 def _needs_interpreter(env: dict[str, str]) -> bool:
-    if os.environ.get("PKIC_TEST_SUBPROCESS") == "1" or threading.active_count() > 1:
+    if os.environ.get("PKIC_TEST_SUBPROCESS") == "1" or _unsafe_threads():
         return True
     for k, v in env.items():
         if k.startswith("PYTHON") and k != "PYTHONPATH" and os.environ.get(k) != v:
@@ -103,7 +117,9 @@ def in_child(target: Callable[[], int | None], cwd: str | os.PathLike[str] | Non
             fin.seek(0)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12+ warns of any thread; _unsafe_threads judged them
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
             try:

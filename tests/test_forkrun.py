@@ -56,6 +56,7 @@ def test_exit_codes_as_an_interpreter_gives_them(tmp_path: Path) -> None:
     assert forkrun.in_child(killed, tmp_path, {}, None)[0] == -9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["plan", "--bogus"], [], ["plan", "--help"], ["validate"]])
 def test_fork_and_new_interpreter_agree(tmp_path: Path, args: list[str]) -> None:
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NO_COLOR": "1", "COLUMNS": "100"}
@@ -94,3 +95,19 @@ def test_interpreter_settings_fall_back_to_a_new_interpreter(monkeypatch: pytest
     assert not forkrun._needs_interpreter({**env, "PYTHONPATH": "/elsewhere"})
     monkeypatch.setenv("PKIC_TEST_SUBPROCESS", "1")
     assert forkrun._needs_interpreter(env)
+
+
+def test_only_a_tests_own_named_servers_may_run_beside_a_fork() -> None:
+    import threading
+
+    env = dict(os.environ)
+    for name, falls_back in [(f"{forkrun.FORK_SAFE}a loopback server", False), ("some library's worker", True)]:
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait, name=name, daemon=True)
+        thread.start()
+        try:
+            assert forkrun._needs_interpreter(env) is falls_back
+        finally:
+            stop.set()
+            thread.join()
+    assert not forkrun._needs_interpreter(env)

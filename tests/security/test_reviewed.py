@@ -29,6 +29,7 @@ import pyrage
 import pytest
 
 pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
+from forkrun import FORK_SAFE  # noqa: E402
 from helpers import SOPS  # noqa: E402
 from seclib import API, T1, T_WEB, WEB_DNS, assert_applied, assert_refused, edit_spec  # noqa: E402
 
@@ -82,6 +83,7 @@ AFTER_REVIEW = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", sorted(AFTER_REVIEW))
 def test_an_edit_after_review_makes_the_reviewed_digest_stale(forge, what):
     reviewed = _reviewed_pr(forge, "api", _add_api_with_policy, AFTER_REVIEW[what])
@@ -108,6 +110,7 @@ def test_the_digest_has_no_serial_date_or_state_serial(forge):
     assert after["reviewed_digest"] == before["reviewed_digest"]
 
 
+@pytest.mark.slow
 def test_without_review_only_time_driven_work_runs(forge):
     """`--reviewed none` (the scheduled job): renewals of unchanged content under an
     unchanged rule run; a spec change, or a renewal whose recipients changed, does not."""
@@ -138,6 +141,7 @@ def _decrypts(repo: Path, rel: str, identity, scratch: Path) -> bool:
     return p.returncode == 0 and b"PRIVATE KEY" in p.stdout
 
 
+@pytest.mark.slow
 def test_a_team_change_re_encrypts_every_key_file_for_the_new_recipients_only(forge, tmp_path):
     old_text = (forge.main / ".sops.yaml").read_text()
     old = old_text.split("age: ")[1].split()[0]
@@ -212,7 +216,7 @@ class Listener:
         self.port = self.sock.getsockname()[1]
         self.connections = 0
         self._stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"{FORK_SAFE}Vault stand-in")
         self.thread.start()
 
     def _run(self) -> None:
@@ -301,6 +305,7 @@ def test_the_reviewer_sees_content_recipients_diffs_and_what_is_not_planned(forg
     assert f"Pki-Plan: {body['reviewed_digest']}" in text
 
 
+@pytest.mark.slow
 def test_a_long_plan_fits_a_comment_and_the_digest_covers_all_of_it(forge):
     many = "".join(f"  svc-{i:04d}:\n    issuer: services-ca\n    dns: [svc-{i:04d}.svc.internal, alt-{i:04d}.example.com]\n" for i in range(700))
     a = forge.branch("many", _spec(lambda t: edit_spec(t, add=many)))
@@ -332,6 +337,7 @@ def test_a_responder_key_renewed_under_a_changed_rule_needs_review(forge):
     assert_refused(run, "no reviewed plan")
 
 
+@pytest.mark.slow
 def test_no_core_dump_can_hold_a_key(local, tmp_path):
     """Before the first key is generated or decrypted, apply sets RLIMIT_CORE to 0 and
     marks itself not dumpable (issue 12, item 3): the sops child that pipes a clear key
