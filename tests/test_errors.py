@@ -1,9 +1,12 @@
-"""End-to-end: bad input is one clear message per mistake, and nothing is written.
+"""Bad input is one clear message per mistake, and nothing is written.
 
 The rule: every user mistake is reported as ``error: <file>:<line>:<col>: <field path>:
 <message>`` (plus an optional ``  hint:`` line), every problem of a run at once, exit
-code 1, no traceback, and out/ byte-identical afterwards. Each spec test runs both
-``plan`` and ``apply --yes`` on an applied repo, so out/ is not empty.
+code 1, no traceback, and out/ byte-identical afterwards. The end-to-end tests run both
+``plan`` and ``apply --yes`` on an applied repo, so out/ is not empty; the diagnostic
+tables (YAML syntax, unknown fields, wrong types, SANs, name constraints) run
+in-process against the loader, and one row of each also end to end, to hold the two
+renderings equal (test_the_loader_prints_what_the_cli_prints).
 
 Specs are written as single-line edits of BASE (below, with its line numbers) so the
 expected positions can be read off the listing.
@@ -145,11 +148,59 @@ def rejected(pkic, repo: Path, text: str | None = None, *, count: int = 1, comma
     return outputs[0]
 
 
+@pytest.fixture(scope="module")
+def spec_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `pkic init` repo per module for the diagnostic tables, which run in-process
+    against the loader (the end-to-end runs above and below cover exit code, no
+    traceback and out/ untouched; test_the_loader_prints_what_the_cli_prints holds the
+    two renderings equal)."""
+    from conftest import make_pkic
+
+    base = tmp_path_factory.mktemp("spec")
+    make_pkic(base).ok("init", str(base / "pki"))
+    return base / "pki"
+
+
+def loaded(repo: Path, text: str, *, count: int = 1) -> str:
+    """The diagnostics the CLI prints on stderr for ``text`` as pki.yaml, made by the
+    loader in this process: ``count`` of them, each as ``error: ...`` with its hint."""
+    from compiler.model.errors import PkicError
+    from compiler.spec import load, locate
+
+    write_spec(repo, text)
+    try:
+        load(repo, use_cache=False)
+    except PkicError as exc:
+        lines = [f"error: {d.render()}" for d in locate(repo, exc.diagnostics)]
+        if len(exc.diagnostics) > 1:
+            lines.append(f"{len(exc.diagnostics)} problems found; nothing was changed.")
+        stderr = "\n".join(lines) + "\n"
+        assert len(error_lines(stderr)) == count, stderr
+        return stderr
+    raise AssertionError("the loader accepted the spec")
+
+
 def test_base_spec_is_valid(applied, pkic):
     """BASE is the init example without comments: it plans clean on the applied repo."""
     write_spec(applied, BASE)
     p = pkic.ok("plan", "--detailed-exitcode", "--now", NOW, cwd=applied)
     assert "No changes" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("    lifetime: 90d", "     lifetime: 90d"),
+        ("    path_length: 0", "    pathlength: 0"),
+        ("    dns: [web.example.com, www.example.com]", "    dns: [web.example.com, '*.*.example.com']"),
+        ("    dns: [web.example.com, www.example.com]", "    dns: [web.example.com, web.example.org]"),
+    ],
+    ids=["yaml", "unknown-field", "san", "name-constraints"],
+)
+def test_the_loader_prints_what_the_cli_prints(applied, pkic, spec_repo, change):
+    """The tables below run in-process against the loader: one row of each, end to end,
+    gives the CLI's stderr, byte for byte."""
+    assert loaded(spec_repo, edit(change)) == rejected(pkic, applied, edit(change))
 
 
 # --------------------------------------------------------------------------- YAML
@@ -181,8 +232,8 @@ def test_base_spec_is_valid(applied, pkic):
         ),
     ],
 )
-def test_yaml_syntax_error(applied, pkic, change, where, fragment):
-    stderr = rejected(pkic, applied, edit(change))
+def test_yaml_syntax_error(spec_repo, change, where, fragment):
+    stderr = loaded(spec_repo, edit(change))
     message, hint = diag(stderr, where)
     assert message.startswith("YAML syntax error: ") and fragment in message, message
     assert hint == "check indentation, quoting and colons"
@@ -241,8 +292,8 @@ def test_unknown_field_points_at_the_key(applied, pkic):
         ),
     ],
 )
-def test_unknown_field_suggests_the_known_one(applied, pkic, change, where, path, suggestion):
-    stderr = rejected(pkic, applied, edit(change))
+def test_unknown_field_suggests_the_known_one(spec_repo, change, where, path, suggestion):
+    stderr = loaded(spec_repo, edit(change))
     message, hint = diag(stderr, where, path)
     assert message.startswith("unknown field ")
     assert hint == f"did you mean '{suggestion}'?", hint
@@ -283,8 +334,8 @@ def test_unknown_field_suggests_the_known_one(applied, pkic, change, where, path
         ),
     ],
 )
-def test_wrong_type(applied, pkic, change, where, path, fragments):
-    stderr = rejected(pkic, applied, edit(change))
+def test_wrong_type(spec_repo, change, where, path, fragments):
+    stderr = loaded(spec_repo, edit(change))
     message, _ = diag(stderr, where, path)
     for fragment in fragments:
         assert fragment in message, message
@@ -367,8 +418,8 @@ def test_null_entry_points_at_its_key(applied, pkic):
         ),
     ],
 )
-def test_invalid_san(applied, pkic, change, where, path, fragment):
-    stderr = rejected(pkic, applied, edit(change))
+def test_invalid_san(spec_repo, change, where, path, fragment):
+    stderr = loaded(spec_repo, edit(change))
     message, _ = diag(stderr, where, path)
     assert fragment in message, message
 
@@ -477,8 +528,8 @@ def test_renew_before_not_shorter_than_lifetime(applied, pkic):
         ),
     ],
 )
-def test_name_outside_name_constraints(applied, pkic, change, where, path, name):
-    stderr = rejected(pkic, applied, edit(change))
+def test_name_outside_name_constraints(spec_repo, change, where, path, name):
+    stderr = loaded(spec_repo, edit(change))
     message, hint = diag(stderr, where, path)
     assert message.startswith(f"'{name}' is outside the name constraints of 'services-ca'")
     assert "permitted_dns" in message and "clients would reject it" in hint
@@ -565,6 +616,7 @@ def test_mistakes_in_one_entry_reported_in_one_run(applied, pkic):
 # --------------------------------------------------------------------------- the state file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "content, where, fragment",
     [
@@ -597,6 +649,7 @@ def refused_by_seal(pkic, repo: Path, rel: str) -> None:
     assert snapshot(repo / "out") == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "certificates",
     [

@@ -9,7 +9,6 @@ is shared between workers (keys, serials, SOPS data keys and age stanzas all dif
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import NOW, snapshot, write_spec
-from helpers import active, assert_all_verify, assert_keys_match, scan_for_leaks, sops_rules_before_team, state
+from helpers import active, assert_all_verify, assert_keys_match, pkilint_many, scan_for_leaks, sops_rules_before_team, state
 
 PARALLEL = {"PKIC_PARALLEL_MIN": "1", "PKIC_JOBS": "2"}
 SERIAL = {"PKIC_JOBS": "0"}
@@ -45,6 +44,7 @@ def key_docs(repo):
     return {p.name: YAML(typ="safe").load(p.read_text()) for p in sorted((repo / "out/keys").glob("*.sops.yaml"))}
 
 
+@pytest.mark.slow
 def test_parallel_apply_is_the_serial_apply(tmp_path, pkic):
     repos = {}
     for mode, env in (("parallel", PARALLEL), ("serial", SERIAL)):
@@ -75,17 +75,19 @@ def test_parallel_apply_is_the_serial_apply(tmp_path, pkic):
     assert pkic("plan", "--detailed-exitcode", "--now", NOW, cwd=par).returncode == 0
 
 
-@pytest.mark.parametrize("name", ["svc-00", "svc-01", "svc-05"])
-def test_parallel_leaves_pass_pkilint(tmp_path, pkic, name):
+@pytest.mark.slow
+def test_parallel_leaves_pass_pkilint(tmp_path, pkic):
     pkic.ok("init", str(tmp_path / "pki"))
     repo = tmp_path / "pki"
     write_spec(repo, spec(6))
     pkic.ok("apply", "--yes", "--now", NOW, cwd=repo, env=PARALLEL)
-    proc = subprocess.run(["lint_pkix_cert", "lint", "--format", "JSON", "--severity", "WARNING", str(repo / f"out/certs/{name}.pem")],
-                          capture_output=True, text=True)
-    report = json.loads(proc.stdout)
-    bad = [(f["severity"], f["code"]) for r in report["results"] for f in r["finding_descriptions"] if f["severity"] in ("FATAL", "ERROR", "WARNING")]
-    assert bad == []
+    names = [f"svc-{i:02d}" for i in range(6)]
+    reports = pkilint_many([["lint_pkix_cert", str(repo / f"out/certs/{name}.pem")] for name in names])  # one linter process
+    bad = {
+        name: [(f["severity"], f["code"]) for r in report["results"] for f in r["finding_descriptions"] if f["severity"] in ("FATAL", "ERROR", "WARNING")]
+        for name, report in zip(names, reports, strict=True)
+    }
+    assert bad == {name: [] for name in names}
 
 
 def faulty_apply(tmp_path, pkic, fault: str, **popen) -> tuple:
@@ -100,6 +102,7 @@ def faulty_apply(tmp_path, pkic, fault: str, **popen) -> tuple:
     return repo, proc
 
 
+@pytest.mark.slow
 def test_killed_parallel_apply_is_finished(tmp_path, pkic):
     """Killed in the middle of a worker run (as SIGKILL would): the workers go too, the
     next plan reports it, the next apply finishes it, and every file is whole."""
@@ -117,6 +120,7 @@ def test_killed_parallel_apply_is_finished(tmp_path, pkic):
     assert pkic("plan", "--detailed-exitcode", "--now", NOW, cwd=repo).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_stops_the_apply_cleanly(tmp_path, pkic):
     """A worker killed (the OOM killer, kill -9) must not hang the apply: it stops with
     one clear error, what was signed before is recorded, and the next apply finishes."""
@@ -129,6 +133,7 @@ def test_a_worker_that_dies_stops_the_apply_cleanly(tmp_path, pkic):
     assert_keys_match(repo, pkic.env)
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_parallel_apply(tmp_path, pkic):
     """Ctrl-C (SIGINT to the process group, sent at the 12th step): one line, no worker
     tracebacks, the steps done are recorded and verify, and the next apply finishes."""
@@ -162,6 +167,7 @@ def test_a_sops_rule_that_fails_is_one_clear_error_before_anything_is_signed(tmp
     assert seen["parallel"] == seen["serial"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", [{"PKIC_JOBS": "many"}, {"PKIC_PARALLEL_MIN": "some"}, {"PKIC_PARALLEL_MIN": "0", "PKIC_JOBS": "1"}])
 def test_bad_knob_values(applied, pkic, env):
     write_spec(applied, (applied / "pki.yaml").read_text().replace("www.example.com]", "www.example.com, x.example.com]"))
