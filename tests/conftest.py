@@ -14,6 +14,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-27T12:00:00Z"
 
 
+# --------------------------------------------------------------------------- selections
+
+QUICK_SKIPS = ("slow", "interop")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`python3 -m pytest` alone runs the quick selection: every test but those marked
+    slow or interop (run them with `-m slow`, `-m interop` or `-m "slow or interop"`).
+    A `-m` expression (`-m ""`: everything), or paths and test ids named on the command
+    line, select as pytest always does."""
+    args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
+    if any(a.startswith("-m") for a in args) or config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        return  # `-m ""` too: everything
+    keep, drop = [], []
+    for item in items:
+        (drop if any(item.get_closest_marker(m) for m in QUICK_SKIPS) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 class Pkic:
     def __init__(self, env: dict, home: Path):
         self.env = env

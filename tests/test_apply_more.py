@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pyrage
+import pytest
 
 from conftest import NOW, REPO_ROOT, snapshot, unsealed, write_spec
 from helpers import active, assert_all_verify, assert_keys_match, sops_rules_before_team
@@ -123,6 +124,7 @@ def _run_on_terminal(args: list[str], cwd: Path, env: dict, answer: bytes) -> tu
     return proc.returncode, output.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_apply_asks_on_a_terminal(applied, pkic):
     add_leaf(applied, "extra")
     before = snapshot(applied / "out")
@@ -134,6 +136,7 @@ def test_apply_asks_on_a_terminal(applied, pkic):
     assert "extra" in active(applied)
 
 
+@pytest.mark.slow
 def test_readme_first_command_runs_as_written(tmp_path, pkic):
     readme = (REPO_ROOT / "README.md").read_text()
     first = re.search(r"```sh\n# [^\n]*\n([^\n]+)\n", readme).group(1)

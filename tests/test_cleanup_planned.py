@@ -21,6 +21,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from conftest import NOW, write_spec
 from helpers import state
 from rich.console import Console
@@ -180,6 +181,7 @@ def _without_cleanup(pkic, repo: Path, when: str, what: str) -> subprocess.Compl
     return proc
 
 
+@pytest.mark.slow
 def test_a_saved_plan_without_the_cleanup_is_stale_and_does_nothing(applied, pkic):
     when = _expired_payments(pkic, applied)
     digests = json.loads(_without_cleanup(pkic, applied, when, "digest").stdout)

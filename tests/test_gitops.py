@@ -155,6 +155,7 @@ def committed(main_repo: Path, pkic) -> Path:
 # --------------------------------------------------------------------------- 1. the pull request flow
 
 
+@pytest.mark.slow
 def test_pull_request_flow_commits_trailers_and_history(main_repo, pkic, tmp_path):
     repo = main_repo
     base = head(pkic, repo)
@@ -323,6 +324,7 @@ HAND_EDITS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(HAND_EDITS))
 def test_guard_hand_edited_out_files(committed, pkic, case):
     repo = committed
@@ -358,6 +360,7 @@ def _interrupt_a_rekey(pkic, repo: Path) -> dict:
     return before
 
 
+@pytest.mark.slow
 def test_leftovers_of_a_killed_apply_are_not_hand_edits(committed, pkic):
     repo = committed
     before = _interrupt_a_rekey(pkic, repo)
@@ -390,6 +393,7 @@ def test_history_keeps_the_steps_of_an_interrupted_apply(committed, pkic):
 # --------------------------------------------------------------------------- 3. --reviewed
 
 
+@pytest.mark.slow
 def test_reviewed_digest_spec_driven_must_match_time_driven_may_come_due(committed, pkic):
     repo = committed
     edit_spec(repo, add=API)
@@ -430,6 +434,7 @@ def test_reviewed_digest_spec_driven_must_match_time_driven_may_come_due(committ
 # --------------------------------------------------------------------------- 4. saved plans
 
 
+@pytest.mark.slow
 def test_saved_plan_applies_with_commit_and_a_stale_one_is_refused(committed, pkic, tmp_path):
     repo = committed
     edit_spec(repo, add=API)
@@ -453,6 +458,7 @@ def test_saved_plan_applies_with_commit_and_a_stale_one_is_refused(committed, pk
 # --------------------------------------------------------------------------- 5. concurrency
 
 
+@pytest.mark.slow
 def test_two_ci_applies_race_first_push_wins_rerun_converges(committed, pkic, tmp_path):
     repo = committed
     edit_spec(repo, add=API)
@@ -493,6 +499,7 @@ def test_two_ci_applies_race_first_push_wins_rerun_converges(committed, pkic, tm
     assert "No changes" in p.stdout and head(pkic, c) == tip and porcelain(pkic, c) == ""
 
 
+@pytest.mark.slow
 def test_two_applies_in_one_checkout(committed, pkic):
     repo = committed
     edit_spec(repo, add=API)
@@ -531,6 +538,7 @@ def levels(body: dict) -> dict[tuple[str, str], str]:
     return {(i["kind"], i["name"]): i["level"] for i in body["items"]}
 
 
+@pytest.mark.slow
 def test_check_exit_codes_and_formats(applied, pkic, tmp_path):
     repo = applied
     web = active(repo)["web"]
@@ -837,6 +845,7 @@ def png_info(data: bytes) -> tuple[int, int, bytes]:
     return width, height, zlib.decompress(idat)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="headless Chromium is not installed at /usr/bin/chromium")
 def test_report_renders_in_a_browser(committed, pkic, tmp_path):
     repo = committed

@@ -248,6 +248,7 @@ def _flatten(record: dict) -> dict[str, str]:
     return flat
 
 
+@pytest.mark.slow
 def test_outputs_match_the_goldens_recorded_before_the_redesign(tmp_path):
     flat = _flatten(_scenario(tmp_path))
     expected_dir = HERE / "expected"
@@ -299,6 +300,7 @@ def _permuted(text: str, seed: int) -> str:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_the_scenario_is_deterministic(tmp_path):
     """Two runs give the same record: what the goldens hold is not left to chance. The
     second runs with another PYTHONHASHSEED (so set and dict-of-str orders differ) and the

@@ -140,3 +140,43 @@ def test_ci_runs_every_python_from_the_oldest_pyproject_allows_with_that_python(
     # sudo resets PATH: without it passed on, .ci/run's python3 would be the runner's own
     (run,) = [s["run"] for s in job["steps"] if "run" in s]
     assert run.strip() == 'sudo env "PATH=$PATH" bash .ci/run'
+
+
+# --------------------------------------------------------------------------- the selections
+
+
+def test_ci_runs_the_readmes_test_command_in_timed_parts():
+    """The README's second command is the quick selection then the rest; .ci/run runs
+    the same selections (the rest split in two), each timed, and fails if any failed."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [line for line in readme.split("```")[1].splitlines() if "pytest" in line]
+    assert command == "python3 -m pip install -e '.[test]' && python3 -m pytest && python3 -m pytest -m \"slow or interop\"", command
+    run = (ROOT / ".ci/run").read_text()
+    for line, part in [
+        ("python3 -m pip install -q -e '.[test]'", 'part "python packages"'),
+        ("python3 -m pytest || failed=1", 'part "tests: quick selection"'),
+        ("python3 -m pytest -m slow || failed=1", 'part "tests: -m slow"'),
+        ("python3 -m pytest -m interop || failed=1", 'part "tests: -m interop"'),
+    ]:
+        assert f"\n{line}\n{part}\n" in run, line
+    assert run.rstrip().endswith('exit "$failed"')
+
+
+def _collected(*args: str) -> set[str]:
+    p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return {line for line in p.stdout.splitlines() if "::" in line}
+
+
+@pytest.mark.slow
+def test_the_quick_selection_and_the_rest_make_the_whole_suite():
+    everything = _collected("-m", "")
+    quick = _collected()
+    slow, interop = _collected("-m", "slow"), _collected("-m", "interop")
+    assert quick and slow and interop
+    assert quick | slow | interop == everything
+    assert not quick & (slow | interop)
+    assert all(t.startswith("tests/interop/") for t in interop)
+    # naming a file runs all of it, slow tests included
+    assert _collected("tests/test_habits.py") >= {t for t in slow if t.startswith("tests/test_habits.py")}

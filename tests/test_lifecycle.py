@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import NOW, snapshot, write_spec
 from helpers import active, assert_all_verify, assert_keys_match, decrypt_key, scan_for_leaks, state
 
@@ -165,6 +166,7 @@ def test_saved_plan_applies_exactly_and_stale_plan_is_refused(repo, pkic):
     assert p.returncode == 1 and "stale plan" in p.stderr
 
 
+@pytest.mark.slow
 def test_killed_apply_is_reported_and_finished(repo, pkic):
     for point in ("journal:3", "files:2"):
         serial_before = state(repo)["serial"] if (repo / "out/state.json").exists() else None

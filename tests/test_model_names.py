@@ -26,6 +26,7 @@ def _parses_as_address(text: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
 @given(st.text(alphabet="0123456789abcdefgwxyzABFGX.-:[]% \t", max_size=24))
 def test_quick_answer_agrees_with_the_parsers(text: str) -> None:

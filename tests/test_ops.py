@@ -94,6 +94,7 @@ def _lines(applies) -> list[str]:
     return [line for _, lines, _ in applies for line in lines]
 
 
+@pytest.mark.slow
 def test_the_journals_hold_every_kind_of_step(applies):
     assert {json.loads(line)["op"] for line in _lines(applies)} == set(KINDS)
 

@@ -339,6 +339,7 @@ SENTENCES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SENTENCES)
 def test_policy_sentence(case: Row, applied, pkic):
     text = spec_text(applied)
@@ -450,6 +451,7 @@ def test_dns_matches(name, pattern, expected):
 LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8).filter(lambda s: s[0] != "-" != s[-1])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(name=st.lists(LABEL, min_size=1, max_size=6), pattern=st.lists(st.one_of(st.just("*"), LABEL), min_size=1, max_size=6), data=st.data())
 def test_star_pattern_never_matches_another_label_count(name, pattern, data):
@@ -558,6 +560,7 @@ def test_certificate_forced_past_the_planner_fails_openssl(applied, pkic, monkey
 # --------------------------------------------------------------------------- 4. CSR signing
 
 
+@pytest.mark.slow
 def test_csr_is_signed_with_pki_yaml_names_only(applied, pkic, tmp_path):
     host = tmp_path / "host"  # outside the repo (tmp_path / "pki")
     make_csr(host / "db.key", applied / "csrs/db.csr.pem", ca=True, san="DNS:db.svc.internal,DNS:extra.svc.internal,IP:10.9.9.9")
@@ -708,6 +711,7 @@ def test_key_compromised_with_the_same_csr_is_refused(applied, pkic, tmp_path):
 # --------------------------------------------------------------------------- 5. pkic csr
 
 
+@pytest.mark.slow
 def test_pkic_csr_host_side_key_and_csr(applied, pkic, tmp_path):
     key = tmp_path / "host" / "web.key"
     proc = pkic.ok("csr", "web", "--key-out", str(key), cwd=applied)

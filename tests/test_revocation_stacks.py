@@ -82,6 +82,7 @@ def verify_chain_crls(repo: Path, cert: Path, crl_file: Path, now: str = NOW, at
 # =========================================================================== item 3: out/trust/crls.pem
 
 
+@pytest.mark.slow
 def test_crls_pem_lets_chain_wide_crl_checks_pass_and_follows_every_crl(applied, pkic, tmp_path):
     repo, out = applied, applied / "out"
     web, bundle = out / "certs" / "web.pem", out / "trust" / "crls.pem"
@@ -161,6 +162,7 @@ server.listen(0, '127.0.0.1', () => {
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 def test_node_tls_server_with_crls_pem_split_as_documented(repo, pkic, tmp_path):
     # Node checks certificates and CRLs at the wall clock: apply at the real time
@@ -194,6 +196,7 @@ def test_node_tls_server_with_crls_pem_split_as_documented(repo, pkic, tmp_path)
 # =========================================================================== item 4: backdating
 
 
+@pytest.mark.slow
 def test_crls_and_ocsp_start_a_minute_before_signing_and_no_revocation_is_later(applied, pkic, tmp_path):
     repo, out = applied, applied / "out"
     signed = at(timedelta(hours=1))
@@ -336,6 +339,7 @@ def test_serve_answers_unusable_ocsp_requests_with_malformed_request(applied, tm
 # =========================================================================== item 7: turning OCSP off
 
 
+@pytest.mark.slow
 def test_turning_ocsp_off_removes_the_responses_and_retires_the_responders(pkic, tmp_path):
     repo = init_applied_committed(pkic, tmp_path / "pki")
     out = repo / "out"

@@ -78,6 +78,7 @@ def public_key(repo: Path, name: str):
     return x509.load_pem_x509_certificate((repo / "out" / "certs" / f"{name}.pem").read_bytes()).public_key()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reason", ["key_compromise", "cessation_of_operation"])
 def test_revoking_an_authority_revokes_everything_below_it(deep, pkic, tmp_path, reason):
     repo, base = deep
@@ -157,6 +158,7 @@ def test_revoking_an_authority_revokes_everything_below_it(deep, pkic, tmp_path,
     assert "No changes." in pkic.ok("plan", "--now", NOW, cwd=repo).stdout
 
 
+@pytest.mark.slow
 def test_a_revoked_authority_re_signs_its_crl_until_the_last_child_expires(deep, pkic):
     repo, base = deep
     before = active(repo)

@@ -284,6 +284,7 @@ def test_odd_file_names_in_out_are_named_not_a_crash(applied, pkic):
     pkic.ok("apply", "--yes", "--now", NOW, cwd=applied)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endorsed", [True, False], ids=["endorsed by the old key", "old key lost"])
 def test_a_rotation_in_history_is_followed_only_when_the_old_key_endorses_it(tmp_path, pkic, endorsed):
     repo = init_applied_committed(pkic, tmp_path / "pki")

@@ -195,6 +195,7 @@ def test_connections_past_the_cap_close_the_oldest_still_sending(served):
 # ---------------------------------------------------------------------------- timeouts
 
 
+@pytest.mark.slow
 def test_a_silent_or_slow_client_is_closed_after_the_timeout(served):
     with Running(served, timeout=1.0) as srv:
         silent = srv.connect()
@@ -326,6 +327,7 @@ def test_clean_escapes_every_non_printable_and_bounds_the_length():
 # ---------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_serve_cli_takes_the_limits(served, tmp_path):
     pkic = make_pkic(tmp_path)
     with socket.socket() as s:

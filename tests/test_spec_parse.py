@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -94,6 +95,7 @@ def render(value, indent: int = 0) -> str:
     return value
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(keys, docs), min_size=1, max_size=5))
 def test_quick_composer_equals_ruamel(pairs):

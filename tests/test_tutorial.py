@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "tutorial.md"
@@ -33,6 +34,7 @@ def test_the_page_has_the_steps_it_promises():
         assert step in run, step
 
 
+@pytest.mark.slow
 def test_a_newcomer_following_the_tutorial_gets_a_reviewed_change_and_a_renewal(tmp_path: Path):
     home = tmp_path / "home"
     home.mkdir()

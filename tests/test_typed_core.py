@@ -23,6 +23,7 @@ def test_ruff_is_clean(args: tuple[str, ...]) -> None:
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_mypy_strict_is_clean() -> None:
     p = _run("mypy", "--cache-dir", str(ROOT / ".mypy_cache"))
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]

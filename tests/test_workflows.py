@@ -536,6 +536,7 @@ exec /usr/bin/git "$@"
 # --------------------------------------------------------------------------- the calls, run for real
 
 
+@pytest.mark.slow
 def test_the_plan_and_renew_pkic_calls_run_in_a_real_repo(tmp_path, pkic):
     """plan.yml's and renew.yml's command lines, run for real (variables filled in, at the
     real time, as CI runs them) in an applied repo with a merged change. The `pkic ci`
@@ -635,6 +636,7 @@ class Runner:
         return "\n".join(self.logs)
 
 
+@pytest.mark.slow
 def test_trusted_plan_and_apply_run_as_written(tmp_path, pkic):
     """A fork's pull request on a repository whose default branch is master: the PR's own
     run finishes; the trusted plan finds the pull request, fetches its head as data,

@@ -371,6 +371,7 @@ def cert_names() -> list[str]:
 # --------------------------------------------------------------------------- structure
 
 
+@pytest.mark.slow
 def test_out_holds_exactly_the_declared_certificates(world):
     for repo in (world.repo, world.staged):
         certs = {p.name.removesuffix(".pem") for p in (repo / "out" / "certs").glob("*.pem") if not p.name.endswith(".chain.pem")}

@@ -40,6 +40,7 @@ def _add_edge(a: Path) -> None:
 # review, and the scheduled `--reviewed none` job signs ten-year "good" OCSP responses.
 
 
+@pytest.mark.slow
 def test_settings_of_an_authority_added_after_the_first_record_are_recorded_and_bound(forge):
     reviewed = _reviewed_pr(forge, "edge", _add_edge)
     assert_applied(forge.ci(T1, plan=False, args=("--reviewed", reviewed)))
@@ -60,6 +61,7 @@ def _rename_services_ca(a: Path) -> None:
     (a / "pki.yaml").write_text(text.rstrip("\n") + "\n\nmoved:\n  - {from: services-ca, to: svc-ca}\n")
 
 
+@pytest.mark.slow
 def test_settings_of_a_moved_authority_stay_bound_after_the_move(forge):
     """The same gap through `moved:`: the state's settings stay under the old name, and
     settings_diff skips the new one (`if name in was`) from then on."""

@@ -80,6 +80,7 @@ def test_json_depth_check_is_not_fooled_by_utf16_or_utf32(encoding):
 _TEXT = st.text(alphabet='[]{}"\\ab\x00é', max_size=6)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(st.one_of(st.integers(), _TEXT),
                     lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(_TEXT, children, max_size=3)),
@@ -93,6 +94,7 @@ def test_json_depth_check_never_underestimates_in_any_encoding_json_reads(value,
     assert d == 0 or not json_depth_ok(data, d - 1), (encoding, d)
 
 
+@pytest.mark.slow
 def test_a_deep_utf16_state_is_refused_not_a_crash(pkic, applied):
     """Attack (unsealed repo, e.g. a local experiment or a repo that never set a seal
     key): out/state.json re-encoded as UTF-16 with a 900-level array in a record's spec,
@@ -119,6 +121,7 @@ def test_a_deep_utf16_state_is_refused_not_a_crash(pkic, applied):
 # --------------------------------------------------------------------------- a wide document: bounded bytes, unbounded work
 
 
+@pytest.mark.slow
 def test_a_wide_two_megabyte_spec_is_answered_in_seconds(pkic, repo):
     """Attack: 2 MB of pki.yaml is far below the 10 MiB cap, but a flow list of a million
     one-letter scalars under one unknown field sends the document to ruamel's pure-Python
@@ -137,6 +140,7 @@ def test_a_wide_two_megabyte_spec_is_answered_in_seconds(pkic, repo):
 # --------------------------------------------------------------------------- values echoed whole
 
 
+@pytest.mark.slow
 def test_a_long_unknown_field_or_entry_name_is_not_echoed_whole(pkic, repo):
     """Attack: an explicit key (`? name` -- YAML's 1024-character limit is for implicit
     keys only) 20,000 characters long, as an unknown field and as an entry name. The value
@@ -154,6 +158,7 @@ def test_a_long_unknown_field_or_entry_name_is_not_echoed_whole(pkic, repo):
         short_lines(proc)
 
 
+@pytest.mark.slow
 def test_a_long_policy_pattern_is_not_echoed_whole(pkic, repo):
     """Attack: policies/web.yaml with a 50,000-character allowed_dns / allowed_uri entry
     that is not a pattern. policy.py's PydanticCustomError repeats the value whole (two
@@ -169,6 +174,7 @@ def test_a_long_policy_pattern_is_not_echoed_whole(pkic, repo):
         short_lines(proc)
 
 
+@pytest.mark.slow
 def test_a_long_csr_path_is_not_echoed_whole(pkic, repo):
     """Attack: `csr:` a 50,000-character relative path (valid characters). Reading it
     fails ("File name too long") and the message repeats the path whole. Expected: the
@@ -181,6 +187,7 @@ def test_a_long_csr_path_is_not_echoed_whole(pkic, repo):
         short_lines(proc)
 
 
+@pytest.mark.slow
 def test_a_long_state_version_is_not_echoed_whole(pkic, applied):
     """Attack (unsealed): out/state.json with "version" a 100,000-character string.
     state.py prints it with !r: a 100,000-character error line. Expected: quoted short."""
@@ -195,6 +202,7 @@ def test_a_long_state_version_is_not_echoed_whole(pkic, applied):
         short_lines(proc)
 
 
+@pytest.mark.slow
 def test_a_long_seal_format_is_not_echoed_whole(pkic, applied):
     """Attack: out.seal with "format" a 60,000-character string (under MAX_SEAL). status
     prints `seal: out.seal is unreadable: not a pkic seal: format 'fff...'` whole.
@@ -212,6 +220,7 @@ def test_a_long_seal_format_is_not_echoed_whole(pkic, applied):
 # --------------------------------------------------------------------------- --out through a symlinked directory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("plan", "--now", NOW, "--out"), ("report", "--now", NOW, "--out")])
 def test_an_absolute_out_path_inside_the_repo_is_not_written_through_a_symlinked_directory(pkic, applied, tmp_path, command):
     """Attack: the pull request commits `reports -> /somewhere` (a symlinked directory);
@@ -261,6 +270,7 @@ def _x400_name(tbs: bytes) -> bytes:
     return tbs[:i] + b"\xa3" + tbs[i + 1:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("patch", [_duplicate_san, _x400_name], ids=["two-SAN-extensions", "x400Address-SAN"])
 def test_a_csr_with_odd_extensions_is_an_error_not_a_crash(pkic, repo, patch):
     """Attack: a validly self-signed CSR with two subjectAltName extensions, or a SAN
@@ -278,6 +288,7 @@ def test_a_csr_with_odd_extensions_is_an_error_not_a_crash(pkic, repo, patch):
         assert proc.returncode in (0, 1), proc.stderr
 
 
+@pytest.mark.slow
 def test_names_a_csr_asks_for_are_escaped_and_few(pkic, repo):
     """Attack: a CSR asking for 100,000 extra DNS names, one of them carrying terminal
     escapes (IA5String allows ESC). plan's warning "the CSR also asks for ..." lists every
@@ -306,6 +317,7 @@ def test_names_a_csr_asks_for_are_escaped_and_few(pkic, repo):
 # --------------------------------------------------------------------------- .sops.yaml regexes other than path_regex
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", ["path_regex", "encrypted_regex"])
 def test_a_deeply_grouped_sops_regex_is_an_error_not_a_crash(pkic, repo, field):
     """Attack: a .sops.yaml regex of 1,000 nested groups. _checked_rules compiles every
@@ -328,6 +340,7 @@ def test_a_deeply_grouped_sops_regex_is_an_error_not_a_crash(pkic, repo, field):
         assert ".sops.yaml" in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_a_backtracking_encrypted_regex_cannot_stall_apply(pkic, applied):
     """Attack: the pull request changes .sops.yaml's encrypted_regex to
     `^private_key$|(.*)(.*)...(.*)x$` (30 groups). It still encrypts private_key, so
@@ -350,6 +363,7 @@ def test_a_backtracking_encrypted_regex_cannot_stall_apply(pkic, applied):
 # --------------------------------------------------------------------------- a huge number the number check never sees
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["entry name", "subject CN", "version", "rekey"])
 def test_a_quoted_tagged_huge_int_is_an_error_not_a_crash(pkic, repo, where):
     """Attack: `!!int "0xfff...f"` (5,000 hex digits). The number check skips quoted

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import NOW, write_spec
 from cryptography import x509
 
@@ -57,6 +58,7 @@ def test_escalating_a_revoked_authoritys_reason_to_key_compromise_is_not_silentl
     assert [o for o in later["ocsp"] if o["issuer"] == "services-ca"] == [], later["ocsp"]
 
 
+@pytest.mark.slow
 def test_moving_an_authority_keeps_its_crl_number_growing(repo, pkic):
     """Attack/mistake: services-ca revoked web (CRL number 2, signed by key K). A PR then
     renames it (`moved: services-ca -> svc2`): the plan says "state and files carried

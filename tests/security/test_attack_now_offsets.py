@@ -126,6 +126,7 @@ BAD_NOW = [
 COMMANDS = [("plan",), ("status",), ("verify",), ("check",), ("report", "--out", "REPORT"), ("apply", "--yes"), ("apply", "--yes", "--time-travel")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", BAD_NOW)
 def test_a_bad_now_is_a_clean_error_on_every_command(sealed, value, tmp_path):
     pkic, repo = sealed

@@ -195,6 +195,7 @@ def test_a_shamir_rule_shown_in_the_plan_is_the_one_sops_applies(forge, tmp_path
         "the plan showed 2 of 2 key groups (B holds one share); B alone decrypts the services-ca key"
 
 
+@pytest.mark.slow
 def test_a_new_recipient_is_named_in_the_comment_however_long_the_plan(forge):
     """A long plan is cut to fit a comment, every list by the same number of rows. The
     attacker pads .sops.yaml with rules for paths pkic never writes, then adds one rule

@@ -429,12 +429,14 @@ ESCAPED = [pytest.param(s, k, r, id=f"{s}-{k}-{r}") for s, src in SOURCES.items(
 REFUSED = [pytest.param(s, k, id=f"{s}-{k}") for s, src in SOURCES.items() for k, p in PAYLOADS.items() if src.refuses(p)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("source", "key", "renderer"), ESCAPED)
 def test_escaped(lab: Lab, source: str, key: str, renderer: str) -> None:
     fmt, _ = RENDERERS[renderer]
     CHECKS[fmt](lab.render(source, key, renderer), key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("source", "key"), REFUSED)
 def test_refused(lab: Lab, source: str, key: str) -> None:
     src = SOURCES[source]

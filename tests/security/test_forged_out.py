@@ -65,6 +65,7 @@ def _rewrite_root(forge, reseal: bool, attacker_seal: Ed25519PrivateKey):
     return change
 
 
+@pytest.mark.slow
 def test_consistent_rewrite_resealed_with_the_attackers_key_is_refused(forge):
     attacker_seal = Ed25519PrivateKey.generate()
     genuine_root = read_state(forge.main)["certificates"]["root-ca"][0]["serial"]
@@ -155,6 +156,7 @@ def revoked(forge):
     return forge, rec
 
 
+@pytest.mark.slow
 def test_flipping_a_revoked_record_back_to_active_is_refused(revoked):
     forge, rec = revoked
 

@@ -95,6 +95,7 @@ def plant(repo: Path, where: str, attack: str) -> None:
         (repo / ".sops.yaml").write_text(rules + (("x-extra:\n" + bomb()) if attack == "bomb" else ("x-extra: " + deep() + "\n")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["pki.yaml", "policy", ".sops.yaml"])
 @pytest.mark.parametrize("attack", ["bomb", "deep"])
 def test_alias_bombs_and_deep_nesting_are_refused_by_validate_and_plan(pkic, repo, where, attack):
@@ -109,6 +110,7 @@ def test_alias_bombs_and_deep_nesting_are_refused_by_validate_and_plan(pkic, rep
     no_core(repo, repo.parent)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["bomb", "deep", "broken"])
 def test_a_hostile_sops_yaml_stops_apply_before_any_key_is_decrypted(pkic, applied, attack):
     """The identity is taken away: had apply decrypted a key first (to finish a journal,
@@ -159,6 +161,7 @@ def test_a_spec_with_anchors_below_the_limit_is_read(pkic, repo):
     assert "api2" in plan
 
 
+@pytest.mark.slow
 def test_a_catastrophic_path_regex_cannot_stall_plan(pkic, repo):
     """A path_regex that backtracks exponentially in Python's engine, and a 60-letter
     name for it to chew on, in the same pull request: RE2 (Go's regexp syntax, what sops
@@ -182,6 +185,7 @@ def add_api(repo: Path, fields: str) -> None:
     (repo / "pki.yaml").write_text(spec.rstrip("\n") + "\n  api:\n    issuer: services-ca\n    dns: [api.example.com]\n" + fields)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, value, fragments", [
     ("lifetime", "99999999999d", ["certificates.api.lifetime", "longer than any X.509 date"]),
     ("lifetime", "9" * 5000 + "d", ["certificates.api.lifetime", "is not a duration"]),
@@ -199,6 +203,7 @@ def test_huge_numbers_are_errors_with_a_line(pkic, repo, field, value, fragments
         assert len(first) < 300, first  # the value is quoted short
 
 
+@pytest.mark.slow
 def test_a_lifetime_past_the_year_9999_is_an_error_on_its_line(pkic, repo):
     """2,930,000 days is a duration (it fits in 8,000 years) but not from 2026: its end is
     not an X.509 date. An error on that field, not an OverflowError later."""
@@ -230,6 +235,7 @@ def test_a_long_or_control_character_value_is_quoted_short_and_escaped(pkic, rep
 # --------------------------------------------------------------------------- the state, the journal, saved plans
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["top", "record"])
 def test_a_deep_state_is_refused(pkic, applied, where):
     state_path = applied / "out" / "state.json"
@@ -252,6 +258,7 @@ def test_a_deep_state_is_refused(pkic, applied, where):
     assert snapshot(applied) == before
 
 
+@pytest.mark.slow
 def test_a_very_deep_state_or_journal_or_saved_plan_is_an_error_not_a_crash(pkic, applied, tmp_path):
     state_path = applied / "out" / "state.json"
     good = state_path.read_bytes()
@@ -271,6 +278,7 @@ def test_a_very_deep_state_or_journal_or_saved_plan_is_an_error_not_a_crash(pkic
     assert_refused(proc, took, rss, "not a saved plan")
 
 
+@pytest.mark.slow
 def test_a_huge_csr_is_refused_by_size(pkic, repo):
     (repo / "csrs").mkdir()
     (repo / "csrs" / "web.csr.pem").write_bytes(b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * (11 << 20) + b"\n-----END CERTIFICATE REQUEST-----\n")
@@ -280,6 +288,7 @@ def test_a_huge_csr_is_refused_by_size(pkic, repo):
     assert_refused(proc, took, rss, "csrs/web.csr.pem", "larger than pkic reads")
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(st.one_of(st.integers(), st.text(alphabet='[]{}"\\ab', max_size=6)),
                     lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=4), children, max_size=3)),

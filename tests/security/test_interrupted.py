@@ -44,6 +44,7 @@ def _killed(forge, fault: str = "files:1") -> dict:
     return before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["journal:1", "files:1"])
 def test_a_killed_apply_is_finished_and_sealed(forge, fault):
     before = _killed(forge, fault)
@@ -72,6 +73,7 @@ TAMPER = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", list(TAMPER), ids=list(TAMPER))
 def test_a_file_changed_after_the_kill_is_refused(forge, how):
     before = _killed(forge)

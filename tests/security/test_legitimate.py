@@ -38,6 +38,7 @@ def _seal(repo) -> tuple[dict, str]:
     return json.loads(raw), hashlib.sha256(raw).hexdigest()
 
 
+@pytest.mark.slow
 def test_a_reviewed_change_is_applied_sealed_and_verifiable(forge):
     before, _ = _seal(forge.main)
     run = forge.reviewed_change("add-api", lambda t: edit_spec(t, add=API), T1)
@@ -66,6 +67,7 @@ def test_a_scheduled_renewal_is_applied_and_sealed(forge):
     forge.pkic.ok("verify", "--seal", "--now", T_WEB, cwd=forge.clone("auditor"))
 
 
+@pytest.mark.slow
 def test_renewing_expired_certificates_commits_a_clean_tree(forge):
     """Both leaves expired: their OCSP responses are renamed (web.<serial>.der) and, as
     expired, removed in the same run; --commit must stage the removal, not fail after

@@ -10,6 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import NOW, init_applied_committed
 
 LATER = "2027-01-15T12:00:00Z"
@@ -19,6 +20,7 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.slow
 def test_a_crafted_merge_fast_forwarded_cannot_restore_an_older_out(tmp_path, pkic):
     repo = init_applied_committed(pkic, tmp_path / "pki")
     old = git(repo, "rev-parse", "HEAD")
@@ -73,6 +75,7 @@ def _restore_old_out_and_unrevoke(tmp_path, pkic):
     return repo, tip
 
 
+@pytest.mark.slow
 def test_a_tree_named_out_seal_in_a_backdated_root_cannot_hide_the_newer_seals(tmp_path, pkic):
     """git cat-file --batch prints a tree's bytes too: a parser that skips only blobs
     reads them as headers, and every later version of out.seal is lost. A root commit

@@ -42,6 +42,7 @@ def _restore_from(forge, rev: str, paths: tuple[str, ...] = ("out", "out.seal"))
     return change
 
 
+@pytest.mark.slow
 def test_restoring_the_out_from_before_a_revocation_is_refused(forge):
     before_revocation = forge.head()  # the first apply: payments good, seal serial 2
     forge.reviewed_change("revoke-payments", lambda t: edit_spec(t, replace=REVOKE_PAYMENTS), T1)
@@ -63,6 +64,7 @@ def test_restoring_the_out_from_before_a_revocation_is_refused(forge):
     assert v.returncode == 1 and "restores an older out/" in v.stderr, v.stdout + v.stderr
 
 
+@pytest.mark.slow
 def test_restoring_only_the_old_seal_is_refused(forge):
     """out/ stays the newest; out.seal is the previous genuine one."""
     first = forge.head()
@@ -91,6 +93,7 @@ def diverged(forge):
     return forge
 
 
+@pytest.mark.slow
 def test_a_seal_replayed_from_another_branch_is_refused(diverged):
     forge = diverged
     forge.pull_request("take-experiment", _restore_from(forge, "origin/experiment", ("out", "out.seal", "pki.yaml")), "take the experiment's output")
@@ -99,6 +102,7 @@ def test_a_seal_replayed_from_another_branch_is_refused(diverged):
     assert "db" in read_state(run.repo)["certificates"]
 
 
+@pytest.mark.slow
 def test_deleting_the_seal_is_refused_and_revert_restores_service(forge):
     sealed_at = forge.head()
     merge = forge.pull_request("unseal", lambda a: (a / "out.seal").unlink(), "out.seal: not needed")
@@ -128,6 +132,7 @@ def test_deleting_out_is_refused(forge, gone):
     assert not (run.repo / "out").exists()  # nothing was issued afresh
 
 
+@pytest.mark.slow
 def test_a_seal_signed_by_another_key_in_history_does_not_count(forge):
     """An attacker's earlier (merged, refused) seal stays in history; once reverted, it
     neither blocks the real chain nor lends its serial to anything."""

@@ -108,6 +108,7 @@ def test_a_rule_go_and_python_read_differently_is_refused(forge, tmp_path, posix
     assert str(attacker.to_public()) not in (ci / "out" / "keys" / "web.sops.yaml").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, fragment", [
     ("creation_rules:\n  - path_regex: a\n    path_regex: b\n", "duplicate key"),
     ("creation_rules:\n  - path_regex: '('\n    age: x\n", "is not a regular expression"),

@@ -136,6 +136,7 @@ def test_publish_ocsp_dir_inside_out_moves_the_responses_and_seals_them(forge):
     forge.pkic.ok("verify", "--seal", "--now", NOW, cwd=run.repo)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [
     ("crls", lambda s: s["crls"].update({"services-ca": 5})),
     ("not_after", lambda s: s["certificates"]["web"][0].update({"not_after": "soon"})),

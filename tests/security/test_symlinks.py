@@ -131,6 +131,7 @@ def _link_input(forge, what: str):
     return change, named
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["policy-file", "policy-dir", "csr-file", "csr-dir"])
 def test_an_input_symlink_is_refused_not_followed(forge, what):
     change, named = _link_input(forge, what)
@@ -162,6 +163,7 @@ OUT_LINKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", list(OUT_LINKS), ids=list(OUT_LINKS))
 def test_a_symlink_in_out_is_refused(forge, how):
     """Even a link to a byte-identical copy: pkic never writes one, never follows one."""
