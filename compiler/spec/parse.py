@@ -31,7 +31,7 @@ def _quick_compose(text: str) -> Any:
     ~100,000 scalars. PyYAML's libyaml composer (the same C scanner) does the structure
     about three times faster; every plain scalar that could be something other than a
     string is still typed by ruamel's own YAML 1.2 resolver and constructor, so the
-    result is what ruamel gives (tests/test_spec_parse.py holds the two equal). Tags,
+    result is what ruamel gives (tests/spec/test_spec_parse.py holds the two equal). Tags,
     merge keys, duplicate keys, YAML directives and any error go to ruamel."""
     if "%YAML" in text:
         return None

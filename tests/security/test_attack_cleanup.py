@@ -145,6 +145,7 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
 
+@pytest.mark.slow
 def test_an_issuer_cycle_in_the_state_does_not_hang_apply_after_signing(local):
     """Attack (a forged out/state.json): services-ca's record names `web` as its issuer
     (`"issuer": "web"`; pki.yaml still says root-ca). Every name is valid, so
@@ -213,6 +214,7 @@ STATE_DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", list(STATE_DAMAGE.values()), ids=list(STATE_DAMAGE))
 def test_a_damaged_field_the_new_checks_miss_is_one_clear_error_not_a_crash(local, damage):
     """Attack: an out/state.json edited by hand, one field of the wrong type that

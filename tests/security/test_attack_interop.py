@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import NOW, write_spec
 from cryptography import x509
 
@@ -49,6 +50,7 @@ def test_wildcard_cn_on_an_ip_only_server_certificate_is_held_to_the_dns_rules(r
     assert not (repo / "out" / "certs" / "adm.pem").exists()
 
 
+@pytest.mark.slow
 def test_un_revoking_an_authority_publishes_a_crl_and_responder_of_its_new_key(repo, pkic):
     """Attack/mistake: services-ca is revoked (revoke: superseded; its children are revoked
     with it), then the `revoke:` line is removed. The plan re-issues services-ca with a

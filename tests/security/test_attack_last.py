@@ -22,6 +22,7 @@ def _state(repo: Path) -> dict:
     return json.loads((repo / "out" / "state.json").read_text())
 
 
+@pytest.mark.slow
 def test_escalating_a_revoked_authoritys_reason_to_key_compromise_is_not_silently_ignored(repo, pkic):
     """Attack/mistake: services-ca is revoked in place with `revoke: superseded`; it keeps
     its key to re-sign its CRL and OCSP responses (keeps_signing). Later its key is found

@@ -73,6 +73,7 @@ def test_shipped_workflows_never_pass_now_or_time_travel():
             assert word not in text, f"{wf.name} mentions {word}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", ["+66d", "-1d", "+P1Y", "-P1Y", "+6m", "+ 66d", "+\uff16\uff16d", NEAR_9999])
 def test_apply_refuses_an_offset_without_time_travel(sealed, offset):
     pkic, repo = sealed
@@ -144,6 +145,7 @@ def test_a_bad_now_is_a_clean_error_on_every_command(sealed, value, tmp_path):
     assert snapshot(repo / "out") == before and (repo / "out.seal").read_bytes() == seal
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [NEAR_9999, "9999-12-31T23:59:59Z", "1950-01-01T00:00:00Z"])
 def test_the_edges_of_time_never_crash(sealed, value, tmp_path):
     """Times X.509 can carry, at its ends: plan and apply may refuse (a lifetime past

@@ -111,6 +111,7 @@ STATE_DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", list(STATE_DAMAGE.values()), ids=list(STATE_DAMAGE))
 def test_a_damaged_state_is_one_clear_error_not_a_crash(local, damage):
     """Attack: an out/state.json edited by hand (a pull request on an unsealed repository,

@@ -45,6 +45,7 @@ LONG_LIVED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", sorted(LONG_LIVED))
 def test_a_publication_lifetime_raised_after_review_makes_the_digest_stale(forge, setting):
     reviewed = _reviewed_pr(forge, "api", _add_api, _services_ca(LONG_LIVED[setting]))

@@ -139,6 +139,7 @@ SMALL_EDITS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", list(SMALL_EDITS), ids=list(SMALL_EDITS))
 def test_any_one_file_changed_added_or_removed_is_refused(forge, how):
     rel, what, edit = SMALL_EDITS[how]
@@ -178,6 +179,7 @@ def test_flipping_a_revoked_record_back_to_active_is_refused(revoked):
     assert any(f"payments serial {rec['serial']} was revoked in the sealed state and is not any more" in f["message"] for f in plan["seal"]["findings"]), plan["seal"]
 
 
+@pytest.mark.slow
 def test_an_extra_root_in_the_trust_bundle_is_refused(forge, tmp_path):
     key = ec.generate_private_key(ec.SECP384R1())
     extra = self_signed(key, "Totally Legit Root", datetime(2026, 1, 1, tzinfo=UTC), datetime(2036, 1, 1, tzinfo=UTC))

@@ -388,7 +388,7 @@ def test_pkic_init_refuses_planted_symlinks_and_an_identity_inside_the_repo(pkic
     assert not new.exists()
 
 
-# The crash log (O_EXCL, 0600, an unpredictable name): tests/test_errors.py::test_a_crash_log_is_private_and_never_written_through_a_symlink
+# The crash log (O_EXCL, 0600, an unpredictable name): tests/spec/test_errors.py::test_a_crash_log_is_private_and_never_written_through_a_symlink
 
 
 @pytest.mark.parametrize("field, value", [

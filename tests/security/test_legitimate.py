@@ -58,6 +58,7 @@ def test_a_reviewed_change_is_applied_sealed_and_verifiable(forge):
     assert forge.pkic("plan", "--detailed-exitcode", "--now", T1, cwd=fresh).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_scheduled_renewal_is_applied_and_sealed(forge):
     before = read_state(forge.main)["certificates"]["web"][0]["serial"]
     run = forge.ci(T_WEB)

@@ -96,6 +96,7 @@ def test_a_tree_named_out_seal_in_a_backdated_root_cannot_hide_the_newer_seals(t
     assert git(repo, "rev-parse", "HEAD") == merged
 
 
+@pytest.mark.slow
 def test_plan_without_base_is_not_anchored_by_a_backdated_root_with_an_attacker_seal(tmp_path, pkic):
     """The advisory plan's trust-on-first-use key comes from HEAD's first parents, not
     from the oldest commit by date (a date is the author's to choose)."""
@@ -126,6 +127,7 @@ def test_plan_without_base_is_not_anchored_by_a_backdated_root_with_an_attacker_
     assert pkic("apply", "--yes", "--now", LATER, cwd=repo).returncode == 1
 
 
+@pytest.mark.slow
 def test_the_pr_check_does_not_take_the_seal_key_from_an_attackers_merge_base(tmp_path, pkic):
     """PR1: commit X re-seals out/ with the attacker's own key, commit Y restores the real
     seal (net: nothing), merged. PR2 branches from X, so X is its merge base with main,

@@ -98,6 +98,7 @@ def test_the_reviewed_digest_unchanged_is_accepted_and_time_driven_work_rides_al
     assert "renew" in run.apply.stdout and "api" in run.apply.stdout
 
 
+@pytest.mark.slow
 def test_the_digest_has_no_serial_date_or_state_serial(forge):
     """A nightly renewal between review and merge must not make the review stale."""
     a = forge.branch("api", _add_api_with_policy)

@@ -61,6 +61,7 @@ OCSP_PATHS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", list(OCSP_PATHS.values()), ids=list(OCSP_PATHS))
 def test_an_ocsp_path_in_the_state_is_refused_even_unsealed(local, value):
     pk, repo = local
@@ -128,6 +129,7 @@ def test_publish_ocsp_dir_must_be_inside_out(local, where):
     assert tree_snapshot(repo) == before
 
 
+@pytest.mark.slow
 def test_publish_ocsp_dir_inside_out_moves_the_responses_and_seals_them(forge):
     """The legitimate twin: a reviewed ocsp_dir inside out/ is applied and sealed."""
     run = forge.reviewed_change("ocsp-dir", lambda t: t.replace("authorities:\n", "publish: {ocsp_dir: out/ocsp-public}\nauthorities:\n", 1), NOW)

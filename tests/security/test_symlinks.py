@@ -49,6 +49,7 @@ def _ci_secret(forge, kind: str) -> tuple[str, dict]:
     return str(path), {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["text", "yaml", "environ"])
 def test_pki_yaml_symlink_to_a_secret_is_refused_and_never_quoted(forge, kind):
     target, env = _ci_secret(forge, kind)
@@ -195,6 +196,7 @@ def _serve_repo(forge) -> Path:
     return forge.clone("publisher")
 
 
+@pytest.mark.slow
 def test_serve_does_not_follow_a_symlink_in_out(forge):
     repo = _serve_repo(forge)
     secret = Path("/etc/passwd").read_bytes()
@@ -205,6 +207,7 @@ def test_serve_does_not_follow_a_symlink_in_out(forge):
             assert secret not in body and code in (403, 404), (path, code, body[:80])
 
 
+@pytest.mark.slow
 def test_serve_answers_ocsp_only_from_files_inside_out(forge):
     """A state (merged, refused by apply) whose ocsp.file points outside out/: an OCSP
     request for web's serial must not return that file."""

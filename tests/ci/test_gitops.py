@@ -53,8 +53,8 @@ T1 = at(days=1)  # the pull request is planned and merged a day after the first 
 T3 = at(days=3, hours=18)  # OCSP responses (4d, re-signed 2d before) and the 7d CRL (3.5d before) are due
 LATER = "2027-02-01T12:00:00Z"  # day 66: leaves issued at NOW or T1 (90d, renew 30d before) are due
 
-GOLDEN = Path(__file__).parent / "golden"
-ARTIFACTS = Path(__file__).parent / "artifacts"
+GOLDEN = Path(__file__).parent.parent / "golden"
+ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 
 API = "  api:\n    issuer: services-ca\n    dns: [api.example.com]\n"
@@ -280,6 +280,7 @@ def assert_refused(pkic, repo: Path, needle: str, *args: str, now: str = T1) -> 
     return p
 
 
+@pytest.mark.slow
 def test_guard_uncommitted_spec(committed, pkic):
     repo = committed
     edit_spec(repo, add=API)
@@ -293,6 +294,7 @@ def test_guard_uncommitted_spec(committed, pkic):
     assert porcelain(pkic, repo) == ""
 
 
+@pytest.mark.slow
 def test_guard_untracked_or_modified_policy(committed, pkic):
     repo = committed
     edit_spec(repo, add=API)
@@ -380,6 +382,7 @@ def test_leftovers_of_a_killed_apply_are_not_hand_edits(committed, pkic):
     assert git(pkic, repo, "show", "HEAD:out/state.json").stdout == (repo / "out/state.json").read_text()
 
 
+@pytest.mark.slow
 def test_history_keeps_the_steps_of_an_interrupted_apply(committed, pkic):
     repo = committed
     _interrupt_a_rekey(pkic, repo)

@@ -19,7 +19,7 @@ from conftest import NOW, snapshot
 from compiler.model.errors import PkicError
 from compiler.state import STATE_VERSION, GitView, Report, parse_key, parse_seal, scan_out, upgrade, write_seal
 
-FIXTURE = Path(__file__).parent / "fixtures" / "state-v1"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "state-v1"
 
 
 def clean_failure(proc: subprocess.CompletedProcess) -> str:

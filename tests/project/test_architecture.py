@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "compiler"
 
 # the order of the layers, lowest first; a module may import its own layer and below
@@ -109,7 +109,7 @@ def _layer(module: str) -> str:
     if module in _LAYER_OF_MODULE:
         return _LAYER_OF_MODULE[module]
     package = module.split(".")[1]
-    assert package in _LAYER_OF_PACKAGE, f"{module}: give its package a layer in tests/test_architecture.py"
+    assert package in _LAYER_OF_PACKAGE, f"{module}: give its package a layer in tests/project/test_architecture.py"
     return _LAYER_OF_PACKAGE[package]
 
 

@@ -146,6 +146,7 @@ def test_rename_an_authority_with_moved_while_its_children_renew(applied, pkic):
     assert_all_verify(applied, later)
 
 
+@pytest.mark.slow
 def test_saved_plan_applies_exactly_and_stale_plan_is_refused(repo, pkic):
     pkic.ok("plan", "--out", "plan.json", "--now", NOW, cwd=repo)
     pkic.ok("apply", "plan.json", "--now", NOW, cwd=repo)
@@ -346,6 +347,7 @@ def test_schema_and_dash_c(tmp_path, applied, pkic):
     assert "No changes" in p.stdout
 
 
+@pytest.mark.slow
 def test_init_identity_is_appended_private_and_outside_the_repo(tmp_path, pkic):
     pkic.ok("init", str(tmp_path / "a"))
     pkic.ok("init", str(tmp_path / "b"))

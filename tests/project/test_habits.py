@@ -18,7 +18,7 @@ import yaml
 
 import compiler
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -179,4 +179,4 @@ def test_the_quick_selection_and_the_rest_make_the_whole_suite():
     assert not quick & (slow | interop)
     assert all(t.startswith("tests/interop/") for t in interop)
     # naming a file runs all of it, slow tests included
-    assert _collected("tests/test_habits.py") >= {t for t in slow if t.startswith("tests/test_habits.py")}
+    assert _collected("tests/project/test_habits.py") >= {t for t in slow if t.startswith("tests/project/test_habits.py")}

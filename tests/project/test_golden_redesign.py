@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent / "golden" / "redesign"
+HERE = Path(__file__).parent.parent / "golden" / "redesign"
 DRIVER = HERE / "driver.py"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 SPEC = """\
 version: 1

@@ -190,6 +190,7 @@ def test_the_default_seal_key_goes_beside_the_age_identity(tmp_path, pkic):
     assert json.loads((tmp_path / "pki/out.seal").read_text())["serial"] == 2
 
 
+@pytest.mark.slow
 def test_status_and_plan_say_sealed_or_unsealed(applied, pkic):
     assert "seal: sealed: seal serial 2" in pkic.ok("status", "--now", NOW, cwd=applied).stdout
     assert "seal: sealed" in pkic.ok("plan", "--now", NOW, cwd=applied).stdout
@@ -220,6 +221,7 @@ def test_seal_init_refuses_an_out_that_does_not_verify(applied, pkic):
     assert p.returncode == 1 and "web" in p.stderr and not (applied / "out.seal").exists(), p.stderr
 
 
+@pytest.mark.slow
 def test_rotating_the_seal_key(applied, pkic, tmp_path):
     new_key = tmp_path / "new-seal.key"
     pkic.ok("init", str(tmp_path / "scratch"), env={"PKIC_SEAL_KEY_FILE": str(new_key)})
@@ -260,6 +262,7 @@ def test_check_is_critical_when_the_trust_bundle_is_not_the_roots(applied, pkic)
     assert p.returncode == 1 and "1 other certificate(s)" in p.stderr
 
 
+@pytest.mark.slow
 def test_a_shallow_clone_cannot_prove_freshness_and_apply_refuses(tmp_path, pkic):
     repo = init_applied_committed(pkic, tmp_path / "pki")
     shallow = tmp_path / "shallow"

@@ -11,7 +11,7 @@ from helpers import assert_generated
 
 from compiler.plan import Action, KeyDisposition, PublicationCode, PublicationKind, ReasonCode
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "plan-apply.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "plan-apply.md"
 START, END = "<!-- generated: plan codes -->\n", "<!-- /generated -->\n"
 
 

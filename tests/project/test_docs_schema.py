@@ -15,7 +15,7 @@ import pytest
 from compiler.policy.rules import json_schema as policy_schema
 from compiler.spec import json_schema as spec_schema
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "schema"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
 
 @pytest.mark.parametrize(("name", "schema", "args"), [("pki.schema.json", spec_schema, []), ("policy.schema.json", policy_schema, ["--policy"])])

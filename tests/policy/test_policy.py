@@ -12,7 +12,7 @@
   compromised keys are refused;
 * ``pkic csr`` (host side), ``pkic schema --policy``, ``pkic validate``.
 
-Specs are edits of the init example (see tests/test_errors.py for its listing), whose
+Specs are edits of the init example (see tests/spec/test_errors.py for its listing), whose
 services-ca has ``name_constraints: {permitted_dns: [svc.internal, example.com]}``: the
 policy rows use names inside those constraints so that only the policy speaks.
 """
@@ -625,6 +625,7 @@ BAD_CSRS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(BAD_CSRS))
 def test_bad_csr_is_an_error_naming_the_file(kind, applied, pkic, tmp_path):
     make, fragment = BAD_CSRS[kind]
@@ -636,6 +637,7 @@ def test_bad_csr_is_an_error_naming_the_file(kind, applied, pkic, tmp_path):
     assert "db" not in state(applied)["certificates"]
 
 
+@pytest.mark.slow
 def test_csr_key_types_are_taken_from_the_csr(applied, pkic, tmp_path):
     kinds = {"ed": (("-newkey", "ed25519"), "ed25519"), "p384": (("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"), "ecdsa-p384"),
              "rsa": (("-newkey", "rsa:2048"), "rsa-2048")}
@@ -656,6 +658,7 @@ def test_csr_key_types_are_taken_from_the_csr(applied, pkic, tmp_path):
     assert [(e["path"], e["msg"]) for e in got] == [("certificates.ed.key", "key ecdsa-p256 does not match the CSR's ed25519 key")]
 
 
+@pytest.mark.slow
 def test_csr_policy_rules(repo, pkic, tmp_path):
     """require_csr is met by a CSR; reject_csr_extra_names refuses a CSR asking for more."""
     write_policy(repo, "hosts", "require_csr: true\nreject_csr_extra_names: true\n")

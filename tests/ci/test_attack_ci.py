@@ -1,7 +1,7 @@
 """Red-team attacks on the trusted plan / trusted apply boundary (issue 11, parts 4 and 5).
 
 Each test asserts the *secure* behaviour; a failing test is a finding. They reuse the fake
-GitHub API (tests/fakegithub.py) and the helpers of tests/test_ci.py / test_workflows.py.
+GitHub API (tests/fakegithub.py) and the helpers of tests/ci/test_ci.py / test_workflows.py.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def test_a_second_bot_comment_naming_the_same_run_with_a_benign_plan_is_not_appl
 # --------------------------------------------------------------------------- 2. the plan was computed against another base
 
 
+@pytest.mark.slow
 def test_a_plan_made_against_another_base_is_not_the_plan_of_the_merge(gh, pkic, tmp_path):
     """A same-repository author opens the pull request into a branch of theirs
     (`evil-base`, which already holds their change to .github/workflows/apply.yml and

@@ -16,7 +16,7 @@ from compiler.model.stamp import Stamp, stamp_json
 from compiler.state import load_state, parse_op
 from compiler.state.records import CERT_STAMPS, as_json, cert_record
 
-GOLDEN = Path(__file__).parent / "golden" / "redesign" / "expected"
+GOLDEN = Path(__file__).parent.parent / "golden" / "redesign" / "expected"
 
 
 def test_a_stamp_prints_as_the_state_writes_it_and_compares_as_a_time():

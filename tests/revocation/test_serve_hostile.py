@@ -35,7 +35,7 @@ from helpers import ocsp_request
 from compiler import serve as responder
 from compiler import serve_http
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ def later(days: int, base: str = NOW) -> str:
     return (datetime.fromisoformat(base.replace("Z", "+00:00")) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@pytest.mark.slow
 def test_a_moved_certificates_response_is_renamed_as_planned(applied, pkic):
     write_spec(applied, spec_text(applied).replace("  web:\n", "  website:\n") + "moved:\n  - {from: web, to: website}\n")
     plan = plan_json(pkic, applied)
@@ -69,6 +70,7 @@ def test_a_moved_certificates_response_is_renamed_as_planned(applied, pkic):
     assert plan_json(pkic, applied)["cleanup"] == []
 
 
+@pytest.mark.slow
 def test_a_replaced_certificates_response_keeps_its_serials_name_as_planned(applied, pkic):
     old = state(applied)["certificates"]["web"][0]["serial"]
     write_spec(applied, spec_text(applied).replace("dns: [web.example.com, www.example.com]", "dns: [web.example.com, app.example.com]"))
@@ -94,6 +96,7 @@ def _expired_payments(pkic, repo: Path) -> str:
     return later(1, not_after)
 
 
+@pytest.mark.slow
 def test_an_expired_certificates_response_is_removed_as_planned(applied, pkic):
     when = _expired_payments(pkic, applied)
     plan = plan_json(pkic, applied, when)
@@ -116,6 +119,7 @@ EXTRA_CA = """  extra-ca:
 """
 
 
+@pytest.mark.slow
 def test_the_crl_of_a_removed_authority_is_removed_as_planned(applied, pkic):
     with_extra = spec_text(applied).replace("\ncertificates:\n", "\n" + EXTRA_CA + "\ncertificates:\n", 1)
     write_spec(applied, with_extra)
@@ -199,6 +203,7 @@ def test_a_saved_plan_without_the_cleanup_is_stale_and_does_nothing(applied, pki
     assert (applied / "out/ocsp/payments.der").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_apply_does_no_cleanup_its_plan_does_not_list(applied, pkic):
     write_spec(applied, spec_text(applied).replace("  web:\n", "  website:\n") + "moved:\n  - {from: web, to: website}\n")
     _without_cleanup(pkic, applied, NOW, "apply")

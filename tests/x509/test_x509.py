@@ -770,7 +770,7 @@ _ASCII = "abcdefghijklmnopqrstuvwxyz0123456789"
 _UNICODE = "üéñøåçö"  # IDNA-valid letters whose upper case maps back under UTS 46
 _chunk = st.text(alphabet=_ASCII + _ASCII.upper() + _UNICODE + _UNICODE.upper(), min_size=1, max_size=6)
 _label = st.lists(_chunk, min_size=1, max_size=2).map("-".join)  # single inner hyphens only
-# an all-digit last label, or a name inet_aton reads (0xa.0xb), is refused as an IP (tests/test_interop_rules.py)
+# an all-digit last label, or a name inet_aton reads (0xa.0xb), is refused as an IP (tests/x509/test_interop_rules.py)
 _host = st.lists(_label, min_size=2, max_size=4).map(".".join).filter(lambda h: not h.rsplit(".", 1)[-1].isdigit() and not names._looks_like_ip(h))
 _NORMALISE = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -109,8 +109,8 @@ def test_every_step_gives_back_its_line(applies):
 
 
 def test_the_steps_of_the_journal_recorded_before_the_classes_give_back_their_lines():
-    """The golden journal (tests/test_golden_redesign.py), written by the dict-building code."""
-    text = (Path(__file__).parent / "golden" / "redesign" / "expected" / "a2" / "journal.jsonl").read_text()
+    """The golden journal (tests/project/test_golden_redesign.py), written by the dict-building code."""
+    text = (Path(__file__).parent.parent / "golden" / "redesign" / "expected" / "a2" / "journal.jsonl").read_text()
     decoder, at, kinds = json.JSONDecoder(), 0, set()
     while text[at:].strip():
         d, end = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))

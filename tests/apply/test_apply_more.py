@@ -25,6 +25,7 @@ def add_leaf(repo: Path, name: str, issuer: str = "services-ca") -> None:
     write_spec(repo, text)
 
 
+@pytest.mark.slow
 def test_shamir_key_groups_are_honoured(repo, pkic):
     """A root key split 2-of-2 between two identities: one identity alone cannot sign."""
     ids = [pyrage.x25519.Identity.generate() for _ in range(2)]

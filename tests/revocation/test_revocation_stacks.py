@@ -277,6 +277,7 @@ def two_certid_request(repo: Path, tmp_path: Path) -> bytes:
     return der.read_bytes()
 
 
+@pytest.mark.slow
 def test_serve_answers_unusable_ocsp_requests_with_malformed_request(applied, tmp_path):
     import base64
     import urllib.request

@@ -729,7 +729,7 @@ def test_narrowing_names_without_revoke_superseded_warns(applied, pkic, tmp_path
 @pytest.mark.slow
 def test_revoking_an_authority_puts_it_on_its_parents_crl_and_revokes_its_children(applied, pkic, tmp_path):
     """Its children are revoked with it (no reason code), on its CRL, which it keeps
-    signing; tests/test_revoked_authority.py goes deeper."""
+    signing; tests/revocation/test_revoked_authority.py goes deeper."""
     repo, out = applied, applied / "out"
     before = active(repo)
     ca_serial = before["services-ca"]["serial"]
