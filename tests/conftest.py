@@ -4,6 +4,7 @@ age identity (HOME and SOPS_AGE_KEY_FILE point into the temp dir, never at the u
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -22,11 +23,15 @@ QUICK_SKIPS = ("slow", "interop")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`python3 -m pytest` alone runs the quick selection: every test but those marked
     slow or interop (run them with `-m slow`, `-m interop` or `-m "slow or interop"`).
-    A `-m` expression (`-m ""`: everything), or paths and test ids named on the command
-    line, select as pytest always does."""
+    A `-m` expression (`-m ""`: everything), a `-k` expression, `--lf`/`--ff`, or paths
+    and test ids named on the command line select as pytest always does."""
     args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
-    if any(a.startswith("-m") for a in args) or config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
-        return  # `-m ""` too: everything
+    # a -m of any kind (`-m slow`, `-qm slow`, `-m ""` for everything), a -k, a rerun of
+    # failures, or named paths: the selection is the user's
+    marked = config.option.markexpr or any(re.match(r"-[A-Za-z]*m", a) for a in args if not a.startswith("--"))
+    chosen = config.option.keyword or config.getoption("lf", False) or config.getoption("failedfirst", False)
+    if marked or chosen or config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        return
     keep, drop = [], []
     for item in items:
         (drop if any(item.get_closest_marker(m) for m in QUICK_SKIPS) else keep).append(item)

@@ -63,9 +63,40 @@ def _forget_process_state() -> None:
             clear = getattr(value, "cache_clear", None)
             if callable(clear) and getattr(value, "__module__", None) == name:
                 clear()
+    from compiler import layout
     from compiler.apply import faults
+    from compiler.spec import sops_config
+    from compiler.state.lock import RepoLock
 
     faults._counts.clear()
+    sops_config._rules_cache.clear()
+    RepoLock.held.clear()  # the parent's lock fds are not this process's locks
+    for fd in layout._DIR_FDS.values():  # directories the parent checked: walk them again
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    layout._DIR_FDS.clear()
+
+
+def _show_on_stderr(msg: warnings.WarningMessage) -> None:
+    """What the warnings module does with a warning in a new interpreter."""
+    try:
+        sys.stderr.write(warnings._formatwarnmsg_impl(msg))  # type: ignore[attr-defined]
+    except OSError:
+        pass
+
+
+def _interpreter_warnings() -> None:
+    """In the child: warnings go to stderr under a new interpreter's default filters (no
+    -W, no PYTHONWARNINGS: such a variable falls back to a real interpreter), not into
+    the record list of the test that forked it."""
+    warnings.resetwarnings()
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__", append=True)
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category, append=True)
+    warnings.showwarning = warnings._showwarning_orig  # type: ignore[attr-defined]
+    warnings._showwarnmsg_impl = _show_on_stderr  # type: ignore[attr-defined]
 
 
 # A thread whose name starts with this is a test's own server on loopback (tests/
@@ -131,9 +162,14 @@ def in_child(target: Callable[[], int | None], cwd: str | os.PathLike[str] | Non
                 if cwd is not None:
                     os.chdir(cwd)
                 tempfile.tempdir = None  # TMPDIR as env says, not as the parent cached it
-                sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False))
-                sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), write_through=True)
-                sys.stderr = io.TextIOWrapper(io.FileIO(2, "wb", closefd=False), write_through=True)
+                # as the interpreter makes them on POSIX: no newline translation, and
+                # stderr escapes what it cannot encode
+                sys.stdin = io.TextIOWrapper(io.FileIO(0, "rb", closefd=False), encoding="utf-8", newline="\n")
+                sys.stdout = io.TextIOWrapper(io.FileIO(1, "wb", closefd=False), encoding="utf-8", newline="\n", write_through=True)
+                sys.stderr = io.TextIOWrapper(
+                    io.FileIO(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace", newline="\n", write_through=True
+                )
+                _interpreter_warnings()
                 try:
                     result = target()
                     code = 0 if result is None else result

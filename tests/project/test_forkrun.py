@@ -16,7 +16,7 @@ import pytest
 def _report() -> int:
     print("cwd", os.getcwd())
     print("env", sorted(os.environ.items()))
-    print("stdin", sys.stdin.read())
+    print("stdin", repr(sys.stdin.read()))
     print("to stderr", file=sys.stderr)
     os.environ["LEAK_FROM_CHILD"] = "1"
     os.chdir("/")
@@ -29,7 +29,7 @@ def test_child_has_exactly_its_env_cwd_and_stdin(tmp_path: Path) -> None:
     assert code == 7
     assert f"cwd {tmp_path}\n" in out
     assert "env [('ONLY', 'this')]\n" in out
-    assert "stdin hello\nworld\n" in out  # universal newlines, as subprocess.run(text=True)
+    assert "stdin 'hello\\r\\nworld'\n" in out  # stdin as given, as a new interpreter reads it
     assert err == "to stderr\n"
     # the parent is untouched by what the child changed
     assert (dict(os.environ), os.getcwd()) == before
@@ -111,3 +111,43 @@ def test_only_a_tests_own_named_servers_may_run_beside_a_fork() -> None:
             stop.set()
             thread.join()
     assert not forkrun._needs_interpreter(env)
+
+
+def test_a_warning_in_the_child_goes_to_its_stderr(tmp_path: Path) -> None:
+    """Not into the warnings capture of the test that forked it (pytest records them)."""
+
+    def warns() -> int:
+        import warnings
+
+        warnings.warn("from the child", UserWarning, stacklevel=1)
+        return 0
+
+    code, _, err = forkrun.in_child(warns, tmp_path, {}, None)
+    assert code == 0 and "UserWarning: from the child" in err
+
+
+def test_directories_the_test_process_checked_are_walked_again(tmp_path: Path) -> None:
+    """layout caches descriptors of directories it walked: a child must not act on a
+    directory that was moved away and replaced by a symlink after the test process
+    checked it."""
+    from compiler import layout
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    (repo / "pki.yaml").write_text("old\n")
+    assert layout.read_file(repo, "pki.yaml") == b"old\n"
+    repo.rename(tmp_path / "moved")
+    elsewhere.mkdir()
+    (elsewhere / "pki.yaml").write_text("new\n")
+    repo.symlink_to(elsewhere)
+
+    def read() -> int:
+        forkrun._forget_process_state()
+        try:
+            print(layout.read_file(repo, "pki.yaml"))
+        except Exception as exc:  # noqa: BLE001 - what the child saw
+            print(type(exc).__name__)
+        return 0
+
+    out = forkrun.in_child(read, tmp_path, {}, None)[1]
+    assert "old" not in out, out
