@@ -118,7 +118,7 @@ def _enc(aes: AESGCM, value: str, aad: str) -> str:
     return f"ENC[AES256_GCM,data:{b(data).decode()},iv:{b(iv).decode()},tag:{b(tag).decode()},type:str]"
 
 
-_ENC = re.compile(r"^ENC\[AES256_GCM,data:(?P<data>[^,]*),iv:(?P<iv>[^,]+),tag:(?P<tag>[^,]+),type:(?P<type>[a-z]+)\]$")
+_ENC = re.compile(r"^ENC\[AES256_GCM,data:(?P<data>[^,]*),iv:(?P<iv>[^,]+),tag:(?P<tag>[^,]+),type:(?P<type>[a-z]+)\]\Z")
 
 
 def _dec(aes: AESGCM, token: str, aad: str) -> str:

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 
 from compiler.model.bounded import quote
 
-_SHORT = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_ISO = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_SHORT = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?\Z")
+_ISO = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?\Z")
 DURATION_PATTERN = r"^(\d+[ywdhms])+$|^P(\d+[YMWD])*(T(\d+[HMS])+)?$"
 DURATION_HINT = "use 90d, 12h, 3y or P90D"
 # No X.509 date is later than 9999-12-31T23:59:59Z (GeneralizedTime): a longer duration

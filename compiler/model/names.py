@@ -20,12 +20,14 @@ import idna
 
 from compiler.model.bounded import quote
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
-# a plain host name with a letter no number form of inet_aton can hold (g-z but x): the
-# common case, answered without trying to parse an address
-_NOT_AN_ADDRESS = re.compile(r"^[a-z0-9.-]*[g-wyz-][a-z0-9.-]*$")
-_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+$")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_ASCII_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+# a plain host name with a character no number form of inet_aton can hold (g-z but x,
+# or '-'): the common case, answered without trying to parse an address
+_NOT_AN_ADDRESS = re.compile(r"[a-z0-9.-]*[g-wyz-][a-z0-9.-]*")
+# a last label that URL parsers (WHATWG) read as a number, making the host an IPv4 address
+_HEX_NUMBER = re.compile(r"0x[0-9a-f]*")
+_LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+\Z")
 
 
 def _looks_like_ip(text: str) -> bool:
@@ -33,7 +35,7 @@ def _looks_like_ip(text: str) -> bool:
     ``2130706433``) or an IPv6 literal (bracketed or not)."""
     import socket
 
-    if _NOT_AN_ADDRESS.match(text):
+    if _NOT_AN_ADDRESS.fullmatch(text):  # fullmatch: '$' would also match before a final newline
         return False
     try:
         socket.inet_aton(text)
@@ -90,9 +92,17 @@ def dns_name(value: str, *, allow_wildcard: bool = True) -> str:
     if not wildcard and _looks_like_ip(text):
         raise ValueError(f"{quote(value)} is an IP address, not a DNS name: put it under ip: (clients match it against IP SANs only)")
     encoded = _idna(value, text)
+    # again after IDNA: UTS 46 maps fullwidth digits, ideographic full stops and soft
+    # hyphens, so `127。0。0。0x1` is written out as `127.0.0.0x1`, an address
+    if not wildcard and encoded != text and _looks_like_ip(encoded):
+        raise ValueError(f"{quote(value)} is written out as {quote(encoded)}, an IP address: put it under ip:")
     labels = encoded.split(".")
     if labels[-1].isdigit():
         raise ValueError(f"{quote(value)} ends in an all-digit label, which resolvers read as an IPv4 address: put an address under ip:")
+    if _HEX_NUMBER.fullmatch(labels[-1]):
+        raise ValueError(
+            f"{quote(value)} ends in a hexadecimal number (0x...), which URL parsers read as an IPv4 address: put an address under ip:"
+        )
     _check_ldh(value, labels)
     if wildcard and len(labels) < 2:
         raise ValueError(f"{quote(value)} is a wildcard over a top-level domain")
@@ -145,7 +155,7 @@ def uri(value: str) -> str:
     if not isinstance(value, str) or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
         raise ValueError(f"{quote(value)} is not a URI (ASCII, no spaces; percent-encode the rest)")
     parts = urlsplit(value)
-    if not parts.scheme or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*$", parts.scheme):
+    if not parts.scheme or not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*\Z", parts.scheme):
         raise ValueError(f"{quote(value)} is not an absolute URI (it needs a scheme, like spiffe:// or https://)")
     if value[len(parts.scheme) + 1 :].startswith("//") and not parts.hostname:
         raise ValueError(f"{quote(value)} has no host")

@@ -22,7 +22,7 @@ from compiler.spec.effective import EffectiveSpec, Entry, PublishSettings
 from compiler.spec.entries import authority_entry, certificate_entry
 from compiler.spec.models import Authority, Certificate, Moved, Spec
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass

@@ -28,7 +28,7 @@ def _parses_as_address(text: str) -> bool:
 
 @pytest.mark.slow
 @settings(max_examples=3000, deadline=None)
-@given(st.text(alphabet="0123456789abcdefgwxyzABFGX.-:[]% \t", max_size=24))
+@given(st.text(alphabet="0123456789abcdefgwxyzABFGX.-:[]% \t\n", max_size=24))
 def test_quick_answer_agrees_with_the_parsers(text: str) -> None:
     assert names._looks_like_ip(text) == _parses_as_address(text)
 
