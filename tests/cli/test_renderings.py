@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from helpers import cleanup_only_plans
 from rich.console import Console
 
 from compiler.cli.markdown import plan_markdown
 from compiler.cli.render import plan_text, status_plain
-from compiler.plan import Cleanup, Plan, PublicationCode, PublicationKind, Reason
+from compiler.plan import Plan
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -37,12 +38,7 @@ def test_status_plain_with_no_certificates_is_the_header() -> None:
     assert status_plain([]) == "name  kind  issuer  serial  not after  days left  status\n"
 
 
-def _plans() -> tuple[Plan, Plan]:
-    empty = Plan(NOW, "lineage", 3, "spec")
-    plan = Plan(NOW, "lineage", 3, "spec")
-    why = Reason(PublicationCode.EXPIRED_RESPONSE_REMOVED, "the certificate expired at 2026-11-01T00:00:00Z")
-    plan.cleanup.append(Cleanup(PublicationKind.OCSP, "old", [why], "out/ocsp/old.der", None, "0a"))
-    return empty, plan
+_plans = cleanup_only_plans
 
 
 def _text(plan: Plan) -> str:

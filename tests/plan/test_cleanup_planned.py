@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import NOW, write_spec
-from helpers import state
+from helpers import cleanup_only_plans, state
 from rich.console import Console
 
 from compiler.cli.render import plan_text
-from compiler.plan import Cleanup, Plan, PublicationCode, PublicationKind, Reason
 
 NO_CHANGES = "No changes."
 
@@ -214,15 +213,7 @@ def test_apply_does_no_cleanup_its_plan_does_not_list(applied, pkic):
 
 # --------------------------------------------------------------------------- the plan's renderings
 
-NOW_DT = datetime(2026, 11, 27, 12, tzinfo=timezone.utc)
-
-
-def _only_cleanup() -> tuple[Plan, Plan]:
-    bare = Plan(NOW_DT, "lineage", 3, "spec")
-    plan = Plan(NOW_DT, "lineage", 3, "spec")
-    why = Reason(PublicationCode.EXPIRED_RESPONSE_REMOVED, "the certificate expired at 2026-11-01T00:00:00Z")
-    plan.cleanup.append(Cleanup(PublicationKind.OCSP, "old", [why], "out/ocsp/old.der", None, "0a"))
-    return bare, plan
+_only_cleanup = cleanup_only_plans
 
 
 def test_a_plan_with_only_cleanup_is_not_no_changes_and_needs_no_review():
