@@ -68,9 +68,9 @@ def _pos(mark: Any) -> tuple[int | None, int | None]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
 
 
-def _walk(events: Any, classes: tuple[Any, ...]) -> int:
+def _walk(events: Any, classes: tuple[Any, ...]) -> tuple[int, int]:
     """Check one event stream; raise _Limit at the first thing over a limit. Returns the
-    number of nodes written (aliases not expanded)."""
+    number of nodes written (aliases not expanded) and of nodes once aliases are expanded."""
     scalar, alias, map_start, seq_start, map_end, seq_end = classes
     starts, ends = (map_start, seq_start), (map_end, seq_end)
     stack: list[list[Any]] = [[0, None]]  # per open collection: expanded node count, anchor
@@ -139,7 +139,7 @@ def _walk(events: Any, classes: tuple[Any, ...]) -> int:
             f"aliases expand this document to {shown} values ({own:,} written; pkic reads at most {limit:,})",
             "an anchor repeated inside repeated anchors multiplies; write the values out, or use fewer levels of aliases",
         )
-    return own
+    return own, expanded
 
 
 def _pyyaml_events(text: str) -> tuple[Any, tuple[Any, ...]] | None:
@@ -185,10 +185,17 @@ def _ruamel_events(text: str) -> tuple[Any, tuple[Any, ...]]:
 
 
 def check_yaml(text: str, filename: str) -> int | None:
+    """The number of nodes ``text`` writes, or None when no parser reads it; see :func:`yaml_counts`."""
+    counts = yaml_counts(text, filename)
+    return None if counts is None else counts[0]
+
+
+def yaml_counts(text: str, filename: str) -> tuple[int, int] | None:
     """Refuse a YAML document over the limits, before anything composes it. libyaml's
     event parser (C, fast) checks it; should it refuse the text (a YAML 1.2 nicety),
     ruamel's parsers (its libyaml fork, then its pure-Python one) check it instead, and a text neither parses is left to the
-    loader, which reports the syntax error with its position."""
+    loader, which reports the syntax error with its position. Returns the nodes written
+    and the nodes once aliases are expanded (equal: the text has no alias)."""
     if len(text) > MAX_BYTES:
         raise PkicError(
             [

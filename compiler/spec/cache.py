@@ -38,7 +38,7 @@ _CODE_DIGEST: str | None = None
 _RESOLVING_CODE = ("model/names.py", "model/durations.py", "policy/constraints.py", "x509/csr.py")
 
 
-def _code_digest() -> str:
+def code_digest() -> str:
     """The digest of the code that resolves a spec: a cache never outlives a change to it."""
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
@@ -54,7 +54,7 @@ def _code_digest() -> str:
     return _CODE_DIGEST
 
 
-def _private_dir(path: Path) -> None:
+def private_dir(path: Path) -> None:
     """Make ``path`` and its cache parents, mode 0700; refuse one that is not ours alone."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = os.lstat(path)
@@ -62,7 +62,7 @@ def _private_dir(path: Path) -> None:
         raise OSError(f"{path} is not a private directory of this user")
 
 
-def _read_cache(cache: Path) -> bytes:
+def read_private(cache: Path) -> bytes:
     """A cache file, only from a private directory of ours (another user could plant one)."""
     st = os.lstat(cache.parent)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
@@ -81,34 +81,58 @@ def _td(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def dump_entry(e: Entry) -> dict[str, Any]:
+    """One resolved entry as JSON (durations in seconds): what :func:`load_entry` reads."""
+    return {
+        "name": e.name,
+        "kind": e.kind,
+        "issuer": e.issuer,
+        "spec": e.spec,
+        "lifetime": e.lifetime.total_seconds(),
+        "renew_before": e.renew_before.total_seconds(),
+        "reuse_key": e.reuse_key,
+        "depth": e.depth,
+        "revoke": e.revoke,
+        "key_compromised": e.key_compromised,
+        "ca": None if e.ca is None else {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in e.ca.__dict__.items()},
+        "policies": list(e.policies),
+        "csr_path": e.csr_path,
+        "csr_extra_names": e.csr_extra_names,
+    }
+
+
+def load_entry(d: dict[str, Any]) -> Entry:
+    """:func:`dump_entry` read back. A document that is not what it wrote raises
+    ValueError, KeyError or TypeError (callers treat that as a miss)."""
+    if d["kind"] not in ("authority", "certificate"):
+        raise ValueError("not an entry kind")
+    return Entry.make(
+        name=d["name"],
+        kind=d["kind"],
+        issuer=d["issuer"],
+        spec=d["spec"],
+        lifetime=_td(d["lifetime"]),
+        renew_before=_td(d["renew_before"]),
+        reuse_key=d["reuse_key"],
+        depth=d["depth"],
+        revoke=d["revoke"],
+        key_compromised=d["key_compromised"],
+        ca=None if d["ca"] is None else _load_ca(d["ca"]),
+        policies=tuple(d["policies"]),
+        csr_path=d["csr_path"],
+        csr_extra_names=d["csr_extra_names"],
+    )
+
+
 def _dump_effective(eff: EffectiveSpec, csrs: dict[str, str]) -> str:
     """The cache file's text: ``csrs`` maps each CSR read to its SHA-256."""
-
-    def entry(e: Entry) -> dict[str, Any]:
-        return {
-            "name": e.name,
-            "kind": e.kind,
-            "issuer": e.issuer,
-            "spec": e.spec,
-            "lifetime": e.lifetime.total_seconds(),
-            "renew_before": e.renew_before.total_seconds(),
-            "reuse_key": e.reuse_key,
-            "depth": e.depth,
-            "revoke": e.revoke,
-            "key_compromised": e.key_compromised,
-            "ca": None if e.ca is None else {k: (v.total_seconds() if isinstance(v, timedelta) else v) for k, v in e.ca.__dict__.items()},
-            "policies": list(e.policies),
-            "csr_path": e.csr_path,
-            "csr_extra_names": e.csr_extra_names,
-        }
-
     return json.dumps(
         {
             "format": CACHE_FORMAT,
             "pkic": __version__,
-            "code": _code_digest(),
+            "code": code_digest(),
             "csrs": csrs,
-            "entries": [entry(e) for e in eff.entries.values()],
+            "entries": [dump_entry(e) for e in eff.entries.values()],
             "moved": eff.moved,
             "children": eff.children,
             "publish": {"ocsp": eff.publish.ocsp, "ocsp_dir": eff.publish.ocsp_dir},
@@ -121,7 +145,7 @@ def _load_effective(text: bytes, repo: Path) -> EffectiveSpec | None:
     A file that is not what :func:`_dump_effective` wrote raises ValueError, KeyError or
     TypeError (the caller treats that as a miss)."""
     body = json.loads(text)  # callers catch ValueError and RecursionError
-    if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != _code_digest():
+    if body.get("format") != CACHE_FORMAT or body.get("pkic") != __version__ or body.get("code") != code_digest():
         return None
     for rel, digest in body["csrs"].items():  # a CSR changed: resolve again
         try:
@@ -131,22 +155,7 @@ def _load_effective(text: bytes, repo: Path) -> EffectiveSpec | None:
             return None
     entries = {}
     for d in body["entries"]:
-        entries[d["name"]] = Entry.make(
-            name=d["name"],
-            kind=d["kind"],
-            issuer=d["issuer"],
-            spec=d["spec"],
-            lifetime=_td(d["lifetime"]),
-            renew_before=_td(d["renew_before"]),
-            reuse_key=d["reuse_key"],
-            depth=d["depth"],
-            revoke=d["revoke"],
-            key_compromised=d["key_compromised"],
-            ca=None if d["ca"] is None else _load_ca(d["ca"]),
-            policies=tuple(d["policies"]),
-            csr_path=d["csr_path"],
-            csr_extra_names=d["csr_extra_names"],
-        )
+        entries[d["name"]] = load_entry(d)
     publish = PublishSettings(body["publish"]["ocsp"], body["publish"]["ocsp_dir"])
     return EffectiveSpec(entries, body["moved"], body["children"], publish, Locator(SPEC_FILE, {}))
 
@@ -170,7 +179,7 @@ def read_cached(path: Path, data: bytes, repo: Path) -> EffectiveSpec | None:
     """The resolved spec kept for pki.yaml (``path``) with these bytes, or None: none
     kept, made by other code, a CSR changed, or a file that is not ours to trust."""
     try:
-        return _load_effective(_read_cache(_cache_path(path, data)), repo)
+        return _load_effective(read_private(_cache_path(path, data)), repo)
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
@@ -180,7 +189,7 @@ def store(path: Path, data: bytes, eff: EffectiveSpec, repo: Path) -> None:
     cache = _cache_path(path, data)
     try:
         csrs = {e.csr_path: hashlib.sha256(layout.read_input(repo, e.csr_path)).hexdigest() for e in eff.entries.values() if e.csr_path}
-        _private_dir(cache.parent)
+        private_dir(cache.parent)
         for old in cache.parent.glob(f"{path.name}.*.json"):
             old.unlink()
         staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")

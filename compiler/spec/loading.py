@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from compiler import layout
 from compiler.model.bounded import Locator, check_yaml, yaml_nodes
 from compiler.model.errors import Diagnostic, PkicError
-from compiler.spec import cache
+from compiler.spec import cache, incremental
 from compiler.spec.diagnostics import locate_duplicate, pydantic_diags, sorted_diagnostics
 from compiler.spec.effective import EffectiveSpec
 from compiler.spec.models import SPEC_FILE, Authority, Certificate, Defaults, Spec
@@ -166,6 +166,10 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
         cached = cache.read_cached(path, data, repo) if use_cache else None
         if cached is not None:
             return cached
+        if use_cache:  # most entries unchanged since the last plan: resolve only the others
+            cached = incremental.load(repo, data)
+            if cached is not None:
+                return cached
         try:
             doc = parse_yaml(data.decode("utf-8"), path.name, fast=True)
         except PkicError:
@@ -176,6 +180,7 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
             effective = resolve(Spec.model_validate(doc), Locator(SPEC_FILE, doc), repo=repo)
             if use_cache:
                 cache.store(path, data, effective, repo)
+                incremental.store(repo, data, effective, doc.get("defaults"))
             return effective
     except (OSError, UnicodeDecodeError, ValidationError, PkicError):
         pass

@@ -96,7 +96,7 @@ def resolve(spec: Spec, loc: Locator, broken: frozenset[str] = frozenset(), repo
         raise PkicError(sorted_diagnostics(w.diags))
 
     publish = PublishSettings(spec.publish.ocsp, spec.publish.ocsp_dir.rstrip("/"))
-    return EffectiveSpec(_canonical_order(entries, children), moved, {k: sorted(v) for k, v in children.items()}, publish, loc)
+    return EffectiveSpec(canonical_order(entries, children), moved, {k: sorted(v) for k, v in children.items()}, publish, loc)
 
 
 # --------------------------------------------------------------------------- the whole
@@ -249,7 +249,17 @@ def _moved(w: _Work, moves: list[Moved], entries: dict[str, Entry]) -> dict[str,
     return moved
 
 
-def _canonical_order(entries: dict[str, Entry], children: dict[str, list[str]]) -> dict[str, Entry]:
+def moves_of(moves: list[Moved], entries: dict[str, Entry]) -> dict[str, str] | None:
+    """The renames of ``moves`` among ``entries``, or None when any is wrong (the full
+    load reports it with its position)."""
+    from compiler.spec.models import SPEC_FILE
+
+    w = _Work(Locator(SPEC_FILE, {}), {}, {})
+    moved = _moved(w, moves, entries)
+    return None if w.diags else moved
+
+
+def canonical_order(entries: dict[str, Entry], children: dict[str, list[str]]) -> dict[str, Entry]:
     """Depth-first from the roots, authorities before leaves, then by name: the order of
     plans, state and out/, whatever the order in pki.yaml."""
     ordered: dict[str, Entry] = {}

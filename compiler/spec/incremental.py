@@ -1,0 +1,353 @@
+"""The incremental load: a plan of a one-line change resolves that entry, not all of them.
+
+pki.yaml is split into its entries by a line scan (:func:`split`): each entry of
+``authorities`` and ``certificates`` is the run of lines from its key line to the next
+line as little indented. A resolved certificate is kept in the entry cache under the
+SHA-256 of its own text, with the digest of what it depends on: ``defaults``, and the
+text of every authority above it (``deps``), and its CSR's digest. The next load takes
+every certificate whose text and dependencies are unchanged from the cache, and parses,
+validates and resolves only the others, with every authority (there are few), through
+the same code as a full load.
+
+The split is only taken when it is certain to read the file as a YAML parser would;
+anything else (flow or quoted keys at entry level, tabs, line breaks other than ``\\n``,
+directives, document markers, aliases, an entry that does not parse alone, names a
+parser would type as something other than text) gives None, and the caller loads the
+whole file. Any problem in the spec does the same: the full load reports it, with
+positions. The cache lives beside the resolved-spec cache, in the user's cache
+directory; like it, only plan uses it (apply resolves everything it signs from the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from compiler import __version__, layout
+from compiler.model.bounded import MAX_BYTES, Locator, yaml_counts
+from compiler.model.errors import PkicError
+from compiler.spec import cache
+from compiler.spec.effective import EffectiveSpec, Entry
+from compiler.spec.models import SPEC_FILE, Moved, Spec
+from compiler.spec.parse import parse_yaml
+
+ENTRY_CACHE = "entries.json"
+ENTRY_FORMAT = 1
+# more certificates than this changed (a fifth, at least 200): the whole file is loaded
+# instead, which parses faster than as many entries one at a time
+MIN_MISSES = 200
+MISS_SHARE = 5
+
+_SECTIONS = ("authorities", "certificates")
+_SECTION = re.compile(r"(authorities|certificates):[ ]*(?:#.*)?\Z")
+_TOP_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:(?:[ ].*)?\Z")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_ENTRY_KEY = re.compile(rf"(?:({_NAME})|\"({_NAME})\"|'({_NAME})'):(?:[ ].*)?\Z")
+# plain scalars that YAML (1.1 or 1.2) types as something other than text
+_NOT_TEXT = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n"})
+# line breaks other than \n (libyaml reads the last three as breaks too), a BOM
+_ODD_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\ufeff")
+
+
+@dataclass
+class Split:
+    """pki.yaml cut at its entries: ``rest`` is every top-level key but the two sections
+    (their header lines dropped), ``sections`` each section's entries, name -> its lines."""
+
+    rest: str
+    sections: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def split(text: str) -> Split | None:
+    """``text`` cut at its entries, or None when the cut is not certain to be what a
+    YAML parser reads (see the module's docstring)."""
+    if any(c in text for c in _ODD_BREAKS) or "\t" in text:
+        return None
+    rest: list[str] = []
+    sections: dict[str, dict[str, list[str]]] = {}
+    section: dict[str, list[str]] | None = None  # the section being read (None: top level)
+    current: list[str] | None = None  # the lines of the entry being read
+    indent = 0  # the section's entry indentation (0: not known yet)
+    for line in text.split("\n"):
+        stripped = line.lstrip(" ")
+        if not stripped or stripped[0] == "#":  # blank or a comment: wherever it is
+            (current if current is not None else rest if section is None else []).append(line)
+            continue
+        col = len(line) - len(stripped)
+        if col == 0:
+            if section is not None and not section:
+                return None  # a section header with no entry below it: null, not a mapping
+            m = _SECTION.fullmatch(line)
+            if m:
+                if m.group(1) in sections:
+                    return None  # the section twice: the parser refuses a duplicate key
+                section = sections[m.group(1)] = {}
+                current, indent = None, 0
+                continue
+            if not _TOP_KEY.fullmatch(line):
+                return None  # a directive, a document marker, a quoted or complex key ...
+            section = current = None
+            rest.append(line)
+            continue
+        if section is None:
+            if current is None and not rest:
+                return None  # an indented first line
+            rest.append(line)
+            continue
+        if indent == 0:
+            indent = col
+        if col < indent:
+            return None
+        if col == indent:
+            m = _ENTRY_KEY.fullmatch(line, indent)
+            if m is None:
+                return None
+            name = m.group(1) or m.group(2) or m.group(3)
+            if name in section or (m.group(1) and (name[0].isdigit() or name.lower() in _NOT_TEXT)):
+                return None  # twice, or a plain scalar a parser may type as a number, a boolean ...
+            current = section[name] = [line]
+            continue
+        if current is None:
+            return None
+        current.append(line)
+    if section is not None and not section:
+        return None
+    return Split(
+        "\n".join(rest) + "\n",
+        {name: {entry: "\n".join(lines) + "\n" for entry, lines in items.items()} for name, items in sections.items()},
+    )
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class _NoChain(Exception):
+    pass
+
+
+def _chains(split_: Split, defaults: Any, issuers: dict[str, Any]) -> dict[str, str] | None:
+    """Each authority's ``deps`` digest: ``defaults`` and the text of it and of every
+    authority above it. None: an issuer that is no authority here, or a ring."""
+    base = _digest(__version__, cache.code_digest(), repr(defaults))
+    texts = split_.sections.get("authorities", {})
+    out: dict[str, str] = {}
+
+    def chain(name: str, below: frozenset[str]) -> str:
+        if name in out:
+            return out[name]
+        if name in below or name not in texts:
+            raise _NoChain
+        parent = issuers.get(name)
+        if parent is not None and not isinstance(parent, str):
+            raise _NoChain
+        out[name] = _digest(base if parent is None else chain(parent, below | {name}), texts[name])
+        return out[name]
+
+    try:
+        for name in texts:
+            chain(name, frozenset())
+    except (_NoChain, RecursionError):
+        return None
+    return out
+
+
+def _cache_file(repo: Path) -> Path:
+    return cache.cache_dir(repo) / ENTRY_CACHE
+
+
+def _read_records(repo: Path) -> dict[str, Any] | None:
+    """The entry cache's records (text digest -> record), or None: none kept, or not ours."""
+    try:
+        body = json.loads(cache.read_private(_cache_file(repo)))
+        if body.get("format") != ENTRY_FORMAT or body.get("pkic") != __version__ or body.get("code") != cache.code_digest():
+            return None
+        records = body["records"]
+        return records if isinstance(records, dict) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+
+
+def _csr_digest(repo: Path, rel: str | None) -> str | None:
+    if rel is None:
+        return None
+    return hashlib.sha256(layout.read_input(repo, rel)).hexdigest()
+
+
+def _hit(repo: Path, record: Any, name: str, chains: dict[str, str]) -> Entry | None:
+    """The cached certificate ``name``, if ``record`` is it and all it depends on is unchanged."""
+    try:
+        if record["name"] != name or chains.get(record["issuer"]) != record["deps"]:
+            return None
+        entry = cache.load_entry(record["entry"])
+        if entry.name != name or entry.kind != "certificate" or entry.issuer != record["issuer"]:
+            return None
+        if _csr_digest(repo, entry.csr_path) != record["csr"]:
+            return None
+        return entry
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, PkicError):
+        return None
+
+
+def _parse(text: str) -> Any:
+    """One piece of pki.yaml, bounded as the whole file is; None: it has an alias (the
+    limits on expansion are the whole file's), or does not parse alone."""
+    counts = yaml_counts(text, SPEC_FILE)
+    if counts is None or counts[0] != counts[1]:
+        return None
+    try:
+        return parse_yaml(text, SPEC_FILE, fast=True, checked=True)
+    except PkicError:
+        return None
+
+
+def load(repo: Path, data: bytes) -> EffectiveSpec | None:
+    """pki.yaml (``data``) resolved with the entry cache's help, or None: the caller
+    loads the whole file (no cache yet, too much changed, a split that is not certain,
+    or any problem in the spec, which the full load reports)."""
+    records = _read_records(repo)
+    if not records or len(data) > MAX_BYTES:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    parts = split(text)
+    if parts is None or not parts.sections.get("certificates"):
+        return None
+    try:
+        done = _resolve(repo, parts, records)
+    except (PkicError, ValidationError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    if done is None:
+        return None
+    effective, kept, fresh, chains = done
+    if fresh:
+        _write(repo, {**kept, **_records(repo, parts, effective, fresh, chains)})
+    return effective
+
+
+def _resolve(repo: Path, parts: Split, records: dict[str, Any]) -> tuple[EffectiveSpec, dict[str, Any], list[str], dict[str, str]] | None:
+    """The effective spec, the records it took from the cache (by digest), the names of
+    the certificates it resolved afresh, and every authority's ``deps``."""
+    from compiler.spec.resolution import canonical_order, moves_of, resolve
+
+    rest = _parse(parts.rest) if parts.rest.strip() else {}
+    if not isinstance(rest, dict) or set(rest) & set(parts.sections):
+        return None
+    auth_texts = parts.sections.get("authorities", {})
+    auths: dict[str, Any] = {}
+    if auth_texts:
+        doc = _parse("authorities:\n" + "".join(auth_texts.values()))
+        if not isinstance(doc, dict) or not isinstance(doc.get("authorities"), dict) or list(doc["authorities"]) != list(auth_texts):
+            return None
+        auths = doc["authorities"]
+    issuers = {n: (a.get("issuer") if isinstance(a, dict) else None) for n, a in auths.items()}
+    chains = _chains(parts, rest.get("defaults"), issuers)
+    if chains is None:
+        return None
+    certs = parts.sections["certificates"]
+    hits: dict[str, Entry] = {}
+    kept: dict[str, Any] = {}
+    misses: dict[str, Any] = {}
+    for name, text in certs.items():
+        digest = _digest(text)
+        entry = _hit(repo, records.get(digest), name, chains)
+        if entry is not None:
+            hits[name] = entry
+            kept[digest] = records[digest]
+            continue
+        misses[name] = text
+        if len(misses) > max(MIN_MISSES, len(certs) // MISS_SHARE):
+            return None
+    fresh: dict[str, Any] = {}
+    for name, text in misses.items():
+        doc = _parse("certificates:\n" + text)
+        if not isinstance(doc, dict) or list(doc) != ["certificates"] or not isinstance(doc["certificates"], dict):
+            return None
+        if list(doc["certificates"]) != [name]:
+            return None
+        fresh[name] = doc["certificates"][name]
+    partial = {k: v for k, v in rest.items() if k != "moved"}
+    partial["authorities"] = auths
+    partial["certificates"] = fresh
+    effective = resolve(Spec.model_validate(partial), Locator(SPEC_FILE, partial), repo=repo)
+    entries = dict(effective.entries)
+    children = {k: list(v) for k, v in effective.children.items()}
+    for name, entry in hits.items():
+        if name in entries:
+            return None  # also an authority: the full load reports it
+        entries[name] = entry
+        assert entry.issuer is not None
+        children.setdefault(entry.issuer, []).append(name)
+    moves: list[Moved] = Spec.model_validate({"version": 1, "moved": rest["moved"]}).moved if "moved" in rest else []
+    moved = moves_of(moves, entries)
+    if moved is None:
+        return None
+    whole = EffectiveSpec(
+        canonical_order(entries, children),
+        moved,
+        {k: sorted(v) for k, v in children.items()},
+        effective.publish,
+        Locator(SPEC_FILE, {}),
+    )
+    return whole, kept, list(fresh), chains
+
+
+def _records(repo: Path, parts: Split, effective: EffectiveSpec, names: Any, chains: dict[str, str]) -> dict[str, Any]:
+    """The cache records of the certificates ``names`` of ``effective``, by text digest."""
+    texts = parts.sections["certificates"]
+    records = {}
+    for name in names:
+        entry = effective.entries.get(name)
+        if entry is None or entry.kind != "certificate" or entry.issuer not in chains or name not in texts:
+            continue
+        records[_digest(texts[name])] = {
+            "name": name,
+            "issuer": entry.issuer,
+            "deps": chains[entry.issuer],
+            "csr": _csr_digest(repo, entry.csr_path),
+            "entry": cache.dump_entry(entry),
+        }
+    return records
+
+
+def _write(repo: Path, records: dict[str, Any]) -> None:
+    path = _cache_file(repo)
+    try:
+        cache.private_dir(path.parent)
+        staging = path.with_name(path.name + f".tmp-{os.getpid()}")
+        body = {"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest(), "records": records}
+        staging.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
+        os.replace(staging, path)
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+def store(repo: Path, data: bytes, effective: EffectiveSpec, defaults: Any) -> None:
+    """Keep every certificate of ``effective`` (resolved by a full load from pki.yaml's
+    bytes ``data``, whose ``defaults`` parsed to ``defaults``) for the next load."""
+    try:
+        parts = split(data.decode("utf-8"))
+        if parts is None or not parts.sections.get("certificates"):
+            return
+        issuers = {n: e.issuer for n, e in effective.entries.items() if e.kind == "authority"}
+        if set(issuers) != set(parts.sections.get("authorities", {})):
+            return
+        chains = _chains(parts, defaults, issuers)
+        if chains is None:
+            return
+        _write(repo, _records(repo, parts, effective, parts.sections["certificates"], chains))
+    except (OSError, UnicodeDecodeError, TypeError, ValueError, PkicError):
+        pass
