@@ -104,7 +104,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         recovered = finish_interrupted(repo, sealing, when)
         if recovered:
             console.recovered()
-        state = load_state(repo)
+        state = load_state(repo, keep_text=True)
         if sealing is not None:
             sealing.invariants = Invariants.of(state)
         elif git is not None:

@@ -34,7 +34,10 @@ class Stamp(datetime):
         """``2026-11-27T12:00:00Z`` -> a stamp; ValueError for anything else."""
         if not isinstance(text, str) or len(text) != 20 or text[10] != "T" or text[19] != "Z" or text[:4] < FIRST_YEAR:
             raise ValueError(f"not a UTC timestamp: {text!r}"[:80])
-        return cls.of(datetime.fromisoformat(text[:19]).replace(tzinfo=UTC))
+        stamp = cls.of(datetime.fromisoformat(text[:19]).replace(tzinfo=UTC))
+        if str(stamp) != text:  # 3.11's fromisoformat also reads week dates (2026-W48-5): one spelling only
+            raise ValueError(f"not a UTC timestamp: {text!r}"[:80])
+        return stamp
 
     # typeshed lets a datetime subtract only its own type from itself; any aware datetime will do
     @overload  # type: ignore[override]

@@ -31,6 +31,7 @@ from compiler.state.records import (
     cert_record,
     crl_info,
     parse_ts,
+    records_text,
 )
 
 REQUIRED = frozenset({"status", "serial", "kind", "not_before", "not_after", "spec"})
@@ -45,18 +46,20 @@ MIN_SERIAL_DIGITS = 16
 MAX_STATE = 1 << 30
 
 
-def load_state(repo: Path) -> State:
-    """``out/state.json`` checked and in this pkic's format; an empty state if there is none."""
+def load_state(repo: Path, *, keep_text: bool = False) -> State:
+    """``out/state.json`` checked and in this pkic's format; an empty state if there is
+    none. ``keep_text``: keep each name's records as written, for an apply to write the
+    state back in proportion to its change (see ``State.texts``)."""
     try:
         data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
         if data is None:
-            return State()
+            return State(texts={} if keep_text else None)
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
-    return state_from_json(data)
+    return state_from_json(data, keep_text=keep_text)
 
 
-def state_from_json(data: bytes) -> State:
+def state_from_json(data: bytes, *, keep_text: bool = False) -> State:
     """A state file's bytes, checked as data and in this pkic's format (errors name out/state.json)."""
     body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand", what="the state")
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
@@ -98,6 +101,8 @@ def state_from_json(data: bytes) -> State:
         and all(isinstance(v, list) or v is None for v in (settings.get("certificates") or {}).values())
     ):
         raise fail(STATE_PATH, "the state is damaged (settings)", "restore it from git")
+    # as to_json writes them: times are still their text, which Stamp.parse holds canonical
+    texts = {name: records_text(recs) for name, recs in certs.items()} if keep_text else None
     try:  # their times parsed, once (every one the code reads was checked above)
         memo: dict[str, Stamp] = {}
         for recs in (*certs.values(), *responders.values()):
@@ -118,6 +123,7 @@ def state_from_json(data: bytes) -> State:
         cast(list[Compromised], body.get("compromised") or []),
         rules,
         settings,
+        texts,
     )
 
 
