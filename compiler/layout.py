@@ -24,15 +24,22 @@ Layout of ``out/`` (stable, sorted, diff-friendly):
 * ``out/certs/ocsp-responders/<authority>.pem``, ``out/keys/ocsp-responders/``: delegated responders
 * ``out/state.json``              the recorded state
 * ``out.seal``                    the seal over all of ``out/`` (beside it, see seal.py)
+
+Longer than 400 lines: the paths and every primitive that opens, writes, renames or
+removes a file under them walk the same directory descriptors (``_Dir``); split apart,
+each would need that walk from the other, which is the one thing that must not be copied.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from compiler.model.errors import fail
 
@@ -337,6 +344,53 @@ def write_atomic(repo: Path, rel: str, data: bytes, *, new_in_place: bool = Fals
         _write_fd(fd, data)
         os.replace(staging, d.base, src_dir_fd=d.fd, dst_dir_fd=d.fd)
         return True
+
+
+def write_atomic_chunks(repo: Path, rel: str, chunks: Iterable[bytes], blob_algo: str | None = None) -> tuple[bool, str | None]:
+    """:func:`write_atomic` for a large file made in pieces (the state of 100,000
+    certificates is over 100 MB): written to a staging file as they come, never held
+    whole, and compared with the file in place by digest. Returns whether it wrote, and
+    with ``blob_algo`` git's blob id of the content (read back from the staging file)."""
+    with _Dir(repo, rel, create=True) as d:
+        assert d.fd is not None
+        staging = f".{d.base}.tmp-{os.getpid()}"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=d.fd)
+        digest, size = hashlib.sha256(), 0
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                digest.update(chunk)
+                size += len(chunk)
+        except BaseException:
+            os.close(fd)
+            os.unlink(staging, dir_fd=d.fd)
+            raise
+        os.close(fd)
+        blob = None
+        if blob_algo is not None:
+            blob = _file_digest(d.fd, staging, hashlib.new(blob_algo, b"blob %d\0" % size))
+        try:
+            st = os.stat(d.base, dir_fd=d.fd, follow_symlinks=False)
+            same = stat.S_ISREG(st.st_mode) and st.st_size == size and _file_digest(d.fd, d.base, hashlib.sha256()) == digest.hexdigest()
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.unlink(staging, dir_fd=d.fd)
+            return False, blob
+        os.replace(staging, d.base, src_dir_fd=d.fd, dst_dir_fd=d.fd)
+        return True, blob
+
+
+def _file_digest(dir_fd: int, name: str, h: Any) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    return str(h.hexdigest())
 
 
 def _read_all(fd: int) -> bytes:

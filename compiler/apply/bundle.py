@@ -49,7 +49,7 @@ class Certs:
     def get(self, name: str) -> x509.Certificate:
         if name not in self._certs:
             rel = layout.cert_path(name)
-            text = read_text(self.repo, rel)
+            text = self._pems.get(name) or read_text(self.repo, rel)
             if text is None:
                 raise fail(rel, f"the certificate of '{name}' is missing", f"restore it from git (`git checkout -- {rel}`)")
             try:
@@ -63,6 +63,12 @@ class Certs:
     def put(self, name: str, cert: x509.Certificate) -> None:
         self._certs[name] = cert
         self._pems.pop(name, None)
+
+    def put_pem(self, name: str, text: str) -> None:
+        """A leaf issued in this run: its PEM text only (chains need nothing more; the
+        parsed certificates of 100,000 leaves would be hundreds of MB)."""
+        self._certs.pop(name, None)
+        self._pems[name] = text
 
     def pem(self, name: str) -> str:
         """The PEM text, encoded once per certificate (chains ask for issuers often)."""

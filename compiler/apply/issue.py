@@ -166,17 +166,21 @@ def issued(
         if prev.get("key_rules"):
             record["key_rules"] = list(prev["key_rules"])
     der = cert.public_bytes(serialization.Encoding.DER) if entry.kind == "authority" else None  # authorities: a .der too
+    cert_pem = pem(cert)
     op = IssuedOp(
         name=name,
         record=record,
-        cert_pem=pem(cert),
+        cert_pem=cert_pem,
         key_doc=key_doc,
         rules=rules,
         remove_key=change.key == "external",  # the key lives on its host; an old generated one goes
         cert_der=base64.b64encode(der).decode("ascii") if der is not None else None,
         at=ctx.at,
     )
-    ctx.certs.put(name, cert)
+    if entry.kind == "authority":
+        ctx.certs.put(name, cert)
+    else:
+        ctx.certs.put_pem(name, cert_pem)
     yield op
     ctx.result.issued.append(name)
     yield from revocations(ctx, change, remove_own_files=False)

@@ -214,7 +214,8 @@ class Apply:
                     "this is a bug in pkic: report it; out/ is left unsealed",
                 )
         self.journal.append(CommitOp(serial=state.serial, at=ts(ctx.now)))
-        writer.write("out/state.json", state.to_json().encode(), staged=True)  # recovery reads it: never half-written
+        # staged (recovery reads it: never half-written), in pieces (never held whole)
+        writer.write_chunks("out/state.json", (chunk.encode() for chunk in state.json_chunks()))
         writer.flush()
         if sealing is not None:  # last: the seal covers every file above
             result.seal = sealing.seal_now(repo, writer.touched, state, ts(ctx.now), writer.blobs)

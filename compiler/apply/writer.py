@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +67,16 @@ class AtomicWriter:
         self._blob(rel, data)
         pool = self._pools[hash(rel) % len(self._pools)]
         self._pending.append((rel, pool.submit(layout.write_atomic, self.repo, rel, data, new_in_place=in_place)))
+
+    def write_chunks(self, rel: str, chunks: Iterable[bytes]) -> None:
+        """A large file made in pieces (the state), staged and written now."""
+        self.flush()
+        changed, blob = layout.write_atomic_chunks(self.repo, rel, chunks, self.blob_algo)
+        if changed:
+            self.written += 1
+            self.touched.add(rel)
+        if blob is not None:
+            self.blobs[rel] = blob
 
     def flush(self) -> int:
         pending, self._pending = self._pending, []

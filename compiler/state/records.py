@@ -21,7 +21,7 @@ changes nothing (each journal step folds itself in through them: ops.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict, TypeVar, cast
@@ -271,13 +271,20 @@ class State:
         """Sorted, one record per line: a change to a certificate is a change to its
         line in git. Names no mutation touched are written as they were read (``texts``);
         a state of up to CHECK_WHOLE names is also written whole and must be the same."""
-        text = self._to_json(self.texts)
-        if self.texts is not None and len(self.certificates) <= CHECK_WHOLE and self._to_json(None) != text:
-            raise AssertionError("out/state.json: the records kept as read differ from the state (a mutation not marked dirty)")
-        return text
+        return "".join(self.json_chunks())
 
-    def _to_json(self, kept: dict[str, str] | None) -> str:
+    def json_chunks(self) -> Iterator[str]:
+        """:meth:`to_json` in pieces (one per name), for writing 100,000 records without
+        holding their text twice."""
+        if self.texts is not None and len(self.certificates) <= CHECK_WHOLE:
+            text = "".join(self._chunks(self.texts))
+            if "".join(self._chunks(None)) != text:
+                raise AssertionError("out/state.json: the records kept as read differ from the state (a mutation not marked dirty)")
+            yield text
+            return
+        yield from self._chunks(self.texts)
 
+    def _chunks(self, kept: dict[str, str] | None) -> Iterator[str]:
         texts: dict[object, str] = {}  # each time's text, once (records share most of them)
 
         def text(value: object) -> str:
@@ -289,36 +296,35 @@ class State:
         def rec(r: Mapping[str, object]) -> str:
             return json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(", ", ": "), default=text)
 
-        def section(items: dict[str, Any], many: bool, kept: dict[str, str] | None = None) -> str:
+        def section(items: dict[str, Any], many: bool, kept: dict[str, str] | None = None) -> Iterator[str]:
             if not items:
-                return "{}"
-            parts = []
+                yield "{}"
+                return
+            sep = "{\n"
             for n in sorted(items):
                 value = items[n]
                 if many:
                     inner = kept.get(n) if kept is not None and n not in self.dirty else None
                     if inner is None:
                         inner = records_text(value, rec)
-                    parts.append(f"  {json.dumps(n, ensure_ascii=False)}: [\n{inner}\n  ]")
+                    yield f"{sep}  {json.dumps(n, ensure_ascii=False)}: [\n{inner}\n  ]"
                 else:
-                    parts.append(f"  {json.dumps(n, ensure_ascii=False)}: {rec(value)}")
-            return "{\n" + ",\n".join(parts) + "\n }"
+                    yield f"{sep}  {json.dumps(n, ensure_ascii=False)}: {rec(value)}"
+                sep = ",\n"
+            yield "\n }"
 
         compromised = ",\n".join(f"  {rec(c)}" for c in self.compromised)
-        return (
-            "{\n"
-            f' "certificates": {section(self.certificates, True, kept)},\n'
-            f' "compromised": [' + (f"\n{compromised}\n ]" if compromised else "]") + ",\n"
-            f' "crls": {section(self.crls, False)},\n'
-            f' "format": {json.dumps(STATE_FORMAT)},\n'
-            f' "lineage": {json.dumps(self.lineage)},\n'
-            f' "responders": {section(self.responders, True)},\n'
-            f' "serial": {self.serial},\n'
-            f' "settings": {json.dumps(self.settings, sort_keys=True, ensure_ascii=False)},\n'
-            f' "sops_rules": {section(self.rules, False)},\n'
-            f' "version": {STATE_VERSION}\n'
-            "}\n"
+        yield '{\n "certificates": '
+        yield from section(self.certificates, True, kept)
+        yield ',\n "compromised": [' + (f"\n{compromised}\n ]" if compromised else "]") + ',\n "crls": '
+        yield from section(self.crls, False)
+        yield f',\n "format": {json.dumps(STATE_FORMAT)},\n "lineage": {json.dumps(self.lineage)},\n "responders": '
+        yield from section(self.responders, True)
+        yield (
+            f',\n "serial": {self.serial},\n "settings": {json.dumps(self.settings, sort_keys=True, ensure_ascii=False)},\n "sops_rules": '
         )
+        yield from section(self.rules, False)
+        yield f',\n "version": {STATE_VERSION}\n}}\n'
 
     # ------------------------------------------------------------------ mutations
     # Each mutation is idempotent so that folding a journal twice changes nothing.
