@@ -58,10 +58,12 @@ _ODD_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\ufeff")
 
 @dataclass
 class Split:
-    """pki.yaml cut at its entries: ``rest`` is every top-level key but the two sections
-    (their header lines dropped), ``sections`` each section's entries, name -> its lines."""
+    """pki.yaml cut at its entries: ``rest`` is every top-level key but the two sections,
+    as the runs of lines between them (each a piece of its own: a quoted scalar opened in
+    one run must not be read as closed in the next); ``sections`` each section's entries,
+    name -> its lines."""
 
-    rest: str
+    rest: list[str]
     sections: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -71,6 +73,7 @@ def split(text: str) -> Split | None:
     if any(c in text for c in _ODD_BREAKS) or "\t" in text:
         return None
     rest: list[str] = []
+    runs: list[list[str]] = [rest]  # the contiguous runs of top-level lines
     sections: dict[str, dict[str, list[str]]] = {}
     section: dict[str, list[str]] | None = None  # the section being read (None: top level)
     current: list[str] | None = None  # the lines of the entry being read
@@ -90,6 +93,9 @@ def split(text: str) -> Split | None:
                     return None  # the section twice: the parser refuses a duplicate key
                 section = sections[m.group(1)] = {}
                 current, indent = None, 0
+                if rest:
+                    rest = []
+                    runs.append(rest)
                 continue
             if not _TOP_KEY.fullmatch(line):
                 return None  # a directive, a document marker, a quoted or complex key ...
@@ -120,7 +126,7 @@ def split(text: str) -> Split | None:
     if section is not None and not section:
         return None
     return Split(
-        "\n".join(rest) + "\n",
+        ["\n".join(run) + "\n" for run in runs if any(ln.strip() and not ln.lstrip(" ").startswith("#") for ln in run)],
         {name: {entry: "\n".join(lines) + "\n" for entry, lines in items.items()} for name, items in sections.items()},
     )
 
@@ -238,13 +244,25 @@ def load(repo: Path, data: bytes) -> EffectiveSpec | None:
     return effective
 
 
+def _top_level(parts: Split) -> dict[str, Any] | None:
+    """The top-level keys but the sections, each run of them parsed on its own; None when
+    a run does not parse alone to a mapping, or a key is written twice."""
+    out: dict[str, Any] = {}
+    for run in parts.rest:
+        doc = _parse(run)
+        if not isinstance(doc, dict) or set(doc) & (set(out) | set(parts.sections)):
+            return None
+        out.update(doc)
+    return out
+
+
 def _resolve(repo: Path, parts: Split, records: dict[str, Any]) -> tuple[EffectiveSpec, dict[str, Any], list[str], dict[str, str]] | None:
     """The effective spec, the records it took from the cache (by digest), the names of
     the certificates it resolved afresh, and every authority's ``deps``."""
     from compiler.spec.resolution import canonical_order, moves_of, resolve
 
-    rest = _parse(parts.rest) if parts.rest.strip() else {}
-    if not isinstance(rest, dict) or set(rest) & set(parts.sections):
+    rest = _top_level(parts)
+    if rest is None:
         return None
     auth_texts = parts.sections.get("authorities", {})
     auths: dict[str, Any] = {}
@@ -335,19 +353,37 @@ def _write(repo: Path, records: dict[str, Any]) -> None:
         pass
 
 
-def store(repo: Path, data: bytes, effective: EffectiveSpec, defaults: Any) -> None:
-    """Keep every certificate of ``effective`` (resolved by a full load from pki.yaml's
-    bytes ``data``, whose ``defaults`` parsed to ``defaults``) for the next load."""
+def store(repo: Path, data: bytes, effective: EffectiveSpec, doc: dict[str, Any]) -> None:
+    """Keep the certificates of ``effective`` (resolved by a full load from pki.yaml's
+    bytes ``data``, parsed whole to ``doc``) for the next load: only where the split reads
+    the file as the parser did. Every run of top-level lines and the authorities must
+    parse alone to what the whole document holds, and each certificate's lines alone,
+    without an alias, to its value there (otherwise a piece cached under its own text
+    could stand for what the parser read differently)."""
     try:
         parts = split(data.decode("utf-8"))
         if parts is None or not parts.sections.get("certificates"):
             return
+        top = _top_level(parts)
+        if top is None or top != {k: v for k, v in doc.items() if k not in parts.sections}:
+            return
+        auth_texts = parts.sections.get("authorities", {})
+        if auth_texts and _parse("authorities:\n" + "".join(auth_texts.values())) != {"authorities": doc.get("authorities")}:
+            return
+        certs = doc.get("certificates")
+        if not isinstance(certs, dict):
+            return
+        same = [
+            n
+            for n, text in parts.sections["certificates"].items()
+            if n in certs and _parse("certificates:\n" + text) == {"certificates": {n: certs[n]}}
+        ]
         issuers = {n: e.issuer for n, e in effective.entries.items() if e.kind == "authority"}
         if set(issuers) != set(parts.sections.get("authorities", {})):
             return
-        chains = _chains(parts, defaults, issuers)
+        chains = _chains(parts, doc.get("defaults"), issuers)
         if chains is None:
             return
-        _write(repo, _records(repo, parts, effective, parts.sections["certificates"], chains))
+        _write(repo, _records(repo, parts, effective, same, chains))
     except (OSError, UnicodeDecodeError, TypeError, ValueError, PkicError):
         pass

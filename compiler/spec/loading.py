@@ -177,15 +177,16 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
             # spiffe://x/y in a flow list): the round-trip loader reads it
             doc, _ = read_document(path)
         if isinstance(doc, dict):
-            spec, defaults = Spec.model_validate(doc), doc.get("defaults")
-            # The fast parsers keep no positions, so the document has nothing more to give:
-            # a problem found below is reported by the slow path, which reads the file again.
-            # Let it go before resolving (100,000 entries' YAML data is hundreds of MB).
-            del doc
+            spec = Spec.model_validate(doc)
+            if not use_cache:
+                # The fast parsers keep no positions, so the document has nothing more to
+                # give: a problem found below is reported by the slow path, which reads the
+                # file again. Let it go before resolving (100,000 entries' data is hundreds of MB).
+                del doc
+                return resolve(spec, Locator(SPEC_FILE, {}), repo=repo)
             effective = resolve(spec, Locator(SPEC_FILE, {}), repo=repo)
-            if use_cache:
-                cache.store(path, data, effective, repo)
-                incremental.store(repo, data, effective, defaults)
+            cache.store(path, data, effective, repo)
+            incremental.store(repo, data, effective, doc)
             return effective
     except (OSError, UnicodeDecodeError, ValidationError, PkicError):
         pass
