@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -130,12 +131,47 @@ def rendered(draw: st.DrawFn, doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the attacks of tests/security/test_attack_incremental_split.py, in pieces: quoted scalars
+# left open across lines and sections, decoy sections, anchors and aliases across entries
+TRICKY = [
+    '# "',
+    '  # "',
+    "  # '",
+    '    L: "Springfield',
+    '  subject: {L: "x',
+    "  note: 'x",
+    "certificates: {web: {issuer: root-ca, dns: [evil.example.com]}}",
+    "authorities: {evil-ca: {subject: {CN: Evil}}}",
+    "  evil: {issuer: root-ca, dns: [evil.example.com]}",
+    "    dns: &names [a.example.com, evil.example.com]",
+    "    dns: *names",
+    "  web: {issuer: root-ca, dns: *names}",
+    "defaults: &d {key: ed25519}",
+    "certificates:",
+    '"',
+    "  x: |",
+    "  x: >2",
+    "      # inside a block scalar",
+]
+
+
+PAIRS = [
+    ('    L: "Springfield', '# "'),
+    ('    L: "Springfield', '  # "'),
+    ('    L: "Springfield', '    # "'),
+    ("  note: 'x", "  # '"),
+    ('  subject: {L: "x', '  # "}'),
+    ("  sans: [a.example.com,", "  ]"),
+    ("moved: [", "]"),
+]
+
+
 @st.composite
 def text_edit(draw: st.DrawFn, text: str) -> str:
     lines = text.split("\n")
     for _ in range(draw(st.integers(1, 2))):
         i = draw(st.integers(0, max(0, len(lines) - 1)))
-        kind = draw(st.sampled_from(["delete", "double", "indent", "dedent", "char", "swap"]))
+        kind = draw(st.sampled_from(["delete", "double", "indent", "dedent", "char", "swap", "insert", "move", "pair", "pair", "alias"]))
         if kind == "delete":
             del lines[i]
         elif kind == "double":
@@ -148,6 +184,28 @@ def text_edit(draw: st.DrawFn, text: str) -> str:
             j = draw(st.integers(0, len(lines[i])))
             c = draw(st.sampled_from(list("\"'[]{}:#&*!|>-,?%@ \t") + ["\r", "\u2028", "x"]))
             lines[i] = lines[i][:j] + c + lines[i][j:]
+        elif kind == "insert":  # lines that open or close what spans lines, or stand in for a section
+            lines.insert(i, draw(st.sampled_from(TRICKY)))
+        elif kind == "pair":  # something opened on one line and closed on a later one
+            opener, closer = draw(st.sampled_from(PAIRS))
+            heads = [k for k, ln in enumerate(lines) if ln.startswith(("authorities:", "certificates:"))] or [i]
+            if draw(st.booleans()):  # mostly across a section's header: where the line split cuts
+                h = draw(st.sampled_from(heads))
+                i, j = draw(st.integers(max(0, h - 3), h)), draw(st.integers(h + 1, len(lines)))
+            else:
+                j = draw(st.integers(i, len(lines)))
+            lines.insert(j, closer)
+            lines.insert(i, opener)
+            if draw(st.booleans()):  # and a decoy section in between, or after
+                lines.insert(draw(st.integers(i + 1, j + 2)), "certificates: {web: {issuer: root-ca, dns: [evil.example.com]}}")
+        elif kind == "alias":  # an anchor in one entry, an alias to it in another
+            dns = [k for k, ln in enumerate(lines) if "dns: [" in ln]
+            if len(dns) >= 2:
+                a, b = sorted(draw(st.lists(st.sampled_from(dns), min_size=2, max_size=2, unique=True)))
+                lines[a] = lines[a].replace("dns: [", "dns: &names [", 1)
+                lines[b] = re.sub(r"dns: \[[^\]]*\]", "dns: *names", lines[b], count=1)
+        elif kind == "move":
+            lines.insert(draw(st.integers(0, len(lines))), lines.pop(i))
         elif i + 1 < len(lines):
             lines[i], lines[i + 1] = lines[i + 1], lines[i]
         if not lines:
@@ -184,10 +242,13 @@ def model_edit(draw: st.DrawFn, doc: dict) -> dict:
 def test_an_incremental_load_is_a_full_load(data: st.DataObject, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = data.draw(spec_model())
     first = data.draw(rendered(doc))
-    if data.draw(st.booleans()):
+    how = data.draw(st.sampled_from(["model", "text", "text", "primed-odd"]))
+    if how == "model":
         second = data.draw(rendered(data.draw(model_edit(doc))))
-    else:
+    elif how == "text":
         second = data.draw(text_edit(first))
+    else:  # the cache filled from an odd file (a throwaway commit), then an ordinary one
+        first, second = data.draw(text_edit(first)), data.draw(rendered(data.draw(model_edit(doc))))
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         repo.mkdir()
