@@ -341,7 +341,7 @@ def _records(repo: Path, parts: Split, effective: EffectiveSpec, names: Any, cha
     return records
 
 
-def _write(repo: Path, records: dict[str, Any]) -> None:
+def _write(repo: Path, records: dict[str, Any]) -> bool:
     path = _cache_file(repo)
     try:
         cache.private_dir(path.parent)
@@ -349,41 +349,60 @@ def _write(repo: Path, records: dict[str, Any]) -> None:
         body = {"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest(), "records": records}
         staging.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
         os.replace(staging, path)
+        return True
     except (OSError, TypeError, ValueError):
-        pass
+        return False
 
 
-def store(repo: Path, data: bytes, effective: EffectiveSpec, doc: dict[str, Any]) -> None:
+@dataclass
+class Parsed:
+    """What :func:`store` needs of the whole document a full load parsed (kept instead of
+    the document, which is let go before resolving)."""
+
+    top: dict[str, Any]  # the top-level keys but the sections
+    authorities: Any
+    certificates: list[str] | None  # the certificates' names, in order
+
+    @staticmethod
+    def of(doc: dict[str, Any]) -> Parsed:
+        certs = doc.get("certificates")
+        return Parsed(
+            {k: v for k, v in doc.items() if k not in _SECTIONS},
+            doc.get("authorities"),
+            list(certs) if isinstance(certs, dict) else None,
+        )
+
+
+def store(repo: Path, data: bytes, effective: EffectiveSpec, parsed: Parsed) -> bool:
     """Keep the certificates of ``effective`` (resolved by a full load from pki.yaml's
-    bytes ``data``, parsed whole to ``doc``) for the next load: only where the split reads
-    the file as the parser did. Every run of top-level lines and the authorities must
-    parse alone to what the whole document holds, and each certificate's lines alone,
-    without an alias, to its value there (otherwise a piece cached under its own text
-    could stand for what the parser read differently)."""
+    bytes ``data``, which parsed whole to ``parsed``) for the next load, only where the
+    split reads the file as the parser did (otherwise a piece cached under its own text
+    could stand for what the parser read differently). Every run of top-level lines and
+    the authorities must parse alone to what the whole document holds, so each section
+    starts where the parser starts it; the parser's certificates must be the split's, in
+    order, so none ran into the next (a key line is one only where all before it is
+    closed); and a certificate whose lines may hold an alias (a ``*`` but in a quoted
+    ``*.`` wildcard) is not kept: what it stands for is elsewhere. Returns whether it kept
+    them."""
     try:
         parts = split(data.decode("utf-8"))
         if parts is None or not parts.sections.get("certificates"):
-            return
-        top = _top_level(parts)
-        if top is None or top != {k: v for k, v in doc.items() if k not in parts.sections}:
-            return
+            return False
+        if _top_level(parts) != parsed.top:
+            return False
         auth_texts = parts.sections.get("authorities", {})
-        if auth_texts and _parse("authorities:\n" + "".join(auth_texts.values())) != {"authorities": doc.get("authorities")}:
-            return
-        certs = doc.get("certificates")
-        if not isinstance(certs, dict):
-            return
-        same = [
-            n
-            for n, text in parts.sections["certificates"].items()
-            if n in certs and _parse("certificates:\n" + text) == {"certificates": {n: certs[n]}}
-        ]
+        if auth_texts and _parse("authorities:\n" + "".join(auth_texts.values())) != {"authorities": parsed.authorities}:
+            return False
+        texts = parts.sections["certificates"]
+        if parsed.certificates != list(texts):
+            return False
+        same = [n for n, text in texts.items() if "*" not in text.replace('"*.', "").replace("'*.", "")]
         issuers = {n: e.issuer for n, e in effective.entries.items() if e.kind == "authority"}
-        if set(issuers) != set(parts.sections.get("authorities", {})):
-            return
-        chains = _chains(parts, doc.get("defaults"), issuers)
+        if set(issuers) != set(auth_texts):
+            return False
+        chains = _chains(parts, parsed.top.get("defaults"), issuers)
         if chains is None:
-            return
-        _write(repo, _records(repo, parts, effective, same, chains))
+            return False
+        return _write(repo, _records(repo, parts, effective, same, chains))
     except (OSError, UnicodeDecodeError, TypeError, ValueError, PkicError):
-        pass
+        return False

@@ -178,15 +178,17 @@ def load(repo: Path, *, use_cache: bool = True) -> EffectiveSpec:
             doc, _ = read_document(path)
         if isinstance(doc, dict):
             spec = Spec.model_validate(doc)
-            if not use_cache:
-                # The fast parsers keep no positions, so the document has nothing more to
-                # give: a problem found below is reported by the slow path, which reads the
-                # file again. Let it go before resolving (100,000 entries' data is hundreds of MB).
-                del doc
-                return resolve(spec, Locator(SPEC_FILE, {}), repo=repo)
+            parsed = incremental.Parsed.of(doc) if use_cache else None
+            # The fast parsers keep no positions, so the document has nothing more to give:
+            # a problem found below is reported by the slow path, which reads the file
+            # again. Let it go before resolving (100,000 entries' data is hundreds of MB).
+            del doc
             effective = resolve(spec, Locator(SPEC_FILE, {}), repo=repo)
-            cache.store(path, data, effective, repo)
-            incremental.store(repo, data, effective, doc)
+            del spec
+            # the entry cache serves the next plan, changed or not; the whole-spec cache
+            # only a file the split cannot read
+            if parsed is not None and not incremental.store(repo, data, effective, parsed):
+                cache.store(path, data, effective, repo)
             return effective
     except (OSError, UnicodeDecodeError, ValidationError, PkicError):
         pass

@@ -1,7 +1,8 @@
 """Attack: a resolved-spec cache standing in for pki.yaml.
 
 plan keeps the resolved spec in ``$XDG_CACHE_HOME/pkic/spec/<repo>/pki.yaml.<sha256 of
-pki.yaml>.json`` (see compiler/spec/cache.py: cache_dir, _cache_path, _dump_effective). On a
+pki.yaml>.json`` (see compiler/spec/cache.py: cache_dir, _cache_path, _dump_effective), and the certificates
+of a spec it can split in ``entries.json`` beside it (compiler/spec/incremental.py). On a
 shared or persistent runner, anything that can write there (an earlier job running a
 pull request's code, another user of a world-writable cache) could plant one that
 claims an extra leaf for the exact bytes of the reviewed pki.yaml. apply must never
@@ -23,17 +24,24 @@ pytest_plugins = ["seclib"]  # the forge, template and local fixtures
 
 
 def _plant(forge, repo: Path, env: dict) -> Path:
-    """Let plan write the genuine cache for this clone, then add a leaf `rogue` to it."""
+    """Let plan write the genuine cache for this clone, then make it lie: a leaf `rogue`
+    added to the resolved-spec cache, or (the entry cache, where plan keeps a spec it can
+    split) `web` given the name rogue.example.com. Returns the file planted."""
     forge.pkic.ok("plan", "--now", T1, cwd=repo, env=env)
-    caches = list(Path(env["XDG_CACHE_HOME"]).glob("pkic/spec/*/pki.yaml.*.json"))
+    base = Path(env["XDG_CACHE_HOME"])
+    caches = list(base.glob("pkic/spec/*/pki.yaml.*.json")) + list(base.glob("pkic/spec/*/entries.json"))
     assert len(caches) == 1, caches
     body = json.loads(caches[0].read_text())
-    web = next(e for e in body["entries"] if e["name"] == "web")
-    rogue = json.loads(json.dumps(web))
-    rogue["name"] = "rogue"
-    rogue["spec"]["dns"] = ["rogue.example.com"]
-    body["entries"].append(rogue)
-    body["children"]["services-ca"].append("rogue")
+    if caches[0].name == "entries.json":
+        web = next(r for r in body["records"].values() if r["name"] == "web")
+        web["entry"]["spec"]["dns"] = [*web["entry"]["spec"]["dns"], "rogue.example.com"]
+    else:
+        web = next(e for e in body["entries"] if e["name"] == "web")
+        rogue = json.loads(json.dumps(web))
+        rogue["name"] = "rogue"
+        rogue["spec"]["dns"] = ["rogue.example.com"]
+        body["entries"].append(rogue)
+        body["children"]["services-ca"].append("rogue")
     caches[0].write_text(json.dumps(body))
     return caches[0]
 
@@ -80,4 +88,12 @@ def test_plan_ignores_a_cache_in_a_directory_others_can_write(planted):
     p = forge.pkic("plan", "--now", T1, cwd=repo, env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "rogue" not in p.stdout, p.stdout
+
+
+def test_plan_reads_its_own_cache(planted):
+    """The two tests above would pass with no cache at all: in a private directory, plan
+    does read the planted file (that is what makes apply's refusal to read it matter)."""
+    forge, repo, env, _cache = planted
+    p = forge.pkic("plan", "--now", T1, cwd=repo, env=env)
+    assert "rogue" in p.stdout, p.stdout
 
