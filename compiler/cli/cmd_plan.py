@@ -207,7 +207,7 @@ def _seal_inspect(repo: Path, base: str | None) -> tuple[Report, list[Diagnostic
     public, source = recorded_public_key(repo, base)
     journal = read_journal(repo)
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = examine(repo, public, journal_seal=journal_seal)
+    report = examine(repo, public, journal_seal=journal_seal, remember=True)  # plan signs nothing: it may
     report.key_source = source
     return report, sealed_findings(repo, report)
 

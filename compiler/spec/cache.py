@@ -63,12 +63,21 @@ def private_dir(path: Path) -> None:
 
 
 def read_private(cache: Path) -> bytes:
-    """A cache file, only from a private directory of ours (another user could plant one)."""
-    st = os.lstat(cache.parent)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise OSError("not a private cache directory")
-    fd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW)
+    """A cache file, only from a private directory of ours (another user could plant one):
+    the directory opened once, without following a symlink, and checked through that
+    descriptor; the file opened relative to it, a regular file of ours."""
+    dfd = os.open(cache.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise OSError("not a private cache directory")
+        fd = os.open(cache.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    finally:
+        os.close(dfd)
     with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise OSError("not a cache file of ours")
         return fh.read()
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from compiler import layout
 from compiler.layout import OUT_DIR
@@ -49,7 +50,7 @@ def _hash(algo: str, kind: bytes, data: bytes) -> bytes:
 # record's own is not trusted (file times are coarser than the writes that set them).
 BLOB_MEMO = "out-blobs.json"
 RACY_NS = 2_000_000_000
-_Memo = dict[str, list[Any]]  # path -> [inode, size, mtime_ns, ctime_ns, blob id]
+_Memo = dict[str, list[Any]]  # path -> [device, inode, size, mtime_ns, ctime_ns, blob id]
 
 
 def _memo_file(repo: Path, algo: str) -> Path:
@@ -71,25 +72,46 @@ def _read_memo(repo: Path, algo: str) -> tuple[_Memo, int]:
     return {}, 0
 
 
-def _save_memo(repo: Path, algo: str, memo: _Memo) -> None:
+_HEX = re.compile(r"[0-9a-f]+\Z")
+
+
+def _well_formed(known: Any, algo: str) -> TypeGuard[list[Any]]:
+    """A record entry as _save_memo writes it: five ints (device, inode, size, times) and
+    a blob id of this object format (a damaged record is a miss, never a crash)."""
+    return (
+        isinstance(known, list)
+        and len(known) == 6
+        and all(type(v) is int for v in known[:5])
+        and isinstance(known[5], str)
+        and len(known[5]) == (40 if algo == "sha1" else 64)
+        and _HEX.match(known[5]) is not None
+    )
+
+
+def _save_memo(repo: Path, algo: str, memo: _Memo, started: int) -> None:
     from compiler.spec.cache import private_dir
 
     path = _memo_file(repo, algo)
     try:
         private_dir(path.parent)
         staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        staging.write_text(json.dumps({"saved_ns": time.time_ns(), "files": memo}, separators=(",", ":")), encoding="utf-8")
+        staging.write_text(json.dumps({"saved_ns": started, "files": memo}, separators=(",", ":")), encoding="utf-8")
         os.replace(staging, path)
     except (OSError, TypeError, ValueError):
         pass
 
 
-def scan_out(repo: Path, algo: str, *, remember: bool = True) -> Listing:
+def scan_out(repo: Path, algo: str, *, remember: bool = False) -> Listing:
     """Every file below out/ as git would record it, from the bytes on disk. A symlink, a
     device or a FIFO anywhere in out/ is refused: pkic never writes one. Each directory
-    is read through a descriptor opened with O_NOFOLLOW, each file relative to it. With
-    ``remember``, a file unchanged since this machine last hashed it (BLOB_MEMO) is not
-    read again: at 30,000 files, one stat each instead of open, read, hash and close."""
+    is read through a descriptor opened with O_NOFOLLOW, each file relative to it.
+
+    With ``remember`` (plan and the read-only commands only: never apply or seal, which
+    act on what the scan proves), a file unchanged since this machine last hashed it
+    (BLOB_MEMO) is not read again: at 30,000 files, one stat each instead of open, read,
+    hash and close. The record is a file in the user's cache, which nothing that signs
+    may take as proof."""
+    started = time.time_ns()  # the record's time: any write after the scan began is after it
     memo, saved = _read_memo(repo, algo) if remember else ({}, 0)
     trusted_before = saved - RACY_NS
     seen: _Memo = {}
@@ -133,13 +155,13 @@ def scan_out(repo: Path, algo: str, *, remember: bool = True) -> Listing:
                         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                         known = memo.get(rel)
                         if (
-                            known is not None
+                            _well_formed(known, algo)
                             and stat.S_ISREG(st.st_mode)
-                            and known[:4] == [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+                            and known[:5] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
                             and max(st.st_mtime_ns, st.st_ctime_ns) < trusted_before
                         ):
                             seen[rel] = known
-                            listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[4])
+                            listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[5])
                             continue
                     hashed += 1
                     fd = os.open(name, flags, dir_fd=dfd)
@@ -163,14 +185,14 @@ def scan_out(repo: Path, algo: str, *, remember: bool = True) -> Listing:
                         os.close(fd)
                     blob = _hash(algo, b"blob", data).hex()
                     listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", blob)
-                    seen[rel] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, blob]
+                    seen[rel] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, blob]
             finally:
                 os.close(dfd)
     finally:
         for _, dfd in stack:
             os.close(dfd)
     if remember and (hashed or len(seen) != len(memo)):
-        _save_memo(repo, algo, seen)
+        _save_memo(repo, algo, seen, started)
     return listing
 
 

@@ -85,7 +85,7 @@ class Report:
         return max([s.serial for s in (self.seal, self.head_seal) if s is not None], default=0) + 1
 
 
-def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = None, scan: bool = True) -> Report:
+def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = None, scan: bool = True, remember: bool = False) -> Report:
     """Check out/ and out.seal against ``public_key`` (apply: derived from the secret;
     plan and verify: the recorded one). Collects every problem; raises only for files
     it refuses to read (symlinks)."""
@@ -173,7 +173,7 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         r.sops_change = sops_rule_summary(repo)
     if not scan:
         return r
-    r.listing = scan_out(repo, r.git.object_format)
+    r.listing = scan_out(repo, r.git.object_format, remember=remember)  # (remember: read-only commands; see scan_out)
     if tree_id(r.listing, r.git.object_format) != seal.out_tree:
         if journal_seal is not None and journal_seal == seal.digest:
             r.recovering = True
