@@ -26,7 +26,7 @@ from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
-from compiler.state import Invariants, Report, Seal, Sealing, State, examine, load_key, public_text
+from compiler.state import Invariants, Report, Seal, Sealing, State, cache_mac_key, examine, load_key, public_text
 
 SavedPlan = dict[str, Any]  # a plan saved by `pkic plan --out` (JSON)
 
@@ -91,7 +91,9 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
 
     when, git = options.when, options.commit
     saved = read_saved_plan(repo, options.plan_file) if options.plan_file else None
-    effective = spec_mod.load(repo, use_cache=False)  # spec errors before anything else; never the cache
+    # spec errors before anything else; never a cache a plan kept (only entries this
+    # apply identity authenticated, with a key derived from the seal key)
+    effective = spec_mod.load(repo, use_cache=False, mac_key=_cache_key())
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
     creation_rules(repo)
@@ -131,6 +133,16 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         if git is not None:
             _commit(git, the_plan, state, result, recovered, sealing)
     return Applied(result, sealing is not None)
+
+
+def _cache_key() -> bytes | None:
+    """The key apply authenticates its entry cache with (None: no seal key, or one that
+    does not load, which the seal gate reports below)."""
+    try:
+        key = load_key()
+    except PkicError:
+        return None
+    return cache_mac_key(key) if key is not None else None
 
 
 def reviewed_inputs(repo: Path, effective: EffectiveSpec) -> None:

@@ -15,12 +15,15 @@ directives, document markers, aliases, an entry that does not parse alone, names
 parser would type as something other than text) gives None, and the caller loads the
 whole file. Any problem in the spec does the same: the full load reports it, with
 positions. The cache lives beside the resolved-spec cache, in the user's cache
-directory; like it, only plan uses it (apply resolves everything it signs from the file).
+directory. apply takes from it only records it made itself: each record apply writes
+carries an HMAC under a key derived from the seal key, which a plan (no secret) cannot
+make; without a seal key apply loads the whole file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -39,7 +42,7 @@ from compiler.spec.models import SPEC_FILE, Moved, Spec
 from compiler.spec.parse import parse_yaml
 
 ENTRY_CACHE = "entries.json"
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2  # records: text digest -> [the record as JSON text, its mac or null]
 # more certificates than this changed (a fifth, at least 200): the whole file is loaded
 # instead, which parses faster than as many entries one at a time
 MIN_MISSES = 200
@@ -191,9 +194,19 @@ def _csr_digest(repo: Path, rel: str | None) -> str | None:
     return hashlib.sha256(layout.read_input(repo, rel)).hexdigest()
 
 
-def _hit(repo: Path, record: Any, name: str, chains: dict[str, str]) -> Entry | None:
-    """The cached certificate ``name``, if ``record`` is it and all it depends on is unchanged."""
+def _mac(key: bytes, digest: str, text: str) -> str:
+    """A record's authentication under ``key``: its entry's text digest and the record's text."""
+    return hmac.new(key, digest.encode() + b"\0" + text.encode(), hashlib.sha256).hexdigest()
+
+
+def _hit(repo: Path, item: Any, name: str, chains: dict[str, str], digest: str, mac_key: bytes | None) -> Entry | None:
+    """The cached certificate ``name``, if ``item`` ([record text, mac]) is it and all it
+    depends on is unchanged (and, with ``mac_key``, the record is one apply itself made)."""
     try:
+        text, mac = item
+        if mac_key is not None and not (isinstance(mac, str) and hmac.compare_digest(mac, _mac(mac_key, digest, text))):
+            return None
+        record = json.loads(text)
         if record["name"] != name or chains.get(record["issuer"]) != record["deps"]:
             return None
         entry = cache.load_entry(record["entry"])
@@ -202,7 +215,7 @@ def _hit(repo: Path, record: Any, name: str, chains: dict[str, str]) -> Entry | 
         if _csr_digest(repo, entry.csr_path) != record["csr"]:
             return None
         return entry
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, PkicError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, PkicError):
         return None
 
 
@@ -218,10 +231,12 @@ def _parse(text: str) -> Any:
         return None
 
 
-def load(repo: Path, data: bytes) -> EffectiveSpec | None:
+def load(repo: Path, data: bytes, mac_key: bytes | None = None) -> EffectiveSpec | None:
     """pki.yaml (``data``) resolved with the entry cache's help, or None: the caller
     loads the whole file (no cache yet, too much changed, a split that is not certain,
-    or any problem in the spec, which the full load reports)."""
+    or any problem in the spec, which the full load reports). ``mac_key`` (apply's,
+    derived from the seal key): only records authenticated with it are taken, and the
+    records this load makes are authenticated with it."""
     records = _read_records(repo)
     if not records or len(data) > MAX_BYTES:
         return None
@@ -233,14 +248,14 @@ def load(repo: Path, data: bytes) -> EffectiveSpec | None:
     if parts is None or not parts.sections.get("certificates"):
         return None
     try:
-        done = _resolve(repo, parts, records)
+        done = _resolve(repo, parts, records, mac_key)
     except (PkicError, ValidationError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     if done is None:
         return None
     effective, kept, fresh, chains = done
     if fresh:
-        _write(repo, {**kept, **_records(repo, parts, effective, fresh, chains)})
+        _write(repo, {**kept, **_records(repo, parts, effective, fresh, chains, mac_key)})
     return effective
 
 
@@ -256,7 +271,9 @@ def _top_level(parts: Split) -> dict[str, Any] | None:
     return out
 
 
-def _resolve(repo: Path, parts: Split, records: dict[str, Any]) -> tuple[EffectiveSpec, dict[str, Any], list[str], dict[str, str]] | None:
+def _resolve(
+    repo: Path, parts: Split, records: dict[str, Any], mac_key: bytes | None
+) -> tuple[EffectiveSpec, dict[str, Any], list[str], dict[str, str]] | None:
     """The effective spec, the records it took from the cache (by digest), the names of
     the certificates it resolved afresh, and every authority's ``deps``."""
     from compiler.spec.resolution import canonical_order, moves_of, resolve
@@ -281,7 +298,7 @@ def _resolve(repo: Path, parts: Split, records: dict[str, Any]) -> tuple[Effecti
     misses: dict[str, Any] = {}
     for name, text in certs.items():
         digest = _digest(text)
-        entry = _hit(repo, records.get(digest), name, chains)
+        entry = _hit(repo, records.get(digest), name, chains, digest, mac_key)
         if entry is not None:
             hits[name] = entry
             kept[digest] = records[digest]
@@ -323,21 +340,29 @@ def _resolve(repo: Path, parts: Split, records: dict[str, Any]) -> tuple[Effecti
     return whole, kept, list(fresh), chains
 
 
-def _records(repo: Path, parts: Split, effective: EffectiveSpec, names: Any, chains: dict[str, str]) -> dict[str, Any]:
-    """The cache records of the certificates ``names`` of ``effective``, by text digest."""
+def _records(
+    repo: Path, parts: Split, effective: EffectiveSpec, names: Any, chains: dict[str, str], mac_key: bytes | None = None
+) -> dict[str, Any]:
+    """The cache records of the certificates ``names`` of ``effective``, by text digest
+    (authenticated with ``mac_key``, when apply makes them)."""
     texts = parts.sections["certificates"]
     records = {}
     for name in names:
         entry = effective.entries.get(name)
         if entry is None or entry.kind != "certificate" or entry.issuer not in chains or name not in texts:
             continue
-        records[_digest(texts[name])] = {
-            "name": name,
-            "issuer": entry.issuer,
-            "deps": chains[entry.issuer],
-            "csr": _csr_digest(repo, entry.csr_path),
-            "entry": cache.dump_entry(entry),
-        }
+        digest = _digest(texts[name])
+        text = json.dumps(
+            {
+                "name": name,
+                "issuer": entry.issuer,
+                "deps": chains[entry.issuer],
+                "csr": _csr_digest(repo, entry.csr_path),
+                "entry": cache.dump_entry(entry),
+            },
+            separators=(",", ":"),
+        )
+        records[digest] = [text, None if mac_key is None else _mac(mac_key, digest, text)]
     return records
 
 
@@ -373,7 +398,7 @@ class Parsed:
         )
 
 
-def store(repo: Path, data: bytes, effective: EffectiveSpec, parsed: Parsed) -> bool:
+def store(repo: Path, data: bytes, effective: EffectiveSpec, parsed: Parsed, mac_key: bytes | None = None) -> bool:
     """Keep the certificates of ``effective`` (resolved by a full load from pki.yaml's
     bytes ``data``, which parsed whole to ``parsed``) for the next load, only where the
     split reads the file as the parser did (otherwise a piece cached under its own text
@@ -403,6 +428,6 @@ def store(repo: Path, data: bytes, effective: EffectiveSpec, parsed: Parsed) -> 
         chains = _chains(parts, parsed.top.get("defaults"), issuers)
         if chains is None:
             return False
-        return _write(repo, _records(repo, parts, effective, same, chains))
+        return _write(repo, _records(repo, parts, effective, same, chains, mac_key))
     except (OSError, UnicodeDecodeError, TypeError, ValueError, PkicError):
         return False

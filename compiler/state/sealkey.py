@@ -59,6 +59,17 @@ def load_key() -> Ed25519PrivateKey | None:
     return parse_key(text, str(path))
 
 
+def cache_mac_key(key: Ed25519PrivateKey) -> bytes:
+    """A key for authenticating what apply keeps in the user's cache (the entry cache):
+    derived from the seal key, so that only the apply identity can make a record apply
+    will trust; a plan, which holds no secret, cannot."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"pkic entry cache v1").derive(raw)
+
+
 def new_key_file(path: Path, label: str) -> tuple[Ed25519PrivateKey, bool]:
     """The seal key in ``path``, made (mode 0600) if there is none: (key, created)."""
     try:

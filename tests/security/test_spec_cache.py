@@ -33,8 +33,11 @@ def _plant(forge, repo: Path, env: dict) -> Path:
     assert len(caches) == 1, caches
     body = json.loads(caches[0].read_text())
     if caches[0].name == "entries.json":
-        web = next(r for r in body["records"].values() if r["name"] == "web")
-        web["entry"]["spec"]["dns"] = [*web["entry"]["spec"]["dns"], "rogue.example.com"]
+        for pair in body["records"].values():
+            record = json.loads(pair[0])
+            if record["name"] == "web":
+                record["entry"]["spec"]["dns"] = [*record["entry"]["spec"]["dns"], "rogue.example.com"]
+                pair[0] = json.dumps(record)
     else:
         web = next(e for e in body["entries"] if e["name"] == "web")
         rogue = json.loads(json.dumps(web))
@@ -97,3 +100,54 @@ def test_plan_reads_its_own_cache(planted):
     p = forge.pkic("plan", "--now", T1, cwd=repo, env=env)
     assert "rogue" in p.stdout, p.stdout
 
+
+
+# --------------------------------------------------------------------------- apply's own entries
+# apply takes from the entry cache only records authenticated with a key derived from the
+# seal key (compiler/spec/incremental.py): a plan, holding no secret, cannot make one.
+
+
+def _records(home: Path) -> tuple[Path, dict]:
+    (path,) = list(home.glob(".cache/pkic/spec/*/entries.json"))
+    return path, json.loads(path.read_text())
+
+
+def _rogue(pair: list) -> list:
+    record = json.loads(pair[0])
+    record["entry"]["spec"]["dns"] = [*record["entry"]["spec"]["dns"], "rogue.example.com"]
+    return [json.dumps(record, separators=(",", ":")), pair[1]]
+
+
+def _edit_web(body: dict, change) -> None:
+    for digest, pair in body["records"].items():
+        if json.loads(pair[0])["name"] == "web":
+            body["records"][digest] = change(digest, pair)
+
+
+@pytest.mark.parametrize("mac", ["kept", "none", "valid"])
+def test_apply_takes_only_entries_it_authenticated(tmp_path: Path, mac: str) -> None:
+    """A record changed behind apply's back (its mac kept), or made by a plan (no mac), is
+    not taken; one authenticated with apply's key is (which shows that apply does read
+    the cache, so that the first two cases cannot pass vacuously)."""
+    from conftest import NOW, make_pkic
+
+    from compiler.spec.incremental import _mac
+    from compiler.state.sealkey import cache_mac_key, parse_key
+
+    pkic = make_pkic(tmp_path)
+    pkic.ok("init", str(tmp_path / "pki"))
+    repo = tmp_path / "pki"
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)  # a full load: apply keeps its entries
+    path, body = _records(pkic.home)
+    assert all(pair[1] for pair in body["records"].values()), "apply authenticates what it keeps"
+    key = cache_mac_key(parse_key(Path(pkic.env["PKIC_SEAL_KEY_FILE"]).read_text(), "seal key"))
+    if mac == "kept":
+        _edit_web(body, lambda d, pair: _rogue(pair))
+    elif mac == "none":
+        _edit_web(body, lambda d, pair: [_rogue(pair)[0], None])
+    else:
+        _edit_web(body, lambda d, pair: [(text := _rogue(pair)[0]), _mac(key, d, text)])
+    path.write_text(json.dumps(body))
+    p = pkic("apply", "--yes", "--now", NOW, cwd=repo)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert ("rogue.example.com" in p.stdout) is (mac == "valid"), p.stdout
