@@ -34,22 +34,34 @@ def cache_dir(repo: Path) -> Path:
 
 CACHE_FORMAT = 2
 _CODE_DIGEST: str | None = None
-# Besides compiler/spec/ itself, the modules whose rules decide what a spec resolves to
-_RESOLVING_CODE = ("model/names.py", "model/durations.py", "policy/constraints.py", "x509/csr.py")
+# the libraries whose versions can change what a spec resolves to (YAML typing,
+# validation, IDNA, CSRs): a cache never outlives an upgrade of one of them
+_LIBRARIES = ("pydantic", "pydantic_core", "ruamel.yaml", "yaml", "idna", "cryptography")
 
 
 def code_digest() -> str:
-    """The digest of the code that resolves a spec: a cache never outlives a change to it."""
+    """The digest of the code that resolves a spec: every module of pkic (what resolution
+    imports reaches far: names, layout, key types, bounds) and the versions of the
+    libraries above, so that a cache never outlives a change to any of them."""
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
-        h = hashlib.sha256()
+        import importlib
+
+        h = hashlib.sha256(__version__.encode())
         root = Path(__file__).parent.parent  # compiler/
-        mods = sorted(p.relative_to(root).as_posix() for p in Path(__file__).parent.glob("*.py")) + list(_RESOLVING_CODE)
-        for mod in mods:
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
             try:
-                h.update((root / mod).read_bytes())
+                h.update(path.read_bytes())
             except OSError:
-                h.update(mod.encode())
+                h.update(b"unreadable")
+        for lib in _LIBRARIES:  # (resolution imports them all: asking costs nothing)
+            try:
+                module = importlib.import_module(lib)
+                version = getattr(module, "__version__", None) or getattr(module, "VERSION", None)
+            except ImportError:
+                version = None
+            h.update(f"{lib}={version}\0".encode())
         _CODE_DIGEST = h.hexdigest()
     return _CODE_DIGEST
 

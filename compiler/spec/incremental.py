@@ -49,7 +49,7 @@ MIN_MISSES = 200
 MISS_SHARE = 5
 
 _SECTIONS = ("authorities", "certificates")
-_SECTION = re.compile(r"(authorities|certificates):[ ]*(?:#.*)?\Z")
+_SECTION = re.compile(r"(authorities|certificates):(?:[ ]*|[ ]+#.*)\Z")  # (YAML: a comment after a space only)
 _TOP_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*:(?:[ ].*)?\Z")
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _ENTRY_KEY = re.compile(rf"(?:({_NAME})|\"({_NAME})\"|'({_NAME})'):(?:[ ].*)?\Z")
@@ -57,6 +57,9 @@ _ENTRY_KEY = re.compile(rf"(?:({_NAME})|\"({_NAME})\"|'({_NAME})'):(?:[ ].*)?\Z"
 _NOT_TEXT = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n"})
 # line breaks other than \n (libyaml reads the last three as breaks too), a BOM
 _ODD_BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\ufeff")
+# any character YAML does not accept in a stream: the split hands some lines (section
+# headers, comments between pieces) to no parser, so the whole text is checked for them
+_UNACCEPTABLE = re.compile("[^\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass
@@ -73,7 +76,7 @@ class Split:
 def split(text: str) -> Split | None:
     """``text`` cut at its entries, or None when the cut is not certain to be what a
     YAML parser reads (see the module's docstring)."""
-    if any(c in text for c in _ODD_BREAKS) or "\t" in text:
+    if any(c in text for c in _ODD_BREAKS) or "\t" in text or _UNACCEPTABLE.search(text):
         return None
     rest: list[str] = []
     runs: list[list[str]] = [rest]  # the contiguous runs of top-level lines

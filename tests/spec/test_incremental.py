@@ -152,6 +152,11 @@ TRICKY = [
     "  x: |",
     "  x: >2",
     "      # inside a block scalar",
+    "certificates:#x:",  # a key, not a header: YAML starts a comment after a space only
+    "authorities:#a:",
+    "# \x01",  # characters YAML refuses, where the split hands lines to no parser
+    "  # \x1b",
+    "certificates: # \x7f",
 ]
 
 
