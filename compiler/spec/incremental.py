@@ -370,12 +370,19 @@ def _records(
 
 
 def _write(repo: Path, records: dict[str, Any]) -> bool:
+    """The entry cache, written a record at a time (100,000 records are tens of MB)."""
     path = _cache_file(repo)
     try:
         cache.private_dir(path.parent)
         staging = path.with_name(path.name + f".tmp-{os.getpid()}")
-        body = {"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest(), "records": records}
-        staging.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
+        head = json.dumps({"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest()}, separators=(",", ":"))
+        with open(staging, "w", encoding="utf-8") as fh:
+            fh.write(head[:-1] + ',"records":{')
+            sep = ""
+            for digest, pair in records.items():
+                fh.write(f"{sep}{json.dumps(digest)}:{json.dumps(pair, separators=(',', ':'))}")
+                sep = ","
+            fh.write("}}")
         os.replace(staging, path)
         return True
     except (OSError, TypeError, ValueError):
@@ -431,6 +438,12 @@ def store(repo: Path, data: bytes, effective: EffectiveSpec, parsed: Parsed, mac
         chains = _chains(parts, parsed.top.get("defaults"), issuers)
         if chains is None:
             return False
-        return _write(repo, _records(repo, parts, effective, same, chains, mac_key))
+        records = _records(repo, parts, effective, same, chains, mac_key)
+        if mac_key is None:  # a plan: what apply authenticated stays so where the text is the same
+            for digest, pair in (_read_records(repo) or {}).items():
+                new = records.get(digest)
+                if new is not None and isinstance(pair, list) and len(pair) == 2 and pair[0] == new[0] and isinstance(pair[1], str):
+                    new[1] = pair[1]
+        return _write(repo, records)
     except (OSError, UnicodeDecodeError, TypeError, ValueError, PkicError):
         return False
