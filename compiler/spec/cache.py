@@ -49,12 +49,12 @@ def code_digest() -> str:
 
         h = hashlib.sha256(__version__.encode())
         root = Path(__file__).parent.parent  # compiler/
-        for path in sorted(root.rglob("*.py")):
-            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        for path in sorted(root.rglob("*.py")):  # each module by its size and time: any edit or install moves them
             try:
-                h.update(path.read_bytes())
+                st = path.stat()
+                h.update(f"{path.relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}\0".encode())
             except OSError:
-                h.update(b"unreadable")
+                h.update(f"{path.relative_to(root).as_posix()}:unreadable\0".encode())
         for lib in _LIBRARIES:  # (resolution imports them all: asking costs nothing)
             try:
                 module = importlib.import_module(lib)

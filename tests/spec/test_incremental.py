@@ -242,6 +242,7 @@ def model_edit(draw: st.DrawFn, doc: dict) -> dict:
     return doc
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_an_incremental_load_is_a_full_load(data: st.DataObject, monkeypatch: pytest.MonkeyPatch) -> None:
