@@ -26,7 +26,7 @@ from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
-from compiler.state import Invariants, Report, Seal, Sealing, State, cache_mac_key, examine, load_key, public_text
+from compiler.state import BlobMemo, Invariants, Report, Seal, Sealing, State, cache_mac_key, examine, load_key, public_text
 
 SavedPlan = dict[str, Any]  # a plan saved by `pkic plan --out` (JSON)
 
@@ -93,7 +93,8 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     saved = read_saved_plan(repo, options.plan_file) if options.plan_file else None
     # spec errors before anything else; never a cache a plan kept (only entries this
     # apply identity authenticated, with a key derived from the seal key)
-    effective = spec_mod.load(repo, use_cache=False, mac_key=_cache_key())
+    mac_key = _cache_key()
+    effective = spec_mod.load(repo, use_cache=False, mac_key=mac_key)
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
     creation_rules(repo)
@@ -102,7 +103,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     with RepoLock(repo):
         if git is not None:
             git.preflight(sorted({e.csr_path for e in effective.entries.values() if e.csr_path}))
-        sealing = _seal_gate(repo, read_journal(repo))
+        sealing = _seal_gate(repo, read_journal(repo), mac_key)
         recovered = finish_interrupted(repo, sealing, when)
         if recovered:
             console.recovered()
@@ -154,14 +155,15 @@ def reviewed_inputs(repo: Path, effective: EffectiveSpec) -> None:
     effective.policy_data = policy.snapshot(effective, repo)
 
 
-def _seal_gate(repo: Path, journal: list[dict[str, Any]]) -> Sealing | None:
+def _seal_gate(repo: Path, journal: list[dict[str, Any]], mac_key: bytes | None) -> Sealing | None:
     """Before apply reads anything in out/ or starts sops: prove that out/ is the newest
     output the seal key sealed (see seal.py). Returns the apply's hold on the seal, or
-    None for a repository used without one (local experiments)."""
+    None for a repository used without one (local experiments). ``mac_key``: the scan of
+    out/ takes the blob ids this apply identity recorded, and only those (see scan_out)."""
     key = load_key()
     public = public_text(key.public_key()) if key is not None else None
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = examine(repo, public, journal_seal=journal_seal)
+    report = examine(repo, public, journal_seal=journal_seal, memo=BlobMemo(repo, mac_key) if mac_key is not None else None)
     if report.problems:
         raise PkicError(report.problems)
     if key is None:

@@ -202,12 +202,12 @@ def _sops_warning(report: Report) -> None:
 
 def _seal_inspect(repo: Path, base: str | None) -> tuple[Report, list[Diagnostic]]:
     """The seal as plan sees it, without a secret: checked against the recorded public key."""
-    from compiler.state import examine, read_journal, recorded_public_key, sealed_findings
+    from compiler.state import BlobMemo, examine, read_journal, recorded_public_key, sealed_findings
 
     public, source = recorded_public_key(repo, base)
     journal = read_journal(repo)
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = examine(repo, public, journal_seal=journal_seal, remember=True)  # plan signs nothing: it may
+    report = examine(repo, public, journal_seal=journal_seal, memo=BlobMemo(repo))  # plan's own record (see scan_out)
     report.key_source = source
     return report, sealed_findings(repo, report)
 

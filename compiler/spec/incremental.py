@@ -199,7 +199,7 @@ def _csr_digest(repo: Path, rel: str | None) -> str | None:
 
 def _mac(key: bytes, digest: str, text: str) -> str:
     """A record's authentication under ``key``: its entry's text digest and the record's text."""
-    return hmac.new(key, digest.encode() + b"\0" + text.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, digest.encode() + b"\0" + text.encode(), "sha256").hex()  # (one call: hmac.new costs 10 µs)
 
 
 def _hit(repo: Path, item: Any, name: str, chains: dict[str, str], digest: str, mac_key: bytes | None) -> Entry | None:

@@ -35,7 +35,7 @@ from compiler.state.ops import (
     SettingsOp,
     parse_op,
 )
-from compiler.state.outtree import EMPTY_TREE, Listing, listing_json, scan_out, tree_id
+from compiler.state.outtree import EMPTY_TREE, BlobMemo, Listing, listing_json, scan_out, tree_id
 from compiler.state.records import (
     ACTIVE,
     REVOKED,
@@ -102,6 +102,7 @@ __all__ = [
     "State",
     "examine",
     "listing_json",
+    "BlobMemo",
     "cache_mac_key",
     "load_key",
     "load_state",

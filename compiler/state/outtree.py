@@ -9,6 +9,7 @@ it equal to what ``git write-tree`` computes.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -16,7 +17,6 @@ import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeGuard
 
 from compiler import layout
 from compiler.layout import OUT_DIR
@@ -48,72 +48,84 @@ def _hash(algo: str, kind: bytes, data: bytes) -> bytes:
 # nothing a reader of the same file system could not check: any write to a file changes
 # its change time, which no process but the kernel sets. A time within RACY_NS of the
 # record's own is not trusted (file times are coarser than the writes that set them).
+# Plan keeps its record unauthenticated (it signs nothing); apply keeps its own, whole
+# file authenticated with a key derived from the seal key, and takes no other.
 BLOB_MEMO = "out-blobs.json"
 RACY_NS = 2_000_000_000
-_Memo = dict[str, list[Any]]  # path -> [device, inode, size, mtime_ns, ctime_ns, blob id]
+# path -> "inode size mtime_ns ctime_ns blob-id" (strings: a record of 300,000 files
+# reads in a fifth of the time lists of numbers take), all on the device of out/
+_Memo = dict[str, str]
+_MEMO_DOMAIN = b"pkic out blobs\0"  # (the entry cache's MACs, under the same key, start with a hex digest)
 
 
-def _memo_file(repo: Path, algo: str) -> Path:
-    from compiler.spec.cache import cache_dir
+class BlobMemo:
+    """The record a scan of out/ trusts and renews: plan's (``mac_key`` None), or apply's,
+    authenticated with ``mac_key`` (see sealkey.cache_mac_key)."""
 
-    return cache_dir(repo) / f"{algo}-{BLOB_MEMO}"
+    def __init__(self, repo: Path, mac_key: bytes | None = None) -> None:
+        self.repo, self.mac_key = repo, mac_key
 
+    def _file(self, algo: str) -> Path:
+        from compiler.spec.cache import cache_dir
 
-def _read_memo(repo: Path, algo: str) -> tuple[_Memo, int]:
-    from compiler.spec.cache import read_private
+        return cache_dir(self.repo) / f"{algo}-{'apply-' if self.mac_key is not None else ''}{BLOB_MEMO}"
 
-    try:
-        body = json.loads(read_private(_memo_file(repo, algo)))
-        files, saved = body["files"], body["saved_ns"]
-        if isinstance(files, dict) and isinstance(saved, int):
-            return files, saved
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        pass
-    return {}, 0
+    def _mac(self, body: bytes) -> bytes:
+        assert self.mac_key is not None
+        return hmac.digest(self.mac_key, _MEMO_DOMAIN + body, "sha256").hex().encode()
+
+    def read(self, algo: str) -> tuple[_Memo, int, int]:
+        """The record (path -> entry), its time and its device; empty when there is none,
+        or it is damaged, or (apply's) its authentication fails."""
+        from compiler.spec.cache import read_private
+
+        try:
+            raw = read_private(self._file(algo))
+            if self.mac_key is not None:
+                mac, _, raw = raw.partition(b"\n")
+                if not hmac.compare_digest(mac, self._mac(raw)):
+                    return {}, 0, 0
+            body = json.loads(raw)
+            files, saved, device = body["files"], body["saved_ns"], body["device"]
+            if isinstance(files, dict) and type(saved) is int and type(device) is int:
+                return files, saved, device
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            pass
+        return {}, 0, 0
+
+    def save(self, algo: str, memo: _Memo, started: int, device: int) -> None:
+        from compiler.spec.cache import private_dir
+
+        path = self._file(algo)
+        try:
+            private_dir(path.parent)
+            body = json.dumps({"saved_ns": started, "device": device, "files": memo}, separators=(",", ":")).encode()
+            if self.mac_key is not None:
+                body = self._mac(body) + b"\n" + body
+            staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            staging.write_bytes(body)
+            os.replace(staging, path)
+        except (OSError, TypeError, ValueError):
+            pass
 
 
 _HEX = re.compile(r"[0-9a-f]+\Z")
+_BLOB_HEX = {"sha1": 40, "sha256": 64}
 
 
-def _well_formed(known: Any, algo: str) -> TypeGuard[list[Any]]:
-    """A record entry as _save_memo writes it: five ints (device, inode, size, times) and
-    a blob id of this object format (a damaged record is a miss, never a crash)."""
-    return (
-        isinstance(known, list)
-        and len(known) == 6
-        and all(type(v) is int for v in known[:5])
-        and isinstance(known[5], str)
-        and len(known[5]) == (40 if algo == "sha1" else 64)
-        and _HEX.match(known[5]) is not None
-    )
-
-
-def _save_memo(repo: Path, algo: str, memo: _Memo, started: int) -> None:
-    from compiler.spec.cache import private_dir
-
-    path = _memo_file(repo, algo)
-    try:
-        private_dir(path.parent)
-        staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        staging.write_text(json.dumps({"saved_ns": started, "files": memo}, separators=(",", ":")), encoding="utf-8")
-        os.replace(staging, path)
-    except (OSError, TypeError, ValueError):
-        pass
-
-
-def scan_out(repo: Path, algo: str, *, remember: bool = False) -> Listing:
+def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
     """Every file below out/ as git would record it, from the bytes on disk. A symlink, a
     device or a FIFO anywhere in out/ is refused: pkic never writes one. Each directory
     is read through a descriptor opened with O_NOFOLLOW, each file relative to it.
 
-    With ``remember`` (plan and the read-only commands only: never apply or seal, which
-    act on what the scan proves), a file unchanged since this machine last hashed it
-    (BLOB_MEMO) is not read again: at 30,000 files, one stat each instead of open, read,
-    hash and close. The record is a file in the user's cache, which nothing that signs
-    may take as proof."""
+    With ``memo``, a file unchanged since this machine last hashed it (BLOB_MEMO) is not
+    read again: at 30,000 files, one stat each instead of open, read, hash and close.
+    Plan's record is a file in the user's cache, which nothing that signs may take as
+    proof; apply takes only its own, authenticated with a key derived from the seal key."""
     started = time.time_ns()  # the record's time: any write after the scan began is after it
-    memo, saved = _read_memo(repo, algo) if remember else ({}, 0)
+    known_files, saved, device = memo.read(algo) if memo is not None else ({}, 0, 0)
     trusted_before = saved - RACY_NS
+    blob_len = _BLOB_HEX[algo]
     seen: _Memo = {}
     hashed = 0
     listing: Listing = {}
@@ -130,6 +142,7 @@ def scan_out(repo: Path, algo: str, *, remember: bool = False) -> Listing:
             raise fail(OUT_DIR, "is not a plain directory (a symlink?)", "out/ is pkic's output: restore it from git") from None
     finally:
         os.close(root)
+    top_device = os.fstat(top).st_dev
     stack = [(OUT_DIR, top)]
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -151,18 +164,27 @@ def scan_out(repo: Path, algo: str, *, remember: bool = False) -> Listing:
                         continue
                     if not is_file:
                         raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
-                    if memo:
+                    if known_files:
                         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                        known = memo.get(rel)
+                        known = known_files.get(rel)
+                        # a hit: the same inode, size and times, all older than the record
+                        # by more than the racy window, and a blob id of this format
                         if (
-                            _well_formed(known, algo)
-                            and stat.S_ISREG(st.st_mode)
-                            and known[:5] == [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-                            and max(st.st_mtime_ns, st.st_ctime_ns) < trusted_before
+                            type(known) is str
+                            and st.st_dev == device
+                            and st.st_mtime_ns < trusted_before
+                            and st.st_ctime_ns < trusted_before
                         ):
-                            seen[rel] = known
-                            listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[5])
-                            continue
+                            head = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
+                            if (
+                                len(known) == len(head) + blob_len
+                                and known.startswith(head)
+                                and _HEX.match(known, len(head))
+                                and stat.S_ISREG(st.st_mode)
+                            ):
+                                seen[rel] = known
+                                listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[len(head) :])
+                                continue
                     hashed += 1
                     fd = os.open(name, flags, dir_fd=dfd)
                     try:
@@ -185,14 +207,15 @@ def scan_out(repo: Path, algo: str, *, remember: bool = False) -> Listing:
                         os.close(fd)
                     blob = _hash(algo, b"blob", data).hex()
                     listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", blob)
-                    seen[rel] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, blob]
+                    if st.st_dev == top_device:
+                        seen[rel] = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {blob}"
             finally:
                 os.close(dfd)
     finally:
         for _, dfd in stack:
             os.close(dfd)
-    if remember and (hashed or len(seen) != len(memo)):
-        _save_memo(repo, algo, seen, started)
+    if memo is not None and (hashed or len(seen) != len(known_files) or device != top_device):
+        memo.save(algo, seen, started, top_device)
     return listing
 
 

@@ -23,7 +23,7 @@ from compiler import layout
 from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from compiler.model.errors import Diagnostic, PkicError
 from compiler.state.gitview import GitView
-from compiler.state.outtree import Listing, local_listing, scan_out, tree_id
+from compiler.state.outtree import BlobMemo, Listing, local_listing, scan_out, tree_id
 from compiler.state.seal import MAX_SEAL, Seal, parse_seal, parsed_seals, sops_rule_summary, sops_rules_digest
 
 REVERT_HINT = "revert the merge that changed out/ or out.seal (`git revert -m 1 <merge>`), so the newest sealed out/ is back; then apply"
@@ -85,10 +85,13 @@ class Report:
         return max([s.serial for s in (self.seal, self.head_seal) if s is not None], default=0) + 1
 
 
-def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = None, scan: bool = True, remember: bool = False) -> Report:
+def examine(
+    repo: Path, public_key: str | None, *, journal_seal: str | None = None, scan: bool = True, memo: BlobMemo | None = None
+) -> Report:
     """Check out/ and out.seal against ``public_key`` (apply: derived from the secret;
     plan and verify: the recorded one). Collects every problem; raises only for files
-    it refuses to read (symlinks)."""
+    it refuses to read (symlinks). ``memo``: the record of blob ids the scan of out/
+    may take (see scan_out: plan's, or apply's authenticated one)."""
     r = Report(public_key=public_key, git=GitView.of(repo))
     disk_raw = layout.read_file(repo, SEAL_PATH, MAX_SEAL + 1)
     if r.git.error is not None:
@@ -173,7 +176,7 @@ def examine(repo: Path, public_key: str | None, *, journal_seal: str | None = No
         r.sops_change = sops_rule_summary(repo)
     if not scan:
         return r
-    r.listing = scan_out(repo, r.git.object_format, remember=remember)  # (remember: read-only commands; see scan_out)
+    r.listing = scan_out(repo, r.git.object_format, memo=memo)
     if tree_id(r.listing, r.git.object_format) != seal.out_tree:
         if journal_seal is not None and journal_seal == seal.digest:
             r.recovering = True

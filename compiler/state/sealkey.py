@@ -60,7 +60,8 @@ def load_key() -> Ed25519PrivateKey | None:
 
 
 def cache_mac_key(key: Ed25519PrivateKey) -> bytes:
-    """A key for authenticating what apply keeps in the user's cache (the entry cache):
+    """A key for authenticating what apply keeps in the user's cache (the entry cache and
+    its record of out/'s blob ids, each MAC under its own prefix):
     derived from the seal key, so that only the apply identity can make a record apply
     will trust; a plan, which holds no secret, cannot."""
     from cryptography.hazmat.primitives import hashes

@@ -1,12 +1,14 @@
 """The seal's scan of out/ remembers the blob id of each file it hashed, by inode, size,
-modification and change time (compiler/state/outtree.py, BLOB_MEMO): a file untouched
-since is not read again, by plan and the read-only commands (never by apply or seal,
-which act on what the scan proves). Any write changes a file's change time, which only
-the kernel sets, so an edit is always seen; times too close to the record's own are not
+modification and change time (compiler/state/outtree.py, BlobMemo): a file untouched
+since is not read again. Plan keeps its record unauthenticated; apply keeps its own,
+authenticated with a key derived from the seal key, and takes no other (not plan's, not
+one changed behind its back). Any write changes a file's change time, which only the
+kernel sets, so an edit is always seen; times too close to the record's own are not
 trusted; a damaged record is a miss."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -14,11 +16,18 @@ from pathlib import Path
 import pytest
 
 from compiler.state import outtree
-from compiler.state.outtree import scan_out, tree_id
+from compiler.state.outtree import BlobMemo, scan_out, tree_id
+
+APPLY_KEY = bytes(range(32))  # what sealkey.cache_mac_key derives from a seal key
+
+
+@pytest.fixture(params=["plan", "apply"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
     for i in range(20):
@@ -26,6 +35,33 @@ def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"certificate %d\n" % i)
     return repo
+
+
+@pytest.fixture
+def memo(out: Path, kind: str) -> BlobMemo:
+    return BlobMemo(out, APPLY_KEY if kind == "apply" else None)
+
+
+def _memo_file(repo: Path, memo: BlobMemo) -> Path:
+    return memo._file("sha1")
+
+
+def _read_body(memo: BlobMemo) -> dict:
+    raw = memo._file("sha1").read_bytes()
+    if memo.mac_key is not None:
+        raw = raw.partition(b"\n")[2]
+    return json.loads(raw)
+
+
+def _write_body(memo: BlobMemo, body: dict) -> None:
+    """The record rewritten, authenticated again where it is apply's (as only the holder
+    of the seal key can)."""
+    import json
+
+    raw = json.dumps(body).encode()
+    if memo.mac_key is not None:
+        raw = memo._mac(raw) + b"\n" + raw
+    memo._file("sha1").write_bytes(raw)
 
 
 def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -40,78 +76,133 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def age(repo: Path, seconds: int = 60) -> None:
+def age(memo: BlobMemo, seconds: int = 60) -> None:
     """Make the files (and so their change times) look older than the racy window by
     moving the record's time forward instead: rewrite its saved_ns."""
-    import json
-
-    memo = next((repo.parent / "cache").rglob(f"*{outtree.BLOB_MEMO}"))
-    body = json.loads(memo.read_text())
+    body = _read_body(memo)
     body["saved_ns"] = time.time_ns() + seconds * 10**9
-    memo.write_text(json.dumps(body))
+    _write_body(memo, body)
 
 
-def test_an_unchanged_file_is_not_read_again(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unchanged_file_is_not_read_again(out: Path, memo: BlobMemo, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting(monkeypatch)
-    first = scan_out(out, "sha1", remember=True)
+    first = scan_out(out, "sha1", memo=memo)
     assert calls[0] == 20
-    second = scan_out(out, "sha1", remember=True)
+    second = scan_out(out, "sha1", memo=memo)
     assert calls[0] == 40, "files written within the racy window are hashed again"
-    age(out)
-    third = scan_out(out, "sha1", remember=True)
+    age(memo)
+    third = scan_out(out, "sha1", memo=memo)
     assert calls[0] == 40
     assert first == second == third
-    scan_out(out, "sha1")  # apply and seal: never from the record
+    scan_out(out, "sha1")  # no record (seal init, verify, a recovery): every file read
     assert calls[0] == 60
 
 
-@pytest.mark.parametrize("damage", [{"k": 1}, 5, [1, 2, 3, 4], "x" * 40, ["a"] * 6, "not hex"])
-def test_a_damaged_record_is_a_miss_not_a_crash(out: Path, monkeypatch: pytest.MonkeyPatch, damage: object) -> None:
-    import json
+def _set_blob(body: dict, rel: str, blob: str) -> None:
+    head = body["files"][rel].rpartition(" ")[0]
+    body["files"][rel] = f"{head} {blob}"
 
+
+@pytest.mark.parametrize(
+    "damage", [{"k": 1}, 5, [1, 2, 3, 4], "x" * 40, ["a"] * 6, "not hex", "short", "long", "spaced", "upper", "device"]
+)
+def test_a_damaged_record_is_a_miss_not_a_crash(out: Path, memo: BlobMemo, damage: object) -> None:
     truth = scan_out(out, "sha1")
-    scan_out(out, "sha1", remember=True)
-    age(out)
-    memo = next((out.parent / "cache").rglob(f"*{outtree.BLOB_MEMO}"))
-    body = json.loads(memo.read_text())
-    known = body["files"]["out/certs/leaf0.pem"]
+    scan_out(out, "sha1", memo=memo)
+    age(memo)
+    body = _read_body(memo)
+    rel = "out/certs/leaf0.pem"
+    lie, original = truth["out/certs/leaf1.pem"][1], body["files"][rel]
     if damage == "not hex":
-        body["files"]["out/certs/leaf0.pem"] = [*known[:5], "zz" * 20]
-    elif damage == "x" * 40:
-        body["files"]["out/certs/leaf0.pem"] = [*known[:5], 40]
+        _set_blob(body, rel, "zz" * 20)
+    elif damage == "short":
+        _set_blob(body, rel, lie[:-1])
+    elif damage == "long":
+        _set_blob(body, rel, lie + "0")
+    elif damage == "spaced":
+        _set_blob(body, rel, lie[:-2] + " 0")
+    elif damage == "upper":
+        _set_blob(body, rel, lie.upper())
+    elif damage == "device":  # every entry is of out/'s device: another one is a miss
+        _set_blob(body, rel, lie)
+        body["device"] += 1
     else:
-        body["files"]["out/certs/leaf0.pem"] = damage
-    memo.write_text(json.dumps(body))
-    assert scan_out(out, "sha1", remember=True) == truth
+        body["files"][rel] = damage
+    _write_body(memo, body)
+    assert scan_out(out, "sha1", memo=memo) == truth
+    body = _read_body(memo)  # as the scan above renewed it
+    body["files"][rel] = original
+    _set_blob(body, rel, lie)
+    _write_body(memo, body)
+    age(memo)
+    assert scan_out(out, "sha1", memo=memo)[rel] == truth["out/certs/leaf1.pem"], "the same record, undamaged, is read"
 
 
-def test_an_edit_is_seen_even_with_its_size_and_times_restored(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    before = scan_out(out, "sha1", remember=True)
-    age(out)
+def test_an_edit_is_seen_even_with_its_size_and_times_restored(out: Path, memo: BlobMemo) -> None:
+    before = scan_out(out, "sha1", memo=memo)
+    age(memo)
     f = out / "out" / "certs" / "leaf3.pem"
     st = os.stat(f)
     f.write_bytes(b"CERTIFICATE 3\n")  # same size
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same modification time; the change time moves
-    after = scan_out(out, "sha1", remember=True)
+    after = scan_out(out, "sha1", memo=memo)
     assert after["out/certs/leaf3.pem"] != before["out/certs/leaf3.pem"]
     assert tree_id(after, "sha1") != tree_id(before, "sha1")
-    assert after == scan_out(out, "sha1", remember=False)
+    assert after == scan_out(out, "sha1")
 
 
-def test_a_replaced_or_removed_file_is_seen(out: Path) -> None:
-    scan_out(out, "sha1", remember=True)
-    age(out)
+def test_a_replaced_or_removed_file_is_seen(out: Path, memo: BlobMemo) -> None:
+    scan_out(out, "sha1", memo=memo)
+    age(memo)
     (out / "out" / "certs" / "leaf1.pem").unlink()
     (out / "out" / "certs" / "leaf2.pem").rename(out / "out" / "certs" / "leaf1.pem")
     (out / "out" / "certs" / "new.pem").write_bytes(b"new\n")
-    assert scan_out(out, "sha1", remember=True) == scan_out(out, "sha1")
+    assert scan_out(out, "sha1", memo=memo) == scan_out(out, "sha1")
 
 
-def test_a_record_others_could_write_is_not_read(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    scan_out(out, "sha1", remember=True)
-    age(out)
-    memo = next((out.parent / "cache").rglob(f"*{outtree.BLOB_MEMO}"))
-    os.chmod(memo.parent, 0o777)
+def test_a_record_others_could_write_is_not_read(out: Path, memo: BlobMemo, monkeypatch: pytest.MonkeyPatch) -> None:
+    scan_out(out, "sha1", memo=memo)
+    age(memo)
+    os.chmod(_memo_file(out, memo).parent, 0o777)
     calls = counting(monkeypatch)
-    scan_out(out, "sha1", remember=True)
+    scan_out(out, "sha1", memo=memo)
     assert calls[0] == 20
+
+
+# --------------------------------------------------------------------------- apply's record
+
+
+@pytest.mark.parametrize("kind", ["apply"])
+@pytest.mark.parametrize("forgery", ["plan's record", "edited, mac kept", "another key", "mac removed"])
+def test_apply_takes_no_record_it_did_not_authenticate(out: Path, memo: BlobMemo, monkeypatch: pytest.MonkeyPatch, forgery: str) -> None:
+    """A record that lies (leaf0's blob id is leaf1's), made by a plan, or edited behind
+    apply's back, or authenticated with another key: apply reads every file. The same
+    lie authenticated with apply's key is taken, which shows that the cases above do
+    not pass vacuously (and why the key is the seal key's)."""
+    truth = scan_out(out, "sha1")
+    plan = BlobMemo(out)
+    for m in (plan, memo):
+        scan_out(out, "sha1", memo=m)
+        age(m)
+        body = _read_body(m)
+        _set_blob(body, "out/certs/leaf0.pem", truth["out/certs/leaf1.pem"][1])
+        _write_body(m, body)
+    if forgery == "plan's record":
+        memo._file("sha1").unlink()
+    elif forgery == "edited, mac kept":
+        mac = memo._file("sha1").read_bytes().partition(b"\n")[0]
+        body = _read_body(memo)
+        _set_blob(body, "out/certs/leaf0.pem", truth["out/certs/leaf2.pem"][1])
+        memo._file("sha1").write_bytes(mac + b"\n" + json.dumps(body).encode())
+    elif forgery == "another key":
+        _write_body(BlobMemo(out, bytes(32)), _read_body(memo))
+    else:
+        memo._file("sha1").write_bytes(memo._file("sha1").read_bytes().partition(b"\n")[2])
+    assert scan_out(out, "sha1", memo=BlobMemo(out, APPLY_KEY)) == truth
+    assert scan_out(out, "sha1", memo=plan)["out/certs/leaf0.pem"] != truth["out/certs/leaf0.pem"], "plan's record is read"
+    scan_out(out, "sha1", memo=memo)  # apply's record renewed, and aged
+    age(memo)
+    body = _read_body(memo)
+    _set_blob(body, "out/certs/leaf0.pem", truth["out/certs/leaf1.pem"][1])
+    _write_body(memo, body)
+    assert scan_out(out, "sha1", memo=BlobMemo(out, APPLY_KEY))["out/certs/leaf0.pem"] != truth["out/certs/leaf0.pem"], "apply's own"
