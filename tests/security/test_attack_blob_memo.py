@@ -206,3 +206,52 @@ def test_apply_takes_no_record_it_did_not_authenticate(out: Path, memo: BlobMemo
     _set_blob(body, "out/certs/leaf0.pem", truth["out/certs/leaf1.pem"][1])
     _write_body(memo, body)
     assert scan_out(out, "sha1", memo=BlobMemo(out, APPLY_KEY))["out/certs/leaf0.pem"] != truth["out/certs/leaf0.pem"], "apply's own"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _apply_memo(pkic: object, repo: Path) -> BlobMemo:
+    from compiler.state.sealkey import cache_mac_key, parse_key
+
+    env = pkic.env  # type: ignore[attr-defined]
+    key = cache_mac_key(parse_key(Path(env["PKIC_SEAL_KEY_FILE"]).read_text(), "seal key"))
+    memo = BlobMemo(repo.resolve(), key)
+    memo._file = lambda algo: next((pkic.home / ".cache").rglob(f"{algo}-apply-{outtree.BLOB_MEMO}"))  # type: ignore[attr-defined,method-assign]
+    return memo
+
+
+@pytest.mark.parametrize("case", ["untouched", "edited, size and mtime kept", "a lie in apply's own record"])
+def test_apply_with_its_record_still_refuses_a_hand_edit(tmp_path: Path, case: str) -> None:
+    """A real apply whose record is warm (and old enough to be trusted): a hand edit to a
+    certificate that keeps its size and modification time is still refused by the seal
+    gate (its change time moved); a lie written into apply's own record is taken, and
+    the gate refuses the tree it computes, which shows the record is read at all."""
+    from conftest import NOW, make_pkic
+
+    pkic = make_pkic(tmp_path)
+    pkic.ok("init", str(tmp_path / "pki"))
+    repo = tmp_path / "pki"
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)  # nothing to do: the gate records every file
+    memo = _apply_memo(pkic, repo)
+    age(memo)
+    target = next((repo / "out" / "certs").glob("*.pem"))
+    rel = str(target.relative_to(repo))
+    if case == "edited, size and mtime kept":
+        st = os.stat(target)
+        data = target.read_bytes()
+        target.write_bytes(data[:-8] + b"AAAAAAA\n")
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert os.stat(target).st_size == st.st_size and os.stat(target).st_mtime_ns == st.st_mtime_ns
+    elif case == "a lie in apply's own record":
+        body = _read_body(memo)
+        other = next(p for p in body["files"] if p != rel and p.startswith("out/certs/"))
+        _set_blob(body, rel, body["files"][other].rpartition(" ")[2])
+        _write_body(memo, body)
+    p = pkic("apply", "--yes", "--now", NOW, cwd=repo)
+    if case == "untouched":
+        assert p.returncode == 0, p.stdout + p.stderr
+    else:
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "not what the seal covers" in p.stdout + p.stderr, p.stdout + p.stderr
