@@ -86,6 +86,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     from compiler.keys.keystore import Keystore
     from compiler.plan import check_horizon, make_plan
     from compiler.policy import rules as policy
+    from compiler.spec.cache import Verdicts
     from compiler.spec.sops_config import creation_rules
     from compiler.state import RepoLock, load_state, read_journal
 
@@ -107,7 +108,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         recovered = finish_interrupted(repo, sealing, when)
         if recovered:
             console.recovered()
-        state = load_state(repo, keep_text=True)
+        state = load_state(repo, keep_text=True, verdicts=Verdicts(repo, mac_key) if mac_key is not None else None)
         if sealing is not None:
             sealing.invariants = Invariants.of(state)
         elif git is not None:

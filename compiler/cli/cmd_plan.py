@@ -40,10 +40,11 @@ def _load(now: datetime) -> tuple[EffectiveSpec, State, Plan]:
     from compiler.apply import reviewed_inputs
     from compiler.plan import make_plan
     from compiler.policy import rules as policy
+    from compiler.spec.cache import Verdicts
     from compiler.state import load_with_journal
 
     effective = spec_mod.load(opts.repo)
-    state, _ops = load_with_journal(opts.repo)
+    state, _ops = load_with_journal(opts.repo, Verdicts(opts.repo))  # plan's own (see spec.cache.Verdicts)
     policy.check_all(effective, opts.repo, state)
     reviewed_inputs(opts.repo, effective)
     return effective, state, make_plan(effective, state, now)

@@ -9,6 +9,7 @@ directory, private to the user, never in the repository; apply does not use it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import stat
@@ -91,6 +92,42 @@ def read_private(cache: Path) -> bytes:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
             raise OSError("not a cache file of ours")
         return fh.read()
+
+
+class Verdicts:
+    """What this machine checked before and found good: the digest of an input (say
+    out/state.json) that passed a costly check, so that the same bytes are not checked
+    again by the same code. Plan's (``mac_key`` None) in the user's cache as it is; apply's
+    authenticated with ``mac_key`` (derived from the seal key), so that apply takes only
+    what it checked itself. One verdict a kind of input: the last one."""
+
+    def __init__(self, repo: Path, mac_key: bytes | None = None) -> None:
+        self.repo, self.mac_key = repo, mac_key
+
+    def _token(self, what: str, data: bytes) -> str:
+        fact = b"\0".join([b"pkic checked", code_digest().encode(), what.encode(), hashlib.sha256(data).digest()])
+        if self.mac_key is None:
+            return hashlib.sha256(fact).hexdigest()
+        return hmac.digest(self.mac_key, fact, "sha256").hex()
+
+    def _file(self, what: str) -> Path:
+        return cache_dir(self.repo) / f"checked-{what}{'-apply' if self.mac_key is not None else ''}"
+
+    def passed(self, what: str, data: bytes) -> bool:
+        try:
+            return hmac.compare_digest(read_private(self._file(what)), self._token(what, data).encode())
+        except OSError:
+            return False
+
+    def note(self, what: str, data: bytes) -> None:
+        path = self._file(what)
+        try:
+            private_dir(path.parent)
+            staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            staging.write_text(self._token(what, data), encoding="ascii")
+            os.replace(staging, path)
+        except OSError:
+            pass
 
 
 def _cache_path(path: Path, data: bytes) -> Path:

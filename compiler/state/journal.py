@@ -14,6 +14,7 @@ import stat
 import subprocess
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compiler.layout import JOURNAL_PATH, LOCK_PATH, WORK_DIR, read_file
 from compiler.model.bounded import MAX_DEPTH, json_depth_ok
@@ -21,6 +22,9 @@ from compiler.model.errors import PkicError, fail
 from compiler.state.ops import KINDS, JournalOp, Op, parse_op, unknown_step
 from compiler.state.records import State
 from compiler.state.store import MAX_STATE, load_state, state_from_json
+
+if TYPE_CHECKING:
+    from compiler.spec.cache import Verdicts
 
 
 def read_journal(repo: Path) -> list[Op]:
@@ -51,10 +55,10 @@ def read_journal(repo: Path) -> list[Op]:
     return ops
 
 
-def load_with_journal(repo: Path) -> tuple[State, list[JournalOp]]:
+def load_with_journal(repo: Path, verdicts: Verdicts | None = None) -> tuple[State, list[JournalOp]]:
     """The state as the last (possibly interrupted) apply left it, and that apply's steps
-    (the first a :class:`~compiler.state.ops.BeginOp`)."""
-    state = load_state(repo)
+    (the first a :class:`~compiler.state.ops.BeginOp`). ``verdicts``: see load_state."""
+    state = load_state(repo, verdicts=verdicts)
     lines = read_journal(repo)
     if not lines:
         return state, []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_file
 from compiler.model.bounded import loads_json
@@ -34,6 +34,9 @@ from compiler.state.records import (
     records_text,
 )
 
+if TYPE_CHECKING:
+    from compiler.spec.cache import Verdicts
+
 REQUIRED = frozenset({"status", "serial", "kind", "not_before", "not_after", "spec"})
 # pkic's serials are random 159-bit numbers: 40 hex digits, and never fewer than 16 (the
 # odds are 2^-95). A shorter one would let <name>.<serial>.der, an older certificate's
@@ -46,21 +49,28 @@ MIN_SERIAL_DIGITS = 16
 MAX_STATE = 1 << 30
 
 
-def load_state(repo: Path, *, keep_text: bool = False) -> State:
+def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None = None) -> State:
     """``out/state.json`` checked and in this pkic's format; an empty state if there is
     none. ``keep_text``: keep each name's records as written, for an apply to write the
-    state back in proportion to its change (see ``State.texts``)."""
+    state back in proportion to its change (see ``State.texts``). ``verdicts``: the
+    names, serials and fields of the same bytes are not checked again by the same code
+    (at 100,000 certificates, a second; see spec.cache.Verdicts)."""
     try:
         data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
         if data is None:
             return State(texts={} if keep_text else None)
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
-    return state_from_json(data, keep_text=keep_text)
+    known = verdicts is not None and verdicts.passed("state", data)
+    state = state_from_json(data, keep_text=keep_text, names_checked=known)
+    if verdicts is not None and not known:
+        verdicts.note("state", data)
+    return state
 
 
-def state_from_json(data: bytes, *, keep_text: bool = False) -> State:
-    """A state file's bytes, checked as data and in this pkic's format (errors name out/state.json)."""
+def state_from_json(data: bytes, *, keep_text: bool = False, names_checked: bool = False) -> State:
+    """A state file's bytes, checked as data and in this pkic's format (errors name
+    out/state.json). ``names_checked``: these bytes passed :func:`_check_names` before."""
     body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand", what="the state")
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
         raise fail(
@@ -82,7 +92,8 @@ def state_from_json(data: bytes, *, keep_text: bool = False) -> State:
     crls, responders = body.get("crls") or {}, body.get("responders") or {}
     if not isinstance(crls, dict) or not isinstance(responders, dict) or not isinstance(body.get("compromised") or [], list):
         raise fail(STATE_PATH, "the state is damaged (crls, responders or compromised)", "restore it from git")
-    _check_names(certs, crls, responders, body.get("compromised") or [])
+    if not names_checked:
+        _check_names(certs, crls, responders, body.get("compromised") or [])
     rules = body.get("sops_rules") or {}
     if not isinstance(rules, dict) or not all(
         isinstance(d, str)
