@@ -50,7 +50,7 @@ def finish_interrupted(repo: Path, sealing: Sealing | None = None, now: datetime
             op.files(planned)
         planned.touched.update(layout.chain_path(n) for n in state.active_names())
         planned.touched.update((layout.TRUST_BUNDLE, layout.CRL_BUNDLE, "out/state.json"))
-        sealing.check_recovery(begin, planned.touched)
+        sealing.check_recovery(repo, begin, planned.touched)
     bundle.clean_staging(repo)
     certs = bundle.Certs(repo)
     direct = DirectWriter(repo)

@@ -57,12 +57,15 @@ def execute(
     ctx = Context(repo, plan, spec, state, store, now, certs)
     lineage = state.lineage or new_lineage()
     journal = Journal(repo)
-    seal, listing = None, None
+    seal, listing, tree = None, None, None
     if sealing is not None:
-        # what recovery needs to tell our own unfinished writes from anyone else's
-        seal = sealing.report.seal.digest if sealing.report.seal else None
-        listing = listing_json(sealing.listing(repo))
-    journal.append(BeginOp(lineage=lineage, base_serial=state.serial, plan=plan.digest, seal=seal, listing=listing, at=ctx.at))
+        # what recovery needs to tell our own unfinished writes from anyone else's: the
+        # sealed tree (its files are in git, or in this machine's copy of its listing),
+        # or for a first seal the files themselves
+        sealed = sealing.report.seal
+        seal, tree = (sealed.digest, sealed.out_tree) if sealed else (None, None)
+        listing = None if sealed else listing_json(sealing.listing(repo))
+    journal.append(BeginOp(lineage=lineage, base_serial=state.serial, plan=plan.digest, seal=seal, listing=listing, tree=tree, at=ctx.at))
     state.lineage = lineage
     # every file below is written after its journal step, or (chains, trust bundle)
     # rewritten by recovery from the state: new ones may be created in place

@@ -157,20 +157,31 @@ class BeginOp(JournalOp):
     lineage: str
     base_serial: int
     plan: str | None = None  # the plan's digest (absent in a journal of an early pkic)
-    # both set under a seal (the seal's digest may be null: a first seal), else both absent
+    # Under a seal: the seal's digest, and out/ as it found it: the sealed tree's id (git,
+    # or this machine's copy of its listing, has its files), or for a first seal (a null
+    # digest) the listing itself. Unsealed: none of them.
     seal: str | None = None
     listing: dict[str, str] | None = None  # path -> "mode blob" (outtree.listing_json)
-    sparse = frozenset({"plan"})
+    tree: str | None = None
+    sparse = frozenset({"plan", "tree"})
 
     @classmethod
     def from_json(cls, d: Op) -> Self:
         begin = super().from_json(d)
+        if not isinstance(begin.tree, str):
+            begin = replace(begin, tree=None)
         return begin if isinstance(begin.listing, dict) else replace(begin, listing=None)  # refused by recovery
+
+    @property
+    def sealed(self) -> bool:
+        return self.listing is not None or self.tree is not None
 
     def to_json(self) -> Op:
         d = super().to_json()
-        if self.listing is None:  # unsealed: neither key
-            del d["seal"], d["listing"]
+        if self.listing is None:  # unsealed: neither key; or sealed by its tree id
+            del d["listing"]
+            if self.tree is None:
+                del d["seal"]
         return d
 
     def fold(self, state: State) -> None:

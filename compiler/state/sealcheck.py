@@ -231,7 +231,9 @@ def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | 
 
 def _name_changes(r: Report, repo: Path, have: Listing | None, sealed_tree: str) -> None:
     """Name each file of ``have`` that is not what the seal covers (once, however often asked)."""
-    sealed = r.git.listing(repo, sealed_tree) or local_listing(repo, sealed_tree)
+    sealed = r.git.listing(repo, sealed_tree)
+    if sealed is None:
+        sealed = local_listing(repo, sealed_tree, r.git.object_format)
     if have is None or sealed is None:
         return
     known = {p for p, _ in r.changed}

@@ -15,7 +15,7 @@ from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state.invariants import Invariants
 from compiler.state.ops import BeginOp
-from compiler.state.outtree import Listing, listing_from_json, save_listing, scan_out, tree_id, update_listing
+from compiler.state.outtree import Listing, listing_from_json, local_listing, save_listing, scan_out, tree_id, update_listing
 from compiler.state.records import State
 from compiler.state.seal import Seal, parse_seal, render_seal, rotation_bytes, sops_rules_digest
 from compiler.state.sealcheck import Report
@@ -82,23 +82,30 @@ class Sealing:
 
     def _write(self, repo: Path, listing: Listing, state: State, at: str) -> Seal:
         new = write_seal(repo, self.key, self.report, listing, lineage=state.lineage, state_serial=state.serial, at=at)
-        save_listing(repo, new.out_tree, listing)
+        save_listing(repo, new.out_tree, listing, self.algo)
         self.report.seal, self.report.listing, self.report.recovering = new, listing, False
         return new
 
-    def check_recovery(self, begin: BeginOp, touched: set[str]) -> None:
+    def check_recovery(self, repo: Path, begin: BeginOp, touched: set[str]) -> None:
         """Before a killed apply's journal is replayed: out/ may differ from the seal only
         in files that apply was writing (``touched``) and its staging files."""
         if not self.report.recovering:
             return
-        sealed = begin.listing
-        if begin.seal != (self.report.seal.digest if self.report.seal else None) or sealed is None:
+        seal = self.report.seal
+        was: Listing | None = None
+        if begin.seal == (seal.digest if seal else None) and begin.sealed:
+            if begin.listing is not None:
+                was = listing_from_json(begin.listing)
+            elif seal is not None and begin.tree == seal.out_tree:
+                was = self.report.git.listing(repo, begin.tree)
+                if was is None:
+                    was = local_listing(repo, begin.tree, self.algo)
+        if was is None:
             raise fail(
                 OUT_DIR,
                 "is not what the seal covers, and the interrupted apply's journal does not say why",
                 "restore out/ from git (`git checkout -- out/ out.seal`), remove .pkic/journal.jsonl, and apply again",
             )
-        was = listing_from_json(sealed)
         now = self.report.listing or {}
 
         def staging(p: str) -> bool:

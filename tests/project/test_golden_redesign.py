@@ -101,8 +101,9 @@ ENC = re.compile(r"ENC\[[^\]]*\]")
 
 
 def _run(env: dict, cwd: Path, seed: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(DRIVER), *args], cwd=cwd, env={**env, "PKIC_GOLDEN_SEED": seed},
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(DRIVER), *args], cwd=cwd, env={**env, "PKIC_GOLDEN_SEED": seed}, capture_output=True, text=True
+    )
     if ok:
         assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc
@@ -134,8 +135,10 @@ def _ocsp(data: bytes) -> str:
         f"certificates {[hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest() for c in r.certificates]}",
     ]
     for one in r.responses:
-        fields.append(f"{one.serial_number:x} {one.issuer_key_hash.hex()} {one.issuer_name_hash.hex()} {one.hash_algorithm.name} "
-                      f"{one.certificate_status} {one.this_update_utc} {one.next_update_utc} {one.revocation_time_utc} {one.revocation_reason}")
+        fields.append(
+            f"{one.serial_number:x} {one.issuer_key_hash.hex()} {one.issuer_name_hash.hex()} {one.hash_algorithm.name} "
+            f"{one.certificate_status} {one.this_update_utc} {one.next_update_utc} {one.revocation_time_utc} {one.revocation_reason}"
+        )
     del hashes
     return "\n".join(fields) + "\n"
 
@@ -154,10 +157,14 @@ def _journal(text: str) -> str:
         op = json.loads(line)
         if isinstance(op.get("seal"), str):
             op["seal"] = "masked"  # the seal's digest: it hashes key files and OCSP responses
+        if isinstance(op.get("tree"), str):
+            op["tree"] = "masked"  # the sealed tree's id: it hashes key files and OCSP responses too
         if "key_doc" in op:
             op["key_doc"] = _key_file(op["key_doc"])
         if isinstance(op.get("listing"), dict):
-            op["listing"] = {k: ("masked" if k.startswith(("out/keys/", "out/ocsp/", "out/state.json")) else v) for k, v in op["listing"].items()}
+            op["listing"] = {
+                k: ("masked" if k.startswith(("out/keys/", "out/ocsp/", "out/state.json")) else v) for k, v in op["listing"].items()
+            }
         if op.get("op") == "ocsp" and op.get("der"):
             op["der"] = _ocsp(base64.b64decode(op["der"]))
         if isinstance(op.get("info"), dict) and op.get("op") == "ocsp":
@@ -199,11 +206,22 @@ def _scenario(tmp: Path, spec: str = SPEC, hash_seed: str = "0") -> dict:
     home = tmp / "home"
     home.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PKIC_", "SOPS_", "GIT_"))}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PKIC_TIME_TRAVEL="1", PKIC_JOBS="0",
-               SOPS_AGE_KEY_FILE=str(home / "age.txt"), PKIC_SEAL_KEY_FILE=str(home / "seal.key"),
-               GIT_AUTHOR_NAME="Golden", GIT_AUTHOR_EMAIL="golden@example.test", GIT_COMMITTER_NAME="Golden",
-               GIT_COMMITTER_EMAIL="golden@example.test", GIT_AUTHOR_DATE="2026-11-27T12:00:00Z",
-               GIT_COMMITTER_DATE="2026-11-27T12:00:00Z", PYTHONPATH=str(REPO_ROOT), PYTHONHASHSEED=hash_seed)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        PKIC_TIME_TRAVEL="1",
+        PKIC_JOBS="0",
+        SOPS_AGE_KEY_FILE=str(home / "age.txt"),
+        PKIC_SEAL_KEY_FILE=str(home / "seal.key"),
+        GIT_AUTHOR_NAME="Golden",
+        GIT_AUTHOR_EMAIL="golden@example.test",
+        GIT_COMMITTER_NAME="Golden",
+        GIT_COMMITTER_EMAIL="golden@example.test",
+        GIT_AUTHOR_DATE="2026-11-27T12:00:00Z",
+        GIT_COMMITTER_DATE="2026-11-27T12:00:00Z",
+        PYTHONPATH=str(REPO_ROOT),
+        PYTHONHASHSEED=hash_seed,
+    )
     repo = tmp / "pki"
     _run(env, tmp, "init", "init", str(repo))
     (repo / "pki.yaml").write_text(spec)
@@ -220,7 +238,9 @@ def _scenario(tmp: Path, spec: str = SPEC, hash_seed: str = "0") -> dict:
             (repo / "pki.yaml").write_text(edited)
             subprocess.run(["git", "commit", "-qam", "edit"], cwd=repo, env=env, check=True, capture_output=True)
         step: dict = {}
-        step["plan.json"] = re.sub(r'"digest": "[0-9a-f]{64}"', '"digest": "masked"', _run(env, repo, seed, "plan", "--json", "--now", now).stdout)
+        step["plan.json"] = re.sub(
+            r'"digest": "[0-9a-f]{64}"', '"digest": "masked"', _run(env, repo, seed, "plan", "--json", "--now", now).stdout
+        )
         step["plan.md"] = _mask_run(_run(env, repo, seed, "plan", "--format", "markdown", "--now", now).stdout)
         step["plan.txt"] = _mask_run(_run(env, repo, seed, "plan", "--now", now).stdout)
         if seed == "a2":  # a journal: the apply is killed after its 2nd issued step, then finished
@@ -230,7 +250,9 @@ def _scenario(tmp: Path, spec: str = SPEC, hash_seed: str = "0") -> dict:
             step["apply.txt"] = _mask_seal(_mask_run(_run(env, repo, seed + "r", "apply", "--yes", "--commit", "--now", now).stdout))
         else:
             step["apply.txt"] = _mask_seal(_mask_run(_run(env, repo, seed, "apply", "--yes", "--commit", "--now", now).stdout))
-        step["commit"] = _mask_seal(subprocess.run(["git", "log", "-1", "--format=%B"], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout)
+        step["commit"] = _mask_seal(
+            subprocess.run(["git", "log", "-1", "--format=%B"], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+        )
         step["out"] = _snapshot(repo)
         record[seed] = step
     return record

@@ -34,7 +34,11 @@ def _killed(forge, fault: str = "files:1") -> dict:
     """A reviewed web-only change is merged; the apply on the maintainer's machine is
     killed at ``fault`` (journal:1: right after web's step is journaled, before its
     files; files:1: after its files). Returns what was there before."""
-    forge.pull_request("web-app", lambda a: (a / "pki.yaml").write_text(edit_spec((a / "pki.yaml").read_text(), replace=(WEB_APP,))), "pki: web serves app too")
+    forge.pull_request(
+        "web-app",
+        lambda a: (a / "pki.yaml").write_text(edit_spec((a / "pki.yaml").read_text(), replace=(WEB_APP,))),
+        "pki: web serves app too",
+    )
     forge.sync()
     repo = forge.main
     before = {"head": forge.head(), "seal": (repo / "out.seal").read_bytes(), "serials": serials(repo)}
@@ -54,7 +58,10 @@ def test_a_killed_apply_is_finished_and_sealed(forge, fault):
     assert forge.porcelain(repo) == "" and not (repo / ".pkic" / "journal.jsonl").exists()
     assert forge.git(repo, "rev-list", "--count", f"{before['head']}..HEAD").stdout.strip() == "1"
     seal = json.loads((repo / "out.seal").read_text())
-    assert seal["prev"] == hashlib.sha256(before["seal"]).hexdigest() and seal["out_tree"] == forge.git(repo, "rev-parse", "HEAD:out").stdout.strip()
+    assert (
+        seal["prev"] == hashlib.sha256(before["seal"]).hexdigest()
+        and seal["out_tree"] == forge.git(repo, "rev-parse", "HEAD:out").stdout.strip()
+    )
     web = read_state(repo)["certificates"]["web"]
     assert web[0]["serial"] not in before["serials"] and "app.example.com" in json.dumps(web[0]["spec"])
     forge.pkic.ok("verify", "--seal", "--now", T1, cwd=repo)
@@ -106,8 +113,15 @@ def _forged_journal(repo: Path) -> str:
     renames web to www (a replay would move web's files and seal the result)."""
     raw = (repo / "out.seal").read_bytes()
     state = read_state(repo)
-    begin = {"op": "begin", "lineage": state["lineage"], "base_serial": state["serial"], "plan": "0" * 64, "at": T1,
-             "seal": hashlib.sha256(raw).hexdigest(), "listing": {}}
+    begin = {
+        "op": "begin",
+        "lineage": state["lineage"],
+        "base_serial": state["serial"],
+        "plan": "0" * 64,
+        "at": T1,
+        "seal": hashlib.sha256(raw).hexdigest(),
+        "listing": {},
+    }
     return json.dumps(begin) + "\n" + json.dumps({"op": "moved", "from": "web", "to": "www", "at": T1}) + "\n"
 
 
@@ -137,3 +151,62 @@ def test_a_pkic_symlink_committed_in_a_pull_request_is_refused(forge):
     assert_refused(run, ".pkic: is not a plain directory (a symlink?)")
     assert not (run.repo / "out" / "certs" / "www.pem").exists()
     assert os.listdir(elsewhere) == ["journal.jsonl"]  # no lock, no journal written through the link
+
+
+# --------------------------------------------------------------------------- nothing committed
+# The journal's first step names the sealed tree (not its 300,000 files): recovery takes
+# the tree's files from git, or where nothing was committed, from this machine's copy of
+# the listing it sealed (.pkic/sealed-listing), which is read only if it hashes to that
+# tree. A pull request can commit .pkic/ files (CI's checkout then has them): a planted
+# listing that claims the tree and lists other files is not taken.
+
+
+def _killed_uncommitted(tmp_path: Path):
+    from conftest import NOW, make_pkic
+
+    pkic = make_pkic(tmp_path)
+    pkic.ok("init", str(tmp_path / "pki"))
+    repo = tmp_path / "pki"
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)  # sealed, never committed: git has no tree
+    spec = repo / "pki.yaml"
+    text = spec.read_text()
+    assert WEB_APP[0] in text
+    spec.write_text(text.replace(*WEB_APP))
+    p = pkic("apply", "--yes", "--now", NOW, cwd=repo, env={"PKIC_FAULT": "journal:1"})
+    assert p.returncode == 137, p.stdout + p.stderr
+    begin = json.loads((repo / ".pkic" / "journal.jsonl").read_text().splitlines()[0])
+    assert "listing" not in begin and begin["tree"] == json.loads((repo / "out.seal").read_text())["out_tree"]
+    return pkic, repo, NOW
+
+
+@pytest.mark.parametrize("case", ["as it was", "a file changed after the kill", "a planted listing"])
+def test_a_killed_apply_with_nothing_committed(tmp_path: Path, case: str) -> None:
+    pkic, repo, now = _killed_uncommitted(tmp_path)
+    if case == "a file changed after the kill":
+        _append(repo / "out" / "certs" / "payments.pem", "# not pkic's\n")
+    elif case == "a planted listing":
+        listing = repo / ".pkic" / "sealed-listing"
+        lines = listing.read_text().splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if line.endswith(" out/certs/payments.pem\n"))
+        _append(repo / "out" / "certs" / "payments.pem", "# not pkic's\n")
+        mode, _, path = lines[at].rstrip("\n").split(" ", 2)
+        blob = forge_blob((repo / "out" / "certs" / "payments.pem").read_bytes())
+        lines[at] = f"{mode} {blob} {path}\n"  # the tampered file, as if sealed
+        listing.write_text("".join(lines))
+    p = pkic("apply", "--yes", "--now", now, cwd=repo)
+    if case == "as it was":
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "Finished an interrupted apply" in p.stderr, p.stderr
+        assert "app.example.com" in json.dumps(read_state(repo)["certificates"]["web"][0]["spec"])
+        pkic.ok("verify", "--seal", "--now", now, cwd=repo)
+    elif case == "a file changed after the kill":
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "out/certs/payments.pem: changed since the interrupted apply began, and not by it" in p.stderr, p.stderr
+    else:
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "the interrupted apply's journal does not say why" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def forge_blob(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
