@@ -210,7 +210,9 @@ def _seal_inspect(repo: Path, base: str | None) -> tuple[Report, list[Diagnostic
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
     report = examine(repo, public, journal_seal=journal_seal, memo=BlobMemo(repo))  # plan's own record (see scan_out)
     report.key_source = source
-    return report, sealed_findings(repo, report)
+    findings = sealed_findings(repo, report)
+    report.listing = None  # (300,000 files at W100k: plan has said what it had to say of them)
+    return report, findings
 
 
 @app.command()

@@ -394,16 +394,31 @@ def json_depth_ok(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
 def loads_json(data: bytes | str, filename: str, hint: str, max_depth: int = MAX_DEPTH, what: str = "it") -> Any:
     """Decode JSON read from an untrusted file: depth checked first, any failure one
     diagnostic (with the line and column the decoder gives)."""
-    import json
-
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    return parse_json_text(json_text(raw, filename, hint, max_depth, what), filename, hint, what)
+
+
+def json_text(raw: bytes, filename: str, hint: str, max_depth: int = MAX_DEPTH, what: str = "it") -> str:
+    """The first half of :func:`loads_json`: the bytes checked (no NUL, depth) and decoded.
+    A caller holding a large file drops its bytes before :func:`parse_json_text`, so
+    that the bytes, their text and the parsed objects are never all alive at once."""
     if b"\x00" in raw:
         raise PkicError([Diagnostic(filename, None, None, "", f"{what} is not UTF-8 JSON (a NUL byte: UTF-16 or UTF-32?)", hint)])
     if not json_depth_ok(raw, max_depth):
         raise PkicError([Diagnostic(filename, None, None, "", f"nested more than {max_depth} levels deep: not a file pkic wrote", hint)])
     try:
-        return json.loads(raw)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PkicError([Diagnostic(filename, None, None, "", f"{what} is not valid JSON ({type(exc).__name__})", hint)]) from None
+
+
+def parse_json_text(text: str, filename: str, hint: str, what: str = "it") -> Any:
+    """The second half of :func:`loads_json`."""
+    import json
+
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PkicError([Diagnostic(filename, exc.lineno, exc.colno, "", f"{what} is not valid JSON ({exc.msg})", hint)]) from None
-    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+    except (RecursionError, ValueError) as exc:
         raise PkicError([Diagnostic(filename, None, None, "", f"{what} is not valid JSON ({type(exc).__name__})", hint)]) from None

@@ -104,8 +104,8 @@ class Verdicts:
     def __init__(self, repo: Path, mac_key: bytes | None = None) -> None:
         self.repo, self.mac_key = repo, mac_key
 
-    def _token(self, what: str, data: bytes) -> str:
-        fact = b"\0".join([b"pkic checked", code_digest().encode(), what.encode(), hashlib.sha256(data).digest()])
+    def _token(self, what: str, digest: bytes) -> str:
+        fact = b"\0".join([b"pkic checked", code_digest().encode(), what.encode(), digest])
         if self.mac_key is None:
             return hashlib.sha256(fact).hexdigest()
         return hmac.digest(self.mac_key, fact, "sha256").hex()
@@ -113,18 +113,19 @@ class Verdicts:
     def _file(self, what: str) -> Path:
         return cache_dir(self.repo) / f"checked-{what}{'-apply' if self.mac_key is not None else ''}"
 
-    def passed(self, what: str, data: bytes) -> bool:
+    def passed(self, what: str, digest: bytes) -> bool:
+        """Whether the input whose SHA-256 is ``digest`` passed the check ``what`` before."""
         try:
-            return hmac.compare_digest(read_private(self._file(what)), self._token(what, data).encode())
+            return hmac.compare_digest(read_private(self._file(what)), self._token(what, digest).encode())
         except OSError:
             return False
 
-    def note(self, what: str, data: bytes) -> None:
+    def note(self, what: str, digest: bytes) -> None:
         path = self._file(what)
         try:
             private_dir(path.parent)
             staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            staging.write_text(self._token(what, data), encoding="ascii")
+            staging.write_text(self._token(what, digest), encoding="ascii")
             os.replace(staging, path)
         except OSError:
             pass

@@ -10,12 +10,13 @@ is refused.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_file
-from compiler.model.bounded import loads_json
+from compiler.model.bounded import json_text, loads_json, parse_json_text
 from compiler.model.errors import PkicError, fail
 from compiler.model.stamp import Stamp
 from compiler.state.migrate import upgrade
@@ -61,17 +62,27 @@ def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None
             return State(texts={} if keep_text else None)
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
-    known = verdicts is not None and verdicts.passed("state", data)
-    state = state_from_json(data, keep_text=keep_text, names_checked=known)
+    digest = hashlib.sha256(data).digest()
+    known = verdicts is not None and verdicts.passed("state", digest)
+    text = json_text(data, STATE_PATH, _HINT, what="the state")
+    del data  # (123 MB at 100,000 certificates: never alive beside its text and the objects)
+    state = _state_of(parse_json_text(text, STATE_PATH, _HINT, what="the state"), keep_text=keep_text, names_checked=known)
     if verdicts is not None and not known:
-        verdicts.note("state", data)
+        verdicts.note("state", digest)
     return state
 
 
-def state_from_json(data: bytes, *, keep_text: bool = False, names_checked: bool = False) -> State:
-    """A state file's bytes, checked as data and in this pkic's format (errors name
-    out/state.json). ``names_checked``: these bytes passed :func:`_check_names` before."""
-    body = loads_json(data, STATE_PATH, "restore it from git (`git checkout -- out/state.json`); never edit it by hand", what="the state")
+_HINT = "restore it from git (`git checkout -- out/state.json`); never edit it by hand"
+
+
+def state_from_json(data: bytes, *, keep_text: bool = False) -> State:
+    """A state file's bytes, checked as data and in this pkic's format (errors name out/state.json)."""
+    return _state_of(loads_json(data, STATE_PATH, _HINT, what="the state"), keep_text=keep_text)
+
+
+def _state_of(body: Any, *, keep_text: bool = False, names_checked: bool = False) -> State:
+    """A state file's JSON, checked as data and in this pkic's format. ``names_checked``:
+    its bytes passed :func:`_check_names` before (see load_state)."""
     if not isinstance(body, dict) or body.get("format") != STATE_FORMAT:
         raise fail(
             STATE_PATH,

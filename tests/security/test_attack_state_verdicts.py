@@ -10,6 +10,7 @@ or (apply) a token it did not make.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_a_verdict_covers_only_the_bytes_and_code_it_was_made_for(repo: Path, mo
     with pytest.raises(PkicError, match="not a valid name"):
         load_state(repo, verdicts=verdicts)
     data = _state(repo, "../../etc/x")
-    verdicts.note("state", data)  # (as if the damaged bytes had passed under other code)
+    verdicts.note("state", hashlib.sha256(data).digest())  # (as if the damaged bytes had passed under other code)
     monkeypatch.setattr(cache, "_CODE_DIGEST", "other code")
     with pytest.raises(PkicError, match="not a valid name"):
         load_state(repo, verdicts=verdicts)
@@ -94,11 +95,11 @@ def test_apply_takes_only_a_verdict_it_made(repo: Path, forgery: str) -> None:
     apply = Verdicts(repo, KEY)
     if forgery == "plan's verdict under apply's name":
         apply._file("state").parent.mkdir(parents=True, mode=0o700)
-        apply._file("state").write_text(Verdicts(repo)._token("state", data))
+        apply._file("state").write_text(Verdicts(repo)._token("state", hashlib.sha256(data).digest()))
     elif forgery == "another key":
-        Verdicts(repo, bytes(32)).note("state", data)
+        Verdicts(repo, bytes(32)).note("state", hashlib.sha256(data).digest())
     else:
-        apply.note("state", data)
+        apply.note("state", hashlib.sha256(data).digest())
     if forgery.startswith("none"):
         assert "../../etc/x" in load_state(repo, verdicts=apply).certificates
     else:
@@ -111,7 +112,7 @@ def test_a_verdict_in_a_directory_others_can_write_is_not_read(repo: Path) -> No
 
     data = _state(repo, "../../etc/x")
     plan = Verdicts(repo)
-    plan.note("state", data)
+    plan.note("state", hashlib.sha256(data).digest())
     os.chmod(plan._file("state").parent, 0o777)
     with pytest.raises(PkicError, match="not a valid name"):
         load_state(repo, verdicts=plan)
