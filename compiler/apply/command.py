@@ -89,6 +89,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     from compiler.spec.cache import Verdicts
     from compiler.spec.sops_config import creation_rules
     from compiler.state import RepoLock, load_state, read_journal
+    from compiler.state.store import WRITTEN
 
     when, git = options.when, options.commit
     saved = read_saved_plan(repo, options.plan_file) if options.plan_file else None
@@ -108,7 +109,8 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         recovered = finish_interrupted(repo, sealing, when)
         if recovered:
             console.recovered()
-        state = load_state(repo, keep_text=True, verdicts=Verdicts(repo, mac_key) if mac_key is not None else None)
+        verdicts = Verdicts(repo, mac_key) if mac_key is not None else None
+        state = load_state(repo, keep_text=True, verdicts=verdicts)
         if sealing is not None:
             sealing.invariants = Invariants.of(state)
         elif git is not None:
@@ -132,6 +134,9 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         if not options.yes and saved is None:
             console.confirm()
         result = execute(repo, the_plan, effective, state, store, when, sealing)
+        if verdicts is not None and result.state_sha256 is not None:  # our own output: checked, and laid out by this code
+            verdicts.note("state", result.state_sha256)
+            verdicts.note(WRITTEN, result.state_sha256)
         if git is not None:
             _commit(git, the_plan, state, result, recovered, sealing)
     return Applied(result, sealing is not None)

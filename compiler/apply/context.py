@@ -38,6 +38,7 @@ class ApplyResult:
     workers: int = 0  # worker processes that signed (0: all in the main process)
     signed_in_workers: int = 0
     seal: Seal | None = None  # the seal written by this apply
+    state_sha256: bytes | None = None  # the SHA-256 of the state this apply wrote
 
 
 @dataclass

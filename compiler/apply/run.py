@@ -9,6 +9,7 @@ apply rewrites its files from it) or nothing at all for that step.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -218,7 +219,16 @@ class Apply:
                 )
         self.journal.append(CommitOp(serial=state.serial, at=ts(ctx.now)))
         # staged (recovery reads it: never half-written), in pieces (never held whole)
-        writer.write_chunks("out/state.json", (chunk.encode() for chunk in state.json_chunks()))
+        digest = hashlib.sha256()
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in state.json_chunks():
+                data = chunk.encode()
+                digest.update(data)
+                yield data
+
+        writer.write_chunks("out/state.json", chunks())
+        result.state_sha256 = digest.digest()
         writer.flush()
         if sealing is not None:  # last: the seal covers every file above
             result.seal = sealing.seal_now(repo, writer.touched, state, ts(ctx.now), writer.blobs)

@@ -75,7 +75,7 @@ class CaSettings:
     revoke_superseded: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Entry:
     """One certificate as it must be: the spec with defaults applied, names normalised.
     Made as an :class:`AuthorityEntry` or a :class:`LeafEntry`; the fields both share live here,
@@ -114,7 +114,7 @@ class Entry:
         return spec_digest(self.spec)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AuthorityEntry(Entry):
     """A certificate authority: signs certificates, CRLs and (through its delegated
     responder, or itself) OCSP responses; carries its lifecycle settings and policies."""
@@ -123,7 +123,7 @@ class AuthorityEntry(Entry):
     ca: CaSettings | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LeafEntry(Entry):
     """An end-entity certificate: its key is made by pkic or comes from a CSR."""
 

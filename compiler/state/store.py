@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_file
+from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_chunks, read_file
 from compiler.model.bounded import json_text, loads_json, parse_json_text
 from compiler.model.errors import PkicError, fail
 from compiler.model.stamp import Stamp
@@ -28,6 +28,7 @@ from compiler.state.records import (
     CertRecord,
     Compromised,
     CrlInfo,
+    FileSpans,
     State,
     cert_record,
     crl_info,
@@ -64,12 +65,53 @@ def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
     digest = hashlib.sha256(data).digest()
     known = verdicts is not None and verdicts.passed("state", digest)
+    # a file this code wrote (apply's verdict, kept when it wrote it) is kept as spans of
+    # the file, not as 100 MB of text made again from the records (see FileSpans)
+    ours = keep_text and verdicts is not None and verdicts.passed(WRITTEN, digest)
     text = json_text(data, STATE_PATH, _HINT, what="the state")
     del data  # (123 MB at 100,000 certificates: never alive beside its text and the objects)
-    state = _state_of(parse_json_text(text, STATE_PATH, _HINT, what="the state"), keep_text=keep_text, names_checked=known)
+    spans = _spans(text) if ours and text.isascii() else None
+    body = parse_json_text(text, STATE_PATH, _HINT, what="the state")
+    del text
+    if spans is not None:
+        certs = body.get("certificates") if isinstance(body, dict) else None
+        if not isinstance(certs, dict) or list(certs) != list(spans):
+            spans = None
+    state = _state_of(body, keep_text=keep_text and spans is None, names_checked=known)
+    if spans is not None:
+        state.texts = FileSpans(lambda: read_chunks(repo, STATE_PATH), spans, digest)
     if verdicts is not None and not known:
         verdicts.note("state", digest)
     return state
+
+
+WRITTEN = "state-written"  # the verdict an apply keeps on the state it wrote
+_CERTS_OPEN = '{\n "certificates": {\n'
+
+
+def _spans(text: str) -> dict[str, tuple[int, int]] | None:
+    """Where each name's records are in a state file as State.json_chunks lays it out
+    (``  "name": [`` a line, the records a line each, ``  ]``), or None if it is not so."""
+    if not text.startswith(_CERTS_OPEN):
+        return None
+    spans: dict[str, tuple[int, int]] = {}
+    pos = len(_CERTS_OPEN)
+    while text.startswith('  "', pos):
+        quote = text.find('": [\n', pos + 3)
+        if quote < 0:
+            return None
+        start = quote + 5
+        end = text.find("\n  ]", start)
+        if end < 0:
+            return None
+        spans[text[pos + 3 : quote]] = (start, end)
+        if text.startswith(",\n", end + 4):
+            pos = end + 6
+        elif text.startswith("\n },", end + 4):
+            return spans
+        else:
+            return None
+    return None
 
 
 _HINT = "restore it from git (`git checkout -- out/state.json`); never edit it by hand"

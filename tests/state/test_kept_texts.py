@@ -6,8 +6,10 @@ until it has a case here."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,84 @@ def test_untouched_names_are_not_serialised_again() -> None:
     assert "kept.example.com" in "".join(kept._chunks(kept.texts))
     kept.record_issued("leaf1", record("leaf1", "77" * 10, "ca"), T1)
     assert kept.dirty == {"leaf1"}
+
+
+# --------------------------------------------------------------------------- spans of the file
+# A state this code wrote itself (apply keeps a verdict on it, authenticated) is kept as
+# spans of the file rather than as text, and read back in one hashed pass when written.
+
+KEY = bytes(range(32))  # what sealkey.cache_mac_key derives from a seal key
+
+
+def _written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes | None = None, key: bytes = KEY) -> tuple[Path, bytes]:
+    from compiler.spec.cache import Verdicts
+    from compiler.state.store import WRITTEN
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    (repo / "out").mkdir(parents=True)
+    data = base() if data is None else data
+    (repo / "out" / "state.json").write_bytes(data)
+    Verdicts(repo, key).note(WRITTEN, hashlib.sha256(data).digest())
+    return repo, data
+
+
+def _load(repo: Path) -> State:
+    from compiler.spec.cache import Verdicts
+    from compiler.state.store import load_state
+
+    return load_state(repo, keep_text=True, verdicts=Verdicts(repo, KEY))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_mutation_on_spans_is_written_as_a_whole_write_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    from compiler.state.records import FileSpans
+
+    repo, _ = _written(tmp_path, monkeypatch)
+    kept = _load(repo)
+    assert isinstance(kept.texts, FileSpans)
+    whole = state_from_json(base())
+    CASES[name](kept)
+    CASES[name](whole)
+    assert "".join(kept._chunks(kept.texts)) == whole.to_json()
+    assert kept.to_json() == whole.to_json()  # a second pass, and the check of small states
+    assert kept.to_json() == whole.to_json()
+
+
+@pytest.mark.parametrize("why", ["no verdict", "another key's verdict", "not ASCII", "laid out otherwise"])
+def test_spans_only_for_a_file_this_code_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    import json
+
+    data = base()
+    if why == "not ASCII":
+        data = data.replace(b"leaf0.example.com", "leaf0.\u00e9xample.com".encode())
+    elif why == "laid out otherwise":
+        data = json.dumps(json.loads(data), indent=2, sort_keys=True).encode()
+    repo, data = _written(tmp_path, monkeypatch, data, bytes(32) if why == "another key's verdict" else KEY)
+    if why == "no verdict":
+        for f in (tmp_path / "cache").rglob("checked-*"):
+            f.unlink()
+    kept = _load(repo)
+    assert isinstance(kept.texts, dict)
+    assert kept.to_json() == state_from_json(data).to_json()
+
+
+@pytest.mark.parametrize("where", ["a kept name", "a name the apply changed", "after the certificates"])
+def test_a_state_changed_after_it_was_read_is_not_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Kept names are read back from the file when the state is written: a file changed
+    in between (in place, its length kept) is refused, wherever the change is."""
+    from compiler.model.errors import PkicError
+
+    repo, data = _written(tmp_path, monkeypatch)
+    kept = _load(repo)
+    CASES["record_issued"](kept)  # leaf1 changes
+    old = {
+        "a kept name": b"leaf0.example.com",
+        "a name the apply changed": b"leaf1.example.com",
+        "after the certificates": b'"lineage": "l"',
+    }[where]
+    new = old[:-2] + b"xx" if where != "after the certificates" else b'"lineage": "m"'
+    assert data.count(old) == 1
+    (repo / "out" / "state.json").write_bytes(data.replace(old, new))
+    with pytest.raises(PkicError, match="changed while apply ran"):
+        kept.to_json()
