@@ -202,14 +202,40 @@ def _mac(key: bytes, digest: str, text: str) -> str:
     return hmac.digest(key, digest.encode() + b"\0" + text.encode(), "sha256").hex()  # (one call: hmac.new costs 10 µs)
 
 
-def _hit(repo: Path, item: Any, name: str, chains: dict[str, str], digest: str, mac_key: bytes | None) -> Entry | None:
-    """The cached certificate ``name``, if ``item`` ([record text, mac]) is it and all it
-    depends on is unchanged (and, with ``mac_key``, the record is one apply itself made)."""
+def _authentic(item: Any, digest: str, mac_key: bytes | None) -> str | None:
+    """The record text of ``item`` ([record text, mac]) if it is one (and, with ``mac_key``,
+    one apply itself made)."""
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
+        return None
+    text: str = item[0]
+    mac = item[1]
+    if mac_key is not None and not (isinstance(mac, str) and hmac.compare_digest(mac, _mac(mac_key, digest, text))):
+        return None
+    return text
+
+
+def _parsed(texts: list[str]) -> list[Any]:
+    """The records ``texts``, parsed in one call (its keys shared: a hundred thousand
+    records each holding their own copy of a dozen key strings is tens of MB), or one by
+    one where that fails (a damaged record is then a miss, never a crash)."""
     try:
-        text, mac = item
-        if mac_key is not None and not (isinstance(mac, str) and hmac.compare_digest(mac, _mac(mac_key, digest, text))):
-            return None
-        record = json.loads(text)
+        whole = json.loads("[" + ",".join(texts) + "]")
+        if isinstance(whole, list) and len(whole) == len(texts):
+            return whole
+    except (ValueError, RecursionError):
+        pass
+    out: list[Any] = []
+    for text in texts:
+        try:
+            out.append(json.loads(text))
+        except (ValueError, RecursionError):
+            out.append(None)
+    return out
+
+
+def _hit(repo: Path, record: Any, name: str, chains: dict[str, str]) -> Entry | None:
+    """The cached certificate ``name``, if ``record`` is it and all it depends on is unchanged."""
+    try:
         if record["name"] != name or chains.get(record["issuer"]) != record["deps"]:
             return None
         entry = cache.load_entry(record["entry"])
@@ -298,17 +324,20 @@ def _resolve(
     certs = parts.sections["certificates"]
     hits: dict[str, Entry] = {}
     kept: dict[str, Any] = {}
-    misses: dict[str, Any] = {}
+    found: list[tuple[str, str, str]] = []  # (name, digest, record text)
     for name, text in certs.items():
         digest = _digest(text)
-        entry = _hit(repo, records.get(digest), name, chains, digest, mac_key)
+        record = _authentic(records.get(digest), digest, mac_key)
+        if record is not None:
+            found.append((name, digest, record))
+    for (name, digest, _), parsed in zip(found, _parsed([r for _, _, r in found]), strict=True):
+        entry = _hit(repo, parsed, name, chains)
         if entry is not None:
             hits[name] = entry
             kept[digest] = records[digest]
-            continue
-        misses[name] = text
-        if len(misses) > max(MIN_MISSES, len(certs) // MISS_SHARE):
-            return None
+    misses = {name: text for name, text in certs.items() if name not in hits}  # (in the file's order)
+    if len(misses) > max(MIN_MISSES, len(certs) // MISS_SHARE):
+        return None
     fresh: dict[str, Any] = {}
     for name, text in misses.items():
         doc = _parse("certificates:\n" + text)

@@ -336,3 +336,22 @@ def test_the_cache_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert incremental.load(repo, text.encode()) is not None
     os.chmod(folder, 0o777)
     assert incremental.load(repo, text.encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("texts", "want"),
+    [
+        (['{"a":1}', '{"b":[2]}'], [{"a": 1}, {"b": [2]}]),
+        (['{"a":1}', "not json", '{"c":3}'], [{"a": 1}, None, {"c": 3}]),  # one damaged record: a miss
+        (['"a', 'b"'], [None, None]),  # a quote that runs into the next record: two values become one
+        (['{"a":1}', "1,2"], [{"a": 1}, None]),  # one text that is two values
+        (["[" * 5000 + "]" * 5000, '{"a":1}'], [None, {"a": 1}]),  # nested past the recursion limit
+    ],
+)
+def test_records_are_parsed_in_one_call_or_one_by_one(texts: list[str], want: list[object]) -> None:
+    """The cached records are parsed in one call (their keys shared); where that fails or
+    does not give one value a record, each is parsed alone and a damaged one is a miss.
+    (A record that shifts the rest yet keeps the count, like '"a', 'b"', '1,2', gives
+    values that are not records of the names they meet: each is checked as one, and an
+    apply takes only texts it authenticated.)"""
+    assert incremental._parsed(texts) == want
