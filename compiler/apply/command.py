@@ -96,7 +96,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     # spec errors before anything else; never a cache a plan kept (only entries this
     # apply identity authenticated, with a key derived from the seal key)
     mac_key = _cache_key()
-    effective = spec_mod.load(repo, use_cache=False, mac_key=mac_key)
+    effective = spec_mod.load(repo, caches=mac_key)
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
     creation_rules(repo)

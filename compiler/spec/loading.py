@@ -147,7 +147,10 @@ def load_spec(path: Path, display: str = SPEC_FILE) -> tuple[Spec, Locator]:
     return spec, loc
 
 
-def load(repo: Path, *, use_cache: bool = True, mac_key: bytes | None = None) -> EffectiveSpec:
+PLAN_CACHES = "plan"
+
+
+def load(repo: Path, *, caches: str | bytes | None = PLAN_CACHES) -> EffectiveSpec:
     """Load, validate and resolve pki.yaml; on failure, every problem found in one error.
 
     The common, valid case is parsed with the fast C loader; only when something is
@@ -156,20 +159,22 @@ def load(repo: Path, *, use_cache: bool = True, mac_key: bytes | None = None) ->
     keyed by the SHA-256 of pki.yaml and checked against the CSRs it read: at 10,000
     entries it loads in a fraction of the time of parsing, validating and resolving.
 
-    apply passes ``use_cache=False``: the caches are not reviewed input, and nothing is
-    signed from what a plan kept (plan may use them: it signs nothing). With ``mac_key``
-    (derived from the seal key: apply's alone), the entry cache is used for records
-    authenticated with it, which only an apply made. pki.yaml is read only as a regular
-    file reached through no symlink.
+    ``caches``: PLAN_CACHES, the caches as a plan keeps them (it signs nothing); a key
+    (apply's, derived from the seal key): only entry records authenticated with it, which
+    only an apply made, and the records this load makes are authenticated with it (the
+    caches are not reviewed input: nothing is signed from what a plan kept); None: no
+    cache. pki.yaml is read only as a regular file reached through no symlink.
     """
     path = repo / SPEC_FILE
+    plan = caches == PLAN_CACHES
+    mac_key = caches if isinstance(caches, bytes) else None
     try:
         data = layout.read_input(repo, SPEC_FILE)
-        cached = cache.read_cached(path, data, repo) if use_cache else None
+        cached = cache.read_cached(path, data, repo) if plan else None
         if cached is not None:
             return cached
-        if use_cache or mac_key is not None:  # most entries unchanged since the last run: resolve only the others
-            cached = incremental.load(repo, data, None if use_cache else mac_key)
+        if plan or mac_key is not None:  # most entries unchanged since the last run: resolve only the others
+            cached = incremental.load(repo, data, mac_key)
             if cached is not None:
                 return cached
         try:
@@ -180,7 +185,7 @@ def load(repo: Path, *, use_cache: bool = True, mac_key: bytes | None = None) ->
             doc, _ = read_document(path)
         if isinstance(doc, dict):
             spec = Spec.model_validate(doc)
-            parsed = incremental.Parsed.of(doc) if use_cache or mac_key is not None else None
+            parsed = incremental.Parsed.of(doc) if plan or mac_key is not None else None
             # The fast parsers keep no positions, so the document has nothing more to give:
             # a problem found below is reported by the slow path, which reads the file
             # again. Let it go before resolving (100,000 entries' data is hundreds of MB).
@@ -189,7 +194,7 @@ def load(repo: Path, *, use_cache: bool = True, mac_key: bytes | None = None) ->
             del spec
             # the entry cache serves the next plan, changed or not; the whole-spec cache
             # only a file the split cannot read
-            if parsed is not None and not incremental.store(repo, data, effective, parsed, None if use_cache else mac_key) and use_cache:
+            if parsed is not None and not incremental.store(repo, data, effective, parsed, mac_key) and plan:
                 cache.store(path, data, effective, repo)
             return effective
     except (OSError, UnicodeDecodeError, ValidationError, PkicError):

@@ -158,7 +158,7 @@ from compiler.plan import make_plan
 from compiler.state import load_state, parse_ts
 
 repo = Path(".")
-spec = spec_mod.load(repo, use_cache=False)
+spec = spec_mod.load(repo, caches=None)
 reviewed_inputs(repo, spec)
 state = load_state(repo)
 now = parse_ts(sys.argv[1])

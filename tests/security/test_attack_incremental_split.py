@@ -104,7 +104,7 @@ KEY = b"k" * 32  # apply's key for its own records (derived from the seal key in
 
 def outcome(repo: Path, *, use_cache: bool, mac_key: bytes | None = None) -> str:
     try:
-        eff = loading.load(repo, use_cache=use_cache, mac_key=mac_key)
+        eff = loading.load(repo, caches=loading.PLAN_CACHES if use_cache else mac_key)
     except PkicError as exc:
         return "error: " + "; ".join(d.message for d in exc.diagnostics)
     return json.dumps([dump_entry(e) for e in eff.entries.values()], sort_keys=True)

@@ -169,7 +169,7 @@ def loaded(repo: Path, text: str, *, count: int = 1) -> str:
 
     write_spec(repo, text)
     try:
-        load(repo, use_cache=False)
+        load(repo, caches=None)
     except PkicError as exc:
         lines = [f"error: {d.render()}" for d in locate(repo, exc.diagnostics)]
         if len(exc.diagnostics) > 1:

@@ -38,7 +38,7 @@ def canon(eff: EffectiveSpec) -> str:
 
 def outcome(repo: Path, *, use_cache: bool) -> str:
     try:
-        return canon(loading.load(repo, use_cache=use_cache))
+        return canon(loading.load(repo, caches=loading.PLAN_CACHES if use_cache else None))
     except PkicError as exc:
         return "error: " + "\n".join(d.render() if hasattr(d, "render") else str(d) for d in exc.diagnostics)
 
@@ -288,14 +288,14 @@ def test_a_one_line_change_is_loaded_incrementally(tmp_path: Path, monkeypatch: 
     inc = incremental.load(repo, edited.encode())
     assert inc is not None
     assert "extra.example.com" in inc.entries["svc-00007"].spec["dns"]
-    assert canon(inc) == canon(loading.load(repo, use_cache=False)) != canon(before)
+    assert canon(inc) == canon(loading.load(repo, caches=None)) != canon(before)
     # and a change to an authority re-resolves what it issued: its CRL URL, say
     changed = edited.replace("ca-03: {issuer: root-ca,", "ca-03: {issuer: root-ca, crl_url: http://crl.example.com/ca-03.crl,")
     (repo / "pki.yaml").write_text(changed)
     inc = incremental.load(repo, changed.encode())
     assert inc is not None
     assert inc.entries["svc-00003"].spec["crl_url"] == "http://crl.example.com/ca-03.crl"
-    assert canon(inc) == canon(loading.load(repo, use_cache=False))
+    assert canon(inc) == canon(loading.load(repo, caches=None))
 
 
 @pytest.mark.parametrize(
