@@ -32,11 +32,18 @@ _LOCAL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+\Z")
 
 def _looks_like_ip(text: str) -> bool:
     """An IPv4 address in any form inet_aton takes (``10.1``, ``0x7f.1``, ``017.0.0.1``,
-    ``2130706433``) or an IPv6 literal (bracketed or not)."""
-    import socket
-
+    ``2130706433``) or an IPv6 literal (bracketed or not). A plain host name is answered
+    without the parsers (the tests hold the answer equal to theirs)."""
     if _NOT_AN_ADDRESS.fullmatch(text):  # fullmatch: '$' would also match before a final newline
         return False
+    return parses_as_address(text)
+
+
+def parses_as_address(text: str) -> bool:
+    """Whether an address parser reads ``text`` as an address (inet_aton's IPv4 forms, or
+    ipaddress's IPv4 and IPv6, brackets stripped)."""
+    import socket
+
     try:
         socket.inet_aton(text)
         return True
