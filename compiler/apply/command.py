@@ -21,7 +21,7 @@ from compiler.apply.context import ApplyResult
 from compiler.apply.paths import planned_paths
 from compiler.apply.replay import Recovery, finish_interrupted
 from compiler.apply.run import execute
-from compiler.layout import SEAL_PATH
+from compiler.layout import SEAL_PATH, STATE_PATH
 from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.plan import Plan
@@ -110,7 +110,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         if recovered:
             console.recovered()
         verdicts = Verdicts(repo, mac_key) if mac_key is not None else None
-        state = load_state(repo, keep_text=True, verdicts=verdicts)
+        state = load_state(repo, keep_text=True, verdicts=verdicts, blob=_sealed_state_blob(sealing))
         if sealing is not None:
             sealing.invariants = Invariants.of(state)
         elif git is not None:
@@ -134,8 +134,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         if not options.yes and saved is None:
             console.confirm()
         result = execute(repo, the_plan, effective, state, store, when, sealing)
-        if verdicts is not None and result.state_sha256 is not None:  # our own output: checked, and laid out by this code
-            verdicts.note("state", result.state_sha256)
+        if verdicts is not None and result.state_sha256 is not None:  # our own output, laid out by this code
             verdicts.note(WRITTEN, result.state_sha256)
         if git is not None:
             _commit(git, the_plan, state, result, recovered, sealing)
@@ -150,6 +149,16 @@ def _cache_key() -> bytes | None:
     except PkicError:
         return None
     return cache_mac_key(key) if key is not None else None
+
+
+def _sealed_state_blob(sealing: Sealing | None) -> tuple[str, str] | None:
+    """(object format, blob id) of out/state.json as the seal gate's scan found it: the
+    state apply loads must be that file (the scan may take a blob id from its record, by
+    the file's times, which a write through a shared memory map can leave unchanged)."""
+    listing = sealing.report.listing if sealing is not None else None
+    if sealing is None or listing is None or STATE_PATH not in listing:
+        return None
+    return sealing.algo, listing[STATE_PATH][1]
 
 
 def reviewed_inputs(repo: Path, effective: EffectiveSpec) -> None:

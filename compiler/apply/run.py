@@ -44,6 +44,7 @@ from compiler.state import (
     new_lineage,
     ts,
 )
+from compiler.state.outtree import has_local_listing, save_listing
 
 
 def execute(
@@ -65,7 +66,13 @@ def execute(
         # or for a first seal the files themselves
         sealed = sealing.report.seal
         seal, tree = (sealed.digest, sealed.out_tree) if sealed else (None, None)
-        listing = None if sealed else listing_json(sealing.listing(repo))
+        if tree is not None and not (
+            sealing.report.git.has_tree(repo, tree)
+            or has_local_listing(repo, tree, sealing.algo)
+            or save_listing(repo, tree, sealing.listing(repo), sealing.algo)
+        ):
+            tree = None  # (neither git nor this machine keeps its files: the journal does)
+        listing = None if tree is not None else listing_json(sealing.listing(repo))
     journal.append(BeginOp(lineage=lineage, base_serial=state.serial, plan=plan.digest, seal=seal, listing=listing, tree=tree, at=ctx.at))
     state.lineage = lineage
     # every file below is written after its journal step, or (chains, trust bundle)

@@ -88,6 +88,10 @@ class GitView:
                 out.append((c, None))
         return out
 
+    def has_tree(self, repo: Path, tree: str) -> bool:
+        """Whether git has the tree object ``tree`` (committed, or written by git)."""
+        return tree == EMPTY_TREE.get(self.object_format) or run_git(repo, "cat-file", "-e", f"{tree}^{{tree}}").returncode == 0
+
     def listing(self, repo: Path, tree: str) -> Listing | None:
         """The files of a tree object that git has (None if it has not)."""
         if tree == EMPTY_TREE.get(self.object_format):

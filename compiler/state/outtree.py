@@ -44,8 +44,11 @@ def _hash(algo: str, kind: bytes, data: bytes) -> bytes:
 # This machine's record of the blob id of each file below out/ it hashed, by the file's
 # inode, size, modification and change times: a file not touched since is not read
 # again. It lives in the user's cache directory, beside the spec caches, and says
-# nothing a reader of the same file system could not check: any write to a file changes
-# its change time, which no process but the kernel sets. A time within RACY_NS of the
+# nothing a reader of the same file system could not check: a write(2) or truncate
+# changes a file's change time, which no process but the kernel sets (writes through a
+# shared memory map may not, until the page is written back: git's index has the same
+# limit; apply checks the state it loads against the scan, and a process that writes
+# out/ while apply runs is beyond what the seal defends). A time within RACY_NS of the
 # record's own is not trusted (file times are coarser than the writes that set them).
 # Plan keeps its record unauthenticated (it signs nothing); apply keeps its own, whole
 # file authenticated with a key derived from the seal key, and takes no other.
@@ -230,8 +233,11 @@ def tree_id(listing: Listing, algo: str, prefix: str = OUT_DIR + "/") -> str:
         node = root
         for p in parts[:-1]:
             sub = node.setdefault(p, {})
-            assert isinstance(sub, dict)  # a path is never both a file and a directory
+            if not isinstance(sub, dict):
+                raise ValueError(f"{path}: below a file")  # (a scan never lists one; a listing read back may)
             node = sub
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"{path}: a directory")
         node[parts[-1]] = (mode, blob)
 
     def build(node: _Node) -> bytes:
@@ -290,7 +296,7 @@ LOCAL_LISTING = ".pkic/sealed-listing"
 _LISTING_HEAD = "pkic sealed listing 1"
 
 
-def save_listing(repo: Path, tree: str, listing: Listing, algo: str) -> None:
+def save_listing(repo: Path, tree: str, listing: Listing, algo: str) -> bool:
     """This machine's copy of the files of the tree it just sealed, for when git does not
     have the tree (nothing committed yet): to finish an apply killed before the next
     seal (recovery tells its own writes from anyone else's against it), and to name, in
@@ -298,12 +304,24 @@ def save_listing(repo: Path, tree: str, listing: Listing, algo: str) -> None:
     of a second (as JSON, sorted, it was most of three). Not trusted as it stands: read
     back only if the tree id it hashes to is the one asked for."""
     if any("\n" in p for p in listing):
-        return  # (no name pkic writes has one; such a listing is never needed)
+        return False  # (no name pkic writes has one)
     try:
         body = "".join([f"{_LISTING_HEAD} {algo} {tree}\n", *(f"{m} {b} {p}\n" for p, (m, b) in listing.items())])
         layout.write_atomic(repo, LOCAL_LISTING, body.encode("utf-8", "surrogateescape"))
+        return True
+    except (OSError, PkicError):
+        return False
+
+
+def has_local_listing(repo: Path, tree: str, algo: str) -> bool:
+    """Whether :func:`save_listing` kept a listing for ``tree`` (its first line only:
+    :func:`local_listing` checks the rest when it is needed)."""
+    try:
+        for chunk in layout.read_chunks(repo, LOCAL_LISTING, 4096):
+            return chunk.split(b"\n", 1)[0] == f"{_LISTING_HEAD} {algo} {tree}".encode()
     except (OSError, PkicError):
         pass
+    return False
 
 
 def local_listing(repo: Path, tree: str, algo: str) -> Listing | None:
@@ -317,8 +335,23 @@ def local_listing(repo: Path, tree: str, algo: str) -> Listing | None:
         if head != f"{_LISTING_HEAD} {algo} {tree}":
             return None
         out: Listing = {}
-        for line in body.splitlines():
+        hex_len = _BLOB_HEX[algo]
+        lines = body.split("\n")
+        if lines.pop() != "":
+            return None  # cut short
+        for line in lines:
             mode, blob, path = line.split(" ", 2)
+            parts = path.split("/")
+            if (
+                mode not in ("100644", "100755")
+                or len(blob) != hex_len
+                or not _HEX.match(blob)
+                or parts[0] != OUT_DIR
+                or not 1 < len(parts) <= 16
+                or any(p in ("", ".", "..") for p in parts)
+                or path in out
+            ):
+                return None  # not what save_listing writes
             out[path] = (mode, blob)
         return out if tree_id(out, algo) == tree else None
     except (OSError, ValueError, KeyError, PkicError):

@@ -54,6 +54,7 @@ def write_seal(
         }
     raw = render_seal(key, body)
     layout.write_atomic(repo, SEAL_PATH, raw)
+    save_listing(repo, body["out_tree"], listing, algo)  # (for recovery, until git has the tree)
     return parse_seal(raw)
 
 
@@ -82,7 +83,6 @@ class Sealing:
 
     def _write(self, repo: Path, listing: Listing, state: State, at: str) -> Seal:
         new = write_seal(repo, self.key, self.report, listing, lineage=state.lineage, state_serial=state.serial, at=at)
-        save_listing(repo, new.out_tree, listing, self.algo)
         self.report.seal, self.report.listing, self.report.recovering = new, listing, False
         return new
 

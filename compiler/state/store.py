@@ -20,6 +20,7 @@ from compiler.model.bounded import json_text, loads_json, parse_json_text
 from compiler.model.errors import PkicError, fail
 from compiler.model.stamp import Stamp
 from compiler.state.migrate import upgrade
+from compiler.state.outtree import blob_id
 from compiler.state.records import (
     ACTIVE,
     REVOKED,
@@ -51,18 +52,23 @@ MIN_SERIAL_DIGITS = 16
 MAX_STATE = 1 << 30
 
 
-def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None = None) -> State:
+def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None = None, blob: tuple[str, str] | None = None) -> State:
     """``out/state.json`` checked and in this pkic's format; an empty state if there is
     none. ``keep_text``: keep each name's records as written, for an apply to write the
     state back in proportion to its change (see ``State.texts``). ``verdicts``: the
     names, serials and fields of the same bytes are not checked again by the same code
-    (at 100,000 certificates, a second; see spec.cache.Verdicts)."""
+    (at 100,000 certificates, a second; see spec.cache.Verdicts). ``blob``: (object
+    format, git blob id) the bytes read must have: apply's, from the seal gate's scan,
+    so that the state it acts on is the file the gate proved sealed, whatever the file
+    times said."""
     try:
         data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
         if data is None:
             return State(texts={} if keep_text else None)
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
+    if blob is not None and blob_id(blob[0], data) != blob[1]:
+        raise fail(STATE_PATH, "is not the file the seal gate found: it changed while apply ran", "restore it from git and apply again")
     digest = hashlib.sha256(data).digest()
     known = verdicts is not None and verdicts.passed("state", digest)
     # a file this code wrote (apply's verdict, kept when it wrote it) is kept as spans of

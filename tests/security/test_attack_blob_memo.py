@@ -2,7 +2,7 @@
 modification and change time (compiler/state/outtree.py, BlobMemo): a file untouched
 since is not read again. Plan keeps its record unauthenticated; apply keeps its own,
 authenticated with a key derived from the seal key, and takes no other (not plan's, not
-one changed behind its back). Any write changes a file's change time, which only the
+one changed behind its back). A write changes a file's change time, which only the
 kernel sets, so an edit is always seen; times too close to the record's own are not
 trusted; a damaged record is a miss."""
 

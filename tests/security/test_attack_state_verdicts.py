@@ -116,3 +116,36 @@ def test_a_verdict_in_a_directory_others_can_write_is_not_read(repo: Path) -> No
     os.chmod(plan._file("state").parent, 0o777)
     with pytest.raises(PkicError, match="not a valid name"):
         load_state(repo, verdicts=plan)
+
+
+def test_apply_loads_only_the_state_the_seal_gate_found(repo: Path) -> None:
+    """apply names the blob id the seal gate's scan found for out/state.json (which the
+    scan may take from its record, by file times that a write through a shared memory
+    map can leave as they were): other bytes are refused, not loaded."""
+    from compiler.state.outtree import blob_id
+
+    data = _state(repo, "web")
+    assert "web" in load_state(repo, blob=("sha1", blob_id("sha1", data))).certificates
+    _state(repo, "api")
+    with pytest.raises(PkicError, match="not the file the seal gate found"):
+        load_state(repo, blob=("sha1", blob_id("sha1", data)))
+
+
+def test_apply_keeps_no_checked_verdict_for_a_state_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state an apply writes was never put through the checks as read: apply keeps
+    only the verdict that this code laid it out (so the next apply checks it)."""
+    from conftest import NOW, make_pkic
+
+    from compiler.state.sealkey import cache_mac_key, parse_key
+    from compiler.state.store import WRITTEN
+
+    pkic = make_pkic(tmp_path)
+    pkic.ok("init", str(tmp_path / "pki"))
+    repo = tmp_path / "pki"
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)
+    key = cache_mac_key(parse_key(Path(pkic.env["PKIC_SEAL_KEY_FILE"]).read_text(), "seal key"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(pkic.home / ".cache"))
+    apply = Verdicts(repo, key)
+    digest = hashlib.sha256((repo / "out" / "state.json").read_bytes()).digest()
+    assert apply.passed(WRITTEN, digest)
+    assert not apply.passed("state", digest)

@@ -161,7 +161,7 @@ def test_a_pkic_symlink_committed_in_a_pull_request_is_refused(forge):
 # listing that claims the tree and lists other files is not taken.
 
 
-def _killed_uncommitted(tmp_path: Path):
+def _killed_uncommitted(tmp_path: Path, fault: str = "journal:1"):
     from conftest import NOW, make_pkic
 
     pkic = make_pkic(tmp_path)
@@ -172,7 +172,7 @@ def _killed_uncommitted(tmp_path: Path):
     text = spec.read_text()
     assert WEB_APP[0] in text
     spec.write_text(text.replace(*WEB_APP))
-    p = pkic("apply", "--yes", "--now", NOW, cwd=repo, env={"PKIC_FAULT": "journal:1"})
+    p = pkic("apply", "--yes", "--now", NOW, cwd=repo, env={"PKIC_FAULT": fault})
     assert p.returncode == 137, p.stdout + p.stderr
     begin = json.loads((repo / ".pkic" / "journal.jsonl").read_text().splitlines()[0])
     assert "listing" not in begin and begin["tree"] == json.loads((repo / "out.seal").read_text())["out_tree"]
@@ -210,3 +210,55 @@ def test_a_killed_apply_with_nothing_committed(tmp_path: Path, case: str) -> Non
 
 def forge_blob(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _kill_a_web_change(pkic, repo: Path, now: str) -> None:
+    spec = repo / "pki.yaml"
+    spec.write_text(spec.read_text().replace(*WEB_APP))
+    p = pkic("apply", "--yes", "--now", now, cwd=repo, env={"PKIC_FAULT": "files:1"})
+    assert p.returncode == 137, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("how", ["seal init", "no local listing"])
+def test_a_killed_apply_is_finished_where_no_listing_of_the_sealed_tree_was_kept(tmp_path: Path, how: str) -> None:
+    """A seal made by `pkic seal init`, or a local listing gone (an older pkic kept it
+    under another name), with nothing committed: the journal then holds the sealed
+    files themselves (or the listing is made before the apply begins), and the killed
+    apply is finished (found by a hostile review: it was refused, with no way out)."""
+    from conftest import NOW, make_pkic
+
+    pkic = make_pkic(tmp_path)
+    pkic.ok("init", str(tmp_path / "pki"))
+    repo = tmp_path / "pki"
+    pkic.ok("apply", "--yes", "--now", NOW, cwd=repo)
+    (repo / ".pkic" / "sealed-listing").unlink()
+    if how == "seal init":
+        (repo / "out.seal").unlink()
+        pkic.ok("seal", "init", "--now", NOW, cwd=repo)  # adopted, not committed
+    _kill_a_web_change(pkic, repo, NOW)
+    p = pkic("apply", "--yes", "--now", NOW, cwd=repo)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Finished an interrupted apply" in p.stderr, p.stderr
+    pkic.ok("verify", "--seal", "--now", NOW, cwd=repo)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["100644 {blob} out/certs", "100644 {blob} out/" + "d/" * 5000 + "x", "100644 {blob} XXX/certs/web.pem", "100644 {blob} out/../x"],
+    ids=["a file above a directory", "5,000 levels deep", "outside out/", "dot-dot"],
+)
+def test_a_damaged_local_listing_is_refused_not_a_crash(tmp_path: Path, line: str) -> None:
+    """A .pkic/sealed-listing with a line pkic never writes: recovery refuses to finish
+    from it (one error, no traceback), and so does a plan asked to name changed files."""
+    pkic, repo, now = _killed_uncommitted(tmp_path, "files:1")  # out/ differs from the seal: recovery checks it
+    listing = repo / ".pkic" / "sealed-listing"
+    lines = listing.read_text().splitlines(keepends=True)
+    lines.insert(1, line.format(blob="0" * 40) + "\n")
+    listing.write_text("".join(lines))
+    p = pkic("apply", "--yes", "--now", now, cwd=repo)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "the interrupted apply's journal does not say why" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "crashed" not in p.stderr
+    (repo / ".pkic" / "journal.jsonl").unlink()
+    p = pkic("plan", "--now", now, cwd=repo)
+    assert "Traceback" not in p.stderr and "crashed" not in p.stderr, p.stderr
