@@ -221,6 +221,7 @@ def _apply_memo(pkic: object, repo: Path) -> BlobMemo:
     return memo
 
 
+@pytest.mark.slow  # (whole applies: over 0.8 s)
 @pytest.mark.parametrize("case", ["untouched", "edited, size and mtime kept", "a lie in apply's own record"])
 def test_apply_with_its_record_still_refuses_a_hand_edit(tmp_path: Path, case: str) -> None:
     """A real apply whose record is warm (and old enough to be trusted): a hand edit to a

@@ -131,6 +131,7 @@ def test_apply_loads_only_the_state_the_seal_gate_found(repo: Path) -> None:
         load_state(repo, blob=("sha1", blob_id("sha1", data)))
 
 
+@pytest.mark.slow  # (whole applies: over 0.8 s)
 def test_apply_keeps_no_checked_verdict_for_a_state_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The state an apply writes was never put through the checks as read: apply keeps
     only the verdict that this code laid it out (so the next apply checks it)."""

@@ -179,6 +179,7 @@ def _killed_uncommitted(tmp_path: Path, fault: str = "journal:1"):
     return pkic, repo, NOW
 
 
+@pytest.mark.slow  # (whole applies: over 0.8 s)
 @pytest.mark.parametrize("case", ["as it was", "a file changed after the kill", "a planted listing"])
 def test_a_killed_apply_with_nothing_committed(tmp_path: Path, case: str) -> None:
     pkic, repo, now = _killed_uncommitted(tmp_path)
@@ -219,6 +220,7 @@ def _kill_a_web_change(pkic, repo: Path, now: str) -> None:
     assert p.returncode == 137, p.stdout + p.stderr
 
 
+@pytest.mark.slow  # (whole applies: over 0.8 s)
 @pytest.mark.parametrize("how", ["seal init", "no local listing"])
 def test_a_killed_apply_is_finished_where_no_listing_of_the_sealed_tree_was_kept(tmp_path: Path, how: str) -> None:
     """A seal made by `pkic seal init`, or a local listing gone (an older pkic kept it
@@ -242,6 +244,7 @@ def test_a_killed_apply_is_finished_where_no_listing_of_the_sealed_tree_was_kept
     pkic.ok("verify", "--seal", "--now", NOW, cwd=repo)
 
 
+@pytest.mark.slow  # (whole applies: over 0.8 s)
 @pytest.mark.parametrize(
     "line",
     ["100644 {blob} out/certs", "100644 {blob} out/" + "d/" * 5000 + "x", "100644 {blob} XXX/certs/web.pem", "100644 {blob} out/../x"],
