@@ -18,6 +18,10 @@ positions. The cache lives beside the resolved-spec cache, in the user's cache
 directory. apply takes from it only records it made itself: each record apply writes
 carries an HMAC under a key derived from the seal key, which a plan (no secret) cannot
 make; without a seal key apply loads the whole file.
+
+Longer than 400 lines: the split, the cache's records and the check that a full load
+read the file as the split does are one contract; apart, each would have to trust the
+others' reading of the same bytes.
 """
 
 from __future__ import annotations

@@ -157,9 +157,8 @@ class BeginOp(JournalOp):
     lineage: str
     base_serial: int
     plan: str | None = None  # the plan's digest (absent in a journal of an early pkic)
-    # Under a seal: the seal's digest, and out/ as it found it: the sealed tree's id (git,
-    # or this machine's copy of its listing, has its files), or for a first seal (a null
-    # digest) the listing itself. Unsealed: none of them.
+    # Sealed: the seal's digest, and out/ as found: the sealed tree's id where git or this
+    # machine's copy of its listing has its files, else the listing. Unsealed: neither.
     seal: str | None = None
     listing: dict[str, str] | None = None  # path -> "mode blob" (outtree.listing_json)
     tree: str | None = None

@@ -29,13 +29,13 @@ from compiler.state.records import (
     CertRecord,
     Compromised,
     CrlInfo,
-    FileSpans,
     State,
     cert_record,
     crl_info,
     parse_ts,
     records_text,
 )
+from compiler.state.spans import FileSpans
 
 if TYPE_CHECKING:
     from compiler.spec.cache import Verdicts

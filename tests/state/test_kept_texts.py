@@ -139,7 +139,7 @@ def _load(repo: Path) -> State:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_mutation_on_spans_is_written_as_a_whole_write_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    from compiler.state.records import FileSpans
+    from compiler.state.spans import FileSpans
 
     repo, _ = _written(tmp_path, monkeypatch)
     kept = _load(repo)
