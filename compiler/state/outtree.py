@@ -22,7 +22,9 @@ from compiler import layout
 from compiler.layout import OUT_DIR
 from compiler.model.errors import PkicError, fail
 
-MAX_OUT_FILE = 256 * 1024 * 1024  # a CRL of a million entries is ~40 MiB
+# the state's bound (store.MAX_STATE: 100,000 certificates renewed twice are 280 MB); a
+# CRL of a million entries is ~40 MiB
+MAX_OUT_FILE = 1 << 30
 EMPTY_TREE = {
     "sha1": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
     "sha256": "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321",
@@ -197,15 +199,9 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
                                 f"is {st.st_size} bytes: no file pkic writes is this large",
                                 "remove it (`git rm`), and find out who added it",
                             )
-                        data = os.read(fd, st.st_size + 1)
-                        while len(data) < st.st_size:  # a short read (large file): read on
-                            more = os.read(fd, 1 << 20)
-                            if not more:
-                                break
-                            data += more
+                        blob = _blob_of(fd, st.st_size, algo, rel)
                     finally:
                         os.close(fd)
-                    blob = _hash(algo, b"blob", data).hex()
                     listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", blob)
                     if st.st_dev == top_device:
                         seen[rel] = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {blob}"
@@ -217,6 +213,30 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
     if memo is not None and (hashed or len(seen) != len(known_files) or device != top_device):
         memo.save(algo, seen, started, top_device)
     return listing
+
+
+STREAM = 1 << 20  # a file larger than this is hashed as it is read, not held whole
+
+
+def _blob_of(fd: int, size: int, algo: str, rel: str) -> str:
+    """git's blob id of the file open as ``fd``, of ``size`` bytes when it was opened."""
+    if size <= STREAM:
+        data = os.read(fd, size + 1)  # (+1: a file that grew is hashed as it is)
+        while len(data) < size:  # a short read: read on
+            more = os.read(fd, STREAM)
+            if not more:
+                break
+            data += more
+        return _hash(algo, b"blob", data).hex()
+    h = hashlib.new(algo)
+    h.update(b"blob %d\0" % size)
+    total = 0
+    while chunk := os.read(fd, STREAM):
+        total += len(chunk)
+        h.update(chunk)
+    if total != size:
+        raise fail(rel, "changed while pkic read it", "run again once nothing else is writing out/")
+    return h.hexdigest()
 
 
 def blob_id(algo: str, data: bytes) -> str:

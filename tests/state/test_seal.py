@@ -59,6 +59,26 @@ def test_tree_id_is_gits_write_tree(tmp_path, algo):
     assert tree_id(scan_out(repo, algo), algo) != tree_id(listing, algo)
 
 
+@pytest.mark.parametrize("algo", ["sha1", "sha256"])
+def test_a_large_file_is_hashed_as_it_is_read(tmp_path, monkeypatch, algo):
+    """A file over the streaming size (1 MiB; 64 bytes here) is hashed in pieces, not held
+    whole: its blob id is still git's; and the scan takes any file the state may be (at
+    100,000 certificates renewed twice the state is 280 MB: a bound below the state's
+    made pkic refuse the state it had just written)."""
+    from compiler.state import MAX_STATE, outtree
+
+    assert outtree.MAX_OUT_FILE >= MAX_STATE
+    monkeypatch.setattr(outtree, "STREAM", 64)
+    repo = tmp_path / "r"
+    (repo / "out").mkdir(parents=True)
+    git(repo, "init", "-q", f"--object-format={algo}")
+    for name, size in (("small", 10), ("edge", 64), ("over", 65), ("large", 64 * 50 + 7)):
+        (repo / "out" / name).write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    listing = scan_out(repo, algo)
+    for name in ("small", "edge", "over", "large"):
+        assert listing[f"out/{name}"][1] == git(repo, "hash-object", f"out/{name}")
+
+
 def test_tree_id_is_of_the_bytes_on_disk_not_what_gitattributes_make_of_them(tmp_path):
     """The seal covers the bytes on disk. With `text` set, `git add` stores a CRLF file
     as LF: git's tree then differs from pkic's (so a checkout that converts is caught),
