@@ -256,3 +256,21 @@ def test_apply_with_its_record_still_refuses_a_hand_edit(tmp_path: Path, case: s
     else:
         assert p.returncode == 1, p.stdout + p.stderr
         assert "not what the seal covers" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_a_few_changed_files_are_hashed_again_without_rewriting_the_record(out: Path, memo: BlobMemo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record is written anew only when that saves reading (more than MEMO_SLACK files
+    hashed): a one-leaf change's few files are read again on every scan until then, and
+    their old entries never stand for their new content."""
+    scan_out(out, "sha1", memo=memo)
+    age(memo)
+    before = memo._file("sha1").read_bytes()
+    (out / "out" / "certs" / "leaf5.pem").write_bytes(b"renewed 5\n")
+    calls = counting(monkeypatch)
+    for _ in range(2):
+        assert scan_out(out, "sha1", memo=memo) == scan_out(out, "sha1")
+    assert memo._file("sha1").read_bytes() == before, "not rewritten for one file"
+    assert calls[0] == 2 * (1 + 20), "the changed file, each time (and the full scans beside)"
+    monkeypatch.setattr(outtree, "MEMO_SLACK", 0)
+    scan_out(out, "sha1", memo=memo)
+    assert memo._file("sha1").read_bytes() != before
