@@ -223,22 +223,25 @@ STREAM = 1 << 20  # a file larger than this is hashed as it is read, not held wh
 
 def _blob_of(fd: int, size: int, algo: str, rel: str) -> str:
     """git's blob id of the file open as ``fd``, of ``size`` bytes when it was opened."""
+    changed = fail(rel, "changed while pkic read it", "run again once nothing else is writing out/")
     if size <= STREAM:
-        data = os.read(fd, size + 1)  # (+1: a file that grew is hashed as it is)
+        data = os.read(fd, size + 1)  # (+1: a file that grew is seen)
         while len(data) < size:  # a short read: read on
             more = os.read(fd, STREAM)
             if not more:
                 break
             data += more
+        if len(data) != size:
+            raise changed
         return _hash(algo, b"blob", data).hex()
     h = hashlib.new(algo)
     h.update(b"blob %d\0" % size)
     total = 0
-    while chunk := os.read(fd, STREAM):
+    while total <= size and (chunk := os.read(fd, STREAM)):
         total += len(chunk)
         h.update(chunk)
     if total != size:
-        raise fail(rel, "changed while pkic read it", "run again once nothing else is writing out/")
+        raise changed
     return h.hexdigest()
 
 

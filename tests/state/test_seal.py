@@ -79,6 +79,25 @@ def test_a_large_file_is_hashed_as_it_is_read(tmp_path, monkeypatch, algo):
         assert listing[f"out/{name}"][1] == git(repo, "hash-object", f"out/{name}")
 
 
+@pytest.mark.parametrize("size", [10, 64, 65, 64 * 50 + 7])
+@pytest.mark.parametrize("change", [-2, -1, 1, 2, 5000])
+def test_a_file_that_changes_size_while_read_is_refused(tmp_path, monkeypatch, size, change):
+    """A file whose size is not the one its descriptor had when pkic looked (it grew or
+    shrank in between) is refused, small or streamed, never hashed as whatever was read
+    (found by a review: a small file that grew got a blob id of neither content)."""
+    from compiler.state import outtree
+
+    monkeypatch.setattr(outtree, "STREAM", 64)
+    f = tmp_path / "f"
+    f.write_bytes(b"y" * (size + change))
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        with pytest.raises(PkicError, match="changed while pkic read it"):
+            outtree._blob_of(fd, size, "sha1", "out/f")
+    finally:
+        os.close(fd)
+
+
 def test_tree_id_is_of_the_bytes_on_disk_not_what_gitattributes_make_of_them(tmp_path):
     """The seal covers the bytes on disk. With `text` set, `git add` stores a CRLF file
     as LF: git's tree then differs from pkic's (so a checkout that converts is caught),
