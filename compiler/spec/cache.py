@@ -8,11 +8,13 @@ directory, private to the user, never in the repository; apply does not use it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import stat
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,24 @@ def private_dir(path: Path) -> None:
         raise OSError(f"{path} is not a private directory of this user")
 
 
+def write_private(path: Path, chunks: Iterable[str | bytes]) -> bool:
+    """Write the cache file ``path`` from ``chunks`` (never held whole): its directory
+    made private (see private_dir), the file staged beside it and renamed into place, so
+    that a reader never sees half of it. False (nothing in place) when it cannot be."""
+    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        private_dir(path.parent)
+        with open(staging, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk.encode() if isinstance(chunk, str) else chunk)
+        os.replace(staging, path)
+        return True
+    except (OSError, TypeError, ValueError):
+        with contextlib.suppress(OSError):
+            staging.unlink()
+        return False
+
+
 def read_private(cache: Path) -> bytes:
     """A cache file, only from a private directory of ours (another user could plant one):
     the directory opened once, without following a symlink, and checked through that
@@ -121,14 +141,7 @@ class Verdicts:
             return False
 
     def note(self, what: str, digest: bytes) -> None:
-        path = self._file(what)
-        try:
-            private_dir(path.parent)
-            staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            staging.write_text(self._token(what, digest), encoding="ascii")
-            os.replace(staging, path)
-        except OSError:
-            pass
+        write_private(self._file(what), [self._token(what, digest)])
 
 
 def _cache_path(path: Path, data: bytes) -> Path:
@@ -251,8 +264,6 @@ def store(path: Path, data: bytes, eff: EffectiveSpec, repo: Path) -> None:
         private_dir(cache.parent)
         for old in cache.parent.glob(f"{path.name}.*.json"):
             old.unlink()
-        staging = cache.with_name(cache.name + f".tmp-{os.getpid()}")
-        staging.write_text(_dump_effective(eff, csrs), encoding="utf-8")
-        os.replace(staging, cache)
+        write_private(cache, [_dump_effective(eff, csrs)])
     except (OSError, TypeError, ValueError, PkicError):
         pass

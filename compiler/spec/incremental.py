@@ -29,8 +29,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,22 +404,17 @@ def _records(
 
 def _write(repo: Path, records: dict[str, Any]) -> bool:
     """The entry cache, written a record at a time (100,000 records are tens of MB)."""
-    path = _cache_file(repo)
-    try:
-        cache.private_dir(path.parent)
-        staging = path.with_name(path.name + f".tmp-{os.getpid()}")
-        head = json.dumps({"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest()}, separators=(",", ":"))
-        with open(staging, "w", encoding="utf-8") as fh:
-            fh.write(head[:-1] + ',"records":{')
-            sep = ""
-            for digest, pair in records.items():
-                fh.write(f"{sep}{json.dumps(digest)}:{json.dumps(pair, separators=(',', ':'))}")
-                sep = ","
-            fh.write("}}")
-        os.replace(staging, path)
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
+    head = json.dumps({"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest()}, separators=(",", ":"))
+
+    def chunks() -> Iterator[str]:
+        yield head[:-1] + ',"records":{'
+        sep = ""
+        for digest, pair in records.items():
+            yield f"{sep}{json.dumps(digest)}:{json.dumps(pair, separators=(',', ':'))}"
+            sep = ","
+        yield "}}"
+
+    return cache.write_private(_cache_file(repo), chunks())
 
 
 @dataclass

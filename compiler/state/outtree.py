@@ -97,19 +97,10 @@ class BlobMemo:
         return {}, 0, 0
 
     def save(self, algo: str, memo: _Memo, started: int, device: int) -> None:
-        from compiler.spec.cache import private_dir
+        from compiler.spec.cache import write_private
 
-        path = self._file(algo)
-        try:
-            private_dir(path.parent)
-            body = json.dumps({"saved_ns": started, "device": device, "files": memo}, separators=(",", ":")).encode()
-            if self.mac_key is not None:
-                body = self._mac(body) + b"\n" + body
-            staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            staging.write_bytes(body)
-            os.replace(staging, path)
-        except (OSError, TypeError, ValueError):
-            pass
+        body = json.dumps({"saved_ns": started, "device": device, "files": memo}, separators=(",", ":")).encode()
+        write_private(self._file(algo), [self._mac(body), b"\n", body] if self.mac_key is not None else [body])
 
 
 _HEX = re.compile(r"[0-9a-f]+\Z")
@@ -223,7 +214,6 @@ STREAM = 1 << 20  # a file larger than this is hashed as it is read, not held wh
 
 def _blob_of(fd: int, size: int, algo: str, rel: str) -> str:
     """git's blob id of the file open as ``fd``, of ``size`` bytes when it was opened."""
-    changed = fail(rel, "changed while pkic read it", "run again once nothing else is writing out/")
     if size <= STREAM:
         data = os.read(fd, size + 1)  # (+1: a file that grew is seen)
         while len(data) < size:  # a short read: read on
@@ -232,7 +222,7 @@ def _blob_of(fd: int, size: int, algo: str, rel: str) -> str:
                 break
             data += more
         if len(data) != size:
-            raise changed
+            raise _changed(rel)
         return _hash(algo, b"blob", data).hex()
     h = hashlib.new(algo)
     h.update(b"blob %d\0" % size)
@@ -241,8 +231,12 @@ def _blob_of(fd: int, size: int, algo: str, rel: str) -> str:
         total += len(chunk)
         h.update(chunk)
     if total != size:
-        raise changed
+        raise _changed(rel)
     return h.hexdigest()
+
+
+def _changed(rel: str) -> PkicError:
+    return fail(rel, "changed while pkic read it", "run again once nothing else is writing out/")
 
 
 def blob_id(algo: str, data: bytes) -> str:
