@@ -72,6 +72,13 @@ class Report:
     def problem(self, where: str, message: str, hint: str = REVERT_HINT) -> None:
         self.problems.append(Diagnostic(where, None, None, "", message, hint))  # render_seal() escapes odd names
 
+    def sealed_files(self, repo: Path, tree: str) -> Listing | None:
+        """The files of the sealed tree ``tree``: git's, or where git has not the tree
+        (nothing committed), this machine's copy of the listing, taken only if it hashes
+        to ``tree``; None if neither has them."""
+        files = self.git.listing(repo, tree)
+        return files if files is not None else local_listing(repo, tree, self.git.object_format)
+
     @property
     def prev_for_next(self) -> str | None:
         """What the next seal's ``prev`` is: HEAD's seal where there is one (a run of
@@ -231,9 +238,7 @@ def _check_history(r: Report, public_key: str, history: list[tuple[str, bytes | 
 
 def _name_changes(r: Report, repo: Path, have: Listing | None, sealed_tree: str) -> None:
     """Name each file of ``have`` that is not what the seal covers (once, however often asked)."""
-    sealed = r.git.listing(repo, sealed_tree)
-    if sealed is None:
-        sealed = local_listing(repo, sealed_tree, r.git.object_format)
+    sealed = r.sealed_files(repo, sealed_tree)
     if have is None or sealed is None:
         return
     known = {p for p, _ in r.changed}

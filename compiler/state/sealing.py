@@ -15,7 +15,7 @@ from compiler.layout import OUT_DIR, SEAL_PATH, STATE_PATH
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.state.invariants import Invariants
 from compiler.state.ops import BeginOp
-from compiler.state.outtree import Listing, listing_from_json, local_listing, save_listing, scan_out, tree_id, update_listing
+from compiler.state.outtree import Listing, listing_from_json, save_listing, scan_out, tree_id, update_listing
 from compiler.state.records import State
 from compiler.state.seal import Seal, parse_seal, render_seal, rotation_bytes, sops_rules_digest
 from compiler.state.sealcheck import Report
@@ -97,9 +97,7 @@ class Sealing:
             if begin.listing is not None:
                 was = listing_from_json(begin.listing)
             elif seal is not None and begin.tree == seal.out_tree:
-                was = self.report.git.listing(repo, begin.tree)
-                if was is None:
-                    was = local_listing(repo, begin.tree, self.algo)
+                was = self.report.sealed_files(repo, begin.tree)
         if was is None:
             raise fail(
                 OUT_DIR,
