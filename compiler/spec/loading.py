@@ -177,15 +177,20 @@ def load(repo: Path, *, caches: str | bytes | None = PLAN_CACHES) -> EffectiveSp
             cached = incremental.load(repo, data, mac_key)
             if cached is not None:
                 return cached
+        fast = True
         try:
             doc = parse_yaml(data.decode("utf-8"), path.name, fast=True)
         except PkicError:
             # libyaml is YAML 1.1 and refuses some valid YAML 1.2 (a URI such as
             # spiffe://x/y in a flow list): the round-trip loader reads it
             doc, _ = read_document(path)
+            fast = False
         if isinstance(doc, dict):
             spec = Spec.model_validate(doc)
-            parsed = incremental.Parsed.of(doc) if plan or mac_key is not None else None
+            # entries are kept only from a file the fast parser read whole: the next load
+            # parses a changed entry with it, alone, and the two parsers do not read every
+            # text alike (`!, key` is a tag to one and two nulls to the other)
+            parsed = incremental.Parsed.of(doc) if fast and (plan or mac_key is not None) else None
             # The fast parsers keep no positions, so the document has nothing more to give:
             # a problem found below is reported by the slow path, which reads the file
             # again. Let it go before resolving (100,000 entries' data is hundreds of MB).
@@ -193,8 +198,9 @@ def load(repo: Path, *, caches: str | bytes | None = PLAN_CACHES) -> EffectiveSp
             effective = resolve(spec, Locator(SPEC_FILE, {}), repo=repo)
             del spec
             # the entry cache serves the next plan, changed or not; the whole-spec cache
-            # only a file the split cannot read
-            if parsed is not None and not incremental.store(repo, data, effective, parsed, mac_key) and plan:
+            # (these very bytes) a file the split cannot read, or the fast parser could not
+            kept = parsed is not None and incremental.store(repo, data, effective, parsed, mac_key)
+            if plan and not kept:
                 cache.store(path, data, effective, repo)
             return effective
     except (OSError, UnicodeDecodeError, ValidationError, PkicError):

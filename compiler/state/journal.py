@@ -32,6 +32,7 @@ def read_journal(repo: Path) -> list[Op]:
     each of a kind this pkic knows; :func:`load_with_journal` reads them into their steps."""
     check_work_dir(repo)
     data = read_file(repo, JOURNAL_PATH, max_size=MAX_STATE)  # bounded, never through a symlink
+    _check_not_committed(repo, journal=data is not None)  # before anything is said of .pkic/ from git
     if data is None:
         return []
     ops: list[Op] = []
@@ -62,7 +63,6 @@ def load_with_journal(repo: Path, verdicts: Verdicts | None = None) -> tuple[Sta
     lines = read_journal(repo)
     if not lines:
         return state, []
-    _check_not_committed(repo)  # before anything else is said of a journal from git
     if lines[0].get("op") != "begin" or (state.lineage and lines[0].get("lineage") != state.lineage):
         raise fail(JOURNAL_PATH, "the journal does not belong to this state", f"remove {JOURNAL_PATH} if out/ was restored from git")
     ops = [parse_op(line, i + 1) for i, line in enumerate(lines)]
@@ -98,8 +98,10 @@ def check_work_dir(repo: Path) -> None:
             )
 
 
-def _check_not_committed(repo: Path) -> None:
-    """Refuse a journal that came from git: nothing under .pkic/ may be tracked."""
+def _check_not_committed(repo: Path, *, journal: bool) -> None:
+    """Refuse a .pkic/ that came from git: it is this machine's own (the journal, the lock,
+    the listing of the sealed tree), and nothing under it may be tracked. With a
+    ``journal``, a git that cannot answer is refused too."""
     try:
         proc = subprocess.run(["git", "ls-files", "-z", "--", WORK_DIR], cwd=repo, capture_output=True)
     except OSError:  # no git on this machine: the journal cannot have come from git
@@ -108,8 +110,15 @@ def _check_not_committed(repo: Path) -> None:
     if proc.returncode == 0 and proc.stdout:
         tracked = proc.stdout.decode(errors="replace").strip("\0").split("\0")
         why = f"is committed to git ({', '.join(tracked[:3])})"
-    elif proc.returncode != 0 and b"not a git repository" not in proc.stderr:
+    elif journal and proc.returncode != 0 and b"not a git repository" not in proc.stderr:
         why = "cannot be checked against git (" + proc.stderr.decode(errors="replace").strip().splitlines()[0] + ")"
+    if why and proc.returncode == 0 and JOURNAL_PATH not in tracked:
+        raise fail(
+            tracked[0],
+            f"{why}: .pkic/ is this machine's own record (the journal, the lock, the listing of the sealed tree); "
+            "one from git would stand in for it",
+            f"never commit .pkic/ (`git rm -r --cached {WORK_DIR}`), and find out who added it",
+        )
     if why:
         raise fail(
             JOURNAL_PATH,

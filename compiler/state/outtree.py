@@ -55,6 +55,7 @@ def _hash(algo: str, kind: bytes, data: bytes) -> bytes:
 BLOB_MEMO = "out-blobs.json"
 RACY_NS = 2_000_000_000
 MEMO_SLACK = 64  # files a scan may hash again before the record is written anew
+MAX_OUT_DEPTH = 16  # levels below out/ (pkic writes three: out/certs/ocsp-responders/x.pem)
 # path -> "inode size mtime_ns ctime_ns blob-id" (strings: a record of 300,000 files
 # reads in a fifth of the time lists of numbers take), all on the device of out/
 _Memo = dict[str, str]
@@ -137,71 +138,74 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
     finally:
         os.close(root)
     top_device = os.fstat(top).st_dev
-    stack = [(OUT_DIR, top)]
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        while stack:
-            rel_dir, dfd = stack.pop()
-            try:
-                with os.scandir(dfd) as it:
-                    entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
-                for name, link, is_dir, is_file in entries:
-                    rel = f"{rel_dir}/{name}"
-                    if link:
-                        raise fail(
-                            rel,
-                            "is a symlink inside out/: pkic never writes one, and never follows one",
-                            "remove it (`git rm`), and find out who added it",
-                        )
-                    if is_dir:
-                        stack.append((rel, os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)))
+
+    def walk(rel_dir: str, dfd: int, depth: int) -> None:
+        nonlocal hashed
+        with os.scandir(dfd) as it:
+            entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
+        for name, link, is_dir, is_file in entries:
+            rel = f"{rel_dir}/{name}"
+            if link:
+                raise fail(
+                    rel,
+                    "is a symlink inside out/: pkic never writes one, and never follows one",
+                    "remove it (`git rm`), and find out who added it",
+                )
+            if is_dir:
+                if depth >= MAX_OUT_DEPTH:
+                    raise fail(
+                        rel,
+                        f"is nested deeper than pkic writes ({MAX_OUT_DEPTH} levels)",
+                        "remove it (`git rm -r`), and find out who added it",
+                    )
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                try:  # depth first: one descriptor open a level, however many directories
+                    walk(rel, sub, depth + 1)
+                finally:
+                    os.close(sub)
+                continue
+            if not is_file:
+                raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
+            if known_files:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                known = known_files.get(rel)
+                # a hit: the same inode, size and times, all older than the record
+                # by more than the racy window, and a blob id of this format
+                if type(known) is str and st.st_dev == device and st.st_mtime_ns < trusted_before and st.st_ctime_ns < trusted_before:
+                    head = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
+                    if (
+                        len(known) == len(head) + blob_len
+                        and known.startswith(head)
+                        and _HEX.match(known, len(head))
+                        and stat.S_ISREG(st.st_mode)
+                    ):
+                        seen[rel] = known
+                        listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[len(head) :])
                         continue
-                    if not is_file:
-                        raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
-                    if known_files:
-                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                        known = known_files.get(rel)
-                        # a hit: the same inode, size and times, all older than the record
-                        # by more than the racy window, and a blob id of this format
-                        if (
-                            type(known) is str
-                            and st.st_dev == device
-                            and st.st_mtime_ns < trusted_before
-                            and st.st_ctime_ns < trusted_before
-                        ):
-                            head = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
-                            if (
-                                len(known) == len(head) + blob_len
-                                and known.startswith(head)
-                                and _HEX.match(known, len(head))
-                                and stat.S_ISREG(st.st_mode)
-                            ):
-                                seen[rel] = known
-                                listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[len(head) :])
-                                continue
-                    hashed += 1
-                    fd = os.open(name, flags, dir_fd=dfd)
-                    try:
-                        st = os.fstat(fd)
-                        if not stat.S_ISREG(st.st_mode):
-                            raise fail(rel, "is not a regular file inside out/", "remove it, and find out who added it")
-                        if st.st_size > MAX_OUT_FILE:
-                            raise fail(
-                                rel,
-                                f"is {st.st_size} bytes: no file pkic writes is this large",
-                                "remove it (`git rm`), and find out who added it",
-                            )
-                        blob = _blob_of(fd, st.st_size, algo, rel)
-                    finally:
-                        os.close(fd)
-                    listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", blob)
-                    if st.st_dev == top_device:
-                        seen[rel] = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {blob}"
+            hashed += 1
+            fd = os.open(name, flags, dir_fd=dfd)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise fail(rel, "is not a regular file inside out/", "remove it, and find out who added it")
+                if st.st_size > MAX_OUT_FILE:
+                    raise fail(
+                        rel,
+                        f"is {st.st_size} bytes: no file pkic writes is this large",
+                        "remove it (`git rm`), and find out who added it",
+                    )
+                blob = _blob_of(fd, st.st_size, algo, rel)
             finally:
-                os.close(dfd)
+                os.close(fd)
+            listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", blob)
+            if st.st_dev == top_device:
+                seen[rel] = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {blob}"
+
+    try:
+        walk(OUT_DIR, top, 1)
     finally:
-        for _, dfd in stack:
-            os.close(dfd)
+        os.close(top)
     # renewed when it saves reading: not for a few files (a one-leaf change touches four;
     # rewriting 300,000 entries for them cost more than hashing them again next time)
     if memo is not None and (not known_files or device != top_device or hashed > max(MEMO_SLACK, len(listing) // 100)):
