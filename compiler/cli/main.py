@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from compiler.cli import cmd_inspect, cmd_other, cmd_plan  # noqa: F401  (registers the commands)
 from compiler.cli.app import app, err, escape, escape_lines, opts
 from compiler.cli.ci import ci_app
+from compiler.model import heap
 from compiler.model.errors import PkicError
 
 app.add_typer(ci_app, name="ci")
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     # (and for the long-running `pkic serve`) at a fraction of the cost.
     gc.set_threshold(100_000, 50, 100)
     try:
-        # "pkic" in usage lines however it was started (`python -m compiler.cli` included)
-        rc = app(args=directory_first(sys.argv[1:] if argv is None else argv), prog_name="pkic", standalone_mode=False)
+        # "pkic" in usage lines however it was started (`python -m compiler.cli` included);
+        # what the command loads to keep is frozen out of the collector's passes (model.heap)
+        with heap.command():
+            rc = app(args=directory_first(sys.argv[1:] if argv is None else argv), prog_name="pkic", standalone_mode=False)
         if rc == 130:  # typer turns Ctrl-C into this return value
             err.print("Interrupted. Steps already done are recorded; `pkic plan` shows what is left.")
         return rc if isinstance(rc, int) else 0

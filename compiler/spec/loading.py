@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from compiler import layout
 from compiler.model.bounded import Locator, check_yaml, yaml_nodes
 from compiler.model.errors import Diagnostic, PkicError
+from compiler.model.heap import long_lived
 from compiler.spec import cache, incremental
 from compiler.spec.diagnostics import locate_duplicate, pydantic_diags, sorted_diagnostics
 from compiler.spec.effective import EffectiveSpec
@@ -165,6 +166,11 @@ def load(repo: Path, *, caches: str | bytes | None = PLAN_CACHES) -> EffectiveSp
     caches are not reviewed input: nothing is signed from what a plan kept); None: no
     cache. pki.yaml is read only as a regular file reached through no symlink.
     """
+    with long_lived():  # (the entries live as long as the command: see model.heap)
+        return _load(repo, caches)
+
+
+def _load(repo: Path, caches: str | bytes | None) -> EffectiveSpec:
     path = repo / SPEC_FILE
     plan = caches == PLAN_CACHES
     mac_key = caches if isinstance(caches, bytes) else None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_chunks, read_file
 from compiler.model.bounded import json_text, loads_json, parse_json_text
 from compiler.model.errors import PkicError, fail
+from compiler.model.heap import long_lived
 from compiler.model.stamp import Stamp
 from compiler.state.migrate import upgrade
 from compiler.state.outtree import blob_id
@@ -61,6 +62,11 @@ def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None
     format, git blob id) the bytes read must have: apply's, from the seal gate's scan,
     so that the state it acts on is the file the gate proved sealed, whatever the file
     times said."""
+    with long_lived():  # (the records live as long as the command: see model.heap)
+        return _load_state(repo, keep_text, verdicts, blob)
+
+
+def _load_state(repo: Path, keep_text: bool, verdicts: Verdicts | None, blob: tuple[str, str] | None) -> State:
     try:
         data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
         if data is None:
