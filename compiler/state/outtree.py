@@ -140,54 +140,56 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
     top_device = os.fstat(top).st_dev
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
+    stat_at, is_reg, x_bit = os.stat, stat.S_ISREG, stat.S_IXUSR
+    known_of = known_files.get if known_files else None
+
     def walk(rel_dir: str, dfd: int, depth: int) -> None:
         nonlocal hashed
+        files: list[str] = []
         with os.scandir(dfd) as it:
-            entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
-        for name, link, is_dir, is_file in entries:
-            rel = f"{rel_dir}/{name}"
-            if link:
-                raise fail(
-                    rel,
-                    "is a symlink inside out/: pkic never writes one, and never follows one",
-                    "remove it (`git rm`), and find out who added it",
-                )
-            if is_dir:
+            for e in it:  # (the type from the directory itself: no call per file)
+                if e.is_file(follow_symlinks=False):
+                    files.append(e.name)
+                    continue
+                rel = f"{rel_dir}/{e.name}"
+                if e.is_symlink():
+                    raise fail(
+                        rel,
+                        "is a symlink inside out/: pkic never writes one, and never follows one",
+                        "remove it (`git rm`), and find out who added it",
+                    )
+                if not e.is_dir(follow_symlinks=False):
+                    raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
                 if depth >= MAX_OUT_DEPTH:
                     raise fail(
                         rel,
                         f"is nested deeper than pkic writes ({MAX_OUT_DEPTH} levels)",
                         "remove it (`git rm -r`), and find out who added it",
                     )
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
                 try:  # depth first: one descriptor open a level, however many directories
                     walk(rel, sub, depth + 1)
                 finally:
                     os.close(sub)
-                continue
-            if not is_file:
-                raise fail(rel, "is not a regular file (a device or FIFO?) inside out/", "remove it, and find out who added it")
-            if known_files:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                known = known_files.get(rel)
+        prefix = rel_dir + "/"
+        for name in files:
+            rel = prefix + name
+            known = known_of(rel) if known_of is not None else None
+            if type(known) is str:
+                st = stat_at(name, dir_fd=dfd, follow_symlinks=False)
                 # a hit: the same inode, size and times, all older than the record
                 # by more than the racy window, and a blob id of this format
-                if type(known) is str and st.st_dev == device and st.st_mtime_ns < trusted_before and st.st_ctime_ns < trusted_before:
+                if st.st_mtime_ns < trusted_before and st.st_ctime_ns < trusted_before and st.st_dev == device and is_reg(st.st_mode):
                     head = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
-                    if (
-                        len(known) == len(head) + blob_len
-                        and known.startswith(head)
-                        and _HEX.match(known, len(head))
-                        and stat.S_ISREG(st.st_mode)
-                    ):
+                    if len(known) == len(head) + blob_len and known.startswith(head) and _HEX.match(known, len(head)):
                         seen[rel] = known
-                        listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", known[len(head) :])
+                        listing[rel] = ("100755" if st.st_mode & x_bit else "100644", known[len(head) :])
                         continue
             hashed += 1
             fd = os.open(name, flags, dir_fd=dfd)
             try:
                 st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
+                if not is_reg(st.st_mode):
                     raise fail(rel, "is not a regular file inside out/", "remove it, and find out who added it")
                 if st.st_size > MAX_OUT_FILE:
                     raise fail(
@@ -198,7 +200,7 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
                 blob = _blob_of(fd, st.st_size, algo, rel)
             finally:
                 os.close(fd)
-            listing[rel] = ("100755" if st.st_mode & stat.S_IXUSR else "100644", blob)
+            listing[rel] = ("100755" if st.st_mode & x_bit else "100644", blob)
             if st.st_dev == top_device:
                 seen[rel] = f"{st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {blob}"
 
