@@ -46,7 +46,11 @@ from compiler.spec.models import SPEC_FILE, Moved, Spec
 from compiler.spec.parse import parse_yaml
 
 ENTRY_CACHE = "entries.json"
-ENTRY_FORMAT = 2  # records: text digest -> [the record as JSON text, its mac or null]
+# a head line (JSON: format, pkic, code), then a line a record: its entry's text digest,
+# its mac (or "-"), and the record as JSON text (one line: json.dumps escapes every
+# control character). Format 2 held the records as strings inside one JSON object: each
+# escaped on writing and decoded twice on reading, a second and a half at W100k.
+ENTRY_FORMAT = 3
 # more certificates than this changed (a fifth, at least 200): the whole file is loaded
 # instead, which parses faster than as many entries one at a time
 MIN_MISSES = 200
@@ -183,15 +187,42 @@ def _cache_file(repo: Path) -> Path:
     return cache.cache_dir(repo) / ENTRY_CACHE
 
 
-def _read_records(repo: Path) -> dict[str, Any] | None:
+# a record: (its JSON text, its mac or None)
+Record = tuple[str, str | None]
+_RECORD_LINE = re.compile(r"([0-9a-f]{64}) ([0-9a-f]{64}|-) (\{.*\})\Z")
+
+
+def _head() -> str:
+    return json.dumps({"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest()}, separators=(",", ":"))
+
+
+def decode_records(body: str) -> dict[str, Record] | None:
+    """The records of an entry-cache file's text (text digest -> record), or None: not
+    this code's. A damaged line is left out (a miss, never a crash)."""
+    head, _, rest = body.partition("\n")
+    if head != _head():
+        return None
+    records: dict[str, Record] = {}
+    for line in rest.split("\n"):
+        m = _RECORD_LINE.match(line)
+        if m is not None:
+            mac = m.group(2)
+            records[m.group(1)] = (m.group(3), None if mac == "-" else mac)
+    return records
+
+
+def encode_records(records: dict[str, Record]) -> Iterator[str]:
+    """An entry-cache file's text, a line at a time (100,000 records are tens of MB)."""
+    yield _head() + "\n"
+    for digest, (text, mac) in records.items():
+        yield f"{digest} {mac or '-'} {text}\n"
+
+
+def _read_records(repo: Path) -> dict[str, Record] | None:
     """The entry cache's records (text digest -> record), or None: none kept, or not ours."""
     try:
-        body = json.loads(cache.read_private(_cache_file(repo)))
-        if body.get("format") != ENTRY_FORMAT or body.get("pkic") != __version__ or body.get("code") != cache.code_digest():
-            return None
-        records = body["records"]
-        return records if isinstance(records, dict) else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return decode_records(cache.read_private(_cache_file(repo)).decode("utf-8"))
+    except (OSError, ValueError):
         return None
 
 
@@ -206,14 +237,13 @@ def _mac(key: bytes, digest: str, text: str) -> str:
     return hmac.digest(key, digest.encode() + b"\0" + text.encode(), "sha256").hex()  # (one call: hmac.new costs 10 µs)
 
 
-def _authentic(item: Any, digest: str, mac_key: bytes | None) -> str | None:
-    """The record text of ``item`` ([record text, mac]) if it is one (and, with ``mac_key``,
-    one apply itself made)."""
-    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
+def _authentic(item: Record | None, digest: str, mac_key: bytes | None) -> str | None:
+    """The record text of ``item`` if there is one (and, with ``mac_key``, one apply
+    itself made)."""
+    if item is None:
         return None
-    text: str = item[0]
-    mac = item[1]
-    if mac_key is not None and not (isinstance(mac, str) and hmac.compare_digest(mac, _mac(mac_key, digest, text))):
+    text, mac = item
+    if mac_key is not None and not (mac is not None and hmac.compare_digest(mac, _mac(mac_key, digest, text))):
         return None
     return text
 
@@ -305,8 +335,8 @@ def _top_level(parts: Split) -> dict[str, Any] | None:
 
 
 def _resolve(
-    repo: Path, parts: Split, records: dict[str, Any], mac_key: bytes | None
-) -> tuple[EffectiveSpec, dict[str, Any], list[str], dict[str, str]] | None:
+    repo: Path, parts: Split, records: dict[str, Record], mac_key: bytes | None
+) -> tuple[EffectiveSpec, dict[str, Record], list[str], dict[str, str]] | None:
     """The effective spec, the records it took from the cache (by digest), the names of
     the certificates it resolved afresh, and every authority's ``deps``."""
     from compiler.spec.resolution import canonical_order, moves_of, resolve
@@ -327,7 +357,7 @@ def _resolve(
         return None
     certs = parts.sections["certificates"]
     hits: dict[str, Entry] = {}
-    kept: dict[str, Any] = {}
+    kept: dict[str, Record] = {}
     found: list[tuple[str, str, str]] = []  # (name, digest, record text)
     for name, text in certs.items():
         digest = _digest(text)
@@ -378,43 +408,36 @@ def _resolve(
 
 def _records(
     repo: Path, parts: Split, effective: EffectiveSpec, names: Any, chains: dict[str, str], mac_key: bytes | None = None
-) -> dict[str, Any]:
+) -> dict[str, Record]:
     """The cache records of the certificates ``names`` of ``effective``, by text digest
     (authenticated with ``mac_key``, when apply makes them)."""
     texts = parts.sections["certificates"]
-    records = {}
+    records: dict[str, Record] = {}
+    encode = _COMPACT.encode  # (one encoder: json.dumps makes one a call)
     for name in names:
         entry = effective.entries.get(name)
         if entry is None or entry.kind != "certificate" or entry.issuer not in chains or name not in texts:
             continue
         digest = _digest(texts[name])
-        text = json.dumps(
+        text = encode(
             {
                 "name": name,
                 "issuer": entry.issuer,
                 "deps": chains[entry.issuer],
                 "csr": _csr_digest(repo, entry.csr_path),
                 "entry": cache.dump_entry(entry),
-            },
-            separators=(",", ":"),
+            }
         )
-        records[digest] = [text, None if mac_key is None else _mac(mac_key, digest, text)]
+        records[digest] = (text, None if mac_key is None else _mac(mac_key, digest, text))
     return records
 
 
-def _write(repo: Path, records: dict[str, Any]) -> bool:
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # (ensure_ascii: a record is one line)
+
+
+def _write(repo: Path, records: dict[str, Record]) -> bool:
     """The entry cache, written a record at a time (100,000 records are tens of MB)."""
-    head = json.dumps({"format": ENTRY_FORMAT, "pkic": __version__, "code": cache.code_digest()}, separators=(",", ":"))
-
-    def chunks() -> Iterator[str]:
-        yield head[:-1] + ',"records":{'
-        sep = ""
-        for digest, pair in records.items():
-            yield f"{sep}{json.dumps(digest)}:{json.dumps(pair, separators=(',', ':'))}"
-            sep = ","
-        yield "}}"
-
-    return cache.write_private(_cache_file(repo), chunks())
+    return cache.write_private(_cache_file(repo), encode_records(records))
 
 
 @dataclass
@@ -468,10 +491,10 @@ def store(repo: Path, data: bytes, effective: EffectiveSpec, parsed: Parsed, mac
             return False
         records = _records(repo, parts, effective, same, chains, mac_key)
         if mac_key is None:  # a plan: what apply authenticated stays so where the text is the same
-            for digest, pair in (_read_records(repo) or {}).items():
+            for digest, (text, mac) in (_read_records(repo) or {}).items():
                 new = records.get(digest)
-                if new is not None and isinstance(pair, list) and len(pair) == 2 and pair[0] == new[0] and isinstance(pair[1], str):
-                    new[1] = pair[1]
+                if new is not None and mac is not None and text == new[0]:
+                    records[digest] = (text, mac)
         return _write(repo, records)
     except (OSError, UnicodeDecodeError, TypeError, ValueError, PkicError):
         return False

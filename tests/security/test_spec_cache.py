@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from compiler.spec.incremental import decode_records, encode_records
+
 pytest.register_assert_rewrite("seclib")  # before importing it: its asserts explain themselves
 from seclib import T1, read_state  # noqa: E402
 
@@ -31,20 +33,22 @@ def _plant(forge, repo: Path, env: dict) -> Path:
     base = Path(env["XDG_CACHE_HOME"])
     caches = list(base.glob("pkic/spec/*/pki.yaml.*.json")) + list(base.glob("pkic/spec/*/entries.json"))
     assert len(caches) == 1, caches
-    body = json.loads(caches[0].read_text())
     if caches[0].name == "entries.json":
-        for pair in body["records"].values():
-            record = json.loads(pair[0])
+        records = decode_records(caches[0].read_text())
+        for digest, (text, mac) in records.items():
+            record = json.loads(text)
             if record["name"] == "web":
                 record["entry"]["spec"]["dns"] = [*record["entry"]["spec"]["dns"], "rogue.example.com"]
-                pair[0] = json.dumps(record)
-    else:
-        web = next(e for e in body["entries"] if e["name"] == "web")
-        rogue = json.loads(json.dumps(web))
-        rogue["name"] = "rogue"
-        rogue["spec"]["dns"] = ["rogue.example.com"]
-        body["entries"].append(rogue)
-        body["children"]["services-ca"].append("rogue")
+                records[digest] = (json.dumps(record), mac)
+        caches[0].write_text("".join(encode_records(records)))
+        return caches[0]
+    body = json.loads(caches[0].read_text())
+    web = next(e for e in body["entries"] if e["name"] == "web")
+    rogue = json.loads(json.dumps(web))
+    rogue["name"] = "rogue"
+    rogue["spec"]["dns"] = ["rogue.example.com"]
+    body["entries"].append(rogue)
+    body["children"]["services-ca"].append("rogue")
     caches[0].write_text(json.dumps(body))
     return caches[0]
 
@@ -109,13 +113,17 @@ def test_plan_reads_its_own_cache(planted):
 
 def _records(home: Path) -> tuple[Path, dict]:
     (path,) = list(home.glob(".cache/pkic/spec/*/entries.json"))
-    return path, json.loads(path.read_text())
+    return path, {"records": decode_records(path.read_text())}
 
 
-def _rogue(pair: list) -> list:
+def _save(path: Path, body: dict) -> None:
+    path.write_text("".join(encode_records(body["records"])))
+
+
+def _rogue(pair: tuple) -> tuple:
     record = json.loads(pair[0])
     record["entry"]["spec"]["dns"] = [*record["entry"]["spec"]["dns"], "rogue.example.com"]
-    return [json.dumps(record, separators=(",", ":")), pair[1]]
+    return (json.dumps(record, separators=(",", ":")), pair[1])
 
 
 def _edit_web(body: dict, change) -> None:
@@ -144,10 +152,10 @@ def test_apply_takes_only_entries_it_authenticated(tmp_path: Path, mac: str) -> 
     if mac == "kept":
         _edit_web(body, lambda d, pair: _rogue(pair))
     elif mac == "none":
-        _edit_web(body, lambda d, pair: [_rogue(pair)[0], None])
+        _edit_web(body, lambda d, pair: (_rogue(pair)[0], None))
     else:
-        _edit_web(body, lambda d, pair: [(text := _rogue(pair)[0]), _mac(key, d, text)])
-    path.write_text(json.dumps(body))
+        _edit_web(body, lambda d, pair: ((text := _rogue(pair)[0]), _mac(key, d, text)))
+    _save(path, body)
     p = pkic("apply", "--yes", "--now", NOW, cwd=repo)
     assert p.returncode == 0, p.stdout + p.stderr
     assert ("rogue.example.com" in p.stdout) is (mac == "valid"), p.stdout

@@ -355,3 +355,17 @@ def test_records_are_parsed_in_one_call_or_one_by_one(texts: list[str], want: li
     values that are not records of the names they meet: each is checked as one, and an
     apply takes only texts it authenticated.)"""
     assert incremental._parsed(texts) == want
+
+
+def test_the_record_file_reads_back_what_was_written_and_skips_damage() -> None:
+    """A line a record: a damaged line is a miss, a foreign head is no cache at all."""
+    mac = "ab" * 32
+    records = {"0" * 64: ('{"name":"a"}', None), "1" * 64: ('{"name":"b\\n"}', mac)}
+    text = "".join(incremental.encode_records(records))
+    assert text.count("\n") == 3  # the head and one line a record, whatever a record holds
+    assert incremental.decode_records(text) == records
+    damaged = text.replace("1" * 64 + " " + mac, "1" * 63 + " " + mac)
+    assert incremental.decode_records(damaged) == {"0" * 64: ('{"name":"a"}', None)}
+    assert incremental.decode_records(text + "junk\n" + "2" * 64 + " XX {}\n") == records
+    assert incremental.decode_records(text.replace('"format":3', '"format":2')) is None
+    assert incremental.decode_records("") is None
