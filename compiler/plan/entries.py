@@ -56,6 +56,8 @@ def _fmt(value: Any) -> str:
 def spec_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Reason[ReasonCode]]:
     """The effective spec differs from the one the certificate was built from:
     ``<field>_changed``, ``csr_key_changed``, ``rekey_requested``."""
+    if old == new:  # (one comparison in C: nearly every entry of a plan)
+        return []
     reasons: list[Reason[ReasonCode]] = []
     for f, code in SPEC_FIELDS.items():
         a, b = old.get(f), new.get(f)
@@ -80,13 +82,16 @@ def spec_reasons(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Reason[
     return reasons
 
 
-def compromise_reasons(entry: Entry, rec: Record, state: State, compromised: dict[str, list[Revocation]]) -> list[Reason[ReasonCode]]:
+def compromise_reasons(
+    entry: Entry, rec: Record, compromised_keys: set[str], compromised: dict[str, list[Revocation]]
+) -> list[Reason[ReasonCode]]:
     """Its key is compromised: declared now (``compromised``: see
-    revocation.declared_compromises) or recorded earlier: ``key_compromised``."""
+    revocation.declared_compromises) or recorded earlier (``compromised_keys``, the
+    state's): ``key_compromised``."""
     if entry.name in compromised:
         n = len(compromised[entry.name])
         return [Reason(ReasonCode.KEY_COMPROMISED, f"key compromised on {entry.key_compromised}: {n} certificate(s) with it are revoked")]
-    if rec["public_key_sha256"] in state.compromised_keys():
+    if rec["public_key_sha256"] in compromised_keys:
         return [Reason(ReasonCode.KEY_COMPROMISED, "its key was declared compromised")]
     return []
 
@@ -175,6 +180,7 @@ def entry_changes(
     in pki.yaml, and everything below them (orphans, listed in the plan)."""
     changes: dict[str, Change] = {}
     unusable: set[str] = set()
+    compromised_keys = state.compromised_keys()
     for name, entry in spec.entries.items():
         rec = state.active(name)
         if entry.revoke:
@@ -197,7 +203,7 @@ def entry_changes(
             continue
         issuer_change = changes.get(entry.issuer) if entry.issuer else None
         reasons = spec_reasons(rec["spec"], entry.spec)
-        reasons += compromise_reasons(entry, rec, state, compromised)
+        reasons += compromise_reasons(entry, rec, compromised_keys, compromised)
         if not any(r.code == ReasonCode.ISSUER_CHANGED for r in reasons):
             reasons += issuer_reasons(entry, rec, state, issuer_change)
         if reasons:
