@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from compiler import layout
@@ -341,9 +342,17 @@ def save_listing(repo: Path, tree: str, listing: Listing, algo: str) -> bool:
     back only if the tree id it hashes to is the one asked for."""
     if any("\n" in p for p in listing):
         return False  # (no name pkic writes has one)
+
+    def chunks() -> Iterator[bytes]:  # (in pieces: whole, with its lines, it was 75 MB at W100k)
+        yield f"{_LISTING_HEAD} {algo} {tree}\n".encode()
+        lines = [f"{m} {b} {p}\n" for p, (m, b) in itertools.islice(items, 4096)]
+        while lines:
+            yield "".join(lines).encode("utf-8", "surrogateescape")
+            lines = [f"{m} {b} {p}\n" for p, (m, b) in itertools.islice(items, 4096)]
+
+    items = iter(listing.items())
     try:
-        body = "".join([f"{_LISTING_HEAD} {algo} {tree}\n", *(f"{m} {b} {p}\n" for p, (m, b) in listing.items())])
-        layout.write_atomic(repo, LOCAL_LISTING, body.encode("utf-8", "surrogateescape"))
+        layout.write_atomic_chunks(repo, LOCAL_LISTING, chunks())
         return True
     except (OSError, PkicError):
         return False
