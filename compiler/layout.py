@@ -38,6 +38,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +254,10 @@ def read_chunks(repo: Path, rel: str, size: int = 1 << 20) -> Iterator[bytes]:
         os.close(fd)
 
 
-def read_file(repo: Path, rel: str, max_size: int | None = MAX_INPUT) -> bytes | None:
-    """The bytes of the regular file ``repo/rel`` (None if it does not exist). A symlink
-    in any component, or anything but a regular file, is refused."""
+def _open_regular(repo: Path, rel: str, max_size: int | None) -> tuple[int, int] | None:
+    """(descriptor, size) of the regular file ``repo/rel`` opened for reading, None if it
+    does not exist; a symlink in any component, anything but a regular file, or a file
+    over ``max_size`` is refused. The caller closes the descriptor."""
     with _Dir(repo, rel) as d:
         if d.fd is None:
             return None
@@ -269,25 +271,59 @@ def read_file(repo: Path, rel: str, max_size: int | None = MAX_INPUT) -> bytes |
             if exc.errno == errno.EISDIR:
                 raise _refuse(rel, "is a directory") from None
             raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise _refuse(rel, "is not a regular file")
-            if max_size is not None and st.st_size > max_size:
-                raise fail(
-                    rel,
-                    f"is {st.st_size} bytes: larger than pkic reads ({max_size})",
-                    "pkic's inputs are small text files; is this the right file?",
-                )
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(rel, "is not a regular file")
+        if max_size is not None and st.st_size > max_size:
+            raise fail(
+                rel,
+                f"is {st.st_size} bytes: larger than pkic reads ({max_size})",
+                "pkic's inputs are small text files; is this the right file?",
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def read_file(repo: Path, rel: str, max_size: int | None = MAX_INPUT) -> bytes | None:
+    """The bytes of the regular file ``repo/rel`` (None if it does not exist). A symlink
+    in any component, or anything but a regular file, is refused."""
+    with open_chunks(repo, rel, max_size) as pieces:
+        return None if pieces is None else b"".join(pieces)
+
+
+class FileChunks:
+    """A regular file's bytes in pieces, as :func:`open_chunks` opened it; ``size``: its
+    size then (a file that changes while it is read is the reader's to notice)."""
+
+    def __init__(self, fd: int, size: int, piece: int) -> None:
+        self.fd, self.size, self.piece = fd, size, piece
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := os.read(self.fd, self.piece):
+            yield chunk
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@contextmanager
+def open_chunks(repo: Path, rel: str, max_size: int | None = MAX_INPUT, piece: int = 1 << 20) -> Iterator[FileChunks | None]:
+    """The regular file ``repo/rel`` to read in pieces of ``piece`` bytes (None if it does
+    not exist), opened as :func:`read_file` opens it, closed when the block ends."""
+    opened = _open_regular(repo, rel, max_size)
+    if opened is None:
+        yield None
+        return
+    pieces = FileChunks(opened[0], opened[1], piece)
+    try:
+        yield pieces
+    finally:
+        pieces.close()
 
 
 def read_input(repo: Path, rel: str, max_size: int = MAX_INPUT) -> bytes:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, read_chunks, read_file
-from compiler.model.bounded import json_text, loads_json, parse_json_text
+from compiler.layout import SERIAL, STATE_PATH, check_name, is_ocsp_file, open_chunks, read_chunks, read_file
+from compiler.model.bounded import MAX_DEPTH, json_text, loads_json, parse_json_text
 from compiler.model.errors import PkicError, fail
 from compiler.model.heap import long_lived
 from compiler.model.stamp import Stamp
@@ -37,6 +37,7 @@ from compiler.state.records import (
     records_text,
 )
 from compiler.state.spans import FileSpans
+from compiler.state.streamed import parse_streamed
 
 if TYPE_CHECKING:
     from compiler.spec.cache import Verdicts
@@ -68,26 +69,25 @@ def load_state(repo: Path, *, keep_text: bool = False, verdicts: Verdicts | None
 
 def _load_state(repo: Path, keep_text: bool, verdicts: Verdicts | None, blob: tuple[str, str] | None) -> State:
     try:
-        data = read_file(repo, STATE_PATH, max_size=MAX_STATE)  # never through a symlink
-        if data is None:
-            return State(texts={} if keep_text else None)
+        with open_chunks(repo, STATE_PATH, MAX_STATE) as pieces:  # never through a symlink
+            if pieces is None:
+                return State(texts={} if keep_text else None)
+            streamed = parse_streamed(pieces.size, pieces, blob[0] if blob else None, MAX_DEPTH)
+        if streamed is not None:
+            body, digest, spans = streamed.body, streamed.digest, streamed.spans
+            if blob is not None and streamed.blob != blob[1]:
+                raise _changed()
+        else:  # not laid out as pkic writes it: parsed whole, which reports any problem
+            body, digest, spans = _parse_whole(repo, blob, keep_text and verdicts is not None)
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
-    if blob is not None and blob_id(blob[0], data) != blob[1]:
-        raise fail(STATE_PATH, "is not the file the seal gate found: it changed while apply ran", "restore it from git and apply again")
-    digest = hashlib.sha256(data).digest()
     known = verdicts is not None and verdicts.passed("state", digest)
     # a file this code wrote (apply's verdict, kept when it wrote it) is kept as spans of
     # the file, not as 100 MB of text made again from the records (see FileSpans)
     ours = keep_text and verdicts is not None and verdicts.passed(WRITTEN, digest)
-    text = json_text(data, STATE_PATH, _HINT, what="the state")
-    del data  # (123 MB at 100,000 certificates: never alive beside its text and the objects)
-    spans = _spans(text) if ours and text.isascii() else None
-    body = parse_json_text(text, STATE_PATH, _HINT, what="the state")
-    del text
     if spans is not None:
         certs = body.get("certificates") if isinstance(body, dict) else None
-        if not isinstance(certs, dict) or list(certs) != list(spans):
+        if not ours or not isinstance(certs, dict) or list(certs) != list(spans):
             spans = None
     state = _state_of(body, keep_text=keep_text and spans is None, names_checked=known)
     if spans is not None:
@@ -95,6 +95,25 @@ def _load_state(repo: Path, keep_text: bool, verdicts: Verdicts | None, blob: tu
     if verdicts is not None and not known:
         verdicts.note("state", digest)
     return state
+
+
+def _changed() -> PkicError:
+    return fail(STATE_PATH, "is not the file the seal gate found: it changed while apply ran", "restore it from git and apply again")
+
+
+def _parse_whole(repo: Path, blob: tuple[str, str] | None, want_spans: bool) -> tuple[Any, bytes, dict[str, tuple[int, int]] | None]:
+    """The state parsed in one piece (any layout): its JSON, SHA-256 and (``want_spans``) spans."""
+    data = read_file(repo, STATE_PATH, max_size=MAX_STATE)
+    if data is None:
+        raise _changed()  # (it was there a moment ago)
+    if blob is not None and blob_id(blob[0], data) != blob[1]:
+        raise _changed()
+    digest = hashlib.sha256(data).digest()
+    text = json_text(data, STATE_PATH, _HINT, what="the state")
+    del data  # (123 MB at 100,000 certificates: never alive beside its text and the objects)
+    spans = _spans(text) if want_spans and text.isascii() else None
+    body = parse_json_text(text, STATE_PATH, _HINT, what="the state")
+    return body, digest, spans
 
 
 WRITTEN = "state-written"  # the verdict an apply keeps on the state it wrote
