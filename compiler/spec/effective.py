@@ -56,6 +56,9 @@ def san_lists(spec: EntrySpec) -> dict[str, list[str]]:
     return {"dns": spec.get("dns", []), "ip": spec.get("ip", []), "uri": spec.get("uri", []), "email": spec.get("email", [])}
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def spec_digest(spec: Mapping[str, Any]) -> str:
     """SHA-256 of canonical JSON: a certificate is reissued when its entry's digest changes."""
     data = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
@@ -150,5 +153,14 @@ class EffectiveSpec:
 
     @property
     def digest(self) -> str:
-        data = {"entries": {n: e.spec for n, e in self.entries.items()}, "moved": sorted(self.moved.items())}
-        return spec_digest(data)
+        """spec_digest of ``{"entries": {name: spec}, "moved": [...]}``, hashed an entry
+        at a time (whole, the text was 40 MB at 100,000 entries): the same bytes, as
+        json.dumps with sorted keys lays them out (tests hold the two equal)."""
+        h = hashlib.sha256(b'{"entries":{')
+        encode = _CANONICAL.encode
+        sep = b""
+        for name in sorted(self.entries):
+            h.update(sep + encode(name).encode() + b":" + encode(self.entries[name].spec).encode())
+            sep = b","
+        h.update(b'},"moved":' + encode(sorted(self.moved.items())).encode() + b"}")
+        return h.hexdigest()

@@ -369,3 +369,19 @@ def test_the_record_file_reads_back_what_was_written_and_skips_damage() -> None:
     assert incremental.decode_records(text + "junk\n" + "2" * 64 + " XX {}\n") == records
     assert incremental.decode_records(text.replace('"format":3', '"format":2')) is None
     assert incremental.decode_records("") is None
+
+
+def test_the_spec_digest_hashed_an_entry_at_a_time_is_the_canonical_one(tmp_path: Path) -> None:
+    """EffectiveSpec.digest streams the canonical JSON of its entries and moves: the same
+    bytes json.dumps(sort_keys) lays out whole (the digest a saved plan is checked by)."""
+    from compiler.spec.effective import spec_digest
+
+    (tmp_path / "pki.yaml").write_text(
+        "version: 1\nauthorities:\n  root-ca: {subject: {CN: Rööt}, lifetime: 10y}\ncertificates:\n"
+        "  zeta: {issuer: root-ca, dns: [z.example.com]}\n  Alpha: {issuer: root-ca, dns: [a.example.com], lifetime: 30d}\n"
+        "  alpha_2: {issuer: root-ca, dns: [b.example.com], email: [ops@example.com]}\nmoved:\n  - {from: old-name, to: zeta}\n"
+    )
+    eff = loading.load(tmp_path, caches=None)
+    assert eff.moved, "the example has a move"
+    whole = spec_digest({"entries": {n: e.spec for n, e in eff.entries.items()}, "moved": sorted(eff.moved.items())})
+    assert eff.digest == whole
