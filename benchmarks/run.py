@@ -187,8 +187,8 @@ def report(results: list[dict], ocsp_row: dict, peers: dict) -> str:
         row(w, "the next one-leaf change, plan + apply (caches warm)", f"{r['next_plan'] + r['next_apply']:.2f} s", "", None)
         row(w, f"renewal wave ({n // 10} due), plan", f"{r['wave_plan']:.2f} s", "3 s", r["wave_plan"] < 3)
         row(w, f"renewal wave ({n // 10} due), apply", f"{r['wave_apply']:.2f} s", "3 s", r["wave_apply"] < 3)
-        peak = max(v for k, v in r.items() if k.endswith("_rss"))
-        row(w, "peak memory (max RSS of any command)", f"{peak / 1024:.0f} MiB", "1024 MiB", peak < 1024 * 1024)
+        peak, which = max((v, k[: -len("_rss")]) for k, v in r.items() if k.endswith("_rss"))
+        row(w, "peak memory (max RSS of any command)", f"{peak / 1024:.0f} MiB ({which})", "1024 MiB", peak < 1024 * 1024)
     row("W1k", "cold apply with OCSP on, per leaf", f"{ocsp_row['apply_cold'] / ocsp_row['n'] * 1000:.2f} ms", "", None)
     if len(results) >= 2:
         a, b = results[0], results[-1]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.model.bounded import json_depth_ok
+from compiler.state.records import share_texts
 
 GROUP = 2048  # names parsed in one call
 _HEADER = re.compile(rb'  "([A-Za-z0-9][A-Za-z0-9._-]{0,127})": \[\Z')
@@ -49,6 +50,7 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
     if git is not None:
         git.update(b"blob %d\0" % size)
     certs: dict[str, Any] = {}
+    shared: dict[str, str] = {}  # (see records.share_texts)
     spans: dict[str, tuple[int, int]] = {}
     group: list[bytes] = []  # the lines of whole blocks not parsed yet
     names: list[str] = []  # the names those blocks open, in order
@@ -67,6 +69,10 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
         part = json.loads(text.decode("utf-8"))
         if not isinstance(part, dict) or list(part) != names or any(n in certs for n in names):
             raise _Off
+        for recs in part.values():
+            if type(recs) is list:
+                for r in recs:
+                    share_texts(r, shared)
         certs.update(part)
         group.clear()
         names.clear()
