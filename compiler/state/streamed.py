@@ -22,12 +22,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.model.bounded import json_depth_ok
-from compiler.state.records import share_texts
 
 GROUP = 2048  # names parsed in one call
 _HEADER = re.compile(rb'  "([A-Za-z0-9][A-Za-z0-9._-]{0,127})": \[\Z')
 _OPEN, _CERTS, _EMPTY, _CLOSE = b"{", b' "certificates": {', b' "certificates": {},', b" },"
 _END, _END_LAST = b"  ],", b"  ]"
+
+
+# fields whose text most records share (an issuer, its key id, a key type, a rule's digest):
+# one string for all (at 100,000 certificates, each record's own copies were 100 MB)
+_SHARED = ("action", "issuer", "issuer_key_id", "issuer_serial", "key_source", "key_type", "kind", "status")
+_SHARED_LISTS = ("key_rules", "reasons")
+
+
+def share_texts(d: dict[str, Any], shared: dict[str, str]) -> None:
+    """A record read as JSON, in place: the text of each field most records share
+    (_SHARED) made one string, the one in ``shared``. Done as records are parsed, so
+    that the copies freed make room for the next (done after, the memory stays taken)."""
+    if type(d) is not dict:
+        return
+    one = shared.setdefault
+    for k in _SHARED:
+        v = d.get(k)
+        if type(v) is str:
+            d[k] = one(v, v)
+    for k in _SHARED_LISTS:
+        v = d.get(k)
+        if type(v) is list:
+            d[k] = [one(x, x) if type(x) is str else x for x in v]
+    spec = d.get("spec")
+    if type(spec) is dict:
+        for k, v in spec.items():  # (values replaced, keys unchanged)
+            if type(v) is str:
+                spec[k] = one(v, v)
+            elif k == "subject" and type(v) is list:
+                spec[k] = [[one(x, x) if type(x) is str else x for x in pair] if type(pair) is list else pair for pair in v]
 
 
 @dataclass
