@@ -87,6 +87,8 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
     step = 0  # 0: "{"; 1: the certificates' line; 2: a block or the end; 3: in a block; 4: " },"; 5: the rest
     name, start, offset, total, ascii_ = "", 0, 0, 0, True
     rest = b""
+    partial: list[bytes] = []  # the line being read, in pieces (never joined again and again)
+    held = 0
 
     def flush() -> None:
         if group[-1] == _END:
@@ -112,8 +114,18 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
             sha.update(piece)
             if git is not None:
                 git.update(piece)
-            lines = (rest + piece).split(b"\n")
+            if b"\n" not in piece:  # a line goes on: kept in pieces, joined once it ends
+                partial.append(piece)
+                held += len(piece)
+                if step in (0, 1, 4) and held > 64:
+                    raise _Off  # a line pkic writes short (a minified state): parsed whole
+                continue
+            lines = piece.split(b"\n")
+            if partial:
+                partial.append(lines[0])
+                lines[0] = b"".join(partial)
             rest = lines.pop()
+            partial, held = [rest], len(rest)
             for line in lines:
                 ascii_ = ascii_ and line.isascii()
                 if step == 3:
@@ -150,12 +162,14 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
             raise _Off
         if names:
             flush()
+        rest = b"".join(partial)
         tail.append(rest)
         text = b"{\n" + b"\n".join(tail)
         if b"\x00" in text or not json_depth_ok(text, max_depth):
             raise _Off
         others = json.loads(text.decode("utf-8"))
-        if not isinstance(others, dict) or "certificates" in others:
+        # (empty, the comma of " }," closed nothing: {"certificates": {...},} is no JSON)
+        if not isinstance(others, dict) or not others or "certificates" in others:
             raise _Off
     except (_Off, ValueError, RecursionError):
         return None
