@@ -234,24 +234,9 @@ def read_chunks(repo: Path, rel: str, size: int = 1 << 20) -> Iterator[bytes]:
     """The bytes of the regular file ``repo/rel`` in pieces of ``size``, as read_file
     opens it (a symlink in any component, or anything but a regular file, is refused;
     a missing file yields nothing)."""
-    with _Dir(repo, rel) as d:
-        if d.fd is None:
-            return
-        try:
-            fd = os.open(d.base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=d.fd)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _refuse(rel, "is a symlink") from None
-            raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _refuse(rel, "is not a regular file")
-        while chunk := os.read(fd, size):
-            yield chunk
-    finally:
-        os.close(fd)
+    with open_chunks(repo, rel, None, size) as pieces:
+        if pieces is not None:
+            yield from pieces
 
 
 def _open_regular(repo: Path, rel: str, max_size: int | None) -> tuple[int, int] | None:

@@ -54,8 +54,8 @@ ENTRY_FORMAT = 3
 # more certificates than this changed (a fifth, at least 200): the whole file is loaded
 # instead, which parses faster than as many entries one at a time
 MIN_MISSES = 200
-PARSE_CHUNK = 4096  # cached records parsed a chunk at a time, each chunk in one call
 MISS_SHARE = 5
+PARSE_CHUNK = 4096  # cached records parsed a chunk at a time, each chunk in one call
 
 _SECTIONS = ("authorities", "certificates")
 _SECTION = re.compile(r"(authorities|certificates):(?:[ ]*|[ ]+#.*)\Z")  # (YAML: a comment after a space only)

@@ -9,7 +9,10 @@ a token: the names' blocks are parsed in groups, and the sections after them as 
 object, and together they are what one parse of the file gives. A group must parse to
 exactly the names its lines open, each once in the whole file; anything else (another
 layout, a name pkic could not have written, a duplicate, an error) gives None and the
-caller parses the file whole, which reports any problem as it always did.
+caller parses the file whole, which reports any problem as it always did. A line
+that runs over many pieces is joined once; one of the first lines (short, as pkic
+writes them) that runs on hands the file over at once (a minified state). The texts
+most records share are made one string each as each group is parsed (share_texts).
 """
 
 from __future__ import annotations
@@ -79,14 +82,13 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
     if git is not None:
         git.update(b"blob %d\0" % size)
     certs: dict[str, Any] = {}
-    shared: dict[str, str] = {}  # (see records.share_texts)
+    shared: dict[str, str] = {}  # (see share_texts)
     spans: dict[str, tuple[int, int]] = {}
     group: list[bytes] = []  # the lines of whole blocks not parsed yet
     names: list[str] = []  # the names those blocks open, in order
     tail: list[bytes] = []
     step = 0  # 0: "{"; 1: the certificates' line; 2: a block or the end; 3: in a block; 4: " },"; 5: the rest
     name, start, offset, total, ascii_ = "", 0, 0, 0, True
-    rest = b""
     partial: list[bytes] = []  # the line being read, in pieces (never joined again and again)
     held = 0
 
@@ -124,8 +126,8 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
             if partial:
                 partial.append(lines[0])
                 lines[0] = b"".join(partial)
-            rest = lines.pop()
-            partial, held = [rest], len(rest)
+            last = lines.pop()  # (unfinished: the next piece goes on with it)
+            partial, held = [last], len(last)
             for line in lines:
                 ascii_ = ascii_ and line.isascii()
                 if step == 3:
