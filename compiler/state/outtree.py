@@ -147,6 +147,7 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
     def walk(rel_dir: str, dfd: int, depth: int) -> None:
         nonlocal hashed
         files: list[str] = []
+        subdirs: list[str] = []
         with os.scandir(dfd) as it:
             for e in it:  # (the type from the directory itself: no call per file)
                 if e.is_file(follow_symlinks=False):
@@ -167,11 +168,13 @@ def scan_out(repo: Path, algo: str, *, memo: BlobMemo | None = None) -> Listing:
                         f"is nested deeper than pkic writes ({MAX_OUT_DEPTH} levels)",
                         "remove it (`git rm -r`), and find out who added it",
                     )
-                sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-                try:  # depth first: one descriptor open a level, however many directories
-                    walk(rel, sub, depth + 1)
-                finally:
-                    os.close(sub)
+                subdirs.append(e.name)
+        for name in subdirs:  # (once the listing is closed: one descriptor open a level)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            try:  # depth first, however many directories
+                walk(f"{rel_dir}/{name}", sub, depth + 1)
+            finally:
+                os.close(sub)
         prefix = rel_dir + "/"
         for name in files:
             rel = prefix + name

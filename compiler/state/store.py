@@ -78,7 +78,7 @@ def _load_state(repo: Path, keep_text: bool, verdicts: Verdicts | None, blob: tu
             if blob is not None and streamed.blob != blob[1]:
                 raise _changed()
         else:  # not laid out as pkic writes it: parsed whole, which reports any problem
-            body, digest, spans = _parse_whole(repo, blob, keep_text and verdicts is not None)
+            (body, digest), spans = _parse_whole(repo, blob), None
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
     known = verdicts is not None and verdicts.passed("state", digest)
@@ -101,8 +101,9 @@ def _changed() -> PkicError:
     return fail(STATE_PATH, "is not the file the seal gate found: it changed while apply ran", "restore it from git and apply again")
 
 
-def _parse_whole(repo: Path, blob: tuple[str, str] | None, want_spans: bool) -> tuple[Any, bytes, dict[str, tuple[int, int]] | None]:
-    """The state parsed in one piece (any layout): its JSON, SHA-256 and (``want_spans``) spans."""
+def _parse_whole(repo: Path, blob: tuple[str, str] | None) -> tuple[Any, bytes]:
+    """The state parsed in one piece (any layout): its JSON and SHA-256. (No spans: a
+    file laid out as pkic writes it is streamed; one that was not is kept as text.)"""
     data = read_file(repo, STATE_PATH, max_size=MAX_STATE)
     if data is None:
         raise _changed()  # (it was there a moment ago)
@@ -111,38 +112,10 @@ def _parse_whole(repo: Path, blob: tuple[str, str] | None, want_spans: bool) -> 
     digest = hashlib.sha256(data).digest()
     text = json_text(data, STATE_PATH, _HINT, what="the state")
     del data  # (123 MB at 100,000 certificates: never alive beside its text and the objects)
-    spans = _spans(text) if want_spans and text.isascii() else None
-    body = parse_json_text(text, STATE_PATH, _HINT, what="the state")
-    return body, digest, spans
+    return parse_json_text(text, STATE_PATH, _HINT, what="the state"), digest
 
 
 WRITTEN = "state-written"  # the verdict an apply keeps on the state it wrote
-_CERTS_OPEN = '{\n "certificates": {\n'
-
-
-def _spans(text: str) -> dict[str, tuple[int, int]] | None:
-    """Where each name's records are in a state file as State.json_chunks lays it out
-    (``  "name": [`` a line, the records a line each, ``  ]``), or None if it is not so."""
-    if not text.startswith(_CERTS_OPEN):
-        return None
-    spans: dict[str, tuple[int, int]] = {}
-    pos = len(_CERTS_OPEN)
-    while text.startswith('  "', pos):
-        quote = text.find('": [\n', pos + 3)
-        if quote < 0:
-            return None
-        start = quote + 5
-        end = text.find("\n  ]", start)
-        if end < 0:
-            return None
-        spans[text[pos + 3 : quote]] = (start, end)
-        if text.startswith(",\n", end + 4):
-            pos = end + 6
-        elif text.startswith("\n },", end + 4):
-            return spans
-        else:
-            return None
-    return None
 
 
 _HINT = "restore it from git (`git checkout -- out/state.json`); never edit it by hand"

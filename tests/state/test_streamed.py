@@ -18,9 +18,38 @@ from compiler.model.bounded import MAX_DEPTH
 from compiler.state import State
 from compiler.state import streamed as streamed_mod
 from compiler.state.outtree import blob_id
-from compiler.state.store import _spans, load_state
+from compiler.state.store import load_state
 from compiler.state.streamed import parse_streamed
 from test_kept_texts import T0, record
+
+
+_CERTS_OPEN = '{\n "certificates": {\n'
+
+
+def _spans(text: str) -> dict[str, tuple[int, int]] | None:
+    """The oracle (the spans as pkic found them in the whole text before the streamed
+    reading). Where each name's records are in a state file as State.json_chunks lays it out
+    (``  "name": [`` a line, the records a line each, ``  ]``), or None if it is not so."""
+    if not text.startswith(_CERTS_OPEN):
+        return None
+    spans: dict[str, tuple[int, int]] = {}
+    pos = len(_CERTS_OPEN)
+    while text.startswith('  "', pos):
+        quote = text.find('": [\n', pos + 3)
+        if quote < 0:
+            return None
+        start = quote + 5
+        end = text.find("\n  ]", start)
+        if end < 0:
+            return None
+        spans[text[pos + 3 : quote]] = (start, end)
+        if text.startswith(",\n", end + 4):
+            pos = end + 6
+        elif text.startswith("\n },", end + 4):
+            return spans
+        else:
+            return None
+    return None
 
 
 def state_text(names: int, extra: str = "") -> str:
