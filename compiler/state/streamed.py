@@ -137,6 +137,8 @@ def parse_streamed(size: int, pieces: Iterable[bytes], blob_algo: str | None, ma
                         step = 2 if line == _END else 4
                         if len(names) >= GROUP:
                             flush()
+                    elif not (line.startswith(b"   {") and line.endswith((b"}", b"},"))):
+                        raise _Off  # a record a line, as records_text writes them: a span is whole records
                 elif step == 5:
                     tail.append(line)
                 elif step == 2:

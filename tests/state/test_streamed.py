@@ -184,3 +184,20 @@ def test_the_texts_records_share_are_one_string_each() -> None:
     assert a["issuer"] == "ca" and a["issuer"] is b["issuer"] and a["status"] is b["status"]
     assert a["spec"]["issuer"] is b["spec"]["issuer"]
     assert a["serial"] != b["serial"]
+
+
+def test_a_block_is_whole_records_a_line_or_handed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A span is copied verbatim when apply rewrites the state (only for a file apply
+    wrote itself): each line of a block must be one record as records_text writes it,
+    so that a span can never be text that parses as something else in its context. A
+    value that is not a record, and a record whose array closes on a '  ],' line so
+    that the next header falls inside it, are valid JSON and handed to the whole parse."""
+    monkeypatch.setattr(streamed_mod, "GROUP", 2)
+    text = state_text(3)
+    not_a_record = text.replace('  "leaf1": [\n', '  "leaf1": [\n   1,\n', 1)
+    head = text.index('  "leaf1": [\n')
+    # (leaf2 is the last block: the shifted one ends where the certificates do)
+    shifted = text[:head] + '  "leaf1": [\n   {"x": [\n  ],\n  "leaf2": [\n   {"y": 1}\n  ]}\n  ]\n },' + text[text.index("\n },") + 4 :]
+    for bad in (not_a_record, shifted):
+        json.loads(bad)  # valid JSON, which one parse reads
+        assert stream(bad) is None
