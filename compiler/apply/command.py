@@ -26,7 +26,7 @@ from compiler.model.bounded import MAX_BYTES, json_depth_ok
 from compiler.model.errors import Diagnostic, PkicError, fail
 from compiler.plan import Plan
 from compiler.spec import EffectiveSpec
-from compiler.state import BlobMemo, Invariants, Report, Seal, Sealing, State, cache_mac_key, examine, load_key, public_text
+from compiler.state import BlobMemo, Invariants, Report, Seal, Sealing, State, cache_key, examine, load_key, public_text
 
 SavedPlan = dict[str, Any]  # a plan saved by `pkic plan --out` (JSON)
 
@@ -95,7 +95,7 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
     saved = read_saved_plan(repo, options.plan_file) if options.plan_file else None
     # spec errors before anything else; never a cache a plan kept (only entries this
     # apply identity authenticated, with a key derived from the seal key)
-    mac_key = _cache_key()
+    mac_key = cache_key()
     effective = spec_mod.load(repo, caches=mac_key)
     # .sops.yaml and every validity checked before any key is decrypted (even to finish
     # an interrupted apply): a broken input is an error, never a crash holding a CA key
@@ -139,16 +139,6 @@ def run_apply(repo: Path, options: ApplyOptions, console: Console) -> Applied | 
         if git is not None:
             _commit(git, the_plan, state, result, recovered, sealing)
     return Applied(result, sealing is not None)
-
-
-def _cache_key() -> bytes | None:
-    """The key apply authenticates its entry cache with (None: no seal key, or one that
-    does not load, which the seal gate reports below)."""
-    try:
-        key = load_key()
-    except PkicError:
-        return None
-    return cache_mac_key(key) if key is not None else None
 
 
 def _sealed_state_blob(sealing: Sealing | None) -> tuple[str, str] | None:

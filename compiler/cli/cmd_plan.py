@@ -35,16 +35,19 @@ if TYPE_CHECKING:
     from compiler.state import Report, Seal, State
 
 
-def _load(now: datetime) -> tuple[EffectiveSpec, State, Plan]:
+def _load(now: datetime, mac_key: bytes | None) -> tuple[EffectiveSpec, State, Plan]:
+    """``mac_key``: this machine's apply caches, where the seal key is (see state.cache_key);
+    None: plan's own (see spec.cache.Verdicts)."""
     from compiler import spec as spec_mod
     from compiler.apply import reviewed_inputs
     from compiler.plan import make_plan
     from compiler.policy import rules as policy
     from compiler.spec.cache import Verdicts
+    from compiler.spec.loading import PLAN_CACHES
     from compiler.state import load_with_journal
 
-    effective = spec_mod.load(opts.repo)
-    state, _ops = load_with_journal(opts.repo, Verdicts(opts.repo))  # plan's own (see spec.cache.Verdicts)
+    effective = spec_mod.load(opts.repo, caches=PLAN_CACHES if mac_key is None else mac_key)
+    state, _ops = load_with_journal(opts.repo, Verdicts(opts.repo, mac_key))
     policy.check_all(effective, opts.repo, state)
     reviewed_inputs(opts.repo, effective)
     return effective, state, make_plan(effective, state, now)
@@ -134,9 +137,12 @@ def plan(
     output_format(as_json, fmt)
     as_json = as_json or fmt == "json"
 
-    sealed, findings = _seal_inspect(opts.repo, base)  # first: a forged out/ may not even load
+    from compiler.state import cache_key
+
+    mac_key = cache_key()  # (None in a pull request's CI: plan needs no secret)
+    sealed, findings = _seal_inspect(opts.repo, base, mac_key)  # first: a forged out/ may not even load
     try:
-        effective, _state, the_plan = _load(parse_now(now))
+        effective, _state, the_plan = _load(parse_now(now), mac_key)
     except PkicError as exc:
         if sealed.problems:
             raise PkicError(sealed.problems + findings + exc.diagnostics) from None
@@ -201,14 +207,15 @@ def _sops_warning(report: Report) -> None:
         )
 
 
-def _seal_inspect(repo: Path, base: str | None) -> tuple[Report, list[Diagnostic]]:
-    """The seal as plan sees it, without a secret: checked against the recorded public key."""
+def _seal_inspect(repo: Path, base: str | None, mac_key: bytes | None) -> tuple[Report, list[Diagnostic]]:
+    """The seal as plan sees it, without a secret: checked against the recorded public key.
+    ``mac_key``: the scan's record of blob ids is apply's (see state.cache_key)."""
     from compiler.state import BlobMemo, examine, read_journal, recorded_public_key, sealed_findings
 
     public, source = recorded_public_key(repo, base)
     journal = read_journal(repo)
     journal_seal = journal[0].get("seal") if journal and isinstance(journal[0], dict) else None
-    report = examine(repo, public, journal_seal=journal_seal, memo=BlobMemo(repo))  # plan's own record (see scan_out)
+    report = examine(repo, public, journal_seal=journal_seal, memo=BlobMemo(repo, mac_key))  # plan's own, or apply's (see scan_out)
     report.key_source = source
     findings = sealed_findings(repo, report)
     report.listing = None  # (300,000 files at W100k: plan has said what it had to say of them)

@@ -55,7 +55,7 @@ from compiler.state.records import (
 from compiler.state.seal import MAX_SEAL, Seal, parse_seal, parsed_seals, render_seal
 from compiler.state.sealcheck import REVERT_HINT, Report, examine
 from compiler.state.sealing import Sealing, write_seal
-from compiler.state.sealkey import cache_mac_key, load_key, new_key_file, parse_key, public_text, seal_key_file
+from compiler.state.sealkey import cache_key, cache_mac_key, load_key, new_key_file, parse_key, public_text, seal_key_file
 from compiler.state.store import MAX_STATE, load_state
 from compiler.state.trust import recorded_public_key, sealed_findings
 
@@ -103,6 +103,7 @@ __all__ = [
     "examine",
     "listing_json",
     "BlobMemo",
+    "cache_key",
     "cache_mac_key",
     "load_key",
     "load_state",

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from compiler import settings
-from compiler.model.errors import fail
+from compiler.model.errors import PkicError, fail
 
 KEY_PREFIX = "PKIC-SEAL-KEY-1:"
 PUB_PREFIX = "ed25519:"
@@ -69,6 +69,20 @@ def cache_mac_key(key: Ed25519PrivateKey) -> bytes:
 
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     return HKDF(hashes.SHA256(), 32, salt=None, info=b"pkic entry cache v1").derive(raw)
+
+
+def cache_key() -> bytes | None:
+    """The key of this machine's apply caches (:func:`cache_mac_key` of the seal key), or
+    None: no seal key here, or one that does not load (apply's seal gate reports that).
+    Apply authenticates what it keeps with it; so does a plan run where the seal key is
+    (a laptop that applies too): what it keeps is what apply would make of the same
+    bytes, and the apply that follows takes it instead of loading everything again. A
+    plan without the key (a pull request's) keeps its own, which apply never takes."""
+    try:
+        key = load_key()
+    except PkicError:
+        return None
+    return cache_mac_key(key) if key is not None else None
 
 
 def new_key_file(path: Path, label: str) -> tuple[Ed25519PrivateKey, bool]:

@@ -283,21 +283,25 @@ def test_a_journal_git_cannot_vouch_for_is_refused(repo, pkic):
 def test_the_spec_cache_lives_outside_the_repo(applied, pkic):
     """The resolved spec is cached by content in the user's cache directory (the entry
     cache, for a pki.yaml the split reads). A cache file in the repository (committed by
-    anyone) is never read: plan follows pki.yaml."""
-    pkic.ok("plan", "--now", NOW, cwd=applied)
+    anyone) is never read: plan follows pki.yaml. (Plans here hold no seal key, as a pull
+    request's does; where the key is, plan keeps apply's authenticated caches instead.)"""
+    keyless = {"PKIC_SEAL_KEY_FILE": str(applied.parent / "no-seal-key")}
+    pkic.ok("plan", "--now", NOW, cwd=applied, env=keyless)
     cached = list((pkic.home / ".cache" / "pkic" / "spec").rglob("entries.json"))
     assert len(cached) == 1 and not (applied / ".pkic" / "cache").exists()
     # the cache is what the next plan reads: tampering with it shows (so the test above
     # is about the real cache, not a dead file)
     body = cached[0].read_text()
     cached[0].write_text(body.replace("www.example.com", "wwx.example.com"))
-    assert "wwx.example.com" in pkic.ok("plan", "--now", NOW, cwd=applied).stdout
+    assert "wwx.example.com" in pkic.ok("plan", "--now", NOW, cwd=applied, env=keyless).stdout
+    # where the seal key is, plan takes only what apply authenticated: not the tampered record
+    assert "wwx.example.com" not in pkic.ok("plan", "--now", NOW, cwd=applied).stdout
     cached[0].unlink()
     # a copy planted inside the repository is ignored
     planted = applied / ".pkic" / "cache" / cached[0].name
     planted.parent.mkdir(parents=True)
     planted.write_text(body.replace("www.example.com", "wwx.example.com"))
-    assert pkic("plan", "--detailed-exitcode", "--now", NOW, cwd=applied).returncode == 0
+    assert pkic("plan", "--detailed-exitcode", "--now", NOW, cwd=applied, env=keyless).returncode == 0
 
 
 def test_a_second_apply_is_locked_out(applied, pkic):

@@ -98,11 +98,29 @@ def test_plan_ignores_a_cache_in_a_directory_others_can_write(planted):
 
 
 def test_plan_reads_its_own_cache(planted):
-    """The two tests above would pass with no cache at all: in a private directory, plan
-    does read the planted file (that is what makes apply's refusal to read it matter)."""
+    """The two tests above would pass with no cache at all: in a private directory, a
+    plan without the seal key (a pull request's) does read the planted file (that is what
+    makes apply's refusal to read it matter)."""
     forge, repo, env, _cache = planted
-    p = forge.pkic("plan", "--now", T1, cwd=repo, env=env)
+    p = forge.pkic("plan", "--now", T1, cwd=repo, env={**env, "PKIC_SEAL_KEY_FILE": str(forge.root / "no-seal-key")})
     assert "rogue" in p.stdout, p.stdout
+
+
+def test_a_plan_where_the_seal_key_is_takes_only_what_apply_made(planted):
+    """A plan on a machine holding the seal key keeps apply's caches (so that the apply
+    after it loads only what changed): it takes only records authenticated with the key,
+    as apply does, and so never reads the planted one, nor makes it authentic for the
+    apply that follows."""
+    forge, repo, env, cache = planted
+    p = forge.pkic("plan", "--now", T1, cwd=repo, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "rogue" not in p.stdout, p.stdout
+    if cache.name == "entries.json":
+        kept = decode_records(cache.read_text())
+        assert all(mac is not None for _, mac in kept.values())
+        assert not any("rogue" in text for text, _ in kept.values())
+    p = forge.pkic("apply", "--yes", "--now", T1, cwd=repo, env=env)
+    assert p.returncode == 0 and "rogue" not in p.stdout, p.stdout + p.stderr
 
 
 
