@@ -71,7 +71,9 @@ def recorded_key_files(state: State, moves: Sequence[tuple[str, str]] = ()) -> d
     return out
 
 
-def recorded_rules(state: State, moves: Sequence[tuple[str, str]] = ()) -> dict[str, SopsRule | None]:
+def recorded_rules(
+    state: State, moves: Sequence[tuple[str, str]] = (), files: dict[str, Record] | None = None
+) -> dict[str, SopsRule | None]:
     """Key file -> the SOPS rule the state records it was encrypted under (None: not
     recorded by an older pkic). A key file whose own metadata names any other master
     key is refused before sops is started: it would contact that backend with CI's
@@ -81,12 +83,13 @@ def recorded_rules(state: State, moves: Sequence[tuple[str, str]] = ()) -> dict[
         kr = rec.get("key_rules")
         return state.rules.get(kr[-1]) if isinstance(kr, list) and kr else None
 
-    return {rel: rule(r) for rel, r in recorded_key_files(state, moves).items()}
+    return {rel: rule(r) for rel, r in (recorded_key_files(state, moves) if files is None else files).items()}
 
 
-def recorded_keys(state: State, moves: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
-    """Key file -> the public key the state records for it: a decrypted key must match."""
-    return {rel: r["public_key_sha256"] for rel, r in recorded_key_files(state, moves).items()}
+def recorded_keys(state: State, moves: Sequence[tuple[str, str]] = (), files: dict[str, Record] | None = None) -> dict[str, str]:
+    """Key file -> the public key the state records for it: a decrypted key must match.
+    ``files``: recorded_key_files of the same state and moves, made once for both."""
+    return {rel: r["public_key_sha256"] for rel, r in (recorded_key_files(state, moves) if files is None else files).items()}
 
 
 def authority_signer(name: str, store: Keystore, handles: dict[str, KeyHandle]) -> KeyHandle:
@@ -99,8 +102,9 @@ def unlock(repo: Path, plan: Plan, spec: EffectiveSpec, state: State, store: Key
     store told what each key file must hold and may be encrypted under, every existing
     signing key decrypted, every CSR and kept certificate read."""
     store.check_config()
-    store.expected = recorded_keys(state, plan.moves)
-    store.allowed = recorded_rules(state, plan.moves)
+    files = recorded_key_files(state, plan.moves)  # (once for both: 100,000 records)
+    store.expected = recorded_keys(state, plan.moves, files)
+    store.allowed = recorded_rules(state, plan.moves, files)
     store.trust_recorded = sealed
     store.planned = {rel: plan.rules[d] for rel, d in plan.rule_of.items()}
     if spec.publish.ocsp:
