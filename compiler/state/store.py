@@ -82,11 +82,9 @@ def _load_state(repo: Path, keep_text: bool, verdicts: Verdicts | None, blob: tu
     except OSError as exc:
         raise fail(STATE_PATH, f"cannot read the state: {exc}") from None
     known = verdicts is not None and verdicts.passed("state", digest)
-    # a file this code wrote (apply's verdict, kept when it wrote it), or the one the seal
-    # gate proved sealed (``blob``: the seal key's holder wrote it, or vouched for it with
-    # `pkic seal`), is kept as spans of the file, not as 100 MB of text made again from the
-    # records (see FileSpans): a span is the very text its records were parsed from
-    ours = keep_text and (blob is not None or (verdicts is not None and verdicts.passed(WRITTEN, digest)))
+    # a file this code wrote (apply's verdict, kept when it wrote it) is kept as spans of
+    # the file, not as 100 MB of text made again from the records (see FileSpans)
+    ours = keep_text and verdicts is not None and verdicts.passed(WRITTEN, digest)
     if spans is not None:
         certs = body.get("certificates") if isinstance(body, dict) else None
         if not ours or not isinstance(certs, dict) or list(certs) != list(spans):

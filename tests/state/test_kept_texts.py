@@ -189,24 +189,3 @@ def test_a_state_changed_after_it_was_read_is_not_written(tmp_path: Path, monkey
     (repo / "out" / "state.json").write_bytes(data.replace(old, new))
     with pytest.raises(PkicError, match="changed while apply ran"):
         kept.to_json()
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_the_sealed_state_is_kept_as_spans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """apply on a fresh runner has no verdict of its own, but the seal gate proved
-    out/state.json the sealed file (its blob id): it too is kept as spans, and written
-    back as a whole write would; with no verdict and no blob, the records are text."""
-    from compiler.state.outtree import blob_id
-    from compiler.state.spans import FileSpans
-    from compiler.state.store import load_state
-
-    repo, data = _written(tmp_path, monkeypatch)
-    for f in (tmp_path / "cache").rglob("checked-*"):
-        f.unlink()
-    assert isinstance(_load(repo).texts, dict)
-    kept = load_state(repo, keep_text=True, blob=("sha1", blob_id("sha1", data)))
-    assert isinstance(kept.texts, FileSpans)
-    whole = state_from_json(data)
-    CASES[name](kept)
-    CASES[name](whole)
-    assert kept.to_json() == whole.to_json()
